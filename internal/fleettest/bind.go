@@ -1,0 +1,179 @@
+package fleettest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// BINDConfig configures StartBIND. The zero value serves an empty
+// db.example.test zone.
+type BINDConfig struct {
+	// Zone defaults to "db.example.test".
+	Zone string
+	// Records are zone-file lines added after the SOA and NS records, with
+	// names relative to the zone, e.g. "shop 300 IN A 127.42.0.7".
+	Records []string
+	// KeyName defaults to "migrate-key".
+	KeyName string
+}
+
+// BIND is a running BIND9 primary for one zone that takes dynamic updates
+// signed with its TSIG key (hmac-sha256). named listens only on addresses an
+// interface holds, so it uses 127.0.0.1 with a port of its own.
+type BIND struct {
+	// Addr is host:port of the server (UDP and TCP).
+	Addr string
+	Zone string
+	// KeyName, KeyAlgorithm and KeySecret (base64) form the TSIG key.
+	KeyName      string
+	KeyAlgorithm string
+	KeySecret    string
+	Dir          string
+
+	proc    *process
+	release func()
+}
+
+// StartBIND writes a configuration, zone file and key, and starts named in
+// the foreground. Stop it with Stop.
+func StartBIND(ctx context.Context, cfg BINDConfig) (*BIND, error) {
+	named, err := findTool("named")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Zone == "" {
+		cfg.Zone = "db.example.test"
+	}
+	cfg.Zone = strings.TrimSuffix(cfg.Zone, ".")
+	if cfg.KeyName == "" {
+		cfg.KeyName = "migrate-key"
+	}
+	port, release, err := allocPort("127.0.0.1")
+	if err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	b := &BIND{
+		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Zone: cfg.Zone,
+		KeyName: cfg.KeyName, KeyAlgorithm: "hmac-sha256", release: release,
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	b.KeySecret = base64.StdEncoding.EncodeToString(secret)
+	if b.Dir, err = os.MkdirTemp("", "fleettest-bind-"); err != nil {
+		return nil, err
+	}
+	zoneFile := filepath.Join(b.Dir, cfg.Zone+".zone")
+	var zone strings.Builder
+	fmt.Fprintf(&zone, "$ORIGIN %s.\n$TTL 300\n", cfg.Zone)
+	fmt.Fprintf(&zone, "@ IN SOA ns1.%s. hostmaster.%s. 1 3600 600 86400 60\n", cfg.Zone, cfg.Zone)
+	fmt.Fprintf(&zone, "@ IN NS ns1.%s.\nns1 IN A 127.0.0.1\n", cfg.Zone)
+	for _, r := range cfg.Records {
+		zone.WriteString(r + "\n")
+	}
+	conf := fmt.Sprintf(`key %q { algorithm hmac-sha256; secret %q; };
+controls { };
+options {
+	directory %q;
+	listen-on port %d { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	pid-file %q;
+	dnssec-validation no;
+	notify no;
+};
+zone %q { type primary; file %q; allow-update { key %q; }; };
+`, b.KeyName, b.KeySecret, b.Dir, port, filepath.Join(b.Dir, "named.pid"), cfg.Zone, zoneFile, b.KeyName)
+	if err := os.WriteFile(zoneFile, []byte(zone.String()), 0o644); err != nil {
+		return nil, err
+	}
+	confFile := filepath.Join(b.Dir, "named.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	args := []string{"-c", confFile, "-g"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "root")
+	}
+	if b.proc, err = startProcess("named "+b.Addr, filepath.Join(b.Dir, "named.log"), exec.Command(named, args...)); err != nil {
+		_ = os.RemoveAll(b.Dir)
+		return nil, err
+	}
+	if err := waitReady(ctx, b.proc, func(ctx context.Context) error {
+		_, err := b.Query(ctx, b.Zone, dns.TypeSOA)
+		return err
+	}); err != nil {
+		b.proc.kill()
+		_ = removeDir(b.Dir)
+		return nil, err
+	}
+	ok = true
+	return b, nil
+}
+
+// NewBIND starts a private BIND9 server for t.
+func NewBIND(t testing.TB, cfg BINDConfig) *BIND {
+	t.Helper()
+	return startForTest(t, func(ctx context.Context) (*BIND, error) { return StartBIND(ctx, cfg) })
+}
+
+// TSIG returns the key in the form miekg/dns clients take
+// (map of FQDN key name to secret).
+func (b *BIND) TSIG() map[string]string {
+	return map[string]string{dns.Fqdn(b.KeyName): b.KeySecret}
+}
+
+// Query asks the server for name/qtype over TCP and returns the answer
+// section; a non-success rcode is an error.
+func (b *BIND) Query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	r, _, err := c.ExchangeContext(ctx, m, b.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return nil, fmt.Errorf("query %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[r.Rcode])
+	}
+	return r.Answer, nil
+}
+
+// Stop shuts named down and removes its directory.
+func (b *BIND) Stop() error {
+	if b.proc == nil {
+		return nil
+	}
+	err := b.proc.stop(syscall.SIGTERM, 15*time.Second)
+	b.release()
+	b.proc = nil
+	if rerr := removeDir(b.Dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// LogTail returns the last lines of named's log.
+func (b *BIND) LogTail(lines int) string { return tailFile(filepath.Join(b.Dir, "named.log"), lines) }
+
+func (b *BIND) describe() string { return "named " + b.Addr }

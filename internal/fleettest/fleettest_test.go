@@ -1,0 +1,202 @@
+package fleettest_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	_ "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/miekg/dns"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+)
+
+func TestMain(m *testing.M) { fleettest.Main(m) }
+
+func TestMariaDB(t *testing.T) {
+	t.Parallel()
+	a := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
+	b := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
+	if a.Host == b.Host || a.Port != b.Port {
+		t.Fatalf("want distinct hosts on one port, got %s and %s", a.Addr(), b.Addr())
+	}
+	ctx := context.Background()
+	// Each server holds its own data: write a different value to each and
+	// read both back.
+	for i, srv := range []*fleettest.MariaDB{a, b} {
+		db, err := sql.Open("mysql", srv.DSN(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		mustExec(t, db, "CREATE DATABASE probe")
+		mustExec(t, db, "CREATE TABLE probe.t (v INT)")
+		mustExec(t, db, "INSERT INTO probe.t VALUES (?)", i+1)
+	}
+	for i, srv := range []*fleettest.MariaDB{a, b} {
+		db, _ := sql.Open("mysql", srv.DSN("probe"))
+		defer db.Close()
+		var v int
+		if err := db.QueryRowContext(ctx, "SELECT v FROM t").Scan(&v); err != nil || v != i+1 {
+			t.Fatalf("%s: read back %d, %v; want %d", srv.Addr(), v, err, i+1)
+		}
+	}
+	// The server listens only on its own address.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", "13306"), time.Second); err == nil {
+		c.Close()
+		t.Errorf("something answers on 127.0.0.1:13306; servers must bind their own address only")
+	}
+}
+
+func TestMariaDBStartFailureSaysWhy(t *testing.T) {
+	fleettest.Integration(t)
+	t.Parallel()
+	_, err := fleettest.StartMariaDB(context.Background(), fleettest.MariaDBConfig{Args: []string{"--no-such-option-here"}})
+	if err == nil {
+		t.Fatal("started with a bogus option")
+	}
+	if !strings.Contains(err.Error(), "no-such-option-here") {
+		t.Errorf("error does not show the server's complaint: %v", err)
+	}
+}
+
+func TestSharedMariaDBNewDatabase(t *testing.T) {
+	t.Parallel()
+	srv := fleettest.SharedMariaDB(t)
+	if again := fleettest.SharedMariaDB(t); again != srv {
+		t.Fatal("SharedMariaDB started a second server")
+	}
+	n1, n2 := srv.NewDatabase(t), srv.NewDatabase(t)
+	if n1 == n2 {
+		t.Fatal("NewDatabase returned the same name twice")
+	}
+	db, _ := sql.Open("mysql", srv.DSN(n1))
+	defer db.Close()
+	mustExec(t, db, "CREATE TABLE t (id INT)")
+}
+
+func TestPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := fleettest.NewPostgres(t, fleettest.PostgresConfig{Password: "s3cret pass'word"})
+	c, err := pgx.Connect(ctx, p.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var addr string
+	if err := c.QueryRow(ctx, "SELECT host(inet_server_addr())").Scan(&addr); err != nil || addr != p.Host {
+		t.Fatalf("server address %q, %v; want %s", addr, err, p.Host)
+	}
+	var method string
+	if err := c.QueryRow(ctx, "SHOW password_encryption").Scan(&method); err != nil || method != "scram-sha-256" {
+		t.Fatalf("password_encryption %q, %v", method, err)
+	}
+	// A wrong password is refused: authentication is real.
+	bad := strings.Replace(p.DSN("postgres"), "s3cret", "wrong", 1)
+	if c2, err := pgx.Connect(ctx, bad); err == nil {
+		c2.Close(ctx)
+		t.Fatal("wrong password accepted")
+	}
+	name := p.NewDatabase(t)
+	c3, err := pgx.Connect(ctx, p.DSN(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close(ctx)
+	if _, err := c3.Exec(ctx, "CREATE TABLE t (v int); INSERT INTO t VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := c3.QueryRow(ctx, "SELECT v FROM t").Scan(&v); err != nil || v != 42 {
+		t.Fatalf("read back %d, %v", v, err)
+	}
+}
+
+func TestBIND(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := fleettest.NewBIND(t, fleettest.BINDConfig{Records: []string{"shop 300 IN A 127.42.0.7"}})
+	ans, err := b.Query(ctx, "shop."+b.Zone, dns.TypeA)
+	if err != nil || len(ans) != 1 || ans[0].(*dns.A).A.String() != "127.42.0.7" {
+		t.Fatalf("seeded record: %v, %v", ans, err)
+	}
+
+	update := func(secret string) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetUpdate(dns.Fqdn(b.Zone))
+		old, _ := dns.NewRR("shop." + b.Zone + ". 300 IN A 127.42.0.7")
+		neu, _ := dns.NewRR("shop." + b.Zone + ". 300 IN A 127.42.0.8")
+		m.Remove([]dns.RR{old})
+		m.Insert([]dns.RR{neu})
+		c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+		if secret != "" {
+			m.SetTsig(dns.Fqdn(b.KeyName), dns.HmacSHA256, 300, time.Now().Unix())
+			c.TsigSecret = map[string]string{dns.Fqdn(b.KeyName): secret}
+		}
+		r, _, err := c.ExchangeContext(ctx, m, b.Addr)
+		return r, err
+	}
+	// unsigned: refused
+	if r, err := update(""); err != nil || r.Rcode != dns.RcodeRefused {
+		t.Fatalf("unsigned update: %v, %v; want REFUSED", r, err)
+	}
+	// wrong key: refused with a TSIG error
+	if r, err := update("d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldCB3cm9uZyE="); err == nil && r.Rcode == dns.RcodeSuccess {
+		t.Fatal("update signed with the wrong key was accepted")
+	}
+	// right key: applied, and the server answers the new address
+	if r, err := update(b.KeySecret); err != nil || r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("signed update: %v, %v", r, err)
+	}
+	ans, err = b.Query(ctx, "shop."+b.Zone, dns.TypeA)
+	if err != nil || len(ans) != 1 || ans[0].(*dns.A).A.String() != "127.42.0.8" {
+		t.Fatalf("after update: %v, %v", ans, err)
+	}
+}
+
+func TestS3(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := fleettest.NewS3(t, fleettest.S3Config{})
+	c := s.Client()
+	body := bytes.Repeat([]byte("fleet"), 1000)
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String("a/b.txt"), Body: bytes.NewReader(body)}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String("a/b.txt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if !bytes.Equal(got, body) {
+		t.Fatalf("read back %d bytes, want %d", len(got), len(body))
+	}
+	// A wrong secret is refused: signatures are checked.
+	bad := s3.New(s3.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(s.AccessKey, "wrong"+s.SecretKey, "")})
+	_, err = bad.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String("a/b.txt")})
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("wrong secret: %v; want an S3 error", err)
+	}
+}
+
+func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.ExecContext(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}

@@ -1,0 +1,208 @@
+package fleettest
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+)
+
+// MariaDBPort is the port every MariaDB fleet host listens on (each on its
+// own loopback address). It avoids the machine's own server on 3306.
+const MariaDBPort = 13306
+
+// MariaDBConfig configures StartMariaDB. The zero value is ready to use.
+type MariaDBConfig struct {
+	// Port defaults to MariaDBPort.
+	Port int
+	// Host pins the loopback address (default: a free 127.42.x.y).
+	Host string
+	// Args are extra mariadbd options.
+	Args []string
+}
+
+// MariaDB is a running throwaway MariaDB server. Root has no password over
+// TCP.
+type MariaDB struct {
+	Host string
+	Port int
+	Dir  string
+
+	proc    *process
+	release func()
+	dbSeq   atomic.Int64
+}
+
+// StartMariaDB initialises a data directory and starts mariadbd on its own
+// loopback address. Stop it with Stop.
+func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
+	installDB, err := findTool("mariadb-install-db")
+	if err != nil {
+		return nil, err
+	}
+	mariadbd, err := findTool("mariadbd")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Port == 0 {
+		cfg.Port = MariaDBPort
+	}
+	m := &MariaDB{Port: cfg.Port}
+	if cfg.Host != "" {
+		rel, ok := claimAddr(cfg.Host, cfg.Port)
+		if !ok {
+			return nil, fmt.Errorf("mariadb: %s:%d is in use", cfg.Host, cfg.Port)
+		}
+		m.Host, m.release = cfg.Host, rel
+	} else if m.Host, m.release, err = allocHost(cfg.Port); err != nil {
+		return nil, fmt.Errorf("mariadb: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			m.release()
+		}
+	}()
+	if m.Dir, err = os.MkdirTemp("", "fleettest-mariadb-"); err != nil {
+		return nil, err
+	}
+	data, tmp := filepath.Join(m.Dir, "data"), filepath.Join(m.Dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	user := currentUser()
+	// Each instance has its own tmpdir: parallel installs sharing /tmp fail.
+	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data, "--user="+user,
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp)
+	install.Env = append(os.Environ(), "TMPDIR="+tmp)
+	if err := run(ctx, install); err != nil {
+		_ = os.RemoveAll(m.Dir)
+		return nil, fmt.Errorf("mariadb: initialise data directory: %w", err)
+	}
+	args := []string{
+		"--no-defaults", "--user=" + user, "--datadir=" + data, "--tmpdir=" + tmp,
+		"--socket=" + filepath.Join(m.Dir, "mysqld.sock"), "--pid-file=" + filepath.Join(m.Dir, "mysqld.pid"),
+		"--bind-address=" + m.Host, fmt.Sprintf("--port=%d", m.Port),
+		"--log-error=" + filepath.Join(m.Dir, "error.log"), "--skip-name-resolve",
+		"--max-connections=500",
+		// small and fast: these servers are thrown away
+		"--innodb-buffer-pool-size=64M", "--aria-pagecache-buffer-size=8M", "--key-buffer-size=1M",
+		"--innodb-log-buffer-size=2M", "--performance-schema=OFF",
+		"--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0", "--sync-binlog=0",
+	}
+	args = append(args, cfg.Args...)
+	m.proc, err = startProcess("mariadb "+m.Addr(), filepath.Join(m.Dir, "error.log"), exec.Command(mariadbd, args...))
+	if err != nil {
+		_ = os.RemoveAll(m.Dir)
+		return nil, err
+	}
+	db, err := sql.Open("mysql", m.DSN(""))
+	if err != nil {
+		m.proc.kill()
+		return nil, err
+	}
+	defer db.Close()
+	if err := waitReady(ctx, m.proc, db.PingContext); err != nil {
+		m.proc.kill()
+		_ = removeDir(m.Dir)
+		return nil, err
+	}
+	ok = true
+	return m, nil
+}
+
+// NewMariaDB starts a private MariaDB server for t.
+func NewMariaDB(t testing.TB, cfg MariaDBConfig) *MariaDB {
+	t.Helper()
+	return startForTest(t, func(ctx context.Context) (*MariaDB, error) { return StartMariaDB(ctx, cfg) })
+}
+
+// SharedMariaDB returns the test binary's shared MariaDB server, starting it
+// on first use. The package's TestMain must call Main.
+func SharedMariaDB(t testing.TB) *MariaDB {
+	t.Helper()
+	return shared(t, "mariadb", func(ctx context.Context) (*MariaDB, error) { return StartMariaDB(ctx, MariaDBConfig{}) })
+}
+
+// Addr is host:port.
+func (m *MariaDB) Addr() string { return fmt.Sprintf("%s:%d", m.Host, m.Port) }
+
+// DSN is a go-sql-driver/mysql DSN for root over TCP to database (may be "").
+func (m *MariaDB) DSN(database string) string {
+	c := mysql.NewConfig()
+	c.User = "root"
+	c.Net = "tcp"
+	c.Addr = m.Addr()
+	c.DBName = database
+	c.Timeout = 5 * time.Second
+	return c.FormatDSN()
+}
+
+// NewDatabase creates an empty database with a fresh name for t and drops it
+// at cleanup. It returns the name.
+func (m *MariaDB) NewDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("fleettest_%d_%d", os.Getpid(), m.dbSeq.Add(1))
+	db, err := sql.Open("mysql", m.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(context.Background(), "CREATE DATABASE "+ident.QuoteMySQL(name)); err != nil {
+		t.Fatalf("fleettest: create database on %s: %v", m.Addr(), err)
+	}
+	t.Cleanup(func() {
+		db, err := sql.Open("mysql", m.DSN(""))
+		if err != nil {
+			return
+		}
+		defer db.Close()
+		_, _ = db.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+ident.QuoteMySQL(name))
+	})
+	return name
+}
+
+// Stop shuts the server down, waits for the process (the pid file vanishes
+// before it exits) and removes its directory.
+func (m *MariaDB) Stop() error {
+	if m.proc == nil {
+		return nil
+	}
+	err := m.proc.stop(syscall.SIGTERM, 30*time.Second)
+	m.release()
+	m.proc = nil
+	if rerr := removeDir(m.Dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Kill ends the server with SIGKILL, as a crash would; Stop still cleans up.
+func (m *MariaDB) Kill() { m.proc.kill() }
+
+// LogTail returns the last lines of the server's error log.
+func (m *MariaDB) LogTail(lines int) string {
+	return tailFile(filepath.Join(m.Dir, "error.log"), lines)
+}
+
+func (m *MariaDB) describe() string { return "mariadb " + m.Addr() }
+
+func currentUser() string {
+	if os.Geteuid() == 0 {
+		return "root"
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return fmt.Sprint(os.Geteuid())
+}

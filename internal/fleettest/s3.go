@@ -1,0 +1,155 @@
+package fleettest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// S3Port is the port every S3 server listens on (each on its own loopback
+// address).
+const S3Port = 7070
+
+// S3Config configures StartS3. The zero value creates bucket "fleetmigrate".
+type S3Config struct {
+	// Bucket defaults to "fleetmigrate".
+	Bucket string
+}
+
+// S3 is a running versitygw S3 server over a directory, with one bucket.
+// Clients must use path-style addressing.
+type S3 struct {
+	// Endpoint is the base URL, http://host:port.
+	Endpoint  string
+	Region    string
+	AccessKey string
+	SecretKey string
+	Bucket    string
+	Dir       string
+	// DataDir holds one directory per bucket; objects are files below it.
+	DataDir string
+
+	proc    *process
+	release func()
+}
+
+// StartS3 starts versitygw (posix backend) on its own loopback address and
+// creates the bucket. Stop it with Stop.
+func StartS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	gw, err := findTool("versitygw")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = "fleetmigrate"
+	}
+	host, release, err := allocHost(S3Port)
+	if err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	s := &S3{
+		Endpoint: fmt.Sprintf("http://%s:%d", host, S3Port), Region: "us-east-1",
+		AccessKey: "AKIA" + randomHex(8), SecretKey: randomHex(20), Bucket: cfg.Bucket, release: release,
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
+	if s.Dir, err = os.MkdirTemp("", "fleettest-s3-"); err != nil {
+		return nil, err
+	}
+	s.DataDir = filepath.Join(s.Dir, "data")
+	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(gw, "--port", fmt.Sprintf("%s:%d", host, S3Port), "posix", s.DataDir)
+	// credentials through the environment, not the command line
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
+	if s.proc, err = startProcess("versitygw "+s.Endpoint, filepath.Join(s.Dir, "versitygw.log"), cmd); err != nil {
+		_ = os.RemoveAll(s.Dir)
+		return nil, err
+	}
+	fail := func(err error) (*S3, error) {
+		s.proc.kill()
+		_ = removeDir(s.Dir)
+		return nil, err
+	}
+	if err := waitReady(ctx, s.proc, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}); err != nil {
+		return fail(err)
+	}
+	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)}); err != nil {
+		return fail(fmt.Errorf("s3: create bucket %s: %w\nlog:\n%s", s.Bucket, err, tailFile(s.proc.logPath, 20)))
+	}
+	ok = true
+	return s, nil
+}
+
+// NewS3 starts a private S3 server for t.
+func NewS3(t testing.TB, cfg S3Config) *S3 {
+	t.Helper()
+	return startForTest(t, func(ctx context.Context) (*S3, error) { return StartS3(ctx, cfg) })
+}
+
+// Client returns an S3 client for the server with its credentials and
+// path-style addressing.
+func (s *S3) Client() *s3.Client {
+	return s3.New(s3.Options{
+		Region:       s.Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+	})
+}
+
+// Stop shuts the server down and removes its directory.
+func (s *S3) Stop() error {
+	if s.proc == nil {
+		return nil
+	}
+	err := s.proc.stop(syscall.SIGTERM, 15*time.Second)
+	s.release()
+	s.proc = nil
+	if rerr := removeDir(s.Dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Kill ends the server with SIGKILL; Stop still cleans up.
+func (s *S3) Kill() { s.proc.kill() }
+
+// LogTail returns the last lines of the server's output.
+func (s *S3) LogTail(lines int) string { return tailFile(filepath.Join(s.Dir, "versitygw.log"), lines) }
+
+func (s *S3) describe() string { return "versitygw " + s.Endpoint }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,309 @@
+package statemachine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Engine is the database engine of a migration row.
+type Engine string
+
+// The engines, as stored in the state table.
+const (
+	EngineMySQL    Engine = "mysql"
+	EnginePostgres Engine = "postgres"
+)
+
+// Engines lists the known engines.
+var Engines = []Engine{EngineMySQL, EnginePostgres}
+
+// Migration is one row of the state table: one database's migration.
+// Zero values stand for NULL (no owner, not blocked yet, size unknown...).
+type Migration struct {
+	ID               int64     `json:"id"`
+	Engine           Engine    `json:"engine"`
+	DatabaseName     string    `json:"database_name"`
+	Source           string    `json:"source"`
+	Destination      string    `json:"destination"`
+	DNSName          string    `json:"dns_name"`
+	Status           Status    `json:"status"`
+	Attempt          int       `json:"attempt"`
+	Owner            string    `json:"owner,omitempty"`
+	LeaseUntil       time.Time `json:"lease_until,omitzero"`
+	Fence            int64     `json:"fence"`
+	DumpURL          string    `json:"dump_url,omitempty"`
+	DumpSHA256       string    `json:"dump_sha256,omitempty"`
+	DumpBytes        int64     `json:"dump_bytes,omitempty"`
+	ConsistencyPoint time.Time `json:"consistency_point,omitzero"`
+	SizeBytes        int64     `json:"size_bytes,omitempty"`
+	BlockedAt        time.Time `json:"blocked_at,omitzero"`
+	UnblockedAt      time.Time `json:"unblocked_at,omitzero"`
+	SwitchedAt       time.Time `json:"switched_at,omitzero"`
+	LastError        string    `json:"last_error,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// String names the row for logs and messages.
+func (m *Migration) String() string {
+	return fmt.Sprintf("#%d %s %q on %s", m.ID, m.Engine, m.DatabaseName, m.Source)
+}
+
+// Planned is one row to insert with Store.Plan.
+type Planned struct {
+	Engine       Engine
+	DatabaseName string
+	Source       string
+	Destination  string
+	DNSName      string
+	SizeBytes    int64
+}
+
+// PlanConflict says why planned row Index (into the slice given to Plan)
+// cannot be inserted next to the rows already in the table.
+type PlanConflict struct {
+	Index  int
+	Reason string
+}
+
+// PlanConflictsError is returned by Store.Plan when rows conflict with the
+// table; nothing was inserted.
+type PlanConflictsError struct{ Conflicts []PlanConflict }
+
+func (e *PlanConflictsError) Error() string {
+	return fmt.Sprintf("%d planned rows conflict with the state table; nothing was inserted", len(e.Conflicts))
+}
+
+// Mark sets one of the row's timestamps from the state database's clock.
+type Mark int
+
+const (
+	// MarkBlocked: writes are now blocked at the source. Sets blocked_at and
+	// clears unblocked_at (a retry blocks again).
+	MarkBlocked Mark = iota + 1
+	// MarkUnblocked: writes were restored at the source.
+	MarkUnblocked
+	// MarkSwitched: the DNS name now points at the destination.
+	MarkSwitched
+	// MarkUnswitched: the DNS name points at the source again (rollback).
+	MarkUnswitched
+)
+
+// Fields are the columns a worker records on its row. Zero values leave a
+// column unchanged.
+type Fields struct {
+	SizeBytes int64
+	// DumpURL, DumpSHA256 and DumpBytes are recorded together.
+	DumpURL          string
+	DumpSHA256       string
+	DumpBytes        int64
+	ConsistencyPoint time.Time
+	Marks            []Mark
+}
+
+// IsZero reports whether f changes nothing.
+func (f Fields) IsZero() bool {
+	return f.SizeBytes == 0 && f.DumpURL == "" && f.DumpSHA256 == "" && f.DumpBytes == 0 &&
+		f.ConsistencyPoint.IsZero() && len(f.Marks) == 0
+}
+
+// ClaimRequest asks for up to Limit rows for one agent role on one host.
+type ClaimRequest struct {
+	Role Role
+	// Host is the agent's host ID; ignored for roles that serve any host (dns).
+	Host string
+	// Owner identifies the claiming agent process in the row and the events
+	// ("db-17/pid 4242").
+	Owner string
+	Limit int
+	// Lease is how long the claim holds without renewal.
+	Lease time.Duration
+}
+
+// Rescued is a row the rescuer took back from an agent whose lease expired.
+type Rescued struct {
+	ID       int64
+	From, To Status
+	Owner    string
+}
+
+// Event is one entry of a row's audit trail: a transition (From != To) or a
+// progress note from the worker holding it (From == To).
+type Event struct {
+	ID          int64     `json:"id"`
+	MigrationID int64     `json:"migration_id"`
+	From        Status    `json:"from"`
+	To          Status    `json:"to"`
+	Actor       string    `json:"actor"`
+	Detail      string    `json:"detail,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+// StopSwitch is the persisted "promote nothing more" switch.
+type StopSwitch struct {
+	Set    bool      `json:"set"`
+	By     string    `json:"by,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// Lease is a named lease in the control table (the scheduler's leadership).
+type Lease struct {
+	Holder    string    `json:"holder"`
+	Since     time.Time `json:"since"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Agent is an agent's entry in the registry, refreshed by its heartbeat.
+type Agent struct {
+	Host    string `json:"host"`
+	Roles   []Role `json:"roles"`
+	Version string `json:"version,omitempty"`
+	// DNSTarget is what a DNS name pointing at this host holds: addresses
+	// (A/AAAA, comma-separated) or a host name (CNAME).
+	DNSTarget string    `json:"dns_target,omitempty"`
+	Address   string    `json:"address,omitempty"`
+	PID       int       `json:"pid,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// Filter selects rows for Store.List. Zero fields do not filter.
+type Filter struct {
+	Statuses     []Status
+	Source       string
+	Destination  string
+	DatabaseName string
+	// AfterID pages: only rows with a larger id.
+	AfterID int64
+	Limit   int
+}
+
+// Store persists the state table. Every method is safe for concurrent use by
+// many goroutines and many processes; every status change is one
+// compare-and-set UPDATE whose affected-row count decides, recorded in the
+// row's events in the same transaction. Times come from the state database's
+// clock, which all agents share.
+type Store interface {
+	// Plan inserts rows in Waiting, all or none. Rows that conflict with the
+	// table (same database on the same source; a destination that already
+	// receives a database of that name; a DNS name in use by an unfinished
+	// row) are refused with a *PlanConflictsError naming each. With dryRun,
+	// conflicts are checked and nothing is inserted.
+	Plan(ctx context.Context, rows []Planned, actor string, dryRun bool) (inserted int, err error)
+
+	// Get returns one row, or ErrNotFound.
+	Get(ctx context.Context, id int64) (Migration, error)
+	// List returns rows matching f in id order.
+	List(ctx context.Context, f Filter) ([]Migration, error)
+
+	// Claim moves up to req.Limit rows from the role's queued status to its
+	// working status for req.Host, in plan order, setting owner, lease_until,
+	// attempt+1 and fence+1. Concurrent claimers never get the same row.
+	Claim(ctx context.Context, req ClaimRequest) ([]Migration, error)
+	// Renew extends the lease of a claimed row and returns the new expiry.
+	// It returns ErrLeaseLost if the row is no longer held by m (owner,
+	// fence, status) or the lease has already expired.
+	Renew(ctx context.Context, m *Migration, lease time.Duration) (time.Time, error)
+	// Advance moves a claimed row to its step's next status, recording f and
+	// clearing owner, lease, attempt and last_error. ErrLeaseLost if the
+	// claim is no longer m's.
+	Advance(ctx context.Context, m *Migration, f Fields, detail string) error
+	// Fail moves a claimed row to its step's failed status with reason as
+	// last_error, recording f. ErrLeaseLost if the claim is no longer m's.
+	Fail(ctx context.Context, m *Migration, f Fields, reason string) error
+	// Release gives a claimed row back to its step's queued status (another
+	// agent, or the same one later, may claim it), with reason as last_error.
+	Release(ctx context.Context, m *Migration, f Fields, reason string) error
+	// Record writes f on a claimed row without changing its status: it is
+	// how a worker says "writes are blocked now" before blocking them.
+	Record(ctx context.Context, m *Migration, f Fields, detail string) error
+	// Progress adds a progress note to a claimed row's events.
+	Progress(ctx context.Context, m *Migration, detail string) error
+
+	// Rescue takes back rows whose lease expired: to the queued status, or to
+	// the failed status once attempt has reached maxAttempts.
+	Rescue(ctx context.Context, maxAttempts int) ([]Rescued, error)
+	// Operate applies an operator action (ActionRetry, ActionRollback,
+	// ActionCancel) to one row and returns it as it is now.
+	Operate(ctx context.Context, id int64, action, actor, detail string) (Migration, error)
+
+	// Counts returns the number of rows in each status (statuses without rows
+	// are absent).
+	Counts(ctx context.Context) (map[Status]int, error)
+	// Promote moves up to limit Waiting rows to ToDump in plan order and
+	// returns how many moved.
+	Promote(ctx context.Context, limit int, actor string) (int, error)
+
+	// StopSwitch reads the stop switch.
+	StopSwitch(ctx context.Context) (StopSwitch, error)
+	// SetStop sets the stop switch. If it is already set it is left as it is
+	// (the first reason stays) and returned.
+	SetStop(ctx context.Context, by, reason string) (StopSwitch, error)
+	// ClearStop clears the stop switch; clearing a clear switch is no error.
+	ClearStop(ctx context.Context, by string) error
+
+	// AcquireLeader takes the scheduler lease for holder, or renews it if
+	// holder has it. If another holder's lease has not expired it returns a
+	// *LeaseHeldError naming that holder.
+	AcquireLeader(ctx context.Context, holder string, ttl time.Duration) (Lease, error)
+	// RenewLeader extends holder's lease; ErrLeaseLost if it is not holder's
+	// or has expired.
+	RenewLeader(ctx context.Context, holder string, ttl time.Duration) (Lease, error)
+	// ReleaseLeader gives the lease up if holder has it.
+	ReleaseLeader(ctx context.Context, holder string) error
+	// Leader returns the current lease, if any holder's lease is unexpired.
+	Leader(ctx context.Context) (Lease, bool, error)
+
+	// Heartbeat records that an agent is alive.
+	Heartbeat(ctx context.Context, a Agent) error
+	// Agents lists agents seen within the last seenWithin (all when zero).
+	Agents(ctx context.Context, seenWithin time.Duration) ([]Agent, error)
+
+	// Events returns a row's audit trail, oldest first.
+	Events(ctx context.Context, id int64) ([]Event, error)
+
+	// Now returns the state database's clock (or the pinned test clock).
+	Now(ctx context.Context) (time.Time, error)
+
+	Close() error
+}
+
+// Errors returned by stores.
+var (
+	// ErrNotFound: no row with that id.
+	ErrNotFound = errors.New("no such migration row")
+	// ErrLeaseLost: the caller's claim or lease is no longer valid: the row was
+	// rescued, re-claimed, or moved by someone else. The caller must stop
+	// working on it and must not touch the row again.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrConflict: the row was not in the status the action expected.
+	ErrConflict = errors.New("row changed meanwhile")
+	// ErrSchemaOutdated: the state database's schema is older than this
+	// binary; run `migrate db upgrade`.
+	ErrSchemaOutdated = errors.New("state database schema is outdated")
+	// ErrInvalidTransition: the transition table does not allow the move.
+	ErrInvalidTransition = errors.New("transition not allowed")
+)
+
+// LeaseHeldError says who holds a lease that the caller wanted.
+type LeaseHeldError struct{ Lease Lease }
+
+func (e *LeaseHeldError) Error() string {
+	return fmt.Sprintf("scheduler lease is held by %s since %s (expires %s)",
+		e.Lease.Holder, e.Lease.Since.UTC().Format(time.RFC3339), e.Lease.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+// TransitionError is an ErrInvalidTransition with the details.
+type TransitionError struct {
+	Role     Role
+	From, To Status
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("%s may not move a row from %q to %q", e.Role, e.From, e.To)
+}
+
+func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
