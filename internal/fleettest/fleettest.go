@@ -69,7 +69,7 @@ type server interface {
 func attachLog(t testing.TB, srv server) {
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("%s log (last lines):\n%s", srv.describe(), srv.LogTail(40))
+			t.Logf("%s log (last lines):\n%s", srv.describe(), srv.LogTail(25))
 		}
 	})
 }

@@ -1,0 +1,201 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+const (
+	controlStop      = "stop"
+	controlScheduler = "scheduler"
+)
+
+// StopSwitch reads the stop switch.
+func (s *Store) StopSwitch(ctx context.Context) (statemachine.StopSwitch, error) {
+	var sw statemachine.StopSwitch
+	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, reason, since FROM control WHERE name = ?"), controlStop).
+		Scan(&sw.By, &sw.Reason, &sw.Since)
+	if errors.Is(err, sql.ErrNoRows) {
+		return statemachine.StopSwitch{}, nil
+	}
+	if err != nil {
+		return sw, fmt.Errorf("read the stop switch: %w", err)
+	}
+	sw.Set, sw.Since = true, sw.Since.UTC()
+	return sw, nil
+}
+
+// SetStop sets the stop switch unless it is set already.
+func (s *Store) SetStop(ctx context.Context, by, reason string) (statemachine.StopSwitch, error) {
+	pre, post := s.d.insertIgnore()
+	if _, err := s.db.ExecContext(ctx, s.d.q(pre+" control (name, holder, reason, since) VALUES (?, ?, ?, "+s.d.now()+")"+post),
+		controlStop, truncate(by, 250), truncate(reason, 4000), s.nowArg()); err != nil {
+		return statemachine.StopSwitch{}, fmt.Errorf("set the stop switch: %w", err)
+	}
+	return s.StopSwitch(ctx)
+}
+
+// ClearStop clears the stop switch.
+func (s *Store) ClearStop(ctx context.Context, by string) error {
+	if _, err := s.db.ExecContext(ctx, s.d.q("DELETE FROM control WHERE name = ?"), controlStop); err != nil {
+		return fmt.Errorf("clear the stop switch: %w", err)
+	}
+	return nil
+}
+
+// AcquireLeader takes or renews the scheduler lease. Two statements, each a
+// compare-and-set: insert the lease if there is none; otherwise take it over
+// only if it is ours or expired. The affected-row counts decide.
+func (s *Store) AcquireLeader(ctx context.Context, holder string, ttl time.Duration) (statemachine.Lease, error) {
+	if holder == "" || ttl <= 0 {
+		return statemachine.Lease{}, errors.New("acquire scheduler lease: holder and a positive ttl are required")
+	}
+	pre, post := s.d.insertIgnore()
+	res, err := s.db.ExecContext(ctx, s.d.q(pre+" control (name, holder, reason, since, expires_at) VALUES (?, ?, '', "+
+		s.d.now()+", "+s.d.plusMicros(s.d.now())+")"+post),
+		controlScheduler, holder, s.nowArg(), s.nowArg(), ttl.Microseconds())
+	if err != nil {
+		return statemachine.Lease{}, fmt.Errorf("acquire scheduler lease: %w", err)
+	}
+	won, _ := res.RowsAffected()
+	if won != 1 {
+		// `since` is assigned first: MySQL evaluates SET left to right with
+		// the new values, PostgreSQL with the old ones; this order means the
+		// same in both.
+		res, err = s.db.ExecContext(ctx, s.d.q("UPDATE control SET since = CASE WHEN holder = ? THEN since ELSE "+s.d.now()+" END, "+
+			"holder = ?, expires_at = "+s.d.plusMicros(s.d.now())+
+			" WHERE name = ? AND (holder = ? OR expires_at < "+s.d.now()+")"),
+			holder, s.nowArg(), holder, s.nowArg(), ttl.Microseconds(), controlScheduler, holder, s.nowArg())
+		if err != nil {
+			return statemachine.Lease{}, fmt.Errorf("acquire scheduler lease: %w", err)
+		}
+		won, _ = res.RowsAffected()
+	}
+	l, ok, err := s.readLease(ctx)
+	if err != nil {
+		return l, fmt.Errorf("acquire scheduler lease: %w", err)
+	}
+	if won != 1 || !ok || l.Holder != holder {
+		return l, &statemachine.LeaseHeldError{Lease: l}
+	}
+	return l, nil
+}
+
+// RenewLeader extends holder's unexpired lease.
+func (s *Store) RenewLeader(ctx context.Context, holder string, ttl time.Duration) (statemachine.Lease, error) {
+	res, err := s.db.ExecContext(ctx, s.d.q("UPDATE control SET expires_at = "+s.d.plusMicros(s.d.now())+
+		" WHERE name = ? AND holder = ? AND expires_at >= "+s.d.now()),
+		s.nowArg(), ttl.Microseconds(), controlScheduler, holder, s.nowArg())
+	if err != nil {
+		return statemachine.Lease{}, fmt.Errorf("renew scheduler lease: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return statemachine.Lease{}, fmt.Errorf("renew scheduler lease of %s: %w", holder, statemachine.ErrLeaseLost)
+	}
+	l, _, err := s.readLease(ctx)
+	return l, err
+}
+
+// ReleaseLeader gives the lease up if holder has it.
+func (s *Store) ReleaseLeader(ctx context.Context, holder string) error {
+	if _, err := s.db.ExecContext(ctx, s.d.q("DELETE FROM control WHERE name = ? AND holder = ?"), controlScheduler, holder); err != nil {
+		return fmt.Errorf("release scheduler lease: %w", err)
+	}
+	return nil
+}
+
+// Leader returns the unexpired scheduler lease, if any.
+func (s *Store) Leader(ctx context.Context) (statemachine.Lease, bool, error) {
+	l, ok, err := s.readLease(ctx)
+	if err != nil || !ok {
+		return l, ok, err
+	}
+	now, err := s.Now(ctx)
+	if err != nil {
+		return l, false, err
+	}
+	if l.ExpiresAt.Before(now) {
+		return l, false, nil
+	}
+	return l, true, nil
+}
+
+// readLease reads the scheduler lease row, expired or not.
+func (s *Store) readLease(ctx context.Context) (statemachine.Lease, bool, error) {
+	var l statemachine.Lease
+	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, since, expires_at FROM control WHERE name = ?"), controlScheduler).
+		Scan(&l.Holder, &l.Since, &l.ExpiresAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return l, false, nil
+	}
+	if err != nil {
+		return l, false, fmt.Errorf("read scheduler lease: %w", err)
+	}
+	l.Since, l.ExpiresAt = l.Since.UTC(), l.ExpiresAt.UTC()
+	return l, true, nil
+}
+
+// rolesKey is the canonical form of a role list: sorted, comma-separated.
+func rolesKey(roles []statemachine.Role) string {
+	rs := make([]string, len(roles))
+	for i, r := range roles {
+		rs[i] = string(r)
+	}
+	slices.Sort(rs)
+	return strings.Join(slices.Compact(rs), ",")
+}
+
+// Heartbeat records that an agent is alive.
+func (s *Store) Heartbeat(ctx context.Context, a statemachine.Agent) error {
+	if a.Host == "" || len(a.Roles) == 0 {
+		return errors.New("heartbeat: host and roles are required")
+	}
+	started := a.StartedAt
+	if started.IsZero() {
+		started = time.Now()
+	}
+	cols := []string{"version", "dns_target", "address", "pid", "started_at", "last_seen"}
+	_, err := s.db.ExecContext(ctx, s.d.q("INSERT INTO agent (host, roles, version, dns_target, address, pid, started_at, last_seen) "+
+		"VALUES (?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+s.d.upsert([]string{"host", "roles"}, cols)),
+		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.PID, started.UTC(), s.nowArg())
+	if err != nil {
+		return fmt.Errorf("heartbeat of %s: %w", a.Host, err)
+	}
+	return nil
+}
+
+// Agents lists agents seen within seenWithin (all when zero), by host.
+func (s *Store) Agents(ctx context.Context, seenWithin time.Duration) ([]statemachine.Agent, error) {
+	q := "SELECT host, roles, version, dns_target, address, pid, started_at, last_seen FROM agent"
+	var args []any
+	if seenWithin > 0 {
+		q += " WHERE last_seen >= " + s.d.plusMicros(s.d.now())
+		args = append(args, s.nowArg(), -seenWithin.Microseconds())
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.q(q+" ORDER BY host, roles"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []statemachine.Agent
+	for rows.Next() {
+		var a statemachine.Agent
+		var roles string
+		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &a.PID, &a.StartedAt, &a.LastSeen); err != nil {
+			return nil, err
+		}
+		for _, r := range strings.Split(roles, ",") {
+			a.Roles = append(a.Roles, statemachine.Role(r))
+		}
+		a.StartedAt, a.LastSeen = a.StartedAt.UTC(), a.LastSeen.UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,309 @@
+// Package sqlstore implements statemachine.Store on PostgreSQL (pgx/v5) and
+// MySQL 8 / MariaDB 10.6+ (go-sql-driver/mysql).
+//
+// One implementation serves both: the statements are the same compare-and-set
+// UPDATEs, written once, with a small dialect layer for placeholders, the
+// clock, upserts and error codes. Claims pick rows with SELECT ... FOR UPDATE
+// SKIP LOCKED at READ COMMITTED over an index that covers the WHERE and the
+// ORDER BY, then move them with one conditional UPDATE (MariaDB has no
+// UPDATE ... RETURNING, so the claimed rows are read back inside the same
+// transaction while still locked).
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+
+	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// Defaults.
+const (
+	DefaultMaxOpenConns   = 8
+	DefaultConnectTimeout = 10 * time.Second
+	// maxTxRetries bounds retries of a transaction the database aborted to
+	// break a deadlock or a serialisation conflict.
+	maxTxRetries = 5
+)
+
+// Config says how to reach the state database.
+type Config struct {
+	// Driver is "postgres" or "mysql" (MySQL and MariaDB).
+	Driver string
+	// DSN is a pgx connection string or URL, or a go-sql-driver/mysql DSN.
+	DSN string
+	// MaxOpenConns caps the connection pool (default DefaultMaxOpenConns).
+	MaxOpenConns int
+	// Now pins the clock for tests: when set, every timestamp the store
+	// writes or compares is Now() instead of the database's clock.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is a statemachine.Store on a SQL database.
+type Store struct {
+	db  *sql.DB
+	d   dialect
+	cfg Config
+	log *slog.Logger
+}
+
+var _ statemachine.Store = (*Store)(nil)
+
+// Open connects to the state database and checks that its schema is the one
+// this binary expects: an older schema is refused with an error wrapping
+// statemachine.ErrSchemaOutdated that says to run `migrate db upgrade`.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	db, d, err := Connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	v, err := migrations.Status(ctx, db, d.name)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("check state database schema: %w", err)
+	}
+	if v.Outdated() {
+		db.Close()
+		if v.Current == 0 {
+			return nil, fmt.Errorf("%w: the state database has no fleetmigrate schema yet (this binary needs version %d): run `migrate db upgrade`",
+				statemachine.ErrSchemaOutdated, v.Latest)
+		}
+		return nil, fmt.Errorf("%w: the state database is at version %d, this binary needs %d: run `migrate db upgrade`",
+			statemachine.ErrSchemaOutdated, v.Current, v.Latest)
+	}
+	s := &Store{db: db, d: d, cfg: cfg, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if v.Newer() {
+		s.log.Warn("state database schema is newer than this binary; upgrade the binary",
+			"schema_version", v.Current, "binary_version", v.Latest)
+	}
+	return s, nil
+}
+
+// Connect opens and pings the state database without looking at its schema
+// (for `migrate db upgrade` and `migrate db status`). Connection problems
+// come back as one line naming the server, never a stack of driver errors.
+func Connect(ctx context.Context, cfg Config) (*sql.DB, dialect, error) {
+	d, dsn, where, err := prepareDSN(cfg.Driver, cfg.DSN)
+	if err != nil {
+		return nil, dialect{}, err
+	}
+	driverName := "mysql"
+	if d.name == migrations.Postgres {
+		driverName = "pgx"
+	}
+	db, err := sql.Open(driverName, dsn)
+	if err != nil {
+		return nil, dialect{}, fmt.Errorf("state database (%s): %w", where, err)
+	}
+	n := cfg.MaxOpenConns
+	if n <= 0 {
+		n = DefaultMaxOpenConns
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, DefaultConnectTimeout+2*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, dialect{}, fmt.Errorf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
+			where, connectReason(err))
+	}
+	return db, d, nil
+}
+
+// prepareDSN validates the DSN, adds the session settings the store relies
+// on, and returns a description of the server ("postgres at host:port") for
+// messages. The description never contains the password.
+func prepareDSN(driver, dsn string) (dialect, string, string, error) {
+	if dsn == "" {
+		return dialect{}, "", "", errors.New("no state database configured: set state.dsn in the configuration (or FLEETMIGRATE_STATE_DSN)")
+	}
+	switch driver {
+	case "postgres", "postgresql":
+		pc, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return dialect{}, "", "", fmt.Errorf("state.dsn is not a valid PostgreSQL connection string: %s", redactErr(err, dsn))
+		}
+		where := fmt.Sprintf("postgres at %s, database %q", net.JoinHostPort(pc.Host, fmt.Sprint(pc.Port)), pc.Database)
+		if !strings.Contains(dsn, "connect_timeout") {
+			dsn = appendPGParam(dsn, "connect_timeout", fmt.Sprint(int(DefaultConnectTimeout.Seconds())))
+		}
+		return dialect{name: migrations.Postgres}, dsn, where, nil
+	case "mysql", "mariadb":
+		mc, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return dialect{}, "", "", fmt.Errorf("state.dsn is not a valid MySQL DSN (user:password@tcp(host:port)/database): %s", redactErr(err, dsn))
+		}
+		if mc.DBName == "" {
+			return dialect{}, "", "", errors.New("state.dsn names no database: add /<database> after the address")
+		}
+		where := fmt.Sprintf("mysql at %s, database %q", mc.Addr, mc.DBName)
+		mc.ParseTime = true
+		mc.Loc = time.UTC
+		// Affected rows must count matched rows: a compare-and-set that
+		// writes the values already there (a pinned test clock) still won.
+		mc.ClientFoundRows = true
+		// One round trip per statement instead of prepare/execute/close.
+		mc.InterpolateParams = true
+		if mc.Timeout == 0 {
+			mc.Timeout = DefaultConnectTimeout
+		}
+		if mc.Params == nil {
+			mc.Params = map[string]string{}
+		}
+		// DATETIME columns hold UTC; NOW() must agree.
+		mc.Params["time_zone"] = "'+00:00'"
+		mc.Params["sql_mode"] = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY'"
+		return dialect{name: migrations.MySQL}, mc.FormatDSN(), where, nil
+	case "":
+		return dialect{}, "", "", errors.New("no state database driver configured: set state.driver to postgres or mysql")
+	default:
+		return dialect{}, "", "", fmt.Errorf("unknown state database driver %q: want postgres or mysql", driver)
+	}
+}
+
+func appendPGParam(dsn, k, v string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		return dsn + sep + k + "=" + v
+	}
+	return strings.TrimSpace(dsn) + " " + k + "=" + v
+}
+
+// redactErr returns err's text with the DSN's password removed, should the
+// driver have echoed it.
+func redactErr(err error, dsn string) string {
+	msg := err.Error()
+	if pw := dsnPassword(dsn); pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return msg
+}
+
+func dsnPassword(dsn string) string {
+	if mc, err := mysql.ParseDSN(dsn); err == nil && mc.Passwd != "" {
+		return mc.Passwd
+	}
+	if pc, err := pgconn.ParseConfig(dsn); err == nil {
+		return pc.Password
+	}
+	return ""
+}
+
+// connectReason boils a driver's connection error down to its cause.
+func connectReason(err error) string {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return opErr.Op + ": " + opErr.Err.Error()
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Message
+	}
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) {
+		return myErr.Message
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "no answer within " + DefaultConnectTimeout.String()
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "failed to connect") {
+		msg = msg[i+2:]
+	}
+	return msg
+}
+
+// DB returns the connection pool (for schema commands and tests).
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Dialect returns "postgres" or "mysql".
+func (s *Store) Dialect() migrations.Dialect { return s.d.name }
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// nowArg is the argument for every now() placeholder: nil (the database's
+// clock) unless the test clock is pinned.
+func (s *Store) nowArg() any {
+	if s.cfg.Now != nil {
+		return s.cfg.Now().UTC()
+	}
+	return nil
+}
+
+// Now returns the clock the store uses.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.db.QueryRowContext(ctx, s.d.q("SELECT "+s.d.now()), s.nowArg()).Scan(&t)
+	return t.UTC(), err
+}
+
+// inTx runs fn in a READ COMMITTED transaction, retrying it when the database
+// aborted it to break a deadlock or a serialisation conflict.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.tryTx(ctx, fn)
+		if err == nil || !s.d.retryable(err) || attempt >= maxTxRetries || ctx.Err() != nil {
+			return err
+		}
+		s.log.Debug("state database transaction retried", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt*attempt) * 5 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// wrapDBErr turns the database's refusals into the store's errors.
+func (s *Store) wrapDBErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.d.guardViolation(err) {
+		return fmt.Errorf("%w: the state database refused it: %s", statemachine.ErrInvalidTransition, s.d.message(err))
+	}
+	return err
+}
+
+// Rebind rewrites a statement written with ? placeholders for the dialect.
+func (s *Store) Rebind(query string) string { return s.d.q(query) }

@@ -1,0 +1,57 @@
+package sqlstore_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
+)
+
+func TestMain(m *testing.M) { fleettest.Main(m) }
+
+// TestStore runs the conformance suite on both state database engines.
+func TestStore(t *testing.T) {
+	t.Run("PostgreSQL", func(t *testing.T) {
+		t.Parallel()
+		storetest.Run(t, func(t *testing.T) storetest.Harness {
+			srv := fleettest.SharedPostgres(t)
+			return harness(t, "postgres", srv.DSN(srv.NewDatabase(t)))
+		})
+	})
+	t.Run("MariaDB", func(t *testing.T) {
+		t.Parallel()
+		storetest.Run(t, func(t *testing.T) storetest.Harness {
+			srv := fleettest.SharedMariaDB(t)
+			return harness(t, "mysql", srv.DSN(srv.NewDatabase(t)))
+		})
+	})
+}
+
+// harness upgrades the fresh database and opens stores on it.
+func harness(t *testing.T, driver, dsn string) storetest.Harness {
+	t.Helper()
+	ctx := context.Background()
+	db, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: driver, DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := migrations.Up(ctx, db, migrations.Dialect(driver), nil); err != nil {
+		t.Fatal(err)
+	}
+	open := func(t *testing.T, now func() time.Time) statemachine.Store {
+		s, err := sqlstore.Open(ctx, sqlstore.Config{Driver: driver, DSN: dsn, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s := open(t, nil)
+	return storetest.Harness{Store: s, DB: db, Open: open, Q: s.(*sqlstore.Store).Rebind}
+}

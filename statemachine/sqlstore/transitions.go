@@ -1,0 +1,438 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// rescueBatch bounds how many expired rows one Rescue call takes back.
+const rescueBatch = 500
+
+// pickIDs selects up to limit ids matching where, locking them and skipping
+// rows other transactions have locked.
+func (s *Store) pickIDs(ctx context.Context, tx *sql.Tx, where string, limit int, args ...any) ([]int64, error) {
+	args = append(args, limit)
+	rows, err := tx.QueryContext(ctx, s.d.q("SELECT id FROM migration WHERE "+where+" ORDER BY id LIMIT ?"+s.d.forUpdateSkipLocked()), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+func idArgs(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+// Claim moves up to req.Limit queued rows of the role's step to its working
+// status for req.Owner.
+func (s *Store) Claim(ctx context.Context, req statemachine.ClaimRequest) ([]statemachine.Migration, error) {
+	step, ok := statemachine.StepFor(req.Role)
+	if !ok {
+		return nil, fmt.Errorf("claim: role %q claims no rows", req.Role)
+	}
+	if req.Owner == "" || req.Limit <= 0 || req.Lease <= 0 {
+		return nil, fmt.Errorf("claim %s: owner, a positive limit and a positive lease are required", req.Role)
+	}
+	where, args := "status = ?", []any{string(step.Queued)}
+	if step.Side != statemachine.SideAny {
+		if req.Host == "" {
+			return nil, fmt.Errorf("claim %s: the agent's host is required", req.Role)
+		}
+		where, args = string(step.Side)+" = ? AND status = ?", []any{req.Host, string(step.Queued)}
+	}
+	var claimed []statemachine.Migration
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		claimed = nil
+		ids, err := s.pickIDs(ctx, tx, where, req.Limit, args...)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		upd := []any{string(step.Working), req.Owner, s.nowArg(), req.Lease.Microseconds(), s.nowArg()}
+		upd = append(upd, idArgs(ids)...)
+		upd = append(upd, string(step.Queued))
+		if _, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET status = ?, owner = ?, lease_until = "+s.d.plusMicros(s.d.now())+
+			", fence = fence + 1, attempt = attempt + 1, updated_at = "+s.d.now()+
+			" WHERE id IN ("+placeholders(len(ids))+") AND status = ?"), upd...); err != nil {
+			return s.wrapDBErr(err)
+		}
+		// Read back what we now hold: still locked by this transaction.
+		back := append(idArgs(ids), string(step.Working), req.Owner)
+		claimed, err = s.queryMigrations(ctx, tx, "WHERE id IN ("+placeholders(len(ids))+") AND status = ? AND owner = ? ORDER BY id", back...)
+		if err != nil {
+			return err
+		}
+		got := make([]int64, len(claimed))
+		for i, m := range claimed {
+			got[i] = m.ID
+		}
+		return s.recordEvents(ctx, tx, got, step.Queued, req.Owner, "claimed")
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim %s rows for %s: %w", req.Role, req.Host, err)
+	}
+	return claimed, nil
+}
+
+// Renew extends a claimed row's lease.
+func (s *Store) Renew(ctx context.Context, m *statemachine.Migration, lease time.Duration) (time.Time, error) {
+	res, err := s.db.ExecContext(ctx, s.d.q("UPDATE migration SET lease_until = "+s.d.plusMicros(s.d.now())+
+		" WHERE id = ? AND status = ? AND owner = ? AND fence = ? AND lease_until >= "+s.d.now()),
+		s.nowArg(), lease.Microseconds(), m.ID, string(m.Status), m.Owner, m.Fence, s.nowArg())
+	if err != nil {
+		return time.Time{}, fmt.Errorf("renew lease of row %d: %w", m.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return time.Time{}, fmt.Errorf("renew lease of row %d (fence %d): %w", m.ID, m.Fence, statemachine.ErrLeaseLost)
+	}
+	var until time.Time
+	if err := s.db.QueryRowContext(ctx, s.d.q("SELECT lease_until FROM migration WHERE id = ? AND fence = ?"), m.ID, m.Fence).Scan(&until); err != nil {
+		return time.Time{}, fmt.Errorf("read renewed lease of row %d: %w", m.ID, err)
+	}
+	m.LeaseUntil = until.UTC()
+	return m.LeaseUntil, nil
+}
+
+// Advance moves a claimed row to its step's next status.
+func (s *Store) Advance(ctx context.Context, m *statemachine.Migration, f statemachine.Fields, detail string) error {
+	step, err := claimedStep(m)
+	if err != nil {
+		return err
+	}
+	return s.moveClaimed(ctx, m, step.NextStatus(m.DNSName), f, nil, true, detail)
+}
+
+// Fail moves a claimed row to its step's failed status.
+func (s *Store) Fail(ctx context.Context, m *statemachine.Migration, f statemachine.Fields, reason string) error {
+	step, err := claimedStep(m)
+	if err != nil {
+		return err
+	}
+	return s.moveClaimed(ctx, m, step.Failed, f, &reason, false, reason)
+}
+
+// Release gives a claimed row back to its step's queued status.
+func (s *Store) Release(ctx context.Context, m *statemachine.Migration, f statemachine.Fields, reason string) error {
+	step, err := claimedStep(m)
+	if err != nil {
+		return err
+	}
+	return s.moveClaimed(ctx, m, step.Queued, f, &reason, false, "released: "+reason)
+}
+
+func claimedStep(m *statemachine.Migration) (statemachine.Step, error) {
+	step, ok := statemachine.StepOf(m.Status)
+	if !ok {
+		return step, fmt.Errorf("row %d is in %q, which no agent holds: %w", m.ID, m.Status, statemachine.ErrLeaseLost)
+	}
+	return step, nil
+}
+
+// moveClaimed is the one compare-and-set that ends a claim: it moves the
+// row to `to` only if it is still in m's status, owner and fence.
+func (s *Store) moveClaimed(ctx context.Context, m *statemachine.Migration, to statemachine.Status, f statemachine.Fields,
+	lastError *string, success bool, detail string) error {
+	set, setArgs, err := s.fieldsSQL(f)
+	if err != nil {
+		return err
+	}
+	set = append(set, "status = ?", "owner = NULL", "lease_until = NULL", "updated_at = "+s.d.now())
+	setArgs = append(setArgs, string(to), s.nowArg())
+	if success {
+		set = append(set, "attempt = 0", "last_error = NULL")
+	} else if lastError != nil {
+		set = append(set, "last_error = ?")
+		setArgs = append(setArgs, truncate(*lastError, 4000))
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		args := append(append([]any{}, setArgs...), m.ID, string(m.Status), m.Owner, m.Fence)
+		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+strings.Join(set, ", ")+
+			" WHERE id = ? AND status = ? AND owner = ? AND fence = ?"), args...)
+		if err != nil {
+			return s.wrapDBErr(err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return statemachine.ErrLeaseLost
+		}
+		return s.recordEvents(ctx, tx, []int64{m.ID}, m.Status, m.Owner, truncate(detail, 4000))
+	})
+	if err != nil {
+		return fmt.Errorf("move row %d from %q to %q (fence %d): %w", m.ID, m.Status, to, m.Fence, err)
+	}
+	m.Status, m.Owner, m.LeaseUntil = to, "", time.Time{}
+	return nil
+}
+
+// Record writes f on a claimed row without changing its status.
+func (s *Store) Record(ctx context.Context, m *statemachine.Migration, f statemachine.Fields, detail string) error {
+	set, setArgs, err := s.fieldsSQL(f)
+	if err != nil {
+		return err
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	set = append(set, "updated_at = "+s.d.now())
+	setArgs = append(setArgs, s.nowArg())
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		args := append(append([]any{}, setArgs...), m.ID, string(m.Status), m.Owner, m.Fence)
+		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+strings.Join(set, ", ")+
+			" WHERE id = ? AND status = ? AND owner = ? AND fence = ?"), args...)
+		if err != nil {
+			return s.wrapDBErr(err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return statemachine.ErrLeaseLost
+		}
+		if detail == "" {
+			detail = describeFields(f)
+		}
+		return s.recordEvents(ctx, tx, []int64{m.ID}, m.Status, m.Owner, truncate(detail, 4000))
+	})
+	if err != nil {
+		return fmt.Errorf("record on row %d (fence %d): %w", m.ID, m.Fence, err)
+	}
+	return nil
+}
+
+// Progress adds a progress note to a claimed row's events, only while the
+// claim is m's.
+func (s *Store) Progress(ctx context.Context, m *statemachine.Migration, detail string) error {
+	res, err := s.db.ExecContext(ctx, s.d.q(
+		"INSERT INTO migration_event (migration_id, from_status, to_status, actor, detail, created_at) "+
+			"SELECT id, status, status, owner, ?, "+s.d.now()+" FROM migration WHERE id = ? AND status = ? AND owner = ? AND fence = ?"),
+		truncate(detail, 4000), s.nowArg(), m.ID, string(m.Status), m.Owner, m.Fence)
+	if err != nil {
+		return fmt.Errorf("progress on row %d: %w", m.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("progress on row %d (fence %d): %w", m.ID, m.Fence, statemachine.ErrLeaseLost)
+	}
+	return nil
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// fieldsSQL renders f as SET clauses and their arguments.
+func (s *Store) fieldsSQL(f statemachine.Fields) ([]string, []any, error) {
+	var set []string
+	var args []any
+	if f.SizeBytes < 0 || f.DumpBytes < 0 {
+		return nil, nil, errors.New("sizes cannot be negative")
+	}
+	if f.SizeBytes > 0 {
+		set, args = append(set, "size_bytes = ?"), append(args, f.SizeBytes)
+	}
+	if f.DumpURL != "" || f.DumpSHA256 != "" {
+		if f.DumpURL == "" || !sha256Hex.MatchString(f.DumpSHA256) {
+			return nil, nil, fmt.Errorf("a dump is recorded with its URL and its SHA-256 as 64 lower-case hex digits (got url %q, sha256 %q)", f.DumpURL, f.DumpSHA256)
+		}
+		set = append(set, "dump_url = ?", "dump_sha256 = ?", "dump_bytes = ?")
+		args = append(args, f.DumpURL, f.DumpSHA256, f.DumpBytes)
+	}
+	if !f.ConsistencyPoint.IsZero() {
+		set, args = append(set, "consistency_point = ?"), append(args, f.ConsistencyPoint.UTC())
+	}
+	for _, mk := range f.Marks {
+		switch mk {
+		case statemachine.MarkBlocked:
+			set = append(set, "blocked_at = "+s.d.now(), "unblocked_at = NULL")
+			args = append(args, s.nowArg())
+		case statemachine.MarkUnblocked:
+			set, args = append(set, "unblocked_at = "+s.d.now()), append(args, s.nowArg())
+		case statemachine.MarkSwitched:
+			set, args = append(set, "switched_at = "+s.d.now()), append(args, s.nowArg())
+		case statemachine.MarkUnswitched:
+			set = append(set, "switched_at = NULL")
+		default:
+			return nil, nil, fmt.Errorf("unknown mark %d", mk)
+		}
+	}
+	return set, args, nil
+}
+
+func describeFields(f statemachine.Fields) string {
+	var parts []string
+	for _, mk := range f.Marks {
+		switch mk {
+		case statemachine.MarkBlocked:
+			parts = append(parts, "writes blocked at the source")
+		case statemachine.MarkUnblocked:
+			parts = append(parts, "writes restored at the source")
+		case statemachine.MarkSwitched:
+			parts = append(parts, "DNS name points at the destination")
+		case statemachine.MarkUnswitched:
+			parts = append(parts, "DNS name points at the source again")
+		}
+	}
+	if f.DumpURL != "" {
+		parts = append(parts, fmt.Sprintf("dump stored: %s (%d bytes, sha256 %s)", f.DumpURL, f.DumpBytes, f.DumpSHA256))
+	}
+	if f.SizeBytes > 0 {
+		parts = append(parts, fmt.Sprintf("size %d bytes", f.SizeBytes))
+	}
+	if len(parts) == 0 {
+		return "recorded"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Rescue takes back rows whose lease expired.
+func (s *Store) Rescue(ctx context.Context, maxAttempts int) ([]statemachine.Rescued, error) {
+	if maxAttempts < 1 {
+		maxAttempts = 1
+	}
+	var working []any
+	for _, st := range statemachine.Steps {
+		working = append(working, string(st.Working))
+	}
+	var out []statemachine.Rescued
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		out = nil
+		args := append(append([]any{}, working...), s.nowArg())
+		ids, err := s.pickIDs(ctx, tx, "status IN ("+placeholders(len(working))+") AND lease_until < "+s.d.now(), rescueBatch, args...)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		rows, err := s.queryMigrations(ctx, tx, "WHERE id IN ("+placeholders(len(ids))+") ORDER BY id", idArgs(ids)...)
+		if err != nil {
+			return err
+		}
+		for _, m := range rows {
+			step, ok := statemachine.StepOf(m.Status)
+			if !ok {
+				continue
+			}
+			to := step.Queued
+			reason := fmt.Sprintf("lease of %s expired at %s during attempt %d of %d; will retry",
+				m.Owner, m.LeaseUntil.Format(time.RFC3339), m.Attempt, maxAttempts)
+			if m.Attempt >= maxAttempts {
+				to = step.Failed
+				reason = fmt.Sprintf("lease of %s expired at %s during attempt %d of %d; giving up",
+					m.Owner, m.LeaseUntil.Format(time.RFC3339), m.Attempt, maxAttempts)
+			}
+			res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET status = ?, owner = NULL, lease_until = NULL, last_error = ?, updated_at = "+
+				s.d.now()+" WHERE id = ? AND status = ? AND fence = ?"),
+				string(to), reason, s.nowArg(), m.ID, string(m.Status), m.Fence)
+			if err != nil {
+				return s.wrapDBErr(err)
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				continue
+			}
+			if err := s.recordEvents(ctx, tx, []int64{m.ID}, m.Status, string(statemachine.RoleRescuer), reason); err != nil {
+				return err
+			}
+			out = append(out, statemachine.Rescued{ID: m.ID, From: m.Status, To: to, Owner: m.Owner})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rescue expired leases: %w", err)
+	}
+	return out, nil
+}
+
+// Operate applies an operator action to one row.
+func (s *Store) Operate(ctx context.Context, id int64, action, actor, detail string) (statemachine.Migration, error) {
+	m, err := s.Get(ctx, id)
+	if err != nil {
+		return m, err
+	}
+	to, err := statemachine.OperatorTarget(action, m.Status)
+	if err != nil {
+		return m, fmt.Errorf("row %d: %w", id, err)
+	}
+	set := "status = ?, updated_at = " + s.d.now()
+	if action != statemachine.ActionRetry {
+		// a rollback or a cancellation starts a new step: its attempts count
+		// from zero. A retry keeps counting: it counts toward the limit.
+		set += ", attempt = 0"
+	}
+	if detail == "" {
+		detail = action
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+set+" WHERE id = ? AND status = ?"),
+			string(to), s.nowArg(), id, string(m.Status))
+		if err != nil {
+			return s.wrapDBErr(err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return statemachine.ErrConflict
+		}
+		return s.recordEvents(ctx, tx, []int64{id}, m.Status, actor, truncate(detail, 4000))
+	})
+	if errors.Is(err, statemachine.ErrConflict) {
+		now, gerr := s.Get(ctx, id)
+		if gerr == nil {
+			return now, fmt.Errorf("%s row %d: it moved from %q to %q meanwhile: %w", action, id, m.Status, now.Status, err)
+		}
+	}
+	if err != nil {
+		return m, fmt.Errorf("%s row %d: %w", action, id, err)
+	}
+	return s.Get(ctx, id)
+}
+
+// Promote moves up to limit Waiting rows to ToDump, in plan order.
+func (s *Store) Promote(ctx context.Context, limit int, actor string) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	n := 0
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		n = 0
+		ids, err := s.pickIDs(ctx, tx, "status = ?", limit, string(statemachine.Waiting))
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		args := append([]any{string(statemachine.ToDump), s.nowArg()}, idArgs(ids)...)
+		args = append(args, string(statemachine.Waiting))
+		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET status = ?, updated_at = "+s.d.now()+
+			" WHERE id IN ("+placeholders(len(ids))+") AND status = ?"), args...)
+		if err != nil {
+			return s.wrapDBErr(err)
+		}
+		affected, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		n = int(affected)
+		return s.recordEvents(ctx, tx, ids, statemachine.Waiting, actor, "promoted")
+	})
+	if err != nil {
+		return 0, fmt.Errorf("promote waiting rows: %w", err)
+	}
+	return n, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && (s[cut]&0xC0) == 0x80 { // do not split a UTF-8 sequence
+		cut--
+	}
+	return s[:cut] + "…"
+}

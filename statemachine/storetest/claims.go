@@ -1,0 +1,472 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// walk claims m's row for role and advances it with f; it returns the row as
+// the table has it afterwards.
+func walk(t *testing.T, h Harness, role statemachine.Role, host string, f statemachine.Fields) statemachine.Migration {
+	t.Helper()
+	m := claimOne(t, h.Store, role, host)
+	if err := h.Store.Advance(ctx(t), &m, f, string(role)+" done"); err != nil {
+		t.Fatalf("advance %s: %v", role, err)
+	}
+	got, err := h.Store.Get(ctx(t), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func testLifecycle(t *testing.T, h Harness) {
+	ms := mustPlan(t, h.Store, planned(1, "src", "dst"))
+	id := ms[0].ID
+	if n, err := h.Store.Promote(ctx(t), 10, "scheduler"); err != nil || n != 1 {
+		t.Fatalf("promote: %d, %v", n, err)
+	}
+	wantStatus(t, h, id, statemachine.ToDump)
+
+	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	if m.Status != statemachine.Dumping || m.Owner != "src/agent" || m.Fence != 1 || m.Attempt != 1 || m.LeaseUntil.IsZero() {
+		t.Fatalf("claimed row: %+v", m)
+	}
+	if err := h.Store.Record(ctx(t), &m, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}, SizeBytes: 9999}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Store.Progress(ctx(t), &m, "dumping 3/12 tables, 41 MB"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Store.Advance(ctx(t), &m, dumpFields(id), "dumped"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := h.Store.Get(ctx(t), id)
+	if got.Status != statemachine.ToImport || got.Owner != "" || !got.LeaseUntil.IsZero() || got.Attempt != 0 ||
+		got.DumpSHA256 != dumpFields(id).DumpSHA256 || got.DumpBytes != 4242 || got.SizeBytes != 9999 ||
+		got.BlockedAt.IsZero() || !got.ConsistencyPoint.Equal(dumpFields(id).ConsistencyPoint) {
+		t.Fatalf("after dump: %+v", got)
+	}
+
+	got = walk(t, h, statemachine.RoleImport, "dst", statemachine.Fields{})
+	if got.Status != statemachine.DNSToUpdate {
+		t.Fatalf("after import: %s", got.Status)
+	}
+	got = walk(t, h, statemachine.RoleDNS, "", statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkSwitched}})
+	if got.Status != statemachine.ToCloseSource || got.SwitchedAt.IsZero() || got.SwitchedAt.Before(got.BlockedAt) {
+		t.Fatalf("after dns: %+v", got)
+	}
+	got = walk(t, h, statemachine.RoleClose, "src", statemachine.Fields{})
+	if got.Status != statemachine.Done || got.Fence != 4 {
+		t.Fatalf("after close: %+v", got)
+	}
+
+	want := []string{
+		" -> Waiting", // planned
+		"Waiting -> To dump", "To dump -> Dumping", "Dumping -> To import",
+		"To import -> Importing", "Importing -> DNS to update",
+		"DNS to update -> Updating DNS", "Updating DNS -> To close source",
+		"To close source -> Closing source", "Closing source -> Done",
+	}
+	if got := eventPairs(t, h, id); !slices.Equal(got, want) {
+		t.Errorf("audit trail\n got %v\nwant %v", got, want)
+	}
+	evs, err := h.Store.Events(ctx(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawProgress, sawBlocked bool
+	for _, e := range evs {
+		sawProgress = sawProgress || (e.From == e.To && e.Detail == "dumping 3/12 tables, 41 MB")
+		sawBlocked = sawBlocked || (e.From == e.To && e.Detail != "" && e.Actor == "src/agent" && e.To == statemachine.Dumping && e.Detail != "dumping 3/12 tables, 41 MB")
+	}
+	if !sawProgress || !sawBlocked {
+		t.Errorf("progress/record events missing: %+v", evs)
+	}
+}
+
+func testLifecycleWithoutDNS(t *testing.T, h Harness) {
+	rows := planned(1, "src", "dst")
+	rows[0].DNSName = ""
+	id := mustPlan(t, h.Store, rows)[0].ID
+	if _, err := h.Store.Promote(ctx(t), 1, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	walk(t, h, statemachine.RoleDump, "src", dumpFields(id))
+	got := walk(t, h, statemachine.RoleImport, "dst", statemachine.Fields{})
+	if got.Status != statemachine.ToCloseSource {
+		t.Fatalf("row without a DNS name went to %q after import, want %q", got.Status, statemachine.ToCloseSource)
+	}
+}
+
+func testClaimScope(t *testing.T, h Harness) {
+	rows := append(planned(3, "a", "x"), planned(2, "b", "y")...)
+	for i := range rows[3:] {
+		rows[3+i].DatabaseName = fmt.Sprintf("b_%d", i)
+		rows[3+i].DNSName = ""
+	}
+	mustPlan(t, h.Store, rows)
+	if _, err := h.Store.Promote(ctx(t), 100, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, h.Store, statemachine.RoleDump, "x", "x/agent", 10); len(got) != 0 {
+		t.Errorf("destination host claimed %d dump rows", len(got))
+	}
+	if got := claim(t, h.Store, statemachine.RoleImport, "a", "a/agent", 10); len(got) != 0 {
+		t.Errorf("import claimed %d rows in To dump", len(got))
+	}
+	got := claim(t, h.Store, statemachine.RoleDump, "a", "a/agent", 10)
+	if len(got) != 3 {
+		t.Fatalf("source a claimed %d rows, want 3", len(got))
+	}
+	for i, m := range got {
+		if m.Source != "a" || (i > 0 && m.ID <= got[i-1].ID) {
+			t.Errorf("claimed %+v: wrong host or not in plan order", m)
+		}
+		if err := h.Store.Advance(ctx(t), &got[i], dumpFields(m.ID), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := claim(t, h.Store, statemachine.RoleImport, "y", "y/agent", 10); len(got) != 0 {
+		t.Errorf("destination y claimed %d rows meant for x", len(got))
+	}
+	if got := claim(t, h.Store, statemachine.RoleImport, "x", "x/agent", 10); len(got) != 3 {
+		t.Errorf("destination x claimed %d rows, want 3", len(got))
+	}
+	if _, err := h.Store.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Owner: "o", Limit: 1, Lease: time.Minute}); err == nil {
+		t.Error("dump claim without a host accepted")
+	}
+	if _, err := h.Store.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleOperator, Host: "a", Owner: "o", Limit: 1, Lease: time.Minute}); err == nil {
+		t.Error("claim for the operator role accepted")
+	}
+}
+
+func testClaimRace(t *testing.T, h Harness) {
+	const rows, workers = 500, 32
+	mustPlan(t, h.Store, planned(rows, "src", "dst"))
+	if n, err := h.Store.Promote(ctx(t), rows, "scheduler"); err != nil || n != rows {
+		t.Fatalf("promote: %d, %v", n, err)
+	}
+	var (
+		mu     sync.Mutex
+		byID   = map[int64]string{}
+		dupes  []string
+		errs   []error
+		wg     sync.WaitGroup
+		starts = make(chan struct{})
+	)
+	for w := range workers {
+		s := h.Open(t, nil) // its own connection pool
+		owner := fmt.Sprintf("worker-%02d", w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-starts
+			for {
+				ms, err := s.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src", Owner: owner, Limit: 7, Lease: time.Minute})
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, m := range ms {
+					if prev, ok := byID[m.ID]; ok {
+						dupes = append(dupes, fmt.Sprintf("row %d claimed by %s and %s", m.ID, prev, owner))
+					}
+					byID[m.ID] = owner
+				}
+				mu.Unlock()
+				if err != nil || len(ms) == 0 {
+					return
+				}
+			}
+		}()
+	}
+	close(starts)
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d claim errors, first: %v", len(errs), errs[0])
+	}
+	if len(dupes) > 0 {
+		t.Fatalf("rows claimed twice: %v", dupes)
+	}
+	if len(byID) != rows {
+		t.Fatalf("%d rows claimed, want %d", len(byID), rows)
+	}
+	// The table agrees: every row Dumping, claimed once, by who we think.
+	if n := countRows(t, h, "WHERE status = 'Dumping' AND fence = 1 AND attempt = 1"); n != rows {
+		t.Fatalf("%d rows Dumping with fence 1, want %d", n, rows)
+	}
+	for id, owner := range byID {
+		if r := readRow(t, h, id); r.Owner.String != owner {
+			t.Fatalf("row %d owned by %q in the table, %q says it claimed it", id, r.Owner.String, owner)
+		}
+	}
+	var claimEvents int
+	if err := h.DB.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM migration_event WHERE to_status = 'Dumping'").Scan(&claimEvents); err != nil || claimEvents != rows {
+		t.Fatalf("%d claim events, want %d (%v)", claimEvents, rows, err)
+	}
+}
+
+func testFenceAfterRescue(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
+	if _, err := s.Promote(ctx(t), 1, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	old := claimOne(t, s, statemachine.RoleDump, "src")
+	if !old.LeaseUntil.Equal(clock.Now().Add(time.Minute)) {
+		t.Fatalf("lease until %s, want now+1m = %s (pinned clock)", old.LeaseUntil, clock.Now().Add(time.Minute))
+	}
+	// Within the lease nothing is rescued.
+	clock.Advance(30 * time.Second)
+	if r, err := s.Rescue(ctx(t), 5); err != nil || len(r) != 0 {
+		t.Fatalf("rescue within the lease: %v, %v", r, err)
+	}
+	clock.Advance(31 * time.Second)
+	r, err := s.Rescue(ctx(t), 5)
+	if err != nil || len(r) != 1 || r[0].ID != id || r[0].To != statemachine.ToDump || r[0].Owner != old.Owner {
+		t.Fatalf("rescue: %+v, %v", r, err)
+	}
+	row := wantStatus(t, h, id, statemachine.ToDump)
+	if row.Owner.Valid || row.LastErr.String == "" {
+		t.Errorf("rescued row: %+v", row)
+	}
+	// The old worker wakes up: every write it tries is refused.
+	stale := old
+	if err := s.Advance(ctx(t), &stale, dumpFields(id), "late"); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("late advance: %v, want ErrLeaseLost", err)
+	}
+	stale = old
+	if err := s.Fail(ctx(t), &stale, statemachine.Fields{}, "late"); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("late fail: %v, want ErrLeaseLost", err)
+	}
+	if _, err := s.Renew(ctx(t), &old, time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("late renew: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Record(ctx(t), &old, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, ""); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("late record: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Progress(ctx(t), &old, "still here"); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("late progress: %v, want ErrLeaseLost", err)
+	}
+	// A new claim (same host: the agent restarted) gets a new fence, and the
+	// old claim still cannot touch the row although status and owner match.
+	fresh := claimOne(t, s, statemachine.RoleDump, "src")
+	if fresh.Fence != old.Fence+1 || fresh.Attempt != 2 || fresh.Owner != old.Owner {
+		t.Fatalf("re-claim: %+v", fresh)
+	}
+	stale = old
+	if err := s.Advance(ctx(t), &stale, dumpFields(id), "late"); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("advance with the old fence: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Advance(ctx(t), &fresh, dumpFields(id), "done"); err != nil {
+		t.Fatalf("advance with the new fence: %v", err)
+	}
+	wantStatus(t, h, id, statemachine.ToImport)
+}
+
+func testRescueAttemptLimit(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
+	if _, err := s.Promote(ctx(t), 1, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; attempt <= 3; attempt++ {
+		m := claimOne(t, s, statemachine.RoleDump, "src")
+		if m.Attempt != attempt {
+			t.Fatalf("claim %d: attempt %d", attempt, m.Attempt)
+		}
+		clock.Advance(2 * time.Minute)
+		r, err := s.Rescue(ctx(t), 3)
+		if err != nil || len(r) != 1 {
+			t.Fatalf("rescue %d: %v, %v", attempt, r, err)
+		}
+	}
+	row := wantStatus(t, h, id, statemachine.DumpFailed)
+	if row.Attempt != 3 || row.LastErr.String == "" {
+		t.Errorf("gave up with %+v", row)
+	}
+	// An operator retry counts toward the limit: one more attempt, then failed again.
+	if _, err := s.Operate(ctx(t), id, statemachine.ActionRetry, "op", "try once more"); err != nil {
+		t.Fatal(err)
+	}
+	m := claimOne(t, s, statemachine.RoleDump, "src")
+	if m.Attempt != 4 {
+		t.Errorf("attempt after operator retry: %d, want 4", m.Attempt)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := s.Rescue(ctx(t), 3); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, h, id, statemachine.DumpFailed)
+}
+
+func testRenew(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
+	if _, err := s.Promote(ctx(t), 1, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	m := claimOne(t, s, statemachine.RoleDump, "src")
+	clock.Advance(50 * time.Second)
+	until, err := s.Renew(ctx(t), &m, time.Minute)
+	if err != nil || !until.Equal(clock.Now().Add(time.Minute)) {
+		t.Fatalf("renew: %s, %v", until, err)
+	}
+	// Renewed: a rescue 20 s after the original lease ended takes nothing.
+	clock.Advance(30 * time.Second)
+	if r, err := s.Rescue(ctx(t), 5); err != nil || len(r) != 0 {
+		t.Fatalf("rescue of a renewed lease: %v, %v", r, err)
+	}
+	// Expired but not yet rescued: renewal is refused all the same.
+	clock.Advance(31 * time.Second)
+	if _, err := s.Renew(ctx(t), &m, time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("renew after expiry: %v, want ErrLeaseLost", err)
+	}
+	wantStatus(t, h, id, statemachine.Dumping)
+}
+
+func testFailReleaseRecord(t *testing.T, h Harness) {
+	ms := mustPlan(t, h.Store, planned(2, "src", "dst"))
+	if _, err := h.Store.Promote(ctx(t), 2, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	a := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	if err := h.Store.Record(ctx(t), &a, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Store.Fail(ctx(t), &a, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}},
+		"source database `shop` does not exist on src"); err != nil {
+		t.Fatal(err)
+	}
+	row := wantStatus(t, h, ms[0].ID, statemachine.DumpFailed)
+	if row.LastErr.String != "source database `shop` does not exist on src" || row.Owner.Valid {
+		t.Errorf("failed row: %+v", row)
+	}
+	got, _ := h.Store.Get(ctx(t), ms[0].ID)
+	if got.BlockedAt.IsZero() || got.UnblockedAt.IsZero() || got.UnblockedAt.Before(got.BlockedAt) {
+		t.Errorf("blocked %s, unblocked %s", got.BlockedAt, got.UnblockedAt)
+	}
+	b := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	if err := h.Store.Release(ctx(t), &b, statemachine.Fields{}, "agent shutting down"); err != nil {
+		t.Fatal(err)
+	}
+	row = wantStatus(t, h, ms[1].ID, statemachine.ToDump)
+	if row.Attempt != 1 || row.Owner.Valid {
+		t.Errorf("released row: %+v", row)
+	}
+	// Blocking again on a retry clears the earlier unblock.
+	if _, err := h.Store.Operate(ctx(t), ms[0].ID, statemachine.ActionRetry, "op", ""); err != nil {
+		t.Fatal(err)
+	}
+	c := claim(t, h.Store, statemachine.RoleDump, "src", "src/agent", 2)
+	for i := range c {
+		if c[i].ID != ms[0].ID {
+			continue
+		}
+		if err := h.Store.Record(ctx(t), &c[i], statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ = h.Store.Get(ctx(t), ms[0].ID)
+	if got.BlockedAt.IsZero() || !got.UnblockedAt.IsZero() {
+		t.Errorf("re-blocked row: blocked %s, unblocked %s (want unblocked cleared)", got.BlockedAt, got.UnblockedAt)
+	}
+}
+
+func testOperatorActions(t *testing.T, h Harness) {
+	ms := mustPlan(t, h.Store, planned(3, "src", "dst"))
+	// cancel: only Waiting
+	got, err := h.Store.Operate(ctx(t), ms[0].ID, statemachine.ActionCancel, "alice", "customer left")
+	if err != nil || got.Status != statemachine.Cancelled {
+		t.Fatalf("cancel: %+v, %v", got, err)
+	}
+	if _, err := h.Store.Promote(ctx(t), 10, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Store.Operate(ctx(t), ms[1].ID, statemachine.ActionCancel, "alice", ""); err == nil {
+		t.Error("cancelled a row in To dump")
+	}
+	// retry and rollback of a failed dump
+	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	if err := h.Store.Fail(ctx(t), &m, statemachine.Fields{}, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = h.Store.Operate(ctx(t), m.ID, statemachine.ActionRetry, "alice", "")
+	if err != nil || got.Status != statemachine.ToDump || got.Attempt != 1 {
+		t.Fatalf("retry: %+v, %v", got, err)
+	}
+	m = claimOne(t, h.Store, statemachine.RoleDump, "src")
+	if err := h.Store.Fail(ctx(t), &m, statemachine.Fields{}, "boom again"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = h.Store.Operate(ctx(t), m.ID, statemachine.ActionRollback, "alice", "give up")
+	if err != nil || got.Status != statemachine.ToRollBack || got.Attempt != 0 {
+		t.Fatalf("rollback: %+v, %v", got, err)
+	}
+	got = walk(t, h, statemachine.RoleRollback, "src", statemachine.Fields{})
+	if got.Status != statemachine.RolledBack {
+		t.Fatalf("after rollback: %s", got.Status)
+	}
+	if _, err := h.Store.Operate(ctx(t), 999999, statemachine.ActionRetry, "alice", ""); !errors.Is(err, statemachine.ErrNotFound) {
+		t.Errorf("retry of a missing row: %v, want ErrNotFound", err)
+	}
+	evs, _ := h.Store.Events(ctx(t), ms[0].ID)
+	if last := evs[len(evs)-1]; last.Actor != "alice" || last.Detail != "customer left" || last.To != statemachine.Cancelled {
+		t.Errorf("cancel event: %+v", last)
+	}
+}
+
+func testPromote(t *testing.T, h Harness) {
+	ms := mustPlan(t, h.Store, planned(60, "src", "dst"))
+	n, err := h.Store.Promote(ctx(t), 3, "scheduler")
+	if err != nil || n != 3 {
+		t.Fatalf("promote 3: %d, %v", n, err)
+	}
+	for i, m := range ms {
+		want := statemachine.Waiting
+		if i < 3 {
+			want = statemachine.ToDump
+		}
+		wantStatus(t, h, m.ID, want)
+	}
+	// Ten concurrent promoters of 10 each, 57 rows left: exactly 57 move,
+	// none twice.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for range 10 {
+		s := h.Open(t, nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := s.Promote(ctx(t), 10, "scheduler")
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if total != 57 {
+		t.Errorf("promoted %d, want 57", total)
+	}
+	var events int
+	if err := h.DB.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM migration_event WHERE to_status = 'To dump'").Scan(&events); err != nil || events != 60 {
+		t.Errorf("%d promotion events, want 60 (%v)", events, err)
+	}
+	if n := countRows(t, h, "WHERE status = 'To dump'"); n != 60 {
+		t.Errorf("%d rows To dump, want 60", n)
+	}
+}

@@ -1,0 +1,176 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+func testStopSwitch(t *testing.T, h Harness) {
+	s := h.Store
+	sw, err := s.StopSwitch(ctx(t))
+	if err != nil || sw.Set {
+		t.Fatalf("fresh switch: %+v, %v", sw, err)
+	}
+	sw, err = s.SetStop(ctx(t), "alice@ops-1", "error rate: 12 of 40 in flight failed")
+	if err != nil || !sw.Set || sw.By != "alice@ops-1" || sw.Since.IsZero() {
+		t.Fatalf("set: %+v, %v", sw, err)
+	}
+	// Setting it again keeps the first reason: an automatic trip is not
+	// overwritten by a later, vaguer one.
+	sw2, err := s.SetStop(ctx(t), "bob", "me too")
+	if err != nil || sw2.Reason != sw.Reason || sw2.By != "alice@ops-1" {
+		t.Fatalf("set again: %+v, %v", sw2, err)
+	}
+	var n int
+	if err := h.DB.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM control WHERE name = 'stop'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d stop rows in the table (%v)", n, err)
+	}
+	if err := s.ClearStop(ctx(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearStop(ctx(t), "alice"); err != nil {
+		t.Fatalf("clearing a clear switch: %v", err)
+	}
+	if sw, err := s.StopSwitch(ctx(t)); err != nil || sw.Set {
+		t.Fatalf("after clear: %+v, %v", sw, err)
+	}
+}
+
+func testLeaderLease(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	l, err := s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute)
+	if err != nil || l.Holder != "ops-1 pid 100" || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) {
+		t.Fatalf("acquire: %+v, %v", l, err)
+	}
+	since := l.Since
+	// Someone else is refused and told who holds it.
+	_, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute)
+	var held *statemachine.LeaseHeldError
+	if !errors.As(err, &held) || held.Lease.Holder != "ops-1 pid 100" || !strings.Contains(err.Error(), "ops-1 pid 100") {
+		t.Fatalf("second acquirer: %v", err)
+	}
+	// The holder renews (and re-acquiring is a renewal that keeps `since`).
+	clock.Advance(40 * time.Second)
+	if l, err = s.RenewLeader(ctx(t), "ops-1 pid 100", time.Minute); err != nil || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) {
+		t.Fatalf("renew: %+v, %v", l, err)
+	}
+	if l, err = s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute); err != nil || !l.Since.Equal(since) {
+		t.Fatalf("re-acquire: %+v, %v (since %s)", l, err, since)
+	}
+	if _, err := s.RenewLeader(ctx(t), "ops-2 pid 200", time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("renew by a non-holder: %v", err)
+	}
+	// The holder dies; after expiry another takes over, and the old one's
+	// renewal is refused.
+	clock.Advance(61 * time.Second)
+	if _, ok, err := s.Leader(ctx(t)); err != nil || ok {
+		t.Fatalf("expired lease still reported: %v, %v", ok, err)
+	}
+	if l, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute); err != nil || l.Holder != "ops-2 pid 200" || !l.Since.Equal(clock.Now()) {
+		t.Fatalf("take over: %+v, %v", l, err)
+	}
+	if _, err := s.RenewLeader(ctx(t), "ops-1 pid 100", time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("renew after take-over: %v", err)
+	}
+	// Releasing someone else's lease does nothing; releasing one's own frees it.
+	if err := s.ReleaseLeader(ctx(t), "ops-1 pid 100"); err != nil {
+		t.Fatal(err)
+	}
+	if cur, ok, _ := s.Leader(ctx(t)); !ok || cur.Holder != "ops-2 pid 200" {
+		t.Fatalf("lease after a stranger's release: %+v", cur)
+	}
+	if err := s.ReleaseLeader(ctx(t), "ops-2 pid 200"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Leader(ctx(t)); ok {
+		t.Fatal("lease still held after release")
+	}
+	if _, err := s.AcquireLeader(ctx(t), "ops-3 pid 300", time.Minute); err != nil {
+		t.Fatalf("acquire after release: %v", err)
+	}
+}
+
+func testLeaderLeaseRace(t *testing.T, h Harness) {
+	for round := range 5 {
+		contenders := 2
+		if round > 0 {
+			contenders = 16
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var winners []string
+		start := make(chan struct{})
+		for i := range contenders {
+			s := h.Open(t, nil)
+			holder := fmt.Sprintf("round-%d-holder-%d", round, i)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, err := s.AcquireLeader(ctx(t), holder, time.Minute)
+				var held *statemachine.LeaseHeldError
+				switch {
+				case err == nil:
+					mu.Lock()
+					winners = append(winners, holder)
+					mu.Unlock()
+				case !errors.As(err, &held):
+					t.Errorf("%s: %v", holder, err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("round %d: %d winners %v, want exactly 1", round, len(winners), winners)
+		}
+		var holder string
+		if err := h.DB.QueryRowContext(ctx(t), "SELECT holder FROM control WHERE name = 'scheduler'").Scan(&holder); err != nil || holder != winners[0] {
+			t.Fatalf("round %d: table says %q, winner %q (%v)", round, holder, winners[0], err)
+		}
+		if err := h.Store.ReleaseLeader(ctx(t), winners[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func testAgents(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	a := statemachine.Agent{Host: "db-1", Roles: []statemachine.Role{statemachine.RoleImport, statemachine.RoleDump, statemachine.RoleClose},
+		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42}
+	if err := s.Heartbeat(ctx(t), a); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Minute)
+	b := statemachine.Agent{Host: "dns-1", Roles: []statemachine.Role{statemachine.RoleDNS}, Version: "v0.1.0", PID: 7}
+	if err := s.Heartbeat(ctx(t), b); err != nil {
+		t.Fatal(err)
+	}
+	// The same agent beating again updates its row, it does not add one.
+	if err := s.Heartbeat(ctx(t), b); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Agents(ctx(t), 0)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("agents: %+v, %v", all, err)
+	}
+	if !slices.Equal(all[0].Roles, []statemachine.Role{statemachine.RoleClose, statemachine.RoleDump, statemachine.RoleImport}) {
+		t.Errorf("roles %v not canonical", all[0].Roles)
+	}
+	recent, err := s.Agents(ctx(t), 2*time.Minute)
+	if err != nil || len(recent) != 1 || recent[0].Host != "dns-1" || !recent[0].LastSeen.Equal(clock.Now()) {
+		t.Fatalf("agents seen in the last 2 minutes: %+v, %v", recent, err)
+	}
+	if err := s.Heartbeat(ctx(t), statemachine.Agent{Host: "x"}); err == nil {
+		t.Error("heartbeat without roles accepted")
+	}
+}
