@@ -1,0 +1,312 @@
+// Package config loads fleetmigrate's one configuration file, shared by
+// `migrate` and `migrate-agent`: YAML with kebab-case keys, strict (an unknown
+// key is an error naming it and its line), ${ENV} expansion inside values for
+// secrets, every default in New(). deploy/config.example.yaml documents every
+// key; a test keeps it loadable and complete.
+//
+// Precedence, lowest first: defaults, the file, environment variables
+// (FLEETMIGRATE_STATE_DSN, FLEETMIGRATE_STATE_DRIVER, LOG_LEVEL), flags.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is read when no --config is given and FLEETMIGRATE_CONFIG is
+// unset, if it exists.
+const DefaultPath = "/etc/fleetmigrate/config.yaml"
+
+// Config is the whole configuration.
+type Config struct {
+	// Host is this machine's host ID in the state table (the source and
+	// destination columns). Default: the machine's hostname, lower-cased.
+	Host  string `yaml:"host"`
+	State State  `yaml:"state"`
+	Log   Log    `yaml:"log"`
+}
+
+// State says where the state database is.
+type State struct {
+	// Driver is postgres or mysql (MySQL 8 and MariaDB). Default: guessed
+	// from the DSN's form.
+	Driver string `yaml:"driver"`
+	// DSN is a PostgreSQL URL / key=value string, or a go-sql-driver/mysql
+	// DSN (user:password@tcp(host:port)/database). Put the password in the
+	// environment: dsn: "postgres://fleet:${FLEET_DB_PASSWORD}@db/fleet".
+	DSN string `yaml:"dsn"`
+	// MaxOpenConns caps this process's connections to the state database.
+	MaxOpenConns int `yaml:"max-open-conns"`
+}
+
+// Log configures log/slog output on stderr.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json (for journald and log shippers) or text.
+	Format string `yaml:"format"`
+}
+
+// New returns the defaults.
+func New() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Host:  strings.ToLower(host),
+		State: State{MaxOpenConns: 8},
+		Log:   Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads the file at path over the defaults, then applies the
+// environment. An empty path means FLEETMIGRATE_CONFIG, else DefaultPath if
+// it exists, else defaults and environment only.
+func Load(path string) (Config, error) {
+	cfg := New()
+	explicit := path != ""
+	if path == "" {
+		path = os.Getenv("FLEETMIGRATE_CONFIG")
+		explicit = path != ""
+	}
+	if path == "" {
+		if _, err := os.Stat(DefaultPath); err == nil {
+			path = DefaultPath
+		}
+	}
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			if !explicit && errors.Is(err, os.ErrNotExist) {
+				return cfg, cfg.applyEnv()
+			}
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		defer f.Close()
+		if err := decode(f, path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.applyEnv(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML from r over the defaults (for tests and tools); name
+// is used in messages.
+func Parse(r io.Reader, name string) (Config, error) {
+	cfg := New()
+	err := decode(r, name, &cfg)
+	return cfg, err
+}
+
+func decode(r io.Reader, name string, cfg *Config) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", name, err)
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return fmt.Errorf("config %s: %s", name, cleanYAMLError(err))
+	}
+	if err := expandEnv(&root); err != nil {
+		return fmt.Errorf("config %s: %w", name, err)
+	}
+	if err := checkKeys(&root, reflect.TypeOf(*cfg), ""); err != nil {
+		return fmt.Errorf("config %s: %w", name, err)
+	}
+	if err := root.Decode(cfg); err != nil {
+		return fmt.Errorf("config %s: %s", name, cleanYAMLError(err))
+	}
+	return nil
+}
+
+// checkKeys refuses keys that no field of t carries, naming the key, its
+// section and its line in the file. (yaml.v3 applies KnownFields only when
+// decoding a stream, which would lose the file's line numbers here.)
+func checkKeys(n *yaml.Node, t reflect.Type, section string) error {
+	for n.Kind == yaml.DocumentNode || n.Kind == yaml.AliasNode {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+			continue
+		}
+		if len(n.Content) == 0 {
+			return nil
+		}
+		n = n.Content[0]
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			f, ok := fieldByTag(t, key.Value)
+			if !ok {
+				if section == "" {
+					return fmt.Errorf("line %d: unknown key %q", key.Line, key.Value)
+				}
+				return fmt.Errorf("line %d: unknown key %q in %s", key.Line, key.Value, section)
+			}
+			sub := key.Value
+			if section != "" {
+				sub = section + "." + key.Value
+			}
+			if err := checkKeys(val, f.Type, sub); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for _, c := range n.Content {
+			if err := checkKeys(c, t.Elem(), section); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// cleanYAMLError rewrites yaml.v3's messages in the configuration's terms.
+func cleanYAMLError(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	return strings.ReplaceAll(msg, "\n  ", "; ")
+}
+
+// expandEnv replaces ${NAME} in every scalar value with the environment
+// variable's value ($$ is a literal $). An unset variable is an error: a
+// secret that silently became empty would fail much later and obscurely.
+func expandEnv(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
+		var missing []string
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			if m == "$$" {
+				return "$"
+			}
+			name := m[2 : len(m)-1]
+			v, ok := os.LookupEnv(name)
+			if !ok {
+				missing = append(missing, name)
+			}
+			return v
+		})
+		if len(missing) > 0 {
+			return fmt.Errorf("line %d: environment variable %s is not set", n.Line, strings.Join(missing, ", "))
+		}
+		// A value that came from the environment is a string, whatever it
+		// looks like.
+		if n.Tag == "" || n.Tag == "!!int" || n.Tag == "!!bool" || n.Tag == "!!float" {
+			n.Tag = "!!str"
+		}
+	}
+	for _, c := range n.Content {
+		if err := expandEnv(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) applyEnv() error {
+	if v := os.Getenv("FLEETMIGRATE_STATE_DSN"); v != "" {
+		c.State.DSN = v
+	}
+	if v := os.Getenv("FLEETMIGRATE_STATE_DRIVER"); v != "" {
+		c.State.Driver = v
+	}
+	if v := os.Getenv("LOG_LEVEL"); v != "" {
+		c.Log.Level = v
+	}
+	return nil
+}
+
+// Validate checks values and fills what can be derived (the driver from the
+// DSN). It reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []string
+	c.Host = strings.ToLower(strings.TrimSpace(c.Host))
+	if c.Host == "" {
+		errs = append(errs, "host is empty and the hostname is unknown: set host")
+	}
+	if c.State.Driver == "" {
+		c.State.Driver = GuessDriver(c.State.DSN)
+	}
+	switch c.State.Driver {
+	case "postgres", "mysql", "":
+	case "postgresql":
+		c.State.Driver = "postgres"
+	case "mariadb":
+		c.State.Driver = "mysql"
+	default:
+		errs = append(errs, fmt.Sprintf("state.driver %q: want postgres or mysql", c.State.Driver))
+	}
+	if c.State.MaxOpenConns < 1 {
+		errs = append(errs, fmt.Sprintf("state.max-open-conns %d: want at least 1", c.State.MaxOpenConns))
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		errs = append(errs, fmt.Sprintf("log.format %q: want json or text", c.Log.Format))
+	}
+	if len(errs) > 0 {
+		return errors.New("invalid configuration: " + strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// GuessDriver tells a PostgreSQL DSN from a MySQL one by its form.
+func GuessDriver(dsn string) string {
+	switch {
+	case dsn == "":
+		return ""
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"), strings.Contains(dsn, "host="), strings.Contains(dsn, "dbname="):
+		return "postgres"
+	case strings.Contains(dsn, "@tcp("), strings.Contains(dsn, "@unix("), strings.HasPrefix(dsn, "tcp("), strings.Contains(dsn, "@/"):
+		return "mysql"
+	}
+	return ""
+}
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("log.level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// Logger builds the process's logger on w (stderr) from the configuration.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	level, _ := ParseLevel(c.Log.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
