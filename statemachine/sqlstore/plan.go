@@ -163,7 +163,9 @@ func (s *Store) planConflicts(ctx context.Context, tx *sql.Tx) ([]statemachine.P
 		},
 		{
 			query: "SELECT p.line, m.id, m.status, m.database_name FROM plan_input p JOIN migration m " +
-				"ON m.dns_name = p.dns_name WHERE p.dns_name <> '' AND m.status NOT IN (?, ?, ?)",
+				"ON m.dns_name = p.dns_name WHERE p.dns_name <> '' AND m.status NOT IN (?, ?, ?) " +
+				// a row planned again is reported once, as already planned
+				"AND NOT (m.source = p.source AND m.engine = p.engine AND m.database_name = p.database_name)",
 			args: []any{string(statemachine.Done), string(statemachine.Cancelled), string(statemachine.RolledBack)},
 			reason: func(id int64, status, name string) string {
 				return fmt.Sprintf("DNS name already belongs to unfinished row %d (database %q, status %s)", id, name, status)

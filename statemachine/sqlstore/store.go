@@ -55,10 +55,11 @@ type Config struct {
 
 // Store is a statemachine.Store on a SQL database.
 type Store struct {
-	db  *sql.DB
-	d   dialect
-	cfg Config
-	log *slog.Logger
+	db    *sql.DB
+	d     dialect
+	cfg   Config
+	log   *slog.Logger
+	where string
 }
 
 var _ statemachine.Store = (*Store)(nil)
@@ -67,14 +68,14 @@ var _ statemachine.Store = (*Store)(nil)
 // this binary expects: an older schema is refused with an error wrapping
 // statemachine.ErrSchemaOutdated that says to run `migrate db upgrade`.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	db, d, err := Connect(ctx, cfg)
+	db, d, where, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	v, err := migrations.Status(ctx, db, d.name)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("check state database schema: %w", err)
+		return nil, fmt.Errorf("check the schema of the state database (%s): %w", where, err)
 	}
 	if v.Outdated() {
 		db.Close()
@@ -85,7 +86,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("%w: the state database is at version %d, this binary needs %d: run `migrate db upgrade`",
 			statemachine.ErrSchemaOutdated, v.Current, v.Latest)
 	}
-	s := &Store{db: db, d: d, cfg: cfg, log: cfg.Logger}
+	s := &Store{db: db, d: d, cfg: cfg, log: cfg.Logger, where: where}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -96,13 +97,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Connect opens and pings the state database without looking at its schema
-// (for `migrate db upgrade` and `migrate db status`). Connection problems
-// come back as one line naming the server, never a stack of driver errors.
-func Connect(ctx context.Context, cfg Config) (*sql.DB, dialect, error) {
+// Connect opens and pings the state database without looking at its schema,
+// for `migrate db upgrade` and `migrate db status`. It returns the pool, the
+// schema dialect, and a password-free description of the server for
+// messages. Connection problems come back as one line naming the server,
+// never a stack of driver errors.
+func Connect(ctx context.Context, cfg Config) (*sql.DB, migrations.Dialect, string, error) {
+	db, d, where, err := connect(ctx, cfg)
+	return db, d.name, where, err
+}
+
+func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, error) {
 	d, dsn, where, err := prepareDSN(cfg.Driver, cfg.DSN)
 	if err != nil {
-		return nil, dialect{}, err
+		return nil, dialect{}, "", err
 	}
 	driverName := "mysql"
 	if d.name == migrations.Postgres {
@@ -110,7 +118,7 @@ func Connect(ctx context.Context, cfg Config) (*sql.DB, dialect, error) {
 	}
 	db, err := sql.Open(driverName, dsn)
 	if err != nil {
-		return nil, dialect{}, fmt.Errorf("state database (%s): %w", where, err)
+		return nil, dialect{}, "", fmt.Errorf("state database (%s): %w", where, err)
 	}
 	n := cfg.MaxOpenConns
 	if n <= 0 {
@@ -123,10 +131,10 @@ func Connect(ctx context.Context, cfg Config) (*sql.DB, dialect, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, dialect{}, fmt.Errorf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
+		return nil, dialect{}, "", fmt.Errorf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
 			where, connectReason(err))
 	}
-	return db, d, nil
+	return db, d, where, nil
 }
 
 // prepareDSN validates the DSN, adds the session settings the store relies
@@ -237,6 +245,9 @@ func connectReason(err error) string {
 
 // DB returns the connection pool (for schema commands and tests).
 func (s *Store) DB() *sql.DB { return s.db }
+
+// Where describes the state database for messages (no password).
+func (s *Store) Where() string { return s.where }
 
 // Dialect returns "postgres" or "mysql".
 func (s *Store) Dialect() migrations.Dialect { return s.d.name }

@@ -36,7 +36,7 @@ func TestStore(t *testing.T) {
 func harness(t *testing.T, driver, dsn string) storetest.Harness {
 	t.Helper()
 	ctx := context.Background()
-	db, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: driver, DSN: dsn})
+	db, _, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: driver, DSN: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}
