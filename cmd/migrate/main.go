@@ -15,8 +15,6 @@ import (
 	"os/signal"
 	"os/user"
 	"runtime/debug"
-	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
@@ -203,16 +201,6 @@ func runVersion(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-// sortedKeys returns a map's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // displayName shows a user's identifier unambiguously: quoted, with
 // invisible characters escaped.
 func displayName(s string) string { return fmt.Sprintf("%q", s) }
@@ -223,5 +211,3 @@ func plural(n int, one, many string) string {
 	}
 	return fmt.Sprintf("%d %s", n, many)
 }
-
-func joinOr(items []string) string { return strings.Join(items, ", ") }

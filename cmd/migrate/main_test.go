@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -361,8 +362,8 @@ func TestUnreachableStateDatabase(t *testing.T) {
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		err := cmd.Run()
-		exitErr, ok := err.(*exec.ExitError)
-		if !ok || exitErr.ExitCode() != 1 {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
 			t.Fatalf("%s: exit %v, want 1", tc.driver, err)
 		}
 		msg := stderr.String()
@@ -378,7 +379,7 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{}, {"plan"}, {"nonsense"}, {"list", "--status", "Bogus"}, {"db"}, {"status", "extra"}, {"status", "--no-such-flag"}} {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), args, strings.NewReader(""), &out, &errb)
-		if code != 2 || !(strings.Contains(errb.String(), "try:") || strings.Contains(errb.String(), "usage:")) {
+		if hint := strings.Contains(errb.String(), "try:") || strings.Contains(errb.String(), "usage:"); code != 2 || !hint {
 			t.Errorf("migrate %v: exit %d, stderr %q; want 2 and a hint", args, code, errb.String())
 		}
 	}

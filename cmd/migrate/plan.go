@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -30,8 +29,7 @@ func runPlan(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var r io.Reader = e.stdin
-	name := "stdin"
+	r, name := e.stdin, "stdin"
 	if *file != "-" {
 		f, err := os.Open(*file)
 		if err != nil {

@@ -180,7 +180,7 @@ func showRow(ctx context.Context, e *env, store *sqlstore.Store, id int64, asJSO
 	fmt.Fprintf(w, "planned:  %s, last change %s\n\nevents:\n", m.CreatedAt.Format(time.RFC3339), m.UpdatedAt.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, ev := range events {
-		move := string(ev.To)
+		var move string
 		switch {
 		case ev.From == "":
 			move = "planned"

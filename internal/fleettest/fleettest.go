@@ -230,11 +230,11 @@ func waitReady(ctx context.Context, p *process, check func(context.Context) erro
 			return nil
 		}
 		if p.exited() {
-			return fmt.Errorf("%s exited during start-up (%v); log:\n%s", p.name, p.err, tailFile(p.logPath, 30))
+			return fmt.Errorf("%s exited during start-up (%w); log:\n%s", p.name, p.err, tailFile(p.logPath, 30))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %v (last check: %v); log:\n%s", p.name, ctx.Err(), last, tailFile(p.logPath, 30))
+			return fmt.Errorf("%s not ready: %w (last check: %w); log:\n%s", p.name, ctx.Err(), last, tailFile(p.logPath, 30))
 		case <-time.After(25 * time.Millisecond):
 		}
 	}

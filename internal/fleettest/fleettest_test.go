@@ -54,7 +54,7 @@ func TestMariaDB(t *testing.T) {
 	}
 	// The server listens only on its own address.
 	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", "13306"), time.Second); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Errorf("something answers on 127.0.0.1:13306; servers must bind their own address only")
 	}
 }

@@ -21,6 +21,10 @@ import (
 // own loopback address). It avoids the machine's own server on 3306.
 const MariaDBPort = 13306
 
+// redoLogSize keeps each instance's data directory small (the default redo
+// log alone is 96 MB); cfg.Args may set a larger one for bulk loads.
+const redoLogSize = "--innodb-log-file-size=32M"
+
 // MariaDBConfig configures StartMariaDB. The zero value is ready to use.
 type MariaDBConfig struct {
 	// Port defaults to MariaDBPort.
@@ -83,7 +87,7 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 	user := currentUser()
 	// Each instance has its own tmpdir: parallel installs sharing /tmp fail.
 	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data, "--user="+user,
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp)
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp, redoLogSize)
 	install.Env = append(os.Environ(), "TMPDIR="+tmp)
 	if err := run(ctx, install); err != nil {
 		_ = os.RemoveAll(m.Dir)
@@ -99,6 +103,7 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 		"--innodb-buffer-pool-size=64M", "--aria-pagecache-buffer-size=8M", "--key-buffer-size=1M",
 		"--innodb-log-buffer-size=2M", "--performance-schema=OFF",
 		"--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0", "--sync-binlog=0",
+		redoLogSize,
 	}
 	args = append(args, cfg.Args...)
 	m.proc, err = startProcess("mariadb "+m.Addr(), filepath.Join(m.Dir, "error.log"), exec.Command(mariadbd, args...))

@@ -143,7 +143,7 @@ func TestQuotedNamesOnRealServers(t *testing.T) {
 		if _, err := c.Exec(ctx, "CREATE DATABASE "+ident.QuotePostgres(a)); err != nil {
 			t.Fatal(err)
 		}
-		defer c.Exec(ctx, "DROP DATABASE IF EXISTS "+ident.QuotePostgres(a))
+		defer func() { _, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+ident.QuotePostgres(a)) }()
 		if _, err := c.Exec(ctx, "CREATE DATABASE "+ident.QuotePostgres(b)); err == nil {
 			t.Error("server kept two 64-byte names apart; the truncation the validator guards against did not happen")
 		}

@@ -117,5 +117,8 @@ func eventPairs(t *testing.T, h Harness, id int64) []string {
 		}
 		out = append(out, from+" -> "+to)
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return out
 }

@@ -23,6 +23,9 @@ func testSchemaMatchesStateMachine(t *testing.T, h Harness) {
 		}
 		got = append(got, p)
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	want := statemachine.Pairs()
 	sortPairs(got)
 	if !slices.Equal(got, want) {

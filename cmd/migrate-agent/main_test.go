@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
+)
+
+func TestMain(m *testing.M) { fleettest.Main(m) }
+
+func agent(t *testing.T, configBody string, args ...string) (int, string, string) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(cfg, []byte(configBody), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"--config", cfg}, args...), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheck(t *testing.T) {
+	srv := fleettest.SharedPostgres(t)
+	dsn := srv.DSN(srv.NewDatabase(t))
+	body := fmt.Sprintf("host: DB-7\nstate:\n  dsn: %q\n", dsn)
+
+	// Before the schema exists the check fails and says what to do.
+	code, _, stderr := agent(t, body, "--roles", "dump,import", "--check")
+	if code != 1 || !strings.Contains(stderr, "migrate db upgrade") {
+		t.Fatalf("check before upgrade: %d %q", code, stderr)
+	}
+	db, dialect, _, err := sqlstore.Connect(context.Background(), sqlstore.Config{Driver: "postgres", DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(context.Background(), db, dialect, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := agent(t, body, "--roles", "dump, import,dump", "--check")
+	if code != 0 || !strings.Contains(out, "host:           db-7") || !strings.Contains(out, "roles:          dump,import") {
+		t.Fatalf("check: %d %q %q", code, out, stderr)
+	}
+	if strings.Contains(out+stderr, "password") {
+		t.Errorf("output mentions a password: %s", out+stderr)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	cases := []struct {
+		name, body string
+		args       []string
+		code       int
+		want       string
+	}{
+		{"unknown role", "", []string{"--roles", "dump,backup", "--check"}, 2, `unknown role "backup"`},
+		{"no roles", "", []string{"--check"}, 2, "--roles is required"},
+		{"unknown config key", "hots: x\n", []string{"--roles", "dns", "--check"}, 1, `line 1: unknown key "hots"`},
+		{"no state database", "host: x\n", []string{"--roles", "dns", "--check"}, 1, "no state database configured"},
+		{"no runtime yet", "", []string{"--roles", "dns"}, 1, "only --check"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("FLEETMIGRATE_STATE_DSN", "")
+			code, _, stderr := agent(t, tc.body, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d %q; want %d and %q", code, stderr, tc.code, tc.want)
+			}
+		})
+	}
+}
