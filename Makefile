@@ -29,6 +29,10 @@ test: deps ## install what is missing, vet, then run every test (integration inc
 test-short: ## unit tests only: skips everything that starts a real server
 	$(GO) test -short -count=1 ./...
 
+.PHONY: bench
+bench: deps ## run the benchmarks against real servers (results and commands: BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./...
+
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint (.golangci.yml)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi

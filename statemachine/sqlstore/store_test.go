@@ -32,26 +32,30 @@ func TestStore(t *testing.T) {
 	})
 }
 
+// openUpgraded upgrades a fresh database and opens a store on it.
+func openUpgraded(tb testing.TB, driver, dsn string, now func() time.Time) *sqlstore.Store {
+	tb.Helper()
+	ctx := context.Background()
+	db, dialect, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: driver, DSN: dsn})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(ctx, db, dialect, nil); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := sqlstore.Open(ctx, sqlstore.Config{Driver: driver, DSN: dsn, Now: now})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
 // harness upgrades the fresh database and opens stores on it.
 func harness(t *testing.T, driver, dsn string) storetest.Harness {
 	t.Helper()
-	ctx := context.Background()
-	db, _, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: driver, DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := migrations.Up(ctx, db, migrations.Dialect(driver), nil); err != nil {
-		t.Fatal(err)
-	}
-	open := func(t *testing.T, now func() time.Time) statemachine.Store {
-		s, err := sqlstore.Open(ctx, sqlstore.Config{Driver: driver, DSN: dsn, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	s := open(t, nil)
-	return storetest.Harness{Store: s, DB: db, Open: open, Q: s.(*sqlstore.Store).Rebind}
+	s := openUpgraded(t, driver, dsn, nil)
+	open := func(t *testing.T, now func() time.Time) statemachine.Store { return openUpgraded(t, driver, dsn, now) }
+	return storetest.Harness{Store: s, DB: s.DB(), Open: open, Q: s.Rebind}
 }
