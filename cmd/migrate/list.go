@@ -45,11 +45,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	}
-	cfg, log, err := loadConfig(e, cf)
-	if err != nil {
-		return err
-	}
-	store, err := openStore(ctx, cfg, log)
+	store, _, err := openStore(ctx, e, cf)
 	if err != nil {
 		return err
 	}

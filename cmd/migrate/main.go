@@ -150,9 +150,15 @@ func loadConfig(e *env, cf *config.Flags) (config.Config, *slog.Logger, error) {
 	return cfg, cfg.Logger(e.stderr), nil
 }
 
-// openStore connects to the state database and checks its schema.
-func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*sqlstore.Store, error) {
-	return sqlstore.Open(ctx, storeConfig(cfg, log))
+// openStore loads the configuration, connects to the state database and
+// checks its schema. The caller closes the store.
+func openStore(ctx context.Context, e *env, cf *config.Flags) (*sqlstore.Store, config.Config, error) {
+	cfg, log, err := loadConfig(e, cf)
+	if err != nil {
+		return nil, cfg, err
+	}
+	s, err := sqlstore.Open(ctx, storeConfig(cfg, log))
+	return s, cfg, err
 }
 
 func storeConfig(cfg config.Config, log *slog.Logger) sqlstore.Config {

@@ -25,10 +25,6 @@ func runPlan(ctx context.Context, e *env, args []string) error {
 	if *file == "" {
 		return usagef("migrate plan --file fleet.csv", "--file is required")
 	}
-	cfg, log, err := loadConfig(e, cf)
-	if err != nil {
-		return err
-	}
 	r, name := e.stdin, "stdin"
 	if *file != "-" {
 		f, err := os.Open(*file)
@@ -52,7 +48,7 @@ func runPlan(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%s: %w; nothing was planned", name, err)
 	}
 
-	store, err := openStore(ctx, cfg, log)
+	store, cfg, err := openStore(ctx, e, cf)
 	if err != nil {
 		return err
 	}

@@ -43,11 +43,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(e, cf)
-	if err != nil {
-		return err
-	}
-	store, err := openStore(ctx, cfg, log)
+	store, _, err := openStore(ctx, e, cf)
 	if err != nil {
 		return err
 	}

@@ -161,16 +161,7 @@ func (b *BIND) Query(ctx context.Context, name string, qtype uint16) ([]dns.RR, 
 
 // Stop shuts named down and removes its directory.
 func (b *BIND) Stop() error {
-	if b.proc == nil {
-		return nil
-	}
-	err := b.proc.stop(syscall.SIGTERM, 15*time.Second)
-	b.release()
-	b.proc = nil
-	if rerr := removeDir(b.Dir); err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(&b.proc, syscall.SIGTERM, 15*time.Second, b.release, b.Dir)
 }
 
 // LogTail returns the last lines of named's log.

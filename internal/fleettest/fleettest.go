@@ -211,6 +211,22 @@ func (p *process) stop(sig syscall.Signal, timeout time.Duration) error {
 	}
 }
 
+// shutdown stops a server's process with sig (killing it after timeout),
+// frees its address reservation and removes its directory. Safe to call
+// twice: the second call does nothing.
+func shutdown(p **process, sig syscall.Signal, timeout time.Duration, release func(), dir string) error {
+	if *p == nil {
+		return nil
+	}
+	err := (*p).stop(sig, timeout)
+	*p = nil
+	release()
+	if rerr := removeDir(dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
 // kill ends the process at once (SIGKILL), as a crash would.
 func (p *process) kill() {
 	if !p.exited() {

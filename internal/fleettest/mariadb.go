@@ -180,16 +180,7 @@ func (m *MariaDB) NewDatabase(t testing.TB) string {
 // Stop shuts the server down, waits for the process (the pid file vanishes
 // before it exits) and removes its directory.
 func (m *MariaDB) Stop() error {
-	if m.proc == nil {
-		return nil
-	}
-	err := m.proc.stop(syscall.SIGTERM, 30*time.Second)
-	m.release()
-	m.proc = nil
-	if rerr := removeDir(m.Dir); err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(&m.proc, syscall.SIGTERM, 30*time.Second, m.release, m.Dir)
 }
 
 // Kill ends the server with SIGKILL, as a crash would; Stop still cleans up.

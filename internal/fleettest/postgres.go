@@ -238,16 +238,7 @@ func (p *Postgres) NewDatabase(t testing.TB) string {
 
 // Stop shuts the cluster down (fast shutdown) and removes its directory.
 func (p *Postgres) Stop() error {
-	if p.proc == nil {
-		return nil
-	}
-	err := p.proc.stop(syscall.SIGINT, 30*time.Second)
-	p.release()
-	p.proc = nil
-	if rerr := removeDir(p.Dir); err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(&p.proc, syscall.SIGINT, 30*time.Second, p.release, p.Dir)
 }
 
 // Kill ends the postmaster with SIGKILL, as a crash would; Stop still cleans

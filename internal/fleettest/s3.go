@@ -128,16 +128,7 @@ func (s *S3) Client() *s3.Client {
 
 // Stop shuts the server down and removes its directory.
 func (s *S3) Stop() error {
-	if s.proc == nil {
-		return nil
-	}
-	err := s.proc.stop(syscall.SIGTERM, 15*time.Second)
-	s.release()
-	s.proc = nil
-	if rerr := removeDir(s.Dir); err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(&s.proc, syscall.SIGTERM, 15*time.Second, s.release, s.Dir)
 }
 
 // Kill ends the server with SIGKILL; Stop still cleans up.

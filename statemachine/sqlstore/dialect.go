@@ -131,15 +131,23 @@ func (d dialect) guardViolation(err error) bool {
 
 // message is the server's own text of a database error.
 func (d dialect) message(err error) string {
+	if msg, ok := serverMessage(err); ok {
+		return msg
+	}
+	return err.Error()
+}
+
+// serverMessage returns the text of an error the database server sent.
+func serverMessage(err error) (string, bool) {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return pgErr.Message
+		return pgErr.Message, true
 	}
 	var myErr *mysql.MySQLError
 	if errors.As(err, &myErr) {
-		return myErr.Message
+		return myErr.Message, true
 	}
-	return err.Error()
+	return "", false
 }
 
 // placeholders returns "?, ?, ?" for n arguments.

@@ -225,13 +225,8 @@ func connectReason(err error) string {
 	if errors.As(err, &opErr) && opErr.Err != nil {
 		return opErr.Op + ": " + opErr.Err.Error()
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Message
-	}
-	var myErr *mysql.MySQLError
-	if errors.As(err, &myErr) {
-		return myErr.Message
+	if msg, ok := serverMessage(err); ok {
+		return msg
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "no answer within " + DefaultConnectTimeout.String()

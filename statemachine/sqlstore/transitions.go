@@ -163,7 +163,19 @@ func (s *Store) moveClaimed(ctx context.Context, m *statemachine.Migration, to s
 		set = append(set, "last_error = ?")
 		setArgs = append(setArgs, truncate(*lastError, 4000))
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.updateClaimed(ctx, m, set, setArgs, detail)
+	if err != nil {
+		return fmt.Errorf("move row %d from %q to %q (fence %d): %w", m.ID, m.Status, to, m.Fence, err)
+	}
+	m.Status, m.Owner, m.LeaseUntil = to, "", time.Time{}
+	return nil
+}
+
+// updateClaimed is the compare-and-set on a claimed row: it applies set only
+// while the row is still in m's status, owner and fence, and records the
+// event in the same transaction. A lost claim is ErrLeaseLost.
+func (s *Store) updateClaimed(ctx context.Context, m *statemachine.Migration, set []string, setArgs []any, detail string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
 		args := append(append([]any{}, setArgs...), m.ID, string(m.Status), m.Owner, m.Fence)
 		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+strings.Join(set, ", ")+
 			" WHERE id = ? AND status = ? AND owner = ? AND fence = ?"), args...)
@@ -175,11 +187,6 @@ func (s *Store) moveClaimed(ctx context.Context, m *statemachine.Migration, to s
 		}
 		return s.recordEvents(ctx, tx, []int64{m.ID}, m.Status, m.Owner, truncate(detail, 4000))
 	})
-	if err != nil {
-		return fmt.Errorf("move row %d from %q to %q (fence %d): %w", m.ID, m.Status, to, m.Fence, err)
-	}
-	m.Status, m.Owner, m.LeaseUntil = to, "", time.Time{}
-	return nil
 }
 
 // Record writes f on a claimed row without changing its status.
@@ -193,21 +200,10 @@ func (s *Store) Record(ctx context.Context, m *statemachine.Migration, f statema
 	}
 	set = append(set, "updated_at = "+s.d.now())
 	setArgs = append(setArgs, s.nowArg())
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		args := append(append([]any{}, setArgs...), m.ID, string(m.Status), m.Owner, m.Fence)
-		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+strings.Join(set, ", ")+
-			" WHERE id = ? AND status = ? AND owner = ? AND fence = ?"), args...)
-		if err != nil {
-			return s.wrapDBErr(err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return statemachine.ErrLeaseLost
-		}
-		if detail == "" {
-			detail = describeFields(f)
-		}
-		return s.recordEvents(ctx, tx, []int64{m.ID}, m.Status, m.Owner, truncate(detail, 4000))
-	})
+	if detail == "" {
+		detail = describeFields(f)
+	}
+	err = s.updateClaimed(ctx, m, set, setArgs, detail)
 	if err != nil {
 		return fmt.Errorf("record on row %d (fence %d): %w", m.ID, m.Fence, err)
 	}

@@ -29,9 +29,7 @@ func walk(t *testing.T, h Harness, role statemachine.Role, host string, f statem
 func testLifecycle(t *testing.T, h Harness) {
 	ms := mustPlan(t, h.Store, planned(1, "src", "dst"))
 	id := ms[0].ID
-	if n, err := h.Store.Promote(ctx(t), 10, "scheduler"); err != nil || n != 1 {
-		t.Fatalf("promote: %d, %v", n, err)
-	}
+	mustPromote(t, h.Store, 1)
 	wantStatus(t, h, id, statemachine.ToDump)
 
 	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
@@ -95,9 +93,7 @@ func testLifecycleWithoutDNS(t *testing.T, h Harness) {
 	rows := planned(1, "src", "dst")
 	rows[0].DNSName = ""
 	id := mustPlan(t, h.Store, rows)[0].ID
-	if _, err := h.Store.Promote(ctx(t), 1, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, h.Store, 1)
 	walk(t, h, statemachine.RoleDump, "src", dumpFields(id))
 	got := walk(t, h, statemachine.RoleImport, "dst", statemachine.Fields{})
 	if got.Status != statemachine.ToCloseSource {
@@ -112,9 +108,7 @@ func testClaimScope(t *testing.T, h Harness) {
 		rows[3+i].DNSName = ""
 	}
 	mustPlan(t, h.Store, rows)
-	if _, err := h.Store.Promote(ctx(t), 100, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, h.Store, 5)
 	if got := claim(t, h.Store, statemachine.RoleDump, "x", "x/agent", 10); len(got) != 0 {
 		t.Errorf("destination host claimed %d dump rows", len(got))
 	}
@@ -150,9 +144,7 @@ func testClaimScope(t *testing.T, h Harness) {
 func testClaimRace(t *testing.T, h Harness) {
 	const rows, workers = 500, 32
 	mustPlan(t, h.Store, planned(rows, "src", "dst"))
-	if n, err := h.Store.Promote(ctx(t), rows, "scheduler"); err != nil || n != rows {
-		t.Fatalf("promote: %d, %v", n, err)
-	}
+	mustPromote(t, h.Store, rows)
 	var (
 		mu     sync.Mutex
 		byID   = map[int64]string{}
@@ -217,9 +209,7 @@ func testFenceAfterRescue(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
 	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
-	if _, err := s.Promote(ctx(t), 1, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, s, 1)
 	old := claimOne(t, s, statemachine.RoleDump, "src")
 	if !old.LeaseUntil.Equal(clock.Now().Add(time.Minute)) {
 		t.Fatalf("lease until %s, want now+1m = %s (pinned clock)", old.LeaseUntil, clock.Now().Add(time.Minute))
@@ -276,9 +266,7 @@ func testRescueAttemptLimit(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
 	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
-	if _, err := s.Promote(ctx(t), 1, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, s, 1)
 	for attempt := 1; attempt <= 3; attempt++ {
 		m := claimOne(t, s, statemachine.RoleDump, "src")
 		if m.Attempt != attempt {
@@ -313,9 +301,7 @@ func testRenew(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
 	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
-	if _, err := s.Promote(ctx(t), 1, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, s, 1)
 	m := claimOne(t, s, statemachine.RoleDump, "src")
 	clock.Advance(50 * time.Second)
 	until, err := s.Renew(ctx(t), &m, time.Minute)
@@ -337,9 +323,7 @@ func testRenew(t *testing.T, h Harness) {
 
 func testFailReleaseRecord(t *testing.T, h Harness) {
 	ms := mustPlan(t, h.Store, planned(2, "src", "dst"))
-	if _, err := h.Store.Promote(ctx(t), 2, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, h.Store, 2)
 	a := claimOne(t, h.Store, statemachine.RoleDump, "src")
 	if err := h.Store.Record(ctx(t), &a, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, ""); err != nil {
 		t.Fatal(err)
@@ -390,9 +374,7 @@ func testOperatorActions(t *testing.T, h Harness) {
 	if err != nil || got.Status != statemachine.Cancelled {
 		t.Fatalf("cancel: %+v, %v", got, err)
 	}
-	if _, err := h.Store.Promote(ctx(t), 10, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, h.Store, 2)
 	if _, err := h.Store.Operate(ctx(t), ms[1].ID, statemachine.ActionCancel, "alice", ""); err == nil {
 		t.Error("cancelled a row in To dump")
 	}

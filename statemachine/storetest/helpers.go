@@ -36,6 +36,14 @@ func mustPlan(t *testing.T, s statemachine.Store, rows []statemachine.Planned) [
 	return all
 }
 
+// mustPromote promotes exactly n Waiting rows to To dump.
+func mustPromote(t *testing.T, s statemachine.Store, n int) {
+	t.Helper()
+	if got, err := s.Promote(ctx(t), n, "scheduler"); err != nil || got != n {
+		t.Fatalf("promote %d: %d, %v", n, got, err)
+	}
+}
+
 // dumpFields is what a dump step records before advancing.
 func dumpFields(id int64) statemachine.Fields {
 	return statemachine.Fields{

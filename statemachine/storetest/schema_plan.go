@@ -92,9 +92,7 @@ func testDatabaseRefusesInvalidTransitions(t *testing.T, h Harness) {
 
 func testDatabaseRefusesContradictions(t *testing.T, h Harness) {
 	ms := mustPlan(t, h.Store, planned(2, "src", "dst"))
-	if _, err := h.Store.Promote(ctx(t), 1, "scheduler"); err != nil {
-		t.Fatal(err)
-	}
+	mustPromote(t, h.Store, 1)
 	// Advancing a dump without recording the dump: the table refuses, the
 	// claim stays, the row stays Dumping.
 	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
