@@ -154,6 +154,96 @@ type Lease struct {
 	Holder    string    `json:"holder"`
 	Since     time.Time `json:"since"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// MaxProcs is the holding scheduler's --max-procs (0: not given).
+	MaxProcs int `json:"max_procs,omitempty"`
+}
+
+// PromoteOrder orders the candidates within one source host.
+type PromoteOrder string
+
+// The orders.
+const (
+	// OrderPlan: plan order (id).
+	OrderPlan PromoteOrder = "plan"
+	// OrderSize: smallest first (unknown sizes last), to show progress early.
+	OrderSize PromoteOrder = "size"
+)
+
+// Candidate is a Waiting row the scheduler may promote.
+type Candidate struct {
+	ID          int64
+	Source      string
+	Destination string
+	SizeBytes   int64
+}
+
+// PromoteRequest asks for one fenced, fair promotion.
+type PromoteRequest struct {
+	// Holder must hold the unexpired scheduler lease; otherwise nothing is
+	// promoted and ErrLeaseLost is returned. This fences a scheduler that
+	// lost its lease (paused, partitioned) from promoting.
+	Holder string
+	Actor  string
+	// MaxInFlight is --max-procs: promote at most MaxInFlight − in-flight.
+	MaxInFlight int
+	// MaxPerSource caps in-flight rows per source host (0: no cap): sources
+	// at their cap get no candidates.
+	MaxPerSource int
+	// ExtraCandidates is how many more Waiting rows than a source's free
+	// slots to offer, so that rows bound for a full destination can be
+	// skipped.
+	ExtraCandidates int
+	Order           PromoteOrder
+}
+
+// PromoteState is what the chooser sees, read inside the promotion's
+// transaction: nothing in it can change until the transaction ends.
+type PromoteState struct {
+	InFlight              int
+	InFlightBySource      map[string]int
+	InFlightByDestination map[string]int
+	// Candidates lists, per eligible source (not paused, below its cap, with
+	// Waiting rows), its next Waiting rows in the requested order.
+	Candidates map[string][]Candidate
+	// Budget is MaxInFlight − InFlight: the chooser may return at most this
+	// many ids.
+	Budget int
+}
+
+// PromoteResult says what one promotion did.
+type PromoteResult struct {
+	// Promoted are the rows moved to ToDump.
+	Promoted []Candidate
+	// InFlight is the in-flight count after the promotion.
+	InFlight int
+	// Stopped is set when the stop switch prevented any promotion.
+	Stopped StopSwitch
+}
+
+// SourcePause is a source host the scheduler promotes nothing from.
+type SourcePause struct {
+	Host   string    `json:"host"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
+}
+
+// StepStats counts the steps that ended within a time window.
+type StepStats struct {
+	// Completions: steps that succeeded (a working status moved on).
+	Completions int
+	// Failures: steps that ended in a failed status.
+	Failures int
+	// TopError is the most frequent failure message in the window, and
+	// TopErrorCount how often it occurred.
+	TopError      string
+	TopErrorCount int
+}
+
+// ErrorGroup is a failure message and how many failed rows carry it.
+type ErrorGroup struct {
+	Error string `json:"error"`
+	Count int    `json:"count"`
 }
 
 // Agent is an agent's entry in the registry, refreshed by its heartbeat.
@@ -234,8 +324,34 @@ type Store interface {
 	// are absent).
 	Counts(ctx context.Context) (map[Status]int, error)
 	// Promote moves up to limit Waiting rows to ToDump in plan order and
-	// returns how many moved.
+	// returns how many moved: plain promotion without lease, caps or stop
+	// switch, for tests and tools. The scheduler uses PromoteFair.
 	Promote(ctx context.Context, limit int, actor string) (int, error)
+	// PromoteFair is the scheduler's promotion, in one transaction that
+	// serialises every promoter: it checks req.Holder's lease and the stop
+	// switch, counts the rows in flight, gathers candidates, lets choose pick
+	// at most Budget of them, and moves those to ToDump. In-flight never
+	// exceeds req.MaxInFlight, whatever races.
+	PromoteFair(ctx context.Context, req PromoteRequest, choose func(PromoteState) []int64) (PromoteResult, error)
+	// CountStatuses returns how many rows are in any of statuses.
+	CountStatuses(ctx context.Context, statuses ...Status) (int, error)
+
+	// PauseSource stops promotions from a source host (idempotent: the first
+	// pause stays) and returns the pause.
+	PauseSource(ctx context.Context, host, by, reason string) (SourcePause, error)
+	// ResumeSource lifts a pause and reports whether there was one.
+	ResumeSource(ctx context.Context, host string) (bool, error)
+	// PausedSources lists the paused source hosts.
+	PausedSources(ctx context.Context) ([]SourcePause, error)
+
+	// StepStats counts step completions and failures recorded within the
+	// last window, from the audit trail.
+	StepStats(ctx context.Context, window time.Duration) (StepStats, error)
+	// FailedByError groups the rows in a failed status by last_error, most
+	// common first, at most limit groups.
+	FailedByError(ctx context.Context, limit int) ([]ErrorGroup, error)
+	// DoneWithin counts rows that reached Done within the last window.
+	DoneWithin(ctx context.Context, window time.Duration) (int, error)
 
 	// StopSwitch reads the stop switch.
 	StopSwitch(ctx context.Context) (StopSwitch, error)
@@ -246,9 +362,9 @@ type Store interface {
 	ClearStop(ctx context.Context, by string) error
 
 	// AcquireLeader takes the scheduler lease for holder, or renews it if
-	// holder has it. If another holder's lease has not expired it returns a
-	// *LeaseHeldError naming that holder.
-	AcquireLeader(ctx context.Context, holder string, ttl time.Duration) (Lease, error)
+	// holder has it, recording its --max-procs (0: none). If another holder's
+	// lease has not expired it returns a *LeaseHeldError naming that holder.
+	AcquireLeader(ctx context.Context, holder string, ttl time.Duration, maxProcs int) (Lease, error)
 	// RenewLeader extends holder's lease; ErrLeaseLost if it is not holder's
 	// or has expired.
 	RenewLeader(ctx context.Context, holder string, ttl time.Duration) (Lease, error)

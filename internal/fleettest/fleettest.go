@@ -154,6 +154,21 @@ type process struct {
 	err     error
 }
 
+// restart starts a stopped process again with the same command, as the
+// service manager of a real host would after an outage.
+func (p *process) restart() (*process, error) {
+	if !p.exited() {
+		return nil, fmt.Errorf("%s is still running", p.name)
+	}
+	cmd := exec.Command(p.cmd.Path, p.cmd.Args[1:]...)
+	cmd.Env, cmd.Dir = p.cmd.Env, p.cmd.Dir
+	if p.cmd.SysProcAttr != nil {
+		attr := *p.cmd.SysProcAttr
+		cmd.SysProcAttr = &attr
+	}
+	return startProcess(p.name, p.logPath, cmd)
+}
+
 // startProcess starts cmd with its output appended to logPath. The process
 // is killed if the test binary dies (parent-death signal), so an interrupted
 // run leaves no servers behind.

@@ -3,6 +3,7 @@ package fleettest
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -201,4 +202,34 @@ func currentUser() string {
 		return u
 	}
 	return fmt.Sprint(os.Geteuid())
+}
+
+// Down stops the server but keeps its data and its address, as an outage
+// would; Up starts it again.
+func (m *MariaDB) Down() error {
+	if m.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	return m.proc.stop(syscall.SIGTERM, 30*time.Second)
+}
+
+// Up starts the server again after Down, with the same data, address and
+// settings, and waits until it answers.
+func (m *MariaDB) Up(ctx context.Context) error {
+	if m.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	proc, err := m.proc.restart()
+	if err != nil {
+		return err
+	}
+	m.proc = proc
+	return waitReady(ctx, proc, func(ctx context.Context) error {
+		db, err := sql.Open("mysql", m.DSN(""))
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return db.PingContext(ctx)
+	})
 }

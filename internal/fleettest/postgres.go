@@ -2,6 +2,7 @@ package fleettest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -251,3 +252,32 @@ func (p *Postgres) LogTail(lines int) string {
 }
 
 func (p *Postgres) describe() string { return "postgres " + p.Addr() }
+
+// Down stops the server but keeps its data and its address, as an outage
+// would; Up starts it again.
+func (p *Postgres) Down() error {
+	if p.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	return p.proc.stop(syscall.SIGINT, 30*time.Second)
+}
+
+// Up starts the server again after Down, with the same data, address and
+// settings, and waits until it answers.
+func (p *Postgres) Up(ctx context.Context) error {
+	if p.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	proc, err := p.proc.restart()
+	if err != nil {
+		return err
+	}
+	p.proc = proc
+	return waitReady(ctx, proc, func(ctx context.Context) error {
+		c, err := pgx.Connect(ctx, p.DSN("postgres"))
+		if err != nil {
+			return err
+		}
+		return c.Close(ctx)
+	})
+}

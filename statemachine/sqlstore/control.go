@@ -19,8 +19,12 @@ const (
 
 // StopSwitch reads the stop switch.
 func (s *Store) StopSwitch(ctx context.Context) (statemachine.StopSwitch, error) {
+	return s.stopSwitch(ctx, s.db)
+}
+
+func (s *Store) stopSwitch(ctx context.Context, q rowQuerier) (statemachine.StopSwitch, error) {
 	var sw statemachine.StopSwitch
-	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, reason, since FROM control WHERE name = ?"), controlStop).
+	err := q.QueryRowContext(ctx, s.d.q("SELECT holder, reason, since FROM control WHERE name = ?"), controlStop).
 		Scan(&sw.By, &sw.Reason, &sw.Since)
 	if errors.Is(err, sql.ErrNoRows) {
 		return statemachine.StopSwitch{}, nil
@@ -53,14 +57,18 @@ func (s *Store) ClearStop(ctx context.Context, by string) error {
 // AcquireLeader takes or renews the scheduler lease. Two statements, each a
 // compare-and-set: insert the lease if there is none; otherwise take it over
 // only if it is ours or expired. The affected-row counts decide.
-func (s *Store) AcquireLeader(ctx context.Context, holder string, ttl time.Duration) (statemachine.Lease, error) {
+func (s *Store) AcquireLeader(ctx context.Context, holder string, ttl time.Duration, maxProcs int) (statemachine.Lease, error) {
 	if holder == "" || ttl <= 0 {
 		return statemachine.Lease{}, errors.New("acquire scheduler lease: holder and a positive ttl are required")
 	}
 	pre, post := s.d.insertIgnore()
-	res, err := s.db.ExecContext(ctx, s.d.q(pre+" control (name, holder, reason, since, expires_at) VALUES (?, ?, '', "+
-		s.d.now()+", "+s.d.plusMicros(s.d.now())+")"+post),
-		controlScheduler, holder, s.nowArg(), s.nowArg(), ttl.Microseconds())
+	var procs any
+	if maxProcs > 0 {
+		procs = maxProcs
+	}
+	res, err := s.db.ExecContext(ctx, s.d.q(pre+" control (name, holder, reason, since, expires_at, max_procs) VALUES (?, ?, '', "+
+		s.d.now()+", "+s.d.plusMicros(s.d.now())+", ?)"+post),
+		controlScheduler, holder, s.nowArg(), s.nowArg(), ttl.Microseconds(), procs)
 	if err != nil {
 		return statemachine.Lease{}, fmt.Errorf("acquire scheduler lease: %w", err)
 	}
@@ -70,9 +78,9 @@ func (s *Store) AcquireLeader(ctx context.Context, holder string, ttl time.Durat
 		// the new values, PostgreSQL with the old ones; this order means the
 		// same in both.
 		res, err = s.db.ExecContext(ctx, s.d.q("UPDATE control SET since = CASE WHEN holder = ? THEN since ELSE "+s.d.now()+" END, "+
-			"holder = ?, expires_at = "+s.d.plusMicros(s.d.now())+
+			"holder = ?, expires_at = "+s.d.plusMicros(s.d.now())+", max_procs = ?"+
 			" WHERE name = ? AND (holder = ? OR expires_at < "+s.d.now()+")"),
-			holder, s.nowArg(), holder, s.nowArg(), ttl.Microseconds(), controlScheduler, holder, s.nowArg())
+			holder, s.nowArg(), holder, s.nowArg(), ttl.Microseconds(), procs, controlScheduler, holder, s.nowArg())
 		if err != nil {
 			return statemachine.Lease{}, fmt.Errorf("acquire scheduler lease: %w", err)
 		}
@@ -130,15 +138,16 @@ func (s *Store) Leader(ctx context.Context) (statemachine.Lease, bool, error) {
 // readLease reads the scheduler lease row, expired or not.
 func (s *Store) readLease(ctx context.Context) (statemachine.Lease, bool, error) {
 	var l statemachine.Lease
-	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, since, expires_at FROM control WHERE name = ?"), controlScheduler).
-		Scan(&l.Holder, &l.Since, &l.ExpiresAt)
+	var procs sql.NullInt64
+	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, since, expires_at, max_procs FROM control WHERE name = ?"), controlScheduler).
+		Scan(&l.Holder, &l.Since, &l.ExpiresAt, &procs)
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, false, nil
 	}
 	if err != nil {
 		return l, false, fmt.Errorf("read scheduler lease: %w", err)
 	}
-	l.Since, l.ExpiresAt = l.Since.UTC(), l.ExpiresAt.UTC()
+	l.Since, l.ExpiresAt, l.MaxProcs = l.Since.UTC(), l.ExpiresAt.UTC(), int(procs.Int64)
 	return l, true, nil
 }
 
@@ -196,6 +205,74 @@ func (s *Store) Agents(ctx context.Context, seenWithin time.Duration) ([]statema
 		}
 		a.StartedAt, a.LastSeen = a.StartedAt.UTC(), a.LastSeen.UTC()
 		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// PauseSource stops promotions from a source host.
+func (s *Store) PauseSource(ctx context.Context, host, by, reason string) (statemachine.SourcePause, error) {
+	if host == "" {
+		return statemachine.SourcePause{}, errors.New("pause source: host is required")
+	}
+	pre, post := s.d.insertIgnore()
+	if _, err := s.db.ExecContext(ctx, s.d.q(pre+" source_pause (host, paused_by, reason, since) VALUES (?, ?, ?, "+s.d.now()+")"+post),
+		host, truncate(by, 250), truncate(reason, 4000), s.nowArg()); err != nil {
+		return statemachine.SourcePause{}, fmt.Errorf("pause source %s: %w", host, err)
+	}
+	ps, err := s.PausedSources(ctx)
+	if err != nil {
+		return statemachine.SourcePause{}, err
+	}
+	for _, p := range ps {
+		if p.Host == host {
+			return p, nil
+		}
+	}
+	return statemachine.SourcePause{}, fmt.Errorf("pause source %s: the pause vanished (resumed meanwhile?)", host)
+}
+
+// ResumeSource lifts a pause.
+func (s *Store) ResumeSource(ctx context.Context, host string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.d.q("DELETE FROM source_pause WHERE host = ?"), host)
+	if err != nil {
+		return false, fmt.Errorf("resume source %s: %w", host, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// PausedSources lists the paused source hosts.
+func (s *Store) PausedSources(ctx context.Context) ([]statemachine.SourcePause, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT host, paused_by, reason, since FROM source_pause ORDER BY host")
+	if err != nil {
+		return nil, fmt.Errorf("list paused sources: %w", err)
+	}
+	defer rows.Close()
+	var out []statemachine.SourcePause
+	for rows.Next() {
+		var p statemachine.SourcePause
+		if err := rows.Scan(&p.Host, &p.By, &p.Reason, &p.Since); err != nil {
+			return nil, err
+		}
+		p.Since = p.Since.UTC()
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) pausedHosts(ctx context.Context, q querier) (map[string]bool, error) {
+	rows, err := q.QueryContext(ctx, "SELECT host FROM source_pause")
+	if err != nil {
+		return nil, fmt.Errorf("read paused sources: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out[h] = true
 	}
 	return out, rows.Err()
 }

@@ -47,8 +47,13 @@ func utc(t sql.NullTime) time.Time {
 	return t.Time.UTC()
 }
 
+// querier and rowQuerier are what *sql.DB and *sql.Tx have in common.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 func (s *Store) queryMigrations(ctx context.Context, q querier, where string, args ...any) ([]statemachine.Migration, error) {

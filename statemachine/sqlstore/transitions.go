@@ -297,10 +297,7 @@ func (s *Store) Rescue(ctx context.Context, maxAttempts int) ([]statemachine.Res
 	if maxAttempts < 1 {
 		maxAttempts = 1
 	}
-	var working []any
-	for _, st := range statemachine.Steps {
-		working = append(working, string(st.Working))
-	}
+	working := workingStatuses()
 	var out []statemachine.Rescued
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		out = nil
@@ -388,38 +385,6 @@ func (s *Store) Operate(ctx context.Context, id int64, action, actor, detail str
 		return m, fmt.Errorf("%s row %d: %w", action, id, err)
 	}
 	return s.Get(ctx, id)
-}
-
-// Promote moves up to limit Waiting rows to ToDump, in plan order.
-func (s *Store) Promote(ctx context.Context, limit int, actor string) (int, error) {
-	if limit <= 0 {
-		return 0, nil
-	}
-	n := 0
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		n = 0
-		ids, err := s.pickIDs(ctx, tx, "status = ?", limit, string(statemachine.Waiting))
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		args := append([]any{string(statemachine.ToDump), s.nowArg()}, idArgs(ids)...)
-		args = append(args, string(statemachine.Waiting))
-		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET status = ?, updated_at = "+s.d.now()+
-			" WHERE id IN ("+placeholders(len(ids))+") AND status = ?"), args...)
-		if err != nil {
-			return s.wrapDBErr(err)
-		}
-		affected, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		n = int(affected)
-		return s.recordEvents(ctx, tx, ids, statemachine.Waiting, actor, "promoted")
-	})
-	if err != nil {
-		return 0, fmt.Errorf("promote waiting rows: %w", err)
-	}
-	return n, nil
 }
 
 func truncate(s string, n int) string {

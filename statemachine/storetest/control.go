@@ -46,13 +46,13 @@ func testStopSwitch(t *testing.T, h Harness) {
 func testLeaderLease(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
-	l, err := s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute)
-	if err != nil || l.Holder != "ops-1 pid 100" || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) {
+	l, err := s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute, 400)
+	if err != nil || l.Holder != "ops-1 pid 100" || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) || l.MaxProcs != 400 {
 		t.Fatalf("acquire: %+v, %v", l, err)
 	}
 	since := l.Since
 	// Someone else is refused and told who holds it.
-	_, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute)
+	_, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute, 0)
 	var held *statemachine.LeaseHeldError
 	if !errors.As(err, &held) || held.Lease.Holder != "ops-1 pid 100" || !strings.Contains(err.Error(), "ops-1 pid 100") {
 		t.Fatalf("second acquirer: %v", err)
@@ -62,7 +62,7 @@ func testLeaderLease(t *testing.T, h Harness) {
 	if l, err = s.RenewLeader(ctx(t), "ops-1 pid 100", time.Minute); err != nil || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) {
 		t.Fatalf("renew: %+v, %v", l, err)
 	}
-	if l, err = s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute); err != nil || !l.Since.Equal(since) {
+	if l, err = s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute, 0); err != nil || !l.Since.Equal(since) {
 		t.Fatalf("re-acquire: %+v, %v (since %s)", l, err, since)
 	}
 	if _, err := s.RenewLeader(ctx(t), "ops-2 pid 200", time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
@@ -74,7 +74,7 @@ func testLeaderLease(t *testing.T, h Harness) {
 	if _, ok, err := s.Leader(ctx(t)); err != nil || ok {
 		t.Fatalf("expired lease still reported: %v, %v", ok, err)
 	}
-	if l, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute); err != nil || l.Holder != "ops-2 pid 200" || !l.Since.Equal(clock.Now()) {
+	if l, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute, 0); err != nil || l.Holder != "ops-2 pid 200" || !l.Since.Equal(clock.Now()) {
 		t.Fatalf("take over: %+v, %v", l, err)
 	}
 	if _, err := s.RenewLeader(ctx(t), "ops-1 pid 100", time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
@@ -93,7 +93,7 @@ func testLeaderLease(t *testing.T, h Harness) {
 	if _, ok, _ := s.Leader(ctx(t)); ok {
 		t.Fatal("lease still held after release")
 	}
-	if _, err := s.AcquireLeader(ctx(t), "ops-3 pid 300", time.Minute); err != nil {
+	if _, err := s.AcquireLeader(ctx(t), "ops-3 pid 300", time.Minute, 0); err != nil {
 		t.Fatalf("acquire after release: %v", err)
 	}
 }
@@ -115,7 +115,7 @@ func testLeaderLeaseRace(t *testing.T, h Harness) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, err := s.AcquireLeader(ctx(t), holder, time.Minute)
+				_, err := s.AcquireLeader(ctx(t), holder, time.Minute, 0)
 				var held *statemachine.LeaseHeldError
 				switch {
 				case err == nil:
