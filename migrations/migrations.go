@@ -57,11 +57,27 @@ func (v Version) Newer() bool { return v.Current > v.Latest }
 
 // Up applies every pending migration and returns the versions it applied
 // (none when the schema was current).
+//
+// The whole upgrade runs under a session lock held on a connection of its
+// own. The lock is not handed to goose: goose's Up first checks for pending
+// migrations without its locker, and on MySQL, where CREATE TABLE commits by
+// itself, a concurrent upgrade could then see the version table before its
+// first row ("missing zero version migration").
 func Up(ctx context.Context, db *sql.DB, d Dialect, log *slog.Logger) ([]int64, error) {
 	p, err := provider(db, d, log)
 	if err != nil {
 		return nil, err
 	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	l := &sessionLocker{dialect: d}
+	if err := l.SessionLock(ctx, conn); err != nil {
+		return nil, err
+	}
+	defer func() { _ = l.SessionUnlock(context.WithoutCancel(ctx), conn) }()
 	res, err := p.Up(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade %s state schema: %w", d, err)
@@ -136,7 +152,6 @@ func provider(db *sql.DB, d Dialect, log *slog.Logger) (*goose.Provider, error) 
 	}
 	opts := []goose.ProviderOption{
 		goose.WithTableName(VersionTable),
-		goose.WithSessionLocker(&sessionLocker{dialect: d}),
 		goose.WithDisableGlobalRegistry(true),
 	}
 	if log != nil {
@@ -163,7 +178,7 @@ func versionTableExists(ctx context.Context, db *sql.DB, d Dialect) (bool, error
 // sessionLocker serialises upgrades with a lock held by the upgrading
 // session. Both databases wait server-side, so a second runner proceeds the
 // moment the first finishes (goose's own PostgreSQL locker polls every
-// second or more).
+// second or more). Its methods match goose's lock.SessionLocker.
 type sessionLocker struct{ dialect Dialect }
 
 func (l *sessionLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {

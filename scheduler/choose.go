@@ -1,8 +1,6 @@
 package scheduler
 
 import (
-	"sort"
-
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -14,9 +12,10 @@ type Caps struct {
 
 // Choose picks which candidates to promote: round-robin across source hosts,
 // one row per source per round, so that no server is hammered while others
-// idle. Sources with fewer rows in flight go first; among equals the order
-// rotates, starting after `after` (the last source served the previous
-// time), so that a small budget does not always go to the same hosts. Within
+// idle. Sources are served in statemachine.SourceOrder: fewer rows in flight
+// first; among equals the order rotates, starting after `after` (the last
+// source served the previous time), so that a small budget does not always
+// go to the same hosts. Within
 // a source, candidates are taken in the offered order, skipping rows whose
 // destination is at its cap. It returns the chosen ids and the last source
 // served.
@@ -36,17 +35,7 @@ func Choose(st statemachine.PromoteState, caps Caps, after string) ([]int64, str
 	for src := range st.Candidates {
 		sources = append(sources, src)
 	}
-	sort.Slice(sources, func(i, j int) bool {
-		a, b := sources[i], sources[j]
-		if bySource[a] != bySource[b] {
-			return bySource[a] < bySource[b]
-		}
-		// rotate: names after `after` come first, then the wrap-around
-		if (a > after) != (b > after) {
-			return a > after
-		}
-		return a < b
-	})
+	sources = statemachine.SourceOrder(sources, bySource, after)
 
 	next := make(map[string]int, len(sources)) // index of the next candidate per source
 	var ids []int64

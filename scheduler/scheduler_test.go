@@ -26,7 +26,9 @@ type stateDB struct {
 	driver, dsn string
 }
 
-func (d stateDB) open(t *testing.T) *sqlstore.Store {
+func (d stateDB) open(t *testing.T) *sqlstore.Store { return d.openTB(t) }
+
+func (d stateDB) openTB(t testing.TB) *sqlstore.Store {
 	t.Helper()
 	s, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: d.driver, DSN: d.dsn, MaxOpenConns: 16})
 	if err != nil {
@@ -37,7 +39,9 @@ func (d stateDB) open(t *testing.T) *sqlstore.Store {
 }
 
 // upgraded creates the schema in a fresh database.
-func upgraded(t *testing.T, driver, dsn string) stateDB {
+func upgraded(t *testing.T, driver, dsn string) stateDB { return upgradedTB(t, driver, dsn) }
+
+func upgradedTB(t testing.TB, driver, dsn string) stateDB {
 	t.Helper()
 	db, dialect, _, err := sqlstore.Connect(context.Background(), sqlstore.Config{Driver: driver, DSN: dsn})
 	if err != nil {
@@ -556,4 +560,47 @@ func TestStateDatabaseOutage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDestinationCapsDoNotStarve: every source's first rows go to the same
+// destination (a plan sorted by destination). The per-destination cap
+// rejects most of the first candidates; the tick must look past them and
+// still fill every slot, in one tick.
+func TestDestinationCapsDoNotStarve(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.open(t)
+		var rows []statemachine.Planned
+		for i := range 40 { // 40 rows per source: rows 0-3 to dst-0, 4-7 to dst-1...
+			for src := range 20 {
+				rows = append(rows, statemachine.Planned{Engine: statemachine.EngineMySQL, DatabaseName: fmt.Sprintf("db_%d_%d", src, i),
+					Source: fmt.Sprintf("src-%02d", src), Destination: fmt.Sprintf("dst-%d", i/4)})
+			}
+		}
+		if _, err := s.Plan(context.Background(), rows, "test", false); err != nil {
+			t.Fatal(err)
+		}
+		sch := newScheduler(t, s, scheduler.Config{MaxProcs: 30, MaxPerSource: 4, MaxPerDestination: 3}, nil)
+		if _, err := s.AcquireLeader(context.Background(), "test-host pid 1", time.Minute, 30); err != nil {
+			t.Fatal(err)
+		}
+		res, err := sch.Tick(context.Background())
+		if err != nil || res.Promoted != 30 || res.InFlight != 30 {
+			t.Fatalf("first tick: %+v, %v; want 30 promoted", res, err)
+		}
+		rs, err := s.DB().Query("SELECT destination, COUNT(*) FROM migration WHERE status = 'To dump' GROUP BY destination")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var d string
+			var c int
+			if err := rs.Scan(&d, &c); err != nil {
+				t.Fatal(err)
+			}
+			if c > 3 {
+				t.Errorf("%s has %d in flight, cap 3", d, c)
+			}
+		}
+	})
 }

@@ -189,21 +189,30 @@ type PromoteRequest struct {
 	// MaxPerSource caps in-flight rows per source host (0: no cap): sources
 	// at their cap get no candidates.
 	MaxPerSource int
+	// MaxPerDestination caps in-flight rows per destination host (0: no
+	// cap): rows bound for a destination at its cap are not offered, so
+	// candidates reach past them.
+	MaxPerDestination int
 	// ExtraCandidates is how many more Waiting rows than a source's free
 	// slots to offer, so that rows bound for a full destination can be
 	// skipped.
 	ExtraCandidates int
 	Order           PromoteOrder
+	// After is the source served last by the previous promotion: the
+	// round-robin (SourceOrder) continues after it.
+	After string
 }
 
-// PromoteState is what the chooser sees, read inside the promotion's
-// transaction: nothing in it can change until the transaction ends.
+// PromoteState is what the chooser sees in one round, read inside the
+// promotion's transaction: nothing in it can change until the transaction
+// ends. Counts include the rows promoted by earlier rounds.
 type PromoteState struct {
 	InFlight              int
 	InFlightBySource      map[string]int
 	InFlightByDestination map[string]int
-	// Candidates lists, per eligible source (not paused, below its cap, with
-	// Waiting rows), its next Waiting rows in the requested order.
+	// Candidates lists, for the eligible sources (not paused, below their
+	// cap, with Waiting rows) that come first in SourceOrder, their next
+	// Waiting rows in the requested order. Later rounds offer the next ones.
 	Candidates map[string][]Candidate
 	// Budget is MaxInFlight − InFlight: the chooser may return at most this
 	// many ids.
@@ -329,8 +338,9 @@ type Store interface {
 	Promote(ctx context.Context, limit int, actor string) (int, error)
 	// PromoteFair is the scheduler's promotion, in one transaction that
 	// serialises every promoter: it checks req.Holder's lease and the stop
-	// switch, counts the rows in flight, gathers candidates, lets choose pick
-	// at most Budget of them, and moves those to ToDump. In-flight never
+	// switch, counts the rows in flight, then in rounds gathers candidates,
+	// lets choose pick at most Budget of them and moves those to ToDump,
+	// until the budget is spent or a round picks nothing. In-flight never
 	// exceeds req.MaxInFlight, whatever races.
 	PromoteFair(ctx context.Context, req PromoteRequest, choose func(PromoteState) []int64) (PromoteResult, error)
 	// CountStatuses returns how many rows are in any of statuses.

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"os/user"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
@@ -48,10 +49,25 @@ func commands() []command {
 		{"plan", "insert planned migrations from a CSV file (engine,database,source,destination,dns_name)", runPlan},
 		{"status", "counts per status, stop switch, scheduler and agents; --id N shows one row and its events", runStatus},
 		{"list", "list rows, filtered by status, host or database", runList},
+		{"stop", "set the stop switch: the scheduler promotes nothing more (--reason required)", runStop},
+		{"resume", "clear the stop switch", runResume},
+		{"retry", "move failed rows back to their step (--status, --source, --id)", runRetry},
+		{"cancel", "cancel Waiting rows for good (dry run without --execute)", runCancel},
+		{"rollback", "roll failed rows back (dry run without --execute)", runRollback},
+		{"pause-source", "promote nothing more from one source host", runPauseSource},
+		{"resume-source", "lift a pause-source", runResumeSource},
 		{"db", "manage the state database schema: db upgrade | db status", runDB},
 		{"version", "print the version", runVersion},
 	}
 }
+
+// exitError ends the command with a specific exit code and message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
 
 // usageError is a mistake in the command line: exit 2 with a hint.
 type usageError struct {
@@ -77,38 +93,52 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		printUsage(stdout)
 		return 0
 	}
+	if strings.HasPrefix(args[0], "-") {
+		// `migrate --max-procs N ...`: the scheduler
+		return finish(e, "", runScheduler(ctx, e, args))
+	}
 	for _, c := range commands() {
-		if c.name != args[0] {
-			continue
-		}
-		err := c.run(ctx, e, args[1:])
-		var ue *usageError
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.As(err, &ue):
-			fmt.Fprintf(stderr, "migrate %s: %s\n", c.name, ue.msg)
-			if ue.hint != "" {
-				fmt.Fprintf(stderr, "try: %s\n", ue.hint)
-			}
-			return 2
-		default:
-			fmt.Fprintf(stderr, "migrate %s: %v\n", c.name, err)
-			return 1
+		if c.name == args[0] {
+			return finish(e, c.name, c.run(ctx, e, args[1:]))
 		}
 	}
 	fmt.Fprintf(stderr, "migrate: unknown command %q\ntry: migrate help\n", args[0])
 	return 2
 }
 
+// finish prints a command's error and returns the exit code.
+func finish(e *env, name string, err error) int {
+	prefix := "migrate"
+	if name != "" {
+		prefix += " " + name
+	}
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(e.stderr, "%s: %s\n", prefix, ue.msg)
+		if ue.hint != "" {
+			fmt.Fprintf(e.stderr, "try: %s\n", ue.hint)
+		}
+		return 2
+	case errors.As(err, &ee):
+		fmt.Fprintf(e.stderr, "%s: %s\n", prefix, ee.msg)
+		return ee.code
+	default:
+		fmt.Fprintf(e.stderr, "%s: %v\n", prefix, err)
+		return 1
+	}
+}
+
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: migrate <command> [flags]")
+	fmt.Fprintln(w, "usage: migrate --max-procs N [flags]    run the scheduler (migrate --max-procs 1 -h lists its flags)")
+	fmt.Fprintln(w, "       migrate <command> [flags]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every command takes --config FILE (see deploy/config.example.yaml); `migrate <command> -h` lists its flags.")
@@ -157,8 +187,13 @@ func openStore(ctx context.Context, e *env, cf *config.Flags) (*sqlstore.Store, 
 	if err != nil {
 		return nil, cfg, err
 	}
-	s, err := sqlstore.Open(ctx, storeConfig(cfg, log))
+	s, err := openStoreWith(ctx, cfg, log)
 	return s, cfg, err
+}
+
+// openStoreWith connects to the configured state database.
+func openStoreWith(ctx context.Context, cfg config.Config, log *slog.Logger) (*sqlstore.Store, error) {
+	return sqlstore.Open(ctx, storeConfig(cfg, log))
 }
 
 func storeConfig(cfg config.Config, log *slog.Logger) sqlstore.Config {

@@ -22,11 +22,25 @@ type statusReport struct {
 	Total         int                         `json:"total"`
 	InFlight      int                         `json:"in_flight"`
 	Failed        int                         `json:"failed"`
-	StopSwitch    statemachine.StopSwitch     `json:"stop_switch"`
-	Scheduler     schedulerReport             `json:"scheduler"`
+	// Finished rows will not move again: Done, Rolled back, Cancelled.
+	Finished int `json:"finished"`
+	// Remaining rows are not finished yet.
+	Remaining int `json:"remaining"`
+	// MaxProcs is the running scheduler's --max-procs (0: none running).
+	MaxProcs      int     `json:"max_procs"`
+	DoneLastHour  int     `json:"done_last_hour"`
+	DoneLast15Min int     `json:"done_last_15m"`
+	PerHour       float64 `json:"rate_per_hour"`
+	// ETASeconds is Remaining at the rate of the last 15 minutes (0: no rate).
+	ETASeconds    float64                    `json:"eta_seconds"`
+	FailedByError []statemachine.ErrorGroup  `json:"failed_by_error"`
+	StopSwitch    statemachine.StopSwitch    `json:"stop_switch"`
+	Scheduler     schedulerReport            `json:"scheduler"`
+	PausedSources []statemachine.SourcePause `json:"paused_sources"`
 	// Agents maps each role to the hosts whose agent runs it and was seen in
 	// the last two minutes.
 	Agents map[string][]string `json:"agents"`
+	At     time.Time           `json:"at"`
 }
 
 type schedulerReport struct {
@@ -34,12 +48,16 @@ type schedulerReport struct {
 	statemachine.Lease
 }
 
-// runStatus: `migrate status [--json]`, or `migrate status --id N [--json]`
-// for one row with its audit trail.
+// watchInterval is how often `status --watch` redraws.
+const watchInterval = 2 * time.Second
+
+// runStatus: `migrate status [--json] [--watch]`, or `migrate status --id
+// N [--json]` for one row with its audit trail.
 func runStatus(ctx context.Context, e *env, args []string) error {
-	fs, cf := newFlags(e, "status", "status [--id N] [--json] [--config FILE]")
+	fs, cf := newFlags(e, "status", "status [--id N] [--json] [--watch] [--config FILE]")
 	asJSON := fs.Bool("json", false, "print JSON for machines")
 	id := fs.Int64("id", 0, "show this row and its events")
+	watch := fs.Bool("watch", false, "redraw every 2 s until interrupted (with --json: one document every 2 s)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -51,70 +69,136 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if *id != 0 {
 		return showRow(ctx, e, store, *id, *asJSON)
 	}
+	for {
+		rep, err := buildStatus(ctx, store)
+		if err != nil {
+			if *watch && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		switch {
+		case *asJSON:
+			if err := writeJSON(e.stdout, rep); err != nil {
+				return err
+			}
+		case *watch:
+			fmt.Fprint(e.stdout, "\033[H\033[2J") // home, clear screen
+			fmt.Fprintf(e.stdout, "%s  (every %s; Ctrl-C to leave)\n", rep.At.Format("2006-01-02 15:04:05Z"), watchInterval)
+			printStatus(e.stdout, rep)
+		default:
+			printStatus(e.stdout, rep)
+		}
+		if !*watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(watchInterval):
+		}
+	}
+}
 
+func buildStatus(ctx context.Context, store *sqlstore.Store) (statusReport, error) {
 	rep := statusReport{StateDatabase: store.Where(), Counts: map[statemachine.Status]int{}, Agents: map[string][]string{}}
 	counts, err := store.Counts(ctx)
 	if err != nil {
-		return err
+		return rep, err
 	}
 	for _, st := range statemachine.Statuses {
 		n := counts[st]
 		rep.Counts[st] = n
 		rep.Total += n
-		if st.InFlight() {
+		switch {
+		case st.Terminal():
+			rep.Finished += n
+		case st.InFlight():
 			rep.InFlight += n
 		}
 		if st.Failed() {
 			rep.Failed += n
 		}
 	}
+	rep.Remaining = rep.Total - rep.Finished
 	if rep.StopSwitch, err = store.StopSwitch(ctx); err != nil {
-		return err
+		return rep, err
 	}
 	lease, running, err := store.Leader(ctx)
 	if err != nil {
-		return err
+		return rep, err
 	}
 	rep.Scheduler = schedulerReport{Running: running}
 	if running {
-		rep.Scheduler.Lease = lease
+		rep.Scheduler.Lease, rep.MaxProcs = lease, lease.MaxProcs
+	}
+	if rep.DoneLastHour, err = store.DoneWithin(ctx, time.Hour); err != nil {
+		return rep, err
+	}
+	if rep.DoneLast15Min, err = store.DoneWithin(ctx, 15*time.Minute); err != nil {
+		return rep, err
+	}
+	rep.PerHour = float64(rep.DoneLast15Min) * 4
+	if rep.PerHour > 0 {
+		rep.ETASeconds = float64(rep.Remaining) / rep.PerHour * 3600
+	}
+	if rep.FailedByError, err = store.FailedByError(ctx, 5); err != nil {
+		return rep, err
+	}
+	if rep.PausedSources, err = store.PausedSources(ctx); err != nil {
+		return rep, err
 	}
 	agents, err := store.Agents(ctx, agentWindow)
 	if err != nil {
-		return err
+		return rep, err
 	}
 	for _, a := range agents {
 		for _, r := range a.Roles {
 			rep.Agents[string(r)] = append(rep.Agents[string(r)], a.Host)
 		}
 	}
-	if *asJSON {
-		return writeJSON(e.stdout, rep)
-	}
-	printStatus(e.stdout, rep)
-	return nil
+	rep.At, err = store.Now(ctx)
+	return rep, err
 }
 
 func printStatus(w io.Writer, rep statusReport) {
 	fmt.Fprintf(w, "state database: %s\n", rep.StateDatabase)
+	if rep.Scheduler.Running {
+		fmt.Fprintf(w, "scheduler:      running: %s since %s, max-procs %d\n", rep.Scheduler.Holder, rep.Scheduler.Since.Format(time.RFC3339), rep.MaxProcs)
+	} else {
+		fmt.Fprintln(w, "scheduler:      not running")
+	}
 	if rep.StopSwitch.Set {
-		fmt.Fprintf(w, "stop switch:    SET by %s at %s: %s\n",
-			rep.StopSwitch.By, rep.StopSwitch.Since.Format(time.RFC3339), rep.StopSwitch.Reason)
+		fmt.Fprintf(w, "stop switch:    SET by %s at %s: %s\n", rep.StopSwitch.By, rep.StopSwitch.Since.Format(time.RFC3339), rep.StopSwitch.Reason)
 	} else {
 		fmt.Fprintln(w, "stop switch:    clear")
 	}
-	if rep.Scheduler.Running {
-		fmt.Fprintf(w, "scheduler:      running: %s since %s\n", rep.Scheduler.Holder, rep.Scheduler.Since.Format(time.RFC3339))
-	} else {
-		fmt.Fprintln(w, "scheduler:      not running")
+	fmt.Fprintf(w, "progress:       %s %3.0f%%  %s of %s finished\n", bar(rep.Finished, rep.Total, 30), percent(rep.Finished, rep.Total), num(rep.Finished), num(rep.Total))
+	max := "no scheduler"
+	if rep.MaxProcs > 0 {
+		max = num(rep.MaxProcs)
+	}
+	fmt.Fprintf(w, "in flight:      %s / %s (%s failed, holding their slots until an operator acts)\n", num(rep.InFlight), max, num(rep.Failed))
+	eta := "ETA unknown: nothing finished in the last 15 min"
+	if rep.ETASeconds > 0 {
+		eta = fmt.Sprintf("ETA %s for %s rows", (time.Duration(rep.ETASeconds) * time.Second).Round(time.Minute), num(rep.Remaining))
+	}
+	fmt.Fprintf(w, "throughput:     %s done in the last hour, %.0f/h over the last 15 min; %s\n", num(rep.DoneLastHour), rep.PerHour, eta)
+	for _, p := range rep.PausedSources {
+		fmt.Fprintf(w, "paused source:  %s (by %s since %s) %s\n", p.Host, p.By, p.Since.Format(time.RFC3339), p.Reason)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  %-16s %10s\n", "STATUS", "ROWS")
 	for _, st := range statemachine.Statuses {
-		fmt.Fprintf(w, "  %-16s %10d\n", st, rep.Counts[st])
+		fmt.Fprintf(w, "  %-16s %10s\n", st, num(rep.Counts[st]))
 	}
-	fmt.Fprintf(w, "  %-16s %10d\n", "total", rep.Total)
-	fmt.Fprintf(w, "\nin flight: %d (%d failed, holding their slots until an operator acts)\n", rep.InFlight, rep.Failed)
+	fmt.Fprintf(w, "  %-16s %10s\n", "total", num(rep.Total))
+	if len(rep.FailedByError) > 0 {
+		fmt.Fprintln(w, "\nfailed rows by error (most common first):")
+		for _, g := range rep.FailedByError {
+			fmt.Fprintf(w, "  %6s  %s\n", num(g.Count), firstLine(g.Error, 120))
+		}
+	}
 	fmt.Fprintf(w, "\nagents seen in the last %s:\n", agentWindow)
 	if len(rep.Agents) == 0 {
 		fmt.Fprintln(w, "  none")
@@ -126,6 +210,36 @@ func printStatus(w io.Writer, rep statusReport) {
 		}
 		fmt.Fprintf(w, "  %-9s %3d  %s\n", role, len(hosts), abbreviate(hosts, 8))
 	}
+}
+
+// bar draws a progress bar of width characters.
+func bar(done, total, width int) string {
+	filled := 0
+	if total > 0 {
+		filled = done * width / total
+	}
+	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", width-filled) + "]"
+}
+
+func percent(n, total int) float64 {
+	if total == 0 {
+		return 0
+	}
+	return 100 * float64(n) / float64(total)
+}
+
+// num formats an integer with thousands separators.
+func num(n int) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
 }
 
 // abbreviate lists up to n items and counts the rest.

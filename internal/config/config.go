@@ -52,7 +52,8 @@ type State struct {
 type Log struct {
 	// Level is debug, info, warn or error.
 	Level string `yaml:"level"`
-	// Format is json (for journald and log shippers) or text.
+	// Format is json (for journald and log shippers), text, or auto: text
+	// when stderr is a terminal, json otherwise.
 	Format string `yaml:"format"`
 }
 
@@ -62,7 +63,7 @@ func New() Config {
 	return Config{
 		Host:  strings.ToLower(host),
 		State: State{MaxOpenConns: 8},
-		Log:   Log{Level: "info", Format: "json"},
+		Log:   Log{Level: "info", Format: "auto"},
 	}
 }
 
@@ -270,8 +271,8 @@ func (c *Config) Validate() error {
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, err.Error())
 	}
-	if c.Log.Format != "json" && c.Log.Format != "text" {
-		errs = append(errs, fmt.Sprintf("log.format %q: want json or text", c.Log.Format))
+	if c.Log.Format != "json" && c.Log.Format != "text" && c.Log.Format != "auto" {
+		errs = append(errs, fmt.Sprintf("log.format %q: want json, text or auto", c.Log.Format))
 	}
 	if len(errs) > 0 {
 		return errors.New("invalid configuration: " + strings.Join(errs, "; "))
@@ -305,8 +306,18 @@ func ParseLevel(s string) (slog.Level, error) {
 func (c *Config) Logger(w io.Writer) *slog.Logger {
 	level, _ := ParseLevel(c.Log.Level)
 	opts := &slog.HandlerOptions{Level: level}
-	if c.Log.Format == "text" {
+	if c.Log.Format == "text" || (c.Log.Format == "auto" && isTerminal(w)) {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

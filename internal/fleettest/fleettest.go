@@ -42,10 +42,13 @@ import (
 const StartTimeout = 60 * time.Second
 
 // Main runs the package's tests, then stops the servers shared through
-// Shared* helpers. Call it from TestMain.
-func Main(m *testing.M) {
+// Shared* helpers and runs cleanups. Call it from TestMain.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
 	stopShared()
+	for _, c := range cleanups {
+		c()
+	}
 	os.Exit(code)
 }
 

@@ -59,6 +59,18 @@ func (s *Store) promoteIDs(ctx context.Context, tx *sql.Tx, ids []int64, actor s
 	return int(n), s.recordEvents(ctx, tx, ids, statemachine.Waiting, actor, "promoted")
 }
 
+// maxPromoteRounds bounds the rounds of one promotion. A round ends when
+// the chooser has used what it was offered; the next one is offered rows
+// past the destinations that filled up, and sources further down the
+// round-robin.
+const maxPromoteRounds = 16
+
+// extraSources: a round asks budget + extraSources sources for candidates,
+// so that sources whose rows all go to full destinations can be passed over.
+// Asking every source would cost MariaDB about a millisecond per source just
+// to plan the statement.
+const extraSources = 8
+
 // PromoteFair is the scheduler's fenced, fair promotion.
 func (s *Store) PromoteFair(ctx context.Context, req statemachine.PromoteRequest, choose func(statemachine.PromoteState) []int64) (statemachine.PromoteResult, error) {
 	if req.Holder == "" || req.MaxInFlight <= 0 || choose == nil {
@@ -84,7 +96,7 @@ func (s *Store) PromoteFair(ctx context.Context, req statemachine.PromoteRequest
 			}
 			return err
 		}
-		st, err := s.promoteState(ctx, tx, req)
+		st, err := s.inFlightState(ctx, tx, req.MaxInFlight)
 		if err != nil {
 			return err
 		}
@@ -92,28 +104,82 @@ func (s *Store) PromoteFair(ctx context.Context, req statemachine.PromoteRequest
 		if st.Budget <= 0 {
 			return nil
 		}
-		byID := map[int64]statemachine.Candidate{}
-		for _, cs := range st.Candidates {
-			for _, c := range cs {
-				byID[c.ID] = c
+		paused, err := s.pausedHosts(ctx, tx)
+		if err != nil {
+			return err
+		}
+		sources, err := s.waitingSources(ctx, tx)
+		if err != nil {
+			return err
+		}
+		after := req.After
+		for round := 0; round < maxPromoteRounds && st.Budget > 0 && len(sources) > 0; round++ {
+			limits := map[string]int{}
+			var eligible []string
+			for _, src := range sources {
+				free := st.Budget
+				if req.MaxPerSource > 0 {
+					free = min(free, req.MaxPerSource-st.InFlightBySource[src])
+				}
+				if !paused[src] && free > 0 {
+					eligible = append(eligible, src)
+					limits[src] = free + max(req.ExtraCandidates, 0)
+				}
 			}
-		}
-		ids := choose(st)
-		if len(ids) > st.Budget {
-			return fmt.Errorf("promote: chooser picked %d rows with a budget of %d", len(ids), st.Budget)
-		}
-		seen := map[int64]bool{}
-		for _, id := range ids {
-			c, ok := byID[id]
-			if !ok || seen[id] {
-				return fmt.Errorf("promote: chooser picked row %d, which is not an offered candidate or was picked twice", id)
+			ask := statemachine.SourceOrder(eligible, st.InFlightBySource, after)
+			ask = ask[:min(len(ask), st.Budget+extraSources)]
+			asked := map[string]bool{}
+			for _, src := range ask {
+				asked[src] = true
 			}
-			seen[id] = true
-			res.Promoted = append(res.Promoted, c)
+			for src := range limits {
+				if !asked[src] {
+					delete(limits, src)
+				}
+			}
+			var full []string
+			if req.MaxPerDestination > 0 {
+				for dst, n := range st.InFlightByDestination {
+					if n >= req.MaxPerDestination {
+						full = append(full, dst)
+					}
+				}
+				sort.Strings(full)
+			}
+			if st.Candidates, err = s.candidates(ctx, tx, limits, full, req.Order); err != nil {
+				return err
+			}
+			// A source that offered fewer rows than asked has nothing more
+			// this promotion can use; sources not asked stay for later rounds.
+			kept := sources[:0]
+			for _, src := range sources {
+				if lim, ok := limits[src]; !ok || len(st.Candidates[src]) == lim {
+					kept = append(kept, src)
+				}
+			}
+			sources = kept
+			picked, err := pickChosen(st, choose(st))
+			if err != nil || len(picked) == 0 {
+				return err
+			}
+			ids := make([]int64, len(picked))
+			for i, c := range picked {
+				ids[i] = c.ID
+			}
+			if _, err := s.promoteIDs(ctx, tx, ids, req.Actor); err != nil {
+				return err
+			}
+			for _, c := range picked {
+				st.InFlight++
+				st.Budget--
+				st.InFlightBySource[c.Source]++
+				st.InFlightByDestination[c.Destination]++
+			}
+			res.Promoted = append(res.Promoted, picked...)
+			res.InFlight = st.InFlight
+			after = picked[len(picked)-1].Source
 		}
-		n, err := s.promoteIDs(ctx, tx, ids, req.Actor)
-		res.InFlight += n
-		return err
+		return nil
 	})
 	if err != nil {
 		return statemachine.PromoteResult{}, fmt.Errorf("promote: %w", err)
@@ -121,10 +187,32 @@ func (s *Store) PromoteFair(ctx context.Context, req statemachine.PromoteRequest
 	return res, nil
 }
 
-// promoteState reads, inside the promotion's transaction, the in-flight
-// counts and the candidates of every eligible source.
-func (s *Store) promoteState(ctx context.Context, tx *sql.Tx, req statemachine.PromoteRequest) (statemachine.PromoteState, error) {
-	st := statemachine.PromoteState{InFlightBySource: map[string]int{}, InFlightByDestination: map[string]int{}, Candidates: map[string][]statemachine.Candidate{}}
+// pickChosen checks the chooser's ids against what it was offered.
+func pickChosen(st statemachine.PromoteState, ids []int64) ([]statemachine.Candidate, error) {
+	if len(ids) > st.Budget {
+		return nil, fmt.Errorf("chooser picked %d rows with a budget of %d", len(ids), st.Budget)
+	}
+	byID := map[int64]statemachine.Candidate{}
+	for _, cs := range st.Candidates {
+		for _, c := range cs {
+			byID[c.ID] = c
+		}
+	}
+	out := make([]statemachine.Candidate, 0, len(ids))
+	for _, id := range ids {
+		c, ok := byID[id]
+		if !ok {
+			return nil, fmt.Errorf("chooser picked row %d, which is not an offered candidate or was picked twice", id)
+		}
+		delete(byID, id)
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// inFlightState counts the rows in flight, per source and per destination.
+func (s *Store) inFlightState(ctx context.Context, tx *sql.Tx, maxInFlight int) (statemachine.PromoteState, error) {
+	st := statemachine.PromoteState{InFlightBySource: map[string]int{}, InFlightByDestination: map[string]int{}}
 	inflight := statemachine.InFlightStatuses()
 	args := make([]any, len(inflight))
 	for i, x := range inflight {
@@ -135,54 +223,28 @@ func (s *Store) promoteState(ctx context.Context, tx *sql.Tx, req statemachine.P
 	if err != nil {
 		return st, err
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var src, dst string
 		var n int
 		if err := rows.Scan(&src, &dst, &n); err != nil {
-			rows.Close()
 			return st, err
 		}
 		st.InFlight += n
 		st.InFlightBySource[src] += n
 		st.InFlightByDestination[dst] += n
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return st, err
-	}
-	st.Budget = req.MaxInFlight - st.InFlight
-	if st.Budget <= 0 {
-		return st, nil
-	}
-	paused, err := s.pausedHosts(ctx, tx)
-	if err != nil {
-		return st, err
-	}
-	sources, err := s.waitingSources(ctx, tx)
-	if err != nil {
-		return st, err
-	}
-	limits := map[string]int{}
-	for _, src := range sources {
-		free := st.Budget
-		if req.MaxPerSource > 0 {
-			free = min(free, req.MaxPerSource-st.InFlightBySource[src])
-		}
-		if paused[src] || free <= 0 {
-			continue
-		}
-		limits[src] = free + max(req.ExtraCandidates, 0)
-	}
-	st.Candidates, err = s.candidates(ctx, tx, limits, req.Order)
-	return st, err
+	st.Budget = maxInFlight - st.InFlight
+	return st, rows.Err()
 }
 
 // waitingSources lists the distinct source hosts that have Waiting rows,
-// with a loose index scan on (status, source): a recursive walk on
-// PostgreSQL, which cannot skip through an index by itself; a GROUP BY that
-// MySQL/MariaDB answer from the index ("Using index for group-by").
+// with a loose index scan: a recursive walk over (status, source) on
+// PostgreSQL, which cannot skip through an index by itself; a DISTINCT that
+// MySQL/MariaDB answer from the index (7 ms for 780 sources in 800,000 rows
+// on MariaDB 10.11; GROUP BY took 30 ms, a recursive walk 12 s).
 func (s *Store) waitingSources(ctx context.Context, tx *sql.Tx) ([]string, error) {
-	q := "SELECT source FROM migration WHERE status = ? GROUP BY source"
+	q := "SELECT DISTINCT source FROM migration WHERE status = ?"
 	args := []any{string(statemachine.Waiting)}
 	if s.d.pg() {
 		q = `WITH RECURSIVE s (source) AS (
@@ -210,8 +272,9 @@ func (s *Store) waitingSources(ctx context.Context, tx *sql.Tx) ([]string, error
 }
 
 // candidates fetches, for each source in limits, its next limits[source]
-// Waiting rows in order: one UNION ALL of per-source index range scans.
-func (s *Store) candidates(ctx context.Context, tx *sql.Tx, limits map[string]int, order statemachine.PromoteOrder) (map[string][]statemachine.Candidate, error) {
+// Waiting rows in order, skipping rows bound for the excluded destinations:
+// one UNION ALL of per-source index range scans.
+func (s *Store) candidates(ctx context.Context, tx *sql.Tx, limits map[string]int, exclude []string, order statemachine.PromoteOrder) (map[string][]statemachine.Candidate, error) {
 	out := map[string][]statemachine.Candidate{}
 	sources := make([]string, 0, len(limits))
 	for src := range limits {
@@ -226,9 +289,18 @@ func (s *Store) candidates(ctx context.Context, tx *sql.Tx, limits map[string]in
 		batch := sources[start:min(start+candidateBatch, len(sources))]
 		parts := make([]string, len(batch))
 		var args []any
+		notFull := ""
+		if len(exclude) > 0 {
+			notFull = " AND destination NOT IN (" + placeholders(len(exclude)) + ")"
+		}
 		for i, src := range batch {
-			parts[i] = "(SELECT id, source, destination, size_bytes FROM migration WHERE source = ? AND status = ? ORDER BY " + orderBy + " LIMIT ?)"
-			args = append(args, src, string(statemachine.Waiting), limits[src])
+			parts[i] = "(SELECT id, source, destination, size_bytes FROM migration WHERE source = ? AND status = ?" + notFull +
+				" ORDER BY " + orderBy + " LIMIT ?)"
+			args = append(args, src, string(statemachine.Waiting))
+			for _, d := range exclude {
+				args = append(args, d)
+			}
+			args = append(args, limits[src])
 		}
 		err := func() error {
 			rows, err := tx.QueryContext(ctx, s.d.q(strings.Join(parts, " UNION ALL ")), args...)
