@@ -12,7 +12,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
-	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
 
 // BenchmarkTick measures one scheduler tick (renew the lease, rescue,
@@ -66,30 +66,8 @@ func benchTick(b *testing.B, driver, dsn string, n int) {
 	for range b.N {
 		b.StopTimer()
 		// free 5 slots: 5 rows leave flight (claimed, failed, rolled back)
-		freed := 0
-		for freed < 5 {
-			host := fmt.Sprintf("src-%03d", src%780)
-			src++
-			ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: host, Owner: "bench", Limit: 1, Lease: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
-			for i := range ms {
-				if err := s.Fail(ctx, &ms[i], statemachine.Fields{}, "bench"); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := s.Operate(ctx, ms[i].ID, statemachine.ActionRollback, "bench", ""); err != nil {
-					b.Fatal(err)
-				}
-				rb, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleRollback, Host: host, Owner: "bench", Limit: 1, Lease: time.Hour})
-				if err != nil || len(rb) != 1 {
-					b.Fatal(rb, err)
-				}
-				if err := s.Advance(ctx, &rb[0], statemachine.Fields{}, ""); err != nil {
-					b.Fatal(err)
-				}
-				freed++
-			}
+		for freed := 0; freed < 5; src++ {
+			freed += storetest.RollBackOut(b, s, fmt.Sprintf("src-%03d", src%780), 5-freed)
 		}
 		b.StartTimer()
 		res, err := sch.Tick(ctx)

@@ -185,6 +185,20 @@ func TestDBUpgradeFromTwoProcessesAtOnce(t *testing.T) {
 
 // checkSchemaOnce reads the schema back: one version row, every table, the
 // transition table filled once.
+// statusJSON runs `migrate status --json` and decodes it.
+func statusJSON(t *testing.T, db stateDB) statusReport {
+	t.Helper()
+	code, out, stderr := migrate(t, db, "", "status", "--json")
+	if code != 0 {
+		t.Fatalf("status: %d %s", code, stderr)
+	}
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
 func latestVersion(t *testing.T, db stateDB) int64 {
 	t.Helper()
 	v, err := migrations.Latest(migrations.Dialect(db.driver))
@@ -361,14 +375,7 @@ func TestStatusShowsCountsSwitchAndAgents(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		code, out, stderr := migrate(t, db, "", "status", "--json")
-		if code != 0 {
-			t.Fatal(stderr)
-		}
-		var rep statusReport
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
-			t.Fatal(err)
-		}
+		rep := statusJSON(t, db)
 		if rep.Counts[statemachine.Waiting] != 2 || rep.Counts[statemachine.ToDump] != 1 || rep.Total != 3 || rep.InFlight != 1 {
 			t.Errorf("counts: %+v", rep)
 		}
@@ -378,7 +385,7 @@ func TestStatusShowsCountsSwitchAndAgents(t *testing.T) {
 		if fmt.Sprint(rep.Agents["dump"]) != "[db-1]" || fmt.Sprint(rep.Agents["import"]) != "[db-2]" || fmt.Sprint(rep.Agents["close"]) != "[db-1]" {
 			t.Errorf("agents: %v", rep.Agents)
 		}
-		code, out, _ = migrate(t, db, "", "status")
+		code, out, _ := migrate(t, db, "", "status")
 		for _, want := range []string{"stop switch:    SET by alice@ops-1", "Waiting                   2", "dump", "db-1"} {
 			if code != 0 || !strings.Contains(out, want) {
 				t.Errorf("status text lacks %q:\n%s", want, out)

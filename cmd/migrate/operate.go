@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/config"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 )
@@ -94,6 +95,29 @@ func addRowFilter(fs *flag.FlagSet, statusHelp string) rowFilter {
 	}
 }
 
+// bulkRows is the shared start of retry, cancel and rollback: parse the
+// flags, insist on a filter when the action is final, open the store and
+// select the matching rows in one of from. The caller closes the store.
+func bulkRows(ctx context.Context, e *env, fs *flag.FlagSet, cf *config.Flags, f rowFilter, args []string,
+	cmd, example string, requireFilter bool, from []statemachine.Status) (*sqlstore.Store, config.Config, []statemachine.Migration, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return nil, config.Config{}, nil, err
+	}
+	if requireFilter && f.empty() {
+		return nil, config.Config{}, nil, usagef(example, "say which rows: --id, --status, --source, --destination or --database")
+	}
+	store, cfg, err := openStore(ctx, e, cf)
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	rows, err := f.selectRows(ctx, store, cmd, from)
+	if err != nil {
+		store.Close()
+		return nil, cfg, nil, err
+	}
+	return store, cfg, rows, nil
+}
+
 func (f rowFilter) empty() bool {
 	return *f.id == 0 && *f.status == "" && *f.source == "" && *f.destination == "" && *f.database == ""
 }
@@ -176,18 +200,11 @@ func runRetry(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	f := addRowFilter(fs, "only rows in these failed statuses (comma-separated; default: all failed statuses)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	store, cfg, err := openStore(ctx, e, cf)
+	store, cfg, rows, err := bulkRows(ctx, e, fs, cf, f, args, "retry", "", false, failed)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rows, err := f.selectRows(ctx, store, "retry", failed)
-	if err != nil {
-		return err
-	}
 	if len(rows) == 0 {
 		fmt.Fprintln(e.stdout, "no failed rows match; nothing to retry")
 		return nil
@@ -200,21 +217,12 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 	fs, cf := newFlags(e, "cancel", "cancel (--id N | --source H | --database NAME ...) [--execute]")
 	f := addRowFilter(fs, "Waiting (the only status cancel applies to)")
 	execute := fs.Bool("execute", false, "cancel; without it, only show what would be cancelled")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if f.empty() {
-		return usagef("migrate cancel --source db-17 --execute", "say which rows: --id, --source, --destination or --database")
-	}
-	store, cfg, err := openStore(ctx, e, cf)
+	store, cfg, rows, err := bulkRows(ctx, e, fs, cf, f, args, "cancel", "migrate cancel --source db-17 --execute", true,
+		[]statemachine.Status{statemachine.Waiting})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rows, err := f.selectRows(ctx, store, "cancel", []statemachine.Status{statemachine.Waiting})
-	if err != nil {
-		return err
-	}
 	if len(rows) == 0 {
 		fmt.Fprintln(e.stdout, "no Waiting rows match; nothing to cancel")
 		return nil
@@ -233,21 +241,11 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 	f := addRowFilter(fs, "only rows in these statuses (comma-separated): "+statusList(statemachine.RollbackFrom))
 	execute := fs.Bool("execute", false, "roll back; without it, only show what would be rolled back")
 	discard := fs.Bool("discard-destination-writes", false, "also roll back rows whose DNS name already moved (writes made at the destination since are lost)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if f.empty() {
-		return usagef("migrate rollback --id 1234", "say which rows: --id, --status, --source, --destination or --database")
-	}
-	store, cfg, err := openStore(ctx, e, cf)
+	store, cfg, rows, err := bulkRows(ctx, e, fs, cf, f, args, "rollback", "migrate rollback --id 1234", true, statemachine.RollbackFrom)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rows, err := f.selectRows(ctx, store, "rollback", statemachine.RollbackFrom)
-	if err != nil {
-		return err
-	}
 	var ok, switched []statemachine.Migration
 	for _, m := range rows {
 		if !m.SwitchedAt.IsZero() && !*discard {

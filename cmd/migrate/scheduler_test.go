@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
 
 // planRows plans n rows spread over sources src-0.. via the CLI.
@@ -211,34 +211,12 @@ func TestSIGINTStopsAtOnce(t *testing.T) {
 	})
 }
 
-// freeSlots takes n To dump rows out of flight the way the fleet would: the
-// dump fails, an operator rolls it back, the rollback agent finishes.
+// freeSlots takes n To dump rows out of flight the way the fleet would.
 func freeSlots(t *testing.T, s statemachine.Store, n int) {
 	t.Helper()
-	ctx := context.Background()
 	done := 0
 	for src := 0; done < n && src < 10; src++ {
-		host := fmt.Sprintf("src-%d", src)
-		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: host, Owner: "agent", Limit: n - done, Lease: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range ms {
-			if err := s.Fail(ctx, &ms[i], statemachine.Fields{}, "test"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Operate(ctx, ms[i].ID, statemachine.ActionRollback, "op", ""); err != nil {
-				t.Fatal(err)
-			}
-			rb, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleRollback, Host: host, Owner: "agent", Limit: 1, Lease: time.Minute})
-			if err != nil || len(rb) != 1 {
-				t.Fatal(rb, err)
-			}
-			if err := s.Advance(ctx, &rb[0], statemachine.Fields{}, ""); err != nil {
-				t.Fatal(err)
-			}
-			done++
-		}
+		done += storetest.RollBackOut(t, s, fmt.Sprintf("src-%d", src), n-done)
 	}
 	if done != n {
 		t.Fatalf("freed %d slots, want %d", done, n)
@@ -438,10 +416,8 @@ func TestOperatorCommands(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "source src-0 paused") {
 			t.Fatalf("pause-source: %d %q", code, out)
 		}
-		code, out, _ = migrate(t, db, "", "status", "--json")
-		var rep statusReport
-		if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || len(rep.PausedSources) != 1 || rep.PausedSources[0].Reason != "disk swap" {
-			t.Fatalf("status shows pauses: %q", out)
+		if rep := statusJSON(t, db); len(rep.PausedSources) != 1 || rep.PausedSources[0].Reason != "disk swap" {
+			t.Fatalf("status shows pauses: %+v", rep.PausedSources)
 		}
 		if code, out, _ := migrate(t, db, "", "resume-source", "src-0"); code != 0 || !strings.Contains(out, "resumed") {
 			t.Errorf("resume-source: %d %q", code, out)
@@ -476,14 +452,7 @@ func TestStatusMatchesSQL(t *testing.T) {
 			t.Fatal(err)
 		}
 		freeSlots(t, s, 2) // two Rolled back
-		code, out, stderr := migrate(t, db, "", "status", "--json")
-		if code != 0 {
-			t.Fatal(stderr)
-		}
-		var rep statusReport
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
-			t.Fatal(err)
-		}
+		rep := statusJSON(t, db)
 		rows, err := s.DB().Query("SELECT status, COUNT(*) FROM migration GROUP BY status")
 		if err != nil {
 			t.Fatal(err)
@@ -514,7 +483,7 @@ func TestStatusMatchesSQL(t *testing.T) {
 			t.Errorf("failed by error: %+v", rep.FailedByError)
 		}
 		// The text form shows the same numbers.
-		code, out, _ = migrate(t, db, "", "status")
+		code, out, _ := migrate(t, db, "", "status")
 		for _, want := range []string{
 			fmt.Sprintf("in flight:      %d / no scheduler (%d failed", inFlight, failed),
 			fmt.Sprintf("  %-16s %10d", "Waiting", sqlCounts[statemachine.Waiting]),
