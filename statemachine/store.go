@@ -114,6 +114,9 @@ type ClaimRequest struct {
 	Role Role
 	// Host is the agent's host ID; ignored for roles that serve any host (dns).
 	Host string
+	// Engines, when not empty, limits the claim to rows of these engines
+	// (those the agent has a handler for).
+	Engines []Engine
 	// Owner identifies the claiming agent process in the row and the events
 	// ("db-17/pid 4242").
 	Owner string
@@ -256,17 +259,34 @@ type ErrorGroup struct {
 }
 
 // Agent is an agent's entry in the registry, refreshed by its heartbeat.
+// One agent process serves a host ID at a time: the entry is a lease on the
+// host ID held by the process's Instance.
 type Agent struct {
 	Host    string `json:"host"`
 	Roles   []Role `json:"roles"`
 	Version string `json:"version,omitempty"`
 	// DNSTarget is what a DNS name pointing at this host holds: addresses
 	// (A/AAAA, comma-separated) or a host name (CNAME).
-	DNSTarget string    `json:"dns_target,omitempty"`
-	Address   string    `json:"address,omitempty"`
-	PID       int       `json:"pid,omitempty"`
+	DNSTarget string `json:"dns_target,omitempty"`
+	Address   string `json:"address,omitempty"`
+	PID       int    `json:"pid,omitempty"`
+	// Machine is the hostname of the machine the process runs on.
+	Machine string `json:"machine,omitempty"`
+	// Instance is the process's random ID.
+	Instance string `json:"instance"`
+	// Jobs is how many steps the agent runs now.
+	Jobs      int       `json:"jobs"`
 	StartedAt time.Time `json:"started_at"`
 	LastSeen  time.Time `json:"last_seen"`
+}
+
+// AgentHeldError: another live agent process serves the host ID.
+type AgentHeldError struct{ Agent Agent }
+
+func (e *AgentHeldError) Error() string {
+	return fmt.Sprintf("host %s is already served by agent pid %d on machine %s (instance %s, started %s, last heartbeat %s)",
+		e.Agent.Host, e.Agent.PID, e.Agent.Machine, e.Agent.Instance,
+		e.Agent.StartedAt.UTC().Format(time.RFC3339), e.Agent.LastSeen.UTC().Format(time.RFC3339))
 }
 
 // Filter selects rows for Store.List. Zero fields do not filter.
@@ -321,10 +341,17 @@ type Store interface {
 	Record(ctx context.Context, m *Migration, f Fields, detail string) error
 	// Progress adds a progress note to a claimed row's events.
 	Progress(ctx context.Context, m *Migration, detail string) error
+	// NoteRetry records that the holder retries the step after a transient
+	// error: attempt+1 and last_error, keeping the claim. ErrLeaseLost if the
+	// claim is no longer m's.
+	NoteRetry(ctx context.Context, m *Migration, reason string) error
 
 	// Rescue takes back rows whose lease expired: to the queued status, or to
 	// the failed status once attempt has reached maxAttempts.
 	Rescue(ctx context.Context, maxAttempts int) ([]Rescued, error)
+	// RescueHost is Rescue limited to one role's rows on one host (the
+	// agent's own crash recovery).
+	RescueHost(ctx context.Context, role Role, host string, maxAttempts int) ([]Rescued, error)
 	// Operate applies an operator action (ActionRetry, ActionRollback,
 	// ActionCancel) to one row and returns it as it is now.
 	Operate(ctx context.Context, id int64, action, actor, detail string) (Migration, error)
@@ -383,8 +410,18 @@ type Store interface {
 	// Leader returns the current lease, if any holder's lease is unexpired.
 	Leader(ctx context.Context) (Lease, bool, error)
 
-	// Heartbeat records that an agent is alive.
+	// RegisterAgent makes a.Instance the agent serving a.Host: it succeeds
+	// when nobody serves the host, a.Instance already does, the holder's last
+	// heartbeat is older than staleAfter, or the holder is takeOver (an
+	// instance the caller knows is dead). Otherwise *AgentHeldError.
+	RegisterAgent(ctx context.Context, a Agent, staleAfter time.Duration, takeOver string) error
+	// Heartbeat refreshes a.Instance's entry for a.Host; ErrLeaseLost if
+	// another instance has taken the host over.
 	Heartbeat(ctx context.Context, a Agent) error
+	// AgentFor returns the entry for a host ID, if any.
+	AgentFor(ctx context.Context, host string) (Agent, bool, error)
+	// Deregister removes instance's entry for host (a clean shutdown).
+	Deregister(ctx context.Context, host, instance string) error
 	// Agents lists agents seen within the last seenWithin (all when zero).
 	Agents(ctx context.Context, seenWithin time.Duration) ([]Agent, error)
 

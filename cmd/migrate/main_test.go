@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/migrations"
@@ -368,10 +369,10 @@ func TestStatusShowsCountsSwitchAndAgents(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, a := range []statemachine.Agent{
-			{Host: "db-1", Roles: []statemachine.Role{statemachine.RoleDump, statemachine.RoleClose}},
-			{Host: "db-2", Roles: []statemachine.Role{statemachine.RoleImport}},
+			{Host: "db-1", Roles: []statemachine.Role{statemachine.RoleDump, statemachine.RoleClose}, Instance: "i-1"},
+			{Host: "db-2", Roles: []statemachine.Role{statemachine.RoleImport}, Instance: "i-2"},
 		} {
-			if err := s.Heartbeat(ctx, a); err != nil {
+			if err := s.RegisterAgent(ctx, a, time.Minute, ""); err != nil {
 				t.Fatal(err)
 			}
 		}

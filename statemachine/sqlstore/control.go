@@ -161,34 +161,90 @@ func rolesKey(roles []statemachine.Role) string {
 	return strings.Join(slices.Compact(rs), ",")
 }
 
-// Heartbeat records that an agent is alive.
-func (s *Store) Heartbeat(ctx context.Context, a statemachine.Agent) error {
-	if a.Host == "" || len(a.Roles) == 0 {
-		return errors.New("heartbeat: host and roles are required")
+const agentColumns = "host, roles, version, dns_target, address, pid, machine, instance, jobs, started_at, last_seen"
+
+// RegisterAgent makes a.Instance the agent serving a.Host. Two statements,
+// each a compare-and-set: insert the entry if there is none; otherwise take
+// it over only if it is ours, stale, or held by the named dead instance.
+func (s *Store) RegisterAgent(ctx context.Context, a statemachine.Agent, staleAfter time.Duration, takeOver string) error {
+	if a.Host == "" || a.Instance == "" || len(a.Roles) == 0 {
+		return errors.New("register agent: host, instance and roles are required")
 	}
 	started := a.StartedAt
 	if started.IsZero() {
 		started = time.Now()
 	}
-	cols := []string{"version", "dns_target", "address", "pid", "started_at", "last_seen"}
-	_, err := s.db.ExecContext(ctx, s.d.q("INSERT INTO agent (host, roles, version, dns_target, address, pid, started_at, last_seen) "+
-		"VALUES (?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+s.d.upsert([]string{"host", "roles"}, cols)),
-		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.PID, started.UTC(), s.nowArg())
+	pre, post := s.d.insertIgnore()
+	res, err := s.db.ExecContext(ctx, s.d.q(pre+" agent ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+post),
+		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg())
+	if err != nil {
+		return fmt.Errorf("register agent for %s: %w", a.Host, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	res, err = s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, pid = ?, machine = ?, "+
+		"instance = ?, jobs = ?, started_at = ?, last_seen = "+s.d.now()+
+		" WHERE host = ? AND (instance = ? OR instance = ? OR last_seen < "+s.d.plusMicros(s.d.now())+")"),
+		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg(),
+		a.Host, a.Instance, takeOver, s.nowArg(), -staleAfter.Microseconds())
+	if err != nil {
+		return fmt.Errorf("register agent for %s: %w", a.Host, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	holder, ok, err := s.AgentFor(ctx, a.Host)
+	if err != nil {
+		return err
+	}
+	if !ok { // deregistered meanwhile: try again from the start
+		return s.RegisterAgent(ctx, a, staleAfter, takeOver)
+	}
+	return &statemachine.AgentHeldError{Agent: holder}
+}
+
+// Heartbeat refreshes a.Instance's entry.
+func (s *Store) Heartbeat(ctx context.Context, a statemachine.Agent) error {
+	res, err := s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, jobs = ?, last_seen = "+
+		s.d.now()+" WHERE host = ? AND instance = ?"),
+		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.Jobs, s.nowArg(), a.Host, a.Instance)
 	if err != nil {
 		return fmt.Errorf("heartbeat of %s: %w", a.Host, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("heartbeat of %s: another agent process serves this host now: %w", a.Host, statemachine.ErrLeaseLost)
+	}
+	return nil
+}
+
+// AgentFor returns the entry for a host ID.
+func (s *Store) AgentFor(ctx context.Context, host string) (statemachine.Agent, bool, error) {
+	as, err := s.queryAgents(ctx, "WHERE host = ?", host)
+	if err != nil || len(as) == 0 {
+		return statemachine.Agent{}, false, err
+	}
+	return as[0], true, nil
+}
+
+// Deregister removes instance's entry for host.
+func (s *Store) Deregister(ctx context.Context, host, instance string) error {
+	if _, err := s.db.ExecContext(ctx, s.d.q("DELETE FROM agent WHERE host = ? AND instance = ?"), host, instance); err != nil {
+		return fmt.Errorf("deregister agent %s: %w", host, err)
 	}
 	return nil
 }
 
 // Agents lists agents seen within seenWithin (all when zero), by host.
 func (s *Store) Agents(ctx context.Context, seenWithin time.Duration) ([]statemachine.Agent, error) {
-	q := "SELECT host, roles, version, dns_target, address, pid, started_at, last_seen FROM agent"
-	var args []any
 	if seenWithin > 0 {
-		q += " WHERE last_seen >= " + s.d.plusMicros(s.d.now())
-		args = append(args, s.nowArg(), -seenWithin.Microseconds())
+		return s.queryAgents(ctx, "WHERE last_seen >= "+s.d.plusMicros(s.d.now()), s.nowArg(), -seenWithin.Microseconds())
 	}
-	rows, err := s.db.QueryContext(ctx, s.d.q(q+" ORDER BY host, roles"), args...)
+	return s.queryAgents(ctx, "")
+}
+
+func (s *Store) queryAgents(ctx context.Context, where string, args ...any) ([]statemachine.Agent, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.q("SELECT "+agentColumns+" FROM agent "+where+" ORDER BY host"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
@@ -197,7 +253,7 @@ func (s *Store) Agents(ctx context.Context, seenWithin time.Duration) ([]statema
 	for rows.Next() {
 		var a statemachine.Agent
 		var roles string
-		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &a.PID, &a.StartedAt, &a.LastSeen); err != nil {
+		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &a.PID, &a.Machine, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen); err != nil {
 			return nil, err
 		}
 		for _, r := range strings.Split(roles, ",") {

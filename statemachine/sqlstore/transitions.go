@@ -60,6 +60,12 @@ func (s *Store) Claim(ctx context.Context, req statemachine.ClaimRequest) ([]sta
 		}
 		where, args = string(step.Side)+" = ? AND status = ?", []any{req.Host, string(step.Queued)}
 	}
+	if len(req.Engines) > 0 {
+		where += " AND engine IN (" + placeholders(len(req.Engines)) + ")"
+		for _, e := range req.Engines {
+			args = append(args, string(e))
+		}
+	}
 	var claimed []statemachine.Migration
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		claimed = nil
@@ -226,6 +232,19 @@ func (s *Store) Progress(ctx context.Context, m *statemachine.Migration, detail 
 	return nil
 }
 
+// NoteRetry records a retry of the step by the claim's holder.
+func (s *Store) NoteRetry(ctx context.Context, m *statemachine.Migration, reason string) error {
+	reason = truncate(reason, 4000)
+	err := s.updateClaimed(ctx, m, []string{"attempt = attempt + 1", "last_error = ?", "updated_at = " + s.d.now()},
+		[]any{reason, s.nowArg()}, fmt.Sprintf("retry %d after: %s", m.Attempt+1, reason))
+	if err != nil {
+		return fmt.Errorf("note retry on row %d (fence %d): %w", m.ID, m.Fence, err)
+	}
+	m.Attempt++
+	m.LastError = reason
+	return nil
+}
+
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // fieldsSQL renders f as SET clauses and their arguments.
@@ -294,15 +313,37 @@ func describeFields(f statemachine.Fields) string {
 
 // Rescue takes back rows whose lease expired.
 func (s *Store) Rescue(ctx context.Context, maxAttempts int) ([]statemachine.Rescued, error) {
+	working := workingStatuses()
+	return s.rescue(ctx, maxAttempts, "status IN ("+placeholders(len(working))+")", working...)
+}
+
+// RescueHost takes back one role's expired rows on one host.
+func (s *Store) RescueHost(ctx context.Context, role statemachine.Role, host string, maxAttempts int) ([]statemachine.Rescued, error) {
+	step, ok := statemachine.StepFor(role)
+	if !ok {
+		return nil, fmt.Errorf("rescue: role %q holds no rows", role)
+	}
+	if step.Side == statemachine.SideAny {
+		return s.rescue(ctx, maxAttempts, "status = ? AND owner LIKE ?", string(step.Working), likePrefix(host+"/"))
+	}
+	return s.rescue(ctx, maxAttempts, string(step.Side)+" = ? AND status = ?", host, string(step.Working))
+}
+
+// likePrefix escapes s for use as a LIKE prefix.
+func likePrefix(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s) + "%"
+}
+
+func (s *Store) rescue(ctx context.Context, maxAttempts int, where string, whereArgs ...any) ([]statemachine.Rescued, error) {
 	if maxAttempts < 1 {
 		maxAttempts = 1
 	}
-	working := workingStatuses()
 	var out []statemachine.Rescued
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		out = nil
-		args := append(append([]any{}, working...), s.nowArg())
-		ids, err := s.pickIDs(ctx, tx, "status IN ("+placeholders(len(working))+") AND lease_until < "+s.d.now(), rescueBatch, args...)
+		args := append(append([]any{}, whereArgs...), s.nowArg())
+		ids, err := s.pickIDs(ctx, tx, where+" AND lease_until < "+s.d.now(), rescueBatch, args...)
 		if err != nil || len(ids) == 0 {
 			return err
 		}

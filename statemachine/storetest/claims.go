@@ -452,3 +452,75 @@ func testPromote(t *testing.T, h Harness) {
 		t.Errorf("%d rows To dump, want 60", n)
 	}
 }
+
+func testClaimEnginesRetryAndRescueHost(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	rows := append(planned(2, "a", "x"), planned(2, "b", "y")...)
+	for i := range rows {
+		rows[i].DatabaseName = fmt.Sprintf("db_%d", i)
+		rows[i].DNSName = ""
+		if rows[i].Source == "b" {
+			rows[i].DNSName = fmt.Sprintf("db-%d.example.test", i)
+		}
+	}
+	rows[1].Engine = statemachine.EnginePostgres
+	all := mustPlan(t, s, rows)
+	mustPromote(t, s, 4)
+	// An agent with only a PostgreSQL handler claims only PostgreSQL rows.
+	ms, err := s.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "a", Owner: "a/pg", Limit: 5, Lease: time.Minute,
+		Engines: []statemachine.Engine{statemachine.EnginePostgres}})
+	if err != nil || len(ms) != 1 || ms[0].ID != all[1].ID {
+		t.Fatalf("claim postgres rows on a: %+v, %v", ms, err)
+	}
+	// A retry keeps the claim, counts the attempt, says why.
+	if err := s.NoteRetry(ctx(t), &ms[0], "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	r := wantStatus(t, h, ms[0].ID, statemachine.Dumping)
+	if r.Attempt != 2 || ms[0].Attempt != 2 || r.LastErr.String != "connection refused" || r.Owner.String != "a/pg" {
+		t.Fatalf("after NoteRetry: %+v", r)
+	}
+	evs, _ := s.Events(ctx(t), ms[0].ID)
+	if last := evs[len(evs)-1]; last.Detail != "retry 2 after: connection refused" {
+		t.Errorf("retry event: %+v", last)
+	}
+	stale := ms[0]
+	stale.Fence--
+	if err := s.NoteRetry(ctx(t), &stale, "x"); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("NoteRetry with a stale fence: %v", err)
+	}
+	// Host b's rows are claimed too; both leases expire; host a's agent
+	// takes back only its own.
+	mb := claim(t, s, statemachine.RoleDump, "b", "b/agent", 5)
+	if len(mb) != 2 {
+		t.Fatalf("claimed %d rows on b", len(mb))
+	}
+	clock.Advance(2 * time.Minute)
+	res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "a", 3)
+	if err != nil || len(res) != 1 || res[0].ID != ms[0].ID || res[0].To != statemachine.ToDump {
+		t.Fatalf("rescue host a: %+v, %v", res, err)
+	}
+	wantStatus(t, h, mb[0].ID, statemachine.Dumping)
+	// The DNS role has no host column: its rows are found by owner.
+	for i := range mb {
+		if err := s.Advance(ctx(t), &mb[i], dumpFields(mb[i].ID), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		walk(t, h, statemachine.RoleImport, "y", statemachine.Fields{})
+	}
+	mdns := claim(t, s, statemachine.RoleDNS, "", "dns-1/agent", 5)
+	if len(mdns) != 2 {
+		t.Fatalf("claimed %d DNS rows, want 2", len(mdns))
+	}
+	clock.Advance(2 * time.Minute)
+	res, err = s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-1", 3)
+	if err != nil || len(res) != 2 || res[0].To != statemachine.DNSToUpdate {
+		t.Fatalf("rescue dns-1: %+v, %v", res, err)
+	}
+	if res, err := s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-", 3); err != nil || len(res) != 0 {
+		t.Fatalf("rescue with a host that is a prefix of another: %+v, %v", res, err)
+	}
+}

@@ -146,31 +146,76 @@ func testAgents(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
 	a := statemachine.Agent{Host: "db-1", Roles: []statemachine.Role{statemachine.RoleImport, statemachine.RoleDump, statemachine.RoleClose},
-		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42}
+		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42, Machine: "vm-1", Instance: "i-1"}
+	if err := s.RegisterAgent(ctx(t), a, time.Minute, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Registering again (a restart that kept its instance) is fine.
+	if err := s.RegisterAgent(ctx(t), a, time.Minute, ""); err != nil {
+		t.Fatalf("re-register: %v", err)
+	}
+	// Another process for the same host is refused and told who serves it.
+	b := a
+	b.PID, b.Machine, b.Instance = 77, "vm-2", "i-2"
+	err := s.RegisterAgent(ctx(t), b, time.Minute, "")
+	var held *statemachine.AgentHeldError
+	if !errors.As(err, &held) || held.Agent.PID != 42 || held.Agent.Instance != "i-1" || !strings.Contains(err.Error(), "pid 42 on machine vm-1") {
+		t.Fatalf("second agent for db-1: %v", err)
+	}
+	a.Jobs = 3
 	if err := s.Heartbeat(ctx(t), a); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(5 * time.Minute)
-	b := statemachine.Agent{Host: "dns-1", Roles: []statemachine.Role{statemachine.RoleDNS}, Version: "v0.1.0", PID: 7}
-	if err := s.Heartbeat(ctx(t), b); err != nil {
+	if err := s.Heartbeat(ctx(t), b); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("heartbeat of a process that does not hold the host: %v", err)
+	}
+	got, ok, err := s.AgentFor(ctx(t), "db-1")
+	if err != nil || !ok || got.Jobs != 3 || got.Instance != "i-1" ||
+		!slices.Equal(got.Roles, []statemachine.Role{statemachine.RoleClose, statemachine.RoleDump, statemachine.RoleImport}) {
+		t.Fatalf("entry: %+v, %v, %v", got, ok, err)
+	}
+	// Taking over from an instance the caller knows is dead.
+	if err := s.RegisterAgent(ctx(t), b, time.Minute, "i-1"); err != nil {
+		t.Fatalf("take over from a dead instance: %v", err)
+	}
+	if err := s.Heartbeat(ctx(t), a); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("heartbeat of the replaced instance: %v", err)
+	}
+	// A stale entry is taken over without being named.
+	clock.Advance(2 * time.Minute)
+	c := a
+	c.Instance = "i-3"
+	if err := s.RegisterAgent(ctx(t), c, time.Minute, ""); err != nil {
+		t.Fatalf("take over a stale entry: %v", err)
+	}
+	dns := statemachine.Agent{Host: "dns-1", Roles: []statemachine.Role{statemachine.RoleDNS}, Instance: "i-9"}
+	if err := s.RegisterAgent(ctx(t), dns, time.Minute, ""); err != nil {
 		t.Fatal(err)
 	}
-	// The same agent beating again updates its row, it does not add one.
-	if err := s.Heartbeat(ctx(t), b); err != nil {
+	clock.Advance(3 * time.Minute)
+	if err := s.Heartbeat(ctx(t), dns); err != nil {
 		t.Fatal(err)
-	}
-	all, err := s.Agents(ctx(t), 0)
-	if err != nil || len(all) != 2 {
-		t.Fatalf("agents: %+v, %v", all, err)
-	}
-	if !slices.Equal(all[0].Roles, []statemachine.Role{statemachine.RoleClose, statemachine.RoleDump, statemachine.RoleImport}) {
-		t.Errorf("roles %v not canonical", all[0].Roles)
 	}
 	recent, err := s.Agents(ctx(t), 2*time.Minute)
 	if err != nil || len(recent) != 1 || recent[0].Host != "dns-1" || !recent[0].LastSeen.Equal(clock.Now()) {
 		t.Fatalf("agents seen in the last 2 minutes: %+v, %v", recent, err)
 	}
-	if err := s.Heartbeat(ctx(t), statemachine.Agent{Host: "x"}); err == nil {
-		t.Error("heartbeat without roles accepted")
+	if all, err := s.Agents(ctx(t), 0); err != nil || len(all) != 2 {
+		t.Fatalf("all agents: %+v, %v", all, err)
+	}
+	if err := s.Deregister(ctx(t), "db-1", "i-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.AgentFor(ctx(t), "db-1"); !ok {
+		t.Error("a replaced instance deregistered its successor")
+	}
+	if err := s.Deregister(ctx(t), "db-1", "i-3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.AgentFor(ctx(t), "db-1"); ok {
+		t.Error("entry still there after deregistering")
+	}
+	if err := s.RegisterAgent(ctx(t), statemachine.Agent{Host: "x", Instance: "i"}, time.Minute, ""); err == nil {
+		t.Error("agent without roles accepted")
 	}
 }

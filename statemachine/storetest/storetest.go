@@ -86,7 +86,8 @@ func Run(t *testing.T, f Factory) {
 		{"StopSwitch", testStopSwitch},
 		{"LeaderLease", testLeaderLease},
 		{"LeaderLeaseRace", testLeaderLeaseRace},
-		{"AgentHeartbeats", testAgents},
+		{"AgentRegistryIsALeaseOnTheHostID", testAgents},
+		{"ClaimByEngineNoteRetryRescueHost", testClaimEnginesRetryAndRescueHost},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
