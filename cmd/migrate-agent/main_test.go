@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/agentcmd"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/migrations"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
@@ -16,14 +17,14 @@ import (
 
 func TestMain(m *testing.M) { fleettest.Main(m) }
 
-func agent(t *testing.T, configBody string, args ...string) (int, string, string) {
+func runAgent(t *testing.T, configBody string, args ...string) (int, string, string) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "agent.yaml")
 	if err := os.WriteFile(cfg, []byte(configBody), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	code := run(context.Background(), append([]string{"--config", cfg}, args...), &out, &errb)
+	code := agentcmd.Main(append([]string{"--config", cfg}, args...), "test", &out, &errb, registerHandlers)
 	return code, out.String(), errb.String()
 }
 
@@ -33,7 +34,7 @@ func TestCheck(t *testing.T) {
 	body := fmt.Sprintf("host: DB-7\nstate:\n  dsn: %q\n", dsn)
 
 	// Before the schema exists the check fails and says what to do.
-	code, _, stderr := agent(t, body, "--roles", "dump,import", "--check")
+	code, _, stderr := runAgent(t, body, "--roles", "dump,import", "--check")
 	if code != 1 || !strings.Contains(stderr, "migrate db upgrade") {
 		t.Fatalf("check before upgrade: %d %q", code, stderr)
 	}
@@ -45,7 +46,7 @@ func TestCheck(t *testing.T) {
 	if _, err := migrations.Up(context.Background(), db, dialect, nil); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := agent(t, body, "--roles", "dump, import,dump", "--check")
+	code, out, stderr := runAgent(t, body, "--roles", "dump, import,dump", "--check")
 	if code != 0 || !strings.Contains(out, "host:           db-7") || !strings.Contains(out, "roles:          dump,import") {
 		t.Fatalf("check: %d %q %q", code, out, stderr)
 	}
@@ -62,15 +63,15 @@ func TestBadInput(t *testing.T) {
 		want       string
 	}{
 		{"unknown role", "", []string{"--roles", "dump,backup", "--check"}, 2, `unknown role "backup"`},
-		{"no roles", "", []string{"--check"}, 2, "--roles is required"},
+		{"no roles", "", []string{"--check"}, 2, "no roles"},
 		{"unknown config key", "hots: x\n", []string{"--roles", "dns", "--check"}, 1, `line 1: unknown key "hots"`},
 		{"no state database", "host: x\n", []string{"--roles", "dns", "--check"}, 1, "no state database configured"},
-		{"no runtime yet", "", []string{"--roles", "dns"}, 1, "only --check"},
+		{"bad max-jobs", "agent:\n  max-jobs:\n    backup: 2\n", []string{"--roles", "dns", "--check"}, 2, `unknown role "backup"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("FLEETMIGRATE_STATE_DSN", "")
-			code, _, stderr := agent(t, tc.body, tc.args...)
+			code, _, stderr := runAgent(t, tc.body, tc.args...)
 			if code != tc.code || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d %q; want %d and %q", code, stderr, tc.code, tc.want)
 			}

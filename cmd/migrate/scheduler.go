@@ -4,16 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
+	"github.com/fleetmigrate/fleetmigrate/internal/obs"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
@@ -91,11 +86,10 @@ func runScheduler(ctx context.Context, e *env, args []string) error {
 	}
 	defer store.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := obs.NewRegistry()
 	metrics := scheduler.NewMetrics(reg)
 	if *metricsAddr != "" {
-		stop, err := serveMetrics(*metricsAddr, reg)
+		stop, err := obs.Serve(*metricsAddr, reg)
 		if err != nil {
 			return err
 		}
@@ -130,24 +124,4 @@ func runScheduler(ctx context.Context, e *env, args []string) error {
 	default:
 		return runErr
 	}
-}
-
-// serveMetrics serves /metrics and /healthz until stop is called.
-func serveMetrics(addr string, reg *prometheus.Registry) (stop func(context.Context), err error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics address %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	return func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 200*time.Millisecond)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -33,6 +34,30 @@ type Config struct {
 	Host  string `yaml:"host"`
 	State State  `yaml:"state"`
 	Log   Log    `yaml:"log"`
+	Agent Agent  `yaml:"agent"`
+}
+
+// Agent configures migrate-agent.
+type Agent struct {
+	// Roles this agent runs: dump, import, close, rollback on database
+	// servers; dns on the DNS host.
+	Roles []string `yaml:"roles"`
+	// PollInterval is the mean wait between polls when idle (±50% jitter).
+	PollInterval time.Duration `yaml:"poll-interval"`
+	// Lease is how long a claim holds without renewal (renewed every third).
+	Lease             time.Duration `yaml:"lease"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat-interval"`
+	// ShutdownTimeout is how long SIGTERM waits for running steps.
+	ShutdownTimeout time.Duration `yaml:"shutdown-timeout"`
+	// MaxAttempts is the attempt limit for transient failures of a step.
+	MaxAttempts int `yaml:"max-attempts"`
+	// MaxJobs caps concurrent steps per role.
+	MaxJobs map[string]int `yaml:"max-jobs"`
+	// DNSTarget is what DNS names of databases on this host point to:
+	// addresses (comma-separated A/AAAA) or a host name (CNAME).
+	DNSTarget string `yaml:"dns-target"`
+	// MetricsAddr serves /metrics and /healthz (empty: off).
+	MetricsAddr string `yaml:"metrics-addr"`
 }
 
 // State says where the state database is.
@@ -64,6 +89,11 @@ func New() Config {
 		Host:  strings.ToLower(host),
 		State: State{MaxOpenConns: 8},
 		Log:   Log{Level: "info", Format: "auto"},
+		Agent: Agent{
+			PollInterval: 60 * time.Second, Lease: 60 * time.Second, HeartbeatInterval: 30 * time.Second,
+			ShutdownTimeout: 5 * time.Minute, MaxAttempts: 3,
+			MaxJobs: map[string]int{"dump": 2, "import": 2, "rollback": 2, "close": 8, "dns": 16},
+		},
 	}
 }
 

@@ -70,30 +70,6 @@ func (d dialect) insertIgnore() (prefix, suffix string) {
 	return "INSERT IGNORE INTO", ""
 }
 
-// upsert turns "INSERT INTO t (cols) VALUES (...)" into an upsert on the
-// key columns that overwrites the update columns.
-func (d dialect) upsert(key, update []string) string {
-	var b strings.Builder
-	if d.pg() {
-		b.WriteString(" ON CONFLICT (" + strings.Join(key, ", ") + ") DO UPDATE SET ")
-		for i, c := range update {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(c + " = excluded." + c)
-		}
-		return b.String()
-	}
-	b.WriteString(" ON DUPLICATE KEY UPDATE ")
-	for i, c := range update {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(c + " = VALUES(" + c + ")")
-	}
-	return b.String()
-}
-
 // forUpdateSkipLocked ends a SELECT that picks rows to claim.
 func (d dialect) forUpdateSkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
 

@@ -38,6 +38,15 @@ const (
 	maxTxRetries = 5
 )
 
+// ErrUnreachable: the state database did not answer (a retry may succeed).
+var ErrUnreachable = errors.New("state database unreachable")
+
+// unreachableError is an ErrUnreachable with the full one-line message.
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string { return e.msg }
+func (e *unreachableError) Unwrap() error { return ErrUnreachable }
+
 // Config says how to reach the state database.
 type Config struct {
 	// Driver is "postgres" or "mysql" (MySQL and MariaDB).
@@ -131,8 +140,8 @@ func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, error) 
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, dialect{}, "", fmt.Errorf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
-			where, connectReason(err))
+		return nil, dialect{}, "", &unreachableError{fmt.Sprintf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
+			where, connectReason(err))}
 	}
 	return db, d, where, nil
 }

@@ -1,0 +1,581 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/scheduler"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
+)
+
+func TestMain(m *testing.M) { fleettest.Main(m, removeBuilt) }
+
+type stateDB struct{ driver, dsn string }
+
+func (d stateDB) open(t *testing.T) *sqlstore.Store {
+	t.Helper()
+	s, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: d.driver, DSN: d.dsn, MaxOpenConns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func upgraded(t *testing.T, driver, dsn string) stateDB {
+	t.Helper()
+	db, dialect, _, err := sqlstore.Connect(context.Background(), sqlstore.Config{Driver: driver, DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(context.Background(), db, dialect, nil); err != nil {
+		t.Fatal(err)
+	}
+	return stateDB{driver, dsn}
+}
+
+func engines(t *testing.T, fn func(t *testing.T, db stateDB)) {
+	t.Run("PostgreSQL", func(t *testing.T) {
+		t.Parallel()
+		srv := fleettest.SharedPostgres(t)
+		fn(t, upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t))))
+	})
+	t.Run("MariaDB", func(t *testing.T) {
+		t.Parallel()
+		srv := fleettest.SharedMariaDB(t)
+		fn(t, upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t))))
+	})
+}
+
+// fakeHandler runs fn (nil: succeed at once) and counts runs per row.
+type fakeHandler struct {
+	fn      func(ctx context.Context, job *agent.Job) error
+	recover func(row statemachine.Migration) error
+	mu      sync.Mutex
+	runs    map[int64][]string // row -> the host that ran each attempt
+}
+
+func (h *fakeHandler) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	h.mu.Lock()
+	if h.runs == nil {
+		h.runs = map[int64][]string{}
+	}
+	owner, _, _ := strings.Cut(job.Row.Owner, "/")
+	h.runs[job.Row.ID] = append(h.runs[job.Row.ID], owner)
+	h.mu.Unlock()
+	var err error
+	if h.fn != nil {
+		err = h.fn(ctx, job)
+	}
+	if err != nil || job.Row.Status != statemachine.Dumping {
+		return statemachine.Fields{}, err
+	}
+	return storetest.FakeDump(), nil
+}
+
+func (h *fakeHandler) Recover(_ context.Context, row statemachine.Migration, _ *slog.Logger) error {
+	if h.recover != nil {
+		return h.recover(row)
+	}
+	return nil
+}
+
+func (h *fakeHandler) runsOf(id int64) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.runs[id]...)
+}
+
+// fast is an agent configuration for tests: short intervals.
+func fast(host string, roles ...statemachine.Role) agent.Config {
+	return agent.Config{Host: host, Roles: roles, PollInterval: 100 * time.Millisecond, Lease: 2 * time.Second,
+		HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: 2 * time.Second, RetryBase: 20 * time.Millisecond,
+		ProgressInterval: 50 * time.Millisecond}
+}
+
+// running is an agent's Run in the background: done closes when it
+// returns, err is then its result.
+type running struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// start runs an agent with h for all its roles until the test ends.
+func start(t *testing.T, s statemachine.Store, cfg agent.Config, h agent.Handler, log *slog.Logger) *running {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	}
+	a, err := agent.New(s, cfg, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range cfg.Roles {
+		a.Handle(r, "", h)
+	}
+	return runUntilCleanup(t, a)
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func count(t *testing.T, s *sqlstore.Store, where string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := s.DB().QueryRow(s.Rebind("SELECT COUNT(*) FROM migration "+where), args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func planOn(t *testing.T, s statemachine.Store, n int, sources, dests int, dns bool) {
+	t.Helper()
+	rows := make([]statemachine.Planned, n)
+	for i := range rows {
+		rows[i] = statemachine.Planned{Engine: statemachine.EngineMySQL, DatabaseName: fmt.Sprintf("db_%04d", i),
+			Source: fmt.Sprintf("src-%d", i%sources), Destination: fmt.Sprintf("dst-%d", (i/sources)%dests)}
+		if dns {
+			rows[i].DNSName = fmt.Sprintf("db-%04d.example.test", i)
+		}
+	}
+	if _, err := s.Plan(context.Background(), rows, "test", false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// logBuffer is a concurrency-safe log sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestTwentyAgentsDrainTwoThousandRows: 5 source hosts (dump, close), 5
+// destination hosts (import) and 10 DNS agents, each with its own
+// connections, drain 2,000 rows promoted by the real scheduler: every row
+// reaches Done, each step ran exactly once, on the right host.
+func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		const rows = 2000
+		s := db.open(t)
+		planOn(t, s, rows, 5, 5, true)
+		handlers := map[statemachine.Role]*fakeHandler{}
+		for _, r := range []statemachine.Role{statemachine.RoleDump, statemachine.RoleImport, statemachine.RoleDNS, statemachine.RoleClose} {
+			handlers[r] = &fakeHandler{}
+		}
+		var agents int
+		for i := range 5 {
+			src := db.open(t)
+			a, err := agent.New(src, fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump, statemachine.RoleClose), slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Handle(statemachine.RoleDump, "", handlers[statemachine.RoleDump])
+			a.Handle(statemachine.RoleClose, "", handlers[statemachine.RoleClose])
+			runUntilCleanup(t, a)
+			start(t, db.open(t), fast(fmt.Sprintf("dst-%d", i), statemachine.RoleImport), handlers[statemachine.RoleImport], nil)
+			agents += 2
+		}
+		for i := range 10 {
+			start(t, db.open(t), fast(fmt.Sprintf("dns-%d", i), statemachine.RoleDNS), handlers[statemachine.RoleDNS], nil)
+			agents++
+		}
+		began := time.Now()
+		sch, err := scheduler.New(s, scheduler.Config{MaxProcs: 200, MaxPerSource: -1, MaxPerDestination: -1, Tick: 50 * time.Millisecond,
+			Holder: "test pid 1"}, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go func() { _ = sch.Run(sctx) }()
+		waitFor(t, "every row Done", 3*time.Minute, func() bool { return count(t, s, "WHERE status = 'Done'") == rows })
+		took := time.Since(began)
+		stop()
+
+		all, err := s.List(context.Background(), statemachine.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range all {
+			for role, want := range map[statemachine.Role]string{
+				statemachine.RoleDump: m.Source, statemachine.RoleClose: m.Source, statemachine.RoleImport: m.Destination, statemachine.RoleDNS: "dns-",
+			} {
+				runs := handlers[role].runsOf(m.ID)
+				if len(runs) != 1 || !strings.HasPrefix(runs[0], want) {
+					t.Fatalf("row %d: %s ran %d times on %v, want once on %s", m.ID, role, len(runs), runs, want)
+				}
+			}
+			if m.Attempt != 0 || m.Fence != 4 {
+				t.Fatalf("row %d: attempt %d fence %d, want 0 and 4 (one claim per step)", m.ID, m.Attempt, m.Fence)
+			}
+		}
+		t.Logf("%d agents drained %d rows through 4 steps in %s: %.0f rows/s", agents, rows, took.Round(time.Millisecond), float64(rows)/took.Seconds())
+	})
+}
+
+// runUntilCleanup runs an already configured agent until the test ends.
+func runUntilCleanup(t *testing.T, a *agent.Agent) *running {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = a.Run(ctx)
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+func TestRetriesFailuresAndPanics(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.open(t)
+		planOn(t, s, 4, 1, 1, false)
+		all, _ := s.List(context.Background(), statemachine.Filter{})
+		flaky, broken, denied, panicky := all[0].ID, all[1].ID, all[2].ID, all[3].ID
+		var flakyRuns atomic.Int32
+		h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
+			switch job.Row.ID {
+			case flaky:
+				if flakyRuns.Add(1) < 3 {
+					return errors.New("connection reset by peer")
+				}
+			case broken:
+				return errors.New("lock wait timeout exceeded")
+			case denied:
+				return agent.Permanentf("access denied for user 'migrate'@'%s'", "10.0.0.1")
+			case panicky:
+				var none []int
+				_ = none[len(job.Row.DatabaseName)] // index out of range: panics
+			}
+			return nil
+		}}
+		var logs logBuffer
+		start(t, s, fast("src-0", statemachine.RoleDump), h, slog.New(slog.NewJSONHandler(&logs, nil)))
+		if _, err := s.Promote(context.Background(), 4, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "all four rows settled", 20*time.Second, func() bool {
+			return count(t, s, "WHERE status IN ('To import', 'Dump failed')") == 4
+		})
+		get := func(id int64) statemachine.Migration {
+			m, err := s.Get(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		if m := get(flaky); m.Status != statemachine.ToImport || len(h.runsOf(flaky)) != 3 {
+			t.Errorf("flaky row: %s after %d runs, want To import after 3", m.Status, len(h.runsOf(flaky)))
+		}
+		if m := get(broken); m.Status != statemachine.DumpFailed || m.LastError != "gave up after 3 attempts: lock wait timeout exceeded" || m.Attempt != 3 {
+			t.Errorf("broken row: %s attempt %d %q", m.Status, m.Attempt, m.LastError)
+		}
+		if m := get(denied); m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "access denied") || len(h.runsOf(denied)) != 1 {
+			t.Errorf("permanent failure: %s %q after %d runs, want 1 run", m.Status, m.LastError, len(h.runsOf(denied)))
+		}
+		if m := get(panicky); m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "handler panicked: runtime error: index out of range") {
+			t.Errorf("panicking handler: %s %q", m.Status, m.LastError)
+		}
+		evs, _ := s.Events(context.Background(), flaky)
+		var retries []string
+		for _, e := range evs {
+			if strings.HasPrefix(e.Detail, "retry ") {
+				retries = append(retries, e.Detail)
+			}
+		}
+		if len(retries) != 2 || retries[0] != "retry 2 after: connection reset by peer" {
+			t.Errorf("retry events: %v", retries)
+		}
+		// Every log line about a row names it, its database, step and attempt.
+		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			if strings.Contains(line, `"row":`) {
+				for _, key := range []string{`"database":`, `"step":"dump"`, `"attempt":`} {
+					if !strings.Contains(line, key) {
+						t.Errorf("log line about a row lacks %s: %s", key, line)
+					}
+				}
+			}
+		}
+		if !strings.Contains(logs.String(), "handler panicked") || !strings.Contains(logs.String(), "goroutine") {
+			t.Error("panic not logged with its stack")
+		}
+	})
+}
+
+// TestLeaseLostCancelsStep: when the row is taken from the agent (here its
+// fence is bumped, as a rescue and re-claim would), the handler's context is
+// cancelled and the agent writes nothing more to the row.
+func TestLeaseLostCancelsStep(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.open(t)
+		planOn(t, s, 1, 1, 1, false)
+		cause := make(chan error, 1)
+		h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return ctx.Err()
+		}}
+		cfg := fast("src-0", statemachine.RoleDump)
+		cfg.Lease = 600 * time.Millisecond
+		start(t, s, cfg, h, nil)
+		if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the step to start", 5*time.Second, func() bool { return count(t, s, "WHERE status = 'Dumping'") == 1 })
+		if _, err := s.DB().Exec("UPDATE migration SET fence = fence + 1"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case c := <-cause:
+			if c == nil || !strings.Contains(c.Error(), "lease lost") {
+				t.Fatalf("handler cancelled with %v, want lease lost", c)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("handler not cancelled after its lease was lost")
+		}
+		time.Sleep(300 * time.Millisecond)
+		m, _ := s.Get(context.Background(), 1)
+		if m.Status != statemachine.Dumping || m.Fence != 2 {
+			t.Fatalf("row after the lost lease: %s fence %d; the agent must not touch it", m.Status, m.Fence)
+		}
+	})
+}
+
+// TestGracefulStop: a step that ends within the shutdown timeout is
+// finished and recorded; one that does not is cancelled, undoes its work,
+// and its row goes back to To dump with the event saying why.
+func TestGracefulStop(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.open(t)
+		planOn(t, s, 2, 1, 1, false)
+		all, _ := s.List(context.Background(), statemachine.Filter{})
+		quick, slow := all[0].ID, all[1].ID
+		var cleaned atomic.Bool
+		h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
+			d := 300 * time.Millisecond
+			if job.Row.ID == slow {
+				d = time.Hour
+			}
+			select {
+			case <-time.After(d):
+				return nil
+			case <-ctx.Done():
+				cleaned.Store(true)
+				return ctx.Err()
+			}
+		}}
+		cfg := fast("src-0", statemachine.RoleDump)
+		cfg.ShutdownTimeout = 800 * time.Millisecond
+		r := start(t, s, cfg, h, nil)
+		if _, err := s.Promote(context.Background(), 2, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "both steps running", 5*time.Second, func() bool { return count(t, s, "WHERE status = 'Dumping'") == 2 })
+		stopped := time.Now()
+		r.cancel()
+		select {
+		case <-r.done:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("agent did not stop")
+		}
+		if took := time.Since(stopped); took < cfg.ShutdownTimeout || took > cfg.ShutdownTimeout+2*time.Second {
+			t.Errorf("stop took %s, want a little over the %s shutdown timeout", took, cfg.ShutdownTimeout)
+		}
+		mq, _ := s.Get(context.Background(), quick)
+		ms, _ := s.Get(context.Background(), slow)
+		if mq.Status != statemachine.ToImport {
+			t.Errorf("the quick step was not waited for: %s", mq.Status)
+		}
+		if ms.Status != statemachine.ToDump || !cleaned.Load() || !strings.Contains(ms.LastError, "agent shutting down") {
+			t.Errorf("the slow step: %s, cleanup %v, %q; want To dump, cleaned up, the reason", ms.Status, cleaned.Load(), ms.LastError)
+		}
+		evs, _ := s.Events(context.Background(), slow)
+		if last := evs[len(evs)-1]; last.To != statemachine.ToDump || !strings.Contains(last.Detail, "agent shutting down") {
+			t.Errorf("last event of the slow row: %+v", last)
+		}
+		if _, ok, _ := s.AgentFor(context.Background(), "src-0"); ok {
+			t.Error("agent still registered after a clean stop")
+		}
+	})
+}
+
+func TestOneAgentPerHost(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.open(t)
+		start(t, s, fast("db-1", statemachine.RoleDump), &fakeHandler{}, nil)
+		waitFor(t, "registration", 5*time.Second, func() bool { _, ok, _ := s.AgentFor(context.Background(), "db-1"); return ok })
+		a, err := agent.New(db.open(t), fast("db-1", statemachine.RoleImport), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = a.Run(context.Background())
+		var held *statemachine.AgentHeldError
+		if !errors.As(err, &held) || !strings.Contains(err.Error(), "host db-1 is already served by agent pid") {
+			t.Fatalf("second agent for db-1: %v", err)
+		}
+		// An entry left by a dead process of this machine is taken over at once.
+		if err := s.RegisterAgent(context.Background(), statemachine.Agent{Host: "db-2", Roles: []statemachine.Role{statemachine.RoleDump},
+			PID: 999999, Machine: hostname(), Instance: "dead"}, time.Hour, ""); err != nil {
+			t.Fatal(err)
+		}
+		start(t, db.open(t), fast("db-2", statemachine.RoleDump), &fakeHandler{}, nil)
+		waitFor(t, "take-over", 5*time.Second, func() bool {
+			cur, _, _ := s.AgentFor(context.Background(), "db-2")
+			return cur.Instance != "dead"
+		})
+	})
+}
+
+// TestRowsWithoutHandlerAreLeftAlone: an agent with a MySQL handler only
+// leaves PostgreSQL rows for its host alone and says so once.
+func TestRowsWithoutHandlerAreLeftAlone(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.open(t)
+		rows := []statemachine.Planned{
+			{Engine: statemachine.EngineMySQL, DatabaseName: "my", Source: "src-0", Destination: "dst-0"},
+			{Engine: statemachine.EnginePostgres, DatabaseName: "pg1", Source: "src-0", Destination: "dst-0"},
+			{Engine: statemachine.EnginePostgres, DatabaseName: "pg2", Source: "src-0", Destination: "dst-0"},
+		}
+		if _, err := s.Plan(context.Background(), rows, "test", false); err != nil {
+			t.Fatal(err)
+		}
+		var logs logBuffer
+		a, err := agent.New(s, fast("src-0", statemachine.RoleDump), slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Handle(statemachine.RoleDump, statemachine.EngineMySQL, &fakeHandler{})
+		runUntilCleanup(t, a)
+		if _, err := s.Promote(context.Background(), 3, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the MySQL row", 5*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") == 1 })
+		time.Sleep(600 * time.Millisecond) // several more polls
+		if n := count(t, s, "WHERE status = 'To dump' AND engine = 'postgres'"); n != 2 {
+			t.Fatalf("%d PostgreSQL rows still To dump, want 2 left alone", n)
+		}
+		if c := strings.Count(logs.String(), "no handler for"); c != 1 {
+			t.Errorf("warned %d times, want once:\n%s", c, logs.String())
+		}
+	})
+}
+
+// TestStateDatabaseRestart: the state database goes down mid-run and comes
+// back; the agents log, back off, reconnect, and every row still reaches
+// its next status, none lost or stuck.
+func TestStateDatabaseRestart(t *testing.T) {
+	type server interface {
+		Down() error
+		Up(context.Context) error
+	}
+	for _, e := range []struct {
+		name  string
+		start func(t *testing.T) (server, stateDB)
+	}{
+		{"PostgreSQL", func(t *testing.T) (server, stateDB) {
+			srv := fleettest.NewPostgres(t, fleettest.PostgresConfig{})
+			return srv, upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t)))
+		}},
+		{"MariaDB", func(t *testing.T) (server, stateDB) {
+			srv := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
+			return srv, upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t)))
+		}},
+	} {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			srv, db := e.start(t)
+			s := db.open(t)
+			const rows = 60
+			planOn(t, s, rows, 2, 1, false)
+			h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
+				select {
+				case <-time.After(100 * time.Millisecond):
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}}
+			var logs logBuffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			for i := range 2 {
+				cfg := fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump)
+				cfg.Lease = 4 * time.Second
+				start(t, db.open(t), cfg, h, log)
+			}
+			if _, err := s.Promote(context.Background(), rows, "test"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "some dumps done", 10*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") >= 5 })
+			if err := srv.Down(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := srv.Up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "every dump done after the restart", time.Minute, func() bool { return count(t, s, "WHERE status = 'To import'") == rows })
+			if !strings.Contains(logs.String(), "state database call failed") || !strings.Contains(logs.String(), "state database answers again") {
+				t.Errorf("outage and recovery not logged:\n%s", logs.String())
+			}
+			if n := count(t, s, "WHERE status <> 'To import'"); n != 0 {
+				t.Errorf("%d rows not dumped", n)
+			}
+		})
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, cfg := range []agent.Config{
+		{Roles: []statemachine.Role{statemachine.RoleDump}},
+		{Host: "h"},
+		{Host: "h", Roles: []statemachine.Role{"backup"}},
+		{Host: "h", Roles: []statemachine.Role{statemachine.RoleDump}, MaxJobs: map[statemachine.Role]int{statemachine.RoleDump: 0}},
+		{Host: "h", Roles: []statemachine.Role{statemachine.RoleDump}, Lease: -time.Second},
+	} {
+		if _, err := agent.New(nil, cfg, nil, nil); err == nil {
+			t.Errorf("accepted %+v", cfg)
+		}
+	}
+}

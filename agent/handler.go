@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// Handler performs one step (a role) for rows of one engine. The engine,
+// storage and DNS packages supply the handlers; the runtime claims rows,
+// holds their leases, retries, and moves them on.
+type Handler interface {
+	// Run does the step for job.Row and returns the fields to record when
+	// the row advances. It must be idempotent: after a crash, a lost lease
+	// or a retry the step runs again from the start on the same row.
+	//
+	// Return nil to advance the row, Permanent(err) to fail it now, or any
+	// other error to have it retried with backoff up to the attempt limit.
+	// ctx is cancelled when the lease is lost or the agent shuts down; the
+	// handler must then undo its partial effects and return.
+	Run(ctx context.Context, job *Job) (statemachine.Fields, error)
+	// Recover undoes what an interrupted run may have left behind on this
+	// host (for example, restore writes on a source that was blocked when the
+	// agent died). The runtime calls it for rows this host held in the step
+	// when an earlier agent process died, once their lease has expired and
+	// before they are taken back. It must be idempotent.
+	Recover(ctx context.Context, row statemachine.Migration, log *slog.Logger) error
+}
+
+// PermanentError marks a failure that retrying cannot fix: the row goes to
+// its failed status at once, with the message.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err as a permanent failure.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// Permanentf formats a permanent failure.
+func Permanentf(format string, args ...any) error {
+	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+// IsPermanent reports whether err is a permanent failure.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// Job is one claimed row while a handler works on it.
+type Job struct {
+	// Row is the row as claimed (status, attempt, owner, fence...).
+	Row statemachine.Migration
+	// Log carries the row's id, database, step and attempt on every line.
+	Log *slog.Logger
+
+	agent *Agent
+	role  statemachine.Role
+	row   *statemachine.Migration // the claim the runtime holds
+
+	mu           sync.Mutex
+	lastProgress time.Time
+	pending      string
+}
+
+// Record writes fields on the row now, without moving it: how a handler
+// says "writes are blocked" before blocking them. It fails with
+// statemachine.ErrLeaseLost if the claim is gone.
+func (j *Job) Record(ctx context.Context, f statemachine.Fields, detail string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.agent.store.Record(ctx, j.row, f, detail)
+}
+
+// Progress adds a human note ("dumping 3/12 tables, 41 MB") to the row's
+// events, at most one per progress interval; notes in between are folded
+// into the next one written (the latest wins).
+func (j *Job) Progress(ctx context.Context, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if time.Since(j.lastProgress) < j.agent.cfg.ProgressInterval {
+		j.pending = msg
+		return
+	}
+	j.pending = ""
+	j.lastProgress = time.Now()
+	if err := j.agent.store.Progress(ctx, j.row, msg); err != nil && !errors.Is(err, context.Canceled) {
+		j.Log.Debug("progress note not written", "err", err)
+	}
+}
+
+// CountBytes adds n bytes moved in direction ("in", "out") to the metrics.
+func (j *Job) CountBytes(direction string, n int64) {
+	if j.agent.metrics != nil {
+		j.agent.metrics.Bytes.WithLabelValues(string(j.role), direction).Add(float64(n))
+	}
+}

@@ -1,0 +1,257 @@
+// Package agentcmd is the migrate-agent command: flags and configuration,
+// connecting to the state database (with retries), signals, metrics, systemd
+// readiness. cmd/migrate-agent runs it with the real handlers; tests run it
+// with fake ones, so both go through the same wiring.
+package agentcmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/internal/config"
+	"github.com/fleetmigrate/fleetmigrate/internal/obs"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
+)
+
+// Exit codes besides 0 (stopped by a signal).
+const (
+	ExitError = 1 // could not run, or another process took the host over
+	ExitUsage = 2
+	ExitHeld  = 3 // another live agent serves this host ID
+)
+
+// Register adds the handlers the binary has to an agent.
+type Register func(a *agent.Agent, cfg config.Config) error
+
+// Main runs migrate-agent with args and returns the exit code. It handles
+// SIGINT/SIGTERM itself: the first stops claiming and waits for running
+// steps, a second cancels them.
+func Main(args []string, version string, stdout, stderr io.Writer, register Register) int {
+	fs := flag.NewFlagSet("migrate-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := config.RegisterFlags(fs)
+	roles := fs.String("roles", "", "comma-separated roles: dump, import, close, rollback (database servers), dns (the DNS host); default: agent.roles of the configuration")
+	check := fs.Bool("check", false, "check the configuration and the state database, then exit")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics and /healthz here (default: agent.metrics-addr)")
+	shutdown := fs.Duration("shutdown-timeout", 0, "how long SIGTERM waits for running steps (default: agent.shutdown-timeout)")
+	poll := fs.Duration("poll-interval", 0, "mean wait between polls when idle (default: agent.poll-interval)")
+	lease := fs.Duration("lease", 0, "claim lease (default: agent.lease)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: migrate-agent --config FILE [--roles dump,import,close] [--check]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "try: migrate-agent -h")
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "migrate-agent: unexpected argument %q\ntry: migrate-agent -h\n", fs.Arg(0))
+		return ExitUsage
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "migrate-agent %s\n", version)
+		return 0
+	}
+	cfg, err := cf.Load()
+	if err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
+	if *roles != "" {
+		cfg.Agent.Roles = strings.Split(*roles, ",")
+	}
+	if *metricsAddr != "" {
+		cfg.Agent.MetricsAddr = *metricsAddr
+	}
+	for flagVal, dst := range map[*time.Duration]*time.Duration{shutdown: &cfg.Agent.ShutdownTimeout, poll: &cfg.Agent.PollInterval, lease: &cfg.Agent.Lease} {
+		if *flagVal != 0 {
+			*dst = *flagVal
+		}
+	}
+	acfg, err := agentConfig(cfg, version)
+	if err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\ntry: migrate-agent --roles dump,import,close\n", err)
+		return ExitUsage
+	}
+	log := cfg.Logger(stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	scfg := sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
+	if *check {
+		return runCheck(ctx, stdout, stderr, scfg, acfg, version)
+	}
+	store, err := connect(ctx, scfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0
+		}
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
+	defer store.Close()
+
+	reg := obs.NewRegistry()
+	a, err := agent.New(store, acfg, log, agent.NewMetrics(reg))
+	if err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitUsage
+	}
+	if register != nil {
+		if err := register(a, cfg); err != nil {
+			fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+			return ExitError
+		}
+	}
+	if cfg.Agent.MetricsAddr != "" {
+		stopMetrics, err := obs.Serve(cfg.Agent.MetricsAddr, reg)
+		if err != nil {
+			fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+			return ExitError
+		}
+		defer stopMetrics(ctx)
+	}
+
+	// A second signal during the graceful stop cancels the running steps.
+	go func() {
+		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(again)
+		<-again
+		log.Warn("second signal: cancelling running steps now")
+		a.CancelSteps()
+	}()
+	notify("READY=1\nSTATUS=claiming rows for " + acfg.Host)
+	err = a.Run(ctx)
+	notify("STOPPING=1")
+	var held *statemachine.AgentHeldError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &held):
+		fmt.Fprintf(stderr, "migrate-agent: %v.\nTwo agents for one host would both claim its rows: stop the other process, or give this one its own host ID (host in the configuration, or --host).\n", err)
+		return ExitHeld
+	default:
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
+}
+
+// agentConfig maps the configuration file's agent section to agent.Config.
+func agentConfig(cfg config.Config, version string) (agent.Config, error) {
+	ac := agent.Config{
+		Host: cfg.Host, PollInterval: cfg.Agent.PollInterval, Lease: cfg.Agent.Lease, HeartbeatInterval: cfg.Agent.HeartbeatInterval,
+		ShutdownTimeout: cfg.Agent.ShutdownTimeout, MaxAttempts: cfg.Agent.MaxAttempts, Version: version,
+		DNSTarget: cfg.Agent.DNSTarget, Address: cfg.Agent.MetricsAddr, MaxJobs: map[statemachine.Role]int{},
+	}
+	for _, r := range cfg.Agent.Roles {
+		role := statemachine.Role(strings.ToLower(strings.TrimSpace(r)))
+		if role == "" {
+			continue
+		}
+		if !slices.Contains(statemachine.AgentRoles, role) {
+			return ac, fmt.Errorf("unknown role %q (roles: dump, import, close, rollback, dns)", r)
+		}
+		if !slices.Contains(ac.Roles, role) {
+			ac.Roles = append(ac.Roles, role)
+		}
+	}
+	for r, n := range cfg.Agent.MaxJobs {
+		role := statemachine.Role(r)
+		if !slices.Contains(statemachine.AgentRoles, role) {
+			return ac, fmt.Errorf("agent.max-jobs: unknown role %q", r)
+		}
+		ac.MaxJobs[role] = n
+	}
+	return ac, ac.Validate()
+}
+
+// connect opens the state database, retrying with backoff (1 s doubling to
+// 30 s) while it is unreachable or its schema is outdated, logging once a
+// minute. Bad configuration is not retried.
+func connect(ctx context.Context, scfg sqlstore.Config, log *slog.Logger) (*sqlstore.Store, error) {
+	var last time.Time
+	wait := time.Second
+	for {
+		store, err := sqlstore.Open(ctx, scfg)
+		if err == nil {
+			if !last.IsZero() {
+				log.Info("state database reachable; starting")
+			}
+			return store, nil
+		}
+		if !errors.Is(err, sqlstore.ErrUnreachable) && !errors.Is(err, statemachine.ErrSchemaOutdated) {
+			return nil, err
+		}
+		if time.Since(last) >= time.Minute {
+			log.Error("cannot start yet; retrying with backoff", "err", err.Error(), "retry_in", wait.String())
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+func runCheck(ctx context.Context, stdout, stderr io.Writer, scfg sqlstore.Config, acfg agent.Config, version string) int {
+	scfg.MaxOpenConns = 1
+	store, err := sqlstore.Open(ctx, scfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
+	defer store.Close()
+	now, err := store.Now(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: read the state database's clock: %v\n", err)
+		return ExitError
+	}
+	roles := make([]string, len(acfg.Roles))
+	for i, r := range acfg.Roles {
+		roles[i] = string(r)
+	}
+	fmt.Fprintf(stdout, "migrate-agent %s: configuration ok\n  host:           %s\n  roles:          %s\n  state database: %s (schema current, clock %s)\n",
+		version, acfg.Host, strings.Join(roles, ","), store.Where(), now.Format("2006-01-02T15:04:05Z"))
+	if cur, ok, err := store.AgentFor(ctx, acfg.Host); err == nil && ok {
+		fmt.Fprintf(stdout, "  registry:       host %s last served by pid %d on %s, seen %s\n", cur.Host, cur.PID, cur.Machine, cur.LastSeen.Format(time.RFC3339))
+	}
+	return 0
+}
+
+// notify sends a state to systemd (Type=notify) when NOTIFY_SOCKET is set.
+func notify(state string) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if strings.HasPrefix(sock, "@") {
+		sock = "\x00" + sock[1:] // abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	_, _ = conn.Write([]byte(state))
+	_ = conn.Close()
+}
