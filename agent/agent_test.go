@@ -14,52 +14,20 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
-	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
 
-func TestMain(m *testing.M) { fleettest.Main(m, removeBuilt) }
+func TestMain(m *testing.M) { fleettest.Main(m) }
 
-type stateDB struct{ driver, dsn string }
+type stateDB = statetest.DB
 
-func (d stateDB) open(t *testing.T) *sqlstore.Store {
-	t.Helper()
-	s, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: d.driver, DSN: d.dsn, MaxOpenConns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func engines(t *testing.T, fn func(t *testing.T, db stateDB)) { statetest.Engines(t, fn) }
 
-func upgraded(t *testing.T, driver, dsn string) stateDB {
-	t.Helper()
-	db, dialect, _, err := sqlstore.Connect(context.Background(), sqlstore.Config{Driver: driver, DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := migrations.Up(context.Background(), db, dialect, nil); err != nil {
-		t.Fatal(err)
-	}
-	return stateDB{driver, dsn}
-}
-
-func engines(t *testing.T, fn func(t *testing.T, db stateDB)) {
-	t.Run("PostgreSQL", func(t *testing.T) {
-		t.Parallel()
-		srv := fleettest.SharedPostgres(t)
-		fn(t, upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t))))
-	})
-	t.Run("MariaDB", func(t *testing.T) {
-		t.Parallel()
-		srv := fleettest.SharedMariaDB(t)
-		fn(t, upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t))))
-	})
-}
+func upgraded(t *testing.T, driver, dsn string) stateDB { return statetest.Upgraded(t, driver, dsn) }
 
 // fakeHandler runs fn (nil: succeed at once) and counts runs per row.
 type fakeHandler struct {
@@ -191,7 +159,7 @@ func (l *logBuffer) String() string {
 func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
 		const rows = 2000
-		s := db.open(t)
+		s := db.Open(t)
 		planOn(t, s, rows, 5, 5, true)
 		handlers := map[statemachine.Role]*fakeHandler{}
 		for _, r := range []statemachine.Role{statemachine.RoleDump, statemachine.RoleImport, statemachine.RoleDNS, statemachine.RoleClose} {
@@ -199,7 +167,7 @@ func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
 		}
 		var agents int
 		for i := range 5 {
-			src := db.open(t)
+			src := db.Open(t)
 			a, err := agent.New(src, fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump, statemachine.RoleClose), slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -207,11 +175,11 @@ func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
 			a.Handle(statemachine.RoleDump, "", handlers[statemachine.RoleDump])
 			a.Handle(statemachine.RoleClose, "", handlers[statemachine.RoleClose])
 			runUntilCleanup(t, a)
-			start(t, db.open(t), fast(fmt.Sprintf("dst-%d", i), statemachine.RoleImport), handlers[statemachine.RoleImport], nil)
+			start(t, db.Open(t), fast(fmt.Sprintf("dst-%d", i), statemachine.RoleImport), handlers[statemachine.RoleImport], nil)
 			agents += 2
 		}
 		for i := range 10 {
-			start(t, db.open(t), fast(fmt.Sprintf("dns-%d", i), statemachine.RoleDNS), handlers[statemachine.RoleDNS], nil)
+			start(t, db.Open(t), fast(fmt.Sprintf("dns-%d", i), statemachine.RoleDNS), handlers[statemachine.RoleDNS], nil)
 			agents++
 		}
 		began := time.Now()
@@ -265,7 +233,7 @@ func runUntilCleanup(t *testing.T, a *agent.Agent) *running {
 
 func TestRetriesFailuresAndPanics(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		planOn(t, s, 4, 1, 1, false)
 		all, _ := s.List(context.Background(), statemachine.Filter{})
 		flaky, broken, denied, panicky := all[0].ID, all[1].ID, all[2].ID, all[3].ID
@@ -344,7 +312,7 @@ func TestRetriesFailuresAndPanics(t *testing.T) {
 // cancelled and the agent writes nothing more to the row.
 func TestLeaseLostCancelsStep(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		planOn(t, s, 1, 1, 1, false)
 		cause := make(chan error, 1)
 		h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
@@ -383,7 +351,7 @@ func TestLeaseLostCancelsStep(t *testing.T) {
 // and its row goes back to To dump with the event saying why.
 func TestGracefulStop(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		planOn(t, s, 2, 1, 1, false)
 		all, _ := s.List(context.Background(), statemachine.Filter{})
 		quick, slow := all[0].ID, all[1].ID
@@ -441,10 +409,10 @@ func TestGracefulStop(t *testing.T) {
 
 func TestOneAgentPerHost(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		start(t, s, fast("db-1", statemachine.RoleDump), &fakeHandler{}, nil)
 		waitFor(t, "registration", 5*time.Second, func() bool { _, ok, _ := s.AgentFor(context.Background(), "db-1"); return ok })
-		a, err := agent.New(db.open(t), fast("db-1", statemachine.RoleImport), nil, nil)
+		a, err := agent.New(db.Open(t), fast("db-1", statemachine.RoleImport), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -458,7 +426,7 @@ func TestOneAgentPerHost(t *testing.T) {
 			PID: 999999, Machine: hostname(), Instance: "dead"}, time.Hour, ""); err != nil {
 			t.Fatal(err)
 		}
-		start(t, db.open(t), fast("db-2", statemachine.RoleDump), &fakeHandler{}, nil)
+		start(t, db.Open(t), fast("db-2", statemachine.RoleDump), &fakeHandler{}, nil)
 		waitFor(t, "take-over", 5*time.Second, func() bool {
 			cur, _, _ := s.AgentFor(context.Background(), "db-2")
 			return cur.Instance != "dead"
@@ -470,7 +438,7 @@ func TestOneAgentPerHost(t *testing.T) {
 // leaves PostgreSQL rows for its host alone and says so once.
 func TestRowsWithoutHandlerAreLeftAlone(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		rows := []statemachine.Planned{
 			{Engine: statemachine.EngineMySQL, DatabaseName: "my", Source: "src-0", Destination: "dst-0"},
 			{Engine: statemachine.EnginePostgres, DatabaseName: "pg1", Source: "src-0", Destination: "dst-0"},
@@ -504,66 +472,46 @@ func TestRowsWithoutHandlerAreLeftAlone(t *testing.T) {
 // back; the agents log, back off, reconnect, and every row still reaches
 // its next status, none lost or stuck.
 func TestStateDatabaseRestart(t *testing.T) {
-	type server interface {
-		Down() error
-		Up(context.Context) error
-	}
-	for _, e := range []struct {
-		name  string
-		start func(t *testing.T) (server, stateDB)
-	}{
-		{"PostgreSQL", func(t *testing.T) (server, stateDB) {
-			srv := fleettest.NewPostgres(t, fleettest.PostgresConfig{})
-			return srv, upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t)))
-		}},
-		{"MariaDB", func(t *testing.T) (server, stateDB) {
-			srv := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
-			return srv, upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t)))
-		}},
-	} {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			srv, db := e.start(t)
-			s := db.open(t)
-			const rows = 60
-			planOn(t, s, rows, 2, 1, false)
-			h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
-				select {
-				case <-time.After(100 * time.Millisecond):
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}}
-			var logs logBuffer
-			log := slog.New(slog.NewTextHandler(&logs, nil))
-			for i := range 2 {
-				cfg := fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump)
-				cfg.Lease = 4 * time.Second
-				start(t, db.open(t), cfg, h, log)
+	statetest.EnginesOnPrivateServers(t, func(t *testing.T, db stateDB, srv statetest.Server) {
+		s := db.Open(t)
+		const rows = 60
+		planOn(t, s, rows, 2, 1, false)
+		h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
+			select {
+			case <-time.After(100 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			if _, err := s.Promote(context.Background(), rows, "test"); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "some dumps done", 10*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") >= 5 })
-			if err := srv.Down(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(2 * time.Second)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := srv.Up(ctx); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "every dump done after the restart", time.Minute, func() bool { return count(t, s, "WHERE status = 'To import'") == rows })
-			if !strings.Contains(logs.String(), "state database call failed") || !strings.Contains(logs.String(), "state database answers again") {
-				t.Errorf("outage and recovery not logged:\n%s", logs.String())
-			}
-			if n := count(t, s, "WHERE status <> 'To import'"); n != 0 {
-				t.Errorf("%d rows not dumped", n)
-			}
-		})
-	}
+		}}
+		var logs logBuffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		for i := range 2 {
+			cfg := fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump)
+			cfg.Lease = 4 * time.Second
+			start(t, db.Open(t), cfg, h, log)
+		}
+		if _, err := s.Promote(context.Background(), rows, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "some dumps done", 10*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") >= 5 })
+		if err := srv.Down(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := srv.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "every dump done after the restart", time.Minute, func() bool { return count(t, s, "WHERE status = 'To import'") == rows })
+		if !strings.Contains(logs.String(), "state database call failed") || !strings.Contains(logs.String(), "state database answers again") {
+			t.Errorf("outage and recovery not logged:\n%s", logs.String())
+		}
+		if n := count(t, s, "WHERE status <> 'To import'"); n != 0 {
+			t.Errorf("%d rows not dumped", n)
+		}
+	})
 }
 
 func TestBadConfig(t *testing.T) {

@@ -94,14 +94,7 @@ func (a *Agent) poll(ctx context.Context, role statemachine.Role, slots int) ([]
 // them back (the step is retried, or failed past the attempt limit).
 func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) error {
 	step, _ := statemachine.StepFor(role)
-	f := statemachine.Filter{Statuses: []statemachine.Status{step.Working}}
-	switch step.Side {
-	case statemachine.SideSource:
-		f.Source = a.cfg.Host
-	case statemachine.SideDestination:
-		f.Destination = a.cfg.Host
-	}
-	rows, err := a.store.List(ctx, f)
+	rows, err := a.store.List(ctx, a.hostFilter(step, step.Working, 0))
 	if err != nil {
 		return err
 	}
@@ -154,14 +147,7 @@ func (a *Agent) warnUnhandled(ctx context.Context, role statemachine.Role) {
 		return // a handler for every engine
 	}
 	step, _ := statemachine.StepFor(role)
-	f := statemachine.Filter{Statuses: []statemachine.Status{step.Queued}, Limit: 200}
-	switch step.Side {
-	case statemachine.SideSource:
-		f.Source = a.cfg.Host
-	case statemachine.SideDestination:
-		f.Destination = a.cfg.Host
-	}
-	rows, err := a.store.List(ctx, f)
+	rows, err := a.store.List(ctx, a.hostFilter(step, step.Queued, 200))
 	if err != nil {
 		return
 	}
@@ -179,6 +165,19 @@ func (a *Agent) warnUnhandled(ctx context.Context, role statemachine.Role) {
 				"handled_engines", fmt.Sprint(engines))
 		}
 	}
+}
+
+// hostFilter selects a step's rows in status for this host (all hosts for
+// steps any agent may take, like dns).
+func (a *Agent) hostFilter(step statemachine.Step, status statemachine.Status, limit int) statemachine.Filter {
+	f := statemachine.Filter{Statuses: []statemachine.Status{status}, Limit: limit}
+	switch step.Side {
+	case statemachine.SideSource:
+		f.Source = a.cfg.Host
+	case statemachine.SideDestination:
+		f.Destination = a.cfg.Host
+	}
+	return f
 }
 
 func (a *Agent) runningOf(role statemachine.Role) int {

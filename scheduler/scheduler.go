@@ -331,19 +331,23 @@ func (s *Scheduler) Tick(ctx context.Context) (TickResult, error) {
 		s.log.Info("promoted", "rows", res.Promoted, "in_flight", res.InFlight, "max_procs", s.cfg.MaxProcs)
 	}
 	if s.m != nil {
+		// Read first, then set every gauge together, so a scrape sees one
+		// tick's numbers.
+		var counts map[statemachine.Status]int
+		if time.Since(s.rowsAt) >= rowsMetricInterval {
+			if counts, err = s.store.Counts(ctx); err != nil {
+				return res, err
+			}
+			s.rowsAt = time.Now()
+		}
 		s.m.Promoted.Add(float64(res.Promoted))
 		s.m.Rescued.Add(float64(res.Rescued))
 		s.m.InFlight.Set(float64(res.InFlight))
 		s.m.StopSwitch.Set(boolGauge(res.Stopped.Set))
-		if time.Since(s.rowsAt) >= rowsMetricInterval {
-			counts, err := s.store.Counts(ctx)
-			if err != nil {
-				return res, err
-			}
+		if counts != nil {
 			for _, st := range statemachine.Statuses {
 				s.m.Rows.WithLabelValues(string(st)).Set(float64(counts[st]))
 			}
-			s.rowsAt = time.Now()
 		}
 		s.m.TickSeconds.Observe(time.Since(start).Seconds())
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
-	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
@@ -22,51 +22,9 @@ import (
 
 func TestMain(m *testing.M) { fleettest.Main(m) }
 
-type stateDB struct {
-	driver, dsn string
-}
+type stateDB = statetest.DB
 
-func (d stateDB) open(t *testing.T) *sqlstore.Store { return d.openTB(t) }
-
-func (d stateDB) openTB(t testing.TB) *sqlstore.Store {
-	t.Helper()
-	s, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: d.driver, DSN: d.dsn, MaxOpenConns: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-// upgraded creates the schema in a fresh database.
-func upgraded(t *testing.T, driver, dsn string) stateDB { return upgradedTB(t, driver, dsn) }
-
-func upgradedTB(t testing.TB, driver, dsn string) stateDB {
-	t.Helper()
-	db, dialect, _, err := sqlstore.Connect(context.Background(), sqlstore.Config{Driver: driver, DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := migrations.Up(context.Background(), db, dialect, nil); err != nil {
-		t.Fatal(err)
-	}
-	return stateDB{driver, dsn}
-}
-
-// engines runs fn against a fresh state database on PostgreSQL and MariaDB.
-func engines(t *testing.T, fn func(t *testing.T, db stateDB)) {
-	t.Run("PostgreSQL", func(t *testing.T) {
-		t.Parallel()
-		srv := fleettest.SharedPostgres(t)
-		fn(t, upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t))))
-	})
-	t.Run("MariaDB", func(t *testing.T) {
-		t.Parallel()
-		srv := fleettest.SharedMariaDB(t)
-		fn(t, upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t))))
-	})
-}
+func engines(t *testing.T, fn func(t *testing.T, db stateDB)) { statetest.Engines(t, fn) }
 
 func plan(t *testing.T, s statemachine.Store, sources, perSource int, dests int) {
 	t.Helper()
@@ -146,7 +104,7 @@ func fakeAgent(ctx context.Context, s statemachine.Store, role statemachine.Role
 func TestInFlightNeverExceedsMax(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
 		const n, ticks = 20, 200
-		s := db.open(t)
+		s := db.Open(t)
 		plan(t, s, 6, 150, 3)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -190,7 +148,7 @@ func TestInFlightNeverExceedsMax(t *testing.T) {
 
 		cfg := scheduler.Config{MaxProcs: n, MaxPerSource: -1, MaxPerDestination: -1, Tick: time.Second}
 		sch := newScheduler(t, s, cfg, nil)
-		racers := []*scheduler.Scheduler{newScheduler(t, db.open(t), cfg, nil), newScheduler(t, db.open(t), cfg, nil)}
+		racers := []*scheduler.Scheduler{newScheduler(t, db.Open(t), cfg, nil), newScheduler(t, db.Open(t), cfg, nil)}
 		if _, err := s.AcquireLeader(ctx, "test-host pid 1", time.Minute, n); err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +199,7 @@ func TestInFlightNeverExceedsMax(t *testing.T) {
 // every source has 2 in flight.
 func TestFairFirstTick(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		plan(t, s, 10, 100, 4)
 		sch := newScheduler(t, s, scheduler.Config{MaxProcs: 20}, nil)
 		if _, err := s.AcquireLeader(context.Background(), "test-host pid 1", time.Minute, 20); err != nil {
@@ -321,7 +279,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // cleared, it promotes again.
 func TestTripAndResume(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		plan(t, s, 2, 20, 2)
 		cfg := scheduler.Config{MaxProcs: 6, Tick: 100 * time.Millisecond, WatchInterval: 50 * time.Millisecond, MaxFailed: 3}
 		var logs syncBuffer
@@ -399,7 +357,7 @@ func TestTripAndResume(t *testing.T) {
 // names the numbers.
 func TestFailureRateTrip(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		plan(t, s, 1, 30, 1)
 		if _, err := s.Promote(context.Background(), 30, "test"); err != nil {
 			t.Fatal(err)
@@ -439,10 +397,10 @@ func TestFailureRateTrip(t *testing.T) {
 // holds the lease.
 func TestSecondSchedulerRefused(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		stop, done := runScheduler(t, s, scheduler.Config{MaxProcs: 5, Tick: 50 * time.Millisecond, Holder: "ops-1 pid 100"}, nil)
 		waitFor(t, "the first scheduler's lease", 5*time.Second, func() bool { _, ok, _ := s.Leader(context.Background()); return ok })
-		err := newScheduler(t, db.open(t), scheduler.Config{MaxProcs: 5, Holder: "ops-2 pid 200"}, nil).Run(context.Background())
+		err := newScheduler(t, db.Open(t), scheduler.Config{MaxProcs: 5, Holder: "ops-2 pid 200"}, nil).Run(context.Background())
 		var held *statemachine.LeaseHeldError
 		if !errors.As(err, &held) || !strings.Contains(err.Error(), "ops-1 pid 100") {
 			t.Fatalf("second scheduler: %v", err)
@@ -501,65 +459,45 @@ func finish(t *testing.T, s statemachine.Store, n int) {
 // starts it again: the scheduler keeps running, logs the outage once, and
 // promotes again once the database answers.
 func TestStateDatabaseOutage(t *testing.T) {
-	type server interface {
-		Down() error
-		Up(context.Context) error
-	}
-	for _, e := range []struct {
-		name  string
-		start func(t *testing.T) (server, stateDB)
-	}{
-		{"PostgreSQL", func(t *testing.T) (server, stateDB) {
-			srv := fleettest.NewPostgres(t, fleettest.PostgresConfig{})
-			return srv, upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t)))
-		}},
-		{"MariaDB", func(t *testing.T) (server, stateDB) {
-			srv := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
-			return srv, upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t)))
-		}},
-	} {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			srv, db := e.start(t)
-			s := db.open(t)
-			plan(t, s, 1, 30, 1)
-			var logs syncBuffer
-			_, done := runScheduler(t, s, scheduler.Config{MaxProcs: 5, MaxPerSource: -1, Tick: 100 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)))
-			waitFor(t, "first promotions", 5*time.Second, func() bool { return countSQL(t, s, "WHERE status = 'To dump'") == 5 })
+	statetest.EnginesOnPrivateServers(t, func(t *testing.T, db stateDB, srv statetest.Server) {
+		s := db.Open(t)
+		plan(t, s, 1, 30, 1)
+		var logs syncBuffer
+		_, done := runScheduler(t, s, scheduler.Config{MaxProcs: 5, MaxPerSource: -1, Tick: 100 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)))
+		waitFor(t, "first promotions", 5*time.Second, func() bool { return countSQL(t, s, "WHERE status = 'To dump'") == 5 })
 
-			if err := srv.Down(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(3 * time.Second)
-			select {
-			case err := <-done:
-				t.Fatalf("scheduler gave up during the outage: %v", err)
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := srv.Up(ctx); err != nil {
-				t.Fatal(err)
-			}
-			finish(t, s, 2)
-			waitFor(t, "promotions after the outage", 10*time.Second, func() bool { return countSQL(t, s, "WHERE status = 'To dump'") == 5 })
-			if n := countSQL(t, s, "WHERE status <> 'Waiting'"); n != 7 {
-				t.Errorf("%d rows started, want 7 (5 + 2 freed slots)", n)
-			}
-			out := logs.String()
-			if c := strings.Count(out, "state database unavailable"); c != 1 {
-				t.Errorf("outage logged %d times in 3 s, want once:\n%s", c, out)
-			}
-			if !strings.Contains(out, "state database answers again") {
-				t.Errorf("recovery not logged:\n%s", out)
-			}
-			select {
-			case err := <-done:
-				t.Fatalf("scheduler stopped: %v", err)
-			default:
-			}
-		})
-	}
+		if err := srv.Down(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		select {
+		case err := <-done:
+			t.Fatalf("scheduler gave up during the outage: %v", err)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := srv.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		finish(t, s, 2)
+		waitFor(t, "promotions after the outage", 10*time.Second, func() bool { return countSQL(t, s, "WHERE status = 'To dump'") == 5 })
+		if n := countSQL(t, s, "WHERE status <> 'Waiting'"); n != 7 {
+			t.Errorf("%d rows started, want 7 (5 + 2 freed slots)", n)
+		}
+		out := logs.String()
+		if c := strings.Count(out, "state database unavailable"); c != 1 {
+			t.Errorf("outage logged %d times in 3 s, want once:\n%s", c, out)
+		}
+		if !strings.Contains(out, "state database answers again") {
+			t.Errorf("recovery not logged:\n%s", out)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("scheduler stopped: %v", err)
+		default:
+		}
+	})
 }
 
 // TestDestinationCapsDoNotStarve: every source's first rows go to the same
@@ -568,7 +506,7 @@ func TestStateDatabaseOutage(t *testing.T) {
 // still fill every slot, in one tick.
 func TestDestinationCapsDoNotStarve(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
-		s := db.open(t)
+		s := db.Open(t)
 		var rows []statemachine.Planned
 		for i := range 40 { // 40 rows per source: rows 0-3 to dst-0, 4-7 to dst-1...
 			for src := range 20 {

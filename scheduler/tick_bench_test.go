@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
@@ -39,8 +40,7 @@ func BenchmarkTick(b *testing.B) {
 
 func benchTick(b *testing.B, driver, dsn string, n int) {
 	ctx := context.Background()
-	db := upgradedTB(b, driver, dsn)
-	s := db.openTB(b)
+	s := statetest.Upgraded(b, driver, dsn).Open(b)
 	// Seeded server-side (planning is measured by BenchmarkPlan100k): rows
 	// i go from src-(i mod 780) to dst-((i div 780) mod 300).
 	if _, err := s.DB().ExecContext(ctx, seed(driver, n)); err != nil {

@@ -15,78 +15,30 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/migrations"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 )
 
-func TestMain(m *testing.M) {
-	fleettest.Main(m, func() {
-		if binDir != "" {
-			_ = os.RemoveAll(binDir)
-		}
-	})
-}
-
-// The process tests run the built migrate binary (without the race
-// detector, whose instrumentation slows a process's exit), built once.
-var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
-)
-
-func migrateBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		}
-		if binDir, binErr = os.MkdirTemp("", "migrate-bin-"); binErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "migrate")
-		out, err := exec.Command(goTool, "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { fleettest.Main(m) }
 
 // stateDB is one fresh state database on a harness server.
-type stateDB struct {
-	driver, dsn string
-}
+type stateDB = statetest.DB
 
-// env configures a migrate process through the environment alone, with an
-// empty configuration file so that no file on the machine interferes.
-func (s stateDB) env(t *testing.T) []string {
+// processEnv configures a migrate process through the environment alone,
+// with an empty configuration file so that no file on the machine
+// interferes.
+func processEnv(t *testing.T, db stateDB) []string {
 	empty := filepath.Join(t.TempDir(), "empty.yaml")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"FLEETMIGRATE_STATE_DSN=" + s.dsn, "FLEETMIGRATE_STATE_DRIVER=" + s.driver, "FLEETMIGRATE_CONFIG=" + empty}
+	return append(db.Env(), "FLEETMIGRATE_CONFIG="+empty)
 }
 
 // engines runs fn once against PostgreSQL and once against MariaDB.
-func engines(t *testing.T, fn func(t *testing.T, db stateDB)) {
-	t.Run("PostgreSQL", func(t *testing.T) {
-		t.Parallel()
-		srv := fleettest.SharedPostgres(t)
-		fn(t, stateDB{"postgres", srv.DSN(srv.NewDatabase(t))})
-	})
-	t.Run("MariaDB", func(t *testing.T) {
-		t.Parallel()
-		srv := fleettest.SharedMariaDB(t)
-		fn(t, stateDB{"mysql", srv.DSN(srv.NewDatabase(t))})
-	})
-}
+func engines(t *testing.T, fn func(t *testing.T, db stateDB)) { statetest.Engines(t, fn) }
 
 // migrate runs the CLI in-process with the state database given by flags
 // (no environment: parallel tests share it).
@@ -95,7 +47,7 @@ func migrate(t *testing.T, db stateDB, stdin string, args ...string) (code int, 
 	var out, errb bytes.Buffer
 	if len(args) > 0 && args[0] != "version" {
 		cfg := filepath.Join(t.TempDir(), "config.yaml")
-		body := fmt.Sprintf("host: ops-1\nstate:\n  driver: %s\n  dsn: %q\nlog:\n  level: warn\n  format: text\n", db.driver, db.dsn)
+		body := fmt.Sprintf("host: ops-1\nstate:\n  driver: %s\n  dsn: %q\nlog:\n  level: warn\n  format: text\n", db.Driver, db.DSN)
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -108,20 +60,12 @@ func migrate(t *testing.T, db stateDB, stdin string, args ...string) (code int, 
 // process runs the built migrate binary as a real process.
 func process(t *testing.T, env []string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(migrateBinary(t), args...)
+	cmd := exec.Command(fleettest.Build(t, "."), args...)
 	cmd.Env = append(os.Environ(), env...)
 	return cmd
 }
 
-func testStore(t *testing.T, db stateDB) *sqlstore.Store {
-	t.Helper()
-	s, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: db.driver, DSN: db.dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func testStore(t *testing.T, db stateDB) *sqlstore.Store { return db.Open(t) }
 
 func mustUpgrade(t *testing.T, db stateDB) {
 	t.Helper()
@@ -131,7 +75,7 @@ func mustUpgrade(t *testing.T, db stateDB) {
 }
 
 func TestDBUpgradeIsIdempotent(t *testing.T) {
-	engines(t, func(t *testing.T, db stateDB) {
+	statetest.EnginesWithoutSchema(t, func(t *testing.T, db stateDB) {
 		code, out, stderr := migrate(t, db, "", "db", "status")
 		if code != 0 || !strings.Contains(out, "schema version: 0") || !strings.Contains(out, "run `migrate db upgrade`") {
 			t.Fatalf("status of an empty database: %d %q %q", code, out, stderr)
@@ -155,7 +99,7 @@ func TestDBUpgradeIsIdempotent(t *testing.T) {
 }
 
 func TestDBUpgradeFromTwoProcessesAtOnce(t *testing.T) {
-	engines(t, func(t *testing.T, db stateDB) {
+	statetest.EnginesWithoutSchema(t, func(t *testing.T, db stateDB) {
 		var wg sync.WaitGroup
 		outs := make([]string, 4)
 		errs := make([]error, 4)
@@ -163,7 +107,7 @@ func TestDBUpgradeFromTwoProcessesAtOnce(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				b, err := process(t, db.env(t), "db", "upgrade").CombinedOutput()
+				b, err := process(t, processEnv(t, db), "db", "upgrade").CombinedOutput()
 				outs[i], errs[i] = string(b), err
 			}()
 		}
@@ -202,7 +146,7 @@ func statusJSON(t *testing.T, db stateDB) statusReport {
 
 func latestVersion(t *testing.T, db stateDB) int64 {
 	t.Helper()
-	v, err := migrations.Latest(migrations.Dialect(db.driver))
+	v, err := migrations.Latest(migrations.Dialect(db.Driver))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +346,7 @@ func TestUnreachableStateDatabase(t *testing.T) {
 		{"postgres", "postgres://fleet@127.0.0.1:1/fleet?sslmode=disable", "127.0.0.1:1"},
 		{"mysql", "fleet@tcp(127.0.0.1:1)/fleet", "127.0.0.1:1"},
 	} {
-		cmd := process(t, stateDB{tc.driver, tc.dsn}.env(t), "status")
+		cmd := process(t, processEnv(t, stateDB{Driver: tc.driver, DSN: tc.dsn}), "status")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		err := cmd.Run()

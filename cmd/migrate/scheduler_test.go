@@ -3,19 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
@@ -35,76 +30,9 @@ func planRows(t *testing.T, db stateDB, sources, perSource int) {
 	}
 }
 
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// schedulerProc is a running `migrate --max-procs` process.
-type schedulerProc struct {
-	cmd            *exec.Cmd
-	stdout, stderr *lockedBuffer
-	done           chan struct{} // closed when the process has exited
-	err            error         // its exit, once done is closed
-}
-
-func startScheduler(t *testing.T, db stateDB, args ...string) *schedulerProc {
+func startScheduler(t *testing.T, db stateDB, args ...string) *fleettest.Proc {
 	t.Helper()
-	p := &schedulerProc{cmd: process(t, db.env(t), args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	})
-	return p
-}
-
-// wait returns the exit code, failing after d.
-func (p *schedulerProc) wait(t *testing.T, d time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-		var ee *exec.ExitError
-		if errors.As(p.err, &ee) {
-			return ee.ExitCode()
-		}
-		if p.err != nil {
-			t.Fatal(p.err)
-		}
-		return 0
-	case <-time.After(d):
-		t.Fatalf("scheduler still running after %s\nstderr:\n%s", d, p.stderr.String())
-		return -1
-	}
-}
-
-func (p *schedulerProc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return fleettest.Start(t, fleettest.Build(t, "."), processEnv(t, db), args...)
 }
 
 func countWhere(t *testing.T, db stateDB, where string) int {
@@ -135,22 +63,22 @@ func TestTwoSchedulersOneRuns(t *testing.T) {
 		a := startScheduler(t, db, "--max-procs", "4", "--tick", "100ms")
 		b := startScheduler(t, db, "--max-procs", "4", "--tick", "100ms")
 		// Exactly one of them exits, non-zero, naming the other.
-		var loser, winner *schedulerProc
-		eventually(t, "one scheduler to give up", 10*time.Second, func() bool { return !a.running() || !b.running() })
-		if !a.running() {
+		var loser, winner *fleettest.Proc
+		eventually(t, "one scheduler to give up", 10*time.Second, func() bool { return !a.Running() || !b.Running() })
+		if !a.Running() {
 			loser, winner = a, b
 		} else {
 			loser, winner = b, a
 		}
-		if code := loser.wait(t, time.Second); code != 1 {
-			t.Fatalf("losing scheduler exit %d, want 1\n%s", code, loser.stderr.String())
+		if code := loser.ExitCode(t, time.Second); code != 1 {
+			t.Fatalf("losing scheduler exit %d, want 1\n%s", code, loser.Stderr.String())
 		}
-		want := fmt.Sprintf("another scheduler is running: held by %s pid %d", hostname(), winner.cmd.Process.Pid)
-		if !strings.Contains(loser.stderr.String(), want) {
-			t.Errorf("loser says:\n%s\nwant %q", loser.stderr.String(), want)
+		want := fmt.Sprintf("another scheduler is running: held by %s pid %d", hostname(), winner.Pid())
+		if !strings.Contains(loser.Stderr.String(), want) {
+			t.Errorf("loser says:\n%s\nwant %q", loser.Stderr.String(), want)
 		}
 		eventually(t, "promotions", 5*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 4 })
-		if !winner.running() {
+		if !winner.Running() {
 			t.Fatal("the winner stopped")
 		}
 	})
@@ -182,16 +110,16 @@ func TestSIGINTStopsAtOnce(t *testing.T) {
 		}
 		before := snapshot()
 		sent := time.Now()
-		if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		if err := p.Cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
-		code := p.wait(t, 5*time.Second)
+		code := p.ExitCode(t, 5*time.Second)
 		took := time.Since(sent)
 		if code != 0 || took > time.Second {
-			t.Fatalf("exit %d after %s; want 0 within 1 s\n%s", code, took, p.stderr.String())
+			t.Fatalf("exit %d after %s; want 0 within 1 s\n%s", code, took, p.Stderr.String())
 		}
-		if !strings.Contains(p.stdout.String(), "6 rows still in flight") {
-			t.Errorf("stdout: %q", p.stdout.String())
+		if !strings.Contains(p.Stdout.String(), "6 rows still in flight") {
+			t.Errorf("stdout: %q", p.Stdout.String())
 		}
 		// Free two slots: nobody promotes into them, and nothing else moved.
 		freeSlots(t, s, 2)
@@ -252,12 +180,12 @@ func TestTripRestartResume(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if code := p.wait(t, 5*time.Second); code != exitTripped {
-			t.Fatalf("exit %d, want %d\n%s", code, exitTripped, p.stderr.String())
+		if code := p.ExitCode(t, 5*time.Second); code != exitTripped {
+			t.Fatalf("exit %d, want %d\n%s", code, exitTripped, p.Stderr.String())
 		}
 		for _, want := range []string{"stop switch tripped: 3 rows are in a failed status (--max-failed 3)", "(3 rows): access denied", "migrate resume"} {
-			if !strings.Contains(p.stderr.String(), want) {
-				t.Errorf("stderr lacks %q:\n%s", want, p.stderr.String())
+			if !strings.Contains(p.Stderr.String(), want) {
+				t.Errorf("stderr lacks %q:\n%s", want, p.Stderr.String())
 			}
 		}
 		// status shows the switch and the failures grouped by error.
@@ -273,8 +201,8 @@ func TestTripRestartResume(t *testing.T) {
 		if n := countWhere(t, db, "WHERE status = 'Waiting'"); n != 14 {
 			t.Fatalf("%d rows Waiting, want 14: promoted while the switch was set", n)
 		}
-		if !strings.Contains(p.stderr.String(), "stop switch is set") {
-			t.Errorf("restarted scheduler does not say why it promotes nothing:\n%s", p.stderr.String())
+		if !strings.Contains(p.Stderr.String(), "stop switch is set") {
+			t.Errorf("restarted scheduler does not say why it promotes nothing:\n%s", p.Stderr.String())
 		}
 		// The operator rolls the failures back (the rollback agent finishes
 		// them) and resumes: promotions start again.
@@ -301,11 +229,11 @@ func TestTripRestartResume(t *testing.T) {
 			t.Fatalf("resume: %d %q", code, out)
 		}
 		eventually(t, "promotions after resume", 5*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 6 })
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if code := p.wait(t, 5*time.Second); code != 0 {
-			t.Fatalf("SIGTERM: exit %d\n%s", code, p.stderr.String())
+		if code := p.ExitCode(t, 5*time.Second); code != 0 {
+			t.Fatalf("SIGTERM: exit %d\n%s", code, p.Stderr.String())
 		}
 	})
 }
@@ -503,7 +431,7 @@ func TestStatusWatchRedraws(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 		defer cancel()
 		var out, errb bytes.Buffer
-		cfgArgs := []string{"status", "--watch", "--state-dsn", db.dsn, "--state-driver", db.driver}
+		cfgArgs := []string{"status", "--watch", "--state-dsn", db.DSN, "--state-driver", db.Driver}
 		if code := run(ctx, cfgArgs, strings.NewReader(""), &out, &errb); code != 0 {
 			t.Fatalf("watch: %d %s", code, errb.String())
 		}
@@ -520,24 +448,16 @@ func TestMetricsEndpoint(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
 		mustUpgrade(t, db)
 		planRows(t, db, 2, 5)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
+		addr := fleettest.FreeAddr(t)
 		p := startScheduler(t, db, "--max-procs", "3", "--tick", "100ms", "--metrics-addr", addr)
 		eventually(t, "promotions", 10*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 3 })
 		var body string
 		eventually(t, "metrics after a tick", 5*time.Second, func() bool {
-			resp, err := http.Get("http://" + addr + "/metrics")
-			if err != nil {
+			var err error
+			if body, err = fleettest.Get("http://" + addr + "/metrics"); err != nil {
 				return false
 			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			body = string(b)
-			return strings.Contains(body, "fleetmigrate_in_flight 3")
+			return strings.Contains(body, "fleetmigrate_in_flight 3") && strings.Contains(body, `fleetmigrate_rows{status="To dump"} 3`)
 		})
 		for _, want := range []string{
 			"fleetmigrate_max_procs 3", `fleetmigrate_rows{status="To dump"} 3`, `fleetmigrate_rows{status="Waiting"} 7`,
@@ -545,20 +465,29 @@ func TestMetricsEndpoint(t *testing.T) {
 			"fleetmigrate_scheduler_tick_seconds_count",
 		} {
 			if !strings.Contains(body, want) {
-				t.Errorf("/metrics lacks %q", want)
+				t.Errorf("/metrics lacks %q; it has:\n%s", want, grepLines(body, "fleetmigrate_"))
 			}
 		}
 		if strings.Contains(body, "src-0") || strings.Contains(body, "db_0") {
 			t.Error("/metrics carries host or database names")
 		}
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("/healthz: %v %v", resp, err)
+		if ok, err := fleettest.Get("http://" + addr + "/healthz"); err != nil || ok != "ok\n" {
+			t.Fatalf("/healthz: %q %v", ok, err)
 		}
-		resp.Body.Close()
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		if code := p.wait(t, 5*time.Second); code != 0 {
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.ExitCode(t, 5*time.Second); code != 0 {
 			t.Fatalf("exit %d", code)
 		}
 	})
+}
+
+// grepLines returns the lines of s that start with prefix.
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -46,6 +46,7 @@ const StartTimeout = 60 * time.Second
 func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
 	stopShared()
+	removeBuilt()
 	for _, c := range cleanups {
 		c()
 	}

@@ -1,12 +1,11 @@
 package sqlstore_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
-	"github.com/fleetmigrate/fleetmigrate/migrations"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
@@ -35,21 +34,11 @@ func TestStore(t *testing.T) {
 // openUpgraded upgrades a fresh database and opens a store on it.
 func openUpgraded(tb testing.TB, driver, dsn string, now func() time.Time) *sqlstore.Store {
 	tb.Helper()
-	ctx := context.Background()
-	db, dialect, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: driver, DSN: dsn})
-	if err != nil {
-		tb.Fatal(err)
+	db := statetest.Upgraded(tb, driver, dsn)
+	if now == nil {
+		return db.Open(tb)
 	}
-	defer db.Close()
-	if _, err := migrations.Up(ctx, db, dialect, nil); err != nil {
-		tb.Fatal(err)
-	}
-	s, err := sqlstore.Open(ctx, sqlstore.Config{Driver: driver, DSN: dsn, Now: now})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.Close() })
-	return s
+	return db.Open(tb, now)
 }
 
 // harness upgrades the fresh database and opens stores on it.
