@@ -425,6 +425,11 @@ type Store interface {
 	// Agents lists agents seen within the last seenWithin (all when zero).
 	Agents(ctx context.Context, seenWithin time.Duration) ([]Agent, error)
 
+	// ExpireDump clears dump_url on a finished row (Done, Rolled back,
+	// Cancelled) whose dump_url is url, after retention deleted that dump,
+	// recording detail in its events. It reports whether it did.
+	ExpireDump(ctx context.Context, id int64, url, actor, detail string) (bool, error)
+
 	// Events returns a row's audit trail, oldest first.
 	Events(ctx context.Context, id int64) ([]Event, error)
 

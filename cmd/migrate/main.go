@@ -56,6 +56,9 @@ func commands() []command {
 		{"rollback", "roll failed rows back (dry run without --execute)", runRollback},
 		{"pause-source", "promote nothing more from one source host", runPauseSource},
 		{"resume-source", "lift a pause-source", runResumeSource},
+		{"gc", "list, or delete with --execute, dumps older than the retention", runGC},
+		{"dump-link", "print a download link for a row's dump (--id N [--ttl 720h])", runDumpLink},
+		{"serve", "answer download links (--listen :8080)", runServe},
 		{"db", "manage the state database schema: db upgrade | db status", runDB},
 		{"version", "print the version", runVersion},
 	}

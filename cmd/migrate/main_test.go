@@ -44,16 +44,29 @@ func engines(t *testing.T, fn func(t *testing.T, db stateDB)) { statetest.Engine
 // (no environment: parallel tests share it).
 func migrate(t *testing.T, db stateDB, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return migrateWith(t, db, "", stdin, args...)
+}
+
+// migrateWith is migrate with more configuration (YAML appended to the
+// generated file).
+func migrateWith(t *testing.T, db stateDB, extra, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return migrateCtx(context.Background(), t, db, extra, stdin, args...)
+}
+
+// migrateCtx is migrateWith under ctx (for commands that run until stopped).
+func migrateCtx(ctx context.Context, t *testing.T, db stateDB, extra, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	if len(args) > 0 && args[0] != "version" {
 		cfg := filepath.Join(t.TempDir(), "config.yaml")
-		body := fmt.Sprintf("host: ops-1\nstate:\n  driver: %s\n  dsn: %q\nlog:\n  level: warn\n  format: text\n", db.Driver, db.DSN)
+		body := fmt.Sprintf("host: ops-1\nstate:\n  driver: %s\n  dsn: %q\nlog:\n  level: warn\n  format: text\n", db.Driver, db.DSN) + extra
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		args = append(append([]string{}, args...), "--config", cfg)
 	}
-	code = run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	code = run(ctx, args, strings.NewReader(stdin), &out, &errb)
 	return code, out.String(), errb.String()
 }
 

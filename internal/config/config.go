@@ -31,10 +31,57 @@ const DefaultPath = "/etc/fleetmigrate/config.yaml"
 type Config struct {
 	// Host is this machine's host ID in the state table (the source and
 	// destination columns). Default: the machine's hostname, lower-cased.
-	Host  string `yaml:"host"`
-	State State  `yaml:"state"`
-	Log   Log    `yaml:"log"`
-	Agent Agent  `yaml:"agent"`
+	Host    string  `yaml:"host"`
+	State   State   `yaml:"state"`
+	Log     Log     `yaml:"log"`
+	Agent   Agent   `yaml:"agent"`
+	Storage Storage `yaml:"storage"`
+	Links   Links   `yaml:"links"`
+}
+
+// Storage is where dumps are kept.
+type Storage struct {
+	// Backend is file (a directory: the single-machine default) or s3.
+	Backend string `yaml:"backend"`
+	// Dir is the file backend's directory.
+	Dir string `yaml:"dir"`
+	S3  S3     `yaml:"s3"`
+	// Compression is the zstd level of dumps: fastest, default, better, best.
+	Compression string `yaml:"compression"`
+	// Retention is how long dumps are kept (migrate gc's default).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// S3 configures the s3 backend.
+type S3 struct {
+	Endpoint       string `yaml:"endpoint"`
+	PublicEndpoint string `yaml:"public-endpoint"`
+	Region         string `yaml:"region"`
+	Bucket         string `yaml:"bucket"`
+	Prefix         string `yaml:"prefix"`
+	PathStyle      bool   `yaml:"path-style"`
+	AccessKey      string `yaml:"access-key"`
+	SecretKey      string `yaml:"secret-key"`
+	PartSizeMiB    int    `yaml:"part-size-mib"`
+	Concurrency    int    `yaml:"concurrency"`
+	SSE            string `yaml:"sse"`
+	SSEKMSKeyID    string `yaml:"sse-kms-key-id"`
+	MaxAttempts    int    `yaml:"max-attempts"`
+	Checksums      bool   `yaml:"checksums"`
+}
+
+// Links configures customer download links and the server behind them.
+type Links struct {
+	// PublicBase is the base URL customers open (https://dumps.example.net).
+	PublicBase string `yaml:"public-base"`
+	// Secret signs link tokens (at least 32 bytes; from the environment).
+	Secret string `yaml:"secret"`
+	// DefaultTTL is how long a link from migrate dump-link works.
+	DefaultTTL time.Duration `yaml:"default-ttl"`
+	// Listen is the address of migrate serve.
+	Listen string `yaml:"listen"`
+	// RateLimit is requests per minute per client address.
+	RateLimit int `yaml:"rate-limit"`
 }
 
 // Agent configures migrate-agent.
@@ -94,6 +141,11 @@ func New() Config {
 			ShutdownTimeout: 5 * time.Minute, MaxAttempts: 3,
 			MaxJobs: map[string]int{"dump": 2, "import": 2, "rollback": 2, "close": 8, "dns": 16},
 		},
+		Storage: Storage{
+			Backend: "file", Dir: "/var/lib/fleetmigrate/dumps", Compression: "fastest", Retention: 30 * 24 * time.Hour,
+			S3: S3{Region: "us-east-1", PartSizeMiB: 8, Concurrency: 4, MaxAttempts: 5},
+		},
+		Links: Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
 	}
 }
 
@@ -303,6 +355,32 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" && c.Log.Format != "auto" {
 		errs = append(errs, fmt.Sprintf("log.format %q: want json, text or auto", c.Log.Format))
+	}
+	switch c.Storage.Backend {
+	case "file":
+		if c.Storage.Dir == "" {
+			errs = append(errs, "storage.dir is empty")
+		}
+	case "s3":
+		if c.Storage.S3.Bucket == "" {
+			errs = append(errs, "storage.s3.bucket is empty")
+		}
+		if c.Storage.S3.PartSizeMiB < 5 {
+			errs = append(errs, fmt.Sprintf("storage.s3.part-size-mib %d: S3 needs at least 5", c.Storage.S3.PartSizeMiB))
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("storage.backend %q: want file or s3", c.Storage.Backend))
+	}
+	switch c.Storage.Compression {
+	case "fastest", "default", "better", "best":
+	default:
+		errs = append(errs, fmt.Sprintf("storage.compression %q: want fastest, default, better or best", c.Storage.Compression))
+	}
+	if c.Storage.Retention <= 0 {
+		errs = append(errs, fmt.Sprintf("storage.retention %s: want a positive duration, e.g. 720h", c.Storage.Retention))
+	}
+	if c.Links.DefaultTTL <= 0 {
+		errs = append(errs, fmt.Sprintf("links.default-ttl %s: want a positive duration", c.Links.DefaultTTL))
 	}
 	if len(errs) > 0 {
 		return errors.New("invalid configuration: " + strings.Join(errs, "; "))

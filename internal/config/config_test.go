@@ -15,6 +15,9 @@ import (
 
 func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	t.Setenv("FLEETMIGRATE_DB_PASSWORD", "p@ss:w/rd#1")
+	t.Setenv("FLEETMIGRATE_S3_ACCESS_KEY", "AKIA")
+	t.Setenv("FLEETMIGRATE_S3_SECRET_KEY", "s3cret")
+	t.Setenv("FLEETMIGRATE_LINK_SECRET", "0123456789abcdef0123456789abcdef")
 	path := filepath.Join("..", "..", "deploy", "config.example.yaml")
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -111,8 +114,9 @@ func TestValidate(t *testing.T) {
 	}
 	cfg = config.New()
 	cfg.State.Driver, cfg.Log.Format, cfg.Log.Level, cfg.State.MaxOpenConns = "oracle", "xml", "loud", 0
+	cfg.Storage.Backend, cfg.Storage.Compression, cfg.Storage.Retention = "tape", "ultra", 0
 	err := cfg.Validate()
-	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns"} {
+	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation error %v does not mention %s", err, want)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,8 +42,9 @@ type S3 struct {
 	// DataDir holds one directory per bucket; objects are files below it.
 	DataDir string
 
-	proc    *process
-	release func()
+	proc      *process
+	release   func()
+	bucketSeq atomic.Int64
 }
 
 // StartS3 starts versitygw (posix backend) on its own loopback address and
@@ -113,6 +115,29 @@ func StartS3(ctx context.Context, cfg S3Config) (*S3, error) {
 func NewS3(t testing.TB, cfg S3Config) *S3 {
 	t.Helper()
 	return startForTest(t, func(ctx context.Context) (*S3, error) { return StartS3(ctx, cfg) })
+}
+
+// SharedS3 returns the test binary's shared S3 server, starting it on first
+// use. The package's TestMain must call Main.
+func SharedS3(t testing.TB) *S3 {
+	t.Helper()
+	return shared(t, "s3", func(ctx context.Context) (*S3, error) { return StartS3(ctx, S3Config{}) })
+}
+
+// NewBucket creates an empty bucket with a fresh name for t and returns the
+// name. (Buckets are not removed: the server is thrown away.)
+func (s *S3) NewBucket(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("b-%d-%d", os.Getpid(), s.bucketSeq.Add(1))
+	if _, err := s.Client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatalf("fleettest: create bucket %s: %v", name, err)
+	}
+	return name
+}
+
+// ObjectPath is where the server keeps an object on disk.
+func (s *S3) ObjectPath(bucket, key string) string {
+	return filepath.Join(s.DataDir, bucket, filepath.FromSlash(key))
 }
 
 // Client returns an S3 client for the server with its credentials and

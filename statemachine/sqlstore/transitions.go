@@ -245,6 +245,31 @@ func (s *Store) NoteRetry(ctx context.Context, m *statemachine.Migration, reason
 	return nil
 }
 
+// ExpireDump clears dump_url on a finished row after its dump was deleted.
+func (s *Store) ExpireDump(ctx context.Context, id int64, url, actor, detail string) (bool, error) {
+	var done bool
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET dump_url = NULL, updated_at = "+s.d.now()+
+			" WHERE id = ? AND dump_url = ? AND status IN (?, ?, ?)"),
+			s.nowArg(), id, url, string(statemachine.Done), string(statemachine.RolledBack), string(statemachine.Cancelled))
+		if err != nil {
+			return s.wrapDBErr(err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n != 1 {
+			return err
+		}
+		done = true
+		_, err = tx.ExecContext(ctx, s.d.q("INSERT INTO migration_event (migration_id, from_status, to_status, actor, detail, created_at) "+
+			"SELECT id, status, status, ?, ?, updated_at FROM migration WHERE id = ?"), actor, truncate(detail, 4000), id)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("expire the dump of row %d: %w", id, err)
+	}
+	return done, nil
+}
+
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // fieldsSQL renders f as SET clauses and their arguments.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -522,5 +523,46 @@ func testClaimEnginesRetryAndRescueHost(t *testing.T, h Harness) {
 	}
 	if res, err := s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-", 3); err != nil || len(res) != 0 {
 		t.Fatalf("rescue with a host that is a prefix of another: %+v, %v", res, err)
+	}
+}
+
+func testExpireDump(t *testing.T, h Harness) {
+	ms := mustPlan(t, h.Store, planned(2, "src", "dst"))
+	mustPromote(t, h.Store, 2)
+	id := ms[0].ID
+	got := walk(t, h, statemachine.RoleDump, "src", dumpFields(id))
+	for _, st := range []struct {
+		role statemachine.Role
+		host string
+	}{{statemachine.RoleImport, "dst"}, {statemachine.RoleDNS, ""}, {statemachine.RoleClose, "src"}} {
+		got = walk(t, h, st.role, st.host, statemachine.Fields{})
+	}
+	url := got.DumpURL
+	// Not while the row is in flight, not for another URL.
+	other := walk(t, h, statemachine.RoleDump, "src", dumpFields(ms[1].ID))
+	if ok, err := h.Store.ExpireDump(ctx(t), other.ID, other.DumpURL, "gc", ""); err != nil || ok {
+		t.Fatalf("expired the dump of a row in To import: %v, %v", ok, err)
+	}
+	if ok, err := h.Store.ExpireDump(ctx(t), id, url+"x", "gc", ""); err != nil || ok {
+		t.Fatalf("expired with the wrong URL: %v, %v", ok, err)
+	}
+	ok, err := h.Store.ExpireDump(ctx(t), id, url, "gc@ops-1", "dump deleted by retention (older than 720h)")
+	if err != nil || !ok {
+		t.Fatalf("expire: %v, %v", ok, err)
+	}
+	m, _ := h.Store.Get(ctx(t), id)
+	if m.Status != statemachine.Done || m.DumpURL != "" || m.DumpSHA256 == "" || m.DumpBytes == 0 {
+		t.Fatalf("after expiry: %+v", m)
+	}
+	evs, _ := h.Store.Events(ctx(t), id)
+	if last := evs[len(evs)-1]; last.Actor != "gc@ops-1" || last.From != statemachine.Done || last.To != statemachine.Done || !strings.Contains(last.Detail, "retention") {
+		t.Fatalf("expiry event: %+v", last)
+	}
+	if ok, _ := h.Store.ExpireDump(ctx(t), id, url, "gc", ""); ok {
+		t.Fatal("expired twice")
+	}
+	// The table still refuses a row in the pipeline without its dump.
+	if _, err := h.DB.ExecContext(ctx(t), h.Q("UPDATE migration SET dump_url = NULL WHERE id = ?"), other.ID); err == nil {
+		t.Fatal("the table accepted a To import row without a dump_url")
 	}
 }

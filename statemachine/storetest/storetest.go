@@ -88,6 +88,7 @@ func Run(t *testing.T, f Factory) {
 		{"LeaderLeaseRace", testLeaderLeaseRace},
 		{"AgentRegistryIsALeaseOnTheHostID", testAgents},
 		{"ClaimByEngineNoteRetryRescueHost", testClaimEnginesRetryAndRescueHost},
+		{"ExpireDumpOfFinishedRowsOnly", testExpireDump},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

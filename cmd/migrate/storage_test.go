@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/storage"
+	"github.com/fleetmigrate/fleetmigrate/storage/file"
+)
+
+const linkSecret = "0123456789abcdef0123456789abcdef"
+
+// storageYAML configures a directory store at dir and links on base.
+func storageYAML(dir, base string) string {
+	return fmt.Sprintf("storage:\n  backend: file\n  dir: %q\nlinks:\n  secret: %q\n  public-base: %q\n  rate-limit: 0\n", dir, linkSecret, base)
+}
+
+// rowWithDump plans a row, stores a dump for it taken at cp, and walks it
+// to the given status (Done or To import).
+func rowWithDump(t *testing.T, s statemachine.Store, objects storage.Store, host, name string, cp time.Time, to statemachine.Status) (statemachine.Migration, string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.Plan(ctx, []statemachine.Planned{{Engine: statemachine.EngineMySQL, DatabaseName: name, Source: host, Destination: host + "-new"}}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := s.List(ctx, statemachine.Filter{Source: host, DatabaseName: name})
+	id := rows[0].ID
+	ref := storage.DumpRef{Engine: "mysql", Source: host, Database: name, ConsistencyPoint: cp}
+	res, err := objects.Put(ctx, ref.DumpKey("sql"), strings.NewReader("dump of "+name), storage.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objects.Put(ctx, ref.ManifestKey(), strings.NewReader("{}"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Promote(ctx, 10, "test"); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		role statemachine.Role
+		host string
+		f    statemachine.Fields
+	}{
+		{statemachine.RoleDump, host, statemachine.Fields{DumpURL: objects.URL(ref.DumpKey("sql")), DumpSHA256: res.SHA256, DumpBytes: res.Size, ConsistencyPoint: cp}},
+		{statemachine.RoleImport, host + "-new", statemachine.Fields{}},
+		{statemachine.RoleClose, host, statemachine.Fields{}},
+	}
+	for _, st := range steps {
+		m, _ := s.Get(ctx, id)
+		if m.Status == to {
+			break
+		}
+		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: st.host + "/t", Limit: 1, Lease: time.Minute})
+		if err != nil || len(ms) != 1 {
+			t.Fatal(ms, err)
+		}
+		if err := s.Advance(ctx, &ms[0], st.f, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, _ := s.Get(ctx, id)
+	return m, ref.Prefix()
+}
+
+func exists(t *testing.T, objects storage.Store, prefix string) int {
+	t.Helper()
+	n := 0
+	for _, err := range objects.List(context.Background(), prefix) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n
+}
+
+func TestGC(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		dir := t.TempDir()
+		objects, _ := file.New(dir)
+		s := db.Open(t)
+		now := time.Now().UTC()
+		old, recent := now.Add(-40*24*time.Hour), now.Add(-2*time.Hour)
+		done, donePrefix := rowWithDump(t, s, objects, "h1", "shop", old, statemachine.Done)
+		inFlight, inFlightPrefix := rowWithDump(t, s, objects, "h2", "blog", old, statemachine.ToImport)
+		_, recentPrefix := rowWithDump(t, s, objects, "h3", "wiki", recent, statemachine.Done)
+		orphan := storage.DumpRef{Engine: "mysql", Source: "h9", Database: "gone", ConsistencyPoint: old}
+		if _, err := objects.Put(context.Background(), orphan.DumpKey("sql"), strings.NewReader("x"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		stale := storage.DumpRef{Engine: "mysql", Source: "h1", Database: "shop", ConsistencyPoint: old.Add(-time.Hour)} // superseded by a newer dump
+		if _, err := objects.Put(context.Background(), stale.DumpKey("sql"), strings.NewReader("x"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := objects.Put(context.Background(), "dumps/notes.txt", strings.NewReader("x"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cfg := storageYAML(dir, "http://x")
+
+		code, out, stderr := migrateWith(t, db, cfg, "", "gc")
+		if code != 0 || !strings.Contains(out, "dry run: would delete 3 dumps") || !strings.Contains(out, "kept 1 still needed") {
+			t.Fatalf("dry run: %d\n%s\n%s", code, out, stderr)
+		}
+		for _, want := range []string{"orphan: no row refers to it", "superseded: row", fmt.Sprintf("row %d, Done", done.ID), fmt.Sprintf("keep   %s: row %d is To import", inFlightPrefix, inFlight.ID)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("dry run lacks %q:\n%s", want, out)
+			}
+		}
+		if exists(t, objects, "dumps/") != 9 {
+			t.Fatalf("the dry run deleted something: %d objects", exists(t, objects, "dumps/"))
+		}
+		if code, _, stderr := migrateWith(t, db, cfg, "", "gc", "--older-than", "10m"); code != 2 || !strings.Contains(stderr, "may still be needed") {
+			t.Errorf("--older-than 10m: %d %s", code, stderr)
+		}
+
+		code, out, stderr = migrateWith(t, db, cfg, "", "gc", "--execute")
+		if code != 0 || !strings.Contains(out, "delete 3 dumps") {
+			t.Fatalf("gc --execute: %d\n%s\n%s", code, out, stderr)
+		}
+		if exists(t, objects, donePrefix) != 0 || exists(t, objects, orphan.Prefix()) != 0 || exists(t, objects, stale.Prefix()) != 0 {
+			t.Error("old dumps still there")
+		}
+		if exists(t, objects, inFlightPrefix) != 2 || exists(t, objects, recentPrefix) != 2 || exists(t, objects, "dumps/notes.txt") != 1 {
+			t.Error("gc deleted what it had to keep")
+		}
+		m, _ := s.Get(context.Background(), done.ID)
+		evs, _ := s.Events(context.Background(), done.ID)
+		if m.DumpURL != "" || m.DumpSHA256 == "" || !strings.Contains(evs[len(evs)-1].Detail, "dump deleted by retention") {
+			t.Errorf("row after gc: %+v, last event %+v", m, evs[len(evs)-1])
+		}
+		if m, _ := s.Get(context.Background(), inFlight.ID); m.DumpURL == "" {
+			t.Error("gc cleared the dump of a row in flight")
+		}
+		// Running again finds nothing more.
+		if code, out, _ := migrateWith(t, db, cfg, "", "gc", "--execute"); code != 0 || !strings.Contains(out, "delete 0 dumps") {
+			t.Errorf("second gc: %d %s", code, out)
+		}
+	})
+}
+
+func TestDumpLinkAndServe(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		dir := t.TempDir()
+		objects, _ := file.New(dir)
+		s := db.Open(t)
+		old := time.Now().UTC().Add(-40 * 24 * time.Hour)
+		row, prefix := rowWithDump(t, s, objects, "h1", "shop", old, statemachine.Done)
+		pending, _ := rowWithDump(t, s, objects, "h2", "blog", old, statemachine.ToImport)
+		addr := fleettest.FreeAddr(t)
+		cfg := storageYAML(dir, "http://"+addr)
+
+		ctx, stop := context.WithCancel(context.Background())
+		served := make(chan int, 1)
+		go func() {
+			code, _, _ := migrateCtx(ctx, t, db, cfg, "", "serve", "--listen", addr)
+			served <- code
+		}()
+		defer func() {
+			stop()
+			if code := <-served; code != 0 {
+				t.Errorf("migrate serve exited %d", code)
+			}
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := fleettest.Get("http://" + addr + "/healthz"); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("migrate serve did not come up")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+
+		code, out, stderr := migrateWith(t, db, cfg, "", "dump-link", "--id", fmt.Sprint(row.ID), "--ttl", "2d")
+		if code != 0 || !strings.HasPrefix(out, "http://"+addr+"/dumps/v1.") || !strings.Contains(stderr, "shop-") ||
+			!strings.Contains(stderr, "retention deletes this dump") {
+			t.Fatalf("dump-link: %d %q %q", code, out, stderr)
+		}
+		link := strings.TrimSpace(out)
+		body, err := fleettest.Get(link)
+		want, _ := os.ReadFile(filepath.Join(dir, filepath.FromSlash(prefix), "dump.sql.zst"))
+		if err != nil || !bytes.Equal([]byte(body), want) {
+			t.Fatalf("download through migrate serve: %q, %v; want %q", body, err, want)
+		}
+		if code, _, stderr := migrateWith(t, db, cfg, "", "dump-link", "--id", "999999"); code != 1 || !strings.Contains(stderr, "999999") {
+			t.Errorf("dump-link of a missing row: %d %s", code, stderr)
+		}
+		// gc deletes the dump: the link answers 410.
+		if code, out, _ := migrateWith(t, db, cfg, "", "gc", "--execute"); code != 0 || !strings.Contains(out, "delete 1 dumps") {
+			t.Fatalf("gc: %d %s", code, out)
+		}
+		resp, err := http.Get(link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusGone || !strings.Contains(string(msg), "no longer available") {
+			t.Fatalf("after gc: %d %q", resp.StatusCode, msg)
+		}
+		if code, _, stderr := migrateWith(t, db, cfg, "", "dump-link", "--id", fmt.Sprint(row.ID)); code != 1 || !strings.Contains(stderr, "deleted by retention") {
+			t.Errorf("dump-link after gc: %d %s", code, stderr)
+		}
+		if code, _, stderr := migrateWith(t, db, strings.Replace(cfg, linkSecret, "short", 1), "", "dump-link", "--id", fmt.Sprint(pending.ID)); code != 1 || !strings.Contains(stderr, "at least 32 bytes") {
+			t.Errorf("short secret: %d %s", code, stderr)
+		}
+	})
+}
