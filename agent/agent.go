@@ -66,10 +66,14 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryBase and RetryMax bound the exponential backoff between retries.
 	RetryBase, RetryMax time.Duration
-	// Version, DNSTarget and Address are published in the agent registry.
+	// Version, DNSTarget, Address and Endpoints are published in the agent
+	// registry. Endpoints say how other agents reach this host's database
+	// servers, by engine (the source checks the destination through them,
+	// and rollback drops an import there).
 	Version   string
 	DNSTarget string
 	Address   string
+	Endpoints map[statemachine.Engine]string
 }
 
 // Validate fills defaults and reports bad values.
@@ -312,7 +316,7 @@ func (a *Agent) runningTotal() int {
 func (a *Agent) registration() statemachine.Agent {
 	return statemachine.Agent{
 		Host: a.cfg.Host, Roles: a.cfg.Roles, Version: a.cfg.Version, DNSTarget: a.cfg.DNSTarget, Address: a.cfg.Address,
-		PID: os.Getpid(), Machine: a.machine, Instance: a.instance, Jobs: a.runningTotal(), StartedAt: a.started,
+		Endpoints: a.cfg.Endpoints, PID: os.Getpid(), Machine: a.machine, Instance: a.instance, Jobs: a.runningTotal(), StartedAt: a.started,
 	}
 }
 

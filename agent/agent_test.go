@@ -55,9 +55,9 @@ func (h *fakeHandler) Run(ctx context.Context, job *agent.Job) (statemachine.Fie
 	return storetest.FakeDump(), nil
 }
 
-func (h *fakeHandler) Recover(_ context.Context, row statemachine.Migration, _ *slog.Logger) error {
+func (h *fakeHandler) Recover(_ context.Context, job *agent.Job) error {
 	if h.recover != nil {
-		return h.recover(row)
+		return h.recover(job.Row)
 	}
 	return nil
 }

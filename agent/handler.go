@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,8 +29,10 @@ type Handler interface {
 	// host (for example, restore writes on a source that was blocked when the
 	// agent died). The runtime calls it for rows this host held in the step
 	// when an earlier agent process died, once their lease has expired and
-	// before they are taken back. It must be idempotent.
-	Recover(ctx context.Context, row statemachine.Migration, log *slog.Logger) error
+	// before they are taken back. It must be idempotent. job acts for the
+	// dead process's claim: Record, PutRecord and Progress work until the
+	// row is taken back.
+	Recover(ctx context.Context, job *Job) error
 }
 
 // PermanentError marks a failure that retrying cannot fix: the row goes to
@@ -99,6 +102,54 @@ func (j *Job) Progress(ctx context.Context, format string, args ...any) {
 	if err := j.agent.store.Progress(ctx, j.row, msg); err != nil && !errors.Is(err, context.Canceled) {
 		j.Log.Debug("progress note not written", "err", err)
 	}
+}
+
+// PutRecord stores v, as JSON, as the row's record of kind (see
+// statemachine.Store.PutRecord): what the step is about to change outside
+// the state database, so that it can be undone by whoever comes next.
+func (j *Job) PutRecord(ctx context.Context, kind string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", kind, err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.agent.store.PutRecord(ctx, j.row, kind, body)
+}
+
+// GetRecord reads the row's record of kind into v, written by this step
+// or an earlier one; false if there is none.
+func (j *Job) GetRecord(ctx context.Context, kind string, v any) (bool, error) {
+	body, ok, err := j.agent.store.GetRecord(ctx, j.Row.ID, kind)
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return false, fmt.Errorf("record %s of row %d: %w", kind, j.Row.ID, err)
+	}
+	return true, nil
+}
+
+// Endpoint returns the address at which host's agent says its engine
+// server is reached (statemachine.Agent.Endpoints).
+func (j *Job) Endpoint(ctx context.Context, host string, engine statemachine.Engine) (string, error) {
+	if host == j.agent.cfg.Host {
+		if addr := j.agent.cfg.Endpoints[engine]; addr != "" {
+			return addr, nil
+		}
+	}
+	a, ok, err := j.agent.store.AgentFor(ctx, host)
+	if err != nil {
+		return "", fmt.Errorf("look up the agent of host %s: %w", host, err)
+	}
+	if !ok {
+		return "", fmt.Errorf("host %s has no agent registered: start migrate-agent there (it publishes how to reach its %s server)", host, engine)
+	}
+	addr := a.Endpoints[engine]
+	if addr == "" {
+		return "", fmt.Errorf("the agent of host %s (pid %d on %s) publishes no %s server: set %s.advertise-address in its configuration", host, a.PID, a.Machine, engine, engine)
+	}
+	return addr, nil
 }
 
 // CountBytes adds n bytes moved in direction ("in", "out") to the metrics.

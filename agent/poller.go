@@ -125,7 +125,8 @@ func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) erro
 		}
 		log.Warn("recovering a step interrupted by the death of an earlier agent process", "owner", m.Owner,
 			"lease_expired", m.LeaseUntil.Format(time.RFC3339))
-		if err := h.Recover(ctx, m, log); err != nil {
+		job := &Job{Row: m, Log: log, agent: a, role: role, row: &m}
+		if err := h.Recover(ctx, job); err != nil {
 			log.Error("recovery failed; the row is taken back anyway and its next run must cope", "err", err)
 		}
 	}

@@ -274,6 +274,9 @@ type Agent struct {
 	Machine string `json:"machine,omitempty"`
 	// Instance is the process's random ID.
 	Instance string `json:"instance"`
+	// Endpoints are how other agents reach this host's database servers,
+	// by engine ("mysql": "10.0.0.7:3306").
+	Endpoints map[Engine]string `json:"endpoints,omitempty"`
 	// Jobs is how many steps the agent runs now.
 	Jobs      int       `json:"jobs"`
 	StartedAt time.Time `json:"started_at"`
@@ -345,6 +348,15 @@ type Store interface {
 	// error: attempt+1 and last_error, keeping the claim. ErrLeaseLost if the
 	// claim is no longer m's.
 	NoteRetry(ctx context.Context, m *Migration, reason string) error
+	// PutRecord stores body (JSON) as the row's record of kind, replacing
+	// an earlier one: what a step changes outside the state database,
+	// written before it changes it, so that a later step or another agent
+	// can undo it. Only the claim m may write (ErrLeaseLost otherwise).
+	// kind is lower-case letters, digits, '-' and '_', at most 32.
+	PutRecord(ctx context.Context, m *Migration, kind string, body []byte) error
+	// GetRecord returns the row's record of kind; ok is false if there is
+	// none.
+	GetRecord(ctx context.Context, id int64, kind string) (body []byte, ok bool, err error)
 
 	// Rescue takes back rows whose lease expired: to the queued status, or to
 	// the failed status once attempt has reached maxAttempts.

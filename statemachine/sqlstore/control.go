@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -161,7 +162,7 @@ func rolesKey(roles []statemachine.Role) string {
 	return strings.Join(slices.Compact(rs), ",")
 }
 
-const agentColumns = "host, roles, version, dns_target, address, pid, machine, instance, jobs, started_at, last_seen"
+const agentColumns = "host, roles, version, dns_target, address, endpoints, pid, machine, instance, jobs, started_at, last_seen"
 
 // RegisterAgent makes a.Instance the agent serving a.Host. Two statements,
 // each a compare-and-set: insert the entry if there is none; otherwise take
@@ -174,19 +175,23 @@ func (s *Store) RegisterAgent(ctx context.Context, a statemachine.Agent, staleAf
 	if started.IsZero() {
 		started = time.Now()
 	}
+	endpoints, err := endpointsJSON(a.Endpoints)
+	if err != nil {
+		return err
+	}
 	pre, post := s.d.insertIgnore()
-	res, err := s.db.ExecContext(ctx, s.d.q(pre+" agent ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+post),
-		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg())
+	res, err := s.db.ExecContext(ctx, s.d.q(pre+" agent ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+post),
+		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg())
 	if err != nil {
 		return fmt.Errorf("register agent for %s: %w", a.Host, err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
 		return nil
 	}
-	res, err = s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, pid = ?, machine = ?, "+
+	res, err = s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, endpoints = ?, pid = ?, machine = ?, "+
 		"instance = ?, jobs = ?, started_at = ?, last_seen = "+s.d.now()+
 		" WHERE host = ? AND (instance = ? OR instance = ? OR last_seen < "+s.d.plusMicros(s.d.now())+")"),
-		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg(),
+		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg(),
 		a.Host, a.Instance, takeOver, s.nowArg(), -staleAfter.Microseconds())
 	if err != nil {
 		return fmt.Errorf("register agent for %s: %w", a.Host, err)
@@ -204,11 +209,30 @@ func (s *Store) RegisterAgent(ctx context.Context, a statemachine.Agent, staleAf
 	return &statemachine.AgentHeldError{Agent: holder}
 }
 
+// endpointsJSON is how endpoints are stored: a JSON object, or "".
+func endpointsJSON(e map[statemachine.Engine]string) (string, error) {
+	if len(e) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > 2048 {
+		return "", fmt.Errorf("agent endpoints take %d bytes, more than 2048", len(b))
+	}
+	return string(b), nil
+}
+
 // Heartbeat refreshes a.Instance's entry.
 func (s *Store) Heartbeat(ctx context.Context, a statemachine.Agent) error {
-	res, err := s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, jobs = ?, last_seen = "+
+	endpoints, err := endpointsJSON(a.Endpoints)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, endpoints = ?, jobs = ?, last_seen = "+
 		s.d.now()+" WHERE host = ? AND instance = ?"),
-		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, a.Jobs, s.nowArg(), a.Host, a.Instance)
+		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.Jobs, s.nowArg(), a.Host, a.Instance)
 	if err != nil {
 		return fmt.Errorf("heartbeat of %s: %w", a.Host, err)
 	}
@@ -252,9 +276,14 @@ func (s *Store) queryAgents(ctx context.Context, where string, args ...any) ([]s
 	var out []statemachine.Agent
 	for rows.Next() {
 		var a statemachine.Agent
-		var roles string
-		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &a.PID, &a.Machine, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen); err != nil {
+		var roles, endpoints string
+		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &endpoints, &a.PID, &a.Machine, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen); err != nil {
 			return nil, err
+		}
+		if endpoints != "" {
+			if err := json.Unmarshal([]byte(endpoints), &a.Endpoints); err != nil {
+				return nil, fmt.Errorf("agent %s: endpoints %q: %w", a.Host, endpoints, err)
+			}
 		}
 		for _, r := range strings.Split(roles, ",") {
 			a.Roles = append(a.Roles, statemachine.Role(r))

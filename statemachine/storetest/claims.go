@@ -566,3 +566,41 @@ func testExpireDump(t *testing.T, h Harness) {
 		t.Fatal("the table accepted a To import row without a dump_url")
 	}
 }
+
+func testRecords(t *testing.T, h Harness) {
+	s := h.Open(t, nil)
+	rows := mustPlan(t, s, planned(1, "src-1", "dst-1"))
+	mustPromote(t, s, 1)
+	if _, ok, err := s.GetRecord(ctx(t), rows[0].ID, "block"); err != nil || ok {
+		t.Fatalf("record before any was written: %v, %v", ok, err)
+	}
+	m := claimOne(t, s, statemachine.RoleDump, "src-1")
+	body := []byte(`{"grants":["GRANT ALL PRIVILEGES ON ` + "`shop`" + `.* TO 'a'@'%'"],"name":"ünï ' \" \\"}`)
+	if err := s.PutRecord(ctx(t), &m, "block", body); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecord(ctx(t), &m, "block", append(body, ' ')); err != nil {
+		t.Fatalf("replace a record: %v", err)
+	}
+	if got, ok, err := s.GetRecord(ctx(t), m.ID, "block"); err != nil || !ok || string(got) != string(body)+" " {
+		t.Fatalf("record read back: %q, %v, %v", got, ok, err)
+	}
+	if err := s.PutRecord(ctx(t), &m, "Block!", body); err == nil {
+		t.Error("a record kind outside [a-z0-9_-] was accepted")
+	}
+	stale := m
+	stale.Fence--
+	if err := s.PutRecord(ctx(t), &stale, "block", []byte("{}")); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("record by a stale claim: %v", err)
+	}
+	// The record outlives the claim: the next step (or a rollback) reads it.
+	if err := s.Fail(ctx(t), &m, statemachine.Fields{}, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecord(ctx(t), &m, "block", []byte("{}")); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("record on a row no longer claimed: %v", err)
+	}
+	if got, ok, err := s.GetRecord(ctx(t), m.ID, "block"); err != nil || !ok || string(got) != string(body)+" " {
+		t.Fatalf("record after the claim ended: %q, %v, %v", got, ok, err)
+	}
+}

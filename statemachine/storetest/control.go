@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -146,7 +147,8 @@ func testAgents(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
 	a := statemachine.Agent{Host: "db-1", Roles: []statemachine.Role{statemachine.RoleImport, statemachine.RoleDump, statemachine.RoleClose},
-		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42, Machine: "vm-1", Instance: "i-1"}
+		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42, Machine: "vm-1", Instance: "i-1",
+		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: "127.42.0.5:3306"}}
 	if err := s.RegisterAgent(ctx(t), a, time.Minute, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +165,7 @@ func testAgents(t *testing.T, h Harness) {
 		t.Fatalf("second agent for db-1: %v", err)
 	}
 	a.Jobs = 3
+	a.Endpoints[statemachine.EnginePostgres] = "127.42.0.5:5432"
 	if err := s.Heartbeat(ctx(t), a); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,7 @@ func testAgents(t *testing.T, h Harness) {
 		t.Fatalf("heartbeat of a process that does not hold the host: %v", err)
 	}
 	got, ok, err := s.AgentFor(ctx(t), "db-1")
-	if err != nil || !ok || got.Jobs != 3 || got.Instance != "i-1" ||
+	if err != nil || !ok || got.Jobs != 3 || got.Instance != "i-1" || !maps.Equal(got.Endpoints, a.Endpoints) ||
 		!slices.Equal(got.Roles, []statemachine.Role{statemachine.RoleClose, statemachine.RoleDump, statemachine.RoleImport}) {
 		t.Fatalf("entry: %+v, %v, %v", got, ok, err)
 	}

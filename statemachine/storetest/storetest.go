@@ -89,6 +89,7 @@ func Run(t *testing.T, f Factory) {
 		{"AgentRegistryIsALeaseOnTheHostID", testAgents},
 		{"ClaimByEngineNoteRetryRescueHost", testClaimEnginesRetryAndRescueHost},
 		{"ExpireDumpOfFinishedRowsOnly", testExpireDump},
+		{"StepRecordsAreFencedAndOutliveTheClaim", testRecords},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,7 +15,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -65,10 +64,10 @@ func (f *fake) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, er
 	return fields, nil
 }
 
-func (f *fake) Recover(_ context.Context, row statemachine.Migration, log *slog.Logger) error {
-	_ = os.Remove(f.path(row.ID, "effect"))
-	log.Info("fake recovery")
-	return os.WriteFile(f.path(row.ID, "recovered"), nil, 0o644)
+func (f *fake) Recover(_ context.Context, job *agent.Job) error {
+	_ = os.Remove(f.path(job.Row.ID, "effect"))
+	job.Log.Info("fake recovery")
+	return os.WriteFile(f.path(job.Row.ID, "recovered"), nil, 0o644)
 }
 
 func appendLine(path, line string) {
