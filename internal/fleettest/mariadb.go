@@ -140,6 +140,14 @@ func SharedMariaDB(t testing.TB) *MariaDB {
 	return shared(t, "mariadb", func(ctx context.Context) (*MariaDB, error) { return StartMariaDB(ctx, MariaDBConfig{}) })
 }
 
+// SharedMariaDBAs returns the test binary's shared MariaDB server for a
+// role ("source", "destination"...), one server per role, each on its own
+// address, starting it on first use. The package's TestMain must call Main.
+func SharedMariaDBAs(t testing.TB, role string) *MariaDB {
+	t.Helper()
+	return shared(t, "mariadb/"+role, func(ctx context.Context) (*MariaDB, error) { return StartMariaDB(ctx, MariaDBConfig{}) })
+}
+
 // Addr is host:port.
 func (m *MariaDB) Addr() string { return fmt.Sprintf("%s:%d", m.Host, m.Port) }
 

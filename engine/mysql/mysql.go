@@ -1,0 +1,229 @@
+// Package mysql migrates one MySQL or MariaDB database: it inspects the
+// database and its accounts, blocks writes at the source (and restores them
+// exactly), takes a consistent dump with the server's own dump tool,
+// computes per-table checksums that any server of the family reproduces,
+// imports into the destination with the same accounts and password hashes,
+// verifies, and closes the source.
+//
+// A Server is an administrator's connection to one server. The steps that
+// run these operations for the agent, with the object store and the state
+// table, are in agent/steps; docs/engine-mysql.md says what each does and
+// why.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+)
+
+// Families of servers.
+const (
+	MariaDB = "mariadb"
+	MySQL   = "mysql"
+)
+
+// Options configure the engine on one agent. The zero value works.
+type Options struct {
+	// DumpTool and ClientTool are the paths of the dump tool (mariadb-dump
+	// or mysqldump) and of the client (mariadb or mysql). Empty: the one of
+	// the server's family, found on PATH.
+	DumpTool, ClientTool string
+	// SessionWait bounds how long blocking waits for the sessions it ended
+	// to go away (default 30 s).
+	SessionWait time.Duration
+	// TempDir holds the short-lived 0600 credential files of the tools
+	// (default: the system's temporary directory).
+	TempDir string
+	// Log receives what the engine does; nil discards.
+	Log *slog.Logger
+}
+
+// Server is an administrator's connection pool to one MySQL or MariaDB
+// server. It is safe for concurrent use.
+type Server struct {
+	srv      engine.Server
+	opt      Options
+	db       *sql.DB
+	version  string
+	family   string
+	ver      [3]int
+	foldCase bool
+	log      *slog.Logger
+}
+
+// Open connects to srv as its administrator and reads its version. An
+// unreachable server is a transient error; refused credentials are
+// permanent (engine.ErrPermanent).
+func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) {
+	if opt.SessionWait <= 0 {
+		opt.SessionWait = 30 * time.Second
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg := mysqldrv.NewConfig()
+	cfg.User, cfg.Passwd = srv.User, srv.Password
+	cfg.Net, cfg.Addr = "tcp", srv.Address
+	if strings.HasPrefix(srv.Address, "/") {
+		cfg.Net = "unix"
+	}
+	cfg.ParseTime, cfg.Loc = true, time.UTC
+	cfg.InterpolateParams = true
+	cfg.Timeout = 10 * time.Second
+	cfg.Params = map[string]string{"time_zone": "'+00:00'"}
+	conn, err := mysqldrv.NewConnector(cfg)
+	if err != nil {
+		return nil, engine.Permanentf("mysql server %s: %v", srv, err)
+	}
+	s := &Server{srv: srv, opt: opt, db: sql.OpenDB(conn), log: log.With("server", srv.String())}
+	s.db.SetMaxOpenConns(8)
+	s.db.SetMaxIdleConns(2)
+	s.db.SetConnMaxIdleTime(time.Minute)
+	var lctn int
+	err = s.db.QueryRowContext(ctx, "SELECT VERSION(), @@lower_case_table_names").Scan(&s.version, &lctn)
+	if err != nil {
+		s.db.Close()
+		return nil, s.connectError(err)
+	}
+	s.foldCase = lctn != 0
+	s.family, s.ver = parseVersion(s.version)
+	return s, nil
+}
+
+// connectError explains why the server could not be used.
+func (s *Server) connectError(err error) error {
+	switch errNo(err) {
+	case 1045, 1044, 1698:
+		return engine.Permanentf("mysql server %s refused the administrator account %q: %v (check the mysql section of the agent's configuration)", s.srv, s.srv.User, err)
+	}
+	return fmt.Errorf("mysql server %s is unreachable: %w", s.srv, err)
+}
+
+var versionRE = regexp.MustCompile(`^(\d+)\.(\d+)\.(\d+)`)
+
+// parseVersion reads the family and version number from VERSION().
+func parseVersion(v string) (string, [3]int) {
+	family := MySQL
+	if strings.Contains(strings.ToLower(v), "mariadb") {
+		family = MariaDB
+	}
+	var n [3]int
+	if m := versionRE.FindStringSubmatch(v); m != nil {
+		for i := range n {
+			n[i], _ = strconv.Atoi(m[i+1])
+		}
+	}
+	return family, n
+}
+
+// Close closes the connections.
+func (s *Server) Close() error { return s.db.Close() }
+
+// Version is the server's VERSION().
+func (s *Server) Version() string { return s.version }
+
+// Family is MariaDB or MySQL.
+func (s *Server) Family() string { return s.family }
+
+// String names the server for messages.
+func (s *Server) String() string { return s.srv.String() }
+
+// atLeast reports whether the server's version is at least maj.min.patch.
+func (s *Server) atLeast(maj, min, patch int) bool {
+	return compareVersions(s.ver, [3]int{maj, min, patch}) >= 0
+}
+
+func compareVersions(a, b [3]int) int {
+	for i := range a {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+// readOnlyDatabases reports whether the server has ALTER DATABASE ...
+// READ ONLY (MySQL 8.0.22+; MariaDB has no such statement).
+func (s *Server) readOnlyDatabases() bool { return s.family == MySQL && s.atLeast(8, 0, 22) }
+
+// errNo is the server's error number, 0 if err is not a server error.
+func errNo(err error) uint16 {
+	var me *mysqldrv.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// Server error numbers this package acts on.
+const (
+	errNoSuchGrant      = 1141 // REVOKE of a privilege the account lacks
+	errNoSuchTableGrant = 1147
+	errUnknownThread    = 1094
+	errLockWaitTimeout  = 1205
+	errCannotUser       = 1396 // CREATE USER of an existing account, DROP USER of a missing one
+)
+
+// conn gives one session, for statements that depend on session state.
+func (s *Server) conn(ctx context.Context) (*sql.Conn, error) {
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	return c, nil
+}
+
+// execAll runs statements in order on one session, stopping at the first
+// error; tolerate lists error numbers that count as done (a REVOKE of a
+// privilege already gone, on a retry).
+func (s *Server) execAll(ctx context.Context, stmts []string, tolerate ...uint16) error {
+	if len(stmts) == 0 {
+		return nil
+	}
+	c, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for _, st := range stmts {
+		if _, err := c.ExecContext(ctx, st); err != nil {
+			if n := errNo(err); n != 0 && containsNo(tolerate, n) {
+				continue
+			}
+			return fmt.Errorf("%s: %w", redactGrant(st), err)
+		}
+	}
+	return nil
+}
+
+func containsNo(list []uint16, n uint16) bool {
+	for _, v := range list {
+		if v == n {
+			return true
+		}
+	}
+	return false
+}
+
+// schemaIs is a condition on an information_schema column holding a
+// database name: the plain comparison lets the server look the database
+// up directly, the binary one makes it exact (information_schema compares
+// case-insensitively).
+func schemaIs(col string) string {
+	return "(" + col + " = ? AND BINARY " + col + " = BINARY ?)"
+}

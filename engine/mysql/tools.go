@@ -1,0 +1,279 @@
+package mysql
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+)
+
+// toolKind is a program the engine runs.
+type toolKind int
+
+const (
+	dumpTool toolKind = iota
+	clientTool
+)
+
+// candidates are the program names of a kind, for a server family, best
+// first. On MariaDB installations mysqldump and mysql are links to
+// MariaDB's programs; elsewhere they are MySQL's, hence the family check.
+func (k toolKind) candidates(family string) []string {
+	switch {
+	case k == dumpTool && family == MariaDB:
+		return []string{"mariadb-dump", "mysqldump"}
+	case k == dumpTool:
+		return []string{"mysqldump"}
+	case family == MariaDB:
+		return []string{"mariadb", "mysql"}
+	}
+	return []string{"mysql"}
+}
+
+func (k toolKind) String() string {
+	if k == dumpTool {
+		return "dump tool"
+	}
+	return "client"
+}
+
+// packageFor names what provides a family's tools.
+func packageFor(family string) string {
+	if family == MariaDB {
+		return "the mariadb-client package (deploy/dev/install-deps.sh installs it)"
+	}
+	return "MySQL's own client programs (package mysql-client or mysql-community-client; MariaDB's do not work with MySQL 8)"
+}
+
+// toolVersions caches each program's --version line by path.
+var toolVersions sync.Map
+
+// toolVersion runs path --version once and returns its output line.
+func toolVersion(ctx context.Context, path string) (string, error) {
+	if v, ok := toolVersions.Load(path); ok {
+		return v.(string), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("run %s --version: %w", path, err)
+	}
+	v := strings.TrimSpace(string(out))
+	toolVersions.Store(path, v)
+	return v, nil
+}
+
+// toolFamily reads a program's family from its --version line.
+func toolFamily(version string) string {
+	if strings.Contains(version, "MariaDB") {
+		return MariaDB
+	}
+	return MySQL
+}
+
+// tool finds the program of kind for this server: the configured path, or
+// the first candidate on PATH whose family matches the server's. A missing
+// program or one of the wrong family is a permanent error saying what to
+// install.
+func (s *Server) tool(ctx context.Context, kind toolKind) (path, version string, err error) {
+	configured := s.opt.DumpTool
+	if kind == clientTool {
+		configured = s.opt.ClientTool
+	}
+	check := func(path string) (string, error) {
+		v, err := toolVersion(ctx, path)
+		if err != nil {
+			return "", engine.Permanentf("%s %s cannot run: %v; install %s", kind, path, err, packageFor(s.family))
+		}
+		if f := toolFamily(v); f != s.family {
+			return v, engine.Permanentf("%s %s is %s's (%q), but %s runs %s %s: its dumps and imports do not work reliably across families; install %s or configure mysql.%s",
+				kind, path, familyName(f), v, s, familyName(s.family), s.version, packageFor(s.family), map[toolKind]string{dumpTool: "dump-tool", clientTool: "client-tool"}[kind])
+		}
+		return v, nil
+	}
+	if configured != "" {
+		v, err := check(configured)
+		return configured, v, err
+	}
+	var mismatch error
+	for _, name := range kind.candidates(s.family) {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			continue
+		}
+		v, err := check(p)
+		if err == nil {
+			return p, v, nil
+		}
+		if mismatch == nil {
+			mismatch = err
+		}
+	}
+	if mismatch != nil {
+		return "", "", mismatch
+	}
+	return "", "", engine.Permanentf("no %s (%s) on this machine's PATH (%s): install %s",
+		kind, strings.Join(kind.candidates(s.family), " or "), os.Getenv("PATH"), packageFor(s.family))
+}
+
+func familyName(f string) string {
+	if f == MariaDB {
+		return "MariaDB"
+	}
+	return "MySQL"
+}
+
+// credentials writes the server's address and the administrator's
+// credentials to a fresh 0600 option file in a 0700 directory, for
+// --defaults-extra-file: passwords never go on a command line or into the
+// environment. cleanup removes both.
+func (s *Server) credentials() (dir, file string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp(s.opt.TempDir, "fleetmigrate-mysql-")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("create a credential file: %w", err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	var b strings.Builder
+	b.WriteString("[client]\n")
+	fmt.Fprintf(&b, "user=%s\n", optionValue(s.srv.User))
+	fmt.Fprintf(&b, "password=%s\n", optionValue(s.srv.Password))
+	if strings.HasPrefix(s.srv.Address, "/") {
+		fmt.Fprintf(&b, "socket=%s\nprotocol=SOCKET\n", optionValue(s.srv.Address))
+	} else {
+		host, port, ok := strings.Cut(s.srv.Address, ":")
+		if i := strings.LastIndex(s.srv.Address, ":"); strings.HasPrefix(s.srv.Address, "[") && i > 0 {
+			host, port, ok = strings.Trim(s.srv.Address[:i], "[]"), s.srv.Address[i+1:], true
+		}
+		if !ok {
+			port = "3306"
+		}
+		if _, err := strconv.Atoi(port); err != nil {
+			cleanup()
+			return "", "", nil, engine.Permanentf("mysql server address %q: port %q is not a number", s.srv.Address, port)
+		}
+		fmt.Fprintf(&b, "host=%s\nport=%s\nprotocol=TCP\n", optionValue(host), port)
+	}
+	file = filepath.Join(dir, "client.cnf")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		cleanup()
+		return "", "", nil, fmt.Errorf("write a credential file: %w", err)
+	}
+	return dir, file, cleanup, nil
+}
+
+// optionValue quotes a value for an option file: in double quotes (so
+// that '#' and spaces survive), with the escapes the servers' option file
+// reader understands.
+func optionValue(v string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	return `"` + r.Replace(v) + `"`
+}
+
+// run runs a tool with the credential file as its first option, a minimal
+// environment, and stdout going to w. Its exit status and stderr make the
+// error. stdin, when not nil, is copied by feed, which may fail the run
+// (a corrupt dump): the process is then killed before it sees the end of
+// its input, so that it cannot take a truncated input for a whole one.
+func (s *Server) run(ctx context.Context, tool string, args []string, w io.Writer, stdin io.Reader) error {
+	dir, cnf, cleanup, err := s.credentials()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cmd := exec.CommandContext(ctx, tool, append([]string{"--defaults-extra-file=" + cnf}, args...)...)
+	// HOME is the credential directory: no ~/.my.cnf can override it.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "LC_ALL=C.UTF-8", "TZ=UTC"}
+	stderr := &tailBuffer{max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = w, stderr
+	cmd.WaitDelay = 10 * time.Second
+	var in io.WriteCloser
+	if stdin != nil {
+		if in, err = cmd.StdinPipe(); err != nil {
+			return err
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", filepath.Base(tool), err)
+	}
+	var feedErr error
+	if stdin != nil {
+		_, feedErr = io.Copy(in, stdin)
+		if feedErr != nil && !errors.Is(feedErr, os.ErrClosed) && !isBrokenPipe(feedErr) {
+			cancel(feedErr) // kill before it sees a clean end of input
+		} else {
+			feedErr = nil
+			_ = in.Close()
+		}
+	}
+	err = cmd.Wait()
+	if feedErr != nil {
+		return fmt.Errorf("%s stopped: its input failed: %w", filepath.Base(tool), feedErr)
+	}
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = "no message"
+		}
+		if ctx.Err() != nil && context.Cause(ctx) != nil {
+			return fmt.Errorf("%s stopped: %w (%s)", filepath.Base(tool), context.Cause(ctx), msg)
+		}
+		return &ToolError{Tool: filepath.Base(tool), Err: err, Stderr: msg}
+	}
+	return nil
+}
+
+// ToolError is a tool that failed: its exit status and what it said.
+type ToolError struct {
+	Tool   string
+	Err    error
+	Stderr string
+}
+
+func (e *ToolError) Error() string { return fmt.Sprintf("%s failed (%v): %s", e.Tool, e.Err, e.Stderr) }
+func (e *ToolError) Unwrap() error { return e.Err }
+
+func isBrokenPipe(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "file already closed"))
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+func (t *tailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return bytes.Clone(t.b)
+}
