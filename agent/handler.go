@@ -104,6 +104,21 @@ func (j *Job) Progress(ctx context.Context, format string, args ...any) {
 	}
 }
 
+// Note adds a milestone note ("writes blocked: 2 accounts, 1 session
+// ended") to the row's events now, whatever the progress interval; a
+// pending progress note is dropped (the milestone supersedes it).
+func (j *Job) Note(ctx context.Context, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.pending = ""
+	j.lastProgress = time.Now()
+	if err := j.agent.store.Progress(ctx, j.row, msg); err != nil && !errors.Is(err, context.Canceled) {
+		j.Log.Debug("note not written", "err", err)
+	}
+	j.Log.Info(msg)
+}
+
 // PutRecord stores v, as JSON, as the row's record of kind (see
 // statemachine.Store.PutRecord): what the step is about to change outside
 // the state database, so that it can be undone by whoever comes next.

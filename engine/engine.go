@@ -67,7 +67,10 @@ type Manifest struct {
 	BinlogPosition int64  `json:"binlog_position,omitempty"`
 	GTID           string `json:"gtid,omitempty"`
 	// DumpFormat is the dump's format ("sql").
-	DumpFormat string     `json:"dump_format"`
+	DumpFormat string `json:"dump_format"`
+	// DumpSHA256 and DumpBytes describe the stored (compressed) dump.
+	DumpSHA256 string     `json:"dump_sha256,omitempty"`
+	DumpBytes  int64      `json:"dump_bytes,omitempty"`
 	DumpTool   string     `json:"dump_tool"`
 	Tables     []TableSum `json:"tables"`
 	// ChecksumAlgorithm names how Tables' checksums were computed.

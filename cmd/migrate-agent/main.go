@@ -5,12 +5,20 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/agent/steps"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/internal/agentcmd"
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
+	"github.com/fleetmigrate/fleetmigrate/internal/storeopen"
+	"github.com/fleetmigrate/fleetmigrate/storage"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -20,11 +28,36 @@ func main() {
 	os.Exit(agentcmd.Main(os.Args[1:], versionString(), os.Stdout, os.Stderr, registerHandlers))
 }
 
-// registerHandlers adds the step handlers this build has. The engine,
-// storage and DNS steps arrive with their issues; until then the agent
-// registers, heartbeats and recovers, and leaves rows it cannot handle
-// alone, saying so once per engine.
-func registerHandlers(*agent.Agent, config.Config) error { return nil }
+// registerHandlers adds the step handlers of the engines this host has a
+// server of (the mysql section of the configuration). The DNS step arrives
+// with its issue; until then a DNS agent registers, heartbeats and leaves
+// rows alone, saying so once.
+func registerHandlers(a *agent.Agent, cfg config.Config) error {
+	if cfg.MySQL.Address == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := storeopen.Open(ctx, cfg.Storage)
+	if err != nil {
+		return fmt.Errorf("open the object store: %w", err)
+	}
+	level, err := storage.ParseLevel(cfg.Storage.Compression)
+	if err != nil {
+		return err
+	}
+	(&steps.MySQL{
+		Host:   cfg.Host,
+		Server: engine.Server{Host: cfg.Host, Address: cfg.MySQL.Address, User: cfg.MySQL.User, Password: cfg.MySQL.Password},
+		Options: mysql.Options{
+			DumpTool: cfg.MySQL.DumpTool, ClientTool: cfg.MySQL.ClientTool,
+			SessionWait: cfg.MySQL.SessionWait, TempDir: cfg.MySQL.TempDir,
+		},
+		Store: st,
+		Level: level,
+	}).Register(a)
+	return nil
+}
 
 func versionString() string {
 	if version != "" {

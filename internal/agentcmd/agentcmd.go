@@ -162,6 +162,13 @@ func agentConfig(cfg config.Config, version string) (agent.Config, error) {
 		ShutdownTimeout: cfg.Agent.ShutdownTimeout, MaxAttempts: cfg.Agent.MaxAttempts, Version: version,
 		DNSTarget: cfg.Agent.DNSTarget, Address: cfg.Agent.MetricsAddr, MaxJobs: map[statemachine.Role]int{},
 	}
+	if cfg.MySQL.Address != "" {
+		addr := cfg.MySQL.AdvertiseAddress
+		if addr == "" {
+			addr = cfg.MySQL.Address
+		}
+		ac.Endpoints = map[statemachine.Engine]string{statemachine.EngineMySQL: addr}
+	}
 	for _, r := range cfg.Agent.Roles {
 		role := statemachine.Role(strings.ToLower(strings.TrimSpace(r)))
 		if role == "" {

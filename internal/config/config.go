@@ -37,6 +37,34 @@ type Config struct {
 	Agent   Agent   `yaml:"agent"`
 	Storage Storage `yaml:"storage"`
 	Links   Links   `yaml:"links"`
+	MySQL   MySQL   `yaml:"mysql"`
+}
+
+// MySQL is this host's MySQL or MariaDB server, as the agent reaches it
+// for the dump, import, close and rollback steps of rows of engine mysql.
+// An empty address means the host has none: the agent then handles no
+// such rows.
+type MySQL struct {
+	// Address is host:port (or a Unix socket path) of the local server.
+	Address string `yaml:"address"`
+	// AdvertiseAddress is how the other agents reach this server (the
+	// source checks the destination before blocking writes; a rollback
+	// drops the import here). Default: Address.
+	AdvertiseAddress string `yaml:"advertise-address"`
+	// User and Password are the administrator account the engine uses, the
+	// same on every server of the fleet (peers are reached with it too).
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// DumpTool and ClientTool are the paths of mariadb-dump/mysqldump and
+	// mariadb/mysql. Default: the server family's tools on PATH.
+	DumpTool   string `yaml:"dump-tool"`
+	ClientTool string `yaml:"client-tool"`
+	// SessionWait bounds the wait for ended sessions to go away when
+	// writes are blocked or the source closed. Default: 30s.
+	SessionWait time.Duration `yaml:"session-wait"`
+	// TempDir holds the tools' short-lived 0600 credential files.
+	// Default: the system's temporary directory.
+	TempDir string `yaml:"temp-dir"`
 }
 
 // Storage is where dumps are kept.
@@ -146,6 +174,7 @@ func New() Config {
 			S3: S3{Region: "us-east-1", PartSizeMiB: 8, Concurrency: 4, MaxAttempts: 5},
 		},
 		Links: Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
+		MySQL: MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second},
 	}
 }
 
@@ -378,6 +407,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.Retention <= 0 {
 		errs = append(errs, fmt.Sprintf("storage.retention %s: want a positive duration, e.g. 720h", c.Storage.Retention))
+	}
+	if c.MySQL.Address != "" && c.MySQL.User == "" {
+		errs = append(errs, "mysql.user is empty")
+	}
+	if c.MySQL.SessionWait <= 0 {
+		errs = append(errs, fmt.Sprintf("mysql.session-wait %s: want a positive duration, e.g. 30s", c.MySQL.SessionWait))
+	}
+	if c.MySQL.AdvertiseAddress == "" {
+		c.MySQL.AdvertiseAddress = c.MySQL.Address
 	}
 	if c.Links.DefaultTTL <= 0 {
 		errs = append(errs, fmt.Sprintf("links.default-ttl %s: want a positive duration", c.Links.DefaultTTL))

@@ -18,6 +18,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	t.Setenv("FLEETMIGRATE_S3_ACCESS_KEY", "AKIA")
 	t.Setenv("FLEETMIGRATE_S3_SECRET_KEY", "s3cret")
 	t.Setenv("FLEETMIGRATE_LINK_SECRET", "0123456789abcdef0123456789abcdef")
+	t.Setenv("FLEETMIGRATE_MYSQL_PASSWORD", `my "sql" pa$$`)
 	path := filepath.Join("..", "..", "deploy", "config.example.yaml")
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -25,6 +26,9 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" {
+		t.Errorf("mysql section: %+v", cfg.MySQL)
 	}
 	if !strings.Contains(cfg.State.DSN, ":p@ss:w/rd#1@") {
 		t.Errorf("password not expanded: %q", cfg.State.DSN)

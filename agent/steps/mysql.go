@@ -1,0 +1,496 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/storage"
+)
+
+// MySQL runs the MySQL/MariaDB steps of one host.
+type MySQL struct {
+	// Host is this agent's host ID.
+	Host string
+	// Server is how this agent reaches its local server as administrator.
+	// Peers (the destination, from the source) are reached at the address
+	// their agent publishes, with the same account.
+	Server engine.Server
+	// Options configure the engine (tools, session wait, temp dir).
+	Options mysql.Options
+	// Store holds the dumps; Level is their zstd level.
+	Store storage.Store
+	Level zstd.EncoderLevel
+	// ProgressEvery is how often a running dump or import reports (default
+	// 5 s; the agent's progress interval limits what is written).
+	ProgressEvery time.Duration
+}
+
+// Register adds the dump, import, close and rollback handlers for rows of
+// engine mysql.
+func (c *MySQL) Register(a *agent.Agent) {
+	a.Handle(statemachine.RoleDump, statemachine.EngineMySQL, &mysqlDump{c})
+	a.Handle(statemachine.RoleImport, statemachine.EngineMySQL, &mysqlImport{c})
+	a.Handle(statemachine.RoleClose, statemachine.EngineMySQL, &mysqlClose{c})
+	a.Handle(statemachine.RoleRollback, statemachine.EngineMySQL, &mysqlRollback{c})
+}
+
+// blockRecord is the block record of a mysql row.
+type blockRecord struct {
+	// Blocked is true while the change is in force at the source.
+	Blocked bool          `json:"blocked"`
+	Access  *mysql.Access `json:"access"`
+}
+
+func (c *MySQL) local(ctx context.Context, log *slog.Logger) (*mysql.Server, error) {
+	opt := c.Options
+	opt.Log = log
+	srv := c.Server
+	srv.Host = c.Host
+	s, err := mysql.Open(ctx, srv, opt)
+	if err != nil {
+		return nil, permanent(err)
+	}
+	return s, nil
+}
+
+// peer connects to the server of another host, at the address its agent
+// publishes.
+func (c *MySQL) peer(ctx context.Context, job *agent.Job, host string) (*mysql.Server, error) {
+	addr, err := job.Endpoint(ctx, host, statemachine.EngineMySQL)
+	if err != nil {
+		return nil, err
+	}
+	opt := c.Options
+	opt.Log = job.Log
+	s, err := mysql.Open(ctx, engine.Server{Host: host, Address: addr, User: c.Server.User, Password: c.Server.Password}, opt)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("reach the %s server of %s: %w", statemachine.EngineMySQL, host, err))
+	}
+	return s, nil
+}
+
+func (c *MySQL) every() time.Duration {
+	if c.ProgressEvery > 0 {
+		return c.ProgressEvery
+	}
+	return 5 * time.Second
+}
+
+// unblock restores writes from the block record, if it is in force, and
+// says so on the row.
+func unblock(ctx context.Context, job *agent.Job, src *mysql.Server, rec blockRecord) error {
+	if !rec.Blocked || rec.Access == nil {
+		return nil
+	}
+	warnings, err := src.Unblock(ctx, rec.Access)
+	if err != nil {
+		return fmt.Errorf("restore writes to %q: %w", rec.Access.Database, err)
+	}
+	rec.Blocked = false
+	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+		return err
+	}
+	detail := "writes restored at the source"
+	if len(warnings) > 0 {
+		detail += "; " + strings.Join(warnings, "; ")
+	}
+	return job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, detail)
+}
+
+// unblockRecorded undoes the block the row's record says is in force.
+func unblockRecorded(ctx context.Context, job *agent.Job, src *mysql.Server) error {
+	var rec blockRecord
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil || !ok {
+		return err
+	}
+	return unblock(ctx, job, src, rec)
+}
+
+// mysqlDump is the dump step at the source: check both sides, block
+// writes, dump to the store with the manifest and the secrets beside it.
+// Any failure restores writes before the row fails or is retried.
+type mysqlDump struct{ c *MySQL }
+
+func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	// A block left in force by an earlier attempt is undone first: this
+	// attempt plans its own from the grants as they are.
+	if err := unblockRecorded(ctx, job, src); err != nil {
+		return statemachine.Fields{}, err
+	}
+	s, err := src.Inspect(ctx, row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	checked, err := h.checkDestination(ctx, job, s)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	access, err := src.PlanBlock(ctx, s)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	rec := blockRecord{Blocked: true, Access: access}
+	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+		return statemachine.Fields{}, err
+	}
+	detail := fmt.Sprintf("blocking writes to %q (%s, %d tables, %s; %s); %s", s.Database, src.Version(), len(s.Tables), mb(s.SizeBytes), describeAccess(access), checked)
+	if err := job.Record(ctx, statemachine.Fields{SizeBytes: s.SizeBytes, Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
+		return statemachine.Fields{}, err
+	}
+	f, err := h.blocked(ctx, job, src, s, access)
+	if err != nil {
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if uerr := unblock(uctx, job, src, rec); uerr != nil {
+			job.Log.Error("writes NOT restored after the dump failed: the next attempt, a rollback or recovery restores them", "err", uerr)
+			err = errors.Join(err, uerr)
+		}
+		return statemachine.Fields{}, permanent(err)
+	}
+	return f, nil
+}
+
+// checkDestination runs the destination's preflight from the source,
+// before any change: a conflict found now costs the customer no downtime.
+func (h *mysqlDump) checkDestination(ctx context.Context, job *agent.Job, s *mysql.Source) (string, error) {
+	dst, err := h.c.peer(ctx, job, job.Row.Destination)
+	if err != nil {
+		return "", fmt.Errorf("check the destination before blocking writes: %w", err)
+	}
+	defer func() { _ = dst.Close() }()
+	d, err := dst.CheckDestination(ctx, mysql.IncomingFromSource(s))
+	if err != nil {
+		return "", err
+	}
+	out := fmt.Sprintf("destination %s %s ready", job.Row.Destination, dst.Version())
+	if len(d.Notes) > 0 {
+		out += " (" + strings.Join(d.Notes, "; ") + ")"
+	}
+	return out, nil
+}
+
+func describeAccess(a *mysql.Access) string {
+	var parts []string
+	if a.Mode == mysql.ModeReadOnly {
+		parts = append(parts, "READ ONLY")
+	} else {
+		parts = append(parts, fmt.Sprintf("%d accounts lose write privileges", len(a.Accounts)))
+	}
+	if len(a.Events) > 0 {
+		parts = append(parts, fmt.Sprintf("%d events disabled", len(a.Events)))
+	}
+	for _, w := range a.Warnings {
+		parts = append(parts, "warning: "+w)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// blocked blocks writes and dumps.
+func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Server, s *mysql.Source, access *mysql.Access) (statemachine.Fields, error) {
+	ended, err := src.Block(ctx, access)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	job.Note(ctx, "writes blocked; %d sessions ended", ended)
+	pos, err := src.Position(ctx)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	ref := storage.DumpRef{Engine: string(statemachine.EngineMySQL), Source: job.Row.Source, Database: s.Database, ConsistencyPoint: pos.At}
+	key := ref.DumpKey("sql")
+	rep := report(ctx, job, h.c.every(), func(b, done, total int64) string {
+		return fmt.Sprintf("dumping: %s written, checksums of %d/%d tables", mb(b), done, total)
+	})
+	var man *engine.Manifest
+	var sec engine.Secrets
+	res, err := storage.PutCompressed(ctx, h.c.Store, key, h.c.Level, storage.PutOptions{ContentType: "application/zstd"}, func(w io.Writer) error {
+		var err error
+		man, sec, _, err = src.Snapshot(ctx, s, job.Row.Source, pos, w, &mysql.Progress{Bytes: &rep.bytes, Tables: rep.tables})
+		return err
+	})
+	rep.Stop()
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("dump %q to %s: %w", s.Database, h.c.Store.Describe(), err)
+	}
+	job.CountBytes("out", res.Size)
+	man.DumpSHA256, man.DumpBytes = res.SHA256, res.Size
+	if err := putJSON(ctx, h.c.Store, ref.SecretsKey(), sec, true); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := putJSON(ctx, h.c.Store, ref.ManifestKey(), man, false); err != nil {
+		return statemachine.Fields{}, err
+	}
+	job.Note(ctx, "dumped %q: %s of SQL, %s stored, %d tables checksummed, %d accounts", s.Database, mb(rep.bytes.Load()), mb(res.Size), len(man.Tables), len(man.Users))
+	return statemachine.Fields{
+		SizeBytes:        s.SizeBytes,
+		DumpURL:          h.c.Store.URL(key),
+		DumpSHA256:       res.SHA256,
+		DumpBytes:        res.Size,
+		ConsistencyPoint: pos.At,
+	}, nil
+}
+
+// Recover restores writes if the dead run left them blocked (the dump did
+// not complete: the row is still Dumping).
+func (h *mysqlDump) Recover(ctx context.Context, job *agent.Job) error {
+	var rec blockRecord
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil || !ok || !rec.Blocked {
+		return err
+	}
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = src.Close() }()
+	return unblock(ctx, job, src, rec)
+}
+
+// mysqlImport is the import step at the destination: drop what an earlier
+// attempt left, import (recording what it creates first), verify against
+// the manifest; on any failure drop what this attempt created.
+type mysqlImport struct{ c *MySQL }
+
+func (h *mysqlImport) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	objs, man, err := readManifest(ctx, h.c.Store, row)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	var sec engine.Secrets
+	if err := getJSON(ctx, h.c.Store, objs.Secrets, &sec); err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = dst.Close() }()
+	if err := dropRecordedImport(ctx, job, dst, "an earlier attempt"); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := h.load(ctx, job, dst, objs, man, sec); err != nil {
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if derr := dropRecordedImport(uctx, job, dst, "this attempt"); derr != nil {
+			job.Log.Error("the failed import was NOT dropped: the next attempt, a rollback or recovery drops it", "err", derr)
+			err = errors.Join(err, derr)
+		}
+		return statemachine.Fields{}, permanent(err)
+	}
+	return statemachine.Fields{}, nil
+}
+
+func (h *mysqlImport) load(ctx context.Context, job *agent.Job, dst *mysql.Server, objs dumpObjects, man *engine.Manifest, sec engine.Secrets) error {
+	r, err := storage.OpenDump(ctx, h.c.Store, objs.Dump, job.Row.DumpSHA256)
+	if err != nil {
+		return fmt.Errorf("open the dump: %w", err)
+	}
+	defer r.Close()
+	rep := report(ctx, job, h.c.every(), func(b, done, total int64) string {
+		if total > 0 {
+			return fmt.Sprintf("verifying: %d/%d tables", done, total)
+		}
+		return fmt.Sprintf("importing: %s of SQL loaded", mb(b))
+	})
+	defer rep.Stop()
+	notes, err := dst.Import(ctx, man, sec, r, func(rec mysql.ImportRecord) error {
+		return job.PutRecord(ctx, recordImport, rec)
+	}, &mysql.Progress{Bytes: &rep.bytes})
+	if err != nil {
+		if !errors.Is(err, engine.ErrPermanent) && ctx.Err() == nil {
+			// A corrupt dump may show as a broken stream before the digest
+			// check at its end: tell it from a store that failed for a moment.
+			if cerr := checkObject(ctx, h.c.Store, objs.Dump, job.Row.DumpSHA256); cerr != nil {
+				var dm *storage.DigestMismatchError
+				if errors.As(cerr, &dm) {
+					return fmt.Errorf("import %q: %w", man.Database, cerr)
+				}
+			}
+		}
+		return err
+	}
+	job.CountBytes("in", job.Row.DumpBytes)
+	job.Note(ctx, "imported %q: %s of SQL%s; verifying %d tables", man.Database, mb(rep.bytes.Load()), notesSuffix(notes), len(man.Tables))
+	if err := dst.Verify(ctx, man, rep.tables); err != nil {
+		return err
+	}
+	job.Note(ctx, "verified %q: %d tables, row counts and checksums (%s) match the source's, %d objects, %d accounts", man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Objects), len(man.Users))
+	return nil
+}
+
+func notesSuffix(notes []string) string {
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
+}
+
+// dropRecordedImport drops what the row's import record says an import
+// created on dst, then clears the record.
+func dropRecordedImport(ctx context.Context, job *agent.Job, dst *mysql.Server, whose string) error {
+	var rec mysql.ImportRecord
+	ok, err := job.GetRecord(ctx, recordImport, &rec)
+	if err != nil || !ok || rec.Database == "" && len(rec.CreatedUsers) == 0 {
+		return err
+	}
+	if err := dst.DropImport(ctx, rec); err != nil {
+		return err
+	}
+	if err := job.PutRecord(ctx, recordImport, mysql.ImportRecord{}); err != nil {
+		return err
+	}
+	job.Note(ctx, "dropped the import of %s at %s (%s)", whose, dst, describeImport(rec))
+	return nil
+}
+
+func describeImport(rec mysql.ImportRecord) string {
+	var parts []string
+	switch {
+	case rec.Database != "" && rec.CreatedDatabase:
+		parts = append(parts, fmt.Sprintf("database %q dropped", rec.Database))
+	case rec.Database != "":
+		parts = append(parts, fmt.Sprintf("database %q emptied (it existed before)", rec.Database))
+	}
+	if len(rec.CreatedUsers) > 0 {
+		parts = append(parts, fmt.Sprintf("%d accounts it created removed", len(rec.CreatedUsers)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Recover drops the partial import of the dead run.
+func (h *mysqlImport) Recover(ctx context.Context, job *agent.Job) error {
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dst.Close() }()
+	return dropRecordedImport(ctx, job, dst, "an interrupted attempt")
+}
+
+// mysqlClose is the close step at the source, after DNS moved: re-check
+// the source against the manifest, then take the accounts' access to the
+// old copy away and end their sessions. The data stays.
+type mysqlClose struct{ c *MySQL }
+
+func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	_, man, err := readManifest(ctx, h.c.Store, row)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	s, err := src.Inspect(ctx, row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	var present []string
+	for _, t := range man.Tables {
+		for _, have := range s.Tables {
+			if have == t.Name {
+				present = append(present, t.Name)
+			}
+		}
+	}
+	rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
+		return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
+	})
+	sums, err := src.Checksums(ctx, row.DatabaseName, present, rep.tables)
+	rep.Stop()
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	got := sums
+	for _, t := range s.Tables {
+		if !containsTable(man.Tables, t) {
+			got = append(got, engine.TableSum{Name: t})
+		}
+	}
+	if diff := engine.Diff(man.Tables, got); len(diff) > 0 {
+		return statemachine.Fields{}, agent.Permanentf("writes reached the source after the consistency point (%s): %s; the source is left as it is",
+			row.ConsistencyPoint.UTC().Format(time.RFC3339), strings.Join(diff, "; "))
+	}
+	access, err := src.PlanClose(ctx, s)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	if err := job.PutRecord(ctx, recordClose, access); err != nil {
+		return statemachine.Fields{}, err
+	}
+	ended, err := src.CloseAccess(ctx, access)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	job.Note(ctx, "source closed: %d accounts lost access to %q, %d sessions ended; the data stays until the retention ends", len(access.Accounts), row.DatabaseName, ended)
+	return statemachine.Fields{}, nil
+}
+
+func containsTable(ts []engine.TableSum, name string) bool {
+	for _, t := range ts {
+		if t.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Recover has nothing to undo: closing is final and runs again whole.
+func (h *mysqlClose) Recover(context.Context, *agent.Job) error { return nil }
+
+// mysqlRollback is the rollback step at the source: restore writes and
+// drop the destination's copy (only what the import created).
+type mysqlRollback struct{ c *MySQL }
+
+func (h *mysqlRollback) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	if !row.SwitchedAt.IsZero() {
+		return statemachine.Fields{}, agent.Permanentf("the DNS name %s was switched to the destination at %s: this agent cannot point it back (the DNS step does); nothing was changed",
+			row.DNSName, row.SwitchedAt.UTC().Format(time.RFC3339))
+	}
+	// Writes come back first: that ends the customer's downtime whatever
+	// happens at the destination.
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	if err := unblockRecorded(ctx, job, src); err != nil {
+		return statemachine.Fields{}, err
+	}
+	var imp mysql.ImportRecord
+	ok, err := job.GetRecord(ctx, recordImport, &imp)
+	if err != nil || !ok || imp.Database == "" && len(imp.CreatedUsers) == 0 {
+		return statemachine.Fields{}, err
+	}
+	dst, err := h.c.peer(ctx, job, row.Destination)
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("drop the copy at the destination: %w", err)
+	}
+	defer func() { _ = dst.Close() }()
+	return statemachine.Fields{}, dropRecordedImport(ctx, job, dst, "this migration")
+}
+
+// Recover has nothing to undo: rolling back runs again whole.
+func (h *mysqlRollback) Recover(context.Context, *agent.Job) error { return nil }
