@@ -280,6 +280,12 @@ func (s *Server) inspectAccounts(ctx context.Context, src *Source) error {
 		src.Warnings = append(src.Warnings, fmt.Sprintf("accounts with server-wide privileges (%s) are neither migrated nor blocked: they can still write at the source while it is blocked, and must exist at the destination",
 			strings.Join(src.Admins, ", ")))
 	}
+	for _, k := range order {
+		if objs := src.Definers[k.user+"@"+k.host]; len(objs) > 0 && slices.Contains(src.Admins, accountName(k.user, k.host)) {
+			src.Warnings = append(src.Warnings, fmt.Sprintf("%s run as %s, which has server-wide privileges: called while writes are blocked, SQL SECURITY DEFINER routines and views can still write",
+				strings.Join(objs, ", "), accountName(k.user, k.host)))
+		}
+	}
 	return nil
 }
 
