@@ -62,6 +62,16 @@ func (s *Store) AcquireLeader(ctx context.Context, holder string, ttl time.Durat
 	if holder == "" || ttl <= 0 {
 		return statemachine.Lease{}, errors.New("acquire scheduler lease: holder and a positive ttl are required")
 	}
+	var l statemachine.Lease
+	err := s.retried(ctx, func() error {
+		var err error
+		l, err = s.acquireLeader(ctx, holder, ttl, maxProcs)
+		return err
+	})
+	return l, err
+}
+
+func (s *Store) acquireLeader(ctx context.Context, holder string, ttl time.Duration, maxProcs int) (statemachine.Lease, error) {
 	pre, post := s.d.insertIgnore()
 	var procs any
 	if maxProcs > 0 {

@@ -293,6 +293,24 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 }
 
+// retried runs fn (statements outside a transaction) again when the
+// database aborted it to break a deadlock, like inTx.
+func (s *Store) retried(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = fn()
+		if err == nil || !s.d.retryable(err) || attempt >= maxTxRetries || ctx.Err() != nil {
+			return err
+		}
+		s.log.Debug("state database statement retried", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt*attempt) * 5 * time.Millisecond):
+		}
+	}
+}
+
 func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
