@@ -134,24 +134,6 @@ func planOn(t *testing.T, s statemachine.Store, n int, sources, dests int, dns b
 	}
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestTwentyAgentsDrainTwoThousandRows: 5 source hosts (dump, close), 5
 // destination hosts (import) and 10 DNS agents, each with its own
 // connections, drain 2,000 rows promoted by the real scheduler: every row
@@ -254,7 +236,7 @@ func TestRetriesFailuresAndPanics(t *testing.T) {
 			}
 			return nil
 		}}
-		var logs logBuffer
+		var logs fleettest.LogBuffer
 		start(t, s, fast("src-0", statemachine.RoleDump), h, slog.New(slog.NewJSONHandler(&logs, nil)))
 		if _, err := s.Promote(context.Background(), 4, "test"); err != nil {
 			t.Fatal(err)
@@ -447,7 +429,7 @@ func TestRowsWithoutHandlerAreLeftAlone(t *testing.T) {
 		if _, err := s.Plan(context.Background(), rows, "test", false); err != nil {
 			t.Fatal(err)
 		}
-		var logs logBuffer
+		var logs fleettest.LogBuffer
 		a, err := agent.New(s, fast("src-0", statemachine.RoleDump), slog.New(slog.NewTextHandler(&logs, nil)), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -484,7 +466,7 @@ func TestStateDatabaseRestart(t *testing.T) {
 				return ctx.Err()
 			}
 		}}
-		var logs logBuffer
+		var logs fleettest.LogBuffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		for i := range 2 {
 			cfg := fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump)

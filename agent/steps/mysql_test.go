@@ -45,22 +45,11 @@ type server struct {
 	root *sql.DB
 }
 
-var adminOnce sync.Map
-
 func serverAs(t testing.TB, host string) *server {
 	t.Helper()
 	m := fleettest.SharedMariaDBAs(t, host)
-	root, err := sql.Open("mysql", m.DSN("")+"&multiStatements=true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = root.Close() })
-	once, _ := adminOnce.LoadOrStore(m.Addr(), &sync.Once{})
-	once.(*sync.Once).Do(func() {
-		exec(t, root, "CREATE USER IF NOT EXISTS "+acct(adminUser, "%")+" IDENTIFIED BY "+sqlString(adminPass),
-			"GRANT ALL PRIVILEGES ON *.* TO "+acct(adminUser, "%")+" WITH GRANT OPTION")
-	})
-	return &server{host: host, m: m, root: root}
+	m.EnsureAdmin(t, adminUser, adminPass)
+	return &server{host: host, m: m, root: m.RootDB(t)}
 }
 
 // fleet is a source and a destination host with their agents, a state
@@ -70,7 +59,7 @@ type fleet struct {
 	state    *sqlstore.Store
 	dumps    *file.Store
 	dir      string
-	logs     *logBuffer
+	logs     *fleettest.LogBuffer
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -83,7 +72,7 @@ func newFleet(t *testing.T) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fleet{src: serverAs(t, "source"), dst: serverAs(t, "destination"), state: db.Open(t), dumps: st, dir: dir, logs: &logBuffer{}}
+	return &fleet{src: serverAs(t, "source"), dst: serverAs(t, "destination"), state: db.Open(t), dumps: st, dir: dir, logs: &fleettest.LogBuffer{}}
 }
 
 // agentOpts adjust an agent of the fleet.
@@ -630,39 +619,11 @@ func ctx(t testing.TB) context.Context {
 	return c
 }
 
-func exec(t testing.TB, db *sql.DB, stmts ...string) {
-	t.Helper()
-	for _, s := range stmts {
-		if _, err := db.ExecContext(ctx(t), s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-}
-
-func acct(user, host string) string { return ident.QuoteMySQL(user) + "@" + ident.QuoteMySQL(host) }
-
-// sqlString quotes a string literal for the servers' default sql_mode.
-func sqlString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
-}
-
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+var (
+	exec      = fleettest.Exec
+	acct      = fleettest.MySQLAccount
+	sqlString = fleettest.MySQLString
+)
 
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")

@@ -39,8 +39,6 @@ type side struct {
 	srv  *mysql.Server
 }
 
-var adminOnce sync.Map
-
 // fleet returns the shared source and destination servers.
 func fleet(t *testing.T) (src, dst *side) {
 	t.Helper()
@@ -51,13 +49,8 @@ func fleet(t *testing.T) (src, dst *side) {
 func serverAs(t *testing.T, role string) *side {
 	t.Helper()
 	m := fleettest.SharedMariaDBAs(t, role)
-	root := rootDB(t, m)
-	once, _ := adminOnce.LoadOrStore(m.Addr(), &sync.Once{})
-	once.(*sync.Once).Do(func() {
-		exec(t, root,
-			"CREATE USER IF NOT EXISTS "+acct(adminUser, "%")+" IDENTIFIED BY "+sqlString(adminPass),
-			"GRANT ALL PRIVILEGES ON *.* TO "+acct(adminUser, "%")+" WITH GRANT OPTION")
-	})
+	root := m.RootDB(t)
+	m.EnsureAdmin(t, adminUser, adminPass)
 	return &side{name: role, m: m, root: root, srv: openServer(t, m, role, mysql.Options{})}
 }
 
@@ -71,37 +64,17 @@ func openServer(t *testing.T, m *fleettest.MariaDB, host string, opt mysql.Optio
 	return srv
 }
 
-func rootDB(t *testing.T, m *fleettest.MariaDB) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("mysql", m.DSN("")+"&multiStatements=true&parseTime=true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return c
 }
 
-func exec(t *testing.T, db *sql.DB, stmts ...string) {
-	t.Helper()
-	for _, s := range stmts {
-		if _, err := db.ExecContext(ctx(t), s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-}
-
-func acct(user, host string) string { return ident.QuoteMySQL(user) + "@" + ident.QuoteMySQL(host) }
-
-// sqlString quotes a string literal for the servers' default sql_mode.
-func sqlString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
-}
+var (
+	exec      = fleettest.Exec
+	acct      = fleettest.MySQLAccount
+	sqlString = fleettest.MySQLString
+)
 
 var dialers sync.Map
 

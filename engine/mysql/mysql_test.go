@@ -569,7 +569,7 @@ func TestDestinationGoesAwayMidImport(t *testing.T) {
 	src, _ := fleet(t)
 	t.Parallel()
 	priv := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
-	root := rootDB(t, priv)
+	root := priv.RootDB(t)
 	exec(t, root, "CREATE USER "+acct(adminUser, "%")+" IDENTIFIED BY "+sqlString(adminPass),
 		"GRANT ALL PRIVILEGES ON *.* TO "+acct(adminUser, "%")+" WITH GRANT OPTION")
 	dst := &side{name: "private", m: priv, root: root, srv: openServer(t, priv, "private", mysql.Options{})}
