@@ -406,31 +406,20 @@ func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fiel
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
-	var present []string
-	for _, t := range man.Tables {
-		for _, have := range s.Tables {
-			if have == t.Name {
-				present = append(present, t.Name)
-			}
-		}
-	}
+	// The source must still be what was dumped: the same check as the
+	// import's verification, against the same manifest.
 	rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
 		return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
 	})
-	sums, err := src.Checksums(ctx, row.DatabaseName, present, rep.tables)
+	err = src.Verify(ctx, man, rep.tables)
 	rep.Stop()
+	if errors.Is(err, engine.ErrPermanent) {
+		return statemachine.Fields{}, agent.Permanentf("writes reached the source after the consistency point (%s), so they are not at the destination, which is live since the DNS switch: %v. "+
+			"The source was left as it is: find who wrote (accounts with server-wide privileges and their definer routines are not blocked), carry the changes to the destination, then close the source by hand",
+			row.ConsistencyPoint.UTC().Format(time.RFC3339), err)
+	}
 	if err != nil {
-		return statemachine.Fields{}, permanent(err)
-	}
-	got := sums
-	for _, t := range s.Tables {
-		if !containsTable(man.Tables, t) {
-			got = append(got, engine.TableSum{Name: t})
-		}
-	}
-	if diff := engine.Diff(man.Tables, got); len(diff) > 0 {
-		return statemachine.Fields{}, agent.Permanentf("writes reached the source after the consistency point (%s): %s; the source is left as it is",
-			row.ConsistencyPoint.UTC().Format(time.RFC3339), strings.Join(diff, "; "))
+		return statemachine.Fields{}, err
 	}
 	access, err := src.PlanClose(ctx, s)
 	if err != nil {
@@ -445,15 +434,6 @@ func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fiel
 	}
 	job.Note(ctx, "source closed: %d accounts lost access to %q, %d sessions ended; the data stays until the retention ends", len(access.Accounts), row.DatabaseName, ended)
 	return statemachine.Fields{}, nil
-}
-
-func containsTable(ts []engine.TableSum, name string) bool {
-	for _, t := range ts {
-		if t.Name == name {
-			return true
-		}
-	}
-	return false
 }
 
 // Recover has nothing to undo: closing is final and runs again whole.
