@@ -85,8 +85,89 @@ type Manifest struct {
 	MissingDefiners []string            `json:"missing_definers,omitempty"`
 	// Events are the database's events that were enabled before blocking
 	// (they are dumped disabled and enabled again at the destination).
-	Events   []Event  `json:"events,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
+	Events []Event `json:"events,omitempty"`
+	// LSN is the source's WAL position of the dump's snapshot
+	// (PostgreSQL).
+	LSN string `json:"lsn,omitempty"`
+	// Sequences are the sequences' values in the dump (PostgreSQL): the
+	// import must continue from the same ones.
+	Sequences []Sequence `json:"sequences,omitempty"`
+	// Postgres is what a PostgreSQL database brings beyond its dump.
+	Postgres *PostgresDatabase `json:"postgres,omitempty"`
+	Warnings []string          `json:"warnings,omitempty"`
+}
+
+// Sequence is a sequence's last value ("" when it was never used).
+type Sequence struct {
+	Name      string `json:"name"`
+	LastValue string `json:"last_value"`
+}
+
+// PostgresDatabase is what pg_dump leaves out of a database and the import
+// recreates: its locale, owner, privileges, settings, extensions and roles
+// (their password verifiers are in Secrets).
+type PostgresDatabase struct {
+	Owner          string `json:"owner"`
+	Ctype          string `json:"ctype"`
+	LocaleProvider string `json:"locale_provider,omitempty"`
+	ICULocale      string `json:"icu_locale,omitempty"`
+	// ACL is the database's privileges (its default ones spelt out).
+	ACL []ACLItem `json:"acl"`
+	// Settings are ALTER DATABASE ... SET ("name=value"), and ALTER ROLE
+	// ... IN DATABASE ... SET for Role.
+	Settings    []Setting    `json:"settings,omitempty"`
+	Extensions  []Extension  `json:"extensions,omitempty"`
+	Roles       []Role       `json:"roles"`
+	Memberships []Membership `json:"memberships,omitempty"`
+}
+
+// ACLItem is one privilege on the database; an empty Grantee is PUBLIC.
+type ACLItem struct {
+	Grantee   string `json:"grantee"`
+	Grantor   string `json:"grantor"`
+	Privilege string `json:"privilege"`
+	Grantable bool   `json:"grantable,omitempty"`
+}
+
+// Setting is a configuration setting of the database (Role empty) or of a
+// role in the database.
+type Setting struct {
+	Role    string `json:"role,omitempty"`
+	Setting string `json:"setting"`
+}
+
+// Extension is an extension installed in the database.
+type Extension struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Schema  string `json:"schema"`
+}
+
+// Role is a PostgreSQL role that owns objects of the database or holds
+// privileges on it (or is a member of one that does), with its
+// attributes; its password verifier is in Secrets.
+type Role struct {
+	Name        string     `json:"name"`
+	Superuser   bool       `json:"superuser,omitempty"`
+	Login       bool       `json:"login"`
+	Inherit     bool       `json:"inherit"`
+	CreateRole  bool       `json:"create_role,omitempty"`
+	CreateDB    bool       `json:"create_db,omitempty"`
+	Replication bool       `json:"replication,omitempty"`
+	BypassRLS   bool       `json:"bypass_rls,omitempty"`
+	ConnLimit   int        `json:"connection_limit"`
+	ValidUntil  *time.Time `json:"valid_until,omitempty"`
+	// Password is the verifier's kind: "SCRAM-SHA-256", "md5" or "".
+	Password string `json:"password,omitempty"`
+	// Settings are ALTER ROLE ... SET ("name=value") for every database.
+	Settings []string `json:"settings,omitempty"`
+}
+
+// Membership is GRANT Role TO Member.
+type Membership struct {
+	Role   string `json:"role"`
+	Member string `json:"member"`
+	Admin  bool   `json:"admin,omitempty"`
 }
 
 // Event is a scheduled event and the account it runs as.
@@ -133,6 +214,8 @@ type UserSecret struct {
 	Name       string `json:"name"`
 	Host       string `json:"host"`
 	CreateUser string `json:"create_user"`
+	// Verifier is a PostgreSQL role's password verifier (pg_authid).
+	Verifier string `json:"verifier,omitempty"`
 }
 
 // Secret returns the secret of an account, if any.

@@ -125,7 +125,7 @@ func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atom
 		args = append(args, "--set-gtid-purged=OFF")
 	}
 	args = append(args, "--", db)
-	tail := &tailBuffer{max: 256}
+	tail := &tailBuffer{Max: 256}
 	cw := &countingWriter{w: w, n: counted}
 	if cw.n == nil {
 		cw.n = new(atomic.Int64)
@@ -294,7 +294,7 @@ func (s *Server) Load(ctx context.Context, db string, r io.Reader, counted *atom
 	if err != nil {
 		return err
 	}
-	tail := &tailBuffer{max: 256}
+	tail := &tailBuffer{Max: 256}
 	cr := &countingReader{r: io.TeeReader(r, tail), n: counted}
 	if cr.n == nil {
 		cr.n = new(atomic.Int64)

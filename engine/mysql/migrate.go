@@ -5,35 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 )
 
-// Progress receives how a dump, import or verification advances; nil
-// fields are not reported.
-type Progress struct {
-	// Bytes counts the dump's bytes written or read.
-	Bytes *atomic.Int64
-	// Tables is called after each table's checksum.
-	Tables func(done, total int)
-}
-
-func (p *Progress) bytes() *atomic.Int64 {
-	if p == nil {
-		return nil
-	}
-	return p.Bytes
-}
-
-func (p *Progress) tables() func(int, int) {
-	if p == nil {
-		return nil
-	}
-	return p.Tables
-}
+// Progress receives how a dump, import or verification advances.
+type Progress = engine.Progress
 
 // Snapshot dumps src's database, whose writes are blocked, to w and
 // describes the dump: its position pos (read by Position once writes were
@@ -46,12 +25,12 @@ func (s *Server) Snapshot(ctx context.Context, src *Source, source string, pos P
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		sums, err = s.Checksums(gctx, src.Database, src.Tables, p.tables())
+		sums, err = s.Checksums(gctx, src.Database, src.Tables, p.TableFunc())
 		return err
 	})
 	g.Go(func() error {
 		var err error
-		stats, err = s.Dump(gctx, src.Database, w, p.bytes())
+		stats, err = s.Dump(gctx, src.Database, w, p.ByteCounter())
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -117,7 +96,7 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 			return nil, err
 		}
 	}
-	if err := s.Load(ctx, m.Database, r, p.bytes()); err != nil {
+	if err := s.Load(ctx, m.Database, r, p.ByteCounter()); err != nil {
 		return nil, err
 	}
 	if err := s.Grant(ctx, rec.Granted); err != nil {

@@ -1,9 +1,7 @@
 package mysql
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -180,100 +178,20 @@ func optionValue(v string) string {
 	return `"` + r.Replace(v) + `"`
 }
 
-// run runs a tool with the credential file as its first option, a minimal
-// environment, and stdout going to w. Its exit status and stderr make the
-// error. stdin, when not nil, is copied by feed, which may fail the run
-// (a corrupt dump): the process is then killed before it sees the end of
-// its input, so that it cannot take a truncated input for a whole one.
+// run runs a tool with the credential file as its first option and a
+// minimal environment (engine.RunTool).
 func (s *Server) run(ctx context.Context, tool string, args []string, w io.Writer, stdin io.Reader) error {
 	dir, cnf, cleanup, err := s.credentials()
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	cmd := exec.CommandContext(ctx, tool, append([]string{"--defaults-extra-file=" + cnf}, args...)...)
 	// HOME is the credential directory: no ~/.my.cnf can override it.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "LC_ALL=C.UTF-8", "TZ=UTC"}
-	stderr := &tailBuffer{max: 16 << 10}
-	cmd.Stdout, cmd.Stderr = w, stderr
-	cmd.WaitDelay = 10 * time.Second
-	var in io.WriteCloser
-	if stdin != nil {
-		if in, err = cmd.StdinPipe(); err != nil {
-			return err
-		}
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", filepath.Base(tool), err)
-	}
-	var feedErr error
-	if stdin != nil {
-		_, feedErr = io.Copy(in, stdin)
-		if feedErr != nil && !errors.Is(feedErr, os.ErrClosed) && !isBrokenPipe(feedErr) {
-			cancel(feedErr) // kill before it sees a clean end of input
-		} else {
-			feedErr = nil
-			_ = in.Close()
-		}
-	}
-	err = cmd.Wait()
-	if feedErr != nil {
-		return fmt.Errorf("%s stopped: its input failed: %w", filepath.Base(tool), feedErr)
-	}
-	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = "no message"
-		}
-		if ctx.Err() != nil && context.Cause(ctx) != nil {
-			return fmt.Errorf("%s stopped: %w (%s)", filepath.Base(tool), context.Cause(ctx), msg)
-		}
-		return &ToolError{Tool: filepath.Base(tool), Err: err, Stderr: msg}
-	}
-	return nil
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "LC_ALL=C.UTF-8", "TZ=UTC"}
+	return engine.RunTool(ctx, tool, append([]string{"--defaults-extra-file=" + cnf}, args...), env, w, stdin)
 }
 
 // ToolError is a tool that failed: its exit status and what it said.
-type ToolError struct {
-	Tool   string
-	Err    error
-	Stderr string
-}
+type ToolError = engine.ToolError
 
-func (e *ToolError) Error() string { return fmt.Sprintf("%s failed (%v): %s", e.Tool, e.Err, e.Stderr) }
-func (e *ToolError) Unwrap() error { return e.Err }
-
-func isBrokenPipe(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "file already closed"))
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
-}
-
-func (t *tailBuffer) Bytes() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return bytes.Clone(t.b)
-}
+type tailBuffer = engine.TailBuffer

@@ -281,3 +281,60 @@ func (p *Postgres) Up(ctx context.Context) error {
 		return c.Close(ctx)
 	})
 }
+
+// PostgresPassword is the superuser's password on the clusters of
+// SharedPostgresAs, which authenticate TCP clients with SCRAM-SHA-256.
+const PostgresPassword = "fleettest pg: superuser's 'pw'"
+
+// SharedPostgresAs returns the test binary's shared PostgreSQL cluster for
+// a role ("source", "destination"...), one cluster per role, each on its
+// own address, with SCRAM password authentication over TCP
+// (PostgresPassword for postgres). The package's TestMain must call Main.
+func SharedPostgresAs(t testing.TB, role string) *Postgres {
+	t.Helper()
+	return shared(t, "postgres/"+role, func(ctx context.Context) (*Postgres, error) {
+		return StartPostgres(ctx, PostgresConfig{Password: PostgresPassword})
+	})
+}
+
+// Connect opens a session as user with password to database over TCP,
+// closed at cleanup.
+func (p *Postgres) Connect(t testing.TB, database, user, password string) *pgx.Conn {
+	t.Helper()
+	c, err := p.Dial(context.Background(), database, user, password)
+	if err != nil {
+		t.Fatalf("fleettest: connect to %s/%s as %q: %v", p.Addr(), database, user, err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// Dial opens a session as user with password to database over TCP; the
+// caller closes it.
+func (p *Postgres) Dial(ctx context.Context, database, user, password string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig("sslmode=disable connect_timeout=5")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host, cfg.Port = p.Host, uint16(p.Port) //nolint:gosec // a port
+	cfg.Database, cfg.User, cfg.Password = database, user, password
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// Root opens a superuser session to database, closed at cleanup.
+func (p *Postgres) Root(t testing.TB, database string) *pgx.Conn {
+	t.Helper()
+	return p.Connect(t, database, "postgres", p.Password)
+}
+
+// PGExec runs statements on c, failing the test on the first error.
+func PGExec(t testing.TB, c *pgx.Conn, stmts ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, s := range stmts {
+		if _, err := c.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}

@@ -1,0 +1,228 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+)
+
+// ChecksumAlgorithm names how TableSums are computed: per table, count(*)
+// and the exact sum, as signed 64-bit integers, of the first 16 hex digits
+// of md5(ROW(t.*)::text) of every row (FROM ONLY: partitions on their
+// own). Row order does not matter and memory stays bounded on both sides;
+// a changed, missing, extra or duplicated row changes the sum. Large
+// objects are one entry: their count and the same sum over their pages
+// (oid, page number, bytes).
+const ChecksumAlgorithm = "pg-rowmd5-sum-v1"
+
+// largeObjects is the TableSum name of the large objects.
+const largeObjects = "large objects"
+
+// Snapshot is an exported snapshot of the source database, held open by
+// its session until Close: pg_dump and the checksums both read exactly it.
+type Snapshot struct {
+	// ID is pg_export_snapshot().
+	ID string
+	// At is the server's clock and LSN its WAL position at the snapshot.
+	At  time.Time
+	LSN string
+
+	conn *pgx.Conn
+	tx   pgx.Tx
+}
+
+// Snapshot opens a repeatable-read transaction on database and exports
+// its snapshot: the consistency point of the dump.
+func (s *Server) Snapshot(ctx context.Context, database string) (*Snapshot, error) {
+	c, err := s.connect(ctx, database)
+	if err != nil {
+		return nil, err
+	}
+	sn := &Snapshot{conn: c}
+	sn.tx, err = c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		err = sn.tx.QueryRow(ctx, `SELECT pg_export_snapshot(), clock_timestamp(),
+			(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).Scan(&sn.ID, &sn.At, &sn.LSN)
+	}
+	if err != nil {
+		_ = c.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("export a snapshot of %q on %s: %w", database, s, err)
+	}
+	sn.At = sn.At.UTC()
+	return sn, nil
+}
+
+// Close ends the snapshot's transaction and session.
+func (sn *Snapshot) Close(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	_ = sn.tx.Rollback(ctx)
+	_ = sn.conn.Close(ctx)
+}
+
+// DumpStats describe a finished dump.
+type DumpStats struct {
+	Bytes       int64
+	ToolVersion string
+	Duration    time.Duration
+}
+
+// Dump writes src's database as of snap to w with pg_dump (custom format,
+// uncompressed: the store compresses; pg_restore can restore it in
+// parallel and reports a cut-off archive) while it computes the tables'
+// checksums in the same snapshot, and describes the dump. source names
+// the source host in the manifest.
+func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source string, w io.Writer, p *engine.Progress) (*engine.Manifest, engine.Secrets, DumpStats, error) {
+	var stats DumpStats
+	tool, version, err := s.tool(ctx, "pg_dump", s.Major())
+	if err != nil {
+		return nil, engine.Secrets{}, stats, err
+	}
+	stats.ToolVersion = version
+	seqs, err := readSequences(ctx, snap.tx)
+	if err != nil {
+		return nil, engine.Secrets{}, stats, err
+	}
+	var sums []engine.TableSum
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		sums, err = s.checksums(gctx, src.Database, snap.ID, src.Tables, true, p.TableFunc())
+		return err
+	})
+	g.Go(func() error {
+		cw := &countWriter{w: w, n: p.ByteCounter()}
+		args := []string{"--format=custom", "--compress=0", "--snapshot=" + snap.ID, "--no-password",
+			"--lock-wait-timeout=300000", "--dbname=" + s.conninfo(src.Database)}
+		err := s.run(gctx, tool, args, cw, nil)
+		stats.Bytes = cw.total
+		if err != nil {
+			return fmt.Errorf("pg_dump of %q: %w", src.Database, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, engine.Secrets{}, stats, err
+	}
+	stats.Duration = time.Since(start)
+	m := src.Manifest(source, snap, sums, seqs)
+	m.ServerVersion, m.ServerFamily, m.DumpTool = s.version, "postgresql", version
+	return &m, src.Secrets, stats, nil
+}
+
+type countWriter struct {
+	w     io.Writer
+	n     *atomic.Int64
+	total int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.total += int64(n)
+	if c.n != nil {
+		c.n.Add(int64(n))
+	}
+	return n, err
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// readSequences reads every sequence's last value.
+func readSequences(ctx context.Context, q querier) ([]engine.Sequence, error) {
+	rows, err := q.Query(ctx, `SELECT schemaname, sequencename, coalesce(last_value::text, '') FROM pg_sequences ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("read sequences: %w", err)
+	}
+	var out []engine.Sequence
+	var nsp, name, last string
+	if _, err := pgx.ForEachRow(rows, []any{&nsp, &name, &last}, func() error {
+		out = append(out, engine.Sequence{Name: qi(nsp) + "." + qi(name), LastValue: last})
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read sequences: %w", err)
+	}
+	return out, nil
+}
+
+// checksumSQL computes a table's TableSum (ChecksumAlgorithm); table is
+// quoted.
+func checksumSQL(table string) string {
+	return `SELECT count(*), coalesce(sum(('x' || substr(md5(ROW(fm_row.*)::text), 1, 16))::bit(64)::bigint), 0)::text FROM ONLY ` + table + ` AS fm_row`
+}
+
+const largeObjectsSQL = `SELECT (SELECT count(*) FROM pg_largeobject_metadata),
+	coalesce(sum(('x' || substr(md5(convert_to(loid::text || ':' || pageno::text || ':', 'UTF8') || data), 1, 16))::bit(64)::bigint), 0)::text
+	FROM pg_largeobject`
+
+// checksums computes the TableSums of tables (and of the large objects)
+// with up to Jobs sessions, each in a repeatable-read transaction that
+// imports snapshot when one is given. progress, if not nil, is told after
+// each table.
+func (s *Server) checksums(ctx context.Context, database, snapshot string, tables []string, withLOs bool, progress func(done, total int)) ([]engine.TableSum, error) {
+	names := append([]string(nil), tables...)
+	if withLOs {
+		names = append(names, largeObjects)
+	}
+	sums := make([]engine.TableSum, len(names))
+	next := make(chan int)
+	var done atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(next)
+		for i := range names {
+			select {
+			case next <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range min(s.opt.Jobs, max(len(names), 1)) {
+		g.Go(func() error {
+			c, err := s.connect(gctx, database)
+			if err != nil {
+				return err
+			}
+			defer c.Close(context.WithoutCancel(gctx))
+			tx, err := c.BeginTx(gctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+			if err != nil {
+				return fmt.Errorf("checksums of %q: %w", database, err)
+			}
+			defer func() { _ = tx.Rollback(context.WithoutCancel(gctx)) }()
+			if snapshot != "" {
+				if _, err := tx.Exec(gctx, "SET TRANSACTION SNAPSHOT "+ql(snapshot)); err != nil {
+					return fmt.Errorf("checksums of %q: import the dump's snapshot: %w", database, err)
+				}
+			}
+			for i := range next {
+				q := largeObjectsSQL
+				if names[i] != largeObjects {
+					q = checksumSQL(names[i])
+				}
+				t := engine.TableSum{Name: names[i]}
+				if err := tx.QueryRow(gctx, q).Scan(&t.Rows, &t.Checksum); err != nil {
+					return fmt.Errorf("checksum of %s: %w", names[i], err)
+				}
+				sums[i] = t
+				if progress != nil {
+					progress(int(done.Add(1)), len(names))
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return sums, nil
+}

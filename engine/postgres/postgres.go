@@ -1,0 +1,228 @@
+// Package postgres migrates one PostgreSQL database: it inspects the
+// database and the roles that come with it, blocks writes at the source
+// (and restores them exactly), takes a snapshot-consistent dump with the
+// pg_dump of the server's major version, computes per-table checksums in
+// the same snapshot, imports into the destination with the same roles and
+// password verifiers, verifies, and closes the source.
+//
+// A Server is a superuser's connection to one cluster. The steps that run
+// these operations for the agent are in agent/steps; docs/engines.md says
+// what each does and why.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+)
+
+// Options configure the engine on one agent. The zero value works.
+type Options struct {
+	// BinDir holds pg_dump and pg_restore. Empty: ToolsRoot/<major>/bin
+	// for the server's major version, or the oldest newer one installed.
+	BinDir string
+	// ToolsRoot is where the versioned binaries are installed (default
+	// /usr/lib/postgresql, Debian's layout).
+	ToolsRoot string
+	// MaintenanceDB is the database the engine connects to when it works
+	// on the cluster rather than on one database (default postgres).
+	MaintenanceDB string
+	// SessionWait bounds how long blocking and closing wait for the
+	// sessions they ended to go away (default 30 s).
+	SessionWait time.Duration
+	// TempDir holds the short-lived 0600 password files of the tools and
+	// the spooled dumps of parallel restores (default: the system's
+	// temporary directory).
+	TempDir string
+	// ParallelAbove is the database size above which the import spools
+	// the dump to TempDir and restores with Jobs parallel workers
+	// (default 512 MiB; negative: never).
+	ParallelAbove int64
+	// Jobs is the number of parallel restore workers and checksum
+	// sessions (default 2).
+	Jobs int
+	// SkipAnalyze leaves the imported database without fresh planner
+	// statistics (ANALYZE runs after the restore by default).
+	SkipAnalyze bool
+	// Log receives what the engine does; nil discards.
+	Log *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.SessionWait <= 0 {
+		o.SessionWait = 30 * time.Second
+	}
+	if o.ToolsRoot == "" {
+		o.ToolsRoot = "/usr/lib/postgresql"
+	}
+	if o.MaintenanceDB == "" {
+		o.MaintenanceDB = "postgres"
+	}
+	if o.ParallelAbove == 0 {
+		o.ParallelAbove = 512 << 20
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = 2
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server is a superuser's connection pool to one PostgreSQL cluster. It is
+// safe for concurrent use.
+type Server struct {
+	srv     engine.Server
+	opt     Options
+	cfg     *pgxpool.Config
+	pool    *pgxpool.Pool
+	version string
+	// num is server_version_num (150004 for 15.4).
+	num   int
+	admin string
+	log   *slog.Logger
+}
+
+// Open connects to srv as its administrator, which must be a superuser
+// (role verifiers are only readable from pg_authid by one). An
+// unreachable server is a transient error; refused credentials and a
+// non-superuser account are permanent (engine.ErrPermanent).
+func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) {
+	opt.defaults()
+	cfg, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
+	}
+	cc := cfg.ConnConfig
+	host, port, err := splitAddress(srv.Address)
+	if err != nil {
+		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
+	}
+	cc.Host, cc.Port = host, port
+	cc.User, cc.Password, cc.Database = srv.User, srv.Password, opt.MaintenanceDB
+	cc.ConnectTimeout = 10 * time.Second
+	cc.RuntimeParams = map[string]string{"application_name": "fleetmigrate", "TimeZone": "UTC"}
+	cc.Fallbacks = nil
+	cfg.MaxConns = 8
+	cfg.MaxConnIdleTime = time.Minute
+	s := &Server{srv: srv, opt: opt, cfg: cfg, log: opt.Log.With("server", srv.String())}
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
+	}
+	var super bool
+	err = s.pool.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('server_version_num')::int, current_user, rolsuper
+		FROM pg_roles WHERE rolname = current_user`).Scan(&s.version, &s.num, &s.admin, &super)
+	if err != nil {
+		s.pool.Close()
+		return nil, s.connectError(err)
+	}
+	if !super {
+		s.pool.Close()
+		return nil, engine.Permanentf("postgres server %s: the administrator role %q is not a superuser; the engine needs one (it reads password verifiers from pg_authid and changes database ownership)", srv, srv.User)
+	}
+	return s, nil
+}
+
+// splitAddress splits host:port; an absolute path is a Unix socket
+// directory (port 5432).
+func splitAddress(addr string) (string, uint16, error) {
+	if strings.HasPrefix(addr, "/") {
+		return addr, 5432, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, 5432, nil //nolint:nilerr // no port: the default one
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("address %q: port %q is not a number", addr, port)
+	}
+	return host, uint16(n), nil
+}
+
+// connectError explains why the server could not be used.
+func (s *Server) connectError(err error) error {
+	switch sqlState(err) {
+	case "28P01", "28000":
+		return engine.Permanentf("postgres server %s refused the administrator role %q: %v (check the postgres section of the agent's configuration)", s.srv, s.srv.User, err)
+	}
+	return fmt.Errorf("postgres server %s is unreachable: %w", s.srv, err)
+}
+
+// sqlState is the server's SQLSTATE, "" if err is not a server error.
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// Close closes the connections.
+func (s *Server) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Version is the server's server_version.
+func (s *Server) Version() string { return s.version }
+
+// Major is the server's major version (15 for 15.4).
+func (s *Server) Major() int { return s.num / 10000 }
+
+// String names the server for messages.
+func (s *Server) String() string { return s.srv.String() }
+
+// connect opens a session to database.
+func (s *Server) connect(ctx context.Context, database string) (*pgx.Conn, error) {
+	cc := s.cfg.ConnConfig.Copy()
+	cc.Database = database
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		if st := sqlState(err); st == "3D000" {
+			return nil, engine.Permanentf("database %q does not exist on %s", database, s)
+		}
+		return nil, s.connectError(err)
+	}
+	return c, nil
+}
+
+// inDatabase runs fn on a session to database.
+func (s *Server) inDatabase(ctx context.Context, database string, fn func(*pgx.Conn) error) error {
+	c, err := s.connect(ctx, database)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	return fn(c)
+}
+
+// qi quotes an identifier; ql a string literal.
+func qi(name string) string { return ident.QuotePostgres(name) }
+func ql(s string) string    { return ident.QuotePostgresLiteral(s) }
+
+// systemDatabases are never migrated.
+var systemDatabases = map[string]bool{"template0": true, "template1": true, "postgres": true}
+
+// validName checks a database name before any statement uses it.
+func validName(name string) error {
+	if err := ident.ValidatePostgres(name); err != nil {
+		return engine.Permanentf("database name %q: %v", name, err)
+	}
+	if systemDatabases[name] {
+		return engine.Permanentf("database %q is a system database: it is not migrated", name)
+	}
+	return nil
+}

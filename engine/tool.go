@@ -1,0 +1,137 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Progress receives how a dump, import or verification advances; nil
+// fields are not reported.
+type Progress struct {
+	// Bytes counts the dump's bytes written or read.
+	Bytes *atomic.Int64
+	// Tables is called after each table's checksum.
+	Tables func(done, total int)
+}
+
+// ByteCounter is p.Bytes, nil-safe.
+func (p *Progress) ByteCounter() *atomic.Int64 {
+	if p == nil {
+		return nil
+	}
+	return p.Bytes
+}
+
+// TableFunc is p.Tables, nil-safe.
+func (p *Progress) TableFunc() func(int, int) {
+	if p == nil {
+		return nil
+	}
+	return p.Tables
+}
+
+// RunTool runs an engine's program (a dump or restore tool) with exactly
+// env as its environment and stdout going to w; its exit status and the
+// tail of its stderr make the error. Never a shell. stdin, when not nil, is
+// copied to the program; if reading it fails (a corrupt or cut-off dump)
+// the program is killed before it sees the end of its input, so that it
+// cannot take a truncated input for a whole one.
+func RunTool(ctx context.Context, tool string, args, env []string, w io.Writer, stdin io.Reader) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	name := filepath.Base(tool)
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Env = env
+	stderr := &TailBuffer{Max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = w, stderr
+	cmd.WaitDelay = 10 * time.Second
+	var in io.WriteCloser
+	var err error
+	if stdin != nil {
+		if in, err = cmd.StdinPipe(); err != nil {
+			return err
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	var feedErr error
+	if stdin != nil {
+		_, feedErr = io.Copy(in, stdin)
+		if feedErr != nil && !errors.Is(feedErr, os.ErrClosed) && !isBrokenPipe(feedErr) {
+			cancel(feedErr) // kill before it sees a clean end of input
+		} else {
+			feedErr = nil
+			_ = in.Close()
+		}
+	}
+	err = cmd.Wait()
+	if feedErr != nil {
+		return fmt.Errorf("%s stopped: its input failed: %w", name, feedErr)
+	}
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = "no message"
+		}
+		if ctx.Err() != nil && context.Cause(ctx) != nil {
+			return fmt.Errorf("%s stopped: %w (%s)", name, context.Cause(ctx), msg)
+		}
+		return &ToolError{Tool: name, Err: err, Stderr: msg}
+	}
+	return nil
+}
+
+// ToolError is a tool that failed: its exit status and what it said.
+type ToolError struct {
+	Tool   string
+	Err    error
+	Stderr string
+}
+
+func (e *ToolError) Error() string { return fmt.Sprintf("%s failed (%v): %s", e.Tool, e.Err, e.Stderr) }
+func (e *ToolError) Unwrap() error { return e.Err }
+
+func isBrokenPipe(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "file already closed"))
+}
+
+// TailBuffer keeps the last Max bytes written to it.
+type TailBuffer struct {
+	Max int
+	mu  sync.Mutex
+	b   []byte
+}
+
+func (t *TailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.Max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.Max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *TailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// Bytes is a copy of what is kept.
+func (t *TailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return bytes.Clone(t.b)
+}
