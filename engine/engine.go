@@ -111,8 +111,10 @@ type PostgresDatabase struct {
 	Ctype          string `json:"ctype"`
 	LocaleProvider string `json:"locale_provider,omitempty"`
 	ICULocale      string `json:"icu_locale,omitempty"`
-	// ACL is the database's privileges (its default ones spelt out).
-	ACL []ACLItem `json:"acl"`
+	// ACL is the database's privileges (its default ones spelt out);
+	// DefaultACL says they were the defaults, never granted or revoked.
+	ACL        []ACLItem `json:"acl"`
+	DefaultACL bool      `json:"default_acl,omitempty"`
 	// Settings are ALTER DATABASE ... SET ("name=value"), and ALTER ROLE
 	// ... IN DATABASE ... SET for Role.
 	Settings    []Setting    `json:"settings,omitempty"`

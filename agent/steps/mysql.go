@@ -45,13 +45,6 @@ func (c *MySQL) Register(a *agent.Agent) {
 	a.Handle(statemachine.RoleRollback, statemachine.EngineMySQL, &mysqlRollback{c})
 }
 
-// blockRecord is the block record of a mysql row.
-type blockRecord struct {
-	// Blocked is true while the change is in force at the source.
-	Blocked bool          `json:"blocked"`
-	Access  *mysql.Access `json:"access"`
-}
-
 func (c *MySQL) local(ctx context.Context, log *slog.Logger) (*mysql.Server, error) {
 	opt := c.Options
 	opt.Log = log
@@ -87,35 +80,9 @@ func (c *MySQL) every() time.Duration {
 	return 5 * time.Second
 }
 
-// unblock restores writes from the block record, if it is in force, and
-// says so on the row.
-func unblock(ctx context.Context, job *agent.Job, src *mysql.Server, rec blockRecord) error {
-	if !rec.Blocked || rec.Access == nil {
-		return nil
-	}
-	warnings, err := src.Unblock(ctx, rec.Access)
-	if err != nil {
-		return fmt.Errorf("restore writes to %q: %w", rec.Access.Database, err)
-	}
-	rec.Blocked = false
-	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
-		return err
-	}
-	detail := "writes restored at the source"
-	if len(warnings) > 0 {
-		detail += "; " + strings.Join(warnings, "; ")
-	}
-	return job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, detail)
-}
-
-// unblockRecorded undoes the block the row's record says is in force.
-func unblockRecorded(ctx context.Context, job *agent.Job, src *mysql.Server) error {
-	var rec blockRecord
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
-	if err != nil || !ok {
-		return err
-	}
-	return unblock(ctx, job, src, rec)
+// unblockMySQL undoes a MySQL block.
+func unblockMySQL(src *mysql.Server) unblockFunc[mysql.Access] {
+	return src.Unblock
 }
 
 // mysqlDump is the dump step at the source: check both sides, block
@@ -132,7 +99,7 @@ func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 	defer func() { _ = src.Close() }()
 	// A block left in force by an earlier attempt is undone first: this
 	// attempt plans its own from the grants as they are.
-	if err := unblockRecorded(ctx, job, src); err != nil {
+	if err := unblockRecorded(ctx, job, unblockMySQL(src)); err != nil {
 		return statemachine.Fields{}, err
 	}
 	s, err := src.Inspect(ctx, row.DatabaseName)
@@ -147,7 +114,7 @@ func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
-	rec := blockRecord{Blocked: true, Access: access}
+	rec := blockRecord[mysql.Access]{Blocked: true, Access: access}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
@@ -159,7 +126,7 @@ func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 	if err != nil {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
-		if uerr := unblock(uctx, job, src, rec); uerr != nil {
+		if uerr := unblock(uctx, job, unblockMySQL(src), rec); uerr != nil {
 			job.Log.Error("writes NOT restored after the dump failed: the next attempt, a rollback or recovery restores them", "err", uerr)
 			err = errors.Join(err, uerr)
 		}
@@ -251,7 +218,7 @@ func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Serv
 // Recover restores writes if the dead run left them blocked (the dump did
 // not complete: the row is still Dumping).
 func (h *mysqlDump) Recover(ctx context.Context, job *agent.Job) error {
-	var rec blockRecord
+	var rec blockRecord[mysql.Access]
 	ok, err := job.GetRecord(ctx, recordBlock, &rec)
 	if err != nil || !ok || !rec.Blocked {
 		return err
@@ -261,7 +228,7 @@ func (h *mysqlDump) Recover(ctx context.Context, job *agent.Job) error {
 		return err
 	}
 	defer func() { _ = src.Close() }()
-	return unblock(ctx, job, src, rec)
+	return unblock(ctx, job, unblockMySQL(src), rec)
 }
 
 // mysqlImport is the import step at the destination: drop what an earlier
@@ -284,13 +251,13 @@ func (h *mysqlImport) Run(ctx context.Context, job *agent.Job) (statemachine.Fie
 		return statemachine.Fields{}, err
 	}
 	defer func() { _ = dst.Close() }()
-	if err := dropRecordedImport(ctx, job, dst, "an earlier attempt"); err != nil {
+	if err := dropMySQLImport(ctx, job, dst, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, err
 	}
 	if err := h.load(ctx, job, dst, objs, man, sec); err != nil {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
-		if derr := dropRecordedImport(uctx, job, dst, "this attempt"); derr != nil {
+		if derr := dropMySQLImport(uctx, job, dst, "this attempt"); derr != nil {
 			job.Log.Error("the failed import was NOT dropped: the next attempt, a rollback or recovery drops it", "err", derr)
 			err = errors.Join(err, derr)
 		}
@@ -316,17 +283,7 @@ func (h *mysqlImport) load(ctx context.Context, job *agent.Job, dst *mysql.Serve
 		return job.PutRecord(ctx, recordImport, rec)
 	}, &mysql.Progress{Bytes: &rep.bytes})
 	if err != nil {
-		if !errors.Is(err, engine.ErrPermanent) && ctx.Err() == nil {
-			// A corrupt dump may show as a broken stream before the digest
-			// check at its end: tell it from a store that failed for a moment.
-			if cerr := checkObject(ctx, h.c.Store, objs.Dump, job.Row.DumpSHA256); cerr != nil {
-				var dm *storage.DigestMismatchError
-				if errors.As(cerr, &dm) {
-					return fmt.Errorf("import %q: %w", man.Database, cerr)
-				}
-			}
-		}
-		return err
+		return corruptOr(ctx, h.c.Store, objs, job.Row.DumpSHA256, man.Database, err)
 	}
 	job.CountBytes("in", job.Row.DumpBytes)
 	job.Note(ctx, "imported %q: %s of SQL%s; verifying %d tables", man.Database, mb(rep.bytes.Load()), notesSuffix(notes), len(man.Tables))
@@ -344,22 +301,12 @@ func notesSuffix(notes []string) string {
 	return " (" + strings.Join(notes, "; ") + ")"
 }
 
-// dropRecordedImport drops what the row's import record says an import
+// dropMySQLImport drops what the row's import record says an import
 // created on dst, then clears the record.
-func dropRecordedImport(ctx context.Context, job *agent.Job, dst *mysql.Server, whose string) error {
-	var rec mysql.ImportRecord
-	ok, err := job.GetRecord(ctx, recordImport, &rec)
-	if err != nil || !ok || rec.Database == "" && len(rec.CreatedUsers) == 0 {
-		return err
-	}
-	if err := dst.DropImport(ctx, rec); err != nil {
-		return err
-	}
-	if err := job.PutRecord(ctx, recordImport, mysql.ImportRecord{}); err != nil {
-		return err
-	}
-	job.Note(ctx, "dropped the import of %s at %s (%s)", whose, dst, describeImport(rec))
-	return nil
+func dropMySQLImport(ctx context.Context, job *agent.Job, dst *mysql.Server, whose string) error {
+	return dropRecordedImport(ctx, job, dst, func(ctx context.Context, rec mysql.ImportRecord) ([]string, error) {
+		return nil, dst.DropImport(ctx, rec)
+	}, describeImport, whose)
 }
 
 func describeImport(rec mysql.ImportRecord) string {
@@ -383,7 +330,7 @@ func (h *mysqlImport) Recover(ctx context.Context, job *agent.Job) error {
 		return err
 	}
 	defer func() { _ = dst.Close() }()
-	return dropRecordedImport(ctx, job, dst, "an interrupted attempt")
+	return dropMySQLImport(ctx, job, dst, "an interrupted attempt")
 }
 
 // mysqlClose is the close step at the source, after DNS moved: re-check
@@ -413,12 +360,7 @@ func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fiel
 	})
 	err = src.Verify(ctx, man, rep.tables)
 	rep.Stop()
-	if errors.Is(err, engine.ErrPermanent) {
-		return statemachine.Fields{}, agent.Permanentf("writes reached the source after the consistency point (%s), so they are not at the destination, which is live since the DNS switch: %v. "+
-			"The source was left as it is: find who wrote (accounts with server-wide privileges and their definer routines are not blocked), carry the changes to the destination, then close the source by hand",
-			row.ConsistencyPoint.UTC().Format(time.RFC3339), err)
-	}
-	if err != nil {
+	if err := lateWrites(row, err); err != nil {
 		return statemachine.Fields{}, err
 	}
 	access, err := src.PlanClose(ctx, s)
@@ -445,9 +387,8 @@ type mysqlRollback struct{ c *MySQL }
 
 func (h *mysqlRollback) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
 	row := &job.Row
-	if !row.SwitchedAt.IsZero() {
-		return statemachine.Fields{}, agent.Permanentf("the DNS name %s was switched to the destination at %s: this agent cannot point it back (the DNS step does); nothing was changed",
-			row.DNSName, row.SwitchedAt.UTC().Format(time.RFC3339))
+	if err := switchedRefusal(row); err != nil {
+		return statemachine.Fields{}, err
 	}
 	// Writes come back first: that ends the customer's downtime whatever
 	// happens at the destination.
@@ -456,12 +397,12 @@ func (h *mysqlRollback) Run(ctx context.Context, job *agent.Job) (statemachine.F
 		return statemachine.Fields{}, err
 	}
 	defer func() { _ = src.Close() }()
-	if err := unblockRecorded(ctx, job, src); err != nil {
+	if err := unblockRecorded(ctx, job, unblockMySQL(src)); err != nil {
 		return statemachine.Fields{}, err
 	}
 	var imp mysql.ImportRecord
 	ok, err := job.GetRecord(ctx, recordImport, &imp)
-	if err != nil || !ok || imp.Database == "" && len(imp.CreatedUsers) == 0 {
+	if err != nil || !ok || imp.Empty() {
 		return statemachine.Fields{}, err
 	}
 	dst, err := h.c.peer(ctx, job, row.Destination)
@@ -469,7 +410,7 @@ func (h *mysqlRollback) Run(ctx context.Context, job *agent.Job) (statemachine.F
 		return statemachine.Fields{}, fmt.Errorf("drop the copy at the destination: %w", err)
 	}
 	defer func() { _ = dst.Close() }()
-	return statemachine.Fields{}, dropRecordedImport(ctx, job, dst, "this migration")
+	return statemachine.Fields{}, dropMySQLImport(ctx, job, dst, "this migration")
 }
 
 // Recover has nothing to undo: rolling back runs again whole.

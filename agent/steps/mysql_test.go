@@ -22,6 +22,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
@@ -38,18 +39,26 @@ const (
 	adminPass = `p"a's\w#rd ü;x`
 )
 
-// server is one fleet host's MariaDB as the tests see it.
+// server is one fleet host's MariaDB and PostgreSQL as the tests see them.
 type server struct {
 	host string
 	m    *fleettest.MariaDB
 	root *sql.DB
+	pg   *fleettest.Postgres
 }
+
+var pgAdmins sync.Map
 
 func serverAs(t testing.TB, host string) *server {
 	t.Helper()
 	m := fleettest.SharedMariaDBAs(t, host)
 	m.EnsureAdmin(t, adminUser, adminPass)
-	return &server{host: host, m: m, root: m.RootDB(t)}
+	pg := fleettest.SharedPostgresAs(t, host)
+	once, _ := pgAdmins.LoadOrStore(pg.Addr(), &sync.Once{})
+	once.(*sync.Once).Do(func() {
+		fleettest.PGExec(t, pg.Root(t, "postgres"), "CREATE ROLE "+ident.QuotePostgres(adminUser)+" SUPERUSER LOGIN PASSWORD "+ident.QuotePostgresLiteral(adminPass))
+	})
+	return &server{host: host, m: m, root: m.RootDB(t), pg: pg}
 }
 
 // fleet is a source and a destination host with their agents, a state
@@ -87,7 +96,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	cfg := agent.Config{Host: s.host, Roles: roles, PollInterval: 50 * time.Millisecond, Lease: 3 * time.Second,
 		HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: 5 * time.Second, RetryBase: 20 * time.Millisecond,
 		ProgressInterval: 50 * time.Millisecond, MaxAttempts: 2,
-		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: s.m.Addr()}}
+		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: s.m.Addr(), statemachine.EnginePostgres: s.pg.Addr()}}
 	a, err := agent.New(f.state, cfg, slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +105,14 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		Host:          s.host,
 		Server:        engine.Server{Address: s.m.Addr(), User: adminUser, Password: adminPass},
 		Options:       mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second},
+		Store:         f.dumps,
+		Level:         zstd.SpeedFastest,
+		ProgressEvery: 20 * time.Millisecond,
+	}).Register(a)
+	(&steps.Postgres{
+		Host:          s.host,
+		Server:        engine.Server{Address: s.pg.Addr(), User: adminUser, Password: adminPass},
+		Options:       postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir()},
 		Store:         f.dumps,
 		Level:         zstd.SpeedFastest,
 		ProgressEvery: 20 * time.Millisecond,
@@ -145,7 +162,13 @@ func (switchDNS) Recover(context.Context, *agent.Job) error { return nil }
 // plan adds a row for db from the source to the destination and promotes it.
 func (f *fleet) plan(t *testing.T, db string) int64 {
 	t.Helper()
-	rows := []statemachine.Planned{{Engine: statemachine.EngineMySQL, DatabaseName: db, Source: f.src.host, Destination: f.dst.host,
+	return f.planEngine(t, statemachine.EngineMySQL, db)
+}
+
+// planEngine adds a row of an engine for db and promotes it.
+func (f *fleet) planEngine(t *testing.T, eng statemachine.Engine, db string) int64 {
+	t.Helper()
+	rows := []statemachine.Planned{{Engine: eng, DatabaseName: db, Source: f.src.host, Destination: f.dst.host,
 		DNSName: strings.ToLower(strings.Map(func(r rune) rune {
 			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' {
 				return r
@@ -159,7 +182,7 @@ func (f *fleet) plan(t *testing.T, db string) int64 {
 		t.Fatal(err)
 	}
 	var id int64
-	if err := f.state.DB().QueryRowContext(ctx(t), "SELECT id FROM migration WHERE database_name = ?", db).Scan(&id); err != nil {
+	if err := f.state.DB().QueryRowContext(ctx(t), "SELECT id FROM migration WHERE database_name = ? AND engine = ?", db, string(eng)).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	return id

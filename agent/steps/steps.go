@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -203,4 +204,109 @@ func mb(n int64) string {
 	default:
 		return fmt.Sprintf("%d kB", (n+1023)/1024)
 	}
+}
+
+// blockRecord is the block record of a row: what blocking writes changed
+// at the source (A is the engine's description of it) and whether that is
+// in force.
+type blockRecord[A any] struct {
+	// Blocked is true while the change is in force at the source.
+	Blocked bool `json:"blocked"`
+	Access  *A   `json:"access"`
+}
+
+// unblockFunc undoes an engine's block and returns warnings.
+type unblockFunc[A any] func(context.Context, *A) ([]string, error)
+
+// unblock restores writes from the block record, if it is in force, and
+// says so on the row.
+func unblock[A any](ctx context.Context, job *agent.Job, undo unblockFunc[A], rec blockRecord[A]) error {
+	if !rec.Blocked || rec.Access == nil {
+		return nil
+	}
+	warnings, err := undo(ctx, rec.Access)
+	if err != nil {
+		return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+	}
+	rec.Blocked = false
+	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+		return err
+	}
+	detail := "writes restored at the source"
+	if len(warnings) > 0 {
+		detail += "; " + strings.Join(warnings, "; ")
+	}
+	return job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, detail)
+}
+
+// unblockRecorded undoes the block the row's record says is in force.
+func unblockRecorded[A any](ctx context.Context, job *agent.Job, undo unblockFunc[A]) error {
+	var rec blockRecord[A]
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil || !ok {
+		return err
+	}
+	return unblock(ctx, job, undo, rec)
+}
+
+// importRecord is an engine's record of what an import created.
+type importRecord interface{ Empty() bool }
+
+// dropRecordedImport drops what the row's import record says an import
+// created at dst (with drop, which returns notes), then clears the record
+// and says so on the row.
+func dropRecordedImport[R importRecord](ctx context.Context, job *agent.Job, dst fmt.Stringer, drop func(context.Context, R) ([]string, error), describe func(R) string, whose string) error {
+	var rec R
+	ok, err := job.GetRecord(ctx, recordImport, &rec)
+	if err != nil || !ok || rec.Empty() {
+		return err
+	}
+	notes, err := drop(ctx, rec)
+	if err != nil {
+		return err
+	}
+	var empty R
+	if err := job.PutRecord(ctx, recordImport, empty); err != nil {
+		return err
+	}
+	job.Note(ctx, "dropped the import of %s at %s (%s)%s", whose, dst, describe(rec), notesSuffix(notes))
+	return nil
+}
+
+// corruptOr explains a failed import: a corrupt dump may show as a broken
+// stream before the digest check at its end, so after a failure that is
+// not already permanent the stored dump is read whole again to tell a
+// corrupt one (permanent) from a store that failed for a moment.
+func corruptOr(ctx context.Context, st storage.Store, objs dumpObjects, sha, database string, err error) error {
+	if errors.Is(err, engine.ErrPermanent) || ctx.Err() != nil {
+		return err
+	}
+	if cerr := checkObject(ctx, st, objs.Dump, sha); cerr != nil {
+		var dm *storage.DigestMismatchError
+		if errors.As(cerr, &dm) {
+			return fmt.Errorf("import %q: %w", database, cerr)
+		}
+	}
+	return err
+}
+
+// lateWrites turns the close step's failed re-check of the source into
+// its final word: a difference means writes slipped past the block after
+// the consistency point and are not at the live destination.
+func lateWrites(row *statemachine.Migration, err error) error {
+	if errors.Is(err, engine.ErrPermanent) {
+		return agent.Permanentf("writes reached the source after the consistency point (%s), so they are not at the destination, which is live since the DNS switch: %v. "+
+			"The source was left as it is: find who wrote (administrators and superusers are not blocked), carry the changes to the destination, then close the source by hand",
+			row.ConsistencyPoint.UTC().Format(time.RFC3339), err)
+	}
+	return err
+}
+
+// switchedRefusal refuses a rollback at the source once DNS has moved.
+func switchedRefusal(row *statemachine.Migration) error {
+	if row.SwitchedAt.IsZero() {
+		return nil
+	}
+	return agent.Permanentf("the DNS name %s was switched to the destination at %s: this agent cannot point it back (the DNS step does); nothing was changed",
+		row.DNSName, row.SwitchedAt.UTC().Format(time.RFC3339))
 }

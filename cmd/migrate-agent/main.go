@@ -15,6 +15,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/agentcmd"
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
 	"github.com/fleetmigrate/fleetmigrate/internal/storeopen"
@@ -29,11 +30,11 @@ func main() {
 }
 
 // registerHandlers adds the step handlers of the engines this host has a
-// server of (the mysql section of the configuration). The DNS step arrives
-// with its issue; until then a DNS agent registers, heartbeats and leaves
-// rows alone, saying so once.
+// server of (the mysql and postgres sections of the configuration). The
+// DNS step arrives with its issue; until then a DNS agent registers,
+// heartbeats and leaves rows alone, saying so once.
 func registerHandlers(a *agent.Agent, cfg config.Config) error {
-	if cfg.MySQL.Address == "" {
+	if cfg.MySQL.Address == "" && cfg.Postgres.Address == "" {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -46,16 +47,30 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	(&steps.MySQL{
-		Host:   cfg.Host,
-		Server: engine.Server{Host: cfg.Host, Address: cfg.MySQL.Address, User: cfg.MySQL.User, Password: cfg.MySQL.Password},
-		Options: mysql.Options{
-			DumpTool: cfg.MySQL.DumpTool, ClientTool: cfg.MySQL.ClientTool,
-			SessionWait: cfg.MySQL.SessionWait, TempDir: cfg.MySQL.TempDir,
-		},
-		Store: st,
-		Level: level,
-	}).Register(a)
+	if c := cfg.MySQL; c.Address != "" {
+		(&steps.MySQL{
+			Host:   cfg.Host,
+			Server: engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password},
+			Options: mysql.Options{
+				DumpTool: c.DumpTool, ClientTool: c.ClientTool,
+				SessionWait: c.SessionWait, TempDir: c.TempDir,
+			},
+			Store: st,
+			Level: level,
+		}).Register(a)
+	}
+	if c := cfg.Postgres; c.Address != "" {
+		(&steps.Postgres{
+			Host:   cfg.Host,
+			Server: engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password},
+			Options: postgres.Options{
+				BinDir: c.BinDir, SessionWait: c.SessionWait, TempDir: c.TempDir,
+				ParallelAbove: c.ParallelAboveMiB << 20, Jobs: c.Jobs,
+			},
+			Store: st,
+			Level: level,
+		}).Register(a)
+	}
 	return nil
 }
 

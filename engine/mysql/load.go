@@ -328,6 +328,9 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, done func(i, n 
 	return nil
 }
 
+// Empty reports whether the record holds nothing to drop.
+func (r ImportRecord) Empty() bool { return r.Database == "" && len(r.CreatedUsers) == 0 }
+
 // DropImport undoes what rec says an import created: the database (or, if
 // it existed empty, its contents), and the accounts it created, unless an
 // account has since gained privileges elsewhere (another database's import

@@ -31,8 +31,9 @@ import (
 type Access struct {
 	Database string `json:"database"`
 	// Owner and ACL are the database's owner and privileges before.
-	Owner string           `json:"owner"`
-	ACL   []engine.ACLItem `json:"acl"`
+	Owner      string           `json:"owner"`
+	ACL        []engine.ACLItem `json:"acl"`
+	DefaultACL bool             `json:"default_acl,omitempty"`
 	// Admin owns the database while the change is in force.
 	Admin    string   `json:"admin"`
 	Warnings []string `json:"warnings,omitempty"`
@@ -51,7 +52,7 @@ func (a *Access) Revoked() []string {
 
 // PlanBlock plans blocking writes to src's database.
 func (s *Server) PlanBlock(_ context.Context, src *Source) (*Access, error) {
-	return &Access{Database: src.Database, Owner: src.DB.Owner, ACL: slices.Clone(src.DB.ACL), Admin: s.admin, Warnings: src.Warnings}, nil
+	return &Access{Database: src.Database, Owner: src.DB.Owner, ACL: slices.Clone(src.DB.ACL), DefaultACL: src.DB.DefaultACL, Admin: s.admin, Warnings: src.Warnings}, nil
 }
 
 // PlanClose plans closing the database for good: the same change as
@@ -61,7 +62,7 @@ func (s *Server) PlanClose(_ context.Context, m *engine.Manifest) (*Access, erro
 	if m.Postgres == nil {
 		return nil, engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
 	}
-	return &Access{Database: m.Database, Owner: m.Postgres.Owner, ACL: slices.Clone(m.Postgres.ACL), Admin: s.admin}, nil
+	return &Access{Database: m.Database, Owner: m.Postgres.Owner, ACL: slices.Clone(m.Postgres.ACL), DefaultACL: m.Postgres.DefaultACL, Admin: s.admin}, nil
 }
 
 // Block applies a (in one transaction), then ends the sessions of every
@@ -182,7 +183,7 @@ func (s *Server) Unblock(ctx context.Context, a *Access) ([]string, error) {
 			return fmt.Errorf("give the database back to %q: %w", a.Owner, err)
 		}
 		var err error
-		warnings, err = setACL(ctx, tx, a.Database, a.Owner, a.ACL)
+		warnings, err = setACL(ctx, tx, a.Database, a.Owner, a.ACL, a.DefaultACL)
 		return err
 	})
 	if err != nil {
@@ -193,8 +194,11 @@ func (s *Server) Unblock(ctx context.Context, a *Access) ([]string, error) {
 
 // setACL makes the privileges on database exactly acl (its owner being
 // owner): it revokes what is not in it and grants what is, as the grantor
-// recorded, then compares. Differences left are returned as warnings.
-func setACL(ctx context.Context, tx pgx.Tx, database, owner string, acl []engine.ACLItem) ([]string, error) {
+// recorded, then compares. Differences left are returned as warnings. When
+// the privileges were the defaults (datacl NULL, never granted or
+// revoked), the same privileges spelt out are made NULL again, so that
+// the catalog is as it was.
+func setACL(ctx context.Context, tx pgx.Tx, database, owner string, acl []engine.ACLItem, defaults bool) ([]string, error) {
 	db := qi(database)
 	grantees, err := currentGrantees(ctx, tx, database, owner)
 	if err != nil {
@@ -238,6 +242,17 @@ func setACL(ctx context.Context, tx pgx.Tx, database, owner string, acl []engine
 	sortACL(want)
 	if !slices.Equal(now, want) {
 		return []string{fmt.Sprintf("the privileges on %s are now %s, before they were %s", db, describeACL(now), describeACL(want))}, nil
+	}
+	if defaults {
+		var same bool
+		if err := tx.QueryRow(ctx, "SELECT datacl IS NULL OR datacl::text[] <@ acldefault('d', datdba)::text[] AND acldefault('d', datdba)::text[] <@ datacl::text[] FROM pg_database WHERE oid = $1", oid).Scan(&same); err != nil {
+			return nil, fmt.Errorf("compare the privileges with the defaults: %w", err)
+		}
+		if same {
+			if _, err := tx.Exec(ctx, "UPDATE pg_database SET datacl = NULL WHERE oid = $1", oid); err != nil {
+				return nil, fmt.Errorf("restore the default privileges: %w", err)
+			}
+		}
 	}
 	return nil, nil
 }

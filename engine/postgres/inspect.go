@@ -82,9 +82,9 @@ func (s *Server) readDatabase(ctx context.Context, c *pgx.Conn, src *Source) err
 	}
 	var space string
 	err := c.QueryRow(ctx, `SELECT d.oid, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, `+locale+`,
-			pg_get_userbyid(d.datdba), t.spcname, pg_database_size(d.oid)
+			pg_get_userbyid(d.datdba), d.datacl IS NULL, t.spcname, pg_database_size(d.oid)
 		FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = $1`, src.Database).
-		Scan(&src.OID, &src.Encoding, &src.Collate, &src.DB.Ctype, &src.DB.LocaleProvider, &src.DB.ICULocale, &src.DB.Owner, &space, &src.SizeBytes)
+		Scan(&src.OID, &src.Encoding, &src.Collate, &src.DB.Ctype, &src.DB.LocaleProvider, &src.DB.ICULocale, &src.DB.Owner, &src.DB.DefaultACL, &space, &src.SizeBytes)
 	if err != nil {
 		return fmt.Errorf("read the database's catalog entry: %w", err)
 	}

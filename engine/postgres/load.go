@@ -441,7 +441,7 @@ func (s *Server) applyDatabase(ctx context.Context, database string, db engine.P
 				return fmt.Errorf("%s: %w", st, err)
 			}
 		}
-		warnings, err := setACL(ctx, tx, database, db.Owner, db.ACL)
+		warnings, err := setACL(ctx, tx, database, db.Owner, db.ACL, db.DefaultACL)
 		if err != nil {
 			return fmt.Errorf("set the privileges on %q: %w", database, err)
 		}

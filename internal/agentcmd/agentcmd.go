@@ -162,12 +162,18 @@ func agentConfig(cfg config.Config, version string) (agent.Config, error) {
 		ShutdownTimeout: cfg.Agent.ShutdownTimeout, MaxAttempts: cfg.Agent.MaxAttempts, Version: version,
 		DNSTarget: cfg.Agent.DNSTarget, Address: cfg.Agent.MetricsAddr, MaxJobs: map[statemachine.Role]int{},
 	}
-	if cfg.MySQL.Address != "" {
-		addr := cfg.MySQL.AdvertiseAddress
-		if addr == "" {
-			addr = cfg.MySQL.Address
+	ac.Endpoints = map[statemachine.Engine]string{}
+	for eng, addrs := range map[statemachine.Engine][2]string{
+		statemachine.EngineMySQL:    {cfg.MySQL.AdvertiseAddress, cfg.MySQL.Address},
+		statemachine.EnginePostgres: {cfg.Postgres.AdvertiseAddress, cfg.Postgres.Address},
+	} {
+		if addrs[1] == "" {
+			continue
 		}
-		ac.Endpoints = map[statemachine.Engine]string{statemachine.EngineMySQL: addr}
+		if addrs[0] == "" {
+			addrs[0] = addrs[1]
+		}
+		ac.Endpoints[eng] = addrs[0]
 	}
 	for _, r := range cfg.Agent.Roles {
 		role := statemachine.Role(strings.ToLower(strings.TrimSpace(r)))

@@ -31,13 +31,46 @@ const DefaultPath = "/etc/fleetmigrate/config.yaml"
 type Config struct {
 	// Host is this machine's host ID in the state table (the source and
 	// destination columns). Default: the machine's hostname, lower-cased.
-	Host    string  `yaml:"host"`
-	State   State   `yaml:"state"`
-	Log     Log     `yaml:"log"`
-	Agent   Agent   `yaml:"agent"`
-	Storage Storage `yaml:"storage"`
-	Links   Links   `yaml:"links"`
-	MySQL   MySQL   `yaml:"mysql"`
+	Host     string   `yaml:"host"`
+	State    State    `yaml:"state"`
+	Log      Log      `yaml:"log"`
+	Agent    Agent    `yaml:"agent"`
+	Storage  Storage  `yaml:"storage"`
+	Links    Links    `yaml:"links"`
+	MySQL    MySQL    `yaml:"mysql"`
+	Postgres Postgres `yaml:"postgres"`
+}
+
+// Postgres is this host's PostgreSQL cluster, as the agent reaches it for
+// the steps of rows of engine postgres. An empty address means the host
+// has none.
+type Postgres struct {
+	// Address is host:port (or a Unix socket directory) of the local
+	// cluster.
+	Address string `yaml:"address"`
+	// AdvertiseAddress is how the other agents reach this cluster.
+	// Default: Address.
+	AdvertiseAddress string `yaml:"advertise-address"`
+	// User and Password are the superuser role the engine uses, the same
+	// on every cluster of the fleet (a superuser: role password
+	// verifiers are only readable by one).
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// BinDir holds pg_dump and pg_restore. Default:
+	// /usr/lib/postgresql/<server major>/bin (or the oldest newer one).
+	BinDir string `yaml:"bin-dir"`
+	// SessionWait bounds the wait for ended sessions to go away. Default:
+	// 30s.
+	SessionWait time.Duration `yaml:"session-wait"`
+	// TempDir holds the tools' 0600 password files and the spooled dumps
+	// of parallel restores. Default: the system's temporary directory.
+	TempDir string `yaml:"temp-dir"`
+	// ParallelAboveMiB is the database size above which the import
+	// spools the dump and restores with Jobs workers. Default: 512.
+	ParallelAboveMiB int64 `yaml:"parallel-above-mib"`
+	// Jobs is the number of parallel restore workers and checksum
+	// sessions. Default: 2.
+	Jobs int `yaml:"jobs"`
 }
 
 // MySQL is this host's MySQL or MariaDB server, as the agent reaches it
@@ -173,8 +206,9 @@ func New() Config {
 			Backend: "file", Dir: "/var/lib/fleetmigrate/dumps", Compression: "fastest", Retention: 30 * 24 * time.Hour,
 			S3: S3{Region: "us-east-1", PartSizeMiB: 8, Concurrency: 4, MaxAttempts: 5},
 		},
-		Links: Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
-		MySQL: MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second},
+		Links:    Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
+		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second},
+		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 	}
 }
 
@@ -416,6 +450,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MySQL.AdvertiseAddress == "" {
 		c.MySQL.AdvertiseAddress = c.MySQL.Address
+	}
+	if c.Postgres.Address != "" && c.Postgres.User == "" {
+		errs = append(errs, "postgres.user is empty")
+	}
+	if c.Postgres.SessionWait <= 0 {
+		errs = append(errs, fmt.Sprintf("postgres.session-wait %s: want a positive duration, e.g. 30s", c.Postgres.SessionWait))
+	}
+	if c.Postgres.Jobs < 1 {
+		errs = append(errs, fmt.Sprintf("postgres.jobs %d: want 1 or more", c.Postgres.Jobs))
+	}
+	if c.Postgres.AdvertiseAddress == "" {
+		c.Postgres.AdvertiseAddress = c.Postgres.Address
 	}
 	if c.Links.DefaultTTL <= 0 {
 		errs = append(errs, fmt.Sprintf("links.default-ttl %s: want a positive duration", c.Links.DefaultTTL))

@@ -19,6 +19,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	t.Setenv("FLEETMIGRATE_S3_SECRET_KEY", "s3cret")
 	t.Setenv("FLEETMIGRATE_LINK_SECRET", "0123456789abcdef0123456789abcdef")
 	t.Setenv("FLEETMIGRATE_MYSQL_PASSWORD", `my "sql" pa$$`)
+	t.Setenv("FLEETMIGRATE_POSTGRES_PASSWORD", `pg: 'pa\ss'`)
 	path := filepath.Join("..", "..", "deploy", "config.example.yaml")
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -29,6 +30,9 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	}
 	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" {
 		t.Errorf("mysql section: %+v", cfg.MySQL)
+	}
+	if cfg.Postgres.Password != `pg: 'pa\ss'` || cfg.Postgres.AdvertiseAddress != "10.1.2.17:5432" || cfg.Postgres.ParallelAboveMiB != 512 || cfg.Postgres.Jobs != 2 {
+		t.Errorf("postgres section: %+v", cfg.Postgres)
 	}
 	if !strings.Contains(cfg.State.DSN, ":p@ss:w/rd#1@") {
 		t.Errorf("password not expanded: %q", cfg.State.DSN)

@@ -1,0 +1,407 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/storage"
+)
+
+// Postgres runs the PostgreSQL steps of one host: the same steps, records
+// and guarantees as MySQL, with engine/postgres.
+type Postgres struct {
+	// Host is this agent's host ID.
+	Host string
+	// Server is how this agent reaches its local cluster as a superuser.
+	// Peers are reached at the address their agent publishes, with the
+	// same role.
+	Server  engine.Server
+	Options postgres.Options
+	// Store holds the dumps; Level is their zstd level.
+	Store storage.Store
+	Level zstd.EncoderLevel
+	// ProgressEvery is how often a running dump or import reports
+	// (default 5 s).
+	ProgressEvery time.Duration
+}
+
+// Register adds the dump, import, close and rollback handlers for rows of
+// engine postgres.
+func (c *Postgres) Register(a *agent.Agent) {
+	a.Handle(statemachine.RoleDump, statemachine.EnginePostgres, &pgDump{c})
+	a.Handle(statemachine.RoleImport, statemachine.EnginePostgres, &pgImport{c})
+	a.Handle(statemachine.RoleClose, statemachine.EnginePostgres, &pgClose{c})
+	a.Handle(statemachine.RoleRollback, statemachine.EnginePostgres, &pgRollback{c})
+}
+
+func (c *Postgres) local(ctx context.Context, log *slog.Logger) (*postgres.Server, error) {
+	opt := c.Options
+	opt.Log = log
+	srv := c.Server
+	srv.Host = c.Host
+	s, err := postgres.Open(ctx, srv, opt)
+	if err != nil {
+		return nil, permanent(err)
+	}
+	return s, nil
+}
+
+// peer connects to the cluster of another host, at the address its agent
+// publishes.
+func (c *Postgres) peer(ctx context.Context, job *agent.Job, host string) (*postgres.Server, error) {
+	addr, err := job.Endpoint(ctx, host, statemachine.EnginePostgres)
+	if err != nil {
+		return nil, err
+	}
+	opt := c.Options
+	opt.Log = job.Log
+	s, err := postgres.Open(ctx, engine.Server{Host: host, Address: addr, User: c.Server.User, Password: c.Server.Password}, opt)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("reach the %s server of %s: %w", statemachine.EnginePostgres, host, err))
+	}
+	return s, nil
+}
+
+func (c *Postgres) every() time.Duration {
+	if c.ProgressEvery > 0 {
+		return c.ProgressEvery
+	}
+	return 5 * time.Second
+}
+
+// pgDump is the dump step at the source: check both sides, block writes,
+// dump to the store with the manifest and the secrets beside it. Any
+// failure restores writes before the row fails or is retried.
+type pgDump struct{ c *Postgres }
+
+func (h *pgDump) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	if err := unblockRecorded(ctx, job, src.Unblock); err != nil {
+		return statemachine.Fields{}, err
+	}
+	s, err := src.Inspect(ctx, row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	checked, err := h.checkDestination(ctx, job, src, s)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	access, err := src.PlanBlock(ctx, s)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	rec := blockRecord[postgres.Access]{Blocked: true, Access: access}
+	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+		return statemachine.Fields{}, err
+	}
+	detail := fmt.Sprintf("blocking writes to %q (PostgreSQL %s, %d tables, %s; %s lose CONNECT, owner %q replaced by %q%s); %s",
+		s.Database, src.Version(), len(s.Tables), mb(s.SizeBytes), describeRevoked(access.Revoked()), access.Owner, access.Admin, warningsSuffix(access.Warnings), checked)
+	if err := job.Record(ctx, statemachine.Fields{SizeBytes: s.SizeBytes, Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
+		return statemachine.Fields{}, err
+	}
+	f, err := h.blocked(ctx, job, src, s, access)
+	if err != nil {
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if uerr := unblock(uctx, job, src.Unblock, rec); uerr != nil {
+			job.Log.Error("writes NOT restored after the dump failed: the next attempt, a rollback or recovery restores them", "err", uerr)
+			err = errors.Join(err, uerr)
+		}
+		return statemachine.Fields{}, permanent(err)
+	}
+	return f, nil
+}
+
+// describeRevoked names who loses access: "PUBLIC and 2 roles".
+func describeRevoked(grantees []string) string {
+	n, public := 0, false
+	for _, g := range grantees {
+		if g == "" {
+			public = true
+		} else {
+			n++
+		}
+	}
+	switch {
+	case public && n > 0:
+		return fmt.Sprintf("PUBLIC and %d roles", n)
+	case public:
+		return "PUBLIC"
+	}
+	return fmt.Sprintf("%d roles", n)
+}
+
+func warningsSuffix(w []string) string {
+	if len(w) == 0 {
+		return ""
+	}
+	return "; warning: " + strings.Join(w, "; warning: ")
+}
+
+// checkDestination runs the destination's preflight from the source,
+// before any change.
+func (h *pgDump) checkDestination(ctx context.Context, job *agent.Job, src *postgres.Server, s *postgres.Source) (string, error) {
+	dst, err := h.c.peer(ctx, job, job.Row.Destination)
+	if err != nil {
+		return "", fmt.Errorf("check the destination before blocking writes: %w", err)
+	}
+	defer func() { _ = dst.Close() }()
+	d, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major()))
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("destination %s PostgreSQL %s ready%s", job.Row.Destination, dst.Version(), notesSuffix(d.Notes)), nil
+}
+
+// blocked blocks writes and dumps from an exported snapshot.
+func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Server, s *postgres.Source, access *postgres.Access) (statemachine.Fields, error) {
+	ended, err := src.Block(ctx, access)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	job.Note(ctx, "writes blocked; %d sessions ended", ended)
+	snap, err := src.Snapshot(ctx, s.Database)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer snap.Close(ctx)
+	ref := storage.DumpRef{Engine: string(statemachine.EnginePostgres), Source: job.Row.Source, Database: s.Database, ConsistencyPoint: snap.At}
+	key := ref.DumpKey("pgdump")
+	rep := report(ctx, job, h.c.every(), func(b, done, total int64) string {
+		return fmt.Sprintf("dumping: %s written, checksums of %d/%d tables", mb(b), done, total)
+	})
+	var man *engine.Manifest
+	var sec engine.Secrets
+	res, err := storage.PutCompressed(ctx, h.c.Store, key, h.c.Level, storage.PutOptions{ContentType: "application/zstd"}, func(w io.Writer) error {
+		var err error
+		man, sec, _, err = src.Dump(ctx, s, snap, job.Row.Source, w, &engine.Progress{Bytes: &rep.bytes, Tables: rep.tables})
+		return err
+	})
+	rep.Stop()
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("dump %q to %s: %w", s.Database, h.c.Store.Describe(), err)
+	}
+	job.CountBytes("out", res.Size)
+	man.DumpSHA256, man.DumpBytes = res.SHA256, res.Size
+	if err := putJSON(ctx, h.c.Store, ref.SecretsKey(), sec, true); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := putJSON(ctx, h.c.Store, ref.ManifestKey(), man, false); err != nil {
+		return statemachine.Fields{}, err
+	}
+	job.Note(ctx, "dumped %q at LSN %s: %s of pg_dump archive, %s stored, %d tables checksummed, %d sequences, %d roles",
+		s.Database, snap.LSN, mb(rep.bytes.Load()), mb(res.Size), len(man.Tables), len(man.Sequences), len(man.Users))
+	return statemachine.Fields{
+		SizeBytes:        s.SizeBytes,
+		DumpURL:          h.c.Store.URL(key),
+		DumpSHA256:       res.SHA256,
+		DumpBytes:        res.Size,
+		ConsistencyPoint: snap.At,
+	}, nil
+}
+
+// Recover restores writes if the dead run left them blocked.
+func (h *pgDump) Recover(ctx context.Context, job *agent.Job) error {
+	var rec blockRecord[postgres.Access]
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil || !ok || !rec.Blocked {
+		return err
+	}
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = src.Close() }()
+	return unblock(ctx, job, src.Unblock, rec)
+}
+
+// pgImport is the import step at the destination: drop what an earlier
+// attempt left, import (recording what it creates first), verify against
+// the manifest; on any failure drop what this attempt created.
+type pgImport struct{ c *Postgres }
+
+func (h *pgImport) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	objs, man, err := readManifest(ctx, h.c.Store, row)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	var sec engine.Secrets
+	if err := getJSON(ctx, h.c.Store, objs.Secrets, &sec); err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = dst.Close() }()
+	if err := dropPostgresImport(ctx, job, dst, "an earlier attempt"); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := h.load(ctx, job, dst, objs, man, sec); err != nil {
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if derr := dropPostgresImport(uctx, job, dst, "this attempt"); derr != nil {
+			job.Log.Error("the failed import was NOT dropped: the next attempt, a rollback or recovery drops it", "err", derr)
+			err = errors.Join(err, derr)
+		}
+		return statemachine.Fields{}, permanent(err)
+	}
+	return statemachine.Fields{}, nil
+}
+
+func (h *pgImport) load(ctx context.Context, job *agent.Job, dst *postgres.Server, objs dumpObjects, man *engine.Manifest, sec engine.Secrets) error {
+	r, err := storage.OpenDump(ctx, h.c.Store, objs.Dump, job.Row.DumpSHA256)
+	if err != nil {
+		return fmt.Errorf("open the dump: %w", err)
+	}
+	defer r.Close()
+	rep := report(ctx, job, h.c.every(), func(b, done, total int64) string {
+		if total > 0 {
+			return fmt.Sprintf("verifying: %d/%d tables", done, total)
+		}
+		return fmt.Sprintf("importing: %s of the archive restored", mb(b))
+	})
+	defer rep.Stop()
+	notes, err := dst.Import(ctx, man, sec, r, func(rec postgres.ImportRecord) error {
+		return job.PutRecord(ctx, recordImport, rec)
+	}, &engine.Progress{Bytes: &rep.bytes})
+	if err != nil {
+		return corruptOr(ctx, h.c.Store, objs, job.Row.DumpSHA256, man.Database, err)
+	}
+	job.CountBytes("in", job.Row.DumpBytes)
+	job.Note(ctx, "imported %q: %s of pg_dump archive%s; verifying %d tables", man.Database, mb(rep.bytes.Load()), notesSuffix(notes), len(man.Tables))
+	if err := dst.Verify(ctx, man, rep.tables); err != nil {
+		return err
+	}
+	job.Note(ctx, "verified %q: %d tables, row counts and checksums (%s) match the source's, %d sequences, %d objects, %d roles",
+		man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Sequences), len(man.Objects), len(man.Users))
+	return nil
+}
+
+// dropPostgresImport drops what the row's import record says an import
+// created on dst, then clears the record.
+func dropPostgresImport(ctx context.Context, job *agent.Job, dst *postgres.Server, whose string) error {
+	return dropRecordedImport(ctx, job, dst, dst.DropImport, describePostgresImport, whose)
+}
+
+func describePostgresImport(rec postgres.ImportRecord) string {
+	var parts []string
+	switch {
+	case rec.Database != "" && rec.CreatedDatabase:
+		parts = append(parts, fmt.Sprintf("database %q dropped", rec.Database))
+	case rec.Database != "":
+		parts = append(parts, fmt.Sprintf("database %q made empty again (it existed before)", rec.Database))
+	}
+	if len(rec.CreatedRoles) > 0 {
+		parts = append(parts, fmt.Sprintf("%d roles it created removed", len(rec.CreatedRoles)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Recover drops the partial import of the dead run.
+func (h *pgImport) Recover(ctx context.Context, job *agent.Job) error {
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dst.Close() }()
+	return dropPostgresImport(ctx, job, dst, "an interrupted attempt")
+}
+
+// pgClose is the close step at the source, after DNS moved: re-check the
+// source against the manifest, then keep every role out of it for good
+// and end their sessions. The data stays.
+type pgClose struct{ c *Postgres }
+
+func (h *pgClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	_, man, err := readManifest(ctx, h.c.Store, row)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
+		return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
+	})
+	err = src.Verify(ctx, man, rep.tables)
+	rep.Stop()
+	if err := lateWrites(row, err); err != nil {
+		return statemachine.Fields{}, err
+	}
+	access, err := src.PlanClose(ctx, man)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	if err := job.PutRecord(ctx, recordClose, access); err != nil {
+		return statemachine.Fields{}, err
+	}
+	ended, err := src.CloseAccess(ctx, access)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	// The block is final now: nothing may restore it.
+	if err := job.PutRecord(ctx, recordBlock, blockRecord[postgres.Access]{Access: access}); err != nil {
+		return statemachine.Fields{}, err
+	}
+	job.Note(ctx, "source closed: %s have no access to %q, owned by %q now (it was %q's), %d sessions ended; the data stays until the retention ends",
+		describeRevoked(access.Revoked()), row.DatabaseName, access.Admin, access.Owner, ended)
+	return statemachine.Fields{}, nil
+}
+
+// Recover has nothing to undo: closing is final and runs again whole.
+func (h *pgClose) Recover(context.Context, *agent.Job) error { return nil }
+
+// pgRollback is the rollback step at the source: restore writes and drop
+// the destination's copy (only what the import created).
+type pgRollback struct{ c *Postgres }
+
+func (h *pgRollback) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	row := &job.Row
+	if err := switchedRefusal(row); err != nil {
+		return statemachine.Fields{}, err
+	}
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	if err := unblockRecorded(ctx, job, src.Unblock); err != nil {
+		return statemachine.Fields{}, err
+	}
+	var imp postgres.ImportRecord
+	ok, err := job.GetRecord(ctx, recordImport, &imp)
+	if err != nil || !ok || imp.Empty() {
+		return statemachine.Fields{}, err
+	}
+	dst, err := h.c.peer(ctx, job, row.Destination)
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("drop the copy at the destination: %w", err)
+	}
+	defer func() { _ = dst.Close() }()
+	return statemachine.Fields{}, dropPostgresImport(ctx, job, dst, "this migration")
+}
+
+// Recover has nothing to undo: rolling back runs again whole.
+func (h *pgRollback) Recover(context.Context, *agent.Job) error { return nil }

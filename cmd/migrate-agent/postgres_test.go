@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// TestPostgresStepsFromTheConfiguration: two migrate-agent processes whose
+// configuration has a postgres section move a PostgreSQL database (a row
+// without a DNS name) to Done; its owner logs in at the destination with
+// its original password.
+func TestPostgresStepsFromTheConfiguration(t *testing.T) {
+	fleettest.Integration(t)
+	t.Parallel()
+	bin := fleettest.Build(t, ".")
+	sm := fleettest.SharedMariaDB(t)
+	state := statetest.Upgraded(t, "mysql", sm.DSN(sm.NewDatabase(t)))
+	src, dst := fleettest.SharedPostgresAs(t, "source"), fleettest.SharedPostgresAs(t, "destination")
+	const admin, pass = "agent admin", `s3cr"et$: \x`
+	for _, p := range []*fleettest.Postgres{src, dst} {
+		fleettest.PGExec(t, p.Root(t, "postgres"), "CREATE ROLE "+ident.QuotePostgres(admin)+" SUPERUSER LOGIN PASSWORD "+ident.QuotePostgresLiteral(pass))
+	}
+	n := time.Now().UnixNano()
+	db, owner, ownerPass := fmt.Sprintf("from config %d", n), fmt.Sprintf("cfg owner %d", n), "owner's pw"
+	fleettest.PGExec(t, src.Root(t, "postgres"), "CREATE ROLE "+ident.QuotePostgres(owner)+" LOGIN PASSWORD "+ident.QuotePostgresLiteral(ownerPass),
+		"CREATE DATABASE "+ident.QuotePostgres(db)+" OWNER "+ident.QuotePostgres(owner))
+	fleettest.PGExec(t, src.Connect(t, db, owner, ownerPass), "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+	dumps := t.TempDir()
+	for _, s := range []struct {
+		host  string
+		p     *fleettest.Postgres
+		roles string
+	}{{"src-host", src, "dump,close,rollback"}, {"dst-host", dst, "import"}} {
+		cfg := filepath.Join(t.TempDir(), "agent.yaml")
+		body := fmt.Sprintf("host: %s\nagent:\n  poll-interval: 100ms\n  lease: 5s\nstorage:\n  backend: file\n  dir: %s\n"+
+			"postgres:\n  address: %s\n  user: %s\n  password: ${TEST_PG_PASSWORD}\n  temp-dir: %s\n", s.host, dumps, s.p.Addr(), admin, t.TempDir())
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fleettest.Start(t, bin, append(state.Env(), "TEST_PG_PASSWORD="+pass), "--config", cfg, "--roles", s.roles)
+	}
+	t.Cleanup(func() {
+		for _, p := range []*fleettest.Postgres{src, dst} {
+			c, err := p.Dial(context.Background(), "postgres", "postgres", p.Password)
+			if err != nil {
+				continue
+			}
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ident.QuotePostgres(db)+" WITH (FORCE)")
+			_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+ident.QuotePostgres(owner))
+			_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+ident.QuotePostgres(admin))
+			_ = c.Close(context.Background())
+		}
+	})
+	store := state.Open(t)
+	ctx := context.Background()
+	if _, err := store.Plan(ctx, []statemachine.Planned{{Engine: statemachine.EnginePostgres, DatabaseName: db, Source: "src-host", Destination: "dst-host"}}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Promote(ctx, 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		rows, err := store.List(ctx, statemachine.Filter{})
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("list: %v %v", rows, err)
+		}
+		m := rows[0]
+		if m.Status == statemachine.Done {
+			break
+		}
+		if strings.HasSuffix(string(m.Status), "failed") || time.Now().After(deadline) {
+			t.Fatalf("row is %q: %s", m.Status, m.LastError)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var got string
+	if err := dst.Connect(t, db, owner, ownerPass).QueryRow(ctx, "SELECT string_agg(v, ',' ORDER BY id) FROM t").Scan(&got); err != nil || got != "one,two" {
+		t.Fatalf("at the destination: %q %v", got, err)
+	}
+}
