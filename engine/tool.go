@@ -135,3 +135,22 @@ func (t *TailBuffer) Bytes() []byte {
 	defer t.mu.Unlock()
 	return bytes.Clone(t.b)
 }
+
+// toolVersions caches each program's --version line by path.
+var toolVersions sync.Map
+
+// ToolVersion runs path --version once per process and returns its output.
+func ToolVersion(ctx context.Context, path string) (string, error) {
+	if v, ok := toolVersions.Load(path); ok {
+		return v.(string), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("run %s --version: %w", path, err)
+	}
+	v := strings.TrimSpace(string(out))
+	toolVersions.Store(path, v)
+	return v, nil
+}

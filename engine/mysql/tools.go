@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 )
@@ -53,25 +51,6 @@ func packageFor(family string) string {
 	return "MySQL's own client programs (package mysql-client or mysql-community-client; MariaDB's do not work with MySQL 8)"
 }
 
-// toolVersions caches each program's --version line by path.
-var toolVersions sync.Map
-
-// toolVersion runs path --version once and returns its output line.
-func toolVersion(ctx context.Context, path string) (string, error) {
-	if v, ok := toolVersions.Load(path); ok {
-		return v.(string), nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("run %s --version: %w", path, err)
-	}
-	v := strings.TrimSpace(string(out))
-	toolVersions.Store(path, v)
-	return v, nil
-}
-
 // toolFamily reads a program's family from its --version line.
 func toolFamily(version string) string {
 	if strings.Contains(version, "MariaDB") {
@@ -90,7 +69,7 @@ func (s *Server) tool(ctx context.Context, kind toolKind) (path, version string,
 		configured = s.opt.ClientTool
 	}
 	check := func(path string) (string, error) {
-		v, err := toolVersion(ctx, path)
+		v, err := engine.ToolVersion(ctx, path)
 		if err != nil {
 			return "", engine.Permanentf("%s %s cannot run: %v; install %s", kind, path, err, packageFor(s.family))
 		}

@@ -5,20 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 )
-
-// toolVersions caches each program's --version line by path.
-var toolVersions sync.Map
 
 var toolVersionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
 
@@ -33,22 +27,6 @@ func toolMajor(version string) int {
 	return n
 }
 
-// toolVersion runs path --version once and returns its output line.
-func toolVersion(ctx context.Context, path string) (string, error) {
-	if v, ok := toolVersions.Load(path); ok {
-		return v.(string), nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("run %s --version: %w", path, err)
-	}
-	v := strings.TrimSpace(string(out))
-	toolVersions.Store(path, v)
-	return v, nil
-}
-
 // tool finds program (pg_dump or pg_restore) of major version need or
 // newer: Options.BinDir if set, else ToolsRoot/<need>/bin, else the
 // oldest newer one installed. An older one only is a permanent error that
@@ -57,7 +35,7 @@ func toolVersion(ctx context.Context, path string) (string, error) {
 func (s *Server) tool(ctx context.Context, program string, need int) (path, version string, err error) {
 	pkg := fmt.Sprintf("install the postgresql-client-%d package (PostgreSQL's apt repository has every version)", need)
 	check := func(path string) (string, error) {
-		v, err := toolVersion(ctx, path)
+		v, err := engine.ToolVersion(ctx, path)
 		if err != nil {
 			return "", engine.Permanentf("%s cannot run: %v; %s", path, err, pkg)
 		}
