@@ -154,3 +154,43 @@ func ToolVersion(ctx context.Context, path string) (string, error) {
 	toolVersions.Store(path, v)
 	return v, nil
 }
+
+// CountingWriter counts the bytes written through it in N.
+type CountingWriter struct {
+	W io.Writer
+	N *atomic.Int64
+}
+
+// CountWriter counts what is written to w in n (a new counter when nil).
+func CountWriter(w io.Writer, n *atomic.Int64) *CountingWriter {
+	if n == nil {
+		n = new(atomic.Int64)
+	}
+	return &CountingWriter{W: w, N: n}
+}
+
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N.Add(int64(n))
+	return n, err
+}
+
+// CountingReader counts the bytes read through it in N.
+type CountingReader struct {
+	R io.Reader
+	N *atomic.Int64
+}
+
+// CountReader counts what is read from r in n (a new counter when nil).
+func CountReader(r io.Reader, n *atomic.Int64) *CountingReader {
+	if n == nil {
+		n = new(atomic.Int64)
+	}
+	return &CountingReader{R: r, N: n}
+}
+
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N.Add(int64(n))
+	return n, err
+}

@@ -507,16 +507,7 @@ func TestCorruptDumpFailsImportAndRollbackRestores(t *testing.T) {
 	if err := canWrite(customer(t, f.src, st)); err == nil {
 		t.Fatal("the customer writes at the source while its dump waits for import")
 	}
-	key, _ := f.dumps.Key(m.DumpURL)
-	path := filepath.Join(f.dir, key)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0xff
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	f.corruptDump(t, m)
 	stopDst()
 	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
 	m = f.waitStatus(t, id, statemachine.ImportFailed, statemachine.DNSToUpdate)
@@ -653,4 +644,22 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// corruptDump flips a byte in the middle of the row's stored dump.
+func (f *fleet) corruptDump(t *testing.T, m statemachine.Migration) {
+	t.Helper()
+	key, err := f.dumps.Key(m.DumpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(f.dir, key)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -145,16 +143,7 @@ func TestPostgresCorruptDumpAndRollback(t *testing.T) {
 	if _, err := f.src.pg.Dial(ctx(t), st.db, st.owner, st.pass); err == nil {
 		t.Fatal("the owner connects to the source while its dump waits for import")
 	}
-	key, _ := f.dumps.Key(m.DumpURL)
-	path := filepath.Join(f.dir, key)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0xff
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	f.corruptDump(t, m)
 	stopDst()
 	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
 	m = f.waitStatus(t, id, statemachine.ImportFailed, statemachine.DNSToUpdate)

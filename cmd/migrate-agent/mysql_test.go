@@ -60,23 +60,30 @@ func TestMySQLStepsFromTheConfiguration(t *testing.T) {
 	if _, err := store.Promote(ctx, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
+	waitDone(t, store)
+	var got string
+	if err := dst.RootDB(t).QueryRow("SELECT GROUP_CONCAT(v ORDER BY id) FROM " + q + ".t").Scan(&got); err != nil || got != "one,two" {
+		t.Fatalf("at the destination: %q %v", got, err)
+	}
+}
+
+// waitDone waits until the store's only row is Done, failing the test if
+// it fails or takes more than 90 s.
+func waitDone(t *testing.T, store statemachine.Store) {
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		rows, err := store.List(ctx, statemachine.Filter{})
+		rows, err := store.List(context.Background(), statemachine.Filter{})
 		if err != nil || len(rows) != 1 {
 			t.Fatalf("list: %v %v", rows, err)
 		}
 		m := rows[0]
 		if m.Status == statemachine.Done {
-			break
+			return
 		}
 		if strings.HasSuffix(string(m.Status), "failed") || time.Now().After(deadline) {
 			t.Fatalf("row is %q: %s", m.Status, m.LastError)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	var got string
-	if err := dst.RootDB(t).QueryRow("SELECT GROUP_CONCAT(v ORDER BY id) FROM " + q + ".t").Scan(&got); err != nil || got != "one,two" {
-		t.Fatalf("at the destination: %q %v", got, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,21 +68,7 @@ func TestPostgresStepsFromTheConfiguration(t *testing.T) {
 	if _, err := store.Promote(ctx, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		rows, err := store.List(ctx, statemachine.Filter{})
-		if err != nil || len(rows) != 1 {
-			t.Fatalf("list: %v %v", rows, err)
-		}
-		m := rows[0]
-		if m.Status == statemachine.Done {
-			break
-		}
-		if strings.HasSuffix(string(m.Status), "failed") || time.Now().After(deadline) {
-			t.Fatalf("row is %q: %s", m.Status, m.LastError)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitDone(t, store)
 	var got string
 	if err := dst.Connect(t, db, owner, ownerPass).QueryRow(ctx, "SELECT string_agg(v, ',' ORDER BY id) FROM t").Scan(&got); err != nil || got != "one,two" {
 		t.Fatalf("at the destination: %q %v", got, err)

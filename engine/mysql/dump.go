@@ -126,12 +126,9 @@ func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atom
 	}
 	args = append(args, "--", db)
 	tail := &tailBuffer{Max: 256}
-	cw := &countingWriter{w: w, n: counted}
-	if cw.n == nil {
-		cw.n = new(atomic.Int64)
-	}
+	cw := engine.CountWriter(w, counted)
 	err = s.run(ctx, tool, args, io.MultiWriter(cw, tail), nil)
-	stats := DumpStats{Bytes: cw.n.Load(), Tool: tool, ToolVersion: version}
+	stats := DumpStats{Bytes: cw.N.Load(), Tool: tool, ToolVersion: version}
 	if err != nil {
 		return stats, fmt.Errorf("dump %q from %s: %w", db, s, err)
 	}
@@ -145,7 +142,7 @@ func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atom
 	if _, err := cw.Write(dumpTrailer); err != nil {
 		return stats, fmt.Errorf("dump %q from %s: %w", db, s, err)
 	}
-	stats.Bytes = cw.n.Load()
+	stats.Bytes = cw.N.Load()
 	return stats, nil
 }
 
@@ -216,17 +213,6 @@ func sqlLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 // ChecksumAlgorithm names how Checksums computes table checksums, in
 // manifests.
 const ChecksumAlgorithm = "mysql-rowcrc-v1: per table COUNT(*) and SUM(CRC32(CONCAT_WS(',', IFNULL(CRC32(col), 'N'), ...))) " +
@@ -295,10 +281,7 @@ func (s *Server) Load(ctx context.Context, db string, r io.Reader, counted *atom
 		return err
 	}
 	tail := &tailBuffer{Max: 256}
-	cr := &countingReader{r: io.TeeReader(r, tail), n: counted}
-	if cr.n == nil {
-		cr.n = new(atomic.Int64)
-	}
+	cr := engine.CountReader(io.TeeReader(r, tail), counted)
 	args := []string{"--batch", "--binary-mode", "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--database=" + db}
 	if err := s.run(ctx, tool, args, io.Discard, &trailerCheck{r: cr, tail: tail}); err != nil {
 		return fmt.Errorf("import into %q on %s: %w", db, s, err)
@@ -322,16 +305,5 @@ func (t *trailerCheck) Read(p []byte) (int, error) {
 	if errors.Is(err, io.EOF) && !bytes.Contains(t.tail.Bytes(), dumpTrailer) {
 		return n, engine.Permanentf("%w", ErrNoTrailer)
 	}
-	return n, err
-}
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
 	return n, err
 }

@@ -40,10 +40,13 @@ type Access struct {
 }
 
 // Revoked are the roles that lose their privileges ("" is PUBLIC).
-func (a *Access) Revoked() []string {
+func (a *Access) Revoked() []string { return grantees(a.ACL, a.Admin) }
+
+// grantees lists the distinct grantees of acl except one.
+func grantees(acl []engine.ACLItem, except string) []string {
 	var out []string
-	for _, it := range a.ACL {
-		if it.Grantee != a.Admin && !slices.Contains(out, it.Grantee) {
+	for _, it := range acl {
+		if it.Grantee != except && !slices.Contains(out, it.Grantee) {
 			out = append(out, it.Grantee)
 		}
 	}
@@ -116,16 +119,11 @@ func (s *Server) revokeAll(ctx context.Context, database string) error {
 // currentGrantees lists who holds privileges on database now, except
 // keep ("" is PUBLIC).
 func currentGrantees(ctx context.Context, tx pgx.Tx, database, keep string) ([]string, error) {
-	rows, err := tx.Query(ctx, `SELECT DISTINCT CASE WHEN a.grantee = 0 THEN '' ELSE pg_get_userbyid(a.grantee) END
-		FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.datname = $1 ORDER BY 1`, database)
+	acl, err := readACL(ctx, tx, database)
 	if err != nil {
-		return nil, fmt.Errorf("read the database's privileges: %w", err)
+		return nil, err
 	}
-	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("read the database's privileges: %w", err)
-	}
-	return slices.DeleteFunc(all, func(g string) bool { return g == keep }), nil
+	return grantees(acl, keep), nil
 }
 
 // granteeList is a GRANT/REVOKE role list ("" is PUBLIC).
@@ -163,7 +161,8 @@ func (s *Server) endSessions(ctx context.Context, database string) (int, error) 
 			return ended, nil
 		}
 		if time.Now().After(deadline) {
-			return ended, fmt.Errorf("%d sessions of %q were still there %s after they were told to end", left, database, s.opt.SessionWait)
+			return ended, fmt.Errorf("%d sessions of %q on %s were still there %s after pg_terminate_backend (see pg_stat_activity: a backend stuck in I/O or in an extension ignores it); "+
+				"the step gives up and restores what it changed, and is retried; raise postgres.session-wait if this repeats", left, database, s, s.opt.SessionWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -230,11 +229,7 @@ func setACL(ctx context.Context, tx pgx.Tx, database, owner string, acl []engine
 			}
 		}
 	}
-	var oid uint32
-	if err := tx.QueryRow(ctx, "SELECT oid FROM pg_database WHERE datname = $1", database).Scan(&oid); err != nil {
-		return nil, fmt.Errorf("read the database's privileges: %w", err)
-	}
-	now, err := readACL(ctx, tx.Conn(), oid)
+	now, err := readACL(ctx, tx, database)
 	if err != nil {
 		return nil, err
 	}
@@ -245,11 +240,11 @@ func setACL(ctx context.Context, tx pgx.Tx, database, owner string, acl []engine
 	}
 	if defaults {
 		var same bool
-		if err := tx.QueryRow(ctx, "SELECT datacl IS NULL OR datacl::text[] <@ acldefault('d', datdba)::text[] AND acldefault('d', datdba)::text[] <@ datacl::text[] FROM pg_database WHERE oid = $1", oid).Scan(&same); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT datacl IS NULL OR datacl::text[] <@ acldefault('d', datdba)::text[] AND acldefault('d', datdba)::text[] <@ datacl::text[] FROM pg_database WHERE datname = $1", database).Scan(&same); err != nil {
 			return nil, fmt.Errorf("compare the privileges with the defaults: %w", err)
 		}
 		if same {
-			if _, err := tx.Exec(ctx, "UPDATE pg_database SET datacl = NULL WHERE oid = $1", oid); err != nil {
+			if _, err := tx.Exec(ctx, "UPDATE pg_database SET datacl = NULL WHERE datname = $1", database); err != nil {
 				return nil, fmt.Errorf("restore the default privileges: %w", err)
 			}
 		}

@@ -98,11 +98,12 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 		return err
 	})
 	g.Go(func() error {
-		cw := &countWriter{w: w, n: p.ByteCounter()}
+		cw := engine.CountWriter(w, p.ByteCounter())
+		start := cw.N.Load()
 		args := []string{"--format=custom", "--compress=0", "--snapshot=" + snap.ID, "--no-password",
 			"--lock-wait-timeout=300000", "--dbname=" + s.conninfo(src.Database)}
 		err := s.run(gctx, tool, args, cw, nil)
-		stats.Bytes = cw.total
+		stats.Bytes = cw.N.Load() - start
 		if err != nil {
 			return fmt.Errorf("pg_dump of %q: %w", src.Database, err)
 		}
@@ -115,21 +116,6 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 	m := src.Manifest(source, snap, sums, seqs)
 	m.ServerVersion, m.ServerFamily, m.DumpTool = s.version, "postgresql", version
 	return &m, src.Secrets, stats, nil
-}
-
-type countWriter struct {
-	w     io.Writer
-	n     *atomic.Int64
-	total int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.total += int64(n)
-	if c.n != nil {
-		c.n.Add(int64(n))
-	}
-	return n, err
 }
 
 type querier interface {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -73,15 +72,8 @@ func (s *Server) Inspect(ctx context.Context, database string) (*Source, error) 
 }
 
 func (s *Server) readDatabase(ctx context.Context, c *pgx.Conn, src *Source) error {
-	locale := `'c', ''`
-	switch {
-	case s.num >= 170000:
-		locale = `d.datlocprovider::text, coalesce(d.datlocale, '')`
-	case s.num >= 150000:
-		locale = `d.datlocprovider::text, coalesce(d.daticulocale, '')`
-	}
 	var space string
-	err := c.QueryRow(ctx, `SELECT d.oid, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, `+locale+`,
+	err := c.QueryRow(ctx, `SELECT d.oid, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, `+s.localeColumns()+`,
 			pg_get_userbyid(d.datdba), d.datacl IS NULL, t.spcname, pg_database_size(d.oid)
 		FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = $1`, src.Database).
 		Scan(&src.OID, &src.Encoding, &src.Collate, &src.DB.Ctype, &src.DB.LocaleProvider, &src.DB.ICULocale, &src.DB.Owner, &src.DB.DefaultACL, &space, &src.SizeBytes)
@@ -91,15 +83,27 @@ func (s *Server) readDatabase(ctx context.Context, c *pgx.Conn, src *Source) err
 	if space != "pg_default" {
 		return engine.Permanentf("database %q lives in tablespace %q: only databases in pg_default are migrated (move it with ALTER DATABASE ... SET TABLESPACE pg_default first)", src.Database, space)
 	}
-	src.DB.ACL, err = readACL(ctx, c, src.OID)
+	src.DB.ACL, err = readACL(ctx, c, src.Database)
 	return err
 }
 
+// localeColumns selects pg_database's locale provider and ICU locale
+// (columns of d), as far as this server version has them.
+func (s *Server) localeColumns() string {
+	switch {
+	case s.num >= 170000:
+		return `d.datlocprovider::text, coalesce(d.datlocale, '')`
+	case s.num >= 150000:
+		return `d.datlocprovider::text, coalesce(d.daticulocale, '')`
+	}
+	return `'c', ''`
+}
+
 // readACL reads the database's privileges, the defaults spelt out.
-func readACL(ctx context.Context, c *pgx.Conn, oid uint32) ([]engine.ACLItem, error) {
-	rows, err := c.Query(ctx, `SELECT CASE WHEN a.grantee = 0 THEN '' ELSE pg_get_userbyid(a.grantee) END,
+func readACL(ctx context.Context, q querier, database string) ([]engine.ACLItem, error) {
+	rows, err := q.Query(ctx, `SELECT CASE WHEN a.grantee = 0 THEN '' ELSE pg_get_userbyid(a.grantee) END,
 			pg_get_userbyid(a.grantor), a.privilege_type, a.is_grantable
-		FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.oid = $1`, oid)
+		FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.datname = $1`, database)
 	if err != nil {
 		return nil, fmt.Errorf("read the database's privileges: %w", err)
 	}
@@ -417,7 +421,6 @@ func createRoleSQL(r engine.Role, verifier string) string {
 // checksums sums and the sequences' values seqs.
 func (src *Source) Manifest(source string, snap *Snapshot, sums []engine.TableSum, seqs []engine.Sequence) engine.Manifest {
 	db := src.DB
-	db.Roles = slices.Clone(db.Roles)
 	return engine.Manifest{
 		FormatVersion:     engine.ManifestVersion,
 		Engine:            "postgres",

@@ -115,15 +115,8 @@ func (s *Server) CheckDestination(ctx context.Context, in Incoming) (*Destinatio
 // else is refused.
 func (s *Server) existing(ctx context.Context, in Incoming) (*ExistingDatabase, error) {
 	e := &ExistingDatabase{}
-	locale := `'c', ''`
-	switch {
-	case s.num >= 170000:
-		locale = `datlocprovider::text, coalesce(datlocale, '')`
-	case s.num >= 150000:
-		locale = `datlocprovider::text, coalesce(daticulocale, '')`
-	}
-	err := s.pool.QueryRow(ctx, `SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, `+locale+`
-		FROM pg_database WHERE datname = $1`, in.Database).Scan(&e.Owner, &e.Encoding, &e.Collate, &e.Ctype, &e.LocaleProvider, &e.ICULocale)
+	err := s.pool.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, `+s.localeColumns()+`
+		FROM pg_database d WHERE d.datname = $1`, in.Database).Scan(&e.Owner, &e.Encoding, &e.Collate, &e.Ctype, &e.LocaleProvider, &e.ICULocale)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -232,7 +225,7 @@ func (s *Server) checkRoom(ctx context.Context, in Incoming, d *Destination) err
 		}
 	}
 	var st syscall.Statfs_t
-	if _, err := os.Stat(dir); !local || err != nil || syscall.Statfs(dir, &st) != nil {
+	if !local || syscall.Statfs(dir, &st) != nil {
 		d.Notes = append(d.Notes, "free space not checked (the server's data directory is not on this machine)")
 		return nil
 	}
@@ -324,18 +317,14 @@ func (s *Server) createRoles(ctx context.Context, in Incoming, d *Destination, r
 			}
 			return fmt.Errorf("create role %q: %w", name, err)
 		}
-		for _, r := range in.DB.Roles {
-			if r.Name != name {
-				continue
+		i := slices.IndexFunc(in.DB.Roles, func(r engine.Role) bool { return r.Name == name })
+		for _, set := range in.DB.Roles[i].Settings {
+			st, err := alterSetting("ALTER ROLE "+qi(name), set)
+			if err != nil {
+				return err
 			}
-			for _, set := range r.Settings {
-				st, err := alterSetting("ALTER ROLE "+qi(name), set)
-				if err != nil {
-					return err
-				}
-				if _, err := s.pool.Exec(ctx, st); err != nil {
-					return fmt.Errorf("%s: %w", st, err)
-				}
+			if _, err := s.pool.Exec(ctx, st); err != nil {
+				return fmt.Errorf("%s: %w", st, err)
 			}
 		}
 	}
@@ -383,7 +372,7 @@ func (s *Server) restore(ctx context.Context, m *engine.Manifest, r io.Reader, c
 	if err != nil {
 		return err
 	}
-	cr := &countReader{r: r, n: counter}
+	cr := engine.CountReader(r, counter)
 	args := []string{"--exit-on-error", "--no-password", "--dbname=" + s.conninfo(m.Database)}
 	if s.opt.ParallelAbove < 0 || m.SizeBytes <= s.opt.ParallelAbove || s.opt.Jobs < 2 {
 		if err := s.run(ctx, tool, args, io.Discard, cr); err != nil {
@@ -410,19 +399,6 @@ func (s *Server) restore(ctx context.Context, m *engine.Manifest, r io.Reader, c
 		return fmt.Errorf("pg_restore --jobs=%d into %q: %w", s.opt.Jobs, m.Database, err)
 	}
 	return nil
-}
-
-type countReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.n != nil && n > 0 {
-		c.n.Add(int64(n))
-	}
-	return n, err
 }
 
 // applyDatabase gives the database its settings and privileges.
@@ -482,7 +458,7 @@ func alterSetting(target, setting string) (string, error) {
 func splitList(v string) []string {
 	var out []string
 	var cur strings.Builder
-	inQuote, any := false, false
+	inQuote, seen := false, false
 	for i := 0; i < len(v); i++ {
 		ch := v[i]
 		switch {
@@ -490,18 +466,18 @@ func splitList(v string) []string {
 			cur.WriteByte('"')
 			i++
 		case ch == '"':
-			inQuote, any = !inQuote, true
+			inQuote, seen = !inQuote, true
 		case !inQuote && ch == ',':
 			out = append(out, strings.TrimSpace(cur.String()))
 			cur.Reset()
-			any = false
-		case !inQuote && (ch == ' ' || ch == '\t') && !any && cur.Len() == 0:
+			seen = false
+		case !inQuote && (ch == ' ' || ch == '\t') && !seen && cur.Len() == 0:
 		default:
 			cur.WriteByte(ch)
-			any = true
+			seen = true
 		}
 	}
-	if cur.Len() > 0 || any || len(out) > 0 {
+	if cur.Len() > 0 || seen || len(out) > 0 {
 		out = append(out, strings.TrimSpace(cur.String()))
 	}
 	return out
@@ -511,6 +487,9 @@ func splitList(v string) []string {
 // there, every table's row count and checksum, every sequence's value,
 // every role. A difference is a permanent error naming what differs.
 func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(done, total int)) error {
+	if m.Postgres == nil {
+		return engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
+	}
 	var problems []string
 	var objs []string
 	err := s.inDatabase(ctx, m.Database, func(c *pgx.Conn) error {
@@ -553,14 +532,13 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(d
 		return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
 	}
 	problems = append(problems, engine.Diff(m.Tables, sums)...)
-	for _, r := range m.Postgres.Roles {
-		var n int
-		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", r.Name).Scan(&n); err != nil {
-			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
-		}
-		if n == 0 {
-			problems = append(problems, fmt.Sprintf("role %q: missing", r.Name))
-		}
+	var missingRoles []string
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)",
+		roleNames(m.Postgres.Roles)).Scan(&missingRoles); err != nil {
+		return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
+	}
+	for _, r := range missingRoles {
+		problems = append(problems, fmt.Sprintf("role %q: missing", r))
 	}
 	if len(problems) > 0 {
 		return engine.Permanentf("verification of %q at %s failed: %s", m.Database, s, strings.Join(problems, "; "))
@@ -618,4 +596,12 @@ func (s *Server) DropImport(ctx context.Context, rec ImportRecord) ([]string, er
 		}
 	}
 	return notes, nil
+}
+
+func roleNames(roles []engine.Role) []string {
+	out := make([]string, len(roles))
+	for i, r := range roles {
+		out[i] = r.Name
+	}
+	return out
 }

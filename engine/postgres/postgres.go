@@ -101,20 +101,18 @@ type Server struct {
 // non-superuser account are permanent (engine.ErrPermanent).
 func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) {
 	opt.defaults()
-	cfg, err := pgxpool.ParseConfig("")
-	if err != nil {
-		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
-	}
-	cc := cfg.ConnConfig
 	host, port, err := splitAddress(srv.Address)
 	if err != nil {
 		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
 	}
-	cc.Host, cc.Port = host, port
-	cc.User, cc.Password, cc.Database = srv.User, srv.Password, opt.MaintenanceDB
-	cc.ConnectTimeout = 10 * time.Second
-	cc.RuntimeParams = map[string]string{"application_name": "fleetmigrate", "TimeZone": "UTC"}
-	cc.Fallbacks = nil
+	// The same connection string as the tools get: every fallback
+	// (sslmode=prefer tries TLS, then plain) goes to this server only.
+	cfg, err := pgxpool.ParseConfig(connString(host, port, srv.User, opt.MaintenanceDB))
+	if err != nil {
+		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
+	}
+	cfg.ConnConfig.Password = srv.Password
+	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
 	cfg.MaxConns = 8
 	cfg.MaxConnIdleTime = time.Minute
 	s := &Server{srv: srv, opt: opt, cfg: cfg, log: opt.Log.With("server", srv.String())}

@@ -410,6 +410,16 @@ func TestParallelRestore(t *testing.T) {
 	db := unique("parallel_")
 	f := newFixture(t, src, dst, db, unique("pa_"), unique("pb_"))
 	dump, m, sec, _ := dumpDB(t, src, db)
+	// Above the threshold the dump goes through the spool directory: one
+	// that does not exist fails the import there, and nothing is left.
+	nowhere := sideOf(t, dst.pg, "destination", postgres.Options{ParallelAbove: 1, Jobs: 2, TempDir: filepath.Join(t.TempDir(), "missing")})
+	rec, err := importDB(t, nowhere, dump, m, sec)
+	if err == nil || !strings.Contains(err.Error(), "spool the dump") {
+		t.Fatalf("import without a spool directory: %v", err)
+	}
+	if _, err := nowhere.srv.DropImport(ctx(t), rec); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := importDB(t, par, dump, m, sec); err != nil {
 		t.Fatalf("parallel import: %v", err)
 	}
@@ -450,5 +460,36 @@ func TestClose(t *testing.T) {
 	}
 	if err := src.srv.Verify(ctx(t), m, nil); err != nil {
 		t.Errorf("the closed source's data: %v", err)
+	}
+}
+
+// TestReusedRole: a role that exists at the destination with the same
+// verifier is used as it is, logs in with its original password, and a
+// dropped import keeps it while it drops the role the import created.
+func TestReusedRole(t *testing.T) {
+	t.Parallel()
+	src, dst := fleet(t)
+	db := unique("reuse_")
+	f := newFixture(t, src, dst, db, unique("ru_"), unique("rv_"))
+	dump, m, sec, _ := dumpDB(t, src, db)
+	reader, _ := sec.Secret(f.reader, "")
+	pgExec(t, dst.pg.Root(t, "postgres"), reader.CreateUser)
+	rec, err := importDB(t, dst, dump, m, sec)
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if got, want := rows(t, dst.pg.Connect(t, db, f.reader, f.readerPw), "inventory.items"), rows(t, src.pg.Root(t, db), "inventory.items"); !slices.Equal(got, want) {
+		t.Error("the reused role reads other rows")
+	}
+	if _, err := dst.srv.DropImport(ctx(t), rec); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	if err := dst.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT coalesce(array_agg(rolname ORDER BY rolname), '{}') FROM pg_roles WHERE rolname = ANY($1)",
+		[]string{f.owner, f.reader}).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(kept, []string{f.reader}) {
+		t.Errorf("after DropImport the destination has roles %q; want only the reused %q", kept, f.reader)
 	}
 }
