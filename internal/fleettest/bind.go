@@ -28,6 +28,10 @@ type BINDConfig struct {
 	Records []string
 	// KeyName defaults to "migrate-key".
 	KeyName string
+	// Primary (host:port) makes the server a secondary of the zone,
+	// transferring it from that primary. It polls the primary's SOA
+	// about every second (refresh clamped), as a notify would make it do.
+	Primary string
 }
 
 // BIND is a running BIND9 primary for one zone that takes dynamic updates
@@ -84,6 +88,16 @@ func StartBIND(ctx context.Context, cfg BINDConfig) (*BIND, error) {
 		return nil, err
 	}
 	zoneFile := filepath.Join(b.Dir, cfg.Zone+".zone")
+	zoneStmt := fmt.Sprintf("zone %q { type primary; file %q; allow-update { key %q; }; allow-transfer { 127.0.0.0/8; }; };", cfg.Zone, zoneFile, b.KeyName)
+	refresh := ""
+	if cfg.Primary != "" {
+		host, port, err := net.SplitHostPort(cfg.Primary)
+		if err != nil {
+			return nil, fmt.Errorf("bind: primary %q: %w", cfg.Primary, err)
+		}
+		zoneStmt = fmt.Sprintf("zone %q { type secondary; file %q; primaries { %s port %s; }; };", cfg.Zone, zoneFile, host, port)
+		refresh = "min-refresh-time 1; max-refresh-time 1; min-retry-time 1; max-retry-time 1;"
+	}
 	var zone strings.Builder
 	fmt.Fprintf(&zone, "$ORIGIN %s.\n$TTL 300\n", cfg.Zone)
 	fmt.Fprintf(&zone, "@ IN SOA ns1.%s. hostmaster.%s. 1 3600 600 86400 60\n", cfg.Zone, cfg.Zone)
@@ -101,11 +115,14 @@ options {
 	pid-file %q;
 	dnssec-validation no;
 	notify no;
+	%s
 };
-zone %q { type primary; file %q; allow-update { key %q; }; };
-`, b.KeyName, b.KeySecret, b.Dir, port, filepath.Join(b.Dir, "named.pid"), cfg.Zone, zoneFile, b.KeyName)
-	if err := os.WriteFile(zoneFile, []byte(zone.String()), 0o644); err != nil {
-		return nil, err
+%s
+`, b.KeyName, b.KeySecret, b.Dir, port, filepath.Join(b.Dir, "named.pid"), refresh, zoneStmt)
+	if cfg.Primary == "" {
+		if err := os.WriteFile(zoneFile, []byte(zone.String()), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	confFile := filepath.Join(b.Dir, "named.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
@@ -157,6 +174,25 @@ func (b *BIND) Query(ctx context.Context, name string, qtype uint16) ([]dns.RR, 
 		return nil, fmt.Errorf("query %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[r.Rcode])
 	}
 	return r.Answer, nil
+}
+
+// AXFR transfers the whole zone from the server, in the server's order.
+func (b *BIND) AXFR(ctx context.Context) ([]dns.RR, error) {
+	m := new(dns.Msg)
+	m.SetAxfr(dns.Fqdn(b.Zone))
+	tr := &dns.Transfer{DialTimeout: 2 * time.Second, ReadTimeout: 5 * time.Second}
+	ch, err := tr.In(m, b.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("axfr %s from %s: %w", b.Zone, b.Addr, err)
+	}
+	var out []dns.RR
+	for env := range ch {
+		if env.Error != nil {
+			return nil, fmt.Errorf("axfr %s from %s: %w", b.Zone, b.Addr, env.Error)
+		}
+		out = append(out, env.RR...)
+	}
+	return out, ctx.Err()
 }
 
 // Stop shuts named down and removes its directory.
