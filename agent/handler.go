@@ -167,6 +167,14 @@ func (j *Job) Endpoint(ctx context.Context, host string, engine statemachine.Eng
 	return addr, nil
 }
 
+// AgentOf returns host's entry in the agent registry (ok false: none).
+func (j *Job) AgentOf(ctx context.Context, host string) (statemachine.Agent, bool, error) {
+	if host == j.agent.cfg.Host {
+		return statemachine.Agent{Host: host, DNSTarget: j.agent.cfg.DNSTarget, Endpoints: j.agent.cfg.Endpoints}, true, nil
+	}
+	return j.agent.store.AgentFor(ctx, host)
+}
+
 // CountBytes adds n bytes moved in direction ("in", "out") to the metrics.
 func (j *Job) CountBytes(direction string, n int64) {
 	if j.agent.metrics != nil {

@@ -373,8 +373,8 @@ func TestSetTTL(t *testing.T) {
 func TestParse(t *testing.T) {
 	for in, want := range map[string]string{
 		"127.0.0.2, 127.0.0.1,127.0.0.1": "127.0.0.1, 127.0.0.2",
-		"::ffff:10.0.0.1, fd00::1":        "10.0.0.1, fd00::1",
-		"DB-7.Hosts.Example.":             "db-7.hosts.example",
+		"::ffff:10.0.0.1, fd00::1":       "10.0.0.1, fd00::1",
+		"DB-7.Hosts.Example.":            "db-7.hosts.example",
 	} {
 		tg, err := dns.ParseTarget(in)
 		if err != nil || tg.String() != want {

@@ -283,6 +283,18 @@ type Agent struct {
 	LastSeen  time.Time `json:"last_seen"`
 }
 
+// TTLRecord is what migrate dns lower-ttl recorded about a name.
+type TTLRecord struct {
+	// Name is normalised, without the trailing dot.
+	Name        string
+	OriginalTTL uint32
+	LoweredTTL  uint32
+	LoweredAt   time.Time
+	LoweredBy   string
+	// RestoredAt is zero until restore-ttl put the original back.
+	RestoredAt time.Time
+}
+
 // AgentHeldError: another live agent process serves the host ID.
 type AgentHeldError struct{ Agent Agent }
 
@@ -444,6 +456,22 @@ type Store interface {
 
 	// Events returns a row's audit trail, oldest first.
 	Events(ctx context.Context, id int64) ([]Event, error)
+
+	// Unswitch clears switched_at of an unclaimed row in a status an
+	// operator may roll back from, once its DNS name points at the source
+	// again (migrate rollback points it back first), with an event.
+	// ErrConflict if the row is claimed or in another status.
+	Unswitch(ctx context.Context, id int64, actor, detail string) error
+
+	// SaveTTL records that name's TTL is being lowered from original to
+	// lowered, before it is: a name already lowered and not restored keeps
+	// its first record (the original TTL survives re-runs); a restored one
+	// starts a new record. It returns the record as stored.
+	SaveTTL(ctx context.Context, name string, original, lowered uint32, by string) (TTLRecord, error)
+	// TTLRecords returns the records of the names that have one.
+	TTLRecords(ctx context.Context, names []string) (map[string]TTLRecord, error)
+	// MarkTTLRestored records that name's original TTL is back.
+	MarkTTLRestored(ctx context.Context, name string) error
 
 	// Now returns the state database's clock (or the pinned test clock).
 	Now(ctx context.Context) (time.Time, error)

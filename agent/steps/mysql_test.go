@@ -17,9 +17,11 @@ import (
 
 	mysqldrv "github.com/go-sql-driver/mysql"
 	"github.com/klauspost/compress/zstd"
+	mdns "github.com/miekg/dns"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
+	"github.com/fleetmigrate/fleetmigrate/dns"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
@@ -69,6 +71,7 @@ type fleet struct {
 	dumps    *file.Store
 	dir      string
 	logs     *fleettest.LogBuffer
+	bind     *fleettest.BIND
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -95,7 +98,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	t.Helper()
 	cfg := agent.Config{Host: s.host, Roles: roles, PollInterval: 50 * time.Millisecond, Lease: 3 * time.Second,
 		HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: 5 * time.Second, RetryBase: 20 * time.Millisecond,
-		ProgressInterval: 50 * time.Millisecond, MaxAttempts: 2,
+		ProgressInterval: 50 * time.Millisecond, MaxAttempts: 2, DNSTarget: map[bool]string{true: srcTarget, false: dstTarget}[s == f.src],
 		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: s.m.Addr(), statemachine.EnginePostgres: s.pg.Addr()}}
 	a, err := agent.New(f.state, cfg, slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	if err != nil {
@@ -136,28 +139,72 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	return stop
 }
 
-// dnsAgent plays the DNS step (its own issue): it records the switch.
-func (f *fleet) dnsAgent(t *testing.T) {
+// The hosts' DNS targets, as their agents publish them.
+const (
+	srcTarget = "127.77.0.1"
+	dstTarget = "127.77.0.2, fd77::2"
+)
+
+// dnsAgent starts BIND serving db.example.test with a record pointing at
+// the source for every row planned so far (or at what records says for its
+// name), and the DNS host's agent.
+func (f *fleet) dnsAgent(t *testing.T, records ...map[string]string) {
 	t.Helper()
+	rows, err := f.state.List(ctx(t), statemachine.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []string
+	for _, m := range rows {
+		rr := "300 IN A " + srcTarget
+		if len(records) > 0 && records[0][m.DNSName] != "" {
+			rr = records[0][m.DNSName]
+		}
+		recs = append(recs, strings.TrimSuffix(m.DNSName, ".db.example.test")+" "+rr)
+	}
+	f.bind = fleettest.NewBIND(t, fleettest.BINDConfig{Records: recs})
+	u, err := dns.New(dns.Config{Zones: []dns.Zone{{Name: f.bind.Zone, Primary: f.bind.Addr}},
+		Key: dns.Key{Name: f.bind.KeyName, Secret: f.bind.KeySecret}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(u.Close)
 	cfg := agent.Config{Host: "dns", Roles: []statemachine.Role{statemachine.RoleDNS}, PollInterval: 50 * time.Millisecond,
-		Lease: 3 * time.Second, HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: time.Second}
+		Lease: 3 * time.Second, HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: time.Second, RetryBase: 20 * time.Millisecond, MaxAttempts: 2}
 	a, err := agent.New(f.state, cfg, slog.New(slog.NewTextHandler(f.logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Handle(statemachine.RoleDNS, "", switchDNS{})
+	(&steps.DNS{Updater: u}).Register(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-type switchDNS struct{}
-
-func (switchDNS) Run(context.Context, *agent.Job) (statemachine.Fields, error) {
-	return statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkSwitched}}, nil
+// resolvesTo checks what the row's DNS name holds at BIND.
+func (f *fleet) resolvesTo(t *testing.T, id int64, want string) {
+	t.Helper()
+	m := f.row(t, id)
+	var got []string
+	for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
+		rrs, err := f.bind.Query(ctx(t), m.DNSName, qt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rr := range rrs {
+			switch r := rr.(type) {
+			case *mdns.A:
+				got = append(got, r.A.String())
+			case *mdns.AAAA:
+				got = append(got, r.AAAA.String())
+			}
+		}
+	}
+	if g := strings.Join(got, ", "); g != want {
+		t.Errorf("%s resolves to %q, want %q", m.DNSName, g, want)
+	}
 }
-func (switchDNS) Recover(context.Context, *agent.Job) error { return nil }
 
 // plan adds a row for db from the source to the destination and promotes it.
 func (f *fleet) plan(t *testing.T, db string) int64 {
@@ -368,9 +415,13 @@ func TestMigrationToDone(t *testing.T) {
 	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleClose, statemachine.RoleRollback)
 	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
 	f.dnsAgent(t)
-	m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.CloseFailed)
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.DNSFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
 		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	f.resolvesTo(t, id, "127.77.0.2, fd77::2")
+	if m.SwitchedAt.IsZero() || m.SwitchedAt.Before(m.BlockedAt) {
+		t.Errorf("switched_at %v (blocked_at %v)", m.SwitchedAt, m.BlockedAt)
 	}
 	if m.BlockedAt.IsZero() || m.DumpURL == "" || m.DumpBytes == 0 || m.SizeBytes == 0 || m.ConsistencyPoint.IsZero() {
 		t.Errorf("row fields not recorded: %+v", m)

@@ -82,9 +82,13 @@ func TestPostgresToDone(t *testing.T) {
 	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleClose, statemachine.RoleRollback)
 	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
 	f.dnsAgent(t)
-	m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.CloseFailed)
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.DNSFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
 		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	f.resolvesTo(t, id, "127.77.0.2, fd77::2")
+	if m.SwitchedAt.IsZero() || m.SwitchedAt.Before(m.BlockedAt) {
+		t.Errorf("switched_at %v (blocked_at %v)", m.SwitchedAt, m.BlockedAt)
 	}
 	if m.BlockedAt.IsZero() || m.DumpURL == "" || !strings.HasSuffix(m.DumpURL, "dump.pgdump.zst") || m.ConsistencyPoint.IsZero() {
 		t.Errorf("row fields not recorded: %+v", m)

@@ -307,6 +307,7 @@ func switchedRefusal(row *statemachine.Migration) error {
 	if row.SwitchedAt.IsZero() {
 		return nil
 	}
-	return agent.Permanentf("the DNS name %s was switched to the destination at %s: this agent cannot point it back (the DNS step does); nothing was changed",
+	return agent.Permanentf("the DNS name %s was switched to the destination at %s and is not recorded as pointing back: "+
+		"`migrate rollback --discard-destination-writes` points it back before the row comes here; nothing was changed",
 		row.DNSName, row.SwitchedAt.UTC().Format(time.RFC3339))
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
@@ -18,7 +20,9 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/agentcmd"
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
+	"github.com/fleetmigrate/fleetmigrate/internal/dnsopen"
 	"github.com/fleetmigrate/fleetmigrate/internal/storeopen"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/storage"
 )
 
@@ -30,10 +34,16 @@ func main() {
 }
 
 // registerHandlers adds the step handlers of the engines this host has a
-// server of (the mysql and postgres sections of the configuration). The
-// DNS step arrives with its issue; until then a DNS agent registers,
-// heartbeats and leaves rows alone, saying so once.
+// server of (the mysql and postgres sections of the configuration), and the
+// DNS step when the agent runs the dns role (the dns section).
 func registerHandlers(a *agent.Agent, cfg config.Config) error {
+	if slices.ContainsFunc(cfg.Agent.Roles, func(r string) bool { return strings.EqualFold(strings.TrimSpace(r), string(statemachine.RoleDNS)) }) {
+		u, err := dnsopen.Updater(cfg.DNS)
+		if err != nil {
+			return fmt.Errorf("the dns role: %w", err)
+		}
+		(&steps.DNS{Updater: u, Targets: cfg.DNS.Targets}).Register(a)
+	}
 	if cfg.MySQL.Address == "" && cfg.Postgres.Address == "" {
 		return nil
 	}

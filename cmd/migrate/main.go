@@ -54,6 +54,7 @@ func commands() []command {
 		{"retry", "move failed rows back to their step (--status, --source, --id)", runRetry},
 		{"cancel", "cancel Waiting rows for good (dry run without --execute)", runCancel},
 		{"rollback", "roll failed rows back (dry run without --execute)", runRollback},
+		{"dns", "lower-ttl (a day before) / restore-ttl (after Done) of planned rows' DNS names (dry run without --execute)", runDNS},
 		{"pause-source", "promote nothing more from one source host", runPauseSource},
 		{"resume-source", "lift a pause-source", runResumeSource},
 		{"gc", "list, or delete with --execute, dumps older than the retention", runGC},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -246,6 +247,7 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
+	rows = switchedByDNS(ctx, store, cfg, rows)
 	var ok, switched []statemachine.Migration
 	for _, m := range rows {
 		if !m.SwitchedAt.IsZero() && !*discard {
@@ -266,15 +268,42 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	if !*execute {
+		for _, m := range ok {
+			if !m.SwitchedAt.IsZero() {
+				fmt.Fprintf(e.stdout, "would point the DNS name %s of %s back at its source first\n", m.DNSName, describeRow(m))
+			}
+		}
 		return dryRun(e, "roll back", ok, "the source gets writes back and the destination copy is dropped")
+	}
+	// names that moved go back first (prerequisite: they point at the
+	// destination), so that the source's rollback step may proceed
+	var moved []statemachine.Migration
+	refused := len(switched)
+	ok = slices.DeleteFunc(ok, func(m statemachine.Migration) bool {
+		if !m.SwitchedAt.IsZero() {
+			moved = append(moved, m)
+			return true
+		}
+		return false
+	})
+	if len(moved) > 0 {
+		back, err := pointBack(ctx, e, store, cfg, moved)
+		if err != nil {
+			return err
+		}
+		refused += len(moved) - len(back)
+		ok = append(ok, back...)
+	}
+	if len(ok) == 0 {
+		return fmt.Errorf("%d rows refused (see above)", refused)
 	}
 	detail := "rollback requested by " + actor(cfg)
 	if *discard {
 		detail += " (destination writes discarded)"
 	}
 	err = operateRows(ctx, e, store, ok, statemachine.ActionRollback, actor(cfg), detail)
-	if err == nil && len(switched) > 0 {
-		err = fmt.Errorf("%d rows refused (see above)", len(switched))
+	if err == nil && refused > 0 {
+		err = fmt.Errorf("%d rows refused (see above)", refused)
 	}
 	return err
 }

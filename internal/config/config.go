@@ -39,7 +39,53 @@ type Config struct {
 	Links    Links    `yaml:"links"`
 	MySQL    MySQL    `yaml:"mysql"`
 	Postgres Postgres `yaml:"postgres"`
+	DNS      DNS      `yaml:"dns"`
 }
+
+// DNS is how the DNS agent (and migrate dns ... on the ops host) changes
+// the records of the databases' names: RFC 2136 updates signed with a TSIG
+// key, sent to each zone's primary.
+type DNS struct {
+	// Zones are the zones database names are in, with the primary that
+	// takes updates and the secondaries that must show a change before it
+	// counts.
+	Zones []DNSZone `yaml:"zones"`
+	// Server (host:port) is asked for the zone of names outside Zones (SOA
+	// discovery) and then takes their updates. Empty: such names fail.
+	Server string `yaml:"server"`
+	// KeyFile is a BIND key file (tsig-keygen's output) holding the TSIG
+	// key; or give KeyName and KeySecret (from the environment: ${...}).
+	KeyFile      string `yaml:"key-file"`
+	KeyName      string `yaml:"key-name"`
+	KeySecret    string `yaml:"key-secret"`
+	KeyAlgorithm string `yaml:"key-algorithm"`
+	// Timeout bounds one exchange with a server. Default: 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// ConfirmTimeout bounds the wait for the secondaries to show a change.
+	// Default: 60s.
+	ConfirmTimeout time.Duration `yaml:"confirm-timeout"`
+	// TTL of repointed records in seconds; 0 keeps the record's TTL.
+	TTL int `yaml:"ttl"`
+	// MaxBatch bounds the names changed in one UPDATE message. Default: 50.
+	MaxBatch int `yaml:"max-batch"`
+	// Targets gives hosts' DNS targets here instead of (and over) what
+	// their agents publish (agent.dns-target): host ID -> addresses or
+	// host name.
+	Targets map[string]string `yaml:"targets"`
+	// Rate bounds migrate dns lower-ttl / restore-ttl, in updates per
+	// second. Default: 200.
+	Rate float64 `yaml:"rate"`
+}
+
+// DNSZone is one zone of the dns section.
+type DNSZone struct {
+	Name        string   `yaml:"name"`
+	Primary     string   `yaml:"primary"`
+	Secondaries []string `yaml:"secondaries"`
+}
+
+// Configured reports whether the dns section says where to send updates.
+func (d DNS) Configured() bool { return len(d.Zones) > 0 || d.Server != "" }
 
 // Postgres is this host's PostgreSQL cluster, as the agent reaches it for
 // the steps of rows of engine postgres. An empty address means the host
@@ -209,6 +255,7 @@ func New() Config {
 		Links:    Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
 		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
+		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
 	}
 }
 
@@ -462,6 +509,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Postgres.AdvertiseAddress == "" {
 		c.Postgres.AdvertiseAddress = c.Postgres.Address
+	}
+	if c.DNS.Timeout <= 0 || c.DNS.ConfirmTimeout <= 0 {
+		errs = append(errs, "dns.timeout and dns.confirm-timeout: want positive durations, e.g. 5s")
+	}
+	if c.DNS.TTL < 0 || c.DNS.MaxBatch < 1 || c.DNS.MaxBatch > 200 || c.DNS.Rate <= 0 {
+		errs = append(errs, fmt.Sprintf("dns: ttl %d, max-batch %d, rate %g: want ttl >= 0, max-batch 1-200, rate > 0", c.DNS.TTL, c.DNS.MaxBatch, c.DNS.Rate))
+	}
+	if c.DNS.Configured() && c.DNS.KeyFile == "" && (c.DNS.KeyName == "" || c.DNS.KeySecret == "") {
+		errs = append(errs, "dns: no TSIG key: set dns.key-file (a BIND key file), or dns.key-name and dns.key-secret (${...} from the environment)")
 	}
 	if c.Links.DefaultTTL <= 0 {
 		errs = append(errs, fmt.Sprintf("links.default-ttl %s: want a positive duration", c.Links.DefaultTTL))

@@ -90,6 +90,8 @@ func Run(t *testing.T, f Factory) {
 		{"ClaimByEngineNoteRetryRescueHost", testClaimEnginesRetryAndRescueHost},
 		{"ExpireDumpOfFinishedRowsOnly", testExpireDump},
 		{"StepRecordsAreFencedAndOutliveTheClaim", testRecords},
+		{"TTLRecordsKeepTheOriginal", testTTLRecords},
+		{"UnswitchOnlyUnclaimedRollbackableRows", testUnswitch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,75 @@
+package steps_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// toDNS plans a row for db and walks it through dump and import by hand
+// (no database work): it is then waiting for the DNS step.
+func (f *fleet) toDNS(t *testing.T, db string) int64 {
+	t.Helper()
+	id := f.plan(t, db)
+	for _, st := range []struct {
+		role statemachine.Role
+		host string
+	}{{statemachine.RoleDump, f.src.host}, {statemachine.RoleImport, f.dst.host}} {
+		ms, err := f.state.Claim(ctx(t), statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: "test", Limit: 1, Lease: time.Minute})
+		if err != nil || len(ms) != 1 || ms[0].ID != id {
+			t.Fatalf("claim %s: %v %v", st.role, ms, err)
+		}
+		fields := statemachine.Fields{}
+		if st.role == statemachine.RoleDump {
+			fields = statemachine.Fields{DumpURL: "file:///nowhere/" + db, DumpSHA256: strings.Repeat("0", 64), DumpBytes: 1}
+		}
+		if err := f.state.Advance(ctx(t), &ms[0], fields, "by hand"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
+}
+
+// TestDNSStep: the DNS agent repoints names at the destination, and
+// refuses (DNS failed, record untouched) a name someone pointed elsewhere.
+func TestDNSStep(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	// the source and destination agents publish their DNS targets
+	f.start(t, f.src, agentOpts{}, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleRollback)
+	ok := f.toDNS(t, "dnsok")
+	cname := f.toDNS(t, "dnscname")
+	moved := f.toDNS(t, "dnsmoved")
+	// someone pointed dnsmoved elsewhere by hand; dnscname is a CNAME,
+	// which an address target does not match either
+	f.dnsAgent(t, map[string]string{
+		"dnsmoved.db.example.test": "300 IN A 127.0.0.9",
+		"dnscname.db.example.test": "300 IN CNAME src.hosts.example.test.",
+	})
+	m := f.waitStatus(t, ok, statemachine.ToCloseSource, statemachine.DNSFailed)
+	if m.Status != statemachine.ToCloseSource || m.SwitchedAt.IsZero() {
+		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, ok))
+	}
+	f.resolvesTo(t, ok, "127.77.0.2, fd77::2")
+	if ev := f.events(t, ok); !strings.Contains(ev, "now points at the destination destination (127.77.0.2, fd77::2; was 127.77.0.1)") {
+		t.Errorf("events:\n%s", ev)
+	}
+	for id, want := range map[int64]string{
+		moved: "record dnsmoved.db.example.test points to 127.0.0.9, expected 127.77.0.1 (the source source's target); it should now point to 127.77.0.2, fd77::2 (the destination destination's). Nothing was changed",
+		cname: "record dnscname.db.example.test points to src.hosts.example.test, expected 127.77.0.1",
+	} {
+		m := f.waitStatus(t, id, statemachine.ToCloseSource, statemachine.DNSFailed)
+		if m.Status != statemachine.DNSFailed || !strings.Contains(m.LastError, want) || !m.SwitchedAt.IsZero() {
+			t.Errorf("row %d: %q %q switched %v", id, m.Status, m.LastError, m.SwitchedAt)
+		}
+	}
+	rrs, err := f.bind.Query(ctx(t), "dnsmoved.db.example.test", mdns.TypeA)
+	if err != nil || len(rrs) != 1 || rrs[0].(*mdns.A).A.String() != "127.0.0.9" {
+		t.Errorf("dnsmoved changed: %v %v", rrs, err)
+	}
+}
