@@ -57,7 +57,8 @@ func (p *pool) exchange(ctx context.Context, m *mdns.Msg) (*mdns.Msg, error) {
 		}
 		_ = c.Close()
 		var ne net.Error
-		if r == nil && reused && attempt == 0 && ctx.Err() == nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		timeout := errors.As(err, &ne) && ne.Timeout()
+		if r == nil && reused && attempt == 0 && ctx.Err() == nil && !timeout {
 			continue // the server closed it while idle
 		}
 		return r, err

@@ -212,6 +212,9 @@ type Record struct {
 	Target Target
 	// TTL is the smallest TTL of the target's records.
 	TTL uint32
+	// Others are the types of the name's other records (TXT, MX...): a
+	// CNAME cannot join them.
+	Others []string
 }
 
 // Lookup returns what name holds at its zone's primary.
@@ -247,6 +250,19 @@ func (u *Updater) lookupAt(ctx context.Context, z Zone, server, n string) (Recor
 		}
 	}
 	rec.Target, rec.TTL = targetOf(n, answer)
+	for _, rr := range answer {
+		h := rr.Header()
+		if !strings.EqualFold(h.Name, n) || slices.Contains(targetTypes, h.Rrtype) {
+			continue
+		}
+		switch h.Rrtype {
+		case mdns.TypeRRSIG, mdns.TypeNSEC, mdns.TypeNSEC3, mdns.TypeHINFO:
+			continue
+		}
+		if t := mdns.TypeToString[h.Rrtype]; !slices.Contains(rec.Others, t) {
+			rec.Others = append(rec.Others, t)
+		}
+	}
 	return rec, nil
 }
 
@@ -327,6 +343,13 @@ func (u *Updater) change(ctx context.Context, name string, from, to Target, ttlO
 		}
 		return res, &MismatchError{Name: n, Have: rec.Target, Expected: from}
 	}
+	if to.Host != "" && len(rec.Others) > 0 {
+		// the server would drop the A/AAAA records and ignore the CNAME
+		// (RFC 2136 3.4.2.2), leaving the name pointing nowhere
+		return res, &Error{Op: "update", Name: show(n), Zone: show(z.Name), Server: z.Primary, Rcode: -1,
+			Msg: fmt.Sprintf("cannot make %s a CNAME to %s: it also holds %s records, and a CNAME cannot coexist with other data; nothing was changed (point the destination's dns-target at addresses, or move those records)",
+				show(n), to, strings.Join(rec.Others, ", "))}
+	}
 	o := &op{ctx: ctx, name: n, prereq: prerequisite(n, from), update: replacement(n, from, to, ttl), done: make(chan error, 1)}
 	err = u.submit(ctx, z, o)
 	var de *Error
@@ -334,7 +357,7 @@ func (u *Updater) change(ctx context.Context, name string, from, to Target, ttlO
 		// changed between the lookup and the update: say what it holds now
 		now, lerr := u.lookupAt(ctx, z, z.Primary, n)
 		if lerr != nil {
-			return res, fmt.Errorf("%w (and reading it back: %v)", err, lerr)
+			return res, fmt.Errorf("%w (and reading it back: %w)", err, lerr)
 		}
 		return res, &MismatchError{Name: n, Have: now.Target, Expected: from}
 	}

@@ -174,6 +174,17 @@ func TestMismatchLeavesRecord(t *testing.T) {
 	if got := resolve(t, b, "shop.db.example.test"); len(got) != 1 || !strings.HasSuffix(got[0], "127.0.0.9") {
 		t.Errorf("record changed: %q", got)
 	}
+	// a name holding other data cannot become a CNAME: refused before
+	// anything changes (the server would drop the A and ignore the CNAME)
+	b2 := fleettest.NewBIND(t, fleettest.BINDConfig{Records: []string{"shop 300 IN A 127.42.0.1", "shop 300 IN TXT \"v=spf1 -all\""}})
+	u2 := newUpdater(t, b2, nil)
+	_, err = u2.Repoint(ctx(t), "shop.db.example.test", target(t, "127.42.0.1"), target(t, "dst.hosts.example.test"))
+	if err == nil || !strings.Contains(err.Error(), "also holds TXT records") {
+		t.Errorf("CNAME over other data: %v", err)
+	}
+	if got := resolve(t, b2, "shop.db.example.test"); len(got) != 1 || !strings.HasSuffix(got[0], "127.42.0.1") {
+		t.Errorf("record changed: %q", got)
+	}
 	// a name that does not exist is a mismatch too
 	_, err = u.Repoint(ctx(t), "nope.db.example.test", target(t, "127.42.0.1"), target(t, "127.42.0.2"))
 	if !errors.As(err, &mm) || !strings.Contains(err.Error(), "points to nothing") {

@@ -20,6 +20,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	t.Setenv("FLEETMIGRATE_LINK_SECRET", "0123456789abcdef0123456789abcdef")
 	t.Setenv("FLEETMIGRATE_MYSQL_PASSWORD", `my "sql" pa$$`)
 	t.Setenv("FLEETMIGRATE_POSTGRES_PASSWORD", `pg: 'pa\ss'`)
+	t.Setenv("FLEETMIGRATE_TSIG_SECRET", "c2VjcmV0")
 	path := filepath.Join("..", "..", "deploy", "config.example.yaml")
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -33,6 +34,9 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	}
 	if cfg.Postgres.Password != `pg: 'pa\ss'` || cfg.Postgres.AdvertiseAddress != "10.1.2.17:5432" || cfg.Postgres.ParallelAboveMiB != 512 || cfg.Postgres.Jobs != 2 {
 		t.Errorf("postgres section: %+v", cfg.Postgres)
+	}
+	if d := cfg.DNS; d.KeySecret != "c2VjcmV0" || len(d.Zones) != 1 || len(d.Zones[0].Secondaries) != 2 || d.MaxBatch != 50 || !d.Configured() {
+		t.Errorf("dns section: %+v", d)
 	}
 	if !strings.Contains(cfg.State.DSN, ":p@ss:w/rd#1@") {
 		t.Errorf("password not expanded: %q", cfg.State.DSN)

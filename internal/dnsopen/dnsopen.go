@@ -33,4 +33,3 @@ func Updater(c config.DNS) (*dns.Updater, error) {
 	}
 	return u, nil
 }
-
