@@ -3,36 +3,12 @@ package steps_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
-
-// toDNS plans a row for db and walks it through dump and import by hand
-// (no database work): it is then waiting for the DNS step.
-func (f *fleet) toDNS(t *testing.T, db string) int64 {
-	t.Helper()
-	id := f.plan(t, db)
-	for _, st := range []struct {
-		role statemachine.Role
-		host string
-	}{{statemachine.RoleDump, f.src.host}, {statemachine.RoleImport, f.dst.host}} {
-		ms, err := f.state.Claim(ctx(t), statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: "test", Limit: 1, Lease: time.Minute})
-		if err != nil || len(ms) != 1 || ms[0].ID != id {
-			t.Fatalf("claim %s: %v %v", st.role, ms, err)
-		}
-		fields := statemachine.Fields{}
-		if st.role == statemachine.RoleDump {
-			fields = statemachine.Fields{DumpURL: "file:///nowhere/" + db, DumpSHA256: strings.Repeat("0", 64), DumpBytes: 1}
-		}
-		if err := f.state.Advance(ctx(t), &ms[0], fields, "by hand"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return id
-}
 
 // TestDNSStep: the DNS agent repoints names at the destination, and
 // refuses (DNS failed, record untouched) a name someone pointed elsewhere.
@@ -42,9 +18,8 @@ func TestDNSStep(t *testing.T) {
 	// the source and destination agents publish their DNS targets
 	f.start(t, f.src, agentOpts{}, statemachine.RoleRollback)
 	f.start(t, f.dst, agentOpts{}, statemachine.RoleRollback)
-	ok := f.toDNS(t, "dnsok")
-	cname := f.toDNS(t, "dnscname")
-	moved := f.toDNS(t, "dnsmoved")
+	ok, cname, moved := f.plan(t, "dnsok"), f.plan(t, "dnscname"), f.plan(t, "dnsmoved")
+	statetest.Walk(t, f.state, statetest.ToDNS(f.src.host, f.dst.host), nil)
 	// someone pointed dnsmoved elsewhere by hand; dnscname is a CNAME,
 	// which an address target does not match either
 	f.dnsAgent(t, map[string]string{

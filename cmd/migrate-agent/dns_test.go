@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,22 +44,7 @@ func TestDNSRoleFromTheConfiguration(t *testing.T) {
 	if _, err := store.Promote(ctx, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range []struct {
-		role statemachine.Role
-		host string
-	}{{statemachine.RoleDump, "src-1"}, {statemachine.RoleImport, "dst-1"}} {
-		ms, err := store.Claim(ctx, statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: "t", Limit: 1, Lease: time.Minute})
-		if err != nil || len(ms) != 1 {
-			t.Fatalf("claim: %v %v", ms, err)
-		}
-		f := statemachine.Fields{}
-		if st.role == statemachine.RoleDump {
-			f = statemachine.Fields{DumpURL: "file:///x", DumpSHA256: strings.Repeat("0", 64), DumpBytes: 1}
-		}
-		if err := store.Advance(ctx, &ms[0], f, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	statetest.Walk(t, store, statetest.ToDNS("src-1", "dst-1"), nil)
 	fleettest.Start(t, bin, state.Env(), "--config", cfg, "--roles", "dns")
 	deadline := time.Now().Add(30 * time.Second)
 	for {

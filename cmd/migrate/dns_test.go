@@ -15,7 +15,6 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
-	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 )
 
 // dnsConfig is the dns section for b, with the key in a BIND key file and
@@ -101,7 +100,17 @@ func TestDNSTTLRoundTrip(t *testing.T) {
 	}
 	// the rows finish (db0007's does not): restore-ttl then wants the
 	// names at the destination
-	walk(t, db.Open(t), "db0007")
+	st := db.Open(t)
+	if _, err := st.Promote(context.Background(), n, "test"); err != nil {
+		t.Fatal(err)
+	}
+	statetest.Walk(t, st, append(statetest.ToDNS("src-1", "dst-1"), statetest.Step{Role: statemachine.RoleDNS}, statetest.Step{Role: statemachine.RoleClose, Host: "src-1"}),
+		func(_ statemachine.Role, m statemachine.Migration) (string, statemachine.Fields) {
+			if m.DatabaseName == "db0007" {
+				return "not this one", statemachine.Fields{}
+			}
+			return "", statemachine.Fields{}
+		})
 	code, _, stderr = migrateWith(t, db, extra, "", "dns", "restore-ttl", "--execute")
 	if code != 1 || !strings.Contains(stderr, "points to 127.77.0.1, expected 127.77.0.2, fd77::2") {
 		t.Fatalf("restore before the names moved: %d %q", code, stderr)
@@ -136,43 +145,6 @@ func TestDNSTTLRoundTrip(t *testing.T) {
 	}
 	if code, _, stderr = migrateWith(t, db, "", "", "dns", "lower-ttl"); code != 1 || !strings.Contains(stderr, "dns.zones") {
 		t.Errorf("no dns section: %d %q", code, stderr)
-	}
-}
-
-// walk moves every planned row but except's through the steps to Done
-// by hand (no database work), recording the DNS switch.
-func walk(t *testing.T, s *sqlstore.Store, except string) {
-	t.Helper()
-	ctx := context.Background()
-	if _, err := s.Promote(ctx, 100000, "test"); err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range []struct {
-		role statemachine.Role
-		host string
-	}{{statemachine.RoleDump, "src-1"}, {statemachine.RoleImport, "dst-1"}, {statemachine.RoleDNS, ""}, {statemachine.RoleClose, "src-1"}} {
-		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: "t", Limit: 100000, Lease: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range ms {
-			m := &ms[i]
-			f := statemachine.Fields{}
-			switch {
-			case m.DatabaseName == except:
-				if err := s.Release(ctx, m, f, "not now"); err != nil {
-					t.Fatal(err)
-				}
-				continue
-			case st.role == statemachine.RoleDump:
-				f = statemachine.Fields{DumpURL: "file:///x/" + m.DatabaseName, DumpSHA256: strings.Repeat("0", 64), DumpBytes: 1}
-			case st.role == statemachine.RoleDNS:
-				f = statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkSwitched}}
-			}
-			if err := s.Advance(ctx, m, f, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 }
 
@@ -214,40 +186,19 @@ func TestRollbackPointsDNSBack(t *testing.T) {
 	if _, err := s.Promote(ctx, 2, "test"); err != nil {
 		t.Fatal(err)
 	}
-	ids := map[string]int64{}
-	for _, st := range []struct {
-		role statemachine.Role
-		host string
-	}{{statemachine.RoleDump, "src-1"}, {statemachine.RoleImport, "dst-1"}, {statemachine.RoleDNS, ""}} {
-		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: "t", Limit: 2, Lease: time.Minute})
-		if err != nil || len(ms) != 2 {
-			t.Fatalf("claim %s: %v %v", st.role, ms, err)
-		}
-		for i := range ms {
-			m := &ms[i]
-			ids[m.DatabaseName] = m.ID
-			f := statemachine.Fields{}
-			switch st.role {
-			case statemachine.RoleDump:
-				f = statemachine.Fields{DumpURL: "file:///x/" + m.DatabaseName, DumpSHA256: strings.Repeat("0", 64), DumpBytes: 1}
-			case statemachine.RoleDNS:
-				// the update landed, the confirmation did not: DNS failed,
-				// switched (shop recorded it, blog's answer was lost)
-				if m.DatabaseName == "shop" {
-					if err := s.Record(ctx, m, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkSwitched}}, ""); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := s.Fail(ctx, m, statemachine.Fields{}, "secondary late"); err != nil {
-					t.Fatal(err)
-				}
-				continue
+	// the update landed, the confirmation did not: DNS failed, switched
+	// (shop recorded it, blog's answer was lost)
+	rows := statetest.Walk(t, s, append(statetest.ToDNS("src-1", "dst-1"), statetest.Step{Role: statemachine.RoleDNS}),
+		func(r statemachine.Role, m statemachine.Migration) (string, statemachine.Fields) {
+			switch {
+			case r != statemachine.RoleDNS:
+				return "", statemachine.Fields{}
+			case m.DatabaseName == "shop":
+				return "secondary late", statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkSwitched}}
 			}
-			if err := s.Advance(ctx, m, f, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+			return "secondary late", statemachine.Fields{}
+		})
+	ids := map[string]int64{"shop": rows["shop"].ID, "blog": rows["blog"].ID}
 	code, _, stderr := migrateWith(t, db, extra, "", "rollback", "--status", "DNS failed", "--execute")
 	if code != 1 || !strings.Contains(stderr, `"shop", src-1 -> dst-1: refused`) || !strings.Contains(stderr, `"blog", src-1 -> dst-1: refused`) {
 		t.Fatalf("rollback without discard: %d %q", code, stderr)
