@@ -597,3 +597,39 @@ func (u *Updater) update(ctx context.Context, z Zone, what string, prereq, updat
 	}
 	return nil
 }
+
+// Check asks each configured zone's primary and secondaries for the
+// zone's SOA, the primary with a signed query (the server checks the key
+// as it would an update's), and describes what it found: for a preflight
+// before the night.
+func (u *Updater) Check(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, z := range u.cfg.Zones {
+		m := new(mdns.Msg)
+		m.SetQuestion(z.Name, mdns.TypeSOA)
+		m.RecursionDesired = false
+		m.SetTsig(u.key.Name, u.alg, 300, u.cfg.Clock().Unix())
+		r, err := u.pools.get(z.Primary).exchange(ctx, m)
+		if r != nil && (r.Rcode != mdns.RcodeSuccess || (r.IsTsig() != nil && r.IsTsig().Error != 0)) {
+			return out, u.rcodeError("signed query", z.Name, z, z.Primary, r)
+		}
+		if err != nil {
+			return out, netError("signed query", z.Name, z.Primary, err)
+		}
+		serial, err := u.serial(ctx, z, z.Primary)
+		if err != nil {
+			return out, err
+		}
+		line := fmt.Sprintf("zone %s: primary %s at serial %d accepts %s", show(z.Name), z.Primary, serial, u.key)
+		for _, sec := range z.Secondaries {
+			s, err := u.serial(ctx, z, sec)
+			if err != nil {
+				line += fmt.Sprintf("; secondary %s: %v", sec, err)
+				continue
+			}
+			line += fmt.Sprintf("; secondary %s at serial %d", sec, s)
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}

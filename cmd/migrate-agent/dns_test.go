@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +69,32 @@ func TestDNSRoleFromTheConfiguration(t *testing.T) {
 	}
 	if rrs, err := b.Query(ctx, "www.db.example.test", mdns.TypeTXT); err != nil || len(rrs) != 1 {
 		t.Errorf("the TXT record went: %v %v", rrs, err)
+	}
+}
+
+// TestCheckDNS: --check with the dns role sends a signed query to each
+// zone's primary: a good key is reported with the zone's serial, a wrong
+// secret is named (not shown), a missing dns section is explained.
+func TestCheckDNS(t *testing.T) {
+	fleettest.Integration(t)
+	t.Parallel()
+	sm := fleettest.SharedMariaDB(t)
+	state := statetest.Upgraded(t, "mysql", sm.DSN(sm.NewDatabase(t)))
+	b := fleettest.NewBIND(t, fleettest.BINDConfig{})
+	base := fmt.Sprintf("host: dns-1\nstate:\n  driver: mysql\n  dsn: %q\n", state.DSN)
+	dnsSection := func(secret string) string {
+		return fmt.Sprintf("dns:\n  zones:\n    - name: %s\n      primary: %s\n  key-name: %s\n  key-secret: %q\n", b.Zone, b.Addr, b.KeyName, secret)
+	}
+	code, out, stderr := runAgent(t, base+dnsSection(b.KeySecret), "--roles", "dns", "--check")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf(`zone db.example.test: primary %s at serial 1 accepts TSIG key "migrate-key"`, b.Addr)) {
+		t.Fatalf("check: %d %q %q", code, out, stderr)
+	}
+	wrong := "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA=="
+	code, out, stderr = runAgent(t, base+dnsSection(wrong), "--roles", "dns", "--check")
+	if code != 1 || !strings.Contains(stderr, "BADSIG") || !strings.Contains(stderr, `"migrate-key"`) || strings.Contains(out+stderr, wrong) {
+		t.Fatalf("wrong secret: %d %q %q", code, out, stderr)
+	}
+	if code, _, stderr = runAgent(t, base, "--roles", "dns", "--check"); code != 1 || !strings.Contains(stderr, "dns.zones") {
+		t.Fatalf("no dns section: %d %q", code, stderr)
 	}
 }

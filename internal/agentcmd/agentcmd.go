@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
+	"github.com/fleetmigrate/fleetmigrate/internal/dnsopen"
 	"github.com/fleetmigrate/fleetmigrate/internal/obs"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
@@ -96,7 +97,7 @@ func Main(args []string, version string, stdout, stderr io.Writer, register Regi
 	defer stop()
 	scfg := sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
 	if *check {
-		return runCheck(ctx, stdout, stderr, scfg, acfg, version)
+		return runCheck(ctx, stdout, stderr, scfg, acfg, cfg.DNS, version)
 	}
 	store, err := connect(ctx, scfg, log)
 	if err != nil {
@@ -227,7 +228,7 @@ func connect(ctx context.Context, scfg sqlstore.Config, log *slog.Logger) (*sqls
 	}
 }
 
-func runCheck(ctx context.Context, stdout, stderr io.Writer, scfg sqlstore.Config, acfg agent.Config, version string) int {
+func runCheck(ctx context.Context, stdout, stderr io.Writer, scfg sqlstore.Config, acfg agent.Config, dcfg config.DNS, version string) int {
 	scfg.MaxOpenConns = 1
 	store, err := sqlstore.Open(ctx, scfg)
 	if err != nil {
@@ -248,6 +249,22 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, scfg sqlstore.Confi
 		version, acfg.Host, strings.Join(roles, ","), store.Where(), now.Format("2006-01-02T15:04:05Z"))
 	if cur, ok, err := store.AgentFor(ctx, acfg.Host); err == nil && ok {
 		fmt.Fprintf(stdout, "  registry:       host %s last served by pid %d on %s, seen %s\n", cur.Host, cur.PID, cur.Machine, cur.LastSeen.Format(time.RFC3339))
+	}
+	if slices.Contains(acfg.Roles, statemachine.RoleDNS) {
+		u, err := dnsopen.Updater(dcfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "migrate-agent: the dns role: %v\n", err)
+			return ExitError
+		}
+		defer u.Close()
+		lines, err := u.Check(ctx)
+		for _, l := range lines {
+			fmt.Fprintf(stdout, "  dns:            %s\n", l)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "migrate-agent: the dns role: %v\n", err)
+			return ExitError
+		}
 	}
 	return 0
 }
