@@ -22,9 +22,10 @@ func TestDNSStep(t *testing.T) {
 	statetest.Walk(t, f.state, statetest.ToDNS(f.src.host, f.dst.host), nil)
 	// someone pointed dnsmoved elsewhere by hand; dnscname is a CNAME,
 	// which an address target does not match either
+	movedName, cnameName := f.row(t, moved).DNSName, f.row(t, cname).DNSName
 	f.dnsAgent(t, map[string]string{
-		"dnsmoved.db.example.test": "300 IN A 127.0.0.9",
-		"dnscname.db.example.test": "300 IN CNAME src.hosts.example.test.",
+		movedName: "300 IN A 127.0.0.9",
+		cnameName: "300 IN CNAME src.hosts.example.test.",
 	})
 	m := f.waitStatus(t, ok, statemachine.ToCloseSource, statemachine.DNSFailed)
 	if m.Status != statemachine.ToCloseSource || m.SwitchedAt.IsZero() {
@@ -35,15 +36,15 @@ func TestDNSStep(t *testing.T) {
 		t.Errorf("events:\n%s", ev)
 	}
 	for id, want := range map[int64]string{
-		moved: "record dnsmoved.db.example.test points to 127.0.0.9, expected 127.77.0.1 (the source source's target); it should now point to 127.77.0.2, fd77::2 (the destination destination's). Nothing was changed",
-		cname: "record dnscname.db.example.test points to src.hosts.example.test, expected 127.77.0.1",
+		moved: "record " + movedName + " points to 127.0.0.9, expected 127.77.0.1 (the source source's target); it should now point to 127.77.0.2, fd77::2 (the destination destination's). Nothing was changed",
+		cname: "record " + cnameName + " points to src.hosts.example.test, expected 127.77.0.1",
 	} {
 		m := f.waitStatus(t, id, statemachine.ToCloseSource, statemachine.DNSFailed)
 		if m.Status != statemachine.DNSFailed || !strings.Contains(m.LastError, want) || !m.SwitchedAt.IsZero() {
 			t.Errorf("row %d: %q %q switched %v", id, m.Status, m.LastError, m.SwitchedAt)
 		}
 	}
-	rrs, err := f.bind.Query(ctx(t), "dnsmoved.db.example.test", mdns.TypeA)
+	rrs, err := f.bind.Query(ctx(t), movedName, mdns.TypeA)
 	if err != nil || len(rrs) != 1 || rrs[0].(*mdns.A).A.String() != "127.0.0.9" {
 		t.Errorf("dnsmoved changed: %v %v", rrs, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -216,12 +217,7 @@ func (f *fleet) plan(t *testing.T, db string) int64 {
 func (f *fleet) planEngine(t *testing.T, eng statemachine.Engine, db string) int64 {
 	t.Helper()
 	rows := []statemachine.Planned{{Engine: eng, DatabaseName: db, Source: f.src.host, Destination: f.dst.host,
-		DNSName: strings.ToLower(strings.Map(func(r rune) rune {
-			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' {
-				return r
-			}
-			return '-'
-		}, db)) + ".db.example.test"}}
+		DNSName: fmt.Sprintf("db-%08x.db.example.test", crc32.ChecksumIEEE([]byte(db)))}}
 	if _, err := f.state.Plan(ctx(t), rows, "test", false); err != nil {
 		t.Fatal(err)
 	}
