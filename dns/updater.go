@@ -66,7 +66,10 @@ type Updater struct {
 	pools *pools
 
 	mu         sync.Mutex
-	discovered map[string]Zone // parent domain of a name -> its zone
+	// discovered caches SOA discovery by the parent domain of a name: a
+	// child zone delegated for one single name below that parent would be
+	// missed (names share their parent's zone).
+	discovered map[string]Zone
 	batchers   map[string]*batcher
 	closed     chan struct{}
 	closeOnce  sync.Once
