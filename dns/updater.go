@@ -65,7 +65,7 @@ type Updater struct {
 	alg   string
 	pools *pools
 
-	mu         sync.Mutex
+	mu sync.Mutex
 	// discovered caches SOA discovery by the parent domain of a name: a
 	// child zone delegated for one single name below that parent would be
 	// missed (names share their parent's zone).
