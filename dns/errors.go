@@ -86,7 +86,7 @@ func (u *Updater) rcodeError(op, name string, z Zone, server string, r *mdns.Msg
 		e.Msg = fmt.Sprintf("%s of %s refused by %s: NOTAUTH: the server is not authoritative for zone %s (is it the zone's primary, and does it serve the zone?)",
 			op, show(name), server, show(z.Name))
 	case mdns.RcodeRefused:
-		if op == "query" {
+		if op != "update" { // a query: REFUSED means the zone is not served there
 			e.Msg = fmt.Sprintf("query of %s refused by %s: REFUSED: the server does not serve a zone holding that name", show(name), server)
 		} else {
 			e.Msg = fmt.Sprintf("%s of %s refused by %s: REFUSED: %s may not update zone %s there (allow-update / update-policy), or the zone is not served",

@@ -40,7 +40,9 @@ func runDNS(ctx context.Context, e *env, args []string) error {
 
 // ttlJob is one name to change.
 type ttlJob struct {
-	name string
+	// name is normalised (trailing dot); key is how dns_ttl and the
+	// messages spell it (without).
+	name, key string
 	// holds is what the name must hold (the source's target before the
 	// switch, the destination's after).
 	holds dns.Target
@@ -190,7 +192,7 @@ func ttlJobs(ctx context.Context, store *sqlstore.Store, targets dns.Targets, ro
 			skipped = append(skipped, fmt.Sprintf("%s: %v", describeRow(m), err))
 			continue
 		}
-		jobs = append(jobs, ttlJob{name: n, holds: holds, row: m, ttl: ttl})
+		jobs = append(jobs, ttlJob{name: n, key: show(n), holds: holds, row: m, ttl: ttl})
 	}
 	if lower {
 		return jobs, skipped, nil
@@ -198,7 +200,7 @@ func ttlJobs(ctx context.Context, store *sqlstore.Store, targets dns.Targets, ro
 	// restore: only names with a record not yet restored
 	names := make([]string, len(jobs))
 	for i, j := range jobs {
-		names[i] = strings.TrimSuffix(j.name, ".")
+		names[i] = j.key
 	}
 	recs, err := store.TTLRecords(ctx, names)
 	if err != nil {
@@ -206,7 +208,7 @@ func ttlJobs(ctx context.Context, store *sqlstore.Store, targets dns.Targets, ro
 	}
 	kept := jobs[:0]
 	for _, j := range jobs {
-		rec, ok := recs[strings.TrimSuffix(j.name, ".")]
+		rec, ok := recs[j.key]
 		if !ok || !rec.RestoredAt.IsZero() {
 			continue
 		}
@@ -225,7 +227,7 @@ func changeTTLs(ctx context.Context, u *dns.Updater, store *sqlstore.Store, jobs
 		wg.Go(func() {
 			for j := range ch {
 				if err := lim.Wait(ctx); err != nil {
-					out.add(&out.failed, show(j.name), "interrupted")
+					out.add(&out.failed, j.key, "interrupted")
 					continue
 				}
 				changeTTL(ctx, u, store, j, lower, execute, who, out)
@@ -247,7 +249,7 @@ func changeTTLs(ctx context.Context, u *dns.Updater, store *sqlstore.Store, jobs
 }
 
 func changeTTL(ctx context.Context, u *dns.Updater, store *sqlstore.Store, j ttlJob, lower, execute bool, who string, out *ttlOutcome) {
-	name := show(j.name)
+	name := j.key
 	rec, err := u.Lookup(ctx, j.name)
 	if err != nil {
 		out.add(&out.failed, name, err.Error())
@@ -261,7 +263,7 @@ func changeTTL(ctx context.Context, u *dns.Updater, store *sqlstore.Store, j ttl
 	done := rec.TTL == j.ttl || (lower && rec.TTL < j.ttl)
 	if done {
 		if !lower && execute {
-			if err := store.MarkTTLRestored(ctx, strings.TrimSuffix(j.name, ".")); err != nil {
+			if err := store.MarkTTLRestored(ctx, j.key); err != nil {
 				out.add(&out.failed, name, err.Error())
 				return
 			}
@@ -276,7 +278,7 @@ func changeTTL(ctx context.Context, u *dns.Updater, store *sqlstore.Store, j ttl
 	if lower {
 		// record the original first: a crash after the change must not
 		// lose it, and a re-run keeps the first record's
-		if _, err := store.SaveTTL(ctx, strings.TrimSuffix(j.name, "."), rec.TTL, j.ttl, who); err != nil {
+		if _, err := store.SaveTTL(ctx, j.key, rec.TTL, j.ttl, who); err != nil {
 			out.add(&out.failed, name, err.Error())
 			return
 		}
@@ -291,7 +293,7 @@ func changeTTL(ctx context.Context, u *dns.Updater, store *sqlstore.Store, j ttl
 		return
 	}
 	if !lower {
-		if err := store.MarkTTLRestored(ctx, strings.TrimSuffix(j.name, ".")); err != nil {
+		if err := store.MarkTTLRestored(ctx, j.key); err != nil {
 			out.add(&out.failed, name, err.Error())
 			return
 		}
@@ -301,67 +303,94 @@ func changeTTL(ctx context.Context, u *dns.Updater, store *sqlstore.Store, j ttl
 
 func show(name string) string { return strings.TrimSuffix(name, ".") }
 
-// pointBack points the DNS names of switched rows back at their source
-// (prerequisite: they point at the destination) and records it, so that
-// the source's rollback step may proceed. It returns the rows it could not
-// point back.
-func pointBack(ctx context.Context, e *env, store *sqlstore.Store, cfg config.Config, rows []statemachine.Migration) (ok []statemachine.Migration, err error) {
-	u, err := dnsopen.Updater(cfg.DNS)
-	if err != nil {
-		return nil, fmt.Errorf("pointing DNS names back at their source needs the dns section of the configuration here: %w", err)
-	}
-	defer u.Close()
-	targets := dns.Targets{Config: cfg.DNS.Targets, Lookup: store.AgentFor}
-	for _, m := range rows {
-		src, err := targets.Of(ctx, m.Source)
-		var dst dns.Target
-		if err == nil {
-			dst, err = targets.Of(ctx, m.Destination)
-		}
-		if err == nil {
-			var res dns.Result
-			res, err = u.Repoint(ctx, m.DNSName, dst, src)
-			if err == nil {
-				detail := fmt.Sprintf("DNS name %s points at the source %s (%s) again, by %s", m.DNSName, m.Source, src, actor(cfg))
-				if !res.Changed {
-					detail = fmt.Sprintf("DNS name %s already pointed at the source %s (%s)", m.DNSName, m.Source, src)
-				}
-				err = store.Unswitch(ctx, m.ID, actor(cfg), detail)
-				if err == nil {
-					fmt.Fprintf(e.stdout, "%s: %s\n", describeRow(m), detail)
-					m.SwitchedAt = time.Time{}
-					ok = append(ok, m)
-					continue
-				}
-			}
-		}
-		fmt.Fprintf(e.stderr, "%s: not rolled back: its DNS name %s could not be pointed back: %v\n", describeRow(m), m.DNSName, err)
-	}
-	return ok, nil
+// rollbackDNS is the DNS side of migrate rollback: nil updater when the
+// configuration has no dns section (err says why, for rows that need it).
+type rollbackDNS struct {
+	u       *dns.Updater
+	err     error
+	targets dns.Targets
+	who     string
 }
 
-// switchedByDNS marks rows whose DNS name points at the destination
-// although no switch was recorded (an update whose answer was lost).
-func switchedByDNS(ctx context.Context, store *sqlstore.Store, cfg config.Config, rows []statemachine.Migration) []statemachine.Migration {
+func newRollbackDNS(store *sqlstore.Store, cfg config.Config) (*rollbackDNS, error) {
+	r := &rollbackDNS{targets: dns.Targets{Config: cfg.DNS.Targets, Lookup: store.AgentFor}, who: actor(cfg)}
 	if !cfg.DNS.Configured() {
-		return rows
+		r.err = errors.New("pointing DNS names back at their source needs the dns section of the configuration here (zones and the TSIG key)")
+		return r, nil
 	}
 	u, err := dnsopen.Updater(cfg.DNS)
 	if err != nil {
+		return nil, err
+	}
+	r.u = u
+	return r, nil
+}
+
+func (r *rollbackDNS) Close() {
+	if r.u != nil {
+		r.u.Close()
+	}
+}
+
+// pointBack points the DNS names of switched rows back at their source
+// (prerequisite: they point at the destination) and records it, so that
+// the source's rollback step may proceed. It returns the rows it pointed
+// back and says why for the others.
+func (r *rollbackDNS) pointBack(ctx context.Context, e *env, store *sqlstore.Store, rows []statemachine.Migration) []statemachine.Migration {
+	var ok []statemachine.Migration
+	for _, m := range rows {
+		err := r.err
+		if err == nil {
+			var detail string
+			if detail, err = r.pointBackOne(ctx, store, m); err == nil {
+				fmt.Fprintf(e.stdout, "%s: %s\n", describeRow(m), detail)
+				m.SwitchedAt = time.Time{}
+				ok = append(ok, m)
+				continue
+			}
+		}
+		fmt.Fprintf(e.stderr, "%s: not rolled back: its DNS name %s still points at the destination %s: %v\n", describeRow(m), m.DNSName, m.Destination, err)
+	}
+	return ok
+}
+
+func (r *rollbackDNS) pointBackOne(ctx context.Context, store *sqlstore.Store, m statemachine.Migration) (string, error) {
+	src, err := r.targets.Of(ctx, m.Source)
+	if err != nil {
+		return "", err
+	}
+	dst, err := r.targets.Of(ctx, m.Destination)
+	if err != nil {
+		return "", err
+	}
+	res, err := r.u.Repoint(ctx, m.DNSName, dst, src)
+	if err != nil {
+		return "", err
+	}
+	detail := fmt.Sprintf("DNS name %s points at the source %s (%s) again, by %s", m.DNSName, m.Source, src, r.who)
+	if !res.Changed {
+		detail = fmt.Sprintf("DNS name %s already pointed at the source %s (%s)", m.DNSName, m.Source, src)
+	}
+	return detail, store.Unswitch(ctx, m.ID, r.who, detail)
+}
+
+// switchedByDNS marks DNS failed rows whose name points at the destination
+// although no switch was recorded (an update whose answer was lost).
+// Without a dns section it cannot look, and leaves them as they are.
+func (r *rollbackDNS) switchedByDNS(ctx context.Context, rows []statemachine.Migration) []statemachine.Migration {
+	if r.u == nil {
 		return rows
 	}
-	defer u.Close()
-	targets := dns.Targets{Config: cfg.DNS.Targets, Lookup: store.AgentFor}
 	out := slices.Clone(rows)
 	for i, m := range out {
 		if m.DNSName == "" || !m.SwitchedAt.IsZero() || m.Status != statemachine.DNSFailed {
 			continue
 		}
-		dst, err := targets.Of(ctx, m.Destination)
+		dst, err := r.targets.Of(ctx, m.Destination)
 		if err != nil {
 			continue
 		}
-		if rec, err := u.Lookup(ctx, m.DNSName); err == nil && rec.Target.Equal(dst) {
+		if rec, err := r.u.Lookup(ctx, m.DNSName); err == nil && rec.Target.Equal(dst) {
 			out[i].SwitchedAt = m.UpdatedAt // moved; when exactly is unknown
 		}
 	}

@@ -247,7 +247,12 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	rows = switchedByDNS(ctx, store, cfg, rows)
+	rdns, err := newRollbackDNS(store, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdns.Close()
+	rows = rdns.switchedByDNS(ctx, rows)
 	var ok, switched []statemachine.Migration
 	for _, m := range rows {
 		if !m.SwitchedAt.IsZero() && !*discard {
@@ -287,10 +292,7 @@ func runRollback(ctx context.Context, e *env, args []string) error {
 		return false
 	})
 	if len(moved) > 0 {
-		back, err := pointBack(ctx, e, store, cfg, moved)
-		if err != nil {
-			return err
-		}
+		back := rdns.pointBack(ctx, e, store, moved)
 		refused += len(moved) - len(back)
 		ok = append(ok, back...)
 	}
