@@ -20,6 +20,12 @@ deps: ## install what the tests need (database servers, BIND9, versitygw...); fa
 build: ## build bin/migrate and bin/migrate-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
+DBS ?= 300
+
+.PHONY: demo
+demo: deps build ## migrate DBS (default 300) databases on a local fleet of real servers and prove every one arrived (Ctrl-C stops it)
+	$(GO) run ./cmd/fleetdemo --dbs $(DBS) --bin bin
+
 .PHONY: test
 test: deps ## install what is missing, vet, then run every test (integration included) with the race detector
 	$(GO) vet ./...

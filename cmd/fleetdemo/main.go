@@ -1,0 +1,76 @@
+// Command fleetdemo is `make demo`: it starts a local fleet of real servers
+// on loopback addresses, seeds databases, migrates them with the real
+// migrate and migrate-agent binaries and proves that every database is
+// where its users will look for it. Ctrl-C stops everything it started.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/demo"
+)
+
+func main() {
+	dbs := flag.Int("dbs", 300, "databases to seed and migrate (every fifth is PostgreSQL)")
+	maxProcs := flag.Int("max-procs", 40, "the scheduler's --max-procs")
+	maxMiB := flag.Int64("max-mib", 50, "size of the largest databases (MiB)")
+	bin := flag.String("bin", "bin", "directory of the built migrate and migrate-agent")
+	dir := flag.String("dir", "", "where logs and configuration go (default .demo/run-<time>)")
+	timeout := flag.Duration("timeout", 60*time.Minute, "give up on the migration after this long")
+	flag.Parse()
+	if *dir == "" {
+		*dir = filepath.Join(".demo", "run-"+time.Now().Format("20060102-150405"))
+	}
+	abs, err := filepath.Abs(*dir)
+	if err == nil {
+		*dir = abs
+	}
+	if b, err := filepath.Abs(*bin); err == nil {
+		*bin = b
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "\ninterrupted: stopping the agents, the scheduler and every server this demo started...")
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "second interrupt: exiting now; the servers die with this process")
+		os.Exit(130)
+	}()
+	sum, err := demo.Run(ctx, demo.Options{
+		Layout:     demo.Layout{DBs: *dbs, MaxBytes: *maxMiB << 20, Seed: 1},
+		MaxProcs:   *maxProcs,
+		Dir:        *dir,
+		MigrateBin: filepath.Join(*bin, "migrate"),
+		AgentBin:   filepath.Join(*bin, "migrate-agent"),
+		Out:        os.Stdout,
+		Redraw:     isTerminal(os.Stdout),
+		Timeout:    *timeout,
+	})
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "demo interrupted; everything it started is stopped")
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "demo failed: %v\nlogs: %s\n", err, *dir)
+		os.Exit(1)
+	case sum.Failures() > 0:
+		fmt.Fprintf(os.Stderr, "demo finished with %d failures\n", sum.Failures())
+		os.Exit(1)
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

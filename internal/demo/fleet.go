@@ -1,0 +1,256 @@
+// Package demo runs fleetmigrate's main job on a local fleet of real servers:
+// `make demo` and the end-to-end test are both this package. It starts the
+// fleet with internal/fleettest (a state database, MariaDB and PostgreSQL
+// "hosts" on their own loopback addresses, BIND9, an S3 server), seeds
+// databases that each have their own user, password and DNS name, plans
+// them, runs the real migrate-agent and migrate binaries with configuration
+// files as an operator would, and then proves that every database is where
+// its users will look for it: its name resolves to the destination at the
+// DNS server, the ORIGINAL user and password log in there, and the content
+// has the checksum it had before.
+package demo
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+)
+
+// Engines.
+const (
+	MySQL    = "mysql"
+	Postgres = "postgres"
+)
+
+// Host is one database server of the fleet, as the state table knows it.
+type Host struct {
+	// ID is the host ID of the rows (source/destination columns) and of the
+	// agent that serves it.
+	ID     string
+	Engine string
+	// Source is true for the hosts being emptied.
+	Source bool
+	// IP is the loopback address the server listens on; DNS names of its
+	// databases point here.
+	IP   string
+	Port int
+
+	my *fleettest.MariaDB
+	pg *fleettest.Postgres
+}
+
+// Addr is host:port.
+func (h *Host) Addr() string { return fmt.Sprintf("%s:%d", h.IP, h.Port) }
+
+// RootDSN is the server's administrator (root or postgres) DSN for database
+// (may be "" for MySQL): for tests that break things on purpose.
+func (h *Host) RootDSN(database string) string {
+	if h.my != nil {
+		return h.my.DSN(database)
+	}
+	return h.pg.DSN(database)
+}
+
+// Fleet is the running local fleet.
+type Fleet struct {
+	// State is the state database's PostgreSQL cluster.
+	State *fleettest.Postgres
+	Hosts []*Host
+	BIND  *fleettest.BIND
+	S3    *fleettest.S3
+	// Secrets: the administrator password the agents use on every server.
+	AdminUser, AdminPassword string
+
+	mu    sync.Mutex
+	stops []func() error
+	names []string
+}
+
+// The administrator account every agent uses on its server (the same on
+// every server of the fleet, as the engines require).
+const adminUser = "fleetmigrate"
+
+// FleetSize says how many servers of each kind to start.
+type FleetSize struct {
+	MySQLSources, MySQLDestinations       int
+	PostgresSources, PostgresDestinations int
+}
+
+// StartServers starts the state database, the database servers and the S3
+// server, in parallel. BIND starts later (StartDNS), once the databases and
+// so the zone's records are known. On error, what was started is stopped.
+func StartServers(ctx context.Context, size FleetSize) (*Fleet, error) {
+	f := &Fleet{AdminUser: adminUser, AdminPassword: randomPassword(24)}
+	var hosts []*Host
+	add := func(engine, side string, n int) {
+		for i := 1; i <= n; i++ {
+			hosts = append(hosts, &Host{ID: fmt.Sprintf("%s-%s-%d", engine, side, i), Engine: engine, Source: side == "src"})
+		}
+	}
+	add(MySQL, "src", size.MySQLSources)
+	add(MySQL, "dst", size.MySQLDestinations)
+	add(Postgres, "src", size.PostgresSources)
+	add(Postgres, "dst", size.PostgresDestinations)
+	f.Hosts = hosts
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// The password goes into a DSN URL: keep it to URL-safe characters.
+		pg, err := fleettest.StartPostgres(gctx, fleettest.PostgresConfig{Password: randomHex(16)})
+		if err != nil {
+			return fmt.Errorf("start the state database: %w", err)
+		}
+		f.track("state database "+pg.Addr(), pg.Stop)
+		f.State = pg
+		return execPG(gctx, pg.DSN("postgres"), "CREATE DATABASE fleet")
+	})
+	g.Go(func() error {
+		s3, err := fleettest.StartS3(gctx, fleettest.S3Config{Bucket: "dumps"})
+		if err != nil {
+			return fmt.Errorf("start the S3 server: %w", err)
+		}
+		f.track("S3 server "+s3.Endpoint, s3.Stop)
+		f.S3 = s3
+		return nil
+	})
+	for _, h := range hosts {
+		g.Go(func() error { return f.startHost(gctx, h) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, errors.Join(err, f.Stop())
+	}
+	return f, nil
+}
+
+func (f *Fleet) startHost(ctx context.Context, h *Host) error {
+	switch h.Engine {
+	case MySQL:
+		m, err := fleettest.StartMariaDB(ctx, fleettest.MariaDBConfig{Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500"}})
+		if err != nil {
+			return fmt.Errorf("start MariaDB for %s: %w", h.ID, err)
+		}
+		f.track(fmt.Sprintf("MariaDB %s (%s)", m.Addr(), h.ID), m.Stop)
+		h.my, h.IP, h.Port = m, m.Host, m.Port
+		db, err := sql.Open("mysql", m.DSN(""))
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		acct := fleettest.MySQLAccount(adminUser, "%")
+		for _, q := range []string{
+			"CREATE USER " + acct + " IDENTIFIED BY " + fleettest.MySQLString(f.AdminPassword),
+			"GRANT ALL PRIVILEGES ON *.* TO " + acct + " WITH GRANT OPTION",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("%s: create the agent's account: %w", h.ID, err)
+			}
+		}
+	case Postgres:
+		p, err := fleettest.StartPostgres(ctx, fleettest.PostgresConfig{Password: randomPassword(24), Settings: map[string]string{"max_connections": "300"}})
+		if err != nil {
+			return fmt.Errorf("start PostgreSQL for %s: %w", h.ID, err)
+		}
+		f.track(fmt.Sprintf("PostgreSQL %s (%s)", p.Addr(), h.ID), p.Stop)
+		h.pg, h.IP, h.Port = p, p.Host, p.Port
+		if err := execPG(ctx, p.DSN("postgres"), "CREATE ROLE "+ident.QuotePostgres(adminUser)+" SUPERUSER LOGIN PASSWORD "+ident.QuotePostgresLiteral(f.AdminPassword)); err != nil {
+			return fmt.Errorf("%s: create the agent's role: %w", h.ID, err)
+		}
+	}
+	return nil
+}
+
+// StartDNS starts BIND9 serving zone with records (zone-file lines).
+func (f *Fleet) StartDNS(ctx context.Context, zone string, records []string) error {
+	b, err := fleettest.StartBIND(ctx, fleettest.BINDConfig{Zone: zone, Records: records})
+	if err != nil {
+		return fmt.Errorf("start BIND9: %w", err)
+	}
+	f.track("BIND9 "+b.Addr, b.Stop)
+	f.BIND = b
+	return nil
+}
+
+// Host returns the host with this ID.
+func (f *Fleet) Host(id string) *Host {
+	for _, h := range f.Hosts {
+		if h.ID == id {
+			return h
+		}
+	}
+	return nil
+}
+
+// HostByIP returns the host listening on ip for engine.
+func (f *Fleet) HostByIP(engine, ip string) *Host {
+	for _, h := range f.Hosts {
+		if h.Engine == engine && h.IP == ip {
+			return h
+		}
+	}
+	return nil
+}
+
+// StateDSN is the state database's DSN with the password as ${VAR}, for
+// configuration files.
+func (f *Fleet) StateDSN(passwordVar string) string {
+	return fmt.Sprintf("postgres://postgres:${%s}@%s/fleet?sslmode=disable", passwordVar, f.State.Addr())
+}
+
+func (f *Fleet) track(name string, stop func() error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.names = append(f.names, name)
+	f.stops = append(f.stops, stop)
+}
+
+// Stop stops every server started, newest first, and says which failed.
+func (f *Fleet) Stop() error {
+	f.mu.Lock()
+	stops, names := f.stops, f.names
+	f.stops, f.names = nil, nil
+	f.mu.Unlock()
+	var errs []error
+	for i := len(stops) - 1; i >= 0; i-- {
+		if err := stops[i](); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", names[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Servers is how many servers are running.
+func (f *Fleet) Servers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.stops)
+}
+
+// ServerNames lists the running servers.
+func (f *Fleet) ServerNames() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.names, ", ")
+}
+
+func execPG(ctx context.Context, dsn string, stmts ...string) error {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	for _, s := range stmts {
+		if _, err := c.Exec(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}

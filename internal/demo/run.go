@@ -1,0 +1,556 @@
+package demo
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
+)
+
+// Zone is the DNS zone of the demo's database names.
+const Zone = "db.example.test"
+
+// Options configure a demo run.
+type Options struct {
+	Layout
+	Size FleetSize
+	// MaxProcs is the scheduler's --max-procs.
+	MaxProcs int
+	// Dir receives the configuration files, the secrets file and every
+	// process's log. It is kept.
+	Dir string
+	// MigrateBin and AgentBin are the built binaries.
+	MigrateBin, AgentBin string
+	// Out receives progress and the summary.
+	Out io.Writer
+	// Redraw: progress redraws one line (a terminal) instead of printing a
+	// line every ProgressEvery.
+	Redraw        bool
+	ProgressEvery time.Duration
+	// Timeout bounds the migration phase (0: none).
+	Timeout time.Duration
+	// Parallel is how many databases are seeded and verified at once.
+	Parallel int
+}
+
+func (o *Options) defaults() {
+	if o.Size == (FleetSize{}) {
+		o.Size = FleetSize{MySQLSources: 3, MySQLDestinations: 3, PostgresSources: 1, PostgresDestinations: 1}
+	}
+	if o.MaxProcs == 0 {
+		o.MaxProcs = 40
+	}
+	if o.ProgressEvery == 0 {
+		o.ProgressEvery = 5 * time.Second
+	}
+	if o.Parallel == 0 {
+		o.Parallel = 8
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+}
+
+// Demo is one run: the fleet, its databases, the processes.
+type Demo struct {
+	Opt   Options
+	Fleet *Fleet
+	DBs   []*Database
+	// Store reads the state database (the demo's own view, for progress,
+	// the summary and tests).
+	Store *sqlstore.Store
+
+	env     []string
+	opsConf string
+	agents  []*proc
+	sched   *proc
+	started time.Time
+	// migration phase
+	migStart, migEnd time.Time
+	verifyTook       time.Duration
+	setupTook        time.Duration
+}
+
+// Secrets as environment variables, named as in deploy/config.example.yaml;
+// the configuration files reference them as ${NAME}.
+const (
+	envStatePassword = "FLEETMIGRATE_DB_PASSWORD"
+	envMySQLPassword = "FLEETMIGRATE_MYSQL_PASSWORD"
+	envPGPassword    = "FLEETMIGRATE_POSTGRES_PASSWORD"
+	envS3Access      = "FLEETMIGRATE_S3_ACCESS_KEY"
+	envS3Secret      = "FLEETMIGRATE_S3_SECRET_KEY"
+	envTSIG          = "FLEETMIGRATE_TSIG_SECRET"
+	envLinkSecret    = "FLEETMIGRATE_LINK_SECRET"
+)
+
+// New prepares a demo; Setup starts it.
+func New(opt Options) (*Demo, error) {
+	opt.defaults()
+	if opt.Dir == "" {
+		return nil, errors.New("demo: no directory for logs and configuration")
+	}
+	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	for _, b := range []string{opt.MigrateBin, opt.AgentBin} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("demo: binary %s: %w (run make build)", b, err)
+		}
+	}
+	return &Demo{Opt: opt, started: time.Now()}, nil
+}
+
+func (d *Demo) say(format string, args ...any) {
+	fmt.Fprintf(d.Opt.Out, format+"\n", args...)
+}
+
+// Setup starts the servers, seeds the databases, takes their checksums
+// through DNS with their own credentials, writes the configuration and
+// starts the agents.
+func (d *Demo) Setup(ctx context.Context) error {
+	t0 := time.Now()
+	s := d.Opt.Size
+	d.say("starting the fleet: state database, %d+%d MariaDB and %d+%d PostgreSQL hosts (source+destination), S3 server...",
+		s.MySQLSources, s.MySQLDestinations, s.PostgresSources, s.PostgresDestinations)
+	f, err := StartServers(ctx, s)
+	if f != nil {
+		d.Fleet = f
+	}
+	if err != nil {
+		return err
+	}
+	for _, h := range f.Hosts {
+		side := "destination"
+		if h.Source {
+			side = "source"
+		}
+		d.say("  %-14s %-8s %-11s %s", h.ID, h.Engine, side, h.Addr())
+	}
+	d.DBs = d.Opt.Layout.Plan(f, Zone)
+	if err := f.StartDNS(ctx, Zone, Records(f, d.DBs, Zone)); err != nil {
+		return err
+	}
+	d.say("  BIND9 for %s at %s (TSIG key %s); S3 bucket %s at %s", Zone, f.BIND.Addr, f.BIND.KeyName, f.S3.Bucket, f.S3.Endpoint)
+
+	var raw atomic.Int64
+	nMy := 0
+	for _, db := range d.DBs {
+		raw.Add(int64(db.Rows) * 200)
+		if db.Engine == MySQL {
+			nMy++
+		}
+	}
+	d.say("seeding %d databases (%d MariaDB, %d PostgreSQL; about %s), each with its own user, password and DNS name...",
+		len(d.DBs), nMy, len(d.DBs)-nMy, humanBytes(raw.Load()))
+	if err := d.each(ctx, func(ctx context.Context, db *Database) error { return Seed(ctx, f, db) }); err != nil {
+		return err
+	}
+	d.say("checksumming every database through DNS with its own credentials (the baseline)...")
+	if err := d.each(ctx, func(ctx context.Context, db *Database) error {
+		sum, err := Check(ctx, f, db, db.Source, nil)
+		if err != nil {
+			return fmt.Errorf("baseline of %s database %q: %w", db.Engine, db.Name, err)
+		}
+		db.Before = sum
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := d.writeConfig(); err != nil {
+		return err
+	}
+	if _, err := d.tool(ctx, "db", "upgrade"); err != nil {
+		return err
+	}
+	if d.Store, err = sqlstore.Open(ctx, sqlstore.Config{Driver: "postgres", DSN: f.State.DSN("fleet")}); err != nil {
+		return fmt.Errorf("open the state database: %w", err)
+	}
+	if err := d.startAgents(ctx); err != nil {
+		return err
+	}
+	d.setupTook = time.Since(t0)
+	return nil
+}
+
+// each runs fn for every database, Parallel at once; the first error ends it.
+func (d *Demo) each(ctx context.Context, fn func(context.Context, *Database) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(d.Opt.Parallel)
+	for _, db := range d.DBs {
+		g.Go(func() error { return fn(gctx, db) })
+	}
+	return g.Wait()
+}
+
+// writeConfig writes the secrets file (as an EnvironmentFile would hold
+// them), the ops host's configuration and one per agent.
+func (d *Demo) writeConfig() error {
+	f := d.Fleet
+	secrets := map[string]string{
+		envStatePassword: f.State.Password,
+		envMySQLPassword: f.AdminPassword,
+		envPGPassword:    f.AdminPassword,
+		envS3Access:      f.S3.AccessKey,
+		envS3Secret:      f.S3.SecretKey,
+		envTSIG:          f.BIND.KeySecret,
+		envLinkSecret:    randomHex(32),
+	}
+	var env, file []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FLEETMIGRATE_") && !strings.HasPrefix(kv, "LOG_LEVEL=") {
+			env = append(env, kv)
+		}
+	}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range secrets {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		env = append(env, k+"="+secrets[k])
+		file = append(file, k+"="+shellQuote(secrets[k]))
+	}
+	d.opsConf = filepath.Join(d.Opt.Dir, "ops.yaml")
+	d.env = append(env, "FLEETMIGRATE_CONFIG="+d.opsConf)
+	if err := os.WriteFile(filepath.Join(d.Opt.Dir, "secrets.env"), []byte(strings.Join(file, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(d.opsConf, []byte(d.config("ops", "", nil)), 0o600); err != nil {
+		return err
+	}
+	for _, h := range f.Hosts {
+		if err := os.WriteFile(filepath.Join(d.Opt.Dir, h.ID+".yaml"), []byte(d.config(h.ID, "dump, import, close, rollback", h)), 0o600); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(d.Opt.Dir, "dns-1.yaml"), []byte(d.config("dns-1", "dns", nil)), 0o600)
+}
+
+// config is the YAML of one host's configuration: what an operator would
+// put in /etc/fleetmigrate/config.yaml, secrets as ${VAR}.
+func (d *Demo) config(host, roles string, h *Host) string {
+	f := d.Fleet
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s — written by the demo\nhost: %s\nstate:\n  driver: postgres\n  dsn: %q\nlog:\n  format: json\n", host, host, f.StateDSN(envStatePassword))
+	if roles != "" {
+		fmt.Fprintf(&b, "agent:\n  roles: [%s]\n  poll-interval: 250ms\n  lease: 30s\n  heartbeat-interval: 5s\n  shutdown-timeout: 20s\n", roles)
+		fmt.Fprintf(&b, "  max-jobs: {dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
+		if h != nil {
+			fmt.Fprintf(&b, "  dns-target: %s\n", h.IP)
+		}
+	}
+	fmt.Fprintf(&b, "storage:\n  backend: s3\n  s3:\n    endpoint: %s\n    region: %s\n    bucket: %s\n    path-style: true\n    access-key: ${%s}\n    secret-key: ${%s}\n",
+		f.S3.Endpoint, f.S3.Region, f.S3.Bucket, envS3Access, envS3Secret)
+	fmt.Fprintf(&b, "links:\n  public-base: http://127.0.0.1:18080\n  listen: 127.0.0.1:18080\n  secret: ${%s}\n", envLinkSecret)
+	if h != nil {
+		switch h.Engine {
+		case MySQL:
+			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", h.Addr(), f.AdminUser, envMySQLPassword)
+		case Postgres:
+			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", h.Addr(), f.AdminUser, envPGPassword)
+		}
+	}
+	if h == nil {
+		fmt.Fprintf(&b, "dns:\n  zones:\n    - name: %s\n      primary: %s\n  key-name: %s\n  key-secret: ${%s}\n  key-algorithm: %s\n  rate: 2000\n",
+			Zone, f.BIND.Addr, f.BIND.KeyName, envTSIG, f.BIND.KeyAlgorithm)
+	}
+	return b.String()
+}
+
+func (d *Demo) startAgents(ctx context.Context) error {
+	hosts := []string{}
+	for _, h := range d.Fleet.Hosts {
+		hosts = append(hosts, h.ID)
+	}
+	hosts = append(hosts, "dns-1")
+	for _, id := range hosts {
+		p, err := startProc("migrate-agent "+id, d.Opt.AgentBin, d.env, filepath.Join(d.Opt.Dir, "agent-"+id+".log"),
+			"--config", filepath.Join(d.Opt.Dir, id+".yaml"))
+		if err != nil {
+			return err
+		}
+		d.agents = append(d.agents, p)
+	}
+	d.say("started %d migrate-agent processes (one per host, one for DNS); waiting for them to register...", len(d.agents))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		as, err := d.Store.Agents(ctx, time.Minute)
+		if err == nil && len(as) == len(hosts) {
+			return nil
+		}
+		for _, p := range d.agents {
+			if p.exited() {
+				return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, tail(readFile(p.log), 10))
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agents did not register within 30 s (%d of %d): %v", len(as), len(hosts), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Env is the environment the demo's processes run with: the secrets and
+// FLEETMIGRATE_CONFIG of the ops host's configuration.
+func (d *Demo) Env() []string { return slices.Clone(d.env) }
+
+// Tool runs `migrate args...` with the ops host's configuration and returns
+// its output.
+func (d *Demo) Tool(ctx context.Context, args ...string) (string, error) { return d.tool(ctx, args...) }
+
+// tool runs `migrate args...` with the ops configuration.
+func (d *Demo) tool(ctx context.Context, args ...string) (string, error) {
+	return runTool(ctx, d.Opt.MigrateBin, d.env, filepath.Join(d.Opt.Dir, "migrate-commands.log"), args...)
+}
+
+// Migrate plans the databases, lowers their TTLs, runs the scheduler until
+// no row is waiting or in flight, then stops it.
+func (d *Demo) Migrate(ctx context.Context) error {
+	planFile := filepath.Join(d.Opt.Dir, "plan.csv")
+	if err := writePlan(planFile, d.DBs); err != nil {
+		return err
+	}
+	out, err := d.tool(ctx, "plan", "--file", planFile)
+	if err != nil {
+		return err
+	}
+	d.say("$ migrate plan --file %s\n  %s", planFile, strings.TrimSpace(lastLine(out)))
+	out, err = d.tool(ctx, "dns", "lower-ttl", "--ttl", "60", "--execute")
+	if err != nil {
+		return err
+	}
+	d.say("$ migrate dns lower-ttl --ttl 60 --execute\n  %s", strings.TrimSpace(lastLine(out)))
+
+	args := []string{"--max-procs", fmt.Sprint(d.Opt.MaxProcs), "--max-per-source", "16", "--max-per-destination", "16", "--tick", "1s", "--max-failed", "10"}
+	d.say("$ migrate %s", strings.Join(args, " "))
+	d.say("  (watch it from another terminal: set -a; . %s; %s status --watch --config %s)",
+		filepath.Join(d.Opt.Dir, "secrets.env"), d.Opt.MigrateBin, d.opsConf)
+	d.migStart = time.Now()
+	d.sched, err = startProc("migrate (scheduler)", d.Opt.MigrateBin, d.env, filepath.Join(d.Opt.Dir, "scheduler.log"), args...)
+	if err != nil {
+		return err
+	}
+	mctx := ctx
+	if d.Opt.Timeout > 0 {
+		var cancel context.CancelFunc
+		mctx, cancel = context.WithTimeout(ctx, d.Opt.Timeout)
+		defer cancel()
+	}
+	werr := d.wait(mctx)
+	d.migEnd = time.Now()
+	if err := d.sched.stop(30 * time.Second); err != nil && werr == nil {
+		werr = err
+	}
+	if werr != nil && ctx.Err() == nil && mctx.Err() != nil {
+		return fmt.Errorf("the migration did not finish within %s: %w", d.Opt.Timeout, werr)
+	}
+	return werr
+}
+
+// wait shows progress until nothing is waiting or in flight.
+func (d *Demo) wait(ctx context.Context) error {
+	total := len(d.DBs)
+	last := time.Time{}
+	for {
+		counts, err := d.Store.Counts(ctx)
+		if err != nil {
+			return err
+		}
+		var active, failed, done int
+		var parts []string
+		for _, st := range statemachine.Statuses {
+			n := counts[st]
+			switch {
+			case st == statemachine.Done:
+				done += n
+			case st.Failed():
+				failed += n
+			case st == statemachine.Waiting || st.InFlight():
+				active += n
+				if n > 0 && st != statemachine.Waiting {
+					parts = append(parts, fmt.Sprintf("%s %d", st, n))
+				}
+			}
+		}
+		line := fmt.Sprintf("%7.1fs  done %d/%d  waiting %d  in flight %d  failed %d  [%s]",
+			time.Since(d.migStart).Seconds(), done, total, counts[statemachine.Waiting], active-counts[statemachine.Waiting], failed, strings.Join(parts, ", "))
+		finished := active == 0
+		switch {
+		case d.Opt.Redraw:
+			fmt.Fprintf(d.Opt.Out, "\r\033[K%s", line)
+			if finished {
+				fmt.Fprintln(d.Opt.Out)
+			}
+		case finished || time.Since(last) >= d.Opt.ProgressEvery:
+			fmt.Fprintln(d.Opt.Out, line)
+			last = time.Now()
+		}
+		if finished {
+			return nil
+		}
+		if d.sched.exited() && active > 0 && counts[statemachine.Waiting] == active {
+			return fmt.Errorf("the scheduler exited (code %d) with %d rows waiting:\n%s", d.sched.exitCode(), active, tail(readFile(d.sched.log), 10))
+		}
+		for _, p := range d.agents {
+			if p.exited() {
+				return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, tail(readFile(p.log), 10))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if d.Opt.Redraw {
+				fmt.Fprintln(d.Opt.Out)
+			}
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Verify checks every database as its users will, after the migration.
+func (d *Demo) Verify(ctx context.Context) []Problem {
+	t0 := time.Now()
+	defer func() { d.verifyTook = time.Since(t0) }()
+	var mu sync.Mutex
+	var problems []Problem
+	_ = d.each(ctx, func(ctx context.Context, db *Database) error {
+		if _, err := Check(ctx, d.Fleet, db, db.Destination, &db.Before); err != nil {
+			mu.Lock()
+			problems = append(problems, Problem{DB: db, Err: err})
+			mu.Unlock()
+		}
+		return nil
+	})
+	slices.SortFunc(problems, func(a, b Problem) int { return strings.Compare(a.DB.DNSName, b.DB.DNSName) })
+	return problems
+}
+
+// Close stops the agents (SIGTERM, as systemd would), the scheduler if it
+// still runs, and every server. It says what it stopped.
+func (d *Demo) Close() error {
+	var errs []error
+	n := 0
+	if d.sched != nil {
+		if err := d.sched.stop(30 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+		n++
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, p := range d.agents {
+		wg.Go(func() {
+			if err := p.stop(30 * time.Second); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+		n++
+	}
+	wg.Wait()
+	if d.Store != nil {
+		_ = d.Store.Close()
+	}
+	servers := 0
+	if d.Fleet != nil {
+		servers = d.Fleet.Servers()
+		if err := d.Fleet.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.say("stopped %d fleetmigrate processes and %d servers; logs and configuration are in %s", n, servers, d.Opt.Dir)
+	return errors.Join(errs...)
+}
+
+func writePlan(path string, dbs []*Database) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"engine", "database", "source", "destination", "dns_name"})
+	for _, db := range dbs {
+		_ = w.Write([]string{db.Engine, db.Name, db.Source, db.Destination, db.DNSName})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// Run is the whole demo: Setup, Migrate, Verify, the summary, Close. It
+// returns the summary; err is set when the demo could not run to the end
+// (the summary then says how far it got) or ctx was cancelled.
+func Run(ctx context.Context, opt Options) (Summary, error) {
+	d, err := New(opt)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer func() {
+		if cerr := d.Close(); cerr != nil {
+			d.say("while stopping: %v", cerr)
+		}
+	}()
+	if err := d.Setup(ctx); err != nil {
+		return Summary{Dir: d.Opt.Dir}, fmt.Errorf("setting up: %w", err)
+	}
+	if err := d.Migrate(ctx); err != nil {
+		return Summary{Dir: d.Opt.Dir}, err
+	}
+	d.say("verifying every database through DNS with its ORIGINAL user and password...")
+	problems := d.Verify(ctx)
+	if ctx.Err() != nil {
+		return Summary{Dir: d.Opt.Dir}, ctx.Err()
+	}
+	s, err := d.Summarize(ctx, problems)
+	if err != nil {
+		return s, err
+	}
+	s.Print(d.Opt.Out)
+	return s, nil
+}
