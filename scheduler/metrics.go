@@ -7,8 +7,22 @@ import (
 )
 
 // Metrics are the scheduler's Prometheus series. Labels are closed sets
-// (status); never hosts or database names.
+// (status), except the agent registry's host IDs (one series per agent,
+// as an exporter has one per instance); never database names.
 type Metrics struct {
+	// LeaseExpired: rows in a working status whose claim expired and that
+	// the rescue could not take back (their attempts are used up, or the
+	// rescue failed): stuck until someone looks.
+	LeaseExpired prometheus.Gauge
+	// WriteBlocked and WriteBlockedMax: databases write-blocked at their
+	// source right now (not switched, not unblocked), and the longest.
+	WriteBlocked    prometheus.Gauge
+	WriteBlockedMax prometheus.Gauge
+	// AgentLastSeen is each registered agent's last heartbeat (Unix
+	// seconds), by host ID. An agent that stops cleanly deregisters and
+	// its series goes.
+	AgentLastSeen *prometheus.GaugeVec
+
 	Rows        *prometheus.GaugeVec
 	InFlight    prometheus.Gauge
 	MaxProcs    prometheus.Gauge
@@ -52,6 +66,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fleetmigrate_scheduler_tick_errors_total", Help: "Ticks that failed (the state database was unreachable or refused).",
 		}),
 	}
+	m.LeaseExpired = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fleetmigrate_rows_lease_expired", Help: "Rows in a working status whose claim expired and were not taken back (attempts used up): stuck.",
+	})
+	m.WriteBlocked = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fleetmigrate_write_blocked_rows", Help: "Databases write-blocked at their source now (DNS not switched, writes not restored).",
+	})
+	m.WriteBlockedMax = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fleetmigrate_write_blocked_max_seconds", Help: "How long the longest write-blocked database has been blocked (0: none).",
+	})
+	m.AgentLastSeen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fleetmigrate_agent_last_seen_timestamp_seconds", Help: "Last heartbeat of each registered agent (Unix time), by host ID.",
+	}, []string{"host"})
+	reg.MustRegister(m.LeaseExpired, m.WriteBlocked, m.WriteBlockedMax, m.AgentLastSeen)
 	reg.MustRegister(m.Rows, m.InFlight, m.MaxProcs, m.Promoted, m.Rescued, m.StopSwitch, m.Leader, m.TickSeconds, m.TickErrors)
 	for _, st := range statemachine.Statuses {
 		m.Rows.WithLabelValues(string(st))

@@ -349,9 +349,62 @@ func (s *Scheduler) Tick(ctx context.Context) (TickResult, error) {
 				s.m.Rows.WithLabelValues(string(st)).Set(float64(counts[st]))
 			}
 		}
+		if err := s.health(ctx); err != nil {
+			return res, err
+		}
 		s.m.TickSeconds.Observe(time.Since(start).Seconds())
 	}
 	return res, nil
+}
+
+// health refreshes the gauges alerts watch: stuck rows, write-blocked
+// databases and the agents' heartbeats. It reads the rows in flight (at
+// most MaxProcs plus the failed ones) and the agent registry.
+func (s *Scheduler) health(ctx context.Context) error {
+	rows, err := s.store.List(ctx, statemachine.Filter{Statuses: statemachine.InFlightStatuses()})
+	if err != nil {
+		return err
+	}
+	agents, err := s.store.Agents(ctx, 0)
+	if err != nil {
+		return err
+	}
+	now, err := s.store.Now(ctx)
+	if err != nil {
+		return err
+	}
+	h := Health(rows, now)
+	s.m.LeaseExpired.Set(float64(h.LeaseExpired))
+	s.m.WriteBlocked.Set(float64(h.WriteBlocked))
+	s.m.WriteBlockedMax.Set(h.WriteBlockedMax.Seconds())
+	s.m.AgentLastSeen.Reset()
+	for _, a := range agents {
+		s.m.AgentLastSeen.WithLabelValues(a.Host).Set(float64(a.LastSeen.Unix()))
+	}
+	return nil
+}
+
+// HealthCounts is what Health finds in the rows in flight.
+type HealthCounts struct {
+	LeaseExpired    int
+	WriteBlocked    int
+	WriteBlockedMax time.Duration
+}
+
+// Health counts, at now, rows in a working status whose lease expired and
+// databases still write-blocked at their source.
+func Health(rows []statemachine.Migration, now time.Time) HealthCounts {
+	var h HealthCounts
+	for _, m := range rows {
+		if m.Status.Working() && !m.LeaseUntil.IsZero() && m.LeaseUntil.Before(now) {
+			h.LeaseExpired++
+		}
+		if !m.BlockedAt.IsZero() && m.SwitchedAt.IsZero() && m.UnblockedAt.IsZero() {
+			h.WriteBlocked++
+			h.WriteBlockedMax = max(h.WriteBlockedMax, now.Sub(m.BlockedAt))
+		}
+	}
+	return h
 }
 
 // noteStopSwitch logs changes of the stop switch and remembers when it was

@@ -464,7 +464,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		for _, want := range []string{
 			"fleetmigrate_max_procs 3", `fleetmigrate_rows{status="To dump"} 3`, `fleetmigrate_rows{status="Waiting"} 7`,
 			"fleetmigrate_promoted_total 3", "fleetmigrate_stop_switch 0", "fleetmigrate_scheduler_leader 1",
-			"fleetmigrate_scheduler_tick_seconds_count",
+			"fleetmigrate_scheduler_tick_seconds_count", "fleetmigrate_rows_lease_expired 0",
+			"fleetmigrate_write_blocked_rows 0", "fleetmigrate_write_blocked_max_seconds 0",
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %q; it has:\n%s", want, grepLines(body, "fleetmigrate_"))

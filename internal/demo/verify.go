@@ -13,9 +13,9 @@ import (
 	"strconv"
 	"time"
 
-	mdns "github.com/miekg/dns"
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	mdns "github.com/miekg/dns"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 )
@@ -287,4 +287,3 @@ func Check(ctx context.Context, f *Fleet, d *Database, wantHost string, want *Ch
 	}
 	return got, nil
 }
-
