@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs everything fleetmigrate's tests and demo need on a
 # Debian/Ubuntu machine: database servers and clients, BIND9 and its tools, the
-# dump tools we benchmark against, and versitygw (an S3 server) built with Go
+# dump tools we benchmark against, promtool (alert rules) and systemd-analyze
+# (the units), and versitygw (an S3 server) built with Go
 # into the repository's tool directory (.tools/bin), where internal/fleettest
 # looks for it.
 #
@@ -35,6 +36,8 @@ declare -A want=(
   [mydumper]=mydumper
   [myloader]=mydumper
   [pgcopydb]=pgcopydb
+  [promtool]=prometheus
+  [systemd-analyze]=systemd
 )
 
 missing_pkgs=()
