@@ -175,6 +175,7 @@ type S3 struct {
 	SSEKMSKeyID    string `yaml:"sse-kms-key-id"`
 	MaxAttempts    int    `yaml:"max-attempts"`
 	Checksums      bool   `yaml:"checksums"`
+	CAFile         string `yaml:"ca-file"`
 }
 
 // Links configures customer download links and the server behind them.

@@ -67,6 +67,8 @@ type Fleet struct {
 	Hosts []*Host
 	BIND  *fleettest.BIND
 	S3    *fleettest.S3
+	// CA signed the S3 server's certificate.
+	CA *fleettest.CA
 	// Secrets: the administrator password the agents use on every server.
 	AdminUser, AdminPassword string
 
@@ -88,8 +90,17 @@ type FleetSize struct {
 // StartServers starts the state database, the database servers and the S3
 // server, in parallel. BIND starts later (StartDNS), once the databases and
 // so the zone's records are known. On error, what was started is stopped.
-func StartServers(ctx context.Context, size FleetSize) (*Fleet, error) {
+//
+// The S3 server speaks HTTPS with a certificate from a private CA whose
+// certificate is written to dir (ca.pem): the agents trust it through
+// storage.s3.ca-file, as they would a company CA.
+func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, error) {
 	f := &Fleet{AdminUser: adminUser, AdminPassword: randomPassword(24)}
+	ca, err := fleettest.NewCA(dir)
+	if err != nil {
+		return nil, fmt.Errorf("create a CA for TLS: %w", err)
+	}
+	f.CA = ca
 	var hosts []*Host
 	add := func(engine, side string, n int) {
 		for i := 1; i <= n; i++ {
@@ -114,7 +125,7 @@ func StartServers(ctx context.Context, size FleetSize) (*Fleet, error) {
 		return execPG(gctx, pg.DSN("postgres"), "CREATE DATABASE fleet")
 	})
 	g.Go(func() error {
-		s3, err := fleettest.StartS3(gctx, fleettest.S3Config{Bucket: "dumps"})
+		s3, err := fleettest.StartS3(gctx, fleettest.S3Config{Bucket: "dumps", TLS: ca})
 		if err != nil {
 			return fmt.Errorf("start the S3 server: %w", err)
 		}

@@ -125,7 +125,7 @@ func (d *Demo) Setup(ctx context.Context) error {
 	s := d.Opt.Size
 	d.say("starting the fleet: state database, %d+%d MariaDB and %d+%d PostgreSQL hosts (source+destination), S3 server...",
 		s.MySQLSources, s.MySQLDestinations, s.PostgresSources, s.PostgresDestinations)
-	f, err := StartServers(ctx, s)
+	f, err := StartServers(ctx, s, d.Opt.Dir)
 	if f != nil {
 		d.Fleet = f
 	}
@@ -143,7 +143,7 @@ func (d *Demo) Setup(ctx context.Context) error {
 	if err := f.StartDNS(ctx, Zone, Records(f, d.DBs, Zone)); err != nil {
 		return err
 	}
-	d.say("  BIND9 for %s at %s (TSIG key %s); S3 bucket %s at %s", Zone, f.BIND.Addr, f.BIND.KeyName, f.S3.Bucket, f.S3.Endpoint)
+	d.say("  BIND9 for %s at %s (TSIG key %s); S3 bucket %s at %s (TLS, private CA)", Zone, f.BIND.Addr, f.BIND.KeyName, f.S3.Bucket, f.S3.Endpoint)
 
 	var raw atomic.Int64
 	nMy := 0
@@ -253,8 +253,8 @@ func (d *Demo) config(host, roles string, h *Host) string {
 			fmt.Fprintf(&b, "  dns-target: %s\n", h.IP)
 		}
 	}
-	fmt.Fprintf(&b, "storage:\n  backend: s3\n  s3:\n    endpoint: %s\n    region: %s\n    bucket: %s\n    path-style: true\n    access-key: ${%s}\n    secret-key: ${%s}\n",
-		f.S3.Endpoint, f.S3.Region, f.S3.Bucket, envS3Access, envS3Secret)
+	fmt.Fprintf(&b, "storage:\n  backend: s3\n  s3:\n    endpoint: %s\n    ca-file: %s\n    region: %s\n    bucket: %s\n    path-style: true\n    access-key: ${%s}\n    secret-key: ${%s}\n",
+		f.S3.Endpoint, f.CA.CertFile, f.S3.Region, f.S3.Bucket, envS3Access, envS3Secret)
 	fmt.Fprintf(&b, "links:\n  public-base: http://127.0.0.1:18080\n  listen: 127.0.0.1:18080\n  secret: ${%s}\n", envLinkSecret)
 	if h != nil {
 		switch h.Engine {

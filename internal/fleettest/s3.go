@@ -27,6 +27,9 @@ const S3Port = 7070
 type S3Config struct {
 	// Bucket defaults to "fleetmigrate".
 	Bucket string
+	// TLS, when set, serves HTTPS with a certificate from this CA (clients
+	// trust TLS.CertFile); Endpoint is then https://.
+	TLS *CA
 }
 
 // S3 is a running versitygw S3 server over a directory, with one bucket.
@@ -38,6 +41,8 @@ type S3 struct {
 	AccessKey string
 	SecretKey string
 	Bucket    string
+	// CA is the CA the server's certificate comes from (nil: plain HTTP).
+	CA        *CA
 	Dir       string
 	// DataDir holds one directory per bucket; objects are files below it.
 	DataDir string
@@ -78,7 +83,17 @@ func StartS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(gw, "--port", fmt.Sprintf("%s:%d", host, S3Port), "posix", s.DataDir)
+	args := []string{"--port", fmt.Sprintf("%s:%d", host, S3Port)}
+	httpc := http.DefaultClient
+	if cfg.TLS != nil {
+		certFile, keyFile, err := cfg.TLS.Issue(s.Dir, host)
+		if err != nil {
+			return nil, fmt.Errorf("s3: certificate: %w", err)
+		}
+		args = append(args, "--cert", certFile, "--key", keyFile)
+		s.CA, s.Endpoint, httpc = cfg.TLS, fmt.Sprintf("https://%s:%d", host, S3Port), cfg.TLS.HTTPClient()
+	}
+	cmd := exec.Command(gw, append(args, "posix", s.DataDir)...)
 	// credentials through the environment, not the command line
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
 	if s.proc, err = startProcess("versitygw "+s.Endpoint, filepath.Join(s.Dir, "versitygw.log"), cmd); err != nil {
@@ -95,7 +110,7 @@ func StartS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := httpc.Do(req)
 		if err != nil {
 			return err
 		}
@@ -143,12 +158,16 @@ func (s *S3) ObjectPath(bucket, key string) string {
 // Client returns an S3 client for the server with its credentials and
 // path-style addressing.
 func (s *S3) Client() *s3.Client {
-	return s3.New(s3.Options{
+	o := s3.Options{
 		Region:       s.Region,
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
-	})
+	}
+	if s.CA != nil {
+		o.HTTPClient = s.CA.HTTPClient()
+	}
+	return s3.New(o)
 }
 
 // Stop shuts the server down and removes its directory.

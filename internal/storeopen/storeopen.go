@@ -24,7 +24,7 @@ func Open(ctx context.Context, c config.Storage) (storage.Store, error) {
 			Endpoint: c.S3.Endpoint, PublicEndpoint: c.S3.PublicEndpoint, Region: c.S3.Region, Bucket: c.S3.Bucket,
 			Prefix: c.S3.Prefix, PathStyle: c.S3.PathStyle, AccessKey: c.S3.AccessKey, SecretKey: c.S3.SecretKey,
 			PartSize: int64(c.S3.PartSizeMiB) << 20, Concurrency: c.S3.Concurrency, SSE: c.S3.SSE, SSEKMSKeyID: c.S3.SSEKMSKeyID,
-			MaxAttempts: c.S3.MaxAttempts, ChecksumWhenSupported: c.S3.Checksums,
+			MaxAttempts: c.S3.MaxAttempts, ChecksumWhenSupported: c.S3.Checksums, CAFile: c.S3.CAFile,
 		})
 	default:
 		return nil, fmt.Errorf("storage.backend %q: want file or s3", c.Backend)

@@ -9,6 +9,7 @@
 package s3
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"iter"
 	"mime"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -77,6 +79,10 @@ type Config struct {
 	// (CRC32); off by default because some S3-compatible servers refuse them.
 	// Our own SHA-256 of every object is recorded either way.
 	ChecksumWhenSupported bool
+	// CAFile is a PEM bundle of the certificate authorities to trust for an
+	// https endpoint whose certificate the system's roots do not cover
+	// (a private CA). Empty: the system's roots.
+	CAFile string
 }
 
 // Store is a bucket (and prefix).
@@ -128,6 +134,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 				o.MaxBackoff = 20 * time.Second
 			})
 		}),
+	}
+	if cfg.CAFile != "" {
+		bundle, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("s3: CA bundle (storage.s3.ca-file): %w", err)
+		}
+		opts = append(opts, awsconfig.WithCustomCABundle(bytes.NewReader(bundle)))
 	}
 	if cfg.AccessKey != "" {
 		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, "")))

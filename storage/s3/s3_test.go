@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -185,4 +186,47 @@ func BenchmarkPutCompressed(b *testing.B) {
 		b.Fatal(err)
 	}
 	storagetest.BenchmarkPutCompressed(b, st)
+}
+
+// TestTLSWithPrivateCA: an https endpoint whose certificate comes from a
+// private CA works with ca-file and is refused without it (the system's
+// roots do not know the CA): the whole contract runs over TLS.
+func TestTLSWithPrivateCA(t *testing.T) {
+	ca, err := fleettest.NewCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := fleettest.NewS3(t, fleettest.S3Config{TLS: ca})
+	if !strings.HasPrefix(srv.Endpoint, "https://") {
+		t.Fatalf("endpoint %s", srv.Endpoint)
+	}
+	cfg := config(srv, srv.Bucket)
+	if _, err := s3.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without the CA: %v, want a certificate error", err)
+	}
+	cfg.CAFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := s3.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "storage.s3.ca-file") {
+		t.Fatalf("missing CA file: %v", err)
+	}
+	cfg.CAFile = ca.CertFile
+	storagetest.Run(t, func(t *testing.T) storagetest.Harness {
+		bucket := srv.NewBucket(t)
+		c := cfg
+		c.Bucket = bucket
+		st, err := s3.New(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storagetest.Harness{
+			Store:   st,
+			Corrupt: func(t *testing.T, key string) { flip(t, srv.ObjectPath(bucket, key)) },
+			Leftovers: func(t *testing.T) int {
+				out, err := srv.Client().ListMultipartUploads(context.Background(), &awss3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(out.Uploads)
+			},
+		}
+	})
 }
