@@ -76,6 +76,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Options: postgres.Options{
 				BinDir: c.BinDir, SessionWait: c.SessionWait, TempDir: c.TempDir,
 				ParallelAbove: c.ParallelAboveMiB << 20, Jobs: c.Jobs,
+				SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert,
 			},
 			Store: st,
 			Level: level,

@@ -56,6 +56,13 @@ type Options struct {
 	// SkipAnalyze leaves the imported database without fresh planner
 	// statistics (ANALYZE runs after the restore by default).
 	SkipAnalyze bool
+	// SSLMode is libpq's sslmode for every connection of the engine and
+	// its tools: disable, allow, prefer (libpq's default when empty),
+	// require, verify-ca or verify-full.
+	SSLMode string
+	// SSLRootCert is the CA bundle (PEM) that verify-ca / verify-full
+	// check the server's certificate against.
+	SSLRootCert string
 	// Log receives what the engine does; nil discards.
 	Log *slog.Logger
 }
@@ -107,7 +114,12 @@ func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) 
 	}
 	// The same connection string as the tools get: every fallback
 	// (sslmode=prefer tries TLS, then plain) goes to this server only.
-	cfg, err := pgxpool.ParseConfig(connString(host, port, srv.User, opt.MaintenanceDB))
+	switch opt.SSLMode {
+	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		return nil, engine.Permanentf("postgres server %s: sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full", srv, opt.SSLMode)
+	}
+	cfg, err := pgxpool.ParseConfig(opt.connString(host, port, srv.User, opt.MaintenanceDB))
 	if err != nil {
 		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
 	}

@@ -98,16 +98,24 @@ func (s *Server) passfile() (dir, file string, cleanup func(), err error) {
 // conninfo is a libpq connection string to database (no password).
 func (s *Server) conninfo(database string) string {
 	cc := s.cfg.ConnConfig
-	return connString(cc.Host, cc.Port, cc.User, database)
+	return s.opt.connString(cc.Host, cc.Port, cc.User, database)
 }
 
 // connString is a libpq keyword/value connection string (no password).
-func connString(host string, port uint16, user, database string) string {
+// It carries the TLS settings, so pgx and the tools connect alike.
+func (o Options) connString(host string, port uint16, user, database string) string {
 	kv := func(k, v string) string {
 		return k + "='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 	}
-	return strings.Join([]string{kv("host", host), kv("port", strconv.Itoa(int(port))), kv("user", user),
-		kv("dbname", database), kv("application_name", "fleetmigrate"), kv("connect_timeout", "10")}, " ")
+	parts := []string{kv("host", host), kv("port", strconv.Itoa(int(port))), kv("user", user),
+		kv("dbname", database), kv("application_name", "fleetmigrate"), kv("connect_timeout", "10")}
+	if o.SSLMode != "" {
+		parts = append(parts, kv("sslmode", o.SSLMode))
+	}
+	if o.SSLRootCert != "" {
+		parts = append(parts, kv("sslrootcert", o.SSLRootCert))
+	}
+	return strings.Join(parts, " ")
 }
 
 // run runs a PostgreSQL program with the password file and a minimal

@@ -111,6 +111,10 @@ type Postgres struct {
 	// TempDir holds the tools' 0600 password files and the spooled dumps
 	// of parallel restores. Default: the system's temporary directory.
 	TempDir string `yaml:"temp-dir"`
+	// SSLMode and SSLRootCert: TLS to the cluster (and to peers), libpq's
+	// sslmode and sslrootcert.
+	SSLMode     string `yaml:"sslmode"`
+	SSLRootCert string `yaml:"sslrootcert"`
 	// ParallelAboveMiB is the database size above which the import
 	// spools the dump and restores with Jobs workers. Default: 512.
 	ParallelAboveMiB int64 `yaml:"parallel-above-mib"`

@@ -37,6 +37,9 @@ type PostgresConfig struct {
 	Password string
 	// Settings are extra server settings (name → value).
 	Settings map[string]string
+	// TLS, when set, turns on ssl with a certificate from this CA for the
+	// host address, and logs each connection (with its SSL details).
+	TLS *CA
 }
 
 // Postgres is a running throwaway PostgreSQL cluster.
@@ -139,6 +142,18 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 		// fast and unsafe: these servers are thrown away
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "logging_collector=off",
+	}
+	if cfg.TLS != nil {
+		certFile, keyFile, err := cfg.TLS.Issue(p.Dir, p.Host)
+		if err != nil {
+			_ = os.RemoveAll(p.Dir)
+			return nil, fmt.Errorf("postgres: certificate: %w", err)
+		}
+		if cred != nil {
+			_ = os.Chown(certFile, int(cred.Uid), int(cred.Gid))
+			_ = os.Chown(keyFile, int(cred.Uid), int(cred.Gid))
+		}
+		srvArgs = append(srvArgs, "-c", "ssl=on", "-c", "ssl_cert_file="+certFile, "-c", "ssl_key_file="+keyFile, "-c", "log_connections=on")
 	}
 	keys := make([]string, 0, len(cfg.Settings))
 	for k := range cfg.Settings {
