@@ -42,8 +42,8 @@ type S3 struct {
 	SecretKey string
 	Bucket    string
 	// CA is the CA the server's certificate comes from (nil: plain HTTP).
-	CA        *CA
-	Dir       string
+	CA  *CA
+	Dir string
 	// DataDir holds one directory per bucket; objects are files below it.
 	DataDir string
 
