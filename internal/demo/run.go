@@ -139,7 +139,7 @@ func (d *Demo) Setup(ctx context.Context) error {
 		}
 		d.say("  %-14s %-8s %-11s %s", h.ID, h.Engine, side, h.Addr())
 	}
-	d.DBs = d.Opt.Layout.Plan(f, Zone)
+	d.DBs = d.Opt.Plan(f, Zone)
 	if err := f.StartDNS(ctx, Zone, Records(f, d.DBs, Zone)); err != nil {
 		return err
 	}
@@ -292,13 +292,11 @@ func (d *Demo) startAgents(ctx context.Context) error {
 		if err == nil && len(as) == len(hosts) {
 			return nil
 		}
-		for _, p := range d.agents {
-			if p.exited() {
-				return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, tail(readFile(p.log), 10))
-			}
+		if err := d.agentExited(); err != nil {
+			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agents did not register within 30 s (%d of %d): %v", len(as), len(hosts), err)
+			return fmt.Errorf("agents did not register within 30 s (%d of %d): %w", len(as), len(hosts), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -315,6 +313,16 @@ func (d *Demo) Env() []string { return slices.Clone(d.env) }
 // Tool runs `migrate args...` with the ops host's configuration and returns
 // its output.
 func (d *Demo) Tool(ctx context.Context, args ...string) (string, error) { return d.tool(ctx, args...) }
+
+// agentExited says which agent exited, with the end of its log.
+func (d *Demo) agentExited() error {
+	for _, p := range d.agents {
+		if p.exited() {
+			return fmt.Errorf("%s exited (code %d):\n%s", p.name, p.exitCode(), tail(readFile(p.log), 10))
+		}
+	}
+	return nil
+}
 
 // tool runs `migrate args...` with the ops configuration.
 func (d *Demo) tool(ctx context.Context, args ...string) (string, error) {
@@ -409,10 +417,8 @@ func (d *Demo) wait(ctx context.Context) error {
 		if d.sched.exited() && active > 0 && counts[statemachine.Waiting] == active {
 			return fmt.Errorf("the scheduler exited (code %d) with %d rows waiting:\n%s", d.sched.exitCode(), active, tail(readFile(d.sched.log), 10))
 		}
-		for _, p := range d.agents {
-			if p.exited() {
-				return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, tail(readFile(p.log), 10))
-			}
+		if err := d.agentExited(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():

@@ -127,6 +127,7 @@ func readMySQL(ctx context.Context, dsn string) (Checksum, error) {
 	if err != nil {
 		return Checksum{}, fmt.Errorf("list tables: %w", err)
 	}
+	defer rows.Close()
 	type obj struct{ name, kind string }
 	var objs []obj
 	for rows.Next() {
