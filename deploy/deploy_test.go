@@ -124,9 +124,7 @@ func exported(t *testing.T) []string {
 	agent.NewMetrics(reg)
 	ch := make(chan *prometheus.Desc, 100)
 	go func() {
-		for _, c := range []prometheus.Collector{reg} {
-			c.Describe(ch)
-		}
+		reg.Describe(ch)
 		close(ch)
 	}()
 	re := regexp.MustCompile(`fqName: "([a-z_]+)"`)

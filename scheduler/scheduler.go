@@ -30,8 +30,9 @@ const (
 	errorLogInterval = time.Minute
 	// rowsMetricInterval: fleetmigrate_rows{status} needs a count of the
 	// whole table (a quarter of a second at 800,000 rows on MariaDB), so it
-	// is refreshed at most this often; the in-flight gauge is exact at every
-	// tick.
+	// is refreshed at most this often, with the alert gauges (stuck rows,
+	// write-blocked databases, agents' heartbeats); the in-flight gauge is
+	// exact at every tick.
 	rowsMetricInterval = 30 * time.Second
 )
 
@@ -334,8 +335,12 @@ func (s *Scheduler) Tick(ctx context.Context) (TickResult, error) {
 		// Read first, then set every gauge together, so a scrape sees one
 		// tick's numbers.
 		var counts map[statemachine.Status]int
+		var health *healthReading
 		if time.Since(s.rowsAt) >= rowsMetricInterval {
 			if counts, err = s.store.Counts(ctx); err != nil {
+				return res, err
+			}
+			if health, err = s.readHealth(ctx); err != nil {
 				return res, err
 			}
 			s.rowsAt = time.Now()
@@ -349,39 +354,44 @@ func (s *Scheduler) Tick(ctx context.Context) (TickResult, error) {
 				s.m.Rows.WithLabelValues(string(st)).Set(float64(counts[st]))
 			}
 		}
-		if err := s.health(ctx); err != nil {
-			return res, err
+		if health != nil {
+			s.m.LeaseExpired.Set(float64(health.LeaseExpired))
+			s.m.WriteBlocked.Set(float64(health.WriteBlocked))
+			s.m.WriteBlockedMax.Set(health.WriteBlockedMax.Seconds())
+			s.m.AgentLastSeen.Reset()
+			for _, a := range health.agents {
+				s.m.AgentLastSeen.WithLabelValues(a.Host).Set(float64(a.LastSeen.Unix()))
+			}
 		}
 		s.m.TickSeconds.Observe(time.Since(start).Seconds())
 	}
 	return res, nil
 }
 
-// health refreshes the gauges alerts watch: stuck rows, write-blocked
-// databases and the agents' heartbeats. It reads the rows in flight (at
-// most MaxProcs plus the failed ones) and the agent registry.
-func (s *Scheduler) health(ctx context.Context) error {
+// healthReading is what the alert gauges show: stuck rows, write-blocked
+// databases and the agents' heartbeats.
+type healthReading struct {
+	HealthCounts
+	agents []statemachine.Agent
+}
+
+// readHealth reads the rows in flight (at most MaxProcs plus the failed
+// ones) and the agent registry, with the rows' counts (every
+// rowsMetricInterval).
+func (s *Scheduler) readHealth(ctx context.Context) (*healthReading, error) {
 	rows, err := s.store.List(ctx, statemachine.Filter{Statuses: statemachine.InFlightStatuses()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	agents, err := s.store.Agents(ctx, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now, err := s.store.Now(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h := Health(rows, now)
-	s.m.LeaseExpired.Set(float64(h.LeaseExpired))
-	s.m.WriteBlocked.Set(float64(h.WriteBlocked))
-	s.m.WriteBlockedMax.Set(h.WriteBlockedMax.Seconds())
-	s.m.AgentLastSeen.Reset()
-	for _, a := range agents {
-		s.m.AgentLastSeen.WithLabelValues(a.Host).Set(float64(a.LastSeen.Unix()))
-	}
-	return nil
+	return &healthReading{HealthCounts: Health(rows, now), agents: agents}, nil
 }
 
 // HealthCounts is what Health finds in the rows in flight.

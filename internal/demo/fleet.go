@@ -15,7 +15,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -243,13 +242,6 @@ func (f *Fleet) Servers() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.stops)
-}
-
-// ServerNames lists the running servers.
-func (f *Fleet) ServerNames() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return strings.Join(f.names, ", ")
 }
 
 func execPG(ctx context.Context, dsn string, stmts ...string) error {

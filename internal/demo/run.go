@@ -11,11 +11,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 )
@@ -75,8 +75,8 @@ type Demo struct {
 
 	env     []string
 	opsConf string
-	agents  []*proc
-	sched   *proc
+	agents  []*fleettest.Process
+	sched   *fleettest.Process
 	started time.Time
 	// migration phase
 	migStart, migEnd time.Time
@@ -126,12 +126,10 @@ func (d *Demo) Setup(ctx context.Context) error {
 	d.say("starting the fleet: state database, %d+%d MariaDB and %d+%d PostgreSQL hosts (source+destination), S3 server...",
 		s.MySQLSources, s.MySQLDestinations, s.PostgresSources, s.PostgresDestinations)
 	f, err := StartServers(ctx, s, d.Opt.Dir)
-	if f != nil {
-		d.Fleet = f
-	}
 	if err != nil {
 		return err
 	}
+	d.Fleet = f // Close stops it from here on
 	for _, h := range f.Hosts {
 		side := "destination"
 		if h.Source {
@@ -145,16 +143,16 @@ func (d *Demo) Setup(ctx context.Context) error {
 	}
 	d.say("  BIND9 for %s at %s (TSIG key %s); S3 bucket %s at %s (TLS, private CA)", Zone, f.BIND.Addr, f.BIND.KeyName, f.S3.Bucket, f.S3.Endpoint)
 
-	var raw atomic.Int64
+	var raw int64
 	nMy := 0
 	for _, db := range d.DBs {
-		raw.Add(int64(db.Rows) * 200)
+		raw += int64(db.Rows) * 200
 		if db.Engine == MySQL {
 			nMy++
 		}
 	}
 	d.say("seeding %d databases (%d MariaDB, %d PostgreSQL; about %s), each with its own user, password and DNS name...",
-		len(d.DBs), nMy, len(d.DBs)-nMy, humanBytes(raw.Load()))
+		len(d.DBs), nMy, len(d.DBs)-nMy, humanBytes(raw))
 	if err := d.each(ctx, func(ctx context.Context, db *Database) error { return Seed(ctx, f, db) }); err != nil {
 		return err
 	}
@@ -296,7 +294,17 @@ func (d *Demo) startAgents(ctx context.Context) error {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agents did not register within 30 s (%d of %d): %w", len(as), len(hosts), err)
+			if err != nil {
+				return fmt.Errorf("agents: cannot read the agent registry in the state database: %w", err)
+			}
+			var missing []string
+			for _, id := range hosts {
+				if !slices.ContainsFunc(as, func(a statemachine.Agent) bool { return a.Host == id }) {
+					missing = append(missing, id)
+				}
+			}
+			return fmt.Errorf("the agents of %s did not register within 30 s; see %s", strings.Join(missing, ", "),
+				filepath.Join(d.Opt.Dir, "agent-<host>.log"))
 		}
 		select {
 		case <-ctx.Done():
@@ -317,8 +325,8 @@ func (d *Demo) Tool(ctx context.Context, args ...string) (string, error) { retur
 // agentExited says which agent exited, with the end of its log.
 func (d *Demo) agentExited() error {
 	for _, p := range d.agents {
-		if p.exited() {
-			return fmt.Errorf("%s exited (code %d):\n%s", p.name, p.exitCode(), tail(readFile(p.log), 10))
+		if p.Exited() {
+			return fmt.Errorf("%s exited (code %d); the end of its log %s:\n%s", p.Name(), p.ExitCode(), p.LogPath(), tail(readFile(p.LogPath()), 10))
 		}
 	}
 	return nil
@@ -364,7 +372,7 @@ func (d *Demo) Migrate(ctx context.Context) error {
 	}
 	werr := d.wait(mctx)
 	d.migEnd = time.Now()
-	if err := d.sched.stop(30 * time.Second); err != nil && werr == nil {
+	if err := d.sched.Stop(30 * time.Second); err != nil && werr == nil {
 		werr = err
 	}
 	if werr != nil && ctx.Err() == nil && mctx.Err() != nil {
@@ -414,8 +422,8 @@ func (d *Demo) wait(ctx context.Context) error {
 		if finished {
 			return nil
 		}
-		if d.sched.exited() && active > 0 && counts[statemachine.Waiting] == active {
-			return fmt.Errorf("the scheduler exited (code %d) with %d rows waiting:\n%s", d.sched.exitCode(), active, tail(readFile(d.sched.log), 10))
+		if d.sched.Exited() && active > 0 && counts[statemachine.Waiting] == active {
+			return fmt.Errorf("the scheduler exited (code %d) with %d rows waiting; the end of %s:\n%s", d.sched.ExitCode(), active, d.sched.LogPath(), tail(readFile(d.sched.LogPath()), 10))
 		}
 		if err := d.agentExited(); err != nil {
 			return err
@@ -455,7 +463,7 @@ func (d *Demo) Close() error {
 	var errs []error
 	n := 0
 	if d.sched != nil {
-		if err := d.sched.stop(30 * time.Second); err != nil {
+		if err := d.sched.Stop(30 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		n++
@@ -464,7 +472,7 @@ func (d *Demo) Close() error {
 	var mu sync.Mutex
 	for _, p := range d.agents {
 		wg.Go(func() {
-			if err := p.stop(30 * time.Second); err != nil {
+			if err := p.Stop(30 * time.Second); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

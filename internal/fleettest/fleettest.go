@@ -425,3 +425,37 @@ func removeDir(dir string) error {
 	}
 	return os.RemoveAll(dir)
 }
+
+// Process is a program started by StartProcess, for programs that are not
+// tests (the demo's agents and scheduler).
+type Process struct{ p *process }
+
+// StartProcess starts cmd as the servers are started: its output appended
+// to logPath, in its own process group (a terminal's Ctrl-C reaches the
+// caller, which stops it in order), killed if the caller dies.
+func StartProcess(name, logPath string, cmd *exec.Cmd) (*Process, error) {
+	p, err := startProcess(name, logPath, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{p: p}, nil
+}
+
+// Name is the name it was started with; LogPath its log.
+func (p *Process) Name() string    { return p.p.name }
+func (p *Process) LogPath() string { return p.p.logPath }
+
+// Exited reports whether the program has ended.
+func (p *Process) Exited() bool { return p.p.exited() }
+
+// ExitCode is the program's exit code once it exited, -1 before or when
+// it was killed by a signal.
+func (p *Process) ExitCode() int {
+	if !p.p.exited() {
+		return -1
+	}
+	return p.p.cmd.ProcessState.ExitCode()
+}
+
+// Stop sends SIGTERM, waits up to timeout, then kills.
+func (p *Process) Stop(timeout time.Duration) error { return p.p.stop(syscall.SIGTERM, timeout) }
