@@ -151,6 +151,7 @@ type Agent struct {
 
 	mu        sync.Mutex
 	running   map[statemachine.Role]int
+	recovered map[statemachine.Role]bool // no rows of a dead process left
 	warned    map[string]bool
 	hardStop  context.CancelFunc // cancels every running step
 	jobs      sync.WaitGroup
@@ -173,7 +174,7 @@ func New(store statemachine.Store, cfg Config, log *slog.Logger, m *Metrics) (*A
 		handlers: map[statemachine.Role]map[statemachine.Engine]Handler{},
 		instance: hex.EncodeToString(b), machine: machine,
 		owner:   fmt.Sprintf("%s/pid %d", cfg.Host, os.Getpid()),
-		running: map[statemachine.Role]int{}, warned: map[string]bool{}, lastError: map[string]time.Time{},
+		running: map[statemachine.Role]int{}, recovered: map[statemachine.Role]bool{}, warned: map[string]bool{}, lastError: map[string]time.Time{},
 	}
 	return a, nil
 }

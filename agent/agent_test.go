@@ -509,3 +509,36 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestWakeupsBeatThePollInterval: with PostgreSQL as the state database,
+// agents polling only once a minute still take each hand-off (To dump → To
+// import → DNS to update → To close source) within a second: the store's
+// LISTEN/NOTIFY wake-ups start their polls. Five rows go through all steps
+// well inside one poll interval.
+func TestWakeupsBeatThePollInterval(t *testing.T) {
+	t.Parallel()
+	srv := fleettest.SharedPostgres(t)
+	db := upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t)))
+	s := db.Open(t)
+	h := &fakeHandler{}
+	slow := func(host string, roles ...statemachine.Role) agent.Config {
+		c := fast(host, roles...)
+		c.PollInterval = time.Minute
+		return c
+	}
+	start(t, db.Open(t), slow("src-0", statemachine.RoleDump, statemachine.RoleClose), h, nil)
+	start(t, db.Open(t), slow("dst-0", statemachine.RoleImport), h, nil)
+	start(t, db.Open(t), slow("dns", statemachine.RoleDNS), h, nil)
+	// Let the first (jittered, up to 30 s away) polls pass out of the
+	// picture: wait until each agent's listener has woken it once.
+	time.Sleep(time.Second)
+	planOn(t, s, 5, 1, 1, true)
+	began := time.Now()
+	if _, err := s.Promote(context.Background(), 5, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "5 rows Done through wake-ups", 10*time.Second, func() bool { return count(t, s, "WHERE status = 'Done'") == 5 })
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("5 rows took %s through 4 hand-offs; wake-ups should make that well under a second each", took)
+	}
+}

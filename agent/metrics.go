@@ -7,6 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	Polls       *prometheus.CounterVec
 	Claims      *prometheus.CounterVec
+	Wakeups     *prometheus.CounterVec
 	StepSeconds *prometheus.HistogramVec
 	JobsRunning *prometheus.GaugeVec
 	Bytes       *prometheus.CounterVec
@@ -30,6 +31,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetmigrate_agent_claims_total", Help: "Rows claimed, by role.",
 		}, []string{"role"}),
+		Wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetmigrate_agent_wakeups_total", Help: "Polls started by a state-database notification (PostgreSQL LISTEN/NOTIFY) rather than the poll timer, by role.",
+		}, []string{"role"}),
 		StepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fleetmigrate_agent_step_seconds", Help: "Duration of steps from claim to hand-on, by role and result.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10), // 10 ms to ~43 min
@@ -44,6 +48,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fleetmigrate_agent_state_db_errors_total", Help: "Failed calls to the state database.",
 		}),
 	}
-	reg.MustRegister(m.Polls, m.Claims, m.StepSeconds, m.JobsRunning, m.Bytes, m.StateErrors)
+	reg.MustRegister(m.Polls, m.Claims, m.Wakeups, m.StepSeconds, m.JobsRunning, m.Bytes, m.StateErrors)
 	return m
 }

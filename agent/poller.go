@@ -21,6 +21,14 @@ func (a *Agent) pollLoop(ctx, jobsCtx context.Context, role statemachine.Role) {
 	freed := make(chan struct{}, slots)
 	timer := time.NewTimer(FirstPoll(a.cfg.PollInterval, rng))
 	defer timer.Stop()
+	// A store that can announce claimable rows (PostgreSQL LISTEN/NOTIFY)
+	// wakes the loop at once; the jittered poll stays as the fallback.
+	var wake <-chan struct{}
+	if w, ok := a.store.(statemachine.Waker); ok {
+		ch, unsubscribe := w.Wake(role, a.cfg.Host)
+		defer unsubscribe()
+		wake = ch
+	}
 	hadWork := false
 	var backoff time.Duration
 	for {
@@ -31,6 +39,17 @@ func (a *Agent) pollLoop(ctx, jobsCtx context.Context, role statemachine.Role) {
 		case <-freed:
 			if !hadWork {
 				continue
+			}
+		case <-wake:
+			if backoff > 0 {
+				continue // the state database is failing: keep backing off
+			}
+			if a.runningOf(role) >= slots {
+				hadWork = true // poll when a slot frees
+				continue
+			}
+			if a.metrics != nil {
+				a.metrics.Wakeups.WithLabelValues(string(role)).Inc()
 			}
 		}
 		claimed, err := a.poll(ctx, role, slots)
@@ -66,8 +85,9 @@ func (a *Agent) pollLoop(ctx, jobsCtx context.Context, role statemachine.Role) {
 	}
 }
 
-// poll recovers this host's rows left by a dead process, then claims up to
-// the role's free slots.
+// poll recovers this host's rows left by a dead process (until a poll finds
+// none: no process but this one claims for the host afterwards), then claims
+// up to the role's free slots.
 func (a *Agent) poll(ctx context.Context, role statemachine.Role, slots int) ([]statemachine.Migration, error) {
 	if a.metrics != nil {
 		a.metrics.Polls.WithLabelValues(string(role)).Inc()
@@ -93,6 +113,12 @@ func (a *Agent) poll(ctx context.Context, role statemachine.Role, slots int) ([]
 // handler's Recover on each (for example to restore writes), then takes
 // them back (the step is retried, or failed past the attempt limit).
 func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) error {
+	a.mu.Lock()
+	done := a.recovered[role]
+	a.mu.Unlock()
+	if done {
+		return nil
+	}
 	step, _ := statemachine.StepFor(role)
 	rows, err := a.store.List(ctx, a.hostFilter(step, step.Working, 0))
 	if err != nil {
@@ -105,6 +131,11 @@ func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) erro
 		}
 	}
 	if len(stale) == 0 {
+		// Rows of earlier processes only exist at start: once none is
+		// left, stop looking (a query per poll saved).
+		a.mu.Lock()
+		a.recovered[role] = true
+		a.mu.Unlock()
 		return nil
 	}
 	now, err := a.store.Now(ctx)

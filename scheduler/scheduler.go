@@ -13,7 +13,9 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultTick              = 10 * time.Second
+	DefaultTick = 10 * time.Second
+	// wakeGap is the least time between ticks brought forward by wake-ups.
+	wakeGap                  = 50 * time.Millisecond
 	DefaultMaxPerSource      = 4
 	DefaultMaxPerDestination = 8
 	DefaultMaxAttempts       = 3
@@ -192,6 +194,17 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	tick := time.NewTimer(0)
 	defer tick.Stop()
+	next := time.Now()
+	// A store that announces freed slots (PostgreSQL LISTEN/NOTIFY) brings
+	// the next tick forward, at most one tick per wakeGap.
+	var wake <-chan struct{}
+	if w, ok := s.store.(statemachine.Waker); ok {
+		ch, unsubscribe := w.WakeScheduler()
+		defer unsubscribe()
+		wake = ch
+	}
+	gap := min(wakeGap, s.cfg.Tick)
+	var lastTick time.Time
 	watch := time.NewTicker(s.cfg.WatchInterval)
 	defer watch.Stop()
 	backoff := time.Duration(0)
@@ -199,7 +212,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-wake:
+			if backoff > 0 {
+				continue
+			}
+			if due := lastTick.Add(gap); due.Before(next) {
+				next = due
+				tick.Reset(max(time.Until(due), 0))
+			}
 		case <-tick.C:
+			lastTick = time.Now()
 			_, err := s.Tick(ctx)
 			if ctx.Err() != nil {
 				return nil
@@ -212,11 +234,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				backoff = min(max(2*backoff, time.Second), s.cfg.Tick)
 				s.dbError(err, backoff)
 				tick.Reset(backoff)
+				next = time.Now().Add(backoff)
 				continue
 			}
 			backoff = 0
 			s.dbRecovered()
 			tick.Reset(s.cfg.Tick)
+			next = time.Now().Add(s.cfg.Tick)
 		case <-watch.C:
 			if err := s.watch(ctx); err != nil {
 				var tripped *TrippedError

@@ -515,3 +515,17 @@ func (e *TransitionError) Error() string {
 }
 
 func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
+
+// Waker is implemented by stores that can tell waiting agents at once that
+// rows may have become claimable (PostgreSQL: LISTEN/NOTIFY). Polling stays
+// the fallback: a wake-up may be lost (connection drop) or spurious.
+type Waker interface {
+	// Wake returns a channel that receives (coalesced, never blocking the
+	// store) when rows may have entered role's queued status for host (any
+	// host for roles that serve every host, like dns), and a function that
+	// ends the subscription.
+	Wake(role Role, host string) (<-chan struct{}, func())
+	// WakeScheduler is Wake for the scheduler: it receives when rows may
+	// have left flight (a slot freed).
+	WakeScheduler() (<-chan struct{}, func())
+}

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -69,6 +70,10 @@ type Store struct {
 	cfg   Config
 	log   *slog.Logger
 	where string
+	dsn   string // as prepared for the driver (the wake-up listener connects with it)
+
+	wakeOnce sync.Once
+	waker    *waker
 }
 
 var _ statemachine.Store = (*Store)(nil)
@@ -77,7 +82,7 @@ var _ statemachine.Store = (*Store)(nil)
 // this binary expects: an older schema is refused with an error wrapping
 // statemachine.ErrSchemaOutdated that says to run `migrate db upgrade`.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	db, d, where, err := connect(ctx, cfg)
+	db, d, where, dsn, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +100,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("%w: the state database is at version %d, this binary needs %d: run `migrate db upgrade`",
 			statemachine.ErrSchemaOutdated, v.Current, v.Latest)
 	}
-	s := &Store{db: db, d: d, cfg: cfg, log: cfg.Logger, where: where}
+	s := &Store{db: db, d: d, cfg: cfg, log: cfg.Logger, where: where, dsn: dsn}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -112,14 +117,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // messages. Connection problems come back as one line naming the server,
 // never a stack of driver errors.
 func Connect(ctx context.Context, cfg Config) (*sql.DB, migrations.Dialect, string, error) {
-	db, d, where, err := connect(ctx, cfg)
+	db, d, where, _, err := connect(ctx, cfg)
 	return db, d.name, where, err
 }
 
-func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, error) {
+func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, string, error) {
 	d, dsn, where, err := prepareDSN(cfg.Driver, cfg.DSN)
 	if err != nil {
-		return nil, dialect{}, "", err
+		return nil, dialect{}, "", "", err
 	}
 	driverName := "mysql"
 	if d.name == migrations.Postgres {
@@ -127,7 +132,7 @@ func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, error) 
 	}
 	db, err := sql.Open(driverName, dsn)
 	if err != nil {
-		return nil, dialect{}, "", fmt.Errorf("state database (%s): %w", where, err)
+		return nil, dialect{}, "", "", fmt.Errorf("state database (%s): %w", where, err)
 	}
 	n := cfg.MaxOpenConns
 	if n <= 0 {
@@ -140,10 +145,10 @@ func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, error) 
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, dialect{}, "", &unreachableError{fmt.Sprintf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
+		return nil, dialect{}, "", "", &unreachableError{fmt.Sprintf("cannot reach the state database (%s): %s; check state.dsn in the configuration and that the server is up",
 			where, connectReason(err))}
 	}
-	return db, d, where, nil
+	return db, d, where, dsn, nil
 }
 
 // prepareDSN validates the DSN, adds the session settings the store relies
@@ -257,7 +262,12 @@ func (s *Store) Where() string { return s.where }
 func (s *Store) Dialect() migrations.Dialect { return s.d.name }
 
 // Close closes the connection pool.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.waker != nil {
+		s.waker.close()
+	}
+	return s.db.Close()
+}
 
 // nowArg is the argument for every now() placeholder: nil (the database's
 // clock) unless the test clock is pinned.
