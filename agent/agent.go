@@ -363,6 +363,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			return err
 		case err != nil && ctx.Err() == nil:
 			a.stateError("heartbeat", err)
+		case err == nil:
+			a.stateOK("heartbeat")
 		}
 	}
 }

@@ -188,6 +188,7 @@ func (a *Agent) persist(bg context.Context, log interface{ Error(string, ...any)
 		err := fn(ctx)
 		cancel()
 		if err == nil {
+			a.stateOK(what)
 			return nil
 		}
 		if errors.Is(err, statemachine.ErrLeaseLost) || errors.Is(err, statemachine.ErrInvalidTransition) || time.Now().After(deadline) {

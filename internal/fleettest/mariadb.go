@@ -241,3 +241,6 @@ func (m *MariaDB) Up(ctx context.Context) error {
 		return db.PingContext(ctx)
 	})
 }
+
+// PID is the server's main process (benchmarks read its CPU time).
+func (m *MariaDB) PID() int { return m.proc.cmd.Process.Pid }

@@ -353,3 +353,6 @@ func PGExec(t testing.TB, c *pgx.Conn, stmts ...string) {
 		}
 	}
 }
+
+// PID is the server's main process (benchmarks read its CPU time).
+func (p *Postgres) PID() int { return p.proc.cmd.Process.Pid }

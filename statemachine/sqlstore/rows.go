@@ -57,7 +57,12 @@ type rowQuerier interface {
 }
 
 func (s *Store) queryMigrations(ctx context.Context, q querier, where string, args ...any) ([]statemachine.Migration, error) {
-	rows, err := q.QueryContext(ctx, s.d.q("SELECT "+migrationColumns+" FROM migration "+where), args...)
+	return s.queryMigrationsRaw(ctx, q, "SELECT "+migrationColumns+" FROM migration "+where, args...)
+}
+
+// queryMigrationsRaw runs query, which selects migrationColumns.
+func (s *Store) queryMigrationsRaw(ctx context.Context, q querier, query string, args ...any) ([]statemachine.Migration, error) {
+	rows, err := q.QueryContext(ctx, s.d.q(query), args...)
 	if err != nil {
 		return nil, err
 	}

@@ -168,6 +168,12 @@ func prepareDSN(driver, dsn string) (dialect, string, string, error) {
 		if !strings.Contains(dsn, "connect_timeout") {
 			dsn = appendPGParam(dsn, "connect_timeout", fmt.Sprint(int(DefaultConnectTimeout.Seconds())))
 		}
+		// Statuses are skewed (most rows Waiting or Done): a generic plan for
+		// "status = $1" guesses an even spread and may scan the table for a
+		// rare status. Plan every statement for its actual values.
+		if !strings.Contains(dsn, "plan_cache_mode") {
+			dsn = appendPGParam(dsn, "plan_cache_mode", "force_custom_plan")
+		}
 		return dialect{name: migrations.Postgres}, dsn, where, nil
 	case "mysql", "mariadb":
 		mc, err := mysql.ParseDSN(dsn)

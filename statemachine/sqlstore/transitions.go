@@ -66,6 +66,24 @@ func (s *Store) Claim(ctx context.Context, req statemachine.ClaimRequest) ([]sta
 			args = append(args, string(e))
 		}
 	}
+	// Most polls find nothing: look first without a transaction or locks
+	// (one indexed read instead of BEGIN, SELECT ... FOR UPDATE, COMMIT).
+	// A row queued just after this look is found by the next poll or
+	// wake-up, as it would be if queued just after the locking read.
+	var one int
+	switch err := s.db.QueryRowContext(ctx, s.d.q("SELECT 1 FROM migration WHERE "+where+" LIMIT 1"), args...).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("claim %s rows for %s: %w", req.Role, req.Host, s.wrapDBErr(err))
+	}
+	if s.d.pg() {
+		claimed, err := s.claimPG(ctx, step, req, where, args)
+		if err != nil {
+			return nil, fmt.Errorf("claim %s rows for %s: %w", req.Role, req.Host, err)
+		}
+		return claimed, nil
+	}
 	var claimed []statemachine.Migration
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		claimed = nil
@@ -95,6 +113,32 @@ func (s *Store) Claim(ctx context.Context, req statemachine.ClaimRequest) ([]sta
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim %s rows for %s: %w", req.Role, req.Host, err)
+	}
+	return claimed, nil
+}
+
+// claimPG is Claim in one statement on PostgreSQL (one round trip, no
+// explicit transaction): pick and lock, move, record the events, return the
+// rows, with the same compare-and-set guard as the MySQL path.
+func (s *Store) claimPG(ctx context.Context, step statemachine.Step, req statemachine.ClaimRequest, where string, args []any) ([]statemachine.Migration, error) {
+	q := "WITH picked AS (SELECT id FROM migration WHERE " + where + " ORDER BY id LIMIT ?" + s.d.forUpdateSkipLocked() + "), " +
+		"claimed AS (UPDATE migration m SET status = ?, owner = ?, lease_until = " + s.d.plusMicros(s.d.now()) +
+		", fence = m.fence + 1, attempt = m.attempt + 1, updated_at = " + s.d.now() +
+		" FROM picked WHERE m.id = picked.id AND m.status = ? RETURNING m.*), " +
+		"ev AS (INSERT INTO migration_event (migration_id, from_status, to_status, actor, detail, created_at) " +
+		"SELECT id, ?, status, ?, 'claimed', updated_at FROM claimed) " +
+		"SELECT " + migrationColumns + " FROM claimed ORDER BY id"
+	all := append(append([]any{}, args...), req.Limit,
+		string(step.Working), req.Owner, s.nowArg(), req.Lease.Microseconds(), s.nowArg(), string(step.Queued),
+		string(step.Queued), req.Owner)
+	var claimed []statemachine.Migration
+	err := s.retried(ctx, func() error {
+		var err error
+		claimed, err = s.queryMigrationsRaw(ctx, s.db, q, all...)
+		return err
+	})
+	if err != nil {
+		return nil, s.wrapDBErr(err)
 	}
 	return claimed, nil
 }
@@ -181,6 +225,23 @@ func (s *Store) moveClaimed(ctx context.Context, m *statemachine.Migration, to s
 // while the row is still in m's status, owner and fence, and records the
 // event in the same transaction. A lost claim is ErrLeaseLost.
 func (s *Store) updateClaimed(ctx context.Context, m *statemachine.Migration, set []string, setArgs []any, detail string) error {
+	if s.d.pg() {
+		// One statement: the update and its event (one round trip).
+		args := append(append([]any{}, setArgs...), m.ID, string(m.Status), m.Owner, m.Fence, string(m.Status), m.Owner, truncate(detail, 4000))
+		return s.retried(ctx, func() error {
+			res, err := s.db.ExecContext(ctx, s.d.q("WITH u AS (UPDATE migration SET "+strings.Join(set, ", ")+
+				" WHERE id = ? AND status = ? AND owner = ? AND fence = ? RETURNING id, status, updated_at) "+
+				"INSERT INTO migration_event (migration_id, from_status, to_status, actor, detail, created_at) "+
+				"SELECT id, ?, status, ?, ?, updated_at FROM u"), args...)
+			if err != nil {
+				return s.wrapDBErr(err)
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return statemachine.ErrLeaseLost
+			}
+			return nil
+		})
+	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		args := append(append([]any{}, setArgs...), m.ID, string(m.Status), m.Owner, m.Fence)
 		res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+strings.Join(set, ", ")+
