@@ -36,8 +36,13 @@ test-short: ## unit tests only: skips everything that starts a real server
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench
-bench: deps ## run the benchmarks against real servers (results and commands: BENCHMARKS.md)
+bench: deps build ## every benchmark against real servers: Go benchmarks, then control plane, data plane, tiny databases (BENCHMARKS.md; raw output in bench/results/)
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./...
+	bench/run.sh full
+
+.PHONY: bench-quick
+bench-quick: deps build ## the fleet-scale benchmarks in small (under 5 minutes): control plane 100k rows, 100 tiny databases, one 100 MiB database against its baselines
+	bench/run.sh quick
 
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint (.golangci.yml)

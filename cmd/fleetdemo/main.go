@@ -23,8 +23,17 @@ func main() {
 	maxMiB := flag.Int64("max-mib", 50, "size of the largest databases (MiB)")
 	bin := flag.String("bin", "bin", "directory of the built migrate and migrate-agent")
 	dir := flag.String("dir", "", "where logs and configuration go (default .demo/run-<time>)")
+	sizeMiB := flag.Int64("size-mib", 0, "make every database about this size (MiB)")
+	baselines := flag.Bool("baselines", false, "before migrating, copy each database with mariadb-dump, mydumper/myloader, pg_dump, pgcopydb and report their speed beside ours (for a few large databases)")
+	plain := flag.Bool("plain-names", false, "no awkward database and user names (mydumper 0.10 cannot take non-ASCII names)")
+	tiny := flag.Bool("tiny", false, "every database one small table of 10 rows (the per-database fixed cost benchmark)")
+	engine := flag.String("engine", "", "make every database mysql or postgres (default: every fifth postgres)")
 	timeout := flag.Duration("timeout", 60*time.Minute, "give up on the migration after this long")
 	flag.Parse()
+	if *engine != "" && *engine != demo.MySQL && *engine != demo.Postgres {
+		fmt.Fprintf(os.Stderr, "fleetdemo: --engine %q: want mysql or postgres\n", *engine)
+		os.Exit(2)
+	}
 	if *dir == "" {
 		*dir = filepath.Join(".demo", "run-"+time.Now().Format("20060102-150405"))
 	}
@@ -48,7 +57,8 @@ func main() {
 		os.Exit(130)
 	}()
 	sum, err := demo.Run(ctx, demo.Options{
-		Layout:     demo.Layout{DBs: *dbs, MaxBytes: *maxMiB << 20, Seed: 1},
+		Layout:     demo.Layout{DBs: *dbs, MaxBytes: *maxMiB << 20, Seed: 1, Tiny: *tiny, Engine: *engine, SizeBytes: *sizeMiB << 20, PlainNames: *plain},
+		Baselines:  *baselines,
 		MaxProcs:   *maxProcs,
 		Dir:        *dir,
 		MigrateBin: filepath.Join(*bin, "migrate"),

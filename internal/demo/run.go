@@ -44,6 +44,10 @@ type Options struct {
 	Timeout time.Duration
 	// Parallel is how many databases are seeded and verified at once.
 	Parallel int
+	// Baselines: before migrating, copy each database with the tools users
+	// would otherwise use (mariadb-dump, mydumper, pg_dump, pgcopydb) and
+	// report their times beside ours. For a few large databases.
+	Baselines bool
 }
 
 func (o *Options) defaults() {
@@ -76,8 +80,13 @@ type Demo struct {
 	env     []string
 	opsConf string
 	agents  []*fleettest.Process
-	sched   *fleettest.Process
-	started time.Time
+	// CPU seconds of the agents and the tools they ran, at the start and
+	// end of the migration.
+	cpuStart, cpuEnd float64
+	peakRSS          int64
+	sizes            map[string]int64 // measured before the baselines
+	sched            *fleettest.Process
+	started          time.Time
 	// migration phase
 	migStart, migEnd time.Time
 	verifyTook       time.Duration
@@ -360,6 +369,7 @@ func (d *Demo) Migrate(ctx context.Context) error {
 	d.say("  (watch it from another terminal: set -a; . %s; %s status --watch --config %s)",
 		filepath.Join(d.Opt.Dir, "secrets.env"), d.Opt.MigrateBin, d.opsConf)
 	d.migStart = time.Now()
+	d.cpuStart = d.agentsCPU()
 	d.sched, err = startProc("migrate (scheduler)", d.Opt.MigrateBin, d.env, filepath.Join(d.Opt.Dir, "scheduler.log"), args...)
 	if err != nil {
 		return err
@@ -372,6 +382,8 @@ func (d *Demo) Migrate(ctx context.Context) error {
 	}
 	werr := d.wait(mctx)
 	d.migEnd = time.Now()
+	d.cpuEnd = d.agentsCPU()
+	d.peakRSS = d.agentsPeakRSS()
 	if err := d.sched.Stop(30 * time.Second); err != nil && werr == nil {
 		werr = err
 	}
@@ -553,6 +565,16 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	if err := d.Setup(ctx); err != nil {
 		return Summary{Dir: d.Opt.Dir}, fmt.Errorf("setting up: %w", err)
 	}
+	var baselines []Baseline
+	if d.Opt.Baselines {
+		sizes, err := d.Sizes(ctx)
+		if err != nil {
+			return Summary{Dir: d.Opt.Dir}, fmt.Errorf("measure the databases: %w", err)
+		}
+		d.sizes = sizes
+		d.say("baselines: copying each database with the tools users would otherwise use (same servers, same data, scratch copies dropped)...")
+		baselines = d.Baselines(ctx, sizes)
+	}
 	if err := d.Migrate(ctx); err != nil {
 		return Summary{Dir: d.Opt.Dir}, err
 	}
@@ -562,6 +584,7 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 		return Summary{Dir: d.Opt.Dir}, ctx.Err()
 	}
 	s, err := d.Summarize(ctx, problems)
+	s.Baselines = baselines
 	if err != nil {
 		return s, err
 	}

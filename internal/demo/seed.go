@@ -55,6 +55,17 @@ type Layout struct {
 	MaxBytes int64
 	// Seed makes the sizes and the spread over hosts repeatable.
 	Seed uint64
+	// PlainNames: no awkward names (for tools that cannot take them, like
+	// mydumper 0.10 with non-ASCII names).
+	PlainNames bool
+	// SizeBytes, when set, makes every database about this size.
+	SizeBytes int64
+	// Tiny makes every database one table of 10 rows, without a view: the
+	// per-database fixed cost benchmark.
+	Tiny bool
+	// Engine, when set (MySQL or Postgres), makes every database of that
+	// engine instead of every fifth PostgreSQL.
+	Engine string
 }
 
 // Plan returns the databases for the fleet's hosts. Sizes: one in a hundred
@@ -78,25 +89,25 @@ func (l Layout) Plan(f *Fleet, zone string) []*Database {
 	nMy, nPG := 0, 0
 	for i := range l.DBs {
 		d := &Database{Engine: MySQL, Password: randomPassword(20), DNSName: fmt.Sprintf("db-%04d.%s", i+1, zone)}
-		if i%5 == 4 && len(src[Postgres]) > 0 && len(dst[Postgres]) > 0 {
+		if (l.Engine == Postgres || l.Engine == "" && i%5 == 4) && len(src[Postgres]) > 0 && len(dst[Postgres]) > 0 {
 			d.Engine = Postgres
 		}
 		switch d.Engine {
 		case MySQL:
 			d.Name, d.User = fmt.Sprintf("shop_%04d", i+1), fmt.Sprintf("u%04d", i+1)
-			if nMy < len(awkwardMySQL) {
+			if nMy < len(awkwardMySQL) && !l.PlainNames {
 				d.Name = awkwardMySQL[nMy]
 			}
-			if nMy < len(awkwardMySQLUsers) {
+			if nMy < len(awkwardMySQLUsers) && !l.PlainNames {
 				d.User = awkwardMySQLUsers[nMy]
 			}
 			nMy++
 		case Postgres:
 			d.Name, d.User = fmt.Sprintf("app_%04d", i+1), fmt.Sprintf("r%04d", i+1)
-			if nPG < len(awkwardPostgres) {
+			if nPG < len(awkwardPostgres) && !l.PlainNames {
 				d.Name = awkwardPostgres[nPG]
 			}
-			if nPG < len(awkwardPGRoles) {
+			if nPG < len(awkwardPGRoles) && !l.PlainNames {
 				d.User = awkwardPGRoles[nPG]
 			}
 			nPG++
@@ -114,8 +125,14 @@ func (l Layout) Plan(f *Fleet, zone string) []*Database {
 			size = int64(math.Exp(math.Log(8<<10) + rng.Float64()*(math.Log(1<<20)-math.Log(8<<10))))
 		}
 		size = min(size, maxBytes)
+		if l.SizeBytes > 0 {
+			size = l.SizeBytes
+		}
 		d.Rows = max(int(size/200), 10)
 		d.View = i%3 == 0
+		if l.Tiny {
+			d.Rows, d.View = 10, false
+		}
 		out = append(out, d)
 	}
 	return out

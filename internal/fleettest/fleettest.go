@@ -445,6 +445,9 @@ func StartProcess(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 func (p *Process) Name() string    { return p.p.name }
 func (p *Process) LogPath() string { return p.p.logPath }
 
+// PID is the process ID (benchmarks read its CPU time).
+func (p *Process) PID() int { return p.p.cmd.Process.Pid }
+
 // Exited reports whether the program has ended.
 func (p *Process) Exited() bool { return p.p.exited() }
 

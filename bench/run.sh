@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# bench/run.sh full|quick — the fleet-scale benchmarks (control plane, data
+# plane, per-database fixed cost) with their raw output in bench/results/.
+# `make bench` runs "full" (about 40 minutes), `make bench-quick` "quick"
+# (under 5 minutes). Each step says the command it ran.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-quick}
+out=bench/results
+mkdir -p "$out"
+stamp=$(date -u +%Y%m%d-%H%M%S)
+
+step() { # name, command...
+	local name=$1
+	shift
+	echo "### $name: $*" | tee -a "$out/$name-$stamp.txt"
+	"$@" 2>&1 | tee -a "$out/$name-$stamp.txt"
+}
+
+demo() { go run ./cmd/fleetdemo --bin bin --dir ".demo/bench-$stamp-$1" "${@:2}"; }
+
+case $mode in
+quick)
+	step controlplane go run ./bench/controlplane --engines postgres --rows 100000 --runs 1 --warmup 5s --measure 10s --wakeups on --results "$out"
+	step tiny-mysql demo tiny-mysql --dbs 100 --tiny --engine mysql --plain-names --max-procs 40
+	step dataplane-mysql demo dp-mysql --dbs 1 --engine mysql --size-mib 100 --max-mib 100 --plain-names --baselines
+	;;
+full)
+	step controlplane go run ./bench/controlplane --engines postgres --rows 100000,800000 --runs 3 --warmup 8s --measure 15s --wakeups on --results "$out"
+	step controlplane go run ./bench/controlplane --engines postgres --rows 800000 --runs 1 --warmup 8s --measure 15s --wakeups off --results "$out"
+	step controlplane go run ./bench/controlplane --engines mariadb --rows 100000,800000 --runs 1 --warmup 8s --measure 15s --results "$out"
+	for e in mysql postgres; do
+		step "tiny-$e" demo "tiny-$e" --dbs 500 --tiny --engine "$e" --plain-names --max-procs 40
+		step "dataplane-$e" demo "dp-$e" --dbs 1 --engine "$e" --size-mib 1024 --max-mib 1024 --plain-names --baselines
+	done
+	;;
+*)
+	echo "usage: bench/run.sh quick|full" >&2
+	exit 2
+	;;
+esac
