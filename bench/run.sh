@@ -29,6 +29,8 @@ full)
 	step controlplane go run ./bench/controlplane --engines postgres --rows 100000,800000 --runs 3 --warmup 8s --measure 15s --wakeups on --results "$out"
 	step controlplane go run ./bench/controlplane --engines postgres --rows 800000 --runs 1 --warmup 8s --measure 15s --wakeups off --results "$out"
 	step controlplane go run ./bench/controlplane --engines mariadb --rows 100000,800000 --runs 1 --warmup 8s --measure 15s --results "$out"
+	# Hop latency at the default 60 s poll interval, light load: wake-ups.
+	step hops go run ./bench/controlplane --engines postgres --rows 100000 --runs 1 --poll 60s --max-procs 40 --warmup 40s --measure 60s --wakeups on --results "$out"
 	for e in mysql postgres; do
 		step "tiny-$e" demo "tiny-$e" --dbs 500 --tiny --engine "$e" --plain-names --max-procs 40
 		step "dataplane-$e" demo "dp-$e" --dbs 1 --engine "$e" --size-mib 1024 --max-mib 1024 --plain-names --baselines

@@ -473,14 +473,20 @@ func once(ctx context.Context, o options, srv *server, n int, wake bool, dbName 
 		wg.Wait()
 	}
 
-	select {
-	case <-time.After(o.warmup):
-	case err := <-errs:
+	// wait lets the fleet run for d, unless an agent or the scheduler fails.
+	wait := func(d time.Duration) error {
+		select {
+		case <-time.After(d):
+			return nil
+		case err := <-errs:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := wait(o.warmup); err != nil {
 		stopAll()
 		return r, err
-	case <-ctx.Done():
-		stopAll()
-		return r, ctx.Err()
 	}
 	s0, err := snapshot(ctx, admin, srv, sm)
 	if err != nil {
@@ -488,14 +494,9 @@ func once(ctx context.Context, o options, srv *server, n int, wake bool, dbName 
 		return r, err
 	}
 	lat.record(true)
-	select {
-	case <-time.After(o.measure):
-	case err := <-errs:
+	if err := wait(o.measure); err != nil {
 		stopAll()
 		return r, err
-	case <-ctx.Done():
-		stopAll()
-		return r, ctx.Err()
 	}
 	s1, err := snapshot(ctx, admin, srv, sm)
 	claims := lat.record(false)
