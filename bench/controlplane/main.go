@@ -770,4 +770,7 @@ func printTop(ctx context.Context, db *sql.DB) {
 			fmt.Printf("  %8d calls %9.0f ms total %7.3f ms mean  %s\n", calls, total, mean, q)
 		}
 	}
+	if err := rows.Err(); err != nil {
+		fmt.Println("top statements:", err)
+	}
 }

@@ -192,17 +192,7 @@ func (d *Demo) Sizes(ctx context.Context) (map[string]int64, error) {
 				return nil, err
 			}
 			// Fresh statistics first: after a bulk load InnoDB's are far off.
-			rows, err := c.QueryContext(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'", db.Name)
-			var tables []string
-			for err == nil && rows.Next() {
-				var t string
-				if err = rows.Scan(&t); err == nil {
-					tables = append(tables, ident.QuoteMySQL(db.Name)+"."+ident.QuoteMySQL(t))
-				}
-			}
-			if rows != nil {
-				rows.Close()
-			}
+			tables, err := baseTables(ctx, c, db.Name)
 			if err == nil && len(tables) > 0 {
 				_, err = c.ExecContext(ctx, "ANALYZE TABLE "+strings.Join(tables, ", "))
 			}
@@ -240,10 +230,30 @@ func (d *Demo) agentsPeakRSS() int64 {
 		for _, l := range strings.Split(string(b), "\n") {
 			if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
 				var kb int64
-				fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+				if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb); err != nil {
+					continue
+				}
 				peak = max(peak, kb<<10)
 			}
 		}
 	}
 	return peak
+}
+
+// baseTables lists a MariaDB database's tables, quoted for ANALYZE TABLE.
+func baseTables(ctx context.Context, c *sql.DB, database string) ([]string, error) {
+	rows, err := c.QueryContext(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'", database)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, ident.QuoteMySQL(database)+"."+ident.QuoteMySQL(t))
+	}
+	return out, rows.Err()
 }

@@ -203,7 +203,7 @@ func (w *waker) listen(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	// Anything may have happened while nobody listened.
 	defer w.wakeAll(true)
 	listening := map[string]bool{}
