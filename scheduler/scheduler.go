@@ -13,9 +13,7 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultTick = 10 * time.Second
-	// wakeGap is the least time between ticks brought forward by wake-ups.
-	wakeGap                  = 50 * time.Millisecond
+	DefaultTick              = 10 * time.Second
 	DefaultMaxPerSource      = 4
 	DefaultMaxPerDestination = 8
 	DefaultMaxAttempts       = 3
@@ -36,6 +34,9 @@ const (
 	// write-blocked databases, agents' heartbeats); the in-flight gauge is
 	// exact at every tick.
 	rowsMetricInterval = 30 * time.Second
+	// wakeGap is the least time between ticks brought forward by wake-ups
+	// (the figures in BENCHMARKS.md were measured with it).
+	wakeGap = 50 * time.Millisecond
 )
 
 // Config configures a Scheduler. Zero values take the defaults above.

@@ -550,7 +550,7 @@ func snapshot(ctx context.Context, db *sql.DB, srv *server, sm *scheduler.Metric
 	if err != nil {
 		return s, fmt.Errorf("snapshot: %w", err)
 	}
-	s.dbCPU = treeCPU(srv.pid)
+	s.dbCPU = fleettest.TreeCPU(srv.pid)
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		s.selfCPU = tv(ru.Utime) + tv(ru.Stime)
@@ -563,46 +563,6 @@ func snapshot(ctx context.Context, db *sql.DB, srv *server, sm *scheduler.Metric
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-
-// treeCPU is the CPU seconds of pid, its reaped children and its live
-// children (PostgreSQL's backends are processes; MariaDB's are threads).
-func treeCPU(pid int) float64 {
-	hz := 100.0 // USER_HZ on Linux
-	total := 0.0
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+2:])
-		// f[1] is ppid; f[11..14] utime stime cutime cstime
-		ppid, _ := strconv.Atoi(f[1])
-		if p != pid && ppid != pid {
-			continue
-		}
-		for k := 11; k <= 12; k++ {
-			v, _ := strconv.ParseFloat(f[k], 64)
-			total += v / hz
-		}
-		if p == pid {
-			for k := 13; k <= 14; k++ {
-				v, _ := strconv.ParseFloat(f[k], 64)
-				total += v / hz
-			}
-		}
-	}
-	return total
-}
 
 // hops reads the audit trail of the rows that reached Done within the
 // window: for each claim, how long the row had waited in the queued status

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -59,30 +58,9 @@ func tail(s string, n int) string {
 func (d *Demo) agentsCPU() float64 {
 	total := 0.0
 	for _, p := range d.agents {
-		total += processCPU(p.PID())
-	}
-	return total
-}
-
-// processCPU reads utime, stime, cutime and cstime of pid from /proc.
-func processCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+2:])
-	if len(f) < 15 {
-		return 0
-	}
-	total := 0.0
-	for _, k := range []int{11, 12, 13, 14} {
-		v, _ := strconv.ParseFloat(f[k], 64)
-		total += v / 100 // USER_HZ
+		if st, err := fleettest.ReadProcStat(p.PID()); err == nil {
+			total += st.CPU + st.ChildrenCPU
+		}
 	}
 	return total
 }

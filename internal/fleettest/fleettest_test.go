@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +199,32 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 	t.Helper()
 	if _, err := db.ExecContext(context.Background(), q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// TestReadProcStat reads this test process from /proc: its parent is the
+// one the kernel reports, and its CPU time grows with work done.
+func TestReadProcStat(t *testing.T) {
+	before, err := fleettest.ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.PPID != os.Getppid() {
+		t.Errorf("ppid %d, want %d", before.PPID, os.Getppid())
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	x := 0
+	for time.Now().Before(deadline) {
+		x++
+	}
+	after, err := fleettest.ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.CPU-before.CPU < 0.1 {
+		t.Errorf("CPU went from %.2f s to %.2f s over 300 ms of busy loop (%d rounds)", before.CPU, after.CPU, x)
+	}
+	if _, err := fleettest.ReadProcStat(1 << 30); err == nil {
+		t.Error("a process that does not exist was read")
 	}
 }

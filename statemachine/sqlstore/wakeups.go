@@ -5,6 +5,7 @@ import (
 	"crypto/md5" //nolint:gosec // channel names, not security: the trigger uses PostgreSQL's md5()
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -26,8 +27,8 @@ import (
 
 const schedulerChannel = "fm_scheduler"
 
-// WakeChannel is the NOTIFY channel of role's queued rows for host.
-func WakeChannel(role statemachine.Role, host string) string {
+// wakeChannel is the NOTIFY channel of role's queued rows for host.
+func wakeChannel(role statemachine.Role, host string) string {
 	step, ok := statemachine.StepFor(role)
 	if !ok {
 		return ""
@@ -47,10 +48,7 @@ type wakeSub struct {
 
 type waker struct {
 	dsn string
-	log interface {
-		Warn(string, ...any)
-		Info(string, ...any)
-	}
+	log *slog.Logger
 
 	mu      sync.Mutex
 	subs    map[string]map[*wakeSub]struct{} // channel → subscribers
@@ -66,7 +64,7 @@ func (s *Store) Wake(role statemachine.Role, host string) (<-chan struct{}, func
 	if !ok || s.d.name != migrations.Postgres {
 		return nil, func() {}
 	}
-	return s.subscribe(WakeChannel(role, host), string(step.Queued))
+	return s.subscribe(wakeChannel(role, host), string(step.Queued))
 }
 
 // WakeScheduler implements statemachine.Waker.
