@@ -69,10 +69,15 @@ type Manifest struct {
 	// DumpFormat is the dump's format ("sql").
 	DumpFormat string `json:"dump_format"`
 	// DumpSHA256 and DumpBytes describe the stored (compressed) dump.
-	DumpSHA256 string     `json:"dump_sha256,omitempty"`
-	DumpBytes  int64      `json:"dump_bytes,omitempty"`
-	DumpTool   string     `json:"dump_tool"`
-	Tables     []TableSum `json:"tables"`
+	DumpSHA256 string `json:"dump_sha256,omitempty"`
+	DumpBytes  int64  `json:"dump_bytes,omitempty"`
+	DumpTool   string `json:"dump_tool"`
+	// DumpParts, when set, are the sections the dump is made of, one after
+	// another (sizes uncompressed). Run in order they are one script, so a
+	// reader that ignores them loads the dump as a whole; a reader that
+	// knows them may load a "data" part over several sessions.
+	DumpParts []DumpPart `json:"dump_parts,omitempty"`
+	Tables    []TableSum `json:"tables"`
 	// ChecksumAlgorithm names how Tables' checksums were computed.
 	ChecksumAlgorithm string `json:"checksum_algorithm"`
 	// Objects are the schema objects besides tables ("view v",
@@ -95,6 +100,13 @@ type Manifest struct {
 	// Postgres is what a PostgreSQL database brings beyond its dump.
 	Postgres *PostgresDatabase `json:"postgres,omitempty"`
 	Warnings []string          `json:"warnings,omitempty"`
+}
+
+// DumpPart is one section of a dump: its name ("schema", "data", "post")
+// and its size in bytes, uncompressed.
+type DumpPart struct {
+	Name  string `json:"name"`
+	Bytes int64  `json:"bytes"`
 }
 
 // Sequence is a sequence's last value ("" when it was never used).

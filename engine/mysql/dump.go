@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
@@ -86,6 +90,8 @@ type DumpStats struct {
 	Bytes       int64
 	Tool        string
 	ToolVersion string
+	// Parts are the dump's sections (engine.Manifest.DumpParts).
+	Parts []engine.DumpPart
 }
 
 // toolTrailer ends every complete output of mariadb-dump and mysqldump
@@ -100,49 +106,85 @@ var (
 // hold semicolons).
 const eventDelimiter = ";;fleetmigrate"
 
+// Names of a dump's parts.
+const (
+	partSchema = "schema"
+	partData   = "data"
+	partPost   = "post"
+)
+
+// dumpPart is one run of the dump tool: the arguments that select what it
+// writes.
+type dumpPart struct {
+	name string
+	args []string
+}
+
+// dumpParts split a dump into what must come before the rows (tables,
+// sequences, routines, views: mariadb-dump writes views after routines, so
+// a view may call a function), the rows alone, and what must come after
+// them (triggers, which would otherwise fire while rows load). The data
+// part holds only INSERT statements and session settings, no DDL, no
+// LOCK TABLES: an import may run its statements over several sessions
+// (loadData). The three are one script when run in order.
+var dumpParts = []dumpPart{
+	{partSchema, []string{"--no-data", "--skip-triggers", "--routines"}},
+	{partData, []string{"--no-create-info", "--skip-triggers", "--skip-add-locks", "--skip-disable-keys"}},
+	{partPost, []string{"--no-data", "--no-create-info", "--triggers"}},
+}
+
 // Dump writes a consistent SQL dump of db to w with the server family's
-// dump tool: one transaction's snapshot (--single-transaction), routines,
-// triggers, binary columns in hex; no CREATE DATABASE (the import creates
-// it with the recorded character set). Events follow in a section of our
-// own (mariadb-dump --events fails on database names holding a quote or a
-// backslash, and when the event scheduler is disabled), then our trailer.
-// counted, when not nil, is kept up to date with the bytes written.
+// dump tool, in three parts (dumpParts), each one run of the tool over its
+// own snapshot (--single-transaction): writes to the database are blocked,
+// so all three see the same data. Binary columns are in hex; there is no
+// CREATE DATABASE (the import creates it with the recorded character set).
+// Events follow in a section of our own (mariadb-dump --events fails on
+// database names holding a quote or a backslash, and when the event
+// scheduler is disabled), then our trailer. counted, when not nil, is kept
+// up to date with the bytes written.
 //
-// A dump counts only when the tool exits 0, and its output ends with the
-// tool's completion trailer: a tool that dies midway, or is killed, never
-// yields a dump that looks whole.
+// A dump counts only when every run of the tool exits 0 and its output
+// ends with the tool's completion trailer: a tool that dies midway, or is
+// killed, never yields a dump that looks whole.
 func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atomic.Int64) (DumpStats, error) {
 	tool, version, err := s.tool(ctx, dumpTool)
 	if err != nil {
 		return DumpStats{}, err
 	}
-	args := []string{
-		"--single-transaction", "--routines", "--triggers", "--skip-events", "--hex-blob",
+	common := []string{
+		"--single-transaction", "--skip-events", "--hex-blob",
 		"--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--no-tablespaces",
 	}
 	if toolFamily(version) == MySQL {
 		// GTID_PURGED in a dump of one database would fail the import
-		args = append(args, "--set-gtid-purged=OFF")
+		common = append(common, "--set-gtid-purged=OFF")
 	}
-	args = append(args, "--", db)
-	tail := &tailBuffer{Max: 256}
 	cw := engine.CountWriter(w, counted)
-	err = s.run(ctx, tool, args, io.MultiWriter(cw, tail), nil)
-	stats := DumpStats{Bytes: cw.N.Load(), Tool: tool, ToolVersion: version}
-	if err != nil {
-		return stats, fmt.Errorf("dump %q from %s: %w", db, s, err)
+	stats := DumpStats{Tool: tool, ToolVersion: version}
+	for _, part := range dumpParts {
+		before := cw.N.Load()
+		args := append(append(append([]string(nil), common...), part.args...), "--", db)
+		tail := &tailBuffer{Max: 256}
+		err := s.run(ctx, tool, args, io.MultiWriter(cw, tail), nil)
+		stats.Bytes = cw.N.Load()
+		if err != nil {
+			return stats, fmt.Errorf("dump %q from %s (%s part): %w", db, s, part.name, err)
+		}
+		if !bytes.Contains(tail.Bytes(), toolTrailer) {
+			return stats, fmt.Errorf("dump %q from %s (%s part): %s exited 0 but its output (%d bytes) lacks the completion trailer %q: treating it as truncated",
+				db, s, part.name, tool, stats.Bytes-before, toolTrailer)
+		}
+		if part.name == partPost {
+			if err := s.dumpEvents(ctx, db, cw); err != nil {
+				return stats, err
+			}
+			if _, err := cw.Write(dumpTrailer); err != nil {
+				return stats, fmt.Errorf("dump %q from %s: %w", db, s, err)
+			}
+		}
+		stats.Bytes = cw.N.Load()
+		stats.Parts = append(stats.Parts, engine.DumpPart{Name: part.name, Bytes: stats.Bytes - before})
 	}
-	if !bytes.Contains(tail.Bytes(), toolTrailer) {
-		return stats, fmt.Errorf("dump %q from %s: %s exited 0 but its output (%d bytes) lacks the completion trailer %q: treating it as truncated",
-			db, s, tool, stats.Bytes, toolTrailer)
-	}
-	if err := s.dumpEvents(ctx, db, cw); err != nil {
-		return stats, err
-	}
-	if _, err := cw.Write(dumpTrailer); err != nil {
-		return stats, fmt.Errorf("dump %q from %s: %w", db, s, err)
-	}
-	stats.Bytes = cw.N.Load()
 	return stats, nil
 }
 
@@ -227,14 +269,28 @@ const ChecksumAlgorithm = "mysql-rowcrc-v1: per table COUNT(*) and SUM(CRC32(CON
 // version, only on the values as the server renders them, which a dump
 // carries as they are. done is called after each table, when not nil.
 func (s *Server) Checksums(ctx context.Context, db string, tables []string, done func(i, n int)) ([]engine.TableSum, error) {
+	return s.checksums(ctx, db, tables, 1, done)
+}
+
+// checksums is Checksums over up to jobs sessions at once: one table each,
+// and a large table with a one-column integer key (chunkable) in jobs
+// ranges of that key, whose counts and sums add up to the table's.
+func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs int, done func(i, n int)) ([]engine.TableSum, error) {
 	cols := map[string][]string{}
-	err := s.queryRows(ctx, "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
+	keys := map[string][]string{}
+	err := s.queryRows(ctx, "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
 		" ORDER BY TABLE_NAME, ORDINAL_POSITION", []any{db, db}, func(rows *sql.Rows) error {
-		var t, c string
-		if err := rows.Scan(&t, &c); err != nil {
+		var t, c, key, typ string
+		if err := rows.Scan(&t, &c, &key, &typ); err != nil {
 			return err
 		}
 		cols[t] = append(cols[t], c)
+		if key == "PRI" {
+			if !integerType(typ) {
+				c = "" // not a key to range over
+			}
+			keys[t] = append(keys[t], c)
+		}
 		return nil
 	})
 	if err != nil {
@@ -242,32 +298,156 @@ func (s *Server) Checksums(ctx context.Context, db string, tables []string, done
 	}
 	tables = append([]string(nil), tables...)
 	sort.Strings(tables)
-	sums := make([]engine.TableSum, 0, len(tables))
-	for i, t := range tables {
-		cs, ok := cols[t]
-		if !ok {
+	for _, t := range tables {
+		if _, ok := cols[t]; !ok {
 			return nil, engine.Permanentf("table %s of %q has no columns on %s (missing?)", t, db, s)
 		}
-		parts := make([]string, len(cs))
-		for j, c := range cs {
-			parts[j] = "IFNULL(CRC32(" + ident.QuoteMySQL(c) + "), 'N')"
-		}
-		q := "SELECT COUNT(*), CAST(COALESCE(SUM(CRC32(CONCAT_WS(',', " + strings.Join(parts, ", ") + "))), 0) AS CHAR) FROM " +
-			ident.QuoteMySQL(db) + "." + ident.QuoteMySQL(t)
-		var sum engine.TableSum
-		sum.Name = t
-		if err := s.db.QueryRowContext(ctx, q).Scan(&sum.Rows, &sum.Checksum); err != nil {
-			if errNo(err) == 1146 { // no such table
-				return nil, engine.Permanentf("table %s of %q is missing on %s", t, db, s)
-			}
-			return nil, fmt.Errorf("checksum table %s of %q on %s: %w", t, db, s, err)
-		}
-		sums = append(sums, sum)
-		if done != nil {
-			done(i+1, len(tables))
+	}
+	large := map[string]bool{}
+	if jobs > 1 {
+		if large, err = s.largeTables(ctx, db); err != nil {
+			return nil, err
 		}
 	}
+	sums := make([]engine.TableSum, len(tables))
+	var mu sync.Mutex
+	finished := 0
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, jobs))
+	for i, t := range tables {
+		g.Go(func() error {
+			var sum engine.TableSum
+			var err error
+			if k := keys[t]; large[t] && len(k) == 1 && k[0] != "" {
+				sum, err = s.chunkedChecksum(gctx, db, t, cols[t], k[0], jobs)
+			} else {
+				sum, err = s.tableChecksum(gctx, db, t, cols[t], "")
+			}
+			if err != nil {
+				return err
+			}
+			sums[i] = sum
+			mu.Lock()
+			defer mu.Unlock()
+			finished++
+			if done != nil {
+				done(finished, len(tables))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	return sums, nil
+}
+
+// chunkRows is the estimated row count from which a table with a
+// one-column integer key is checksummed in ranges at once (the tests set
+// it to 0: every such table in ranges).
+var chunkRows = 200_000
+
+func integerType(t string) bool {
+	switch strings.ToLower(t) {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint":
+		return true
+	}
+	return false
+}
+
+// largeTables names the base tables the server estimates at chunkRows rows
+// or more.
+func (s *Server) largeTables(ctx context.Context, db string) (map[string]bool, error) {
+	large := map[string]bool{}
+	err := s.queryRows(ctx, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE "+schemaIs("TABLE_SCHEMA")+
+		" AND TABLE_TYPE = 'BASE TABLE' AND TABLE_ROWS >= ?", []any{db, db, chunkRows}, func(rows *sql.Rows) error {
+		var t string
+		err := rows.Scan(&t)
+		large[t] = true
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the table sizes of %q on %s: %w", db, s, err)
+	}
+	return large, nil
+}
+
+// chunkedChecksum checksums a table in n ranges of its integer key key at
+// once and adds them up: the same count and sum as one pass.
+func (s *Server) chunkedChecksum(ctx context.Context, db, t string, cols []string, key string, n int) (engine.TableSum, error) {
+	qk := ident.QuoteMySQL(key)
+	var lo, hi sql.NullString
+	if err := s.db.QueryRowContext(ctx, "SELECT CAST(MIN("+qk+") AS CHAR), CAST(MAX("+qk+") AS CHAR) FROM "+
+		ident.QuoteMySQL(db)+"."+ident.QuoteMySQL(t)).Scan(&lo, &hi); err != nil {
+		return engine.TableSum{}, fmt.Errorf("read the key range of table %s of %q on %s: %w", t, db, s, err)
+	}
+	minK, ok1 := new(big.Int).SetString(lo.String, 10)
+	maxK, ok2 := new(big.Int).SetString(hi.String, 10)
+	if !lo.Valid || !ok1 || !ok2 {
+		return s.tableChecksum(ctx, db, t, cols, "")
+	}
+	width := new(big.Int).Sub(maxK, minK)
+	width.Div(width, big.NewInt(int64(n))).Add(width, big.NewInt(1))
+	parts := make([]engine.TableSum, n)
+	g, gctx := errgroup.WithContext(ctx)
+	from := new(big.Int).Set(minK)
+	for i := range n {
+		to := new(big.Int).Add(from, width)
+		to.Sub(to, big.NewInt(1))
+		if i == n-1 || to.Cmp(maxK) > 0 {
+			to.Set(maxK)
+		}
+		where := qk + " BETWEEN " + from.String() + " AND " + to.String()
+		g.Go(func() error {
+			var err error
+			parts[i], err = s.tableChecksum(gctx, db, t, cols, where)
+			return err
+		})
+		if to.Cmp(maxK) >= 0 {
+			break
+		}
+		from = new(big.Int).Add(to, big.NewInt(1))
+	}
+	if err := g.Wait(); err != nil {
+		return engine.TableSum{}, err
+	}
+	sum := engine.TableSum{Name: t}
+	total := new(big.Int)
+	for _, p := range parts {
+		if p.Checksum == "" {
+			continue // a range not needed
+		}
+		v, ok := new(big.Int).SetString(p.Checksum, 10)
+		if !ok {
+			return sum, fmt.Errorf("checksum table %s of %q on %s: the server returned %q", t, db, s, p.Checksum)
+		}
+		total.Add(total, v)
+		sum.Rows += p.Rows
+	}
+	sum.Checksum = total.String()
+	return sum, nil
+}
+
+// tableChecksum computes one table's row count and checksum, of the rows
+// where says (all if empty).
+func (s *Server) tableChecksum(ctx context.Context, db, t string, cols []string, where string) (engine.TableSum, error) {
+	parts := make([]string, len(cols))
+	for j, c := range cols {
+		parts[j] = "IFNULL(CRC32(" + ident.QuoteMySQL(c) + "), 'N')"
+	}
+	q := "SELECT COUNT(*), CAST(COALESCE(SUM(CRC32(CONCAT_WS(',', " + strings.Join(parts, ", ") + "))), 0) AS CHAR) FROM " +
+		ident.QuoteMySQL(db) + "." + ident.QuoteMySQL(t)
+	if where != "" {
+		q += " WHERE " + where
+	}
+	sum := engine.TableSum{Name: t}
+	if err := s.db.QueryRowContext(ctx, q).Scan(&sum.Rows, &sum.Checksum); err != nil {
+		if errNo(err) == 1146 { // no such table
+			return sum, engine.Permanentf("table %s of %q is missing on %s", t, db, s)
+		}
+		return sum, fmt.Errorf("checksum table %s of %q on %s: %w", t, db, s, err)
+	}
+	return sum, nil
 }
 
 // Load runs the family's client on the destination with the dump from r
@@ -276,17 +456,22 @@ func (s *Server) Checksums(ctx context.Context, db string, tables []string, done
 // object), the client is killed before it sees the end of its input.
 // counted, when not nil, is kept up to date with the bytes read.
 func (s *Server) Load(ctx context.Context, db string, r io.Reader, counted *atomic.Int64) error {
+	if err := s.loadScript(ctx, db, engine.CountReader(r, counted), dumpTrailer); err != nil {
+		return fmt.Errorf("import into %q on %s: %w", db, s, err)
+	}
+	return nil
+}
+
+// loadScript runs the client with r as its input, which must end with
+// trailer (else the client is killed before it sees the end).
+func (s *Server) loadScript(ctx context.Context, db string, r io.Reader, trailer []byte) error {
 	tool, _, err := s.tool(ctx, clientTool)
 	if err != nil {
 		return err
 	}
 	tail := &tailBuffer{Max: 256}
-	cr := engine.CountReader(io.TeeReader(r, tail), counted)
 	args := []string{"--batch", "--binary-mode", "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--database=" + db}
-	if err := s.run(ctx, tool, args, io.Discard, &trailerCheck{r: cr, tail: tail}); err != nil {
-		return fmt.Errorf("import into %q on %s: %w", db, s, err)
-	}
-	return nil
+	return s.run(ctx, tool, args, io.Discard, &trailerCheck{r: io.TeeReader(r, tail), tail: tail, want: trailer})
 }
 
 // ErrNoTrailer: a dump being imported ended without its completion
@@ -298,11 +483,12 @@ var ErrNoTrailer = errors.New("the dump ends without its completion trailer (tru
 type trailerCheck struct {
 	r    io.Reader
 	tail *tailBuffer
+	want []byte
 }
 
 func (t *trailerCheck) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
-	if errors.Is(err, io.EOF) && !bytes.Contains(t.tail.Bytes(), dumpTrailer) {
+	if errors.Is(err, io.EOF) && !bytes.Contains(t.tail.Bytes(), t.want) {
 		return n, engine.Permanentf("%w", ErrNoTrailer)
 	}
 	return n, err

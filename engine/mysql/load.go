@@ -294,7 +294,7 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, done func(i, n 
 			present = append(present, n)
 		}
 	}
-	sums, err := s.Checksums(ctx, m.Database, present, done)
+	sums, err := s.checksums(ctx, m.Database, present, s.opt.Jobs, done)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ func (s *Server) Snapshot(ctx context.Context, src *Source, source string, pos P
 	}
 	m := src.Manifest(source, pos, sums)
 	m.DumpTool = stats.ToolVersion
+	m.DumpParts = stats.Parts
 	return &m, src.Secrets(), stats, nil
 }
 
@@ -96,7 +97,7 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 			return nil, err
 		}
 	}
-	if err := s.Load(ctx, m.Database, r, p.ByteCounter()); err != nil {
+	if err := s.LoadDump(ctx, m, r, p.ByteCounter()); err != nil {
 		return nil, err
 	}
 	if err := s.Grant(ctx, rec.Granted); err != nil {

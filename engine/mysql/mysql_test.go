@@ -727,7 +727,8 @@ func TestCancelledDumpFails(t *testing.T) {
 	if err == nil {
 		t.Fatal("a dump cancelled midway succeeded")
 	}
-	if bytes.Contains(w.buf.Bytes(), []byte("-- Dump completed")) {
+	// The schema part before the rows is complete; the dump is not.
+	if bytes.Contains(w.buf.Bytes(), []byte("-- fleetmigrate: dump completed")) || bytes.Count(w.buf.Bytes(), []byte("-- Dump completed")) > 1 {
 		t.Error("a cancelled dump has its trailer")
 	}
 }
@@ -744,4 +745,85 @@ func (c *cancelAfter) Write(p []byte) (int, error) {
 		c.cancel()
 	}
 	return len(p), nil
+}
+
+// A dump comes in three parts that load either way: as one script through
+// the client (Jobs 1, or an agent that ignores the parts) or with the rows
+// over several sessions; both verify and give the same database.
+func TestDumpPartsLoadEitherWay(t *testing.T) {
+	src, dst := fleet(t)
+	t.Parallel()
+	db := name("parts_")
+	u := shop(t, src, db)
+	q := ident.QuoteMySQL(db)
+	for i := range 12 {
+		tq := q + "." + ident.QuoteMySQL(fmt.Sprintf("wide %d ü", i))
+		exec(t, src.root, "CREATE TABLE "+tq+" (id INT PRIMARY KEY, b BLOB, s VARCHAR(100))",
+			fmt.Sprintf("INSERT INTO %s SELECT seq, UNHEX(SHA2(seq, 256)), CONCAT('row ', seq, ';\n', %d) FROM %s.seq_1_to_%d", tq, i, q, 2000+i*500))
+	}
+	// Keys at the ends of their ranges: the ranges a verification with
+	// several jobs splits them into must not overflow or miss a row.
+	exec(t, src.root, "CREATE TABLE "+q+".signed (id BIGINT PRIMARY KEY, v INT)",
+		"INSERT INTO "+q+".signed VALUES (-9223372036854775808, 1), (-5, 2), (0, NULL), (7, 4), (9223372036854775807, 5)",
+		"CREATE TABLE "+q+".unsigned (id BIGINT UNSIGNED PRIMARY KEY, v INT)",
+		"INSERT INTO "+q+".unsigned VALUES (0, 1), (18446744073709551615, 2), (9223372036854775808, 3)",
+		"CREATE TABLE "+q+".one (id TINYINT PRIMARY KEY)", "INSERT INTO "+q+".one VALUES (3)",
+		"CREATE TABLE "+q+".none (id SMALLINT PRIMARY KEY)")
+	mg := dumpBlocked(t, src, db)
+	t.Cleanup(func() { _, _ = src.srv.Unblock(context.Background(), mg.access) })
+	var names []string
+	var total int64
+	for _, p := range mg.manifest.DumpParts {
+		names = append(names, p.Name)
+		total += p.Bytes
+	}
+	if !slices.Equal(names, []string{"schema", "data", "post"}) || total != int64(len(mg.dump)) {
+		t.Fatalf("dump parts %+v for a dump of %d bytes", mg.manifest.DumpParts, len(mg.dump))
+	}
+	accounts := []string{acct(u.owner, "%"), acct(u.reader, "127.0.0.9")}
+	for _, jobs := range []int{1, 3} {
+		d := &side{name: dst.name, m: dst.m, root: dst.root, srv: openServer(t, dst.m, "destination", mysql.Options{Jobs: jobs})}
+		rec, err := importInto(t, d, mg)
+		dropAtEnd(t, dst, db, accounts...)
+		if err != nil {
+			t.Fatalf("jobs %d: import: %v", jobs, err)
+		}
+		if err := d.srv.Verify(ctx(t), mg.manifest, nil); err != nil {
+			t.Fatalf("jobs %d: verify: %v", jobs, err)
+		}
+		sameDatabase(t, src, d, db)
+		if err := d.srv.DropImport(ctx(t), *rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A manifest whose parts do not add up to the dump is refused, and
+	// nothing of the attempt remains once it is dropped.
+	for _, c := range []struct {
+		name  string
+		delta int64
+		want  string
+	}{
+		{"more bytes than the parts", -10, "without its completion trailer"},
+		{"fewer bytes than the parts", +10, "truncated"},
+	} {
+		lying := *mg.manifest
+		lying.DumpParts = slices.Clone(mg.manifest.DumpParts)
+		lying.DumpParts[2].Bytes += c.delta
+		rec, err := importInto(t, dst, &migrated{manifest: &lying, secrets: mg.secrets, dump: mg.dump})
+		if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if err := dst.srv.DropImport(ctx(t), *rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appended := append(slices.Clone(mg.dump), "DROP DATABASE mysql;\n"...)
+	rec, err := importInto(t, dst, &migrated{manifest: mg.manifest, secrets: mg.secrets, dump: appended})
+	if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), "21 bytes more than the parts") {
+		t.Errorf("bytes after the last part: %v", err)
+	}
+	if err := dst.srv.DropImport(ctx(t), *rec); err != nil {
+		t.Fatal(err)
+	}
 }

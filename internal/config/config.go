@@ -148,6 +148,10 @@ type MySQL struct {
 	// TempDir holds the tools' short-lived 0600 credential files.
 	// Default: the system's temporary directory.
 	TempDir string `yaml:"temp-dir"`
+	// Jobs is how many sessions load a dump's rows at once, and checksum
+	// tables at once when verifying an import. 1: the client loads the
+	// dump as one script. Default: 4.
+	Jobs int `yaml:"jobs"`
 }
 
 // Storage is where dumps are kept.
@@ -258,7 +262,7 @@ func New() Config {
 			S3: S3{Region: "us-east-1", PartSizeMiB: 8, Concurrency: 4, MaxAttempts: 5},
 		},
 		Links:    Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
-		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second},
+		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
 	}
@@ -508,6 +512,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Postgres.SessionWait <= 0 {
 		errs = append(errs, fmt.Sprintf("postgres.session-wait %s: want a positive duration, e.g. 30s", c.Postgres.SessionWait))
+	}
+	if c.MySQL.Jobs < 1 {
+		errs = append(errs, fmt.Sprintf("mysql.jobs %d: want 1 or more", c.MySQL.Jobs))
 	}
 	if c.Postgres.Jobs < 1 {
 		errs = append(errs, fmt.Sprintf("postgres.jobs %d: want 1 or more", c.Postgres.Jobs))

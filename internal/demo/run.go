@@ -44,6 +44,8 @@ type Options struct {
 	Timeout time.Duration
 	// Parallel is how many databases are seeded and verified at once.
 	Parallel int
+	// MySQLJobs is the agents' mysql.jobs (0: the default).
+	MySQLJobs int
 	// Baselines: before migrating, copy each database with the tools users
 	// would otherwise use (mariadb-dump, mydumper, pg_dump, pgcopydb) and
 	// report their times beside ours. For a few large databases.
@@ -51,7 +53,13 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Size == (FleetSize{}) {
+	switch {
+	case o.Size != (FleetSize{}):
+	case o.Engine == Postgres:
+		// A PostgreSQL-only run gets the three clusters a side that a
+		// mixed one gives MariaDB.
+		o.Size = FleetSize{MySQLSources: 1, MySQLDestinations: 1, PostgresSources: 3, PostgresDestinations: 3}
+	default:
 		o.Size = FleetSize{MySQLSources: 3, MySQLDestinations: 3, PostgresSources: 1, PostgresDestinations: 1}
 	}
 	if o.MaxProcs == 0 {
@@ -267,6 +275,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		switch h.Engine {
 		case MySQL:
 			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", h.Addr(), f.AdminUser, envMySQLPassword)
+			if d.Opt.MySQLJobs > 0 {
+				fmt.Fprintf(&b, "  jobs: %d\n", d.Opt.MySQLJobs)
+			}
 		case Postgres:
 			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", h.Addr(), f.AdminUser, envPGPassword)
 		}
