@@ -63,7 +63,8 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Server: engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password},
 			Options: mysql.Options{
 				DumpTool: c.DumpTool, ClientTool: c.ClientTool,
-				SessionWait: c.SessionWait, TempDir: c.TempDir, Jobs: c.Jobs,
+				SessionWait: c.SessionWait, TempDir: c.TempDir,
+				Jobs: c.Jobs, ParallelAbove: c.ParallelAboveMiB << 20,
 			},
 			Store: st,
 			Level: level,

@@ -111,6 +111,8 @@ const (
 	partSchema = "schema"
 	partData   = "data"
 	partPost   = "post"
+	// partWhole is a dump in one run (not listed in the manifest).
+	partWhole = "whole"
 )
 
 // dumpPart is one run of the dump tool: the arguments that select what it
@@ -134,9 +136,10 @@ var dumpParts = []dumpPart{
 }
 
 // Dump writes a consistent SQL dump of db to w with the server family's
-// dump tool, in three parts (dumpParts), each one run of the tool over its
-// own snapshot (--single-transaction): writes to the database are blocked,
-// so all three see the same data. Binary columns are in hex; there is no
+// dump tool (--single-transaction). With parts, it is taken in three parts
+// (dumpParts), each one run of the tool over its own snapshot: writes to
+// the database are blocked, so all three see the same data; without, in
+// one run. Binary columns are in hex; there is no
 // CREATE DATABASE (the import creates it with the recorded character set).
 // Events follow in a section of our own (mariadb-dump --events fails on
 // database names holding a quote or a backslash, and when the event
@@ -146,7 +149,7 @@ var dumpParts = []dumpPart{
 // A dump counts only when every run of the tool exits 0 and its output
 // ends with the tool's completion trailer: a tool that dies midway, or is
 // killed, never yields a dump that looks whole.
-func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atomic.Int64) (DumpStats, error) {
+func (s *Server) Dump(ctx context.Context, db string, parts bool, w io.Writer, counted *atomic.Int64) (DumpStats, error) {
 	tool, version, err := s.tool(ctx, dumpTool)
 	if err != nil {
 		return DumpStats{}, err
@@ -161,20 +164,28 @@ func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atom
 	}
 	cw := engine.CountWriter(w, counted)
 	stats := DumpStats{Tool: tool, ToolVersion: version}
-	for _, part := range dumpParts {
+	runs := dumpParts
+	if !parts {
+		runs = []dumpPart{{partWhole, []string{"--routines", "--triggers"}}}
+	}
+	for _, part := range runs {
 		before := cw.N.Load()
 		args := append(append(append([]string(nil), common...), part.args...), "--", db)
 		tail := &tailBuffer{Max: 256}
 		err := s.run(ctx, tool, args, io.MultiWriter(cw, tail), nil)
 		stats.Bytes = cw.N.Load()
+		what := fmt.Sprintf("dump %q from %s", db, s)
+		if parts {
+			what += " (" + part.name + " part)"
+		}
 		if err != nil {
-			return stats, fmt.Errorf("dump %q from %s (%s part): %w", db, s, part.name, err)
+			return stats, fmt.Errorf("%s: %w", what, err)
 		}
 		if !bytes.Contains(tail.Bytes(), toolTrailer) {
-			return stats, fmt.Errorf("dump %q from %s (%s part): %s exited 0 but its output (%d bytes) lacks the completion trailer %q: treating it as truncated",
-				db, s, part.name, tool, stats.Bytes-before, toolTrailer)
+			return stats, fmt.Errorf("%s: %s exited 0 but its output (%d bytes) lacks the completion trailer %q: treating it as truncated",
+				what, tool, stats.Bytes-before, toolTrailer)
 		}
-		if part.name == partPost {
+		if part.name == partPost || part.name == partWhole {
 			if err := s.dumpEvents(ctx, db, cw); err != nil {
 				return stats, err
 			}
@@ -183,7 +194,9 @@ func (s *Server) Dump(ctx context.Context, db string, w io.Writer, counted *atom
 			}
 		}
 		stats.Bytes = cw.N.Load()
-		stats.Parts = append(stats.Parts, engine.DumpPart{Name: part.name, Bytes: stats.Bytes - before})
+		if parts {
+			stats.Parts = append(stats.Parts, engine.DumpPart{Name: part.name, Bytes: stats.Bytes - before})
+		}
 	}
 	return stats, nil
 }

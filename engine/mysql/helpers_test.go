@@ -51,7 +51,10 @@ func serverAs(t *testing.T, role string) *side {
 	m := fleettest.SharedMariaDBAs(t, role)
 	root := m.RootDB(t)
 	m.EnsureAdmin(t, adminUser, adminPass)
-	return &side{name: role, m: m, root: root, srv: openServer(t, m, role, mysql.Options{})}
+	// Every database above 1 byte counts as large: the tests take the
+	// path of large databases (dumps in parts, rows and checksums over
+	// several sessions) unless they say otherwise.
+	return &side{name: role, m: m, root: root, srv: openServer(t, m, role, mysql.Options{ParallelAbove: 1})}
 }
 
 func openServer(t *testing.T, m *fleettest.MariaDB, host string, opt mysql.Options) *mysql.Server {

@@ -294,7 +294,11 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, done func(i, n 
 			present = append(present, n)
 		}
 	}
-	sums, err := s.checksums(ctx, m.Database, present, s.opt.Jobs, done)
+	jobs := 1
+	if s.parallel(m.SizeBytes) {
+		jobs = s.opt.Jobs
+	}
+	sums, err := s.checksums(ctx, m.Database, present, jobs, done)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func (s *Server) Snapshot(ctx context.Context, src *Source, source string, pos P
 	})
 	g.Go(func() error {
 		var err error
-		stats, err = s.Dump(gctx, src.Database, w, p.ByteCounter())
+		stats, err = s.Dump(gctx, src.Database, s.parallel(src.SizeBytes), w, p.ByteCounter())
 		return err
 	})
 	if err := g.Wait(); err != nil {

@@ -49,12 +49,27 @@ type Options struct {
 	// tables at once when verifying an import (default 4; 1 loads a dump
 	// through the client as one script).
 	Jobs int
+	// ParallelAbove is the database size (the server's estimate) above
+	// which a dump is taken in parts, its rows loaded over Jobs sessions
+	// and its tables verified Jobs at a time; smaller databases are dumped
+	// and loaded as one script, which costs less per database. 0: 64 MiB;
+	// negative: never.
+	ParallelAbove int64
 	// Log receives what the engine does; nil discards.
 	Log *slog.Logger
 }
 
-// DefaultJobs is Options.Jobs when unset.
-const DefaultJobs = 4
+// Defaults of Options.
+const (
+	DefaultJobs          = 4
+	DefaultParallelAbove = 64 << 20
+)
+
+// parallel tells whether a database of size bytes is dumped in parts and
+// verified over Jobs sessions.
+func (s *Server) parallel(size int64) bool {
+	return s.opt.ParallelAbove >= 0 && size > s.opt.ParallelAbove && s.opt.Jobs > 1
+}
 
 // Server is an administrator's connection pool to one MySQL or MariaDB
 // server. It is safe for concurrent use.
@@ -78,6 +93,9 @@ func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) 
 	}
 	if opt.Jobs <= 0 {
 		opt.Jobs = DefaultJobs
+	}
+	if opt.ParallelAbove == 0 {
+		opt.ParallelAbove = DefaultParallelAbove
 	}
 	log := opt.Log
 	if log == nil {

@@ -650,7 +650,7 @@ func TestDumpToolProblems(t *testing.T) {
 		t.Helper()
 		srv := openServer(t, src.m, "source", opt)
 		var buf bytes.Buffer
-		_, err := srv.Dump(ctx(t), db, &buf, nil)
+		_, err := srv.Dump(ctx(t), db, false, &buf, nil)
 		return err
 	}
 	err := dump(mysql.Options{DumpTool: filepath.Join(dir, "missing")})
@@ -703,12 +703,12 @@ func TestDumpToolNotOnPath(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("PATH", dir)
 	srv := openServer(t, src.m, "source", mysql.Options{})
-	_, err := srv.Dump(ctx(t), db, &bytes.Buffer{}, nil)
+	_, err := srv.Dump(ctx(t), db, false, &bytes.Buffer{}, nil)
 	if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), "no dump tool (mariadb-dump or mysqldump)") || !strings.Contains(err.Error(), "mariadb-client") {
 		t.Errorf("no tool on PATH: %v", err)
 	}
 	fakeTool(t, dir, "mysqldump", mysqlVersion, "exit 0")
-	_, err = srv.Dump(ctx(t), db, &bytes.Buffer{}, nil)
+	_, err = srv.Dump(ctx(t), db, false, &bytes.Buffer{}, nil)
 	if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), "MySQL's") {
 		t.Errorf("only MySQL's mysqldump on PATH: %v", err)
 	}
@@ -723,7 +723,7 @@ func TestCancelledDumpFails(t *testing.T) {
 		"INSERT INTO "+ident.QuoteMySQL(db)+".big SELECT seq, REPEAT('y', 200) FROM "+ident.QuoteMySQL(db)+".seq_1_to_200000")
 	c, cancel := context.WithCancel(ctx(t))
 	w := &cancelAfter{n: 1 << 20, cancel: cancel}
-	_, err := src.srv.Dump(c, db, w, nil)
+	_, err := src.srv.Dump(c, db, true, w, nil)
 	if err == nil {
 		t.Fatal("a dump cancelled midway succeeded")
 	}
@@ -782,7 +782,7 @@ func TestDumpPartsLoadEitherWay(t *testing.T) {
 	}
 	accounts := []string{acct(u.owner, "%"), acct(u.reader, "127.0.0.9")}
 	for _, jobs := range []int{1, 3} {
-		d := &side{name: dst.name, m: dst.m, root: dst.root, srv: openServer(t, dst.m, "destination", mysql.Options{Jobs: jobs})}
+		d := &side{name: dst.name, m: dst.m, root: dst.root, srv: openServer(t, dst.m, "destination", mysql.Options{Jobs: jobs, ParallelAbove: 1})}
 		rec, err := importInto(t, d, mg)
 		dropAtEnd(t, dst, db, accounts...)
 		if err != nil {
@@ -818,6 +818,20 @@ func TestDumpPartsLoadEitherWay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A database under mysql.parallel-above is dumped in one run, without
+	// parts, and loads as one script at a destination with several jobs.
+	whole := dumpBlocked(t, &side{name: src.name, m: src.m, root: src.root, srv: openServer(t, src.m, "source", mysql.Options{ParallelAbove: -1})}, db)
+	if whole.manifest.DumpParts != nil || bytes.Count(whole.dump, []byte("-- Dump completed")) != 1 {
+		t.Errorf("a dump in one run has parts %+v", whole.manifest.DumpParts)
+	}
+	if rec, err := importInto(t, dst, whole); err != nil {
+		t.Errorf("import of a dump in one run: %v", err)
+	} else if err := dst.srv.Verify(ctx(t), whole.manifest, nil); err != nil {
+		t.Errorf("verify a dump in one run: %v", err)
+	} else if err := dst.srv.DropImport(ctx(t), *rec); err != nil {
+		t.Fatal(err)
+	}
+
 	appended := append(slices.Clone(mg.dump), "DROP DATABASE mysql;\n"...)
 	rec, err := importInto(t, dst, &migrated{manifest: mg.manifest, secrets: mg.secrets, dump: appended})
 	if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), "21 bytes more than the parts") {

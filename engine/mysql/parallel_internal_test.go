@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 )
 
 // parseAll reads every statement of a data part.
@@ -104,4 +105,49 @@ func TestInsertTable(t *testing.T) {
 			t.Errorf("insertTable(%q) = %q, want %q", stmt, got, want)
 		}
 	}
+}
+
+// FuzzDataParser: whatever a data part holds, the parser returns only
+// INSERTs and session settings, or a permanent error; it never panics.
+func FuzzDataParser(f *testing.F) {
+	f.Add(partHead + "INSERT INTO `t` VALUES\n(1,'a;\\n'),\n(2,NULL);\n-- Dump completed on x\n")
+	f.Add(partHead + "INSERT INTO `t` VALUES (1);\nDROP TABLE `t`;\n")
+	f.Add("SET a=1;\n-- Dump completed\n\n")
+	f.Add("INSERT INTO `t` VALUES (1)")
+	f.Fuzz(func(t *testing.T, part string) {
+		got, err := parseAll(part)
+		if err != nil && !errors.Is(err, engine.ErrPermanent) {
+			t.Fatalf("not a permanent error: %v", err)
+		}
+		for _, st := range got {
+			switch st.kind {
+			case stmtInsert:
+				if !hasPrefixFold(st.sql, "INSERT INTO ") {
+					t.Fatalf("an insert that is not one: %q", st.sql)
+				}
+			case stmtSession:
+				if !hasPrefixFold(st.sql, "/*!") && !hasPrefixFold(st.sql, "SET ") {
+					t.Fatalf("a session setting that is not one: %q", st.sql)
+				}
+			default:
+				t.Fatalf("kind %d", st.kind)
+			}
+		}
+	})
+}
+
+// FuzzInsertTable: the table name of an INSERT comes back from its quoted
+// form, whatever it is.
+func FuzzInsertTable(f *testing.F) {
+	for _, s := range []string{"t", "a`b", "``", "ü 😀", "x VALUES (1)", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if name == "" {
+			return
+		}
+		if got := insertTable("INSERT INTO " + ident.QuoteMySQL(name) + " VALUES (1)"); got != name {
+			t.Fatalf("insertTable of %q gave %q", name, got)
+		}
+	})
 }

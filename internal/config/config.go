@@ -152,6 +152,10 @@ type MySQL struct {
 	// tables at once when verifying an import. 1: the client loads the
 	// dump as one script. Default: 4.
 	Jobs int `yaml:"jobs"`
+	// ParallelAboveMiB: databases larger than this are dumped in parts and
+	// loaded and verified over Jobs sessions; smaller ones as one script.
+	// Default: 64 (0 too); negative: never.
+	ParallelAboveMiB int64 `yaml:"parallel-above-mib"`
 }
 
 // Storage is where dumps are kept.
@@ -262,7 +266,7 @@ func New() Config {
 			S3: S3{Region: "us-east-1", PartSizeMiB: 8, Concurrency: 4, MaxAttempts: 5},
 		},
 		Links:    Links{DefaultTTL: 30 * 24 * time.Hour, Listen: ":8080", RateLimit: 60},
-		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4},
+		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4, ParallelAboveMiB: 64},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
 	}

@@ -577,14 +577,19 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 		return Summary{Dir: d.Opt.Dir}, fmt.Errorf("setting up: %w", err)
 	}
 	var baselines []Baseline
-	if d.Opt.Baselines {
+	if d.Opt.Baselines || d.Opt.SizeBytes > 0 {
+		// Fresh statistics (ANALYZE), as a settled database has: the
+		// engines size a database from them, and a freshly loaded one
+		// looks small to MariaDB for a while.
 		sizes, err := d.Sizes(ctx)
 		if err != nil {
 			return Summary{Dir: d.Opt.Dir}, fmt.Errorf("measure the databases: %w", err)
 		}
 		d.sizes = sizes
+	}
+	if d.Opt.Baselines {
 		d.say("baselines: copying each database with the tools users would otherwise use (same servers, same data, scratch copies dropped)...")
-		baselines = d.Baselines(ctx, sizes)
+		baselines = d.Baselines(ctx, d.sizes)
 	}
 	if err := d.Migrate(ctx); err != nil {
 		return Summary{Dir: d.Opt.Dir}, err

@@ -211,7 +211,7 @@ func seedPostgres(ctx context.Context, h *Host, d *Database) error {
 		"CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text, created timestamptz NOT NULL)",
 		fmt.Sprintf("INSERT INTO customers (name, email, created) SELECT 'Kunde ' || g || ' Ünïcødé ✓ ''q''', CASE WHEN g %% 7 = 0 THEN NULL ELSE 'c' || g || '@example.test' END, timestamptz '2026-01-01 00:00:00+00' + g * interval '1.000003 second' FROM generate_series(1, %d) g", customers),
 		"CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, amount numeric(12,2) NOT NULL, note text, payload bytea)",
-		fmt.Sprintf("INSERT INTO orders SELECT g, 1 + g %% %d, (g * 7919 %% 1000000) / 100.0, encode(sha512((g || ':' || %s)::bytea), 'hex'), sha256(g::text::bytea) FROM generate_series(1, %d) g",
+		fmt.Sprintf("INSERT INTO orders SELECT g, 1 + g %% %d, (g::bigint * 7919 %% 1000000) / 100.0, encode(sha512((g || ':' || %s)::bytea), 'hex'), sha256(g::text::bytea) FROM generate_series(1, %d) g",
 			customers, ident.QuotePostgresLiteral(d.Name), d.Rows),
 		"CREATE INDEX ON orders (customer_id)",
 	}
