@@ -31,6 +31,17 @@ test: deps ## install what is missing, vet, then run every test (integration inc
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzQuote:./internal/ident FuzzParse:./internal/planfile FuzzVerify:./links \
+	FuzzDecodeManifest:./engine FuzzDataParser:./engine/mysql FuzzInsertTable:./engine/mysql
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 10s) each; a failing input lands in testdata/fuzz/ (commit it: make test then replays it)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} in $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}\$$" -fuzztime $(FUZZTIME) "$${t#*:}"; \
+	done
+
 .PHONY: test-short
 test-short: ## unit tests only: skips everything that starts a real server
 	$(GO) test -short -count=1 ./...

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MinSecretLen is the shortest signing secret accepted.
@@ -45,8 +46,13 @@ func CheckSecret(secret string) error {
 	return nil
 }
 
-// Sign returns the token for c: v1.<payload>.<signature>, URL-safe.
+// Sign returns the token for c: v1.<payload>.<signature>, URL-safe. A key
+// that is not valid UTF-8 is refused: JSON would carry it altered, and the
+// link would name another object.
 func Sign(secret []byte, c Claims) (string, error) {
+	if !utf8.ValidString(c.Key) {
+		return "", fmt.Errorf("link to %q: the object key is not valid UTF-8", c.Key)
+	}
 	c.Expires = c.Expires.UTC().Truncate(time.Second)
 	payload, err := json.Marshal(c)
 	if err != nil {

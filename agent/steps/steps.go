@@ -80,19 +80,28 @@ func putJSON(ctx context.Context, st storage.Store, key string, v any, private b
 
 // getJSON reads the JSON object at key into v.
 func getJSON(ctx context.Context, st storage.Store, key string, v any) error {
-	rc, _, err := st.Get(ctx, key)
+	body, err := getSmall(ctx, st, key)
 	if err != nil {
-		return fmt.Errorf("read %s from %s: %w", key, st.Describe(), err)
-	}
-	defer rc.Close()
-	body, err := io.ReadAll(io.LimitReader(rc, maxJSONObject))
-	if err != nil {
-		return fmt.Errorf("read %s from %s: %w", key, st.Describe(), err)
+		return err
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return engine.Permanentf("%s in %s is not valid: %v", key, st.Describe(), err)
 	}
 	return nil
+}
+
+// getSmall reads a small object (a manifest, secrets) whole.
+func getSmall(ctx context.Context, st storage.Store, key string) ([]byte, error) {
+	rc, _, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %s: %w", key, st.Describe(), err)
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, maxJSONObject))
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %s: %w", key, st.Describe(), err)
+	}
+	return body, nil
 }
 
 // dumpObjects locates a row's dump and the objects stored beside it.
@@ -119,17 +128,18 @@ func readManifest(ctx context.Context, st storage.Store, m *statemachine.Migrati
 	if err != nil {
 		return objs, nil, err
 	}
-	var man engine.Manifest
-	if err := getJSON(ctx, st, objs.Manifest, &man); err != nil {
+	body, err := getSmall(ctx, st, objs.Manifest)
+	if err != nil {
 		return objs, nil, err
+	}
+	man, err := engine.DecodeManifest(body)
+	if err != nil {
+		return objs, nil, fmt.Errorf("%s in %s: %w", objs.Manifest, st.Describe(), err)
 	}
 	if man.Database != m.DatabaseName || man.Engine != string(m.Engine) {
 		return objs, nil, engine.Permanentf("%s describes %s database %q, not the row's %s %q", objs.Manifest, man.Engine, man.Database, m.Engine, m.DatabaseName)
 	}
-	if man.FormatVersion > engine.ManifestVersion {
-		return objs, nil, engine.Permanentf("%s has format %d; this agent reads up to %d: upgrade it", objs.Manifest, man.FormatVersion, engine.ManifestVersion)
-	}
-	return objs, &man, nil
+	return objs, man, nil
 }
 
 // checkObject reads a stored dump whole and compares its SHA-256 with the
