@@ -285,12 +285,12 @@ func (s *Server) Checksums(ctx context.Context, db string, tables []string, done
 	return s.checksums(ctx, db, tables, 1, done)
 }
 
-// checksums is Checksums over up to jobs sessions at once: one table each,
-// and a large table with a one-column integer key (chunkable) in jobs
-// ranges of that key, whose counts and sums add up to the table's.
+// checksums is Checksums over up to jobs sessions at once: a table per
+// session, and a large table with a one-column integer key in jobs ranges
+// of that key, whose counts and sums add up to the table's.
 func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs int, done func(i, n int)) ([]engine.TableSum, error) {
 	cols := map[string][]string{}
-	keys := map[string][]string{}
+	pri := map[string][]string{} // primary key columns; "" for a non-integer one
 	err := s.queryRows(ctx, "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
 		" ORDER BY TABLE_NAME, ORDINAL_POSITION", []any{db, db}, func(rows *sql.Rows) error {
 		var t, c, key, typ string
@@ -300,9 +300,9 @@ func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs
 		cols[t] = append(cols[t], c)
 		if key == "PRI" {
 			if !integerType(typ) {
-				c = "" // not a key to range over
+				c = ""
 			}
-			keys[t] = append(keys[t], c)
+			pri[t] = append(pri[t], c)
 		}
 		return nil
 	})
@@ -322,29 +322,47 @@ func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs
 			return nil, err
 		}
 	}
-	sums := make([]engine.TableSum, len(tables))
+	// One pool of jobs sessions for every table and range.
+	type task struct {
+		table int
+		where string
+	}
+	var tasks []task
+	parts := make([][]engine.TableSum, len(tables))
+	for i, t := range tables {
+		wheres := []string{""}
+		if k := pri[t]; large[t] && len(k) == 1 && k[0] != "" {
+			ranges, err := s.keyRanges(ctx, db, t, k[0], jobs)
+			if err != nil {
+				return nil, err
+			}
+			if len(ranges) > 0 {
+				wheres = ranges
+			}
+		}
+		for _, w := range wheres {
+			tasks = append(tasks, task{i, w})
+		}
+		parts[i] = make([]engine.TableSum, 0, len(wheres)) // full: the table is done
+	}
 	var mu sync.Mutex
 	finished := 0
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, jobs))
-	for i, t := range tables {
+	for _, tk := range tasks {
 		g.Go(func() error {
-			var sum engine.TableSum
-			var err error
-			if k := keys[t]; large[t] && len(k) == 1 && k[0] != "" {
-				sum, err = s.chunkedChecksum(gctx, db, t, cols[t], k[0], jobs)
-			} else {
-				sum, err = s.tableChecksum(gctx, db, t, cols[t], "")
-			}
+			sum, err := s.tableChecksum(gctx, db, tables[tk.table], cols[tables[tk.table]], tk.where)
 			if err != nil {
 				return err
 			}
-			sums[i] = sum
 			mu.Lock()
 			defer mu.Unlock()
-			finished++
-			if done != nil {
-				done(finished, len(tables))
+			parts[tk.table] = append(parts[tk.table], sum)
+			if len(parts[tk.table]) == cap(parts[tk.table]) {
+				finished++
+				if done != nil {
+					done(finished, len(tables))
+				}
 			}
 			return nil
 		})
@@ -352,7 +370,33 @@ func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	sums := make([]engine.TableSum, len(tables))
+	for i, ps := range parts {
+		if sums[i], err = addSums(ps); err != nil {
+			return nil, fmt.Errorf("checksum table %s of %q on %s: %w", tables[i], db, s, err)
+		}
+	}
 	return sums, nil
+}
+
+// addSums adds up the counts and checksums of a table's ranges (one range:
+// as the server gave it).
+func addSums(ps []engine.TableSum) (engine.TableSum, error) {
+	if len(ps) == 1 {
+		return ps[0], nil
+	}
+	sum := engine.TableSum{Name: ps[0].Name}
+	total := new(big.Int)
+	for _, p := range ps {
+		v, ok := new(big.Int).SetString(p.Checksum, 10)
+		if !ok {
+			return sum, fmt.Errorf("the server returned the checksum %q, not a number", p.Checksum)
+		}
+		total.Add(total, v)
+		sum.Rows += p.Rows
+	}
+	sum.Checksum = total.String()
+	return sum, nil
 }
 
 // chunkRows is the estimated row count from which a table with a
@@ -385,60 +429,35 @@ func (s *Server) largeTables(ctx context.Context, db string) (map[string]bool, e
 	return large, nil
 }
 
-// chunkedChecksum checksums a table in n ranges of its integer key key at
-// once and adds them up: the same count and sum as one pass.
-func (s *Server) chunkedChecksum(ctx context.Context, db, t string, cols []string, key string, n int) (engine.TableSum, error) {
+// keyRanges splits the values of table t's integer key into up to n
+// ranges, as WHERE conditions that together cover every row; none for an
+// empty table.
+func (s *Server) keyRanges(ctx context.Context, db, t, key string, n int) ([]string, error) {
 	qk := ident.QuoteMySQL(key)
 	var lo, hi sql.NullString
 	if err := s.db.QueryRowContext(ctx, "SELECT CAST(MIN("+qk+") AS CHAR), CAST(MAX("+qk+") AS CHAR) FROM "+
 		ident.QuoteMySQL(db)+"."+ident.QuoteMySQL(t)).Scan(&lo, &hi); err != nil {
-		return engine.TableSum{}, fmt.Errorf("read the key range of table %s of %q on %s: %w", t, db, s, err)
+		return nil, fmt.Errorf("read the key range of table %s of %q on %s: %w", t, db, s, err)
 	}
 	minK, ok1 := new(big.Int).SetString(lo.String, 10)
 	maxK, ok2 := new(big.Int).SetString(hi.String, 10)
 	if !lo.Valid || !ok1 || !ok2 {
-		return s.tableChecksum(ctx, db, t, cols, "")
+		return nil, nil
 	}
+	one := big.NewInt(1)
 	width := new(big.Int).Sub(maxK, minK)
-	width.Div(width, big.NewInt(int64(n))).Add(width, big.NewInt(1))
-	parts := make([]engine.TableSum, n)
-	g, gctx := errgroup.WithContext(ctx)
-	from := new(big.Int).Set(minK)
-	for i := range n {
+	width.Div(width, big.NewInt(int64(n))).Add(width, one)
+	var ranges []string
+	for from := minK; from.Cmp(maxK) <= 0; {
 		to := new(big.Int).Add(from, width)
-		to.Sub(to, big.NewInt(1))
-		if i == n-1 || to.Cmp(maxK) > 0 {
+		to.Sub(to, one)
+		if len(ranges) == n-1 || to.Cmp(maxK) > 0 {
 			to.Set(maxK)
 		}
-		where := qk + " BETWEEN " + from.String() + " AND " + to.String()
-		g.Go(func() error {
-			var err error
-			parts[i], err = s.tableChecksum(gctx, db, t, cols, where)
-			return err
-		})
-		if to.Cmp(maxK) >= 0 {
-			break
-		}
-		from = new(big.Int).Add(to, big.NewInt(1))
+		ranges = append(ranges, qk+" BETWEEN "+from.String()+" AND "+to.String())
+		from = new(big.Int).Add(to, one)
 	}
-	if err := g.Wait(); err != nil {
-		return engine.TableSum{}, err
-	}
-	sum := engine.TableSum{Name: t}
-	total := new(big.Int)
-	for _, p := range parts {
-		if p.Checksum == "" {
-			continue // a range not needed
-		}
-		v, ok := new(big.Int).SetString(p.Checksum, 10)
-		if !ok {
-			return sum, fmt.Errorf("checksum table %s of %q on %s: the server returned %q", t, db, s, p.Checksum)
-		}
-		total.Add(total, v)
-		sum.Rows += p.Rows
-	}
-	sum.Checksum = total.String()
-	return sum, nil
+	return ranges, nil
 }
 
 // tableChecksum computes one table's row count and checksum, of the rows

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,9 +28,6 @@ func (s *Server) LoadDump(ctx context.Context, m *engine.Manifest, r io.Reader, 
 	}
 	cr := engine.CountReader(r, counted)
 	for i, part := range m.DumpParts {
-		if part.Bytes < 0 {
-			return engine.Permanentf("import into %q: the manifest gives part %q a negative size", m.Database, part.Name)
-		}
 		pr := &partReader{r: io.LimitReader(cr, part.Bytes), part: part}
 		var err error
 		switch {
@@ -51,7 +49,7 @@ func (s *Server) LoadDump(ctx context.Context, m *engine.Manifest, r io.Reader, 
 		return fmt.Errorf("import into %q on %s: read the end of the dump: %w", m.Database, s, err)
 	}
 	if n > 0 {
-		return engine.Permanentf("import into %q: the dump holds %d bytes more than the parts its manifest lists", m.Database, n)
+		return engine.Permanentf("import into %q: the dump holds %d bytes more than the parts its manifest lists: the stored dump and its manifest do not belong together (corrupt, or one was replaced); take a new dump", m.Database, n)
 	}
 	return nil
 }
@@ -95,7 +93,6 @@ type dataParser struct {
 	br      *bufio.Reader
 	line    []byte
 	trailer bool
-	read    int64
 }
 
 func newDataParser(r io.Reader) *dataParser {
@@ -109,7 +106,6 @@ func (p *dataParser) readLine() ([]byte, error) {
 	for {
 		chunk, err := p.br.ReadSlice('\n')
 		p.line = append(p.line, chunk...)
-		p.read += int64(len(chunk))
 		switch {
 		case err == nil:
 			return p.line[:len(p.line)-1], nil
@@ -175,29 +171,14 @@ func (p *dataParser) next() (dataStatement, error) {
 		case hasPrefixFold(text, "/*!"), hasPrefixFold(text, "SET "):
 			return dataStatement{kind: stmtSession, sql: text}, nil
 		default:
-			return dataStatement{}, engine.Permanentf("the data part holds a statement the parallel import does not run (%.60q): only INSERTs and session settings belong there", text)
+			return dataStatement{}, engine.Permanentf("the data part holds a statement the parallel import does not run (%.60q): only INSERTs and session settings belong there; "+
+				"with mysql.jobs: 1 the client loads the dump as one script", text)
 		}
 	}
 }
 
 func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && equalFoldASCII(s[:len(prefix)], prefix)
-}
-
-func equalFoldASCII(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'a' <= x && x <= 'z' {
-			x -= 'a' - 'A'
-		}
-		if 'a' <= y && y <= 'z' {
-			y -= 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // insertTable reads the table name of an INSERT INTO `name` statement
