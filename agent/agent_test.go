@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
@@ -526,18 +529,49 @@ func TestWakeupsBeatThePollInterval(t *testing.T) {
 		c.PollInterval = time.Minute
 		return c
 	}
-	start(t, db.Open(t), slow("src-0", statemachine.RoleDump, statemachine.RoleClose), h, nil)
-	start(t, db.Open(t), slow("dst-0", statemachine.RoleImport), h, nil)
-	start(t, db.Open(t), slow("dns", statemachine.RoleDNS), h, nil)
-	// Let the first (jittered, up to 30 s away) polls pass out of the
-	// picture: wait until each agent's listener has woken it once.
-	time.Sleep(time.Second)
+	// One set of metrics for the three agents: their roles differ.
+	m := agent.NewMetrics(prometheus.NewRegistry())
+	for _, cfg := range []agent.Config{
+		slow("src-0", statemachine.RoleDump, statemachine.RoleClose), slow("dst-0", statemachine.RoleImport), slow("dns", statemachine.RoleDNS),
+	} {
+		a, err := agent.New(db.Open(t), cfg, slog.New(slog.DiscardHandler), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range cfg.Roles {
+			a.Handle(r, "", h)
+		}
+		runUntilCleanup(t, a)
+	}
+	// Each role's poll loop is woken once when its channel is listened:
+	// from then on a notification cannot be missed. (The first timed
+	// polls, up to 30 s away with jitter, play no part.)
+	waitFor(t, "every role's listener armed", 30*time.Second, func() bool {
+		for _, r := range []statemachine.Role{statemachine.RoleDump, statemachine.RoleClose, statemachine.RoleImport, statemachine.RoleDNS} {
+			if testutil.ToFloat64(m.Wakeups.WithLabelValues(string(r))) < 1 {
+				return false
+			}
+		}
+		return true
+	})
 	planOn(t, s, 5, 1, 1, true)
 	began := time.Now()
 	if _, err := s.Promote(context.Background(), 5, "test"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "5 rows Done through wake-ups", 10*time.Second, func() bool { return count(t, s, "WHERE status = 'Done'") == 5 })
+	deadline := time.Now().Add(10 * time.Second)
+	for count(t, s, "WHERE status = 'Done'") != 5 {
+		if time.Now().After(deadline) {
+			counts, _ := s.Counts(context.Background())
+			var metrics []string
+			for _, r := range []statemachine.Role{statemachine.RoleDump, statemachine.RoleImport, statemachine.RoleDNS, statemachine.RoleClose} {
+				metrics = append(metrics, fmt.Sprintf("%s: %v wake-ups, %v polls, %v claims", r,
+					testutil.ToFloat64(m.Wakeups.WithLabelValues(string(r))), testutil.ToFloat64(m.Polls.WithLabelValues(string(r))), testutil.ToFloat64(m.Claims.WithLabelValues(string(r)))))
+			}
+			t.Fatalf("5 rows not Done through wake-ups after 10 s: statuses %v; %s", counts, strings.Join(metrics, "; "))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if took := time.Since(began); took > 5*time.Second {
 		t.Fatalf("5 rows took %s through 4 hand-offs; wake-ups should make that well under a second each", took)
 	}

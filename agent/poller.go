@@ -72,7 +72,11 @@ func (a *Agent) pollLoop(ctx, jobsCtx context.Context, role statemachine.Role) {
 		for _, m := range claimed {
 			a.start(jobsCtx, role, m, freed)
 		}
-		hadWork = len(claimed) > 0
+		// A poll with every slot taken (a freed signal already used by an
+		// earlier poll, or the timer) claims nothing but learns nothing
+		// either: keep knowing there was work, or the next freed slot
+		// would not poll and a queued row would wait a whole interval.
+		hadWork = len(claimed) > 0 || (hadWork && a.runningOf(role) >= slots)
 		switch {
 		case hadWork && a.runningOf(role) < slots:
 			resetTimer(timer, 0) // there may be more: poll again at once
