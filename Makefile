@@ -42,6 +42,11 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s) each; a failing input 
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}\$$" -fuzztime $(FUZZTIME) "$${t#*:}"; \
 	done
 
+.PHONY: test-faults
+test-faults: deps ## the fault suite: kill, cut, corrupt and misuse a small real fleet per case, check the invariants after each; writes docs/reliability.md
+	$(GO) vet -tags faults ./internal/faults
+	FAULTS_REPORT=$(CURDIR)/docs/reliability.md $(GO) test -tags faults -race -count=1 -parallel 2 -timeout 40m ./internal/faults
+
 .PHONY: test-short
 test-short: ## unit tests only: skips everything that starts a real server
 	$(GO) test -short -count=1 ./...

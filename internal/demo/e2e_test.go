@@ -75,6 +75,15 @@ func TestEndToEnd(t *testing.T) {
 	for _, p := range d.Verify(ctx) {
 		t.Errorf("verification: %v", p)
 	}
+	// The fault suite's invariant check on a run without faults (make
+	// test-faults runs it after every injected fault).
+	inv, err := d.CheckInvariants(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range inv.Violations {
+		t.Errorf("invariant broken: %s", v)
+	}
 	sum, err := d.Summarize(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -59,6 +59,41 @@ func (h *Host) RootDSN(database string) string {
 	return h.pg.DSN(database)
 }
 
+// Kill ends the server with SIGKILL, as a crash would; Up starts it again
+// (crash recovery).
+func (h *Host) Kill() {
+	if h.my != nil {
+		h.my.Kill()
+		return
+	}
+	h.pg.Kill()
+}
+
+// Up starts the server again after Kill, with its data.
+func (h *Host) Up(ctx context.Context) error {
+	if h.my != nil {
+		return h.my.Up(ctx)
+	}
+	return h.pg.Up(ctx)
+}
+
+// Pause freezes the server (SIGSTOP: connections open, nothing answers);
+// Resume continues it.
+func (h *Host) Pause() error {
+	if h.my != nil {
+		return h.my.Pause()
+	}
+	return h.pg.Pause()
+}
+
+// Resume continues a paused server.
+func (h *Host) Resume() error {
+	if h.my != nil {
+		return h.my.Resume()
+	}
+	return h.pg.Resume()
+}
+
 // Fleet is the running local fleet.
 type Fleet struct {
 	// State is the state database's PostgreSQL cluster.

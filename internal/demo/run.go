@@ -50,6 +50,13 @@ type Options struct {
 	// would otherwise use (mariadb-dump, mydumper, pg_dump, pgcopydb) and
 	// report their times beside ours. For a few large databases.
 	Baselines bool
+	// Lease is the agents' lease (0: 30 s; heartbeats every sixth of it):
+	// how long a dead agent's rows wait before they are taken back. Fault
+	// tests shorten it.
+	Lease time.Duration
+	// MaxFailed is the scheduler's --max-failed (0: 10): the failures that
+	// trip the stop switch.
+	MaxFailed int
 }
 
 func (o *Options) defaults() {
@@ -74,6 +81,12 @@ func (o *Options) defaults() {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	if o.Lease == 0 {
+		o.Lease = 30 * time.Second
+	}
+	if o.MaxFailed == 0 {
+		o.MaxFailed = 10
+	}
 }
 
 // Demo is one run: the fleet, its databases, the processes.
@@ -85,15 +98,28 @@ type Demo struct {
 	// the summary and tests).
 	Store *sqlstore.Store
 
-	env     []string
 	opsConf string
-	agents  []*fleettest.Process
+	// mu guards env, agents and down: fault tests kill, restart and
+	// reconfigure processes while the demo watches them.
+	mu     sync.Mutex
+	env    []string
+	agents []*fleettest.Process
+	// agentIDs[i] is the host of agents[i]; down says which agents a fault
+	// test killed on purpose (their exit is not an error).
+	agentIDs []string
+	down     map[string]bool
 	// CPU seconds of the agents and the tools they ran, at the start and
 	// end of the migration.
 	cpuStart, cpuEnd float64
 	peakRSS          int64
 	sizes            map[string]int64 // measured before the baselines
 	sched            *fleettest.Process
+	schedArgs        []string
+	// extra schedulers a fault test started (StartScheduler)
+	extra []*fleettest.Process
+	// foreign: databases a test created at a server before the migration,
+	// by host; no row accounts for them, and nothing may drop them.
+	foreign map[string][]string
 	started          time.Time
 	// migration phase
 	migStart, migEnd time.Time
@@ -262,7 +288,8 @@ func (d *Demo) config(host, roles string, h *Host) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s — written by the demo\nhost: %s\nstate:\n  driver: postgres\n  dsn: %q\nlog:\n  format: json\n", host, host, f.StateDSN(envStatePassword))
 	if roles != "" {
-		fmt.Fprintf(&b, "agent:\n  roles: [%s]\n  poll-interval: 250ms\n  lease: 30s\n  heartbeat-interval: 5s\n  shutdown-timeout: 20s\n", roles)
+		fmt.Fprintf(&b, "agent:\n  roles: [%s]\n  poll-interval: 250ms\n  lease: %s\n  heartbeat-interval: %s\n  shutdown-timeout: 20s\n",
+			roles, d.Opt.Lease, d.Opt.Lease/6)
 		fmt.Fprintf(&b, "  max-jobs: {dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
 		if h != nil {
 			fmt.Fprintf(&b, "  dns-target: %s\n", h.IP)
@@ -296,12 +323,14 @@ func (d *Demo) startAgents(ctx context.Context) error {
 	}
 	hosts = append(hosts, "dns-1")
 	for _, id := range hosts {
-		p, err := startProc("migrate-agent "+id, d.Opt.AgentBin, d.env, filepath.Join(d.Opt.Dir, "agent-"+id+".log"),
+		p, err := startProc("migrate-agent "+id, d.Opt.AgentBin, d.Env(), filepath.Join(d.Opt.Dir, "agent-"+id+".log"),
 			"--config", filepath.Join(d.Opt.Dir, id+".yaml"))
 		if err != nil {
 			return err
 		}
-		d.agents = append(d.agents, p)
+		d.mu.Lock()
+		d.agents, d.agentIDs = append(d.agents, p), append(d.agentIDs, id)
+		d.mu.Unlock()
 	}
 	d.say("started %d migrate-agent processes (one per host, one for DNS); waiting for them to register...", len(d.agents))
 	deadline := time.Now().Add(30 * time.Second)
@@ -336,7 +365,82 @@ func (d *Demo) startAgents(ctx context.Context) error {
 
 // Env is the environment the demo's processes run with: the secrets and
 // FLEETMIGRATE_CONFIG of the ops host's configuration.
-func (d *Demo) Env() []string { return slices.Clone(d.env) }
+func (d *Demo) Env() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.env)
+}
+
+// SetSecret changes one secret of the environment (FLEETMIGRATE_...), for
+// processes started from now on, as an operator editing the environment
+// file would.
+func (d *Demo) SetSecret(name, value string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.env = slices.DeleteFunc(d.env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
+	d.env = append(d.env, name+"="+value)
+}
+
+// Agent returns the agent process of host id ("dns-1" for the DNS agent).
+func (d *Demo) Agent(id string) *fleettest.Process {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i := slices.Index(d.agentIDs, id); i >= 0 {
+		return d.agents[i]
+	}
+	return nil
+}
+
+// KillAgent ends host id's agent with SIGKILL, as a crash would: its rows
+// keep their leases until those expire.
+func (d *Demo) KillAgent(id string) error {
+	p := d.Agent(id)
+	if p == nil {
+		return fmt.Errorf("no agent for host %q", id)
+	}
+	d.mu.Lock()
+	if d.down == nil {
+		d.down = map[string]bool{}
+	}
+	d.down[id] = true
+	d.mu.Unlock()
+	p.Kill()
+	return nil
+}
+
+// RestartAgent starts host id's agent again (after KillAgent, or to take a
+// changed secret), as systemd would, with the current environment.
+func (d *Demo) RestartAgent(id string) error {
+	p := d.Agent(id)
+	if p == nil {
+		return fmt.Errorf("no agent for host %q", id)
+	}
+	if !p.Exited() {
+		d.mu.Lock()
+		if d.down == nil {
+			d.down = map[string]bool{}
+		}
+		d.down[id] = true
+		d.mu.Unlock()
+		if err := p.Stop(30 * time.Second); err != nil {
+			return err
+		}
+	}
+	if err := p.Restart(d.Env()); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.down, id)
+	d.mu.Unlock()
+	return nil
+}
+
+// Scheduler is the running scheduler process (nil before StartMigration).
+func (d *Demo) Scheduler() *fleettest.Process {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sched
+}
 
 // Tool runs `migrate args...` with the ops host's configuration and returns
 // its output.
@@ -344,8 +448,10 @@ func (d *Demo) Tool(ctx context.Context, args ...string) (string, error) { retur
 
 // agentExited says which agent exited, with the end of its log.
 func (d *Demo) agentExited() error {
-	for _, p := range d.agents {
-		if p.Exited() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, p := range d.agents {
+		if p.Exited() && !d.down[d.agentIDs[i]] {
 			return fmt.Errorf("%s exited (code %d); the end of its log %s:\n%s", p.Name(), p.ExitCode(), p.LogPath(), tail(readFile(p.LogPath()), 10))
 		}
 	}
@@ -354,12 +460,35 @@ func (d *Demo) agentExited() error {
 
 // tool runs `migrate args...` with the ops configuration.
 func (d *Demo) tool(ctx context.Context, args ...string) (string, error) {
-	return runTool(ctx, d.Opt.MigrateBin, d.env, filepath.Join(d.Opt.Dir, "migrate-commands.log"), args...)
+	return runTool(ctx, d.Opt.MigrateBin, d.Env(), filepath.Join(d.Opt.Dir, "migrate-commands.log"), args...)
 }
 
 // Migrate plans the databases, lowers their TTLs, runs the scheduler until
 // no row is waiting or in flight, then stops it.
 func (d *Demo) Migrate(ctx context.Context) error {
+	if err := d.StartMigration(ctx); err != nil {
+		return err
+	}
+	return d.Finish(ctx, Settled(false))
+}
+
+// Settled: no row queued or worked on: every row ended, failed (an
+// operator's turn), or waits behind a tripped stop switch when stopped.
+func Settled(stopped bool) func(map[statemachine.Status]int) bool {
+	return func(counts map[statemachine.Status]int) bool {
+		for st, n := range counts {
+			if n == 0 || st.Terminal() || st.Failed() || (st == statemachine.Waiting && stopped) {
+				continue
+			}
+			return false
+		}
+		return true
+	}
+}
+
+// StartMigration plans the databases, lowers their TTLs and starts the
+// scheduler; Finish waits and stops it.
+func (d *Demo) StartMigration(ctx context.Context) error {
 	planFile := filepath.Join(d.Opt.Dir, "plan.csv")
 	if err := writePlan(planFile, d.DBs); err != nil {
 		return err
@@ -375,27 +504,56 @@ func (d *Demo) Migrate(ctx context.Context) error {
 	}
 	d.say("$ migrate dns lower-ttl --ttl 60 --execute\n  %s", strings.TrimSpace(lastLine(out)))
 
-	args := []string{"--max-procs", fmt.Sprint(d.Opt.MaxProcs), "--max-per-source", "16", "--max-per-destination", "16", "--tick", "1s", "--max-failed", "10"}
+	args := []string{"--max-procs", fmt.Sprint(d.Opt.MaxProcs), "--max-per-source", "16", "--max-per-destination", "16", "--tick", "1s", "--max-failed", fmt.Sprint(d.Opt.MaxFailed)}
 	d.say("$ migrate %s", strings.Join(args, " "))
 	d.say("  (watch it from another terminal: set -a; . %s; %s status --watch --config %s)",
 		filepath.Join(d.Opt.Dir, "secrets.env"), d.Opt.MigrateBin, d.opsConf)
 	d.migStart = time.Now()
 	d.cpuStart = d.agentsCPU()
-	d.sched, err = startProc("migrate (scheduler)", d.Opt.MigrateBin, d.env, filepath.Join(d.Opt.Dir, "scheduler.log"), args...)
+	sched, err := startProc("migrate (scheduler)", d.Opt.MigrateBin, d.Env(), filepath.Join(d.Opt.Dir, "scheduler.log"), args...)
 	if err != nil {
 		return err
 	}
+	d.mu.Lock()
+	d.sched, d.schedArgs = sched, args
+	d.mu.Unlock()
+	return nil
+}
+
+// StartScheduler starts one more scheduler with the same flags (after
+// StartMigration), as an operator starting a second one by mistake or as a
+// standby would; Close stops it.
+func (d *Demo) StartScheduler(name string) (*fleettest.Process, error) {
+	d.mu.Lock()
+	args := d.schedArgs
+	d.mu.Unlock()
+	if args == nil {
+		return nil, errors.New("demo: no migration started")
+	}
+	p, err := startProc("migrate (scheduler "+name+")", d.Opt.MigrateBin, d.Env(), filepath.Join(d.Opt.Dir, "scheduler-"+name+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.extra = append(d.extra, p)
+	d.mu.Unlock()
+	return p, nil
+}
+
+// Finish shows progress until done says the counts are final (or
+// Options.Timeout), then stops the scheduler.
+func (d *Demo) Finish(ctx context.Context, until func(map[statemachine.Status]int) bool) error {
 	mctx := ctx
 	if d.Opt.Timeout > 0 {
 		var cancel context.CancelFunc
 		mctx, cancel = context.WithTimeout(ctx, d.Opt.Timeout)
 		defer cancel()
 	}
-	werr := d.wait(mctx)
+	werr := d.wait(mctx, until)
 	d.migEnd = time.Now()
 	d.cpuEnd = d.agentsCPU()
 	d.peakRSS = d.agentsPeakRSS()
-	if err := d.sched.Stop(30 * time.Second); err != nil && werr == nil {
+	if err := d.Scheduler().Stop(30 * time.Second); err != nil && werr == nil {
 		werr = err
 	}
 	if werr != nil && ctx.Err() == nil && mctx.Err() != nil {
@@ -405,13 +563,26 @@ func (d *Demo) Migrate(ctx context.Context) error {
 }
 
 // wait shows progress until nothing is waiting or in flight.
-func (d *Demo) wait(ctx context.Context) error {
+func (d *Demo) wait(ctx context.Context, until func(map[statemachine.Status]int) bool) error {
 	total := len(d.DBs)
 	last := time.Time{}
 	for {
 		counts, err := d.Store.Counts(ctx)
 		if err != nil {
-			return err
+			// The state database may be down for a while (an outage, a
+			// fault test): say so and keep watching.
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+			}
+			if time.Since(last) >= d.Opt.ProgressEvery {
+				fmt.Fprintf(d.Opt.Out, "%7.1fs  cannot read the state database: %v\n", time.Since(d.migStart).Seconds(), err)
+				last = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		}
 		var active, failed, done int
 		var parts []string
@@ -431,7 +602,7 @@ func (d *Demo) wait(ctx context.Context) error {
 		}
 		line := fmt.Sprintf("%7.1fs  done %d/%d  waiting %d  in flight %d  failed %d  [%s]",
 			time.Since(d.migStart).Seconds(), done, total, counts[statemachine.Waiting], active-counts[statemachine.Waiting], failed, strings.Join(parts, ", "))
-		finished := active == 0
+		finished := until(counts)
 		switch {
 		case d.Opt.Redraw:
 			fmt.Fprintf(d.Opt.Out, "\r\033[K%s", line)
@@ -445,8 +616,8 @@ func (d *Demo) wait(ctx context.Context) error {
 		if finished {
 			return nil
 		}
-		if d.sched.Exited() && active > 0 && counts[statemachine.Waiting] == active {
-			return fmt.Errorf("the scheduler exited (code %d) with %d rows waiting; the end of %s:\n%s", d.sched.ExitCode(), active, d.sched.LogPath(), tail(readFile(d.sched.LogPath()), 10))
+		if sched := d.Scheduler(); sched.Exited() && !d.isDown("scheduler") && active > 0 && counts[statemachine.Waiting] == active {
+			return fmt.Errorf("the scheduler exited (code %d) with %d rows waiting; the end of %s:\n%s", sched.ExitCode(), active, sched.LogPath(), tail(readFile(sched.LogPath()), 10))
 		}
 		if err := d.agentExited(); err != nil {
 			return err
@@ -485,15 +656,24 @@ func (d *Demo) Verify(ctx context.Context) []Problem {
 func (d *Demo) Close() error {
 	var errs []error
 	n := 0
-	if d.sched != nil {
-		if err := d.sched.Stop(30 * time.Second); err != nil {
+	if sched := d.Scheduler(); sched != nil {
+		if err := sched.Stop(30 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		n++
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for _, p := range d.agents {
+	d.mu.Lock()
+	agents := slices.Clone(d.agents)
+	for _, p := range d.extra {
+		if err := p.Stop(30 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+		n++
+	}
+	d.mu.Unlock()
+	for _, p := range agents {
 		wg.Go(func() {
 			if err := p.Stop(30 * time.Second); err != nil {
 				mu.Lock()
@@ -606,4 +786,33 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	}
 	s.Print(d.Opt.Out)
 	return s, nil
+}
+
+func (d *Demo) isDown(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.down[id]
+}
+
+// KillScheduler ends the scheduler with SIGKILL; RestartScheduler starts
+// it again with the same flags.
+func (d *Demo) KillScheduler() {
+	d.mu.Lock()
+	if d.down == nil {
+		d.down = map[string]bool{}
+	}
+	d.down["scheduler"] = true
+	d.mu.Unlock()
+	d.Scheduler().Kill()
+}
+
+// RestartScheduler starts the scheduler again after KillScheduler.
+func (d *Demo) RestartScheduler() error {
+	if err := d.Scheduler().Restart(d.Env()); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.down, "scheduler")
+	d.mu.Unlock()
+	return nil
 }

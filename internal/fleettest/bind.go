@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -200,7 +201,68 @@ func (b *BIND) Stop() error {
 	return shutdown(&b.proc, syscall.SIGTERM, 15*time.Second, b.release, b.Dir)
 }
 
+// Down stops named (its zone and journal stay, as does its address); Up
+// starts it again.
+func (b *BIND) Down() error {
+	if b.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	return b.proc.stop(syscall.SIGTERM, 15*time.Second)
+}
+
+// Up starts named again after Down and waits until it answers.
+func (b *BIND) Up(ctx context.Context) error {
+	if b.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	proc, err := b.proc.restart()
+	if err != nil {
+		return err
+	}
+	b.proc = proc
+	return waitReady(ctx, proc, func(ctx context.Context) error {
+		_, err := b.Query(ctx, b.Zone, dns.TypeSOA)
+		return err
+	})
+}
+
+// RotateKey gives the TSIG key a new secret (KeySecret), as an operator
+// rotating it would: named restarts with it, and updates signed with the
+// old secret are refused from then on.
+func (b *BIND) RotateKey(ctx context.Context) error {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	next := base64.StdEncoding.EncodeToString(secret)
+	confFile := filepath.Join(b.Dir, "named.conf")
+	conf, err := os.ReadFile(confFile)
+	if err != nil {
+		return err
+	}
+	old := fmt.Sprintf("secret %q;", b.KeySecret)
+	if !strings.Contains(string(conf), old) {
+		return fmt.Errorf("bind: %s does not hold the current secret", confFile)
+	}
+	if err := b.Down(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(confFile, []byte(strings.Replace(string(conf), old, fmt.Sprintf("secret %q;", next), 1)), 0o600); err != nil {
+		return err
+	}
+	b.KeySecret = next
+	return b.Up(ctx)
+}
+
 // LogTail returns the last lines of named's log.
 func (b *BIND) LogTail(lines int) string { return tailFile(filepath.Join(b.Dir, "named.log"), lines) }
 
 func (b *BIND) describe() string { return "named " + b.Addr }
+
+// Pause freezes the server (SIGSTOP): connections stay open and nothing
+// answers, as a hung server or a black-holed network would. Resume
+// continues it.
+func (b *BIND) Pause() error { return b.proc.pause() }
+
+// Resume continues a paused server.
+func (b *BIND) Resume() error { return b.proc.resume() }

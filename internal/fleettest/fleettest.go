@@ -246,6 +246,22 @@ func shutdown(p **process, sig syscall.Signal, timeout time.Duration, release fu
 	return err
 }
 
+// pause stops the process (SIGSTOP) without ending it: its sockets stay
+// open and unanswered, as a hung server's would; resume continues it.
+func (p *process) pause() error {
+	if p == nil || p.exited() {
+		return errors.New("not running")
+	}
+	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP) // the group: PostgreSQL's backends too
+}
+
+func (p *process) resume() error {
+	if p == nil || p.exited() {
+		return errors.New("not running")
+	}
+	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT)
+}
+
 // kill ends the process at once (SIGKILL), as a crash would.
 func (p *process) kill() {
 	if !p.exited() {
@@ -427,8 +443,18 @@ func removeDir(dir string) error {
 }
 
 // Process is a program started by StartProcess, for programs that are not
-// tests (the demo's agents and scheduler).
-type Process struct{ p *process }
+// tests (the demo's agents and scheduler). Safe for concurrent use: a
+// fault test restarts it while the demo watches it.
+type Process struct {
+	mu sync.Mutex
+	p  *process
+}
+
+func (p *Process) cur() *process {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.p
+}
 
 // StartProcess starts cmd as the servers are started: its output appended
 // to logPath, in its own process group (a terminal's Ctrl-C reaches the
@@ -442,23 +468,46 @@ func StartProcess(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 }
 
 // Name is the name it was started with; LogPath its log.
-func (p *Process) Name() string    { return p.p.name }
-func (p *Process) LogPath() string { return p.p.logPath }
+func (p *Process) Name() string    { return p.cur().name }
+func (p *Process) LogPath() string { return p.cur().logPath }
 
 // PID is the process ID (benchmarks read its CPU time).
-func (p *Process) PID() int { return p.p.cmd.Process.Pid }
+func (p *Process) PID() int { return p.cur().cmd.Process.Pid }
 
 // Exited reports whether the program has ended.
-func (p *Process) Exited() bool { return p.p.exited() }
+func (p *Process) Exited() bool { return p.cur().exited() }
 
 // ExitCode is the program's exit code once it exited, -1 before or when
 // it was killed by a signal.
 func (p *Process) ExitCode() int {
-	if !p.p.exited() {
+	c := p.cur()
+	if !c.exited() {
 		return -1
 	}
-	return p.p.cmd.ProcessState.ExitCode()
+	return c.cmd.ProcessState.ExitCode()
 }
 
 // Stop sends SIGTERM, waits up to timeout, then kills.
-func (p *Process) Stop(timeout time.Duration) error { return p.p.stop(syscall.SIGTERM, timeout) }
+func (p *Process) Stop(timeout time.Duration) error { return p.cur().stop(syscall.SIGTERM, timeout) }
+
+// Kill ends the program at once with SIGKILL, as a crash or an
+// out-of-memory kill would: no graceful stop, nothing flushed, children
+// (tools it ran) left to their parent-death signal.
+func (p *Process) Kill() { p.cur().kill() }
+
+// Restart starts the program again with the same command, environment and
+// log after it exited (as systemd's Restart= would), with env replacing
+// the environment when not nil (a rotated secret).
+func (p *Process) Restart(env []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if env != nil {
+		p.p.cmd.Env = env
+	}
+	np, err := p.p.restart()
+	if err != nil {
+		return err
+	}
+	p.p = np
+	return nil
+}

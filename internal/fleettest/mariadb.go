@@ -244,3 +244,11 @@ func (m *MariaDB) Up(ctx context.Context) error {
 
 // PID is the server's main process (benchmarks read its CPU time).
 func (m *MariaDB) PID() int { return m.proc.cmd.Process.Pid }
+
+// Pause freezes the server (SIGSTOP): connections stay open and nothing
+// answers, as a hung server or a black-holed network would. Resume
+// continues it.
+func (m *MariaDB) Pause() error { return m.proc.pause() }
+
+// Resume continues a paused server.
+func (m *MariaDB) Resume() error { return m.proc.resume() }

@@ -356,3 +356,11 @@ func PGExec(t testing.TB, c *pgx.Conn, stmts ...string) {
 
 // PID is the server's main process (benchmarks read its CPU time).
 func (p *Postgres) PID() int { return p.proc.cmd.Process.Pid }
+
+// Pause freezes the server (SIGSTOP): connections stay open and nothing
+// answers, as a hung server or a black-holed network would. Resume
+// continues it.
+func (p *Postgres) Pause() error { return p.proc.pause() }
+
+// Resume continues a paused server.
+func (p *Postgres) Resume() error { return p.proc.resume() }

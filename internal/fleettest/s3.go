@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -178,6 +179,33 @@ func (s *S3) Stop() error {
 // Kill ends the server with SIGKILL; Stop still cleans up.
 func (s *S3) Kill() { s.proc.kill() }
 
+// Down stops the server (SIGKILL: an outage, requests in flight cut) but
+// keeps its objects and its address; Up starts it again.
+func (s *S3) Down() error {
+	if s.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	s.proc.kill()
+	return nil
+}
+
+// Up starts the server again after Down, with the same objects, address
+// and credentials, and waits until it answers.
+func (s *S3) Up(ctx context.Context) error {
+	if s.proc == nil {
+		return errors.New("server is stopped for good")
+	}
+	proc, err := s.proc.restart()
+	if err != nil {
+		return err
+	}
+	s.proc = proc
+	return waitReady(ctx, proc, func(ctx context.Context) error {
+		_, err := s.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), MaxKeys: aws.Int32(1)})
+		return err
+	})
+}
+
 // LogTail returns the last lines of the server's output.
 func (s *S3) LogTail(lines int) string { return tailFile(filepath.Join(s.Dir, "versitygw.log"), lines) }
 
@@ -188,3 +216,11 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Pause freezes the server (SIGSTOP): connections stay open and nothing
+// answers, as a hung server or a black-holed network would. Resume
+// continues it.
+func (s *S3) Pause() error { return s.proc.pause() }
+
+// Resume continues a paused server.
+func (s *S3) Resume() error { return s.proc.resume() }

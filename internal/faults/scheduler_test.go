@@ -1,0 +1,126 @@
+//go:build faults
+
+package faults_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/demo"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// Case 8a: a second scheduler started beside the first; the first killed
+// with SIGKILL mid-run and restarted.
+func TestTwoSchedulersAndKill(t *testing.T) {
+	t.Parallel()
+	r := record(t, "8a", "two schedulers; the leader killed with kill -9 and restarted")
+	d, ctx := fleet(t, 12, 5<<20, func(o *demo.Options) { o.MaxProcs = 3 })
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A second scheduler is refused while the first holds the lead.
+	second, err := d.StartScheduler("second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, d, "the second scheduler to exit", 30*time.Second, second.Exited)
+	msg := tailOf(second.LogPath())
+	if second.ExitCode() == 0 || !strings.Contains(msg, "another scheduler is running") {
+		t.Errorf("second scheduler: exit %d, output:\n%s", second.ExitCode(), msg)
+	}
+	r.saw("the second refused at once (exit %d: %q)", second.ExitCode(), firstLine(msg))
+	waitFor(ctx, t, d, "a few rows Done", 3*time.Minute, func() bool {
+		n, err := d.Store.CountStatuses(ctx, statemachine.Done)
+		return err == nil && n >= 3
+	})
+	d.KillScheduler()
+	t0 := time.Now()
+	r.inject("--max-procs 3; a second scheduler started beside the first; then the first SIGKILLed after 3 rows were Done and restarted at once, again every 2 s while refused (as systemd's Restart= would)")
+	refusals := 0
+	for {
+		if err := d.RestartScheduler(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		if !d.Scheduler().Exited() {
+			break
+		}
+		refusals++
+		if time.Since(t0) > time.Minute {
+			t.Fatalf("the restarted scheduler was refused for a minute: %s", tailOf(d.Scheduler().LogPath()))
+		}
+		time.Sleep(2 * time.Second)
+	}
+	r.saw("the restarted one was refused %d times while the dead one's lease ran, then led %.0f s after the kill", refusals, time.Since(t0).Seconds())
+	settle(ctx, t, d, false)
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("the first restarted; rows: %s; never more than 3 in flight", statusLine(rep.Statuses))
+	if rep.Statuses[statemachine.Done] != len(d.DBs) {
+		t.Errorf("statuses %v, want every row Done", rep.Statuses)
+	}
+}
+
+// Case 8b: a wave of failures trips the stop switch: databases of the
+// same names already exist at the destination (not ours: they must be
+// left alone), so their dumps' preflight refuses them before any block.
+func TestStopSwitchTrips(t *testing.T) {
+	t.Parallel()
+	r := record(t, "8b", "stop switch tripped by a wave of planted failures")
+	d, ctx := fleet(t, 14, 1<<20, func(o *demo.Options) { o.MaxProcs = 4; o.MaxFailed = 3 })
+	planted := 0
+	for _, db := range d.DBs {
+		if db.Engine == demo.MySQL && planted < 6 {
+			if err := d.PlantForeign(ctx, db.Destination, db.Name); err != nil {
+				t.Fatal(err)
+			}
+			planted++
+		}
+	}
+	r.inject("%d of %d databases already exist (non-empty, someone else's) at their destination; --max-failed 3, --max-procs 4 (failed rows hold their slot)", planted, len(d.DBs))
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var sw statemachine.StopSwitch
+	waitFor(ctx, t, d, "the stop switch", 3*time.Minute, func() bool {
+		var err error
+		sw, err = d.Store.StopSwitch(ctx)
+		return err == nil && sw.Set
+	})
+	settle(ctx, t, d, true)
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("stop switch set (%q); rows: %s", sw.Reason, statusLine(rep.Statuses))
+	if rep.Statuses[statemachine.Waiting] == 0 {
+		t.Errorf("statuses %v: the stop switch should have left rows waiting", rep.Statuses)
+	}
+	if n := rep.Statuses[statemachine.DumpFailed]; n < 3 {
+		t.Errorf("statuses %v: want at least 3 Dump failed (the dump's preflight sees the conflict)", rep.Statuses)
+	}
+	for _, db := range d.DBs {
+		if m := row(ctx, t, d, db); m.Status == statemachine.DumpFailed {
+			r.saw("a failed row: %q", m.LastError)
+			break
+		}
+	}
+}
+
+func tailOf(path string) string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	lines := strings.Split(s, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "another scheduler") {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return lines[0]
+}

@@ -1,0 +1,191 @@
+//go:build faults
+
+package faults_test
+
+import (
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/demo"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// dnsWaiting starts the migration with the DNS agent stopped and waits
+// until every row waits for DNS.
+func dnsWaiting(t *testing.T, d *demo.Demo) {
+	t.Helper()
+	ctx := t.Context()
+	if err := d.KillAgent("dns-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, d, "every row to wait for DNS", 3*time.Minute, func() bool {
+		n, err := d.Store.CountStatuses(ctx, statemachine.DNSToUpdate)
+		return err == nil && n == len(d.DBs)
+	})
+}
+
+// retryDNS is the operator's fix: migrate retry, then every row Done.
+func retryDNS(t *testing.T, d *demo.Demo, r *result) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := d.Tool(ctx, "retry", "--status", string(statemachine.DNSFailed)); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("after the fix and migrate retry: %s", statusLine(rep.Statuses))
+	if rep.Statuses[statemachine.Done] != len(d.DBs) {
+		t.Errorf("statuses %v, want every row Done", rep.Statuses)
+	}
+}
+
+// failedDNS checks every row is DNS failed with a reason containing want.
+func failedDNS(t *testing.T, d *demo.Demo, r *result, want string) {
+	t.Helper()
+	ctx := t.Context()
+	settle(ctx, t, d, false)
+	for i, db := range d.DBs {
+		m := row(ctx, t, d, db)
+		if m.Status != statemachine.DNSFailed || !strings.Contains(m.LastError, want) {
+			t.Errorf("row %s is %s (%q), want DNS failed saying %q", m.String(), m.Status, m.LastError, want)
+		}
+		if i == 0 {
+			r.saw("every row: %s", trail(ctx, t, d, m.ID))
+		}
+	}
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("invariants while failed: %s", rep.Summary())
+}
+
+// Case 6a: the DNS server is down when the rows reach DNS.
+func TestBINDDown(t *testing.T) {
+	t.Parallel()
+	r := record(t, "6a", "BIND9 down")
+	d, ctx := fleet(t, 6, 1<<20, nil)
+	dnsWaiting(t, d)
+	if err := d.Fleet.BIND.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RestartAgent("dns-1"); err != nil {
+		t.Fatal(err)
+	}
+	r.inject("BIND9 stopped while %d rows waited for DNS; started again once they failed", len(d.DBs))
+	settle(ctx, t, d, false)
+	if err := d.Fleet.BIND.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	failedDNS(t, d, r, "connection refused")
+	retryDNS(t, d, r)
+}
+
+// Case 6b: the TSIG key is rotated at the DNS server, not in the agent's
+// configuration.
+func TestTSIGRotated(t *testing.T) {
+	t.Parallel()
+	r := record(t, "6b", "TSIG key rotated under us")
+	d, ctx := fleet(t, 6, 1<<20, nil)
+	dnsWaiting(t, d)
+	if err := d.Fleet.BIND.RotateKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RestartAgent("dns-1"); err != nil {
+		t.Fatal(err)
+	}
+	r.inject("BIND9's TSIG secret replaced while %d rows waited for DNS; the agent keeps the old one", len(d.DBs))
+	failedDNS(t, d, r, "BADSIG")
+	d.SetSecret("FLEETMIGRATE_TSIG_SECRET", d.Fleet.BIND.KeySecret)
+	if err := d.RestartAgent("dns-1"); err != nil {
+		t.Fatal(err)
+	}
+	r.saw("fix: the new secret in the environment file, agent restarted")
+	retryDNS(t, d, r)
+}
+
+// Case 7: the destination server crashes (SIGKILL) during an import and
+// comes back after 3 s (InnoDB crash recovery).
+func TestDestinationKilledMidImport(t *testing.T) {
+	t.Parallel()
+	r := record(t, "7", "destination server killed mid-import")
+	d, ctx := fleet(t, 8, 40<<20, nil)
+	big := largest(d, demo.MySQL)
+	dst := d.Fleet.Host(big.Destination)
+	db, err := sql.Open("mysql", dst.RootDSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var loaded int64
+	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
+		if row(ctx, t, d, big).Status != statemachine.Importing {
+			return false
+		}
+		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(big.Name)+".orders").Scan(&loaded)
+		return err == nil && loaded > 0
+	})
+	dst.Kill()
+	r.inject("MariaDB at %s SIGKILLed while it imported %q (%d of %d rows loaded), started again 3 s later", big.Destination, big.Name, loaded, big.Rows)
+	time.Sleep(3 * time.Second)
+	if err := dst.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, big)
+	r.saw("row: %s", trail(ctx, t, d, m.ID))
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s", statusLine(rep.Statuses))
+	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
+		t.Errorf("row %s is %s", m.String(), m.Status)
+	}
+}
+
+// Case 9: the destination server hangs (SIGSTOP: connections open, nothing
+// answers) for longer than the agent's lease during an import.
+func TestDestinationHangs(t *testing.T) {
+	t.Parallel()
+	r := record(t, "9", "destination server hangs (connections open, no answers) mid-import")
+	d, ctx := fleet(t, 8, 40<<20, nil)
+	big := largest(d, demo.MySQL)
+	dst := d.Fleet.Host(big.Destination)
+	db, err := sql.Open("mysql", dst.RootDSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
+		if row(ctx, t, d, big).Status != statemachine.Importing {
+			return false
+		}
+		var n int64
+		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(big.Name)+".orders").Scan(&n)
+		return err == nil && n > 0
+	})
+	if err := dst.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	const hang = 25 * time.Second
+	time.Sleep(hang)
+	if err := dst.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	r.inject("MariaDB at %s frozen (SIGSTOP) for %s (the lease is 6 s) while it imported %q", big.Destination, hang, big.Name)
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, big)
+	r.saw("row: %s", trail(ctx, t, d, m.ID))
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s", statusLine(rep.Statuses))
+	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
+		t.Errorf("row %s is %s", m.String(), m.Status)
+	}
+}
