@@ -120,7 +120,7 @@ type Demo struct {
 	// foreign: databases a test created at a server before the migration,
 	// by host; no row accounts for them, and nothing may drop them.
 	foreign map[string][]string
-	started          time.Time
+	started time.Time
 	// migration phase
 	migStart, migEnd time.Time
 	verifyTook       time.Duration
