@@ -4,6 +4,7 @@ package faults_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"slices"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/internal/demo"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -66,7 +68,24 @@ func writeReport() {
 	if path == "" || len(results) == 0 {
 		return
 	}
-	slices.SortFunc(results, func(a, b *result) int { return strings.Compare(a.id, b.id) })
+	// natural order: 1, 2, ... 5a, 5b, ... 10
+	key := func(id string) (int, string) {
+		n := 0
+		i := 0
+		for i < len(id) && id[i] >= '0' && id[i] <= '9' {
+			n = n*10 + int(id[i]-'0')
+			i++
+		}
+		return n, id[i:]
+	}
+	slices.SortFunc(results, func(a, b *result) int {
+		na, sa := key(a.id)
+		nb, sb := key(b.id)
+		if na != nb {
+			return na - nb
+		}
+		return strings.Compare(sa, sb)
+	})
 	var b strings.Builder
 	b.WriteString(reportHeader)
 	b.WriteString("| case | injected | what the system did | invariants | result |\n| --- | --- | --- | --- | --- |\n")
@@ -214,7 +233,11 @@ func trail(ctx context.Context, t *testing.T, d *demo.Demo, id int64) string {
 	last := statemachine.Status("")
 	for _, e := range evs {
 		if e.To == last {
-			continue // progress and records within a step
+			// progress and records within a step; a retry is shown
+			if e.From == e.To && strings.Contains(strings.ToLower(e.Detail), "retry") && len(parts) > 0 {
+				parts[len(parts)-1] += fmt.Sprintf(" (retried: %.90s)", e.Detail)
+			}
+			continue
 		}
 		last = e.To
 		s := string(e.To)
@@ -270,4 +293,25 @@ func countsNow(d *demo.Demo) string {
 		return err.Error()
 	}
 	return statusLine(c)
+}
+
+// importUnderWay waits until db's row is Importing with rows of its orders
+// table already at the destination, and returns how many.
+func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
+	t.Helper()
+	ctx := t.Context()
+	root, err := sql.Open("mysql", d.Fleet.Host(db.Destination).RootDSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	var loaded int64
+	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
+		if row(ctx, t, d, db).Status != statemachine.Importing {
+			return false
+		}
+		err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(db.Name)+".orders").Scan(&loaded)
+		return err == nil && loaded > 0
+	})
+	return loaded
 }

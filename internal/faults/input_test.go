@@ -113,7 +113,7 @@ func TestBadInput(t *testing.T) {
 		expect("migrate "+strings.Join(c.args, " "), code, out, c.want)
 	}
 	r.inject("a plan file with 7 bad lines (unknown engine, source = destination, empty, 65-character and non-UTF-8 names, a short line, a trailing space); agent configurations with an unknown key, a wrong type, an unset secret; 4 bad command lines")
-	r.saw("%d of 14 refused with exit ≠ 0 and a message naming the problem; the plan inserted nothing", refused)
+	r.saw("%d of 8 inputs refused with exit ≠ 0 and a message naming the problem (the plan's 7 lines each named, nothing inserted)", refused)
 
 	// The migration itself, with awkward names.
 	if err := d.StartMigration(ctx); err != nil {

@@ -3,7 +3,6 @@
 package faults_test
 
 import (
-	"database/sql"
 	"slices"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/dns"
 	"github.com/fleetmigrate/fleetmigrate/internal/demo"
-	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/storage"
 )
@@ -78,23 +76,10 @@ func TestKillImportAgent(t *testing.T) {
 	r := record(t, "2", "kill -9 the import agent mid-import")
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
-	dst := d.Fleet.Host(big.Destination)
-	db, err := sql.Open("mysql", dst.RootDSN(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var loaded int64
-	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
-		if row(ctx, t, d, big).Status != statemachine.Importing {
-			return false
-		}
-		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(big.Name)+".orders").Scan(&loaded)
-		return err == nil && loaded > 0
-	})
+	loaded := importUnderWay(t, d, big)
 	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,11 @@
 package faults_test
 
 import (
-	"database/sql"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/demo"
-	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -115,22 +113,10 @@ func TestDestinationKilledMidImport(t *testing.T) {
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
 	dst := d.Fleet.Host(big.Destination)
-	db, err := sql.Open("mysql", dst.RootDSN(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var loaded int64
-	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
-		if row(ctx, t, d, big).Status != statemachine.Importing {
-			return false
-		}
-		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(big.Name)+".orders").Scan(&loaded)
-		return err == nil && loaded > 0
-	})
+	loaded := importUnderWay(t, d, big)
 	dst.Kill()
 	r.inject("MariaDB at %s SIGKILLed while it imported %q (%d of %d rows loaded), started again 3 s later", big.Destination, big.Name, loaded, big.Rows)
 	time.Sleep(3 * time.Second)
@@ -155,22 +141,10 @@ func TestDestinationHangs(t *testing.T) {
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
 	dst := d.Fleet.Host(big.Destination)
-	db, err := sql.Open("mysql", dst.RootDSN(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
-		if row(ctx, t, d, big).Status != statemachine.Importing {
-			return false
-		}
-		var n int64
-		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(big.Name)+".orders").Scan(&n)
-		return err == nil && n > 0
-	})
+	importUnderWay(t, d, big)
 	if err := dst.Pause(); err != nil {
 		t.Fatal(err)
 	}
