@@ -65,6 +65,7 @@ lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint (.golangci.yml)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(TOOLS)/golangci-lint run ./...
+	$(TOOLS)/golangci-lint run --build-tags faults ./internal/faults
 
 $(TOOLS)/golangci-lint:
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

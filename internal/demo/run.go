@@ -572,7 +572,7 @@ func (d *Demo) wait(ctx context.Context, until func(map[statemachine.Status]int)
 			// The state database may be down for a while (an outage, a
 			// fault test): say so and keep watching.
 			if ctx.Err() != nil {
-				return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+				return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 			}
 			if time.Since(last) >= d.Opt.ProgressEvery {
 				fmt.Fprintf(d.Opt.Out, "%7.1fs  cannot read the state database: %v\n", time.Since(d.migStart).Seconds(), err)

@@ -4,6 +4,7 @@ package faults_test
 
 import (
 	"bytes"
+	"errors"
 	"database/sql"
 	"os"
 	"os/exec"
@@ -29,7 +30,8 @@ func run(t *testing.T, d *demo.Demo, bin string, args ...string) (int, string) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
