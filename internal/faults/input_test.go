@@ -4,8 +4,8 @@ package faults_test
 
 import (
 	"bytes"
-	"errors"
 	"database/sql"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"

@@ -3,6 +3,7 @@
 package faults_test
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -22,6 +23,10 @@ func TestTwoSchedulersAndKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second scheduler is refused while the first holds the lead.
+	waitFor(ctx, t, d, "the first scheduler to lead", 30*time.Second, func() bool {
+		l, ok, err := d.Store.Leader(ctx)
+		return err == nil && ok && strings.HasSuffix(l.Holder, fmt.Sprintf(" pid %d", d.Scheduler().PID()))
+	})
 	second, err := d.StartScheduler("second")
 	if err != nil {
 		t.Fatal(err)
