@@ -59,40 +59,35 @@ func (h *Host) RootDSN(database string) string {
 	return h.pg.DSN(database)
 }
 
-// Kill ends the server with SIGKILL, as a crash would; Up starts it again
-// (crash recovery).
-func (h *Host) Kill() {
-	if h.my != nil {
-		h.my.Kill()
-		return
-	}
-	h.pg.Kill()
+// server is what a fault test does to a host's database server
+// (fleettest.MariaDB and fleettest.Postgres alike).
+type server interface {
+	Kill()
+	Up(ctx context.Context) error
+	Pause() error
+	Resume() error
 }
 
-// Up starts the server again after Kill, with its data.
-func (h *Host) Up(ctx context.Context) error {
+func (h *Host) server() server {
 	if h.my != nil {
-		return h.my.Up(ctx)
+		return h.my
 	}
-	return h.pg.Up(ctx)
+	return h.pg
 }
+
+// Kill ends the server with SIGKILL, as a crash would; Up starts it again
+// (crash recovery).
+func (h *Host) Kill() { h.server().Kill() }
+
+// Up starts the server again after Kill, with its data.
+func (h *Host) Up(ctx context.Context) error { return h.server().Up(ctx) }
 
 // Pause freezes the server (SIGSTOP: connections open, nothing answers);
 // Resume continues it.
-func (h *Host) Pause() error {
-	if h.my != nil {
-		return h.my.Pause()
-	}
-	return h.pg.Pause()
-}
+func (h *Host) Pause() error { return h.server().Pause() }
 
 // Resume continues a paused server.
-func (h *Host) Resume() error {
-	if h.my != nil {
-		return h.my.Resume()
-	}
-	return h.pg.Resume()
-}
+func (h *Host) Resume() error { return h.server().Resume() }
 
 // Fleet is the running local fleet.
 type Fleet struct {

@@ -5,10 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -144,19 +142,15 @@ func (d *Demo) CheckInvariants(ctx context.Context) (InvariantReport, error) {
 	fail := func(inv, format string, args ...any) {
 		r.Violations = append(r.Violations, Violation{Invariant: inv, What: fmt.Sprintf(format, args...)})
 	}
-	d.checkRows(ctx, rows, &r, fail)
-	byDB := map[*Database]statemachine.Migration{}
-	for _, m := range rows {
-		if db := d.database(m); db != nil {
-			byDB[db] = m
-		}
-	}
+	planned := map[dbKey]*Database{}
 	for _, db := range d.DBs {
-		m, ok := byDB[db]
-		if !ok {
-			continue // reported by checkRows
+		planned[dbKey{db.Engine, db.Source, db.Name}] = db
+	}
+	d.checkRows(ctx, rows, planned, &r, fail)
+	for _, m := range rows {
+		if db := planned[keyOf(m)]; db != nil {
+			d.checkDatabase(ctx, db, m, &r, fail)
 		}
-		d.checkDatabase(ctx, db, m, &r, fail)
 	}
 	if err := d.checkDestinations(ctx, rows, &r, fail); err != nil {
 		return r, err
@@ -167,21 +161,23 @@ func (d *Demo) CheckInvariants(ctx context.Context) (InvariantReport, error) {
 	return r, nil
 }
 
-func (d *Demo) database(m statemachine.Migration) *Database {
-	for _, db := range d.DBs {
-		if db.Engine == string(m.Engine) && db.Name == m.DatabaseName && db.Source == m.Source {
-			return db
-		}
-	}
-	return nil
+// dbKey is what makes a row unique: engine, source, database name.
+type dbKey struct{ engine, source, name string }
+
+func keyOf(m statemachine.Migration) dbKey { return dbKey{string(m.Engine), m.Source, m.DatabaseName} }
+
+// saysBlocked reports whether the row says writes are blocked at its
+// source now (blocked, and not restored since).
+func saysBlocked(m statemachine.Migration) bool {
+	return !m.BlockedAt.IsZero() && (m.UnblockedAt.IsZero() || !m.UnblockedAt.After(m.BlockedAt))
 }
 
-func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, r *InvariantReport, fail func(string, string, ...any)) {
+func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, planned map[dbKey]*Database, r *InvariantReport, fail func(string, string, ...any)) {
 	seen := map[*Database]int{}
 	for _, m := range rows {
 		r.Checked[InvRows]++
 		r.Statuses[m.Status]++
-		db := d.database(m)
+		db := planned[keyOf(m)]
 		if db == nil {
 			fail(InvRows, "row %s was never planned", m.String())
 		} else {
@@ -202,7 +198,7 @@ func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, r *
 			if m.DumpURL == "" || m.DumpSHA256 == "" || m.DumpBytes <= 0 || m.ConsistencyPoint.IsZero() {
 				fail(InvRows, "row %s: %s without its dump (url %q, %d bytes)", m.String(), m.Status, m.DumpURL, m.DumpBytes)
 			}
-			if m.BlockedAt.IsZero() || !m.UnblockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
+			if !saysBlocked(m) {
 				fail(InvRows, "row %s: %s but the row does not say writes are blocked (blocked %v, unblocked %v)", m.String(), m.Status, m.BlockedAt, m.UnblockedAt)
 			}
 		}
@@ -249,8 +245,7 @@ func (d *Demo) checkDatabase(ctx context.Context, db *Database, m statemachine.M
 	}
 
 	r.Checked[InvSources]++
-	srcAddr := net.JoinHostPort(src.IP, strconv.Itoa(src.Port))
-	werr := ProbeWrite(ctx, db.Engine, srcAddr, db.User, db.Password, db.Name)
+	werr := ProbeWrite(ctx, db.Engine, src.Addr(), db.User, db.Password, db.Name)
 	switch {
 	case werr != nil && !refused(werr):
 		fail(InvSources, "row %s: cannot reach the source to check it: %v", m.String(), werr)
@@ -258,7 +253,7 @@ func (d *Demo) checkDatabase(ctx context.Context, db *Database, m statemachine.M
 		fail(InvSources, "row %s is %s but the source takes writes (they would never reach the destination)", m.String(), m.Status)
 	case werr != nil && slices.Contains(sourceWritable, m.Status):
 		fail(InvSources, "row %s is %s but the source refuses its users' writes, unexplained: %v", m.String(), m.Status, werr)
-	case werr != nil && !slices.Contains(sourceBlocked, m.Status) && (m.BlockedAt.IsZero() || !m.UnblockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt)):
+	case werr != nil && !slices.Contains(sourceBlocked, m.Status) && !saysBlocked(m):
 		fail(InvSources, "row %s is %s and does not say writes are blocked, but the source refuses them: %v", m.String(), m.Status, werr)
 	}
 
@@ -379,11 +374,10 @@ func (d *Demo) checkStorage(ctx context.Context, rows []statemachine.Migration, 
 			sizes[aws.ToString(o.Key)] = aws.ToInt64(o.Size)
 		}
 	}
-	type owner struct{ engine, source, db string }
 	current := map[string]bool{} // prefixes rows refer to
-	rowOf := map[owner]statemachine.Migration{}
+	rowOf := map[dbKey]statemachine.Migration{}
 	for _, m := range rows {
-		rowOf[owner{string(m.Engine), m.Source, m.DatabaseName}] = m
+		rowOf[keyOf(m)] = m
 		if m.DumpURL == "" {
 			continue
 		}
@@ -421,7 +415,7 @@ func (d *Demo) checkStorage(ctx context.Context, rows []statemachine.Migration, 
 			fail(InvStorage, "object %s is not a dump's: %v", key, err)
 			continue
 		}
-		if _, ok := rowOf[owner{ref.Engine, ref.Source, ref.Database}]; !ok {
+		if _, ok := rowOf[dbKey{ref.Engine, ref.Source, ref.Database}]; !ok {
 			fail(InvStorage, "object %s belongs to no row", key)
 			continue
 		}
@@ -440,10 +434,10 @@ func (d *Demo) checkStorage(ctx context.Context, rows []statemachine.Migration, 
 
 // readAdmin checksums a database as the server's administrator.
 func readAdmin(ctx context.Context, h *Host, database string) (Checksum, error) {
-	if h.my != nil {
-		return readMySQL(ctx, h.my.DSN(database))
+	if h.Engine == MySQL {
+		return readMySQL(ctx, h.RootDSN(database))
 	}
-	return readPostgres(ctx, h.pg.DSN(database))
+	return readPostgres(ctx, h.RootDSN(database))
 }
 
 // PlantForeign creates database name at host with a table and a row, as a

@@ -398,12 +398,7 @@ func (d *Demo) KillAgent(id string) error {
 	if p == nil {
 		return fmt.Errorf("no agent for host %q", id)
 	}
-	d.mu.Lock()
-	if d.down == nil {
-		d.down = map[string]bool{}
-	}
-	d.down[id] = true
-	d.mu.Unlock()
+	d.setDown(id, true)
 	p.Kill()
 	return nil
 }
@@ -416,12 +411,7 @@ func (d *Demo) RestartAgent(id string) error {
 		return fmt.Errorf("no agent for host %q", id)
 	}
 	if !p.Exited() {
-		d.mu.Lock()
-		if d.down == nil {
-			d.down = map[string]bool{}
-		}
-		d.down[id] = true
-		d.mu.Unlock()
+		d.setDown(id, true)
 		if err := p.Stop(30 * time.Second); err != nil {
 			return err
 		}
@@ -429,9 +419,7 @@ func (d *Demo) RestartAgent(id string) error {
 	if err := p.Restart(d.Env()); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	delete(d.down, id)
-	d.mu.Unlock()
+	d.setDown(id, false)
 	return nil
 }
 
@@ -665,14 +653,14 @@ func (d *Demo) Close() error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	d.mu.Lock()
-	agents := slices.Clone(d.agents)
-	for _, p := range d.extra {
+	agents, extra := slices.Clone(d.agents), slices.Clone(d.extra)
+	d.mu.Unlock()
+	for _, p := range extra {
 		if err := p.Stop(30 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		n++
 	}
-	d.mu.Unlock()
 	for _, p := range agents {
 		wg.Go(func() {
 			if err := p.Stop(30 * time.Second); err != nil {
@@ -794,15 +782,25 @@ func (d *Demo) isDown(id string) bool {
 	return d.down[id]
 }
 
-// KillScheduler ends the scheduler with SIGKILL; RestartScheduler starts
-// it again with the same flags.
-func (d *Demo) KillScheduler() {
+// setDown records that a fault test stopped process id on purpose (its
+// exit is not an error), or that it runs again.
+func (d *Demo) setDown(id string, down bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.down == nil {
 		d.down = map[string]bool{}
 	}
-	d.down["scheduler"] = true
-	d.mu.Unlock()
+	if down {
+		d.down[id] = true
+	} else {
+		delete(d.down, id)
+	}
+}
+
+// KillScheduler ends the scheduler with SIGKILL; RestartScheduler starts
+// it again with the same flags.
+func (d *Demo) KillScheduler() {
+	d.setDown("scheduler", true)
 	d.Scheduler().Kill()
 }
 
@@ -811,8 +809,6 @@ func (d *Demo) RestartScheduler() error {
 	if err := d.Scheduler().Restart(d.Env()); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	delete(d.down, "scheduler")
-	d.mu.Unlock()
+	d.setDown("scheduler", false)
 	return nil
 }

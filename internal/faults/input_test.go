@@ -180,9 +180,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep = checkInvariants(ctx, t, d, r)
-	if rep.Statuses[statemachine.Done] != len(d.DBs) {
-		t.Errorf("statuses %v, want every row Done", rep.Statuses)
-	}
+	wantAllDone(t, d, rep)
 }
 
 func hasViolation(rep demo.InvariantReport, inv, want string) bool {

@@ -11,7 +11,6 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/dns"
 	"github.com/fleetmigrate/fleetmigrate/internal/demo"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
-	"github.com/fleetmigrate/fleetmigrate/storage"
 )
 
 // Case 1: the dump agent dies (SIGKILL) while it dumps a database, then
@@ -21,7 +20,7 @@ func TestKillDumpAgent(t *testing.T) {
 	r := record(t, "1", "kill -9 the dump agent mid-dump, then mid-upload")
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
-	prefix := storage.DumpsPrefix + big.Engine + "/" + big.Source + "/" + storage.EncodeName(big.Name) + "/"
+	prefix := dumpPrefix(big)
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -64,9 +63,7 @@ func TestKillDumpAgent(t *testing.T) {
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("all %d rows Done: %v; one dump referenced, %d earlier attempts' dumps left to gc; %d incomplete multipart uploads",
 		len(d.DBs), rep.Statuses[statemachine.Done] == len(d.DBs), rep.Superseded, uploads(ctx, d, prefix))
-	if rep.Statuses[statemachine.Done] != len(d.DBs) {
-		t.Errorf("statuses %v, want every row Done", rep.Statuses)
-	}
+	wantAllDone(t, d, rep)
 }
 
 // Case 2: the import agent dies (SIGKILL) with the database half loaded at
@@ -96,9 +93,7 @@ func TestKillImportAgent(t *testing.T) {
 	r.saw("row: %s", trail(ctx, t, d, m.ID))
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("%d of %d rows Done", rep.Statuses[statemachine.Done], len(d.DBs))
-	if rep.Statuses[statemachine.Done] != len(d.DBs) {
-		t.Errorf("statuses %v, want every row Done", rep.Statuses)
-	}
+	wantAllDone(t, d, rep)
 }
 
 // Case 3: the DNS agent dies between the update and the advance. Two

@@ -38,9 +38,7 @@ func retryDNS(t *testing.T, d *demo.Demo, r *result) {
 	settle(ctx, t, d, false)
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("after the fix and migrate retry: %s", statusLine(rep.Statuses))
-	if rep.Statuses[statemachine.Done] != len(d.DBs) {
-		t.Errorf("statuses %v, want every row Done", rep.Statuses)
-	}
+	wantAllDone(t, d, rep)
 }
 
 // failedDNS checks every row is DNS failed with a reason containing want.

@@ -212,15 +212,7 @@ func (b *BIND) Down() error {
 
 // Up starts named again after Down and waits until it answers.
 func (b *BIND) Up(ctx context.Context) error {
-	if b.proc == nil {
-		return errors.New("server is stopped for good")
-	}
-	proc, err := b.proc.restart()
-	if err != nil {
-		return err
-	}
-	b.proc = proc
-	return waitReady(ctx, proc, func(ctx context.Context) error {
+	return bringUp(ctx, &b.proc, func(ctx context.Context) error {
 		_, err := b.Query(ctx, b.Zone, dns.TypeSOA)
 		return err
 	})

@@ -246,6 +246,20 @@ func shutdown(p **process, sig syscall.Signal, timeout time.Duration, release fu
 	return err
 }
 
+// bringUp starts a server's stopped process again (after Down or Kill)
+// and waits until ready answers: the Up of every server kind.
+func bringUp(ctx context.Context, pp **process, ready func(context.Context) error) error {
+	if *pp == nil {
+		return errors.New("server is stopped for good")
+	}
+	proc, err := (*pp).restart()
+	if err != nil {
+		return err
+	}
+	*pp = proc
+	return waitReady(ctx, proc, ready)
+}
+
 // pause stops the process (SIGSTOP) without ending it: its sockets stay
 // open and unanswered, as a hung server's would; resume continues it.
 func (p *process) pause() error {

@@ -224,15 +224,7 @@ func (m *MariaDB) Down() error {
 // Up starts the server again after Down, with the same data, address and
 // settings, and waits until it answers.
 func (m *MariaDB) Up(ctx context.Context) error {
-	if m.proc == nil {
-		return errors.New("server is stopped for good")
-	}
-	proc, err := m.proc.restart()
-	if err != nil {
-		return err
-	}
-	m.proc = proc
-	return waitReady(ctx, proc, func(ctx context.Context) error {
+	return bringUp(ctx, &m.proc, func(ctx context.Context) error {
 		db, err := sql.Open("mysql", m.DSN(""))
 		if err != nil {
 			return err

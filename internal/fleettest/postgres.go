@@ -280,15 +280,7 @@ func (p *Postgres) Down() error {
 // Up starts the server again after Down, with the same data, address and
 // settings, and waits until it answers.
 func (p *Postgres) Up(ctx context.Context) error {
-	if p.proc == nil {
-		return errors.New("server is stopped for good")
-	}
-	proc, err := p.proc.restart()
-	if err != nil {
-		return err
-	}
-	p.proc = proc
-	return waitReady(ctx, proc, func(ctx context.Context) error {
+	return bringUp(ctx, &p.proc, func(ctx context.Context) error {
 		c, err := pgx.Connect(ctx, p.DSN("postgres"))
 		if err != nil {
 			return err

@@ -192,15 +192,7 @@ func (s *S3) Down() error {
 // Up starts the server again after Down, with the same objects, address
 // and credentials, and waits until it answers.
 func (s *S3) Up(ctx context.Context) error {
-	if s.proc == nil {
-		return errors.New("server is stopped for good")
-	}
-	proc, err := s.proc.restart()
-	if err != nil {
-		return err
-	}
-	s.proc = proc
-	return waitReady(ctx, proc, func(ctx context.Context) error {
+	return bringUp(ctx, &s.proc, func(ctx context.Context) error {
 		_, err := s.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), MaxKeys: aws.Int32(1)})
 		return err
 	})
