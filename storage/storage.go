@@ -90,6 +90,35 @@ type Presigner interface {
 	PresignGet(ctx context.Context, key string, ttl time.Duration, filename string) (string, error)
 }
 
+// Pending is an upload a writer started and never finished: a process
+// killed mid-upload leaves one behind (S3 keeps, and bills, the parts of an
+// incomplete multipart upload until it is aborted; the directory backend
+// leaves a temporary file).
+type Pending struct {
+	// Key is the object the upload was writing (on the directory backend,
+	// the directory it was writing in, with a trailing slash).
+	Key string
+	// ID names the upload to the backend (the multipart upload ID, or the
+	// temporary file's name).
+	ID string
+	// Started is when the upload began (the directory backend: when its
+	// file was last written).
+	Started time.Time
+	// Size is what it holds, where the backend says without extra requests
+	// (the directory backend); 0 when unknown.
+	Size int64
+}
+
+// Janitor is a Store that can list and remove what killed writers left
+// behind. A Pending may belong to an upload still under way: callers decide
+// by age and by what the state table says.
+type Janitor interface {
+	// Pending yields the unfinished uploads whose keys start with prefix.
+	Pending(ctx context.Context, prefix string) iter.Seq2[Pending, error]
+	// Abort removes one; aborting one already gone is no error.
+	Abort(ctx context.Context, p Pending) error
+}
+
 // Opener is a Store whose objects can be opened for random access (the
 // directory backend): the link server serves ranges from it.
 type Opener interface {

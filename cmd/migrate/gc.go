@@ -15,6 +15,10 @@ import (
 // still need.
 const minRetention = time.Hour
 
+// defaultUploadAge is how old an unfinished upload must be before gc
+// aborts it: far longer than any dump takes to upload.
+const defaultUploadAge = 24 * time.Hour
+
 // dumpGroup is the objects of one dump (dump, manifest, secrets).
 type dumpGroup struct {
 	ref     storage.DumpRef
@@ -32,13 +36,18 @@ func (g dumpGroup) size() int64 {
 // runGC: `migrate gc [--older-than 720h] [--execute]` lists, or deletes,
 // dumps whose consistency point is older than the retention, and clears
 // dump_url on their rows. Dumps of rows still in flight are kept; dumps no
-// row refers to any more (orphans, superseded by a newer dump) go too.
+// row refers to any more (orphans, superseded by a newer dump) go too. Then
+// it aborts the unfinished uploads a killed agent left behind.
 func runGC(ctx context.Context, e *env, args []string) error {
-	fs, cf := newFlags(e, "gc", "gc [--older-than 720h] [--execute]")
+	fs, cf := newFlags(e, "gc", "gc [--older-than 720h] [--uploads-older-than 24h] [--execute]")
 	olderThan := fs.Duration("older-than", 0, "delete dumps whose consistency point is older than this (default: storage.retention)")
+	uploadAge := fs.Duration("uploads-older-than", defaultUploadAge, "abort unfinished uploads (incomplete multipart uploads, temporary files) started longer ago than this")
 	execute := fs.Bool("execute", false, "delete; without it, only list what would be deleted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *uploadAge < minRetention {
+		return usagef("migrate gc --uploads-older-than 24h", "--uploads-older-than %s: an upload younger than %s may still be under way", *uploadAge, minRetention)
 	}
 	store, cfg, err := openStore(ctx, e, cf)
 	if err != nil {
@@ -131,10 +140,70 @@ func runGC(ctx context.Context, e *env, args []string) error {
 		summary = "dry run: " + summary + "; add --execute to delete them"
 	}
 	fmt.Fprintf(e.stdout, "%s; kept %d still needed; %d objects outside the layout left alone\n", summary, kept, unknown)
+	if j, ok := objects.(storage.Janitor); ok {
+		failed += gcUploads(ctx, e, store, j, now.Add(-*uploadAge), *execute)
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d deletions failed (see above)", failed)
 	}
 	return nil
+}
+
+// gcUploads aborts the unfinished uploads under dumps/ started before
+// cutoff, except those of a row that is dumping now (a very long upload),
+// and returns how many aborts failed.
+func gcUploads(ctx context.Context, e *env, store statemachine.Store, j storage.Janitor, cutoff time.Time, execute bool) int {
+	verb := "would abort"
+	if execute {
+		verb = "abort"
+	}
+	var aborted, kept, failed int
+	var bytes int64
+	for p, err := range j.Pending(ctx, storage.DumpsPrefix) {
+		if err != nil {
+			fmt.Fprintf(e.stderr, "unfinished uploads: %v\n", err)
+			return failed + 1
+		}
+		if !p.Started.Before(cutoff) {
+			continue
+		}
+		if ref, _, err := storage.ParseDumpKey(p.Key); err == nil && dumpingNow(ctx, store, ref) {
+			kept++
+			fmt.Fprintf(e.stdout, "keep   unfinished upload of %s: its row is Dumping\n", p.Key)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s unfinished upload of %s (started %s)\n", verb, p.Key, p.Started.UTC().Format(time.RFC3339))
+		if execute {
+			if err := j.Abort(ctx, p); err != nil {
+				failed++
+				fmt.Fprintf(e.stderr, "%s: %v\n", p.Key, err)
+				continue
+			}
+		}
+		aborted++
+		bytes += p.Size
+	}
+	summary := fmt.Sprintf("%s %d unfinished uploads started before %s", verb, aborted, cutoff.UTC().Format(time.RFC3339))
+	if bytes > 0 {
+		summary += fmt.Sprintf(" (%s)", humanBytes(bytes))
+	}
+	fmt.Fprintf(e.stdout, "%s; kept %d of rows dumping now\n", summary, kept)
+	return failed
+}
+
+// dumpingNow says whether a row of the dump's database is Dumping (an
+// upload that old may still be under way); a failed lookup says yes.
+func dumpingNow(ctx context.Context, store statemachine.Store, ref storage.DumpRef) bool {
+	rows, err := store.List(ctx, statemachine.Filter{Source: ref.Source, DatabaseName: ref.Database})
+	if err != nil {
+		return true
+	}
+	for _, m := range rows {
+		if string(m.Engine) == ref.Engine && m.Status == statemachine.Dumping {
+			return true
+		}
+	}
+	return false
 }
 
 // gcRow finds the row whose dump_url is the group's dump, and says what

@@ -217,3 +217,65 @@ func TestDumpLinkAndServe(t *testing.T) {
 		}
 	})
 }
+
+// TestGCAbortsUnfinishedUploads: what a killed agent left mid-upload (here
+// the directory backend's temporary files; S3's incomplete multipart
+// uploads go through the same storage.Janitor, see storage's contract
+// suite) is aborted once older than --uploads-older-than, unless the row is
+// dumping now.
+func TestGCAbortsUnfinishedUploads(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		dir := t.TempDir()
+		objects, _ := file.New(dir)
+		s := db.Open(t)
+		ctx := context.Background()
+		now := time.Now().UTC()
+		rowWithDump(t, s, objects, "h1", "shop", now.Add(-72*time.Hour), statemachine.Done)
+		rowWithDump(t, s, objects, "h2", "blog", now.Add(-72*time.Hour), statemachine.ToDump)
+		if ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "h2", Owner: "h2/t", Limit: 1, Lease: time.Minute}); err != nil || len(ms) != 1 {
+			t.Fatal(ms, err)
+		}
+		leave := func(host, name string, age time.Duration) string {
+			ref := storage.DumpRef{Engine: "mysql", Source: host, Database: name, ConsistencyPoint: now.Add(-age)}
+			at := filepath.Join(dir, filepath.FromSlash(ref.Prefix()), ".tmp-98765")
+			if err := os.MkdirAll(filepath.Dir(at), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(at, []byte(strings.Repeat("d", 3000)), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(at, now.Add(-age), now.Add(-age)); err != nil {
+				t.Fatal(err)
+			}
+			return at
+		}
+		killed := leave("h1", "shop", 48*time.Hour)  // its row is Done: abort
+		dumping := leave("h2", "blog", 48*time.Hour) // its row is Dumping: keep
+		recent := leave("h9", "other", 2*time.Hour)  // younger than a day: leave
+		cfg := storageYAML(dir, "http://x")
+		there := func(path string) bool { _, err := os.Stat(path); return err == nil }
+
+		code, out, stderr := migrateWith(t, db, cfg, "", "gc")
+		if code != 0 || !strings.Contains(out, "would abort 1 unfinished uploads") || !strings.Contains(out, "kept 1 of rows dumping now") ||
+			!strings.Contains(out, "keep   unfinished upload of dumps/mysql/h2/blog/") {
+			t.Fatalf("dry run: %d\n%s\n%s", code, out, stderr)
+		}
+		if !there(killed) || !there(dumping) || !there(recent) {
+			t.Fatal("the dry run removed an unfinished upload")
+		}
+		if code, _, stderr := migrateWith(t, db, cfg, "", "gc", "--uploads-older-than", "10m"); code != 2 || !strings.Contains(stderr, "may still be under way") {
+			t.Errorf("--uploads-older-than 10m: %d %s", code, stderr)
+		}
+		code, out, stderr = migrateWith(t, db, cfg, "", "gc", "--execute")
+		if code != 0 || !strings.Contains(out, "abort 1 unfinished uploads") || !strings.Contains(out, "(2.9 KiB)") {
+			t.Fatalf("gc --execute: %d\n%s\n%s", code, out, stderr)
+		}
+		if there(killed) || there(filepath.Dir(killed)) || !there(dumping) || !there(recent) {
+			t.Errorf("after gc --execute: killed %v (its directory %v), dumping %v, recent %v; want only the killed one gone",
+				there(killed), there(filepath.Dir(killed)), there(dumping), there(recent))
+		}
+		if exists(t, objects, "dumps/") != 4 {
+			t.Errorf("gc touched finished dumps: %d objects left, want 4", exists(t, objects, "dumps/"))
+		}
+	})
+}

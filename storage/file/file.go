@@ -36,8 +36,9 @@ type Store struct {
 }
 
 var (
-	_ storage.Store  = (*Store)(nil)
-	_ storage.Opener = (*Store)(nil)
+	_ storage.Store   = (*Store)(nil)
+	_ storage.Opener  = (*Store)(nil)
+	_ storage.Janitor = (*Store)(nil)
 )
 
 // New returns a store on dir, creating it if needed.
@@ -198,40 +199,87 @@ func (s *Store) Delete(_ context.Context, key string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return s.wrap("delete "+key, err)
 	}
+	s.removeEmptyParents(path)
+	return nil
+}
+
+// removeEmptyParents removes the directories a deletion left empty, up to
+// the store's own.
+func (s *Store) removeEmptyParents(path string) {
 	for dir := filepath.Dir(path); dir != s.dir && strings.HasPrefix(dir, s.dir); dir = filepath.Dir(dir) {
 		if os.Remove(dir) != nil { // not empty (or gone): stop
 			break
 		}
 	}
-	return nil
 }
 
 // List walks the directory below the deepest one the prefix names, in key
 // order, yielding as it goes.
 func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
 	return func(yield func(storage.Object, error) bool) {
-		start := s.dir
-		if i := strings.LastIndex(prefix, "/"); i >= 0 {
-			start = filepath.Join(s.dir, filepath.FromSlash(prefix[:i]))
+		s.walk(ctx, prefix, func(key string, info fs.FileInfo) bool {
+			if strings.HasPrefix(info.Name(), tempPrefix) {
+				return true
+			}
+			return yield(storage.Object{Key: key, Size: info.Size(), ModTime: info.ModTime()}, nil)
+		}, func(err error) { yield(storage.Object{}, err) })
+	}
+}
+
+// Pending yields the temporary files of puts that never finished (the
+// writer was killed) below prefix: Key is the directory the put was
+// writing in, ID the file's own key.
+func (s *Store) Pending(ctx context.Context, prefix string) iter.Seq2[storage.Pending, error] {
+	return func(yield func(storage.Pending, error) bool) {
+		s.walk(ctx, prefix, func(key string, info fs.FileInfo) bool {
+			if !strings.HasPrefix(info.Name(), tempPrefix) {
+				return true
+			}
+			return yield(storage.Pending{Key: key[:len(key)-len(info.Name())], ID: key, Started: info.ModTime(), Size: info.Size()}, nil)
+		}, func(err error) { yield(storage.Pending{}, err) })
+	}
+}
+
+// Abort removes a temporary file Pending found.
+func (s *Store) Abort(_ context.Context, p storage.Pending) error {
+	path, err := s.path(p.ID)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(filepath.Base(path), tempPrefix) {
+		return fmt.Errorf("%s: %s is not an unfinished upload", s.Describe(), p.ID)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return s.wrap("remove the unfinished upload "+p.ID, err)
+	}
+	s.removeEmptyParents(path)
+	return nil
+}
+
+// walk calls fn with every regular file whose key starts with prefix, in
+// key order, until fn returns false; a failure goes to fail.
+func (s *Store) walk(ctx context.Context, prefix string, fn func(key string, info fs.FileInfo) bool, fail func(error)) {
+	start := s.dir
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		start = filepath.Join(s.dir, filepath.FromSlash(prefix[:i]))
+	}
+	stop := errors.New("stop")
+	err := walkSorted(start, func(path string, info fs.FileInfo) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		stop := errors.New("stop")
-		err := walkSorted(start, func(path string, info fs.FileInfo) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(s.dir, path)
-			key := filepath.ToSlash(rel)
-			if !strings.HasPrefix(key, prefix) || strings.HasPrefix(info.Name(), tempPrefix) {
-				return nil
-			}
-			if !yield(storage.Object{Key: key, Size: info.Size(), ModTime: info.ModTime()}, nil) {
-				return stop
-			}
+		rel, _ := filepath.Rel(s.dir, path)
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) {
 			return nil
-		})
-		if err != nil && !errors.Is(err, stop) && !errors.Is(err, fs.ErrNotExist) {
-			yield(storage.Object{}, s.wrap("list "+prefix, err))
 		}
+		if !fn(key, info) {
+			return stop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, stop) && !errors.Is(err, fs.ErrNotExist) {
+		fail(s.wrap("list "+prefix, err))
 	}
 }
 

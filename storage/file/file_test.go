@@ -31,6 +31,15 @@ func TestContract(t *testing.T) {
 				flipByte(t, filepath.Join(dir, filepath.FromSlash(key)))
 			},
 			Leftovers: func(t *testing.T) int { return countTemp(t, dir) },
+			Abandon: func(t *testing.T, key string) {
+				at := filepath.Join(dir, filepath.FromSlash(key))
+				if err := os.MkdirAll(filepath.Dir(at), 0o750); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(filepath.Dir(at), ".tmp-123456"), []byte("half a dump"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			},
 		}
 	})
 }

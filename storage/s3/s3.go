@@ -96,6 +96,7 @@ type Store struct {
 var (
 	_ storage.Store     = (*Store)(nil)
 	_ storage.Presigner = (*Store)(nil)
+	_ storage.Janitor   = (*Store)(nil)
 )
 
 // New connects to the bucket and checks that it is there and ours to use.
@@ -325,6 +326,45 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.Objec
 			}
 		}
 	}
+}
+
+// Pending yields the incomplete multipart uploads under prefix, a page of
+// up to 1,000 at a time. The transfer manager aborts its own on failure or
+// cancellation; these are what a killed process left behind.
+func (s *Store) Pending(ctx context.Context, prefix string) iter.Seq2[storage.Pending, error] {
+	return func(yield func(storage.Pending, error) bool) {
+		p := s3.NewListMultipartUploadsPaginator(s.client, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(s.cfg.Prefix + prefix)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				yield(storage.Pending{}, s.wrap("list the incomplete uploads under", prefix, err))
+				return
+			}
+			for _, u := range page.Uploads {
+				key := strings.TrimPrefix(aws.ToString(u.Key), s.cfg.Prefix)
+				if !yield(storage.Pending{Key: key, ID: aws.ToString(u.UploadId), Started: aws.ToTime(u.Initiated)}, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Abort aborts an incomplete multipart upload, freeing its parts.
+func (s *Store) Abort(ctx context.Context, p storage.Pending) error {
+	k, err := s.key(p.Key)
+	if err != nil {
+		return err
+	}
+	_, err = s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: aws.String(p.ID)})
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchUpload" {
+		return nil // gone already (finished, or aborted by someone else)
+	}
+	if err != nil {
+		return s.wrap("abort the incomplete upload of", p.Key, err)
+	}
+	return nil
 }
 
 // URL is s3://bucket/<prefix><key>.

@@ -33,20 +33,39 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return storagetest.Harness{
-			Store: st,
-			Corrupt: func(t *testing.T, key string) {
-				flip(t, srv.ObjectPath(bucket, key))
-			},
-			Leftovers: func(t *testing.T) int {
-				out, err := srv.Client().ListMultipartUploads(context.Background(), &awss3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return len(out.Uploads)
-			},
-		}
+		return harness(srv, bucket, st)
 	})
+}
+
+// harness is the contract suite's view of a bucket on the test server.
+func harness(srv *fleettest.S3, bucket string, st *s3.Store) storagetest.Harness {
+	return storagetest.Harness{
+		Store:   st,
+		Corrupt: func(t *testing.T, key string) { flip(t, srv.ObjectPath(bucket, key)) },
+		Leftovers: func(t *testing.T) int {
+			out, err := srv.Client().ListMultipartUploads(context.Background(), &awss3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(out.Uploads)
+		},
+		Abandon: func(t *testing.T, key string) { abandon(t, srv, bucket, key) },
+	}
+}
+
+// abandon starts a multipart upload of key and sends one part, as a
+// process killed mid-upload leaves it.
+func abandon(t *testing.T, srv *fleettest.S3, bucket, key string) {
+	t.Helper()
+	ctx := context.Background()
+	up, err := srv.Client().CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Client().UploadPart(ctx, &awss3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: up.UploadId,
+		PartNumber: aws.Int32(1), Body: strings.NewReader(strings.Repeat("p", 5<<20))}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func flip(t *testing.T, path string) {
@@ -83,6 +102,21 @@ func TestWithAPrefix(t *testing.T) {
 	}
 	if url := st.URL("dumps/x"); url != "s3://"+cfg.Bucket+"/team-a/dumps/x" {
 		t.Fatalf("URL %s", url)
+	}
+	abandon(t, srv, cfg.Bucket, "team-a/dumps/y")
+	abandon(t, srv, cfg.Bucket, "team-b/dumps/z") // another tool's: not ours to see
+	var pending []storage.Pending
+	for p, err := range st.Pending(ctx, "dumps/") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, p)
+	}
+	if len(pending) != 1 || pending[0].Key != "dumps/y" {
+		t.Fatalf("pending under the prefix: %+v", pending)
+	}
+	if err := st.Abort(ctx, pending[0]); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -217,16 +251,6 @@ func TestTLSWithPrivateCA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return storagetest.Harness{
-			Store:   st,
-			Corrupt: func(t *testing.T, key string) { flip(t, srv.ObjectPath(bucket, key)) },
-			Leftovers: func(t *testing.T) int {
-				out, err := srv.Client().ListMultipartUploads(context.Background(), &awss3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return len(out.Uploads)
-			},
-		}
+		return harness(srv, bucket, st)
 	})
 }

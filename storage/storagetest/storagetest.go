@@ -29,6 +29,10 @@ type Harness struct {
 	// Leftovers counts what a failed or cancelled Put left behind:
 	// temporary files, pending multipart uploads.
 	Leftovers func(t *testing.T) int
+	// Abandon leaves an unfinished upload of key with some data in it, as
+	// a writer killed mid-put would (S3: a multipart upload with one part;
+	// a directory: a temporary file).
+	Abandon func(t *testing.T, key string)
 }
 
 // Factory returns a fresh harness for t.
@@ -48,6 +52,7 @@ func Run(t *testing.T, f Factory) {
 		{"CompressedDumpRoundTrip", testCompressed},
 		{"AwkwardDatabaseNamesRoundTrip", testAwkwardKeys},
 		{"ListPagesAndStops", testListMany},
+		{"AbandonedUploadIsPendingUntilAborted", testAbandoned},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -319,6 +324,53 @@ func testCancel(t *testing.T, h Harness) {
 type iotestErr struct{}
 
 func (iotestErr) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
+
+func testAbandoned(t *testing.T, h Harness) {
+	j, ok := h.Store.(storage.Janitor)
+	if !ok {
+		t.Fatalf("%s cannot list unfinished uploads (storage.Janitor)", h.Store.Describe())
+	}
+	pending := func(prefix string) []storage.Pending {
+		var ps []storage.Pending
+		for p, err := range j.Pending(ctx(t), prefix) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	const key = "dumps/killed/dump.sql.zst"
+	if _, err := h.Store.Put(ctx(t), "dumps/finished/dump.sql.zst", strings.NewReader("whole"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().Add(-time.Minute)
+	h.Abandon(t, key)
+	if ps := pending("other/"); len(ps) != 0 {
+		t.Fatalf("pending under another prefix: %+v", ps)
+	}
+	ps := pending("dumps/")
+	if len(ps) != 1 || !strings.HasPrefix(key, ps[0].Key) || ps[0].Key == "" || ps[0].ID == "" || ps[0].Started.Before(before) {
+		t.Fatalf("pending uploads after a killed put of %s: %+v", key, ps)
+	}
+	for o, err := range h.Store.List(ctx(t), "dumps/") {
+		if err != nil || o.Key != "dumps/finished/dump.sql.zst" {
+			t.Fatalf("List shows %+v %v: an unfinished upload is not an object", o, err)
+		}
+	}
+	if err := j.Abort(ctx(t), ps[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Abort(ctx(t), ps[0]); err != nil {
+		t.Fatalf("aborting an upload already aborted: %v", err)
+	}
+	if left := pending("dumps/"); len(left) != 0 || h.Leftovers(t) != 0 {
+		t.Fatalf("after Abort: %+v pending, %d leftovers", left, h.Leftovers(t))
+	}
+	if got := readAll(t, h.Store, "dumps/finished/dump.sql.zst"); string(got) != "whole" {
+		t.Fatalf("the finished object next to it: %q", got)
+	}
+}
 
 func testReplace(t *testing.T, h Harness) {
 	first := bytes.Repeat([]byte("first "), 1000)
