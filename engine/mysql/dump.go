@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -503,7 +504,51 @@ func (s *Server) loadScript(ctx context.Context, db string, r io.Reader, trailer
 	}
 	tail := &tailBuffer{Max: 256}
 	args := []string{"--batch", "--binary-mode", "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--database=" + db}
-	return s.run(ctx, tool, args, io.Discard, &trailerCheck{r: io.TeeReader(r, tail), tail: tail, want: trailer})
+	return clientError(s.run(ctx, tool, args, io.Discard, &trailerCheck{r: io.TeeReader(r, tail), tail: tail, want: trailer}))
+}
+
+// clientErrorLine is how the client reports a statement the server
+// refused: "ERROR 1114 (HY000) at line 52: The table 'orders' is full".
+var clientErrorLine = regexp.MustCompile(`(?m)^ERROR (\d+) \([0-9A-Z]{5}\)( at line \d+)?: .*$`)
+
+// clientError keeps, of what a failed client said, its ERROR lines: the
+// client also echoes the refused statement, which is the customer's data
+// (it must not reach rows, events and logs) and can be megabytes long.
+func clientError(err error) error {
+	var te *engine.ToolError
+	if !errors.As(err, &te) {
+		return err
+	}
+	if lines := clientErrorLine.FindAllString(te.Stderr, 3); len(lines) > 0 {
+		te.Stderr = strings.Join(lines, "; ")
+	} else if len(te.Stderr) > 1000 {
+		te.Stderr = "…" + te.Stderr[len(te.Stderr)-1000:]
+	}
+	return err
+}
+
+// Server errors that mean the disk is full: ER_RECORD_FILE_FULL ("The
+// table ... is full": InnoDB could not extend a tablespace) and
+// ER_DISK_FULL; errno 28 is ENOSPC in "Error writing file" and friends.
+var diskFullErrors = regexp.MustCompile(`^ERROR (1114|1021) |[Ee]rr(no|code): 28\b|No space left on device`)
+
+// diskFull turns a load that failed because the server's disk is full
+// into a permanent error saying so: retrying at once would fill it again.
+func (s *Server) diskFull(err error) error {
+	full := false
+	if n := errNo(err); n == 1114 || n == 1021 {
+		full = true
+	}
+	var te *engine.ToolError
+	if errors.As(err, &te) {
+		for _, line := range strings.Split(te.Stderr, "; ") {
+			full = full || diskFullErrors.MatchString(line)
+		}
+	}
+	if !full {
+		return err
+	}
+	return engine.Permanentf("%s is out of disk space (free space there, or choose another destination, then migrate retry): %w", s, err)
 }
 
 // ErrNoTrailer: a dump being imported ended without its completion

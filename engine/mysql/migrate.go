@@ -98,7 +98,7 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 		}
 	}
 	if err := s.LoadDump(ctx, m, r, p.ByteCounter()); err != nil {
-		return nil, err
+		return nil, s.diskFull(err)
 	}
 	if err := s.Grant(ctx, rec.Granted); err != nil {
 		return nil, err
