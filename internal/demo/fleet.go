@@ -89,6 +89,15 @@ func (h *Host) Pause() error { return h.server().Pause() }
 // Resume continues a paused server.
 func (h *Host) Resume() error { return h.server().Resume() }
 
+// GrowDisk gives a MariaDB server with a size-capped data directory
+// (FleetSize.MySQLDestinationDiskFree) free bytes more than it holds now.
+func (h *Host) GrowDisk(ctx context.Context, free int64) error {
+	if h.my == nil {
+		return fmt.Errorf("%s: not a MariaDB server", h.ID)
+	}
+	return h.my.GrowDisk(ctx, free)
+}
+
 // Fleet is the running local fleet.
 type Fleet struct {
 	// State is the state database's PostgreSQL cluster.
@@ -114,6 +123,10 @@ const adminUser = "fleetmigrate"
 type FleetSize struct {
 	MySQLSources, MySQLDestinations       int
 	PostgresSources, PostgresDestinations int
+	// MySQLDestinationDiskFree, when set, puts each MariaDB destination's
+	// data directory on its own tmpfs with this many bytes free: a
+	// destination whose disk fills up (fault tests; needs root).
+	MySQLDestinationDiskFree int64
 }
 
 // StartServers starts the state database, the database servers and the S3
@@ -163,7 +176,7 @@ func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, erro
 		return nil
 	})
 	for _, h := range hosts {
-		g.Go(func() error { return f.startHost(gctx, h) })
+		g.Go(func() error { return f.startHost(gctx, h, size) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, errors.Join(err, f.Stop())
@@ -171,10 +184,14 @@ func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, erro
 	return f, nil
 }
 
-func (f *Fleet) startHost(ctx context.Context, h *Host) error {
+func (f *Fleet) startHost(ctx context.Context, h *Host, size FleetSize) error {
 	switch h.Engine {
 	case MySQL:
-		m, err := fleettest.StartMariaDB(ctx, fleettest.MariaDBConfig{Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500"}})
+		cfg := fleettest.MariaDBConfig{Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500"}}
+		if !h.Source {
+			cfg.DiskFree = size.MySQLDestinationDiskFree
+		}
+		m, err := fleettest.StartMariaDB(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("start MariaDB for %s: %w", h.ID, err)
 		}

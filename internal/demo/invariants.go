@@ -146,10 +146,18 @@ func (d *Demo) CheckInvariants(ctx context.Context) (InvariantReport, error) {
 	for _, db := range d.DBs {
 		planned[dbKey{db.Engine, db.Source, db.Name}] = db
 	}
-	d.checkRows(ctx, rows, planned, &r, fail)
+	ghosts := map[dbKey]*Database{}
+	d.mu.Lock()
+	for _, g := range d.ghosts {
+		ghosts[dbKey{g.Engine, g.Source, g.Name}] = g
+	}
+	d.mu.Unlock()
+	d.checkRows(ctx, rows, planned, ghosts, &r, fail)
 	for _, m := range rows {
 		if db := planned[keyOf(m)]; db != nil {
 			d.checkDatabase(ctx, db, m, &r, fail)
+		} else if g := ghosts[keyOf(m)]; g != nil {
+			d.checkGhost(ctx, g, m, &r, fail)
 		}
 	}
 	if err := d.checkDestinations(ctx, rows, &r, fail); err != nil {
@@ -172,12 +180,15 @@ func saysBlocked(m statemachine.Migration) bool {
 	return !m.BlockedAt.IsZero() && (m.UnblockedAt.IsZero() || !m.UnblockedAt.After(m.BlockedAt))
 }
 
-func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, planned map[dbKey]*Database, r *InvariantReport, fail func(string, string, ...any)) {
+func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, planned, ghosts map[dbKey]*Database, r *InvariantReport, fail func(string, string, ...any)) {
 	seen := map[*Database]int{}
 	for _, m := range rows {
 		r.Checked[InvRows]++
 		r.Statuses[m.Status]++
 		db := planned[keyOf(m)]
+		if db == nil {
+			db = ghosts[keyOf(m)]
+		}
 		if db == nil {
 			fail(InvRows, "row %s was never planned", m.String())
 		} else {
@@ -218,6 +229,11 @@ func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, pla
 	for _, db := range d.DBs {
 		if n := seen[db]; n != 1 {
 			fail(InvRows, "%s database %q on %s has %d rows", db.Engine, db.Name, db.Source, n)
+		}
+	}
+	for _, g := range ghosts {
+		if n := seen[g]; n != 1 {
+			fail(InvRows, "%s database %q on %s (missing at the source) has %d rows", g.Engine, g.Name, g.Source, n)
 		}
 	}
 }
@@ -438,6 +454,47 @@ func readAdmin(ctx context.Context, h *Host, database string) (Checksum, error) 
 		return readMySQL(ctx, h.RootDSN(database))
 	}
 	return readPostgres(ctx, h.RootDSN(database))
+}
+
+// PlanGhost adds to the plan StartMigration loads a database that does not
+// exist at its source (a typo in a plan, a database dropped since it was
+// planned). Its row must fail at the dump, naming the database, without
+// blocking or creating anything anywhere; CheckInvariants checks that.
+func (d *Demo) PlanGhost(engine, source, destination, name string) error {
+	if h := d.Fleet.Host(source); h == nil || h.Engine != engine || !h.Source {
+		return fmt.Errorf("no %s source %q", engine, source)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ghosts = append(d.ghosts, &Database{Engine: engine, Name: name, Source: source, Destination: destination})
+	return nil
+}
+
+// ghostStatuses are where a row of a database missing at its source may
+// be: queued, or stopped at the dump.
+var ghostStatuses = []statemachine.Status{statemachine.Waiting, statemachine.ToDump, statemachine.Dumping,
+	statemachine.DumpFailed, statemachine.Cancelled}
+
+// checkGhost checks a row of a database that does not exist at its source:
+// it never got past the dump, says why, blocked nothing, and the database
+// appeared at neither side (the destination is checkDestinations' part).
+func (d *Demo) checkGhost(ctx context.Context, g *Database, m statemachine.Migration, r *InvariantReport, fail func(string, string, ...any)) {
+	r.Checked[InvSources]++
+	switch {
+	case !slices.Contains(ghostStatuses, m.Status):
+		fail(InvSources, "row %s of a database missing at its source is %s", m.String(), m.Status)
+	case m.Status == statemachine.DumpFailed && !strings.Contains(m.LastError, "does not exist"):
+		fail(InvSources, "row %s of a database missing at its source failed without saying so: %q", m.String(), m.LastError)
+	case !m.BlockedAt.IsZero():
+		fail(InvSources, "row %s of a database missing at its source recorded a write block", m.String())
+	}
+	names, err := listDatabases(ctx, d.Fleet.Host(g.Source))
+	switch {
+	case err != nil:
+		fail(InvSources, "row %s: list the source's databases: %v", m.String(), err)
+	case slices.Contains(names, g.Name):
+		fail(InvSources, "row %s: database %q now exists at its source", m.String(), g.Name)
+	}
 }
 
 // PlantForeign creates database name at host with a table and a row, as a

@@ -120,6 +120,9 @@ type Demo struct {
 	// foreign: databases a test created at a server before the migration,
 	// by host; no row accounts for them, and nothing may drop them.
 	foreign map[string][]string
+	// ghosts: rows a test planned for databases that do not exist at
+	// their source (PlanGhost).
+	ghosts  []*Database
 	started time.Time
 	// migration phase
 	migStart, migEnd time.Time
@@ -478,7 +481,10 @@ func Settled(stopped bool) func(map[statemachine.Status]int) bool {
 // scheduler; Finish waits and stops it.
 func (d *Demo) StartMigration(ctx context.Context) error {
 	planFile := filepath.Join(d.Opt.Dir, "plan.csv")
-	if err := writePlan(planFile, d.DBs); err != nil {
+	d.mu.Lock()
+	planned := append(slices.Clone(d.DBs), d.ghosts...)
+	d.mu.Unlock()
+	if err := writePlan(planFile, planned); err != nil {
 		return err
 	}
 	out, err := d.tool(ctx, "plan", "--file", planFile)

@@ -21,6 +21,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/storage"
+	s3store "github.com/fleetmigrate/fleetmigrate/storage/s3"
 )
 
 func TestMain(m *testing.M) { fleettest.Main(m, writeReport) }
@@ -283,6 +284,28 @@ func uploads(ctx context.Context, d *demo.Demo, prefix string) int {
 		return 0
 	}
 	return len(out.Uploads)
+}
+
+// abortPending aborts, through the S3 store's storage.Janitor (what
+// migrate gc uses), the unfinished uploads under prefix, and returns how
+// many the bucket still has.
+func abortPending(ctx context.Context, t *testing.T, d *demo.Demo, prefix string) int {
+	t.Helper()
+	f := d.Fleet
+	st, err := s3store.New(ctx, s3store.Config{Endpoint: f.S3.Endpoint, Region: f.S3.Region, Bucket: f.S3.Bucket, PathStyle: true,
+		AccessKey: f.S3.AccessKey, SecretKey: f.S3.SecretKey, CAFile: f.CA.CertFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, err := range st.Pending(ctx, prefix) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Abort(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return uploads(ctx, d, prefix)
 }
 
 // countsNow says how many rows are in each status, or why it cannot.

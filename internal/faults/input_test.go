@@ -117,11 +117,30 @@ func TestBadInput(t *testing.T) {
 	r.inject("a plan file with 7 bad lines (unknown engine, source = destination, empty, 65-character and non-UTF-8 names, a short line, a trailing space); agent configurations with an unknown key, a wrong type, an unset secret; 4 bad command lines")
 	r.saw("%d of 8 inputs refused with exit ≠ 0 and a message naming the problem (the plan's 7 lines each named, nothing inserted)", refused)
 
-	// The migration itself, with awkward names.
+	// The migration itself, with awkward names, and a plan that also names
+	// databases missing at their source (a typo, one dropped since).
+	ghosts := []*demo.Database{
+		{Engine: demo.MySQL, Name: "no such db", Source: "mysql-src-1", Destination: "mysql-dst-1"},
+		{Engine: demo.Postgres, Name: "dropped since it's planned", Source: "postgres-src-1", Destination: "postgres-dst-1"},
+	}
+	for _, g := range ghosts {
+		if err := d.PlanGhost(g.Engine, g.Source, g.Destination, g.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.inject("a plan naming 2 databases missing at their source (one MariaDB, one PostgreSQL)")
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
 	}
 	settle(ctx, t, d, false)
+	for _, g := range ghosts {
+		m := row(ctx, t, d, g)
+		if m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "does not exist") || !m.BlockedAt.IsZero() {
+			t.Errorf("row of %s database %q missing at %s: %s blocked %v, %q; want Dump failed saying it does not exist, nothing blocked",
+				g.Engine, g.Name, g.Source, m.Status, m.BlockedAt, m.LastError)
+		}
+		r.saw("%q: %s", g.Name, trail(ctx, t, d, m.ID))
+	}
 
 	// A row edited by hand into an impossible status: the checker must
 	// say so, and the tools keep working.

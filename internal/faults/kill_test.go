@@ -61,8 +61,13 @@ func TestKillDumpAgent(t *testing.T) {
 	}
 	r.saw("row: %s", trail(ctx, t, d, m.ID))
 	rep := checkInvariants(ctx, t, d, r)
-	r.saw("all %d rows Done: %v; one dump referenced, %d earlier attempts' dumps left to gc; %d incomplete multipart uploads",
-		len(d.DBs), rep.Statuses[statemachine.Done] == len(d.DBs), rep.Superseded, uploads(ctx, d, prefix))
+	left := uploads(ctx, d, prefix)
+	after := abortPending(ctx, t, d, prefix)
+	if after != 0 {
+		t.Errorf("%d incomplete multipart uploads under %s after aborting every one the janitor listed", after, prefix)
+	}
+	r.saw("all %d rows Done: %v; one dump referenced, %d earlier attempts' dumps left to gc; %d incomplete multipart uploads left by the kill, %d after aborting what the store's janitor lists (migrate gc does so once they are a day old)",
+		len(d.DBs), rep.Statuses[statemachine.Done] == len(d.DBs), rep.Superseded, left, after)
 	wantAllDone(t, d, rep)
 }
 

@@ -131,6 +131,40 @@ func TestDestinationKilledMidImport(t *testing.T) {
 	}
 }
 
+// Case 7b: the destination's disk fills up during the imports (its data
+// directory is a tmpfs with 24 MiB free; the largest database needs more).
+func TestDestinationDiskFull(t *testing.T) {
+	t.Parallel()
+	r := record(t, "7b", "destination disk full")
+	const free = 24 << 20
+	d, ctx := fleet(t, 8, 40<<20, func(o *demo.Options) { o.Size.MySQLDestinationDiskFree = free })
+	big := largest(d, demo.MySQL)
+	dst := d.Fleet.Host(big.Destination)
+	r.inject("MariaDB %s's data directory on a tmpfs with %d MiB free; %q alone holds %d rows (about %d MiB)", big.Destination, free>>20, big.Name, big.Rows, big.Rows*200>>20)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, big)
+	if m.Status != statemachine.ImportFailed || !strings.Contains(m.LastError, "disk") {
+		t.Errorf("row %s is %s (%q), want Import failed naming the full disk", m.String(), m.Status, m.LastError)
+	}
+	r.saw("row: %s", trail(ctx, t, d, m.ID))
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s; invariants while failed: %s (the partial imports dropped)", statusLine(rep.Statuses), rep.Summary())
+
+	if err := dst.GrowDisk(ctx, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Tool(ctx, "retry", "--status", string(statemachine.ImportFailed)); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	rep = checkInvariants(ctx, t, d, r)
+	r.saw("the disk grown to 512 MiB free, migrate retry --status 'Import failed': %s", statusLine(rep.Statuses))
+	wantAllDone(t, d, rep)
+}
+
 // Case 9: the destination server hangs (SIGSTOP: connections open, nothing
 // answers) for longer than the agent's lease during an import.
 func TestDestinationHangs(t *testing.T) {

@@ -34,6 +34,10 @@ type MariaDBConfig struct {
 	Host string
 	// Args are extra mariadbd options.
 	Args []string
+	// DiskFree, when set, puts the data directory on its own tmpfs with
+	// this many bytes free once the server is initialised: a destination
+	// whose disk fills up. Needs root (mount).
+	DiskFree int64
 }
 
 // MariaDB is a running throwaway MariaDB server. Root has no password over
@@ -86,6 +90,15 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 		return nil, err
 	}
 	user := currentUser()
+	if cfg.DiskFree > 0 {
+		umount, err := mountTmpfs(ctx, data)
+		if err != nil {
+			_ = os.RemoveAll(m.Dir)
+			return nil, fmt.Errorf("mariadb: a size-capped data directory: %w", err)
+		}
+		release := m.release
+		m.release = func() { umount(); release() }
+	}
 	// Each instance has its own tmpdir: parallel installs sharing /tmp fail.
 	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data, "--user="+user,
 		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp, redoLogSize)
@@ -122,6 +135,14 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 		m.proc.kill()
 		_ = removeDir(m.Dir)
 		return nil, err
+	}
+	if cfg.DiskFree > 0 {
+		// once running: the server creates its temporary tablespace at start
+		if err := capTmpfs(ctx, data, cfg.DiskFree); err != nil {
+			m.proc.kill()
+			_ = removeDir(m.Dir)
+			return nil, fmt.Errorf("mariadb: cap the data directory: %w", err)
+		}
 	}
 	ok = true
 	return m, nil
@@ -191,6 +212,8 @@ func (m *MariaDB) NewDatabase(t testing.TB) string {
 func (m *MariaDB) Stop() error {
 	return shutdown(&m.proc, syscall.SIGTERM, 30*time.Second, m.release, m.Dir)
 }
+
+func (m *MariaDB) dataDir() string { return filepath.Join(m.Dir, "data") }
 
 // Kill ends the server with SIGKILL, as a crash would; Stop still cleans up.
 func (m *MariaDB) Kill() { m.proc.kill() }
