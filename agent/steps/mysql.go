@@ -34,15 +34,25 @@ type MySQL struct {
 	// ProgressEvery is how often a running dump or import reports (default
 	// 5 s; the agent's progress interval limits what is written).
 	ProgressEvery time.Duration
+	// HangTimeout cancels a step whose server has not answered a probe for
+	// this long (watch.go); 0: no watchdog.
+	HangTimeout time.Duration
 }
 
 // Register adds the dump, import, close and rollback handlers for rows of
 // engine mysql.
 func (c *MySQL) Register(a *agent.Agent) {
-	a.Handle(statemachine.RoleDump, statemachine.EngineMySQL, &mysqlDump{c})
-	a.Handle(statemachine.RoleImport, statemachine.EngineMySQL, &mysqlImport{c})
-	a.Handle(statemachine.RoleClose, statemachine.EngineMySQL, &mysqlClose{c})
-	a.Handle(statemachine.RoleRollback, statemachine.EngineMySQL, &mysqlRollback{c})
+	a.Handle(statemachine.RoleDump, statemachine.EngineMySQL, c.watch(&mysqlDump{c}))
+	a.Handle(statemachine.RoleImport, statemachine.EngineMySQL, c.watch(&mysqlImport{c}))
+	a.Handle(statemachine.RoleClose, statemachine.EngineMySQL, c.watch(&mysqlClose{c}))
+	a.Handle(statemachine.RoleRollback, statemachine.EngineMySQL, c.watch(&mysqlRollback{c}))
+}
+
+// watch puts a handler under the hang watchdog of this host's server.
+func (c *MySQL) watch(h agent.Handler) agent.Handler {
+	srv := c.Server
+	srv.Host = c.Host
+	return watch(h, srv.String(), c.HangTimeout, func(ctx context.Context) error { return mysql.Probe(ctx, srv) })
 }
 
 func (c *MySQL) local(ctx context.Context, log *slog.Logger) (*mysql.Server, error) {

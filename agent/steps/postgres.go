@@ -34,15 +34,25 @@ type Postgres struct {
 	// ProgressEvery is how often a running dump or import reports
 	// (default 5 s).
 	ProgressEvery time.Duration
+	// HangTimeout cancels a step whose server has not answered a probe for
+	// this long (watch.go); 0: no watchdog.
+	HangTimeout time.Duration
 }
 
 // Register adds the dump, import, close and rollback handlers for rows of
 // engine postgres.
 func (c *Postgres) Register(a *agent.Agent) {
-	a.Handle(statemachine.RoleDump, statemachine.EnginePostgres, &pgDump{c})
-	a.Handle(statemachine.RoleImport, statemachine.EnginePostgres, &pgImport{c})
-	a.Handle(statemachine.RoleClose, statemachine.EnginePostgres, &pgClose{c})
-	a.Handle(statemachine.RoleRollback, statemachine.EnginePostgres, &pgRollback{c})
+	a.Handle(statemachine.RoleDump, statemachine.EnginePostgres, c.watch(&pgDump{c}))
+	a.Handle(statemachine.RoleImport, statemachine.EnginePostgres, c.watch(&pgImport{c}))
+	a.Handle(statemachine.RoleClose, statemachine.EnginePostgres, c.watch(&pgClose{c}))
+	a.Handle(statemachine.RoleRollback, statemachine.EnginePostgres, c.watch(&pgRollback{c}))
+}
+
+// watch puts a handler under the hang watchdog of this host's server.
+func (c *Postgres) watch(h agent.Handler) agent.Handler {
+	srv := c.Server
+	srv.Host = c.Host
+	return watch(h, srv.String(), c.HangTimeout, func(ctx context.Context) error { return postgres.Probe(ctx, srv, c.Options) })
 }
 
 func (c *Postgres) local(ctx context.Context, log *slog.Logger) (*postgres.Server, error) {

@@ -66,8 +66,9 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 				SessionWait: c.SessionWait, TempDir: c.TempDir,
 				Jobs: c.Jobs, ParallelAbove: c.ParallelAboveMiB << 20,
 			},
-			Store: st,
-			Level: level,
+			Store:       st,
+			Level:       level,
+			HangTimeout: cfg.Agent.HangTimeout,
 		}).Register(a)
 	}
 	if c := cfg.Postgres; c.Address != "" {
@@ -79,8 +80,9 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 				ParallelAbove: c.ParallelAboveMiB << 20, Jobs: c.Jobs,
 				SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert,
 			},
-			Store: st,
-			Level: level,
+			Store:       st,
+			Level:       level,
+			HangTimeout: cfg.Agent.HangTimeout,
 		}).Register(a)
 	}
 	return nil

@@ -256,3 +256,29 @@ func containsNo(list []uint16, n uint16) bool {
 func schemaIs(col string) string {
 	return "(" + col + " = ? AND BINARY " + col + " = BINARY ?)"
 }
+
+// Probe asks srv for an answer on a connection of its own, within ctx: nil
+// if the server answered anything (an error from the server, such as too
+// many connections, is an answer too); an error if it did not (refused,
+// reset, or silent until ctx ended). The agents' hang watchdog uses it.
+func Probe(ctx context.Context, srv engine.Server) error {
+	cfg := mysqldrv.NewConfig()
+	cfg.User, cfg.Passwd = srv.User, srv.Password
+	cfg.Net, cfg.Addr = "tcp", srv.Address
+	if strings.HasPrefix(srv.Address, "/") {
+		cfg.Net = "unix"
+	}
+	conn, err := mysqldrv.NewConnector(cfg)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	err = db.PingContext(ctx)
+	var me *mysqldrv.MySQLError
+	if err == nil || errors.As(err, &me) {
+		return nil
+	}
+	return err
+}

@@ -236,3 +236,30 @@ func validName(name string) error {
 	}
 	return nil
 }
+
+// Probe asks srv for an answer on a connection of its own, within ctx: nil
+// if the server answered anything (an error from the server, such as too
+// many connections, is an answer too); an error if it did not (refused,
+// reset, or silent until ctx ended). The agents' hang watchdog uses it.
+func Probe(ctx context.Context, srv engine.Server, opt Options) error {
+	opt.defaults()
+	host, port, err := splitAddress(srv.Address)
+	if err != nil {
+		return err
+	}
+	cfg, err := pgx.ParseConfig(opt.connString(host, port, srv.User, opt.MaintenanceDB))
+	if err != nil {
+		return err
+	}
+	cfg.Password = srv.Password
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err == nil {
+		defer c.Close(context.WithoutCancel(ctx))
+		_, err = c.Exec(ctx, "SELECT 1")
+	}
+	var pe *pgconn.PgError
+	if err == nil || errors.As(err, &pe) {
+		return nil
+	}
+	return err
+}

@@ -218,6 +218,10 @@ type Agent struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown-timeout"`
 	// MaxAttempts is the attempt limit for transient failures of a step.
 	MaxAttempts int `yaml:"max-attempts"`
+	// HangTimeout cancels a step whose database server has not answered a
+	// probe on a connection of its own for this long (a hung server would
+	// hold the step forever); the attempt fails transiently. 0: off.
+	HangTimeout time.Duration `yaml:"hang-timeout"`
 	// MaxJobs caps concurrent steps per role.
 	MaxJobs map[string]int `yaml:"max-jobs"`
 	// DNSTarget is what DNS names of databases on this host point to:
@@ -258,7 +262,7 @@ func New() Config {
 		Log:   Log{Level: "info", Format: "auto"},
 		Agent: Agent{
 			PollInterval: 60 * time.Second, Lease: 60 * time.Second, HeartbeatInterval: 30 * time.Second,
-			ShutdownTimeout: 5 * time.Minute, MaxAttempts: 3,
+			ShutdownTimeout: 5 * time.Minute, MaxAttempts: 3, HangTimeout: 5 * time.Minute,
 			MaxJobs: map[string]int{"dump": 2, "import": 2, "rollback": 2, "close": 8, "dns": 16},
 		},
 		Storage: Storage{
@@ -472,6 +476,9 @@ func (c *Config) Validate() error {
 	}
 	if c.State.MaxOpenConns < 1 {
 		errs = append(errs, fmt.Sprintf("state.max-open-conns %d: want at least 1", c.State.MaxOpenConns))
+	}
+	if h := c.Agent.HangTimeout; h < 0 || h > 0 && h < 5*time.Second {
+		errs = append(errs, fmt.Sprintf("agent.hang-timeout %s: want 0 (off) or at least 5s (a busy server may take seconds to answer)", h))
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, err.Error())

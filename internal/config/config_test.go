@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -127,8 +128,9 @@ func TestValidate(t *testing.T) {
 	cfg = config.New()
 	cfg.State.Driver, cfg.Log.Format, cfg.Log.Level, cfg.State.MaxOpenConns = "oracle", "xml", "loud", 0
 	cfg.Storage.Backend, cfg.Storage.Compression, cfg.Storage.Retention = "tape", "ultra", 0
+	cfg.Agent.HangTimeout = 2 * time.Second
 	err := cfg.Validate()
-	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention"} {
+	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation error %v does not mention %s", err, want)
 		}

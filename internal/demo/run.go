@@ -57,6 +57,8 @@ type Options struct {
 	// MaxFailed is the scheduler's --max-failed (0: 10): the failures that
 	// trip the stop switch.
 	MaxFailed int
+	// HangTimeout is the agents' agent.hang-timeout (0: the default, 5m).
+	HangTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -293,6 +295,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 	if roles != "" {
 		fmt.Fprintf(&b, "agent:\n  roles: [%s]\n  poll-interval: 250ms\n  lease: %s\n  heartbeat-interval: %s\n  shutdown-timeout: 20s\n",
 			roles, d.Opt.Lease, d.Opt.Lease/6)
+		if d.Opt.HangTimeout > 0 {
+			fmt.Fprintf(&b, "  hang-timeout: %s\n", d.Opt.HangTimeout)
+		}
 		fmt.Fprintf(&b, "  max-jobs: {dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
 		if h != nil {
 			fmt.Fprintf(&b, "  dns-target: %s\n", h.IP)

@@ -3,6 +3,7 @@
 package faults_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -165,11 +166,12 @@ func TestDestinationDiskFull(t *testing.T) {
 	wantAllDone(t, d, rep)
 }
 
-// Case 9: the destination server hangs (SIGSTOP: connections open, nothing
-// answers) for longer than the agent's lease during an import.
+// Case 9a: the destination server hangs (SIGSTOP: connections open,
+// nothing answers) for longer than the agent's lease, shorter than its hang
+// timeout (the default 5 minutes), during an import.
 func TestDestinationHangs(t *testing.T) {
 	t.Parallel()
-	r := record(t, "9", "destination server hangs (connections open, no answers) mid-import")
+	r := record(t, "9a", "destination server hangs (connections open, no answers) mid-import, shorter than the hang timeout")
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
 	dst := d.Fleet.Host(big.Destination)
@@ -194,4 +196,48 @@ func TestDestinationHangs(t *testing.T) {
 	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
 		t.Errorf("row %s is %s", m.String(), m.Status)
 	}
+}
+
+// Case 9b: the destination server hangs for longer than the agents' hang
+// timeout (5 s here): the watchdog must cancel the import — it would wait
+// on the frozen server forever, its row Importing, its lease renewed — and
+// the retry must complete once the server is back.
+func TestDestinationHangsPastTimeout(t *testing.T) {
+	t.Parallel()
+	r := record(t, "9b", "destination server hangs longer than the hang timeout mid-import")
+	const hangTimeout = 5 * time.Second
+	d, ctx := fleet(t, 8, 40<<20, func(o *demo.Options) { o.HangTimeout = hangTimeout })
+	big := largest(d, demo.MySQL)
+	dst := d.Fleet.Host(big.Destination)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	importUnderWay(t, d, big)
+	if err := dst.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	logPath := d.Agent(big.Destination).LogPath()
+	waitFor(ctx, t, d, "the import agent's watchdog to cancel the import", 60*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "server hangs: cancelling the step")
+	})
+	fired := time.Since(frozen)
+	r.inject("MariaDB at %s frozen (SIGSTOP) while it imported %q, agents' hang timeout %s; resumed once the watchdog fired", big.Destination, big.Name, hangTimeout)
+	if fired > hangTimeout+3*time.Second+10*time.Second {
+		t.Errorf("the watchdog fired %s after the freeze; the hang timeout is %s", fired.Round(time.Second), hangTimeout)
+	}
+	if err := dst.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, big)
+	tr := trail(ctx, t, d, m.ID)
+	r.saw("the watchdog cancelled the import %s after the freeze; row: %s", fired.Round(time.Second), tr)
+	if !strings.Contains(tr, "has not answered") {
+		t.Errorf("the row's events do not say the server hung: %s", tr)
+	}
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s", statusLine(rep.Statuses))
+	wantAllDone(t, d, rep)
 }
