@@ -59,6 +59,10 @@ type Options struct {
 	MaxFailed int
 	// HangTimeout is the agents' agent.hang-timeout (0: the default, 5m).
 	HangTimeout time.Duration
+	// Proxied hosts' agents reach their database server through a TCP
+	// proxy (Demo.Proxy) that a fault test can pause, slow and cut; so do
+	// peers reaching it at the address the agent publishes.
+	Proxied []string
 }
 
 func (o *Options) defaults() {
@@ -124,7 +128,9 @@ type Demo struct {
 	foreign map[string][]string
 	// ghosts: rows a test planned for databases that do not exist at
 	// their source (PlanGhost).
-	ghosts  []*Database
+	ghosts []*Database
+	// proxies by host ID (Options.Proxied)
+	proxies map[string]*fleettest.Proxy
 	started time.Time
 	// migration phase
 	migStart, migEnd time.Time
@@ -214,6 +220,22 @@ func (d *Demo) Setup(ctx context.Context) error {
 		return nil
 	}); err != nil {
 		return err
+	}
+	for _, id := range d.Opt.Proxied {
+		h := f.Host(id)
+		if h == nil {
+			return fmt.Errorf("proxy: no host %q", id)
+		}
+		p, err := fleettest.StartProxy(h.Addr())
+		if err != nil {
+			return err
+		}
+		f.track("proxy "+p.Addr+" to "+id, p.Close)
+		if d.proxies == nil {
+			d.proxies = map[string]*fleettest.Proxy{}
+		}
+		d.proxies[id] = p
+		d.say("  %s's agent reaches its server through a TCP proxy at %s", id, p.Addr)
 	}
 	if err := d.writeConfig(); err != nil {
 		return err
@@ -307,14 +329,18 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		f.S3.Endpoint, f.CA.CertFile, f.S3.Region, f.S3.Bucket, envS3Access, envS3Secret)
 	fmt.Fprintf(&b, "links:\n  public-base: http://127.0.0.1:18080\n  listen: 127.0.0.1:18080\n  secret: ${%s}\n", envLinkSecret)
 	if h != nil {
+		addr := h.Addr()
+		if p := d.proxies[h.ID]; p != nil {
+			addr = p.Addr
+		}
 		switch h.Engine {
 		case MySQL:
-			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", h.Addr(), f.AdminUser, envMySQLPassword)
+			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", addr, f.AdminUser, envMySQLPassword)
 			if d.Opt.MySQLJobs > 0 {
 				fmt.Fprintf(&b, "  jobs: %d\n", d.Opt.MySQLJobs)
 			}
 		case Postgres:
-			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", h.Addr(), f.AdminUser, envPGPassword)
+			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", addr, f.AdminUser, envPGPassword)
 		}
 	}
 	if h == nil {
@@ -398,6 +424,10 @@ func (d *Demo) Agent(id string) *fleettest.Process {
 	}
 	return nil
 }
+
+// Proxy is the TCP proxy between host id's agent and its server
+// (Options.Proxied), nil if there is none.
+func (d *Demo) Proxy(id string) *fleettest.Proxy { return d.proxies[id] }
 
 // KillAgent ends host id's agent with SIGKILL, as a crash would: its rows
 // keep their leases until those expire.

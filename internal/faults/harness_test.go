@@ -308,6 +308,24 @@ func abortPending(ctx context.Context, t *testing.T, d *demo.Demo, prefix string
 	return uploads(ctx, d, prefix)
 }
 
+// waitWatchdog waits until host's agent logs that its hang watchdog
+// cancelled a step, checks that it did so within the hang timeout (plus
+// probe intervals) of since, when the server went silent, and returns how
+// long that took.
+func waitWatchdog(ctx context.Context, t *testing.T, d *demo.Demo, host string, since time.Time, hangTimeout time.Duration) time.Duration {
+	t.Helper()
+	logPath := d.Agent(host).LogPath()
+	waitFor(ctx, t, d, "the hang watchdog of "+host+" to cancel the step", time.Minute, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "server hangs: cancelling the step")
+	})
+	fired := time.Since(since)
+	if fired > hangTimeout+10*time.Second {
+		t.Errorf("the watchdog fired %s after the server went silent; the hang timeout is %s", fired.Round(time.Second), hangTimeout)
+	}
+	return fired
+}
+
 // countsNow says how many rows are in each status, or why it cannot.
 func countsNow(d *demo.Demo) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

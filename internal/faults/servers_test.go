@@ -3,7 +3,6 @@
 package faults_test
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -216,17 +215,8 @@ func TestDestinationHangsPastTimeout(t *testing.T) {
 	if err := dst.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	frozen := time.Now()
-	logPath := d.Agent(big.Destination).LogPath()
-	waitFor(ctx, t, d, "the import agent's watchdog to cancel the import", 60*time.Second, func() bool {
-		b, _ := os.ReadFile(logPath)
-		return strings.Contains(string(b), "server hangs: cancelling the step")
-	})
-	fired := time.Since(frozen)
+	fired := waitWatchdog(ctx, t, d, big.Destination, time.Now(), hangTimeout)
 	r.inject("MariaDB at %s frozen (SIGSTOP) while it imported %q, agents' hang timeout %s; resumed once the watchdog fired", big.Destination, big.Name, hangTimeout)
-	if fired > hangTimeout+3*time.Second+10*time.Second {
-		t.Errorf("the watchdog fired %s after the freeze; the hang timeout is %s", fired.Round(time.Second), hangTimeout)
-	}
 	if err := dst.Resume(); err != nil {
 		t.Fatal(err)
 	}

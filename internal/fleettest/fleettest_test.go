@@ -228,3 +228,115 @@ func TestReadProcStat(t *testing.T) {
 		t.Error("a process that does not exist was read")
 	}
 }
+
+// TestProxy puts a proxy in front of a real MariaDB: queries go through;
+// paused, they get no answer; cut, an open session fails and a new one
+// works; slowed, a large result takes its time.
+func TestProxy(t *testing.T) {
+	t.Parallel()
+	m := fleettest.SharedMariaDB(t)
+	p, err := fleettest.StartProxy(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	db, err := sql.Open("mysql", "root@tcp("+p.Addr+")/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	one := func(c interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}, timeout time.Duration) error {
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var n int
+		return c.QueryRowContext(qctx, "SELECT 1").Scan(&n)
+	}
+	if err := one(db, 10*time.Second); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	p.Pause()
+	if err := one(conn, 2*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("paused: %v, want no answer (deadline exceeded)", err)
+	}
+	p.Resume()
+	if err := one(db, 10*time.Second); err != nil {
+		t.Fatalf("resumed: %v", err)
+	}
+
+	conn2, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	if err := one(conn2, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.Cut(); n < 1 {
+		t.Fatalf("cut %d connections", n)
+	}
+	if err := one(conn2, 10*time.Second); err == nil {
+		t.Fatal("a cut session still answered")
+	}
+	if err := one(db, 10*time.Second); err != nil {
+		t.Fatalf("a new session after the cut: %v", err)
+	}
+
+	p.Slow(128 << 10)
+	start, before := time.Now(), p.Forwarded()
+	var s string
+	if err := db.QueryRowContext(ctx, "SELECT REPEAT('x', 256 * 1024)").Scan(&s); err != nil || len(s) != 256<<10 {
+		t.Fatalf("slowed: %d bytes, %v", len(s), err)
+	}
+	if took := time.Since(start); took < time.Second || p.Forwarded()-before < 256<<10 {
+		t.Fatalf("256 KiB at 128 KiB/s took %s (%d bytes forwarded)", took, p.Forwarded()-before)
+	}
+}
+
+// TestMariaDBDiskFull: a data directory with 16 MiB free fills up (the
+// server says the table is full) until GrowDisk gives it room. (With only
+// a few MiB free, MariaDB 10.11 may crash instead: its undo log cannot grow
+// either.)
+func TestMariaDBDiskFull(t *testing.T) {
+	t.Parallel()
+	m := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{DiskFree: 16 << 20})
+	if free, err := m.DiskFree(); err != nil || free > 17<<20 {
+		t.Fatalf("free after start: %d bytes, %v; want about 16 MiB", free, err)
+	}
+	db, err := sql.Open("mysql", m.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	for _, q := range []string{"CREATE DATABASE full_test", "CREATE TABLE full_test.t (id INT AUTO_INCREMENT PRIMARY KEY, s VARCHAR(4000))"} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill := func() error {
+		for range 32 {
+			if _, err := db.ExecContext(ctx, "INSERT INTO full_test.t (s) SELECT REPEAT('y', 4000) FROM full_test.seq_1_to_500"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := fill(); err == nil || !strings.Contains(err.Error(), "is full") {
+		t.Fatalf("64 MB into 16 MiB free: %v, want the table is full", err)
+	}
+	if err := m.GrowDisk(ctx, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := fill(); err != nil {
+		t.Fatalf("after GrowDisk: %v", err)
+	}
+}
