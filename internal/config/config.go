@@ -17,6 +17,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -337,9 +338,47 @@ func decode(r io.Reader, name string, cfg *Config) error {
 		return fmt.Errorf("config %s: %w", name, err)
 	}
 	if err := root.Decode(cfg); err != nil {
-		return fmt.Errorf("config %s: %s", name, cleanYAMLError(err))
+		return fmt.Errorf("config %s: %s", name, nameKeys(cleanYAMLError(err), keyLines(&root, "", map[int]string{})))
 	}
 	return nil
+}
+
+// keyLines maps the line of every scalar value to its dotted key
+// (agent.poll-interval), for error messages.
+func keyLines(n *yaml.Node, section string, lines map[int]string) map[int]string {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			keyLines(c, section, lines)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i].Value, n.Content[i+1]
+			if section != "" {
+				key = section + "." + key
+			}
+			if val.Kind == yaml.ScalarNode {
+				lines[val.Line] = key
+			}
+			keyLines(val, key, lines)
+		}
+	}
+	return lines
+}
+
+var errLine = regexp.MustCompile(`line (\d+): `)
+
+// nameKeys puts the key in front of yaml's "line N: ..." messages:
+// "agent.poll-interval (line 10): cannot unmarshal !!str `often` into
+// time.Duration".
+func nameKeys(msg string, lines map[int]string) string {
+	return errLine.ReplaceAllStringFunc(msg, func(m string) string {
+		n, _ := strconv.Atoi(errLine.FindStringSubmatch(m)[1])
+		if key, ok := lines[n]; ok {
+			return fmt.Sprintf("%s (line %d): ", key, n)
+		}
+		return m
+	})
 }
 
 // checkKeys refuses keys that no field of t carries, naming the key, its

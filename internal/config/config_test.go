@@ -87,7 +87,8 @@ func TestStrictAndClear(t *testing.T) {
 	}{
 		{"unknown top-level key", "host: a\nhosts: b\n", `line 2: unknown key "hosts"`},
 		{"unknown nested key", "state:\n  driver: mysql\n  dns: x\n", `line 3: unknown key "dns" in state`},
-		{"wrong type", "state:\n  max-open-conns: many\n", "line 2"},
+		{"wrong type", "state:\n  max-open-conns: many\n", "state.max-open-conns (line 2): cannot unmarshal !!str `many`"},
+		{"wrong type in a list", "agent:\n  roles: [dump]\n  poll-interval: often\n", "agent.poll-interval (line 3): cannot unmarshal !!str `often` into time.Duration"},
 		{"unset variable", "state:\n  dsn: \"${FLEETMIGRATE_SURELY_UNSET_VAR}\"\n", "line 2: environment variable FLEETMIGRATE_SURELY_UNSET_VAR is not set"},
 		{"bad syntax", "state: [\n", "line"},
 	}

@@ -91,7 +91,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, c := range []struct{ name, edit, want string }{
 		{"unknown key", strings.Replace(string(base), "agent:\n", "agent:\n  max-job: 3\n", 1), "max-job"},
-		{"wrong type", strings.Replace(string(base), "poll-interval: 250ms", "poll-interval: often", 1), "line 10: cannot unmarshal !!str `often`"},
+		{"wrong type", strings.Replace(string(base), "poll-interval: 250ms", "poll-interval: often", 1), "agent.poll-interval (line 10): cannot unmarshal !!str `often`"},
 		{"missing secret", strings.Replace(string(base), "${FLEETMIGRATE_MYSQL_PASSWORD}", "${FLEETMIGRATE_NOT_SET}", 1), "FLEETMIGRATE_NOT_SET"},
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".yaml")
@@ -110,12 +110,14 @@ func TestBadInput(t *testing.T) {
 		{[]string{"status", "--id", "abc"}, "id"},
 		{[]string{"rollback", "--id", "999999", "--execute"}, "999999"},
 		{[]string{"no-such-command"}, "no-such-command"},
+		{[]string{"dump-link", "--id", "999999"}, "999999"},
+		{[]string{"dump-link", "--id", "1", "--ttl", "forever"}, "forever"},
 	} {
 		code, out := run(t, d, d.Opt.MigrateBin, c.args...)
 		expect("migrate "+strings.Join(c.args, " "), code, out, c.want)
 	}
-	r.inject("a plan file with 7 bad lines (unknown engine, source = destination, empty, 65-character and non-UTF-8 names, a short line, a trailing space); agent configurations with an unknown key, a wrong type, an unset secret; 4 bad command lines")
-	r.saw("%d of 8 inputs refused with exit ≠ 0 and a message naming the problem (the plan's 7 lines each named, nothing inserted)", refused)
+	r.inject("a plan file with 7 bad lines (unknown engine, source = destination, empty, 65-character and non-UTF-8 names, a short line, a trailing space); agent configurations with an unknown key, a wrong type, an unset secret; 6 bad command lines (2 of them dump links: a row that does not exist, a TTL that is not one)")
+	r.saw("%d of 10 inputs refused with exit ≠ 0 and a message naming the problem (the plan's 7 lines each named, nothing inserted)", refused)
 
 	// The migration itself, with awkward names, and a plan that also names
 	// databases missing at their source (a typo, one dropped since).

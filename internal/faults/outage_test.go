@@ -104,6 +104,50 @@ func TestS3DownMidUpload(t *testing.T) {
 	}
 }
 
+// Case 5c: the S3 server goes down mid-upload and stays down: the retries
+// run out, the dump fails with the reason and writes restored at its
+// source; rows past the dump fail their import (their sources stay
+// blocked: the dump is their data). S3 back, migrate retry: all Done.
+func TestS3DownForGood(t *testing.T) {
+	t.Parallel()
+	r := record(t, "5c", "S3 server down mid-upload until the retries run out")
+	d, ctx := fleet(t, 8, 40<<20, nil)
+	big := largest(d, demo.MySQL)
+	prefix := dumpPrefix(big)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, d, "the largest dump's upload", 2*time.Minute, func() bool {
+		return row(ctx, t, d, big).Status == statemachine.Dumping && uploads(ctx, d, prefix) > 0
+	})
+	if err := d.Fleet.S3.Down(); err != nil {
+		t.Fatal(err)
+	}
+	r.inject("S3 server killed while %q's dump was uploading, and left down until every row settled", big.Name)
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, big)
+	if m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "refused") {
+		t.Errorf("row %s is %s (%q), want Dump failed saying the store refused connections", m.String(), m.Status, m.LastError)
+	}
+	r.saw("largest row: %s", trail(ctx, t, d, m.ID))
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows while S3 is down: %s; invariants: %s (failed dumps' sources writable again, failed imports' still blocked)", statusLine(rep.Statuses), rep.Summary())
+	if err := d.Fleet.S3.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []statemachine.Status{statemachine.DumpFailed, statemachine.ImportFailed} {
+		if n := rep.Statuses[st]; n > 0 {
+			if _, err := d.Tool(ctx, "retry", "--status", string(st)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	settle(ctx, t, d, false)
+	rep = checkInvariants(ctx, t, d, r)
+	r.saw("S3 up, migrate retry of the failed rows: %s", statusLine(rep.Statuses))
+	wantAllDone(t, d, rep)
+}
+
 // Case 5b: a stored dump is corrupted on the S3 server's disk, another is
 // deleted, before their imports; then the operator rolls both back.
 func TestCorruptAndMissingDumps(t *testing.T) {
