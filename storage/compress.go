@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -36,6 +37,7 @@ func ParseLevel(name string) (zstd.EncoderLevel, error) {
 func PutCompressed(ctx context.Context, st Store, key string, level zstd.EncoderLevel, opt PutOptions, write func(w io.Writer) error) (PutResult, error) {
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
+	var writerFailed atomic.Bool
 	go func() {
 		enc, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(2))
 		if err == nil {
@@ -44,18 +46,30 @@ func PutCompressed(ctx context.Context, st Store, key string, level zstd.Encoder
 				err = cerr
 			}
 		}
+		if err != nil {
+			writerFailed.Store(true)
+		}
 		// nil ends the stream cleanly; an error makes Put fail and store nothing
 		_ = pw.CloseWithError(err)
 		werr <- err
 	}()
 	res, err := st.Put(ctx, key, pr, opt)
+	// Whoever failed first is the cause: a store that went away makes the
+	// writer fail too (a dump tool dies of a broken pipe), and that is not
+	// what the operator needs to read.
+	storeFirst := err != nil && !writerFailed.Load()
 	if err != nil {
 		_ = pr.CloseWithError(err) // unblock the writer
 	}
-	if e := <-werr; e != nil && !errors.Is(e, io.ErrClosedPipe) {
+	e := <-werr
+	switch {
+	case storeFirst && e != nil && !errors.Is(e, err):
+		return PutResult{}, fmt.Errorf("%w (so the writer stopped: %v)", err, e)
+	case storeFirst:
+		return PutResult{}, err
+	case e != nil && !errors.Is(e, io.ErrClosedPipe):
 		return PutResult{}, fmt.Errorf("write %s: %w", key, e)
-	}
-	if err != nil {
+	case err != nil:
 		return PutResult{}, err
 	}
 	return res, nil

@@ -205,7 +205,7 @@ func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Serv
 	})
 	rep.Stop()
 	if err != nil {
-		return statemachine.Fields{}, fmt.Errorf("dump %q to %s: %w", s.Database, h.c.Store.Describe(), err)
+		return statemachine.Fields{}, fmt.Errorf("dump %q: %w", s.Database, err) // the store's errors name it
 	}
 	job.CountBytes("out", res.Size)
 	man.DumpSHA256, man.DumpBytes = res.SHA256, res.Size
