@@ -64,7 +64,7 @@ func PutCompressed(ctx context.Context, st Store, key string, level zstd.Encoder
 	e := <-werr
 	switch {
 	case storeFirst && e != nil && !errors.Is(e, err):
-		return PutResult{}, fmt.Errorf("%w (so the writer stopped: %v)", err, e)
+		return PutResult{}, fmt.Errorf("%w (so the writer stopped: %s)", err, e.Error()) // not wrapped: a consequence, not a cause to classify
 	case storeFirst:
 		return PutResult{}, err
 	case e != nil && !errors.Is(e, io.ErrClosedPipe):

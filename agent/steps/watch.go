@@ -42,7 +42,7 @@ func (w *watched) Run(ctx context.Context, job *agent.Job) (statemachine.Fields,
 	f, err := w.Handler.Run(ctx, job)
 	if cause := hung(); cause != nil && err != nil {
 		// whatever the step said, the hang is why: transient, retried
-		return statemachine.Fields{}, fmt.Errorf("%w; the step stopped with: %v", cause, err)
+		return statemachine.Fields{}, fmt.Errorf("%w; the step stopped with: %s", cause, err.Error()) // its error is a consequence: not classified
 	}
 	return f, err
 }
@@ -82,7 +82,7 @@ func watchServer(ctx context.Context, job *agent.Job, server string, after time.
 				continue
 			}
 			if silent := time.Since(answered); silent >= after {
-				e := fmt.Errorf("the %s server has not answered for %s (hang timeout %s; last probe: %v): this attempt was abandoned", server, silent.Round(time.Second), after, err)
+				e := fmt.Errorf("the %s server has not answered for %s (hang timeout %s; last probe: %w): this attempt was abandoned", server, silent.Round(time.Second), after, err)
 				fired.Store(&e)
 				job.Log.Error("server hangs: cancelling the step", "server", server, "silent", silent.Round(time.Second).String(), "err", err)
 				cancel(e)

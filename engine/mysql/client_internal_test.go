@@ -27,7 +27,7 @@ func TestClientErrorKeepsOnlyTheErrorLines(t *testing.T) {
 		t.Fatalf("an unrecognised message is not cut: %d bytes", len(err.Error()))
 	}
 	plain := errors.New("connection refused")
-	if clientError(plain) != plain {
+	if err := clientError(plain); err != plain { //nolint:errorlint // the very same error, unwrapped
 		t.Fatal("a non-tool error changed")
 	}
 }

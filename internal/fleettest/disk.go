@@ -17,7 +17,7 @@ func mountTmpfs(ctx context.Context, dir string) (umount func(), err error) {
 		return nil, err
 	}
 	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("mount a tmpfs at %s (needs root): %v: %s", dir, err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("mount a tmpfs at %s (needs root): %w: %s", dir, err, strings.TrimSpace(string(out)))
 	}
 	return func() {
 		if exec.Command("umount", dir).Run() != nil {
@@ -35,7 +35,7 @@ func capTmpfs(ctx context.Context, dir string, free int64) error {
 	}
 	size := used + free
 	if out, err := exec.CommandContext(ctx, "mount", "-o", fmt.Sprintf("remount,size=%d", size), dir).CombinedOutput(); err != nil {
-		return fmt.Errorf("resize the tmpfs at %s to %d bytes: %v: %s", dir, size, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("resize the tmpfs at %s to %d bytes: %w: %s", dir, size, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func (p *Proxy) connect(c net.Conn) {
 	defer p.wg.Done()
 	up, err := net.DialTimeout("tcp", p.target, 10*time.Second)
 	if err != nil {
-		c.Close()
+		_ = c.Close()
 		return
 	}
 	if !p.track(c, up) {
@@ -83,7 +83,7 @@ func (p *Proxy) track(conns ...net.Conn) bool {
 	defer p.mu.Unlock()
 	if p.closed {
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 		return false
 	}
@@ -148,7 +148,7 @@ func (p *Proxy) forget(conns ...net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range conns {
-		c.Close()
+		_ = c.Close()
 		delete(p.conns, c)
 	}
 }
@@ -180,7 +180,7 @@ func (p *Proxy) Cut() int {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // RST, not FIN
 		}
-		c.Close()
+		_ = c.Close()
 		n++
 	}
 	return n / 2
@@ -199,7 +199,7 @@ func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
-		c.Close()
+		_ = c.Close()
 	}
 	p.mu.Unlock()
 	p.cond.Broadcast()
