@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -65,6 +66,9 @@ func (s *Server) Inspect(ctx context.Context, database string) (*Source, error) 
 		}
 		return nil
 	})
+	if errors.Is(err, engine.ErrPermanent) && strings.Contains(err.Error(), s.String()) {
+		return nil, err // says what and where already ("database ... does not exist on ...")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inspect %q on %s: %w", database, s, err)
 	}
