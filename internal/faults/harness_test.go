@@ -326,6 +326,23 @@ func waitWatchdog(ctx context.Context, t *testing.T, d *demo.Demo, host string, 
 	return fired
 }
 
+// retriedAfterHang waits for the fleet to settle after a hang the
+// watchdog cut short, and checks that db's row says the server stopped
+// answering, that it arrived, and the invariants; it returns the row's
+// trail.
+func retriedAfterHang(ctx context.Context, t *testing.T, d *demo.Demo, r *result, db *demo.Database) string {
+	t.Helper()
+	settle(ctx, t, d, false)
+	tr := trail(ctx, t, d, row(ctx, t, d, db).ID)
+	if !strings.Contains(tr, "has not answered") {
+		t.Errorf("the row's events do not say the server stopped answering: %s", tr)
+	}
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s", statusLine(rep.Statuses))
+	wantAllDone(t, d, rep)
+	return tr
+}
+
 // countsNow says how many rows are in each status, or why it cannot.
 func countsNow(d *demo.Demo) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

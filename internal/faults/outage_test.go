@@ -3,6 +3,7 @@
 package faults_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -65,10 +66,11 @@ func TestStateDatabaseOutage(t *testing.T) {
 	wantAllDone(t, d, rep)
 }
 
-// Case 5a: the S3 server goes down while a dump is being uploaded.
-func TestS3DownMidUpload(t *testing.T) {
-	t.Parallel()
-	r := record(t, "5a", "S3 server down mid-upload")
+// s3DownMidUpload starts a migration on a fleet whose largest database is
+// about 40 MiB, waits until that database's dump is uploading (a multipart
+// upload in progress) and kills the S3 server.
+func s3DownMidUpload(t *testing.T) (*demo.Demo, context.Context, *demo.Database) {
+	t.Helper()
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
 	prefix := dumpPrefix(big)
@@ -81,6 +83,14 @@ func TestS3DownMidUpload(t *testing.T) {
 	if err := d.Fleet.S3.Down(); err != nil {
 		t.Fatal(err)
 	}
+	return d, ctx, big
+}
+
+// Case 5a: the S3 server goes down while a dump is being uploaded.
+func TestS3DownMidUpload(t *testing.T) {
+	t.Parallel()
+	r := record(t, "5a", "S3 server down mid-upload")
+	d, ctx, big := s3DownMidUpload(t)
 	time.Sleep(8 * time.Second)
 	if err := d.Fleet.S3.Up(ctx); err != nil {
 		t.Fatal(err)
@@ -112,18 +122,7 @@ func TestS3DownMidUpload(t *testing.T) {
 func TestS3DownForGood(t *testing.T) {
 	t.Parallel()
 	r := record(t, "5c", "S3 server down mid-upload until the retries run out")
-	d, ctx := fleet(t, 8, 40<<20, nil)
-	big := largest(d, demo.MySQL)
-	prefix := dumpPrefix(big)
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(ctx, t, d, "the largest dump's upload", 2*time.Minute, func() bool {
-		return row(ctx, t, d, big).Status == statemachine.Dumping && uploads(ctx, d, prefix) > 0
-	})
-	if err := d.Fleet.S3.Down(); err != nil {
-		t.Fatal(err)
-	}
+	d, ctx, big := s3DownMidUpload(t)
 	r.inject("S3 server killed while %q's dump was uploading, and left down until every row settled", big.Name)
 	settle(ctx, t, d, false)
 	m := row(ctx, t, d, big)
