@@ -2,9 +2,12 @@ package mysql
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 )
@@ -18,8 +21,12 @@ func toolErr(stderr string) error {
 }
 
 func TestClientErrorKeepsOnlyTheErrorLines(t *testing.T) {
-	err := clientError(toolErr(echoed + "ERROR 1062 (23000) at line 12: Duplicate entry '1' for key 'PRIMARY'"))
-	if strings.Contains(err.Error(), "secret customer data") || !strings.Contains(err.Error(), "ERROR 1062 (23000) at line 12: Duplicate entry") {
+	err := clientError(toolErr(echoed + "ERROR 1062 (23000) at line 12: Duplicate entry 'secret customer data ü' for key 'email'"))
+	if strings.Contains(err.Error(), "secret customer data") || !strings.Contains(err.Error(), "ERROR 1062 (23000) at line 12: Duplicate entry '…' for key 'email'") {
+		t.Fatalf("client error: %v", err)
+	}
+	err = clientError(toolErr("ERROR 1366 (22007) at line 9: Incorrect integer value: 'it''s secret' for column `shop`.`orders`.`n` at row 1"))
+	if strings.Contains(err.Error(), "secret") || !strings.Contains(err.Error(), "Incorrect integer value: '…' for column `shop`.`orders`.`n` at row 1") {
 		t.Fatalf("client error: %v", err)
 	}
 	long := strings.Repeat("x", 5000)
@@ -47,5 +54,17 @@ func TestDiskFullIsPermanent(t *testing.T) {
 	other := clientError(toolErr(echoed + "ERROR 2013 (HY000) at line 52: Lost connection to server during query"))
 	if err := s.diskFull(other); errors.Is(err, engine.ErrPermanent) {
 		t.Errorf("a lost connection became permanent: %v", err)
+	}
+}
+
+func TestRedactServerError(t *testing.T) {
+	in := &mysqldrv.MySQLError{Number: 1062, Message: "Duplicate entry 'alice@secret.example' for key 'email'"}
+	err := redactServerError(fmt.Errorf("exec: %w", in))
+	var me *mysqldrv.MySQLError
+	if !errors.As(err, &me) || me.Number != 1062 || me.Message != "Duplicate entry '…' for key 'email'" {
+		t.Fatalf("redacted: %v", err)
+	}
+	if in.Message == me.Message {
+		t.Fatal("the driver's error was changed in place")
 	}
 }

@@ -511,7 +511,13 @@ func (s *Server) loadScript(ctx context.Context, db string, r io.Reader, trailer
 // refused: "ERROR 1114 (HY000) at line 52: The table 'orders' is full".
 var clientErrorLine = regexp.MustCompile(`(?m)^ERROR (\d+) \([0-9A-Z]{5}\)( at line \d+)?: .*$`)
 
-// clientError keeps, of what a failed client said, its ERROR lines: the
+// quotedValue is a value the server quotes in an error about a row
+// ("Duplicate entry 'alice@example.com' for key 'email'", "Incorrect
+// integer value: 'x' for column"): the customer's data.
+var quotedValue = regexp.MustCompile(`(Duplicate entry |[Vv]alue: |value )'(?:[^'\\\n]|\\.|'')*'`)
+
+// clientError keeps, of what a failed client said, its ERROR lines (with
+// the values they quote replaced by '…'): the
 // client also echoes the refused statement, which is the customer's data
 // (it must not reach rows, events and logs) and can be megabytes long.
 func clientError(err error) error {
@@ -520,7 +526,7 @@ func clientError(err error) error {
 		return err
 	}
 	if lines := clientErrorLine.FindAllString(te.Stderr, 3); len(lines) > 0 {
-		te.Stderr = strings.Join(lines, "; ")
+		te.Stderr = quotedValue.ReplaceAllString(strings.Join(lines, "; "), "$1'…'")
 	} else if len(te.Stderr) > 1000 {
 		te.Stderr = "…" + te.Stderr[len(te.Stderr)-1000:]
 	}

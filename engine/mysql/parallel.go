@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	mysqldrv "github.com/go-sql-driver/mysql"
+
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 )
@@ -313,6 +315,18 @@ func (s *Server) execInsert(ctx context.Context, c *sql.Conn, st dataStatement) 
 			}
 			continue
 		}
-		return fmt.Errorf("load rows of table %s: %w", ident.QuoteMySQL(st.table), err)
+		return fmt.Errorf("load rows of table %s: %w", ident.QuoteMySQL(st.table), redactServerError(err))
 	}
+}
+
+// redactServerError replaces the values a server error quotes ("Duplicate
+// entry '…' for key 'email'") and keeps its number.
+func redactServerError(err error) error {
+	var me *mysqldrv.MySQLError
+	if !errors.As(err, &me) {
+		return err
+	}
+	red := *me
+	red.Message = quotedValue.ReplaceAllString(me.Message, "$1'…'")
+	return &red
 }

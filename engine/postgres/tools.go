@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -129,5 +130,37 @@ func (s *Server) run(ctx context.Context, tool string, args []string, w io.Write
 	// HOME is the password file's directory: no ~/.pgpass or
 	// ~/.pg_service.conf can interfere; no other PG* variable is passed.
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "PGPASSFILE=" + pass, "LC_ALL=C.UTF-8", "TZ=UTC"}
-	return engine.RunTool(ctx, tool, args, env, w, stdin)
+	return redactToolError(engine.RunTool(ctx, tool, args, env, w, stdin))
+}
+
+// What the server says about a row it refused quotes the row: the
+// customer's data must not reach rows, events and logs through our errors.
+var (
+	// DETAIL:  Key (email)=(alice@example.com) already exists.
+	keyValues = regexp.MustCompile(`(Key \([^)]*\))=\(.*?\)( already exists| is not present| is duplicated| conflicts)`)
+	// DETAIL:  Failing row contains (1, alice@example.com, null).
+	failingRow = regexp.MustCompile(`Failing row contains \(.*\)`)
+	// CONTEXT:  COPY orders, line 5, column email: "alice@example.com"
+	copyValue = regexp.MustCompile(`(COPY [^,]+, line \d+(, column [^:]+)?): .*`)
+	// ERROR:  invalid input syntax for type integer: "alice@example.com"
+	// (and: value "…" is out of range, syntax error at or near "…")
+	quotedValue = regexp.MustCompile(`(invalid input (?:syntax|value) for [^:\n]+: |value |at or near )"(?:[^"\n]|"")*"`)
+	// psql's echo of the statement: LINE 1: INSERT INTO ... and its caret
+	echoLine = regexp.MustCompile(`(?m)^LINE \d+: .*$\n?(^\s*\^\s*$\n?)?`)
+)
+
+// redactToolError takes the quoted values out of a tool's message, keeping
+// what failed where: "Key (email)=(…) already exists", "COPY orders, line 5,
+// column email".
+func redactToolError(err error) error {
+	var te *engine.ToolError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msg := keyValues.ReplaceAllString(te.Stderr, "$1=(…)$2")
+	msg = failingRow.ReplaceAllString(msg, "Failing row contains (…)")
+	msg = copyValue.ReplaceAllString(msg, "$1")
+	msg = quotedValue.ReplaceAllString(msg, `$1"…"`)
+	te.Stderr = strings.TrimSpace(echoLine.ReplaceAllString(msg, ""))
+	return err
 }
