@@ -354,6 +354,19 @@ func countsNow(d *demo.Demo) string {
 	return statusLine(c)
 }
 
+// midImport starts a migration on a fleet whose largest database is about
+// 40 MiB and returns once that database's import is under way, with how
+// many rows of its orders table the destination holds.
+func midImport(t *testing.T, tweak func(*demo.Options)) (*demo.Demo, context.Context, *demo.Database, int64) {
+	t.Helper()
+	d, ctx := fleet(t, 8, 40<<20, tweak)
+	big := largest(d, demo.MySQL)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return d, ctx, big, importUnderWay(t, d, big)
+}
+
 // importUnderWay waits until db's row is Importing with rows of its orders
 // table already at the destination, and returns how many.
 func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {

@@ -76,12 +76,7 @@ func TestKillDumpAgent(t *testing.T) {
 func TestKillImportAgent(t *testing.T) {
 	t.Parallel()
 	r := record(t, "2", "kill -9 the import agent mid-import")
-	d, ctx := fleet(t, 8, 40<<20, nil)
-	big := largest(d, demo.MySQL)
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
-	}
-	loaded := importUnderWay(t, d, big)
+	d, ctx, big, loaded := midImport(t, nil)
 	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
@@ -110,16 +105,7 @@ func TestKillDNSAgent(t *testing.T) {
 	t.Parallel()
 	r := record(t, "3", "kill -9 the DNS agent between update and advance")
 	d, ctx := fleet(t, 8, 1<<20, nil)
-	if err := d.KillAgent("dns-1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(ctx, t, d, "every row to wait for DNS", 3*time.Minute, func() bool {
-		n, err := d.Store.CountStatuses(ctx, statemachine.DNSToUpdate)
-		return err == nil && n == len(d.DBs)
-	})
+	dnsWaiting(t, d)
 	b := d.Fleet.BIND
 	up, err := dns.New(dns.Config{Zones: []dns.Zone{{Name: demo.Zone, Primary: b.Addr}},
 		Key: dns.Key{Name: b.KeyName, Algorithm: b.KeyAlgorithm, Secret: b.KeySecret}})

@@ -109,27 +109,15 @@ func TestTSIGRotated(t *testing.T) {
 func TestDestinationKilledMidImport(t *testing.T) {
 	t.Parallel()
 	r := record(t, "7", "destination server killed mid-import")
-	d, ctx := fleet(t, 8, 40<<20, nil)
-	big := largest(d, demo.MySQL)
+	d, ctx, big, loaded := midImport(t, nil)
 	dst := d.Fleet.Host(big.Destination)
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
-	}
-	loaded := importUnderWay(t, d, big)
 	dst.Kill()
 	r.inject("MariaDB at %s SIGKILLed while it imported %q (%d of %d rows loaded), started again 3 s later", big.Destination, big.Name, loaded, big.Rows)
 	time.Sleep(3 * time.Second)
 	if err := dst.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	settle(ctx, t, d, false)
-	m := row(ctx, t, d, big)
-	r.saw("row: %s", trail(ctx, t, d, m.ID))
-	rep := checkInvariants(ctx, t, d, r)
-	r.saw("rows: %s", statusLine(rep.Statuses))
-	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
-		t.Errorf("row %s is %s", m.String(), m.Status)
-	}
+	doneOrImportFailed(ctx, t, d, r, big)
 }
 
 // Case 7b: the destination's disk fills up during the imports (its data
@@ -166,22 +154,31 @@ func TestDestinationDiskFull(t *testing.T) {
 	wantAllDone(t, d, rep)
 }
 
-// frozenMidImport starts a migration on a fleet whose largest database is
-// about 40 MiB and freezes (SIGSTOP) its destination server once that
-// database's import is under way.
+// frozenMidImport is midImport, then its destination server frozen
+// (SIGSTOP: connections open, nothing answers).
 func frozenMidImport(t *testing.T, tweak func(*demo.Options)) (*demo.Demo, context.Context, *demo.Database, *demo.Host) {
 	t.Helper()
-	d, ctx := fleet(t, 8, 40<<20, tweak)
-	big := largest(d, demo.MySQL)
+	d, ctx, big, _ := midImport(t, tweak)
 	dst := d.Fleet.Host(big.Destination)
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
-	}
-	importUnderWay(t, d, big)
 	if err := dst.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	return d, ctx, big, dst
+}
+
+// doneOrImportFailed waits for the fleet to settle and checks the
+// invariants; db's row must have arrived or failed its import (both are
+// right after its server went away), nothing in between.
+func doneOrImportFailed(ctx context.Context, t *testing.T, d *demo.Demo, r *result, db *demo.Database) {
+	t.Helper()
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, db)
+	r.saw("row: %s", trail(ctx, t, d, m.ID))
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s", statusLine(rep.Statuses))
+	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
+		t.Errorf("row %s is %s", m.String(), m.Status)
+	}
 }
 
 // Case 9a: the destination server hangs (SIGSTOP: connections open,
@@ -197,14 +194,7 @@ func TestDestinationHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.inject("MariaDB at %s frozen (SIGSTOP) for %s (the lease is 6 s) while it imported %q", big.Destination, hang, big.Name)
-	settle(ctx, t, d, false)
-	m := row(ctx, t, d, big)
-	r.saw("row: %s", trail(ctx, t, d, m.ID))
-	rep := checkInvariants(ctx, t, d, r)
-	r.saw("rows: %s", statusLine(rep.Statuses))
-	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
-		t.Errorf("row %s is %s", m.String(), m.Status)
-	}
+	doneOrImportFailed(ctx, t, d, r, big)
 }
 
 // Case 9b: the destination server hangs for longer than the agents' hang

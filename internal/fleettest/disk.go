@@ -29,7 +29,7 @@ func mountTmpfs(ctx context.Context, dir string) (umount func(), err error) {
 // capTmpfs shrinks the tmpfs at dir so that free bytes are left on it
 // beyond what it holds now.
 func capTmpfs(ctx context.Context, dir string, free int64) error {
-	used, err := diskUsed(dir)
+	used, _, err := diskUsage(dir)
 	if err != nil {
 		return err
 	}
@@ -40,23 +40,21 @@ func capTmpfs(ctx context.Context, dir string, free int64) error {
 	return nil
 }
 
-// diskUsed is how many bytes the file system at dir holds.
-func diskUsed(dir string) (int64, error) {
+// diskUsage is how many bytes the file system at dir holds, and how many
+// are free.
+func diskUsage(dir string) (used, free int64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+		return 0, 0, fmt.Errorf("statfs %s: %w", dir, err)
 	}
-	return int64(st.Blocks-st.Bfree) * st.Bsize, nil
+	return int64(st.Blocks-st.Bfree) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
 }
 
 // DiskFree is how many bytes are free on the server's data directory's
 // file system.
 func (m *MariaDB) DiskFree() (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(m.dataDir(), &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", m.dataDir(), err)
-	}
-	return int64(st.Bavail) * st.Bsize, nil
+	_, free, err := diskUsage(m.dataDir())
+	return free, err
 }
 
 // GrowDisk gives a size-capped data directory (MariaDBConfig.DiskFree)

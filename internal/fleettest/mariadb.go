@@ -85,7 +85,7 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 	if m.Dir, err = os.MkdirTemp("", "fleettest-mariadb-"); err != nil {
 		return nil, err
 	}
-	data, tmp := filepath.Join(m.Dir, "data"), filepath.Join(m.Dir, "tmp")
+	data, tmp := m.dataDir(), filepath.Join(m.Dir, "tmp")
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, err
 	}
