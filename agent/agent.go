@@ -37,7 +37,10 @@ const (
 
 // DefaultMaxJobs is how many steps of each role run at once: dumps and
 // imports load the local database server, DNS updates and closes hardly.
+// A sync step holds its slot while its row syncs: those are the streams a
+// destination follows at once.
 var DefaultMaxJobs = map[statemachine.Role]int{
+	statemachine.RoleSync: 16, statemachine.RoleCutover: 4,
 	statemachine.RoleDump: 2, statemachine.RoleImport: 2, statemachine.RoleRollback: 2,
 	statemachine.RoleClose: 8, statemachine.RoleDNS: 16,
 }

@@ -12,6 +12,8 @@ type Metrics struct {
 	JobsRunning *prometheus.GaugeVec
 	Bytes       *prometheus.CounterVec
 	StateErrors prometheus.Counter
+
+	reg prometheus.Registerer
 }
 
 // Step results, the values of the result label.
@@ -49,5 +51,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Polls, m.Claims, m.Wakeups, m.StepSeconds, m.JobsRunning, m.Bytes, m.StateErrors)
+	m.reg = reg
 	return m
+}
+
+// MustRegister adds collectors of the agent's handlers (the engines' own
+// gauges) to the agent's registry; without metrics it does nothing.
+func (a *Agent) MustRegister(cs ...prometheus.Collector) {
+	if a.metrics != nil && a.metrics.reg != nil {
+		a.metrics.reg.MustRegister(cs...)
+	}
 }

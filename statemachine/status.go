@@ -9,6 +9,11 @@
 // the tables in this package.
 package statemachine
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Status is the state of one database's migration. The string values are the
 // contract: they are stored in the state table and shown to operators.
 type Status string
@@ -19,6 +24,30 @@ const (
 	// Waiting: planned, not started. The scheduler promotes it to ToDump when
 	// a slot is free; an operator may cancel it.
 	Waiting Status = "Waiting"
+	// ToSync: an online row, promoted; waiting for the destination's sync
+	// agent.
+	ToSync Status = "To sync"
+	// Syncing: claimed by the destination's sync agent, which prepares the
+	// destination, starts the change stream from a consistent snapshot and
+	// follows it until the lag is small, then moves the row to ToCutOver; or
+	// (mode auto, online impossible) to ToDump, or to SyncFailed. The stream
+	// keeps running in the servers after the step ends.
+	Syncing Status = "Syncing"
+	// SyncFailed: the sync step gave up. An operator retries or rolls back.
+	SyncFailed Status = "Sync failed"
+	// ToCutOver: the stream has caught up; waiting for the source's cutover
+	// agent.
+	ToCutOver Status = "To cut over"
+	// CuttingOver: claimed by the source's cutover agent: it blocks writes,
+	// records the source's position, waits (bounded) until the destination
+	// applied it, stops the stream, sets the sequences and verifies, then
+	// moves the row to DNSToUpdate (ToCloseSource without a DNS name). A
+	// catch-up that times out restores writes and is retried; after the
+	// attempt limit, CutoverFailed.
+	CuttingOver Status = "Cutting over"
+	// CutoverFailed: the cutover gave up (writes restored). An operator
+	// retries or rolls back.
+	CutoverFailed Status = "Cutover failed"
 	// ToDump: promoted, waiting for the source's dump agent to claim it.
 	ToDump Status = "To dump"
 	// Dumping: claimed by the source's dump agent, which moves it to ToImport
@@ -75,6 +104,8 @@ const (
 // Statuses lists every status in display order.
 var Statuses = []Status{
 	Waiting,
+	ToSync, Syncing, SyncFailed,
+	ToCutOver, CuttingOver, CutoverFailed,
 	ToDump, Dumping, DumpFailed,
 	ToImport, Importing, ImportFailed,
 	DNSToUpdate, UpdatingDNS, DNSFailed,
@@ -132,4 +163,43 @@ func InFlightStatuses() []Status {
 		}
 	}
 	return out
+}
+
+// Mode is how a row moves its data.
+type Mode string
+
+// The modes.
+const (
+	// ModeDump: block writes, dump, import, verify, switch.
+	ModeDump Mode = "dump"
+	// ModeOnline: copy from a snapshot and stream the changes while the
+	// source serves writes; block only for the cutover.
+	ModeOnline Mode = "online"
+	// ModeAuto: online where both servers can do it and the database is
+	// large enough to gain from it; dump otherwise. The sync step decides
+	// and records the mode it chose.
+	ModeAuto Mode = "auto"
+)
+
+// Modes lists the modes.
+var Modes = []Mode{ModeDump, ModeOnline, ModeAuto}
+
+// ParseMode reads a mode name (case-insensitive, trimmed).
+func ParseMode(s string) (Mode, error) {
+	m := Mode(strings.ToLower(strings.TrimSpace(s)))
+	for _, v := range Modes {
+		if v == m {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("unknown mode %q: want dump, online or auto", s)
+}
+
+// FirstStatus is where the scheduler promotes a Waiting row of mode m:
+// the online path (ToSync) for modes that may stream, ToDump otherwise.
+func (m Mode) FirstStatus() Status {
+	if m == ModeOnline || m == ModeAuto {
+		return ToSync
+	}
+	return ToDump
 }

@@ -29,6 +29,7 @@ type Migration struct {
 	Destination      string    `json:"destination"`
 	DNSName          string    `json:"dns_name"`
 	Status           Status    `json:"status"`
+	Mode             Mode      `json:"mode"`
 	Attempt          int       `json:"attempt"`
 	Owner            string    `json:"owner,omitempty"`
 	LeaseUntil       time.Time `json:"lease_until,omitzero"`
@@ -59,6 +60,8 @@ type Planned struct {
 	Destination  string
 	DNSName      string
 	SizeBytes    int64
+	// Mode is the row's mode; empty: dump.
+	Mode Mode
 }
 
 // PlanConflict says why planned row Index (into the slice given to Plan)
@@ -101,12 +104,17 @@ type Fields struct {
 	DumpBytes        int64
 	ConsistencyPoint time.Time
 	Marks            []Mark
+	// Mode records the mode a row in mode auto was given (dump or online).
+	Mode Mode
+	// Divert, on Advance, moves the row to its step's Divert status instead
+	// of the next one.
+	Divert bool
 }
 
 // IsZero reports whether f changes nothing.
 func (f Fields) IsZero() bool {
 	return f.SizeBytes == 0 && f.DumpURL == "" && f.DumpSHA256 == "" && f.DumpBytes == 0 &&
-		f.ConsistencyPoint.IsZero() && len(f.Marks) == 0
+		f.ConsistencyPoint.IsZero() && len(f.Marks) == 0 && f.Mode == "" && !f.Divert
 }
 
 // ClaimRequest asks for up to Limit rows for one agent role on one host.

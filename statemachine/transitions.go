@@ -13,6 +13,8 @@ type Role string
 // The roles. The agent roles are what `migrate-agent --roles` accepts.
 const (
 	RoleScheduler Role = "scheduler"
+	RoleSync      Role = "sync"
+	RoleCutover   Role = "cutover"
 	RoleDump      Role = "dump"
 	RoleImport    Role = "import"
 	RoleDNS       Role = "dns"
@@ -23,7 +25,7 @@ const (
 )
 
 // AgentRoles are the roles an agent can run, in pipeline order.
-var AgentRoles = []Role{RoleDump, RoleImport, RoleDNS, RoleClose, RoleRollback}
+var AgentRoles = []Role{RoleSync, RoleCutover, RoleDump, RoleImport, RoleDNS, RoleClose, RoleRollback}
 
 // HostSide says which host of a row an agent role works for.
 type HostSide string
@@ -51,10 +53,18 @@ type Step struct {
 	Next           Status
 	NextWithoutDNS Status
 	Failed         Status
+	// Divert, when set, is the other way on: a handler that returns
+	// Fields.Divert moves the row there instead of Next (the sync step of a
+	// row in mode auto that cannot stream goes to the dump path).
+	Divert      Status
+	DivertLabel string
 }
 
 // Steps is the pipeline, in order, followed by the rollback step.
 var Steps = []Step{
+	{Role: RoleSync, Side: SideDestination, Queued: ToSync, Working: Syncing, Next: ToCutOver, Failed: SyncFailed,
+		Divert: ToDump, DivertLabel: "auto: dump instead"},
+	{Role: RoleCutover, Side: SideSource, Queued: ToCutOver, Working: CuttingOver, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: CutoverFailed},
 	{Role: RoleDump, Side: SideSource, Queued: ToDump, Working: Dumping, Next: ToImport, Failed: DumpFailed},
 	{Role: RoleImport, Side: SideDestination, Queued: ToImport, Working: Importing, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: ImportFailed},
 	{Role: RoleDNS, Side: SideAny, Queued: DNSToUpdate, Working: UpdatingDNS, Next: ToCloseSource, Failed: DNSFailed},
@@ -86,6 +96,14 @@ func StepOf(working Status) (Step, bool) { return stepByWorking(working) }
 
 // NextStatus is where a successful step moves a row with the given DNS name.
 func (s Step) NextStatus(dnsName string) Status {
+	return s.next(dnsName, false)
+}
+
+// next is NextStatus, or Divert when divert is set and the step has one.
+func (s Step) next(dnsName string, divert bool) Status {
+	if divert && s.Divert != "" {
+		return s.Divert
+	}
 	if dnsName == "" && s.NextWithoutDNS != "" {
 		return s.NextWithoutDNS
 	}
@@ -99,8 +117,18 @@ const (
 	ActionCancel   = "cancel"
 )
 
+// NextFor is where a successful step moves row m given what the handler
+// returned.
+func (s Step) NextFor(m *Migration, f Fields) Status { return s.next(m.DNSName, f.Divert) }
+
 // RollbackFrom lists the failed statuses an operator may roll back.
-var RollbackFrom = []Status{DumpFailed, ImportFailed, DNSFailed}
+var RollbackFrom = []Status{SyncFailed, CutoverFailed, DumpFailed, ImportFailed, DNSFailed}
+
+// StopStreamFrom lists the statuses of an online row whose writes were never
+// blocked but whose stream may exist: an operator's rollback or cancel
+// sends them to ToRollBack, which tears the stream down. A Syncing row's
+// step is fenced out (its claim is cleared) and stops.
+var StopStreamFrom = []Status{ToSync, Syncing, ToCutOver}
 
 // Transition is one allowed move of a row.
 type Transition struct {
@@ -115,7 +143,10 @@ type Transition struct {
 // The state database holds the same (From, To) pairs in migration_transition
 // and refuses any other status change with a trigger.
 func Transitions() []Transition {
-	out := []Transition{{Role: RoleScheduler, From: Waiting, To: ToDump, Label: "promote"}}
+	out := []Transition{
+		{Role: RoleScheduler, From: Waiting, To: ToDump, Label: "promote"},
+		{Role: RoleScheduler, From: Waiting, To: ToSync, Label: "promote, online"},
+	}
 	for _, s := range Steps {
 		out = append(out,
 			Transition{Role: s.Role, From: s.Queued, To: s.Working, Label: "claim"},
@@ -123,6 +154,9 @@ func Transitions() []Transition {
 		)
 		if s.NextWithoutDNS != "" {
 			out = append(out, Transition{Role: s.Role, From: s.Working, To: s.NextWithoutDNS, Label: "done, no DNS name"})
+		}
+		if s.Divert != "" {
+			out = append(out, Transition{Role: s.Role, From: s.Working, To: s.Divert, Label: s.DivertLabel})
 		}
 		out = append(out,
 			Transition{Role: s.Role, From: s.Working, To: s.Failed, Label: "fail"},
@@ -134,6 +168,11 @@ func Transitions() []Transition {
 	}
 	for _, f := range RollbackFrom {
 		out = append(out, Transition{Role: RoleOperator, From: f, To: ToRollBack, Label: ActionRollback})
+	}
+	for _, f := range StopStreamFrom {
+		out = append(out,
+			Transition{Role: RoleOperator, From: f, To: ToRollBack, Label: ActionRollback},
+			Transition{Role: RoleOperator, From: f, To: ToRollBack, Label: ActionCancel})
 	}
 	out = append(out, Transition{Role: RoleOperator, From: Waiting, To: Cancelled, Label: ActionCancel})
 	return out

@@ -91,6 +91,7 @@ func newFleet(t *testing.T) *fleet {
 // agentOpts adjust an agent of the fleet.
 type agentOpts struct {
 	dumpTool string
+	online   steps.Online
 }
 
 // start runs the agent of host (source or destination) with roles until
@@ -120,6 +121,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		Store:         f.dumps,
 		Level:         zstd.SpeedFastest,
 		ProgressEvery: 20 * time.Millisecond,
+		Online:        opt.online,
 	}).Register(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -216,8 +218,14 @@ func (f *fleet) plan(t *testing.T, db string) int64 {
 // planEngine adds a row of an engine for db and promotes it.
 func (f *fleet) planEngine(t *testing.T, eng statemachine.Engine, db string) int64 {
 	t.Helper()
+	return f.planMode(t, eng, db, statemachine.ModeDump)
+}
+
+// planMode adds a row of an engine and mode for db and promotes it.
+func (f *fleet) planMode(t *testing.T, eng statemachine.Engine, db string, mode statemachine.Mode) int64 {
+	t.Helper()
 	rows := []statemachine.Planned{{Engine: eng, DatabaseName: db, Source: f.src.host, Destination: f.dst.host,
-		DNSName: fmt.Sprintf("db-%08x.db.example.test", crc32.ChecksumIEEE([]byte(db)))}}
+		DNSName: fmt.Sprintf("db-%08x.db.example.test", crc32.ChecksumIEEE([]byte(db))), Mode: mode}}
 	if _, err := f.state.Plan(ctx(t), rows, "test", false); err != nil {
 		t.Fatal(err)
 	}

@@ -37,11 +37,16 @@ type Postgres struct {
 	// HangTimeout cancels a step whose server has not answered a probe for
 	// this long (watch.go); 0: no watchdog.
 	HangTimeout time.Duration
+	// Online configures the sync and cutover steps of online rows.
+	Online Online
 }
 
-// Register adds the dump, import, close and rollback handlers for rows of
-// engine postgres.
+// Register adds the sync, cutover, dump, import, close and rollback
+// handlers for rows of engine postgres, and the stream slots' collector.
 func (c *Postgres) Register(a *agent.Agent) {
+	a.Handle(statemachine.RoleSync, statemachine.EnginePostgres, c.watch(&pgSync{c}))
+	a.Handle(statemachine.RoleCutover, statemachine.EnginePostgres, c.watch(&pgCutover{c}))
+	a.MustRegister(c.Collector())
 	a.Handle(statemachine.RoleDump, statemachine.EnginePostgres, c.watch(&pgDump{c}))
 	a.Handle(statemachine.RoleImport, statemachine.EnginePostgres, c.watch(&pgImport{c}))
 	a.Handle(statemachine.RoleClose, statemachine.EnginePostgres, c.watch(&pgClose{c}))
@@ -57,7 +62,9 @@ func (c *Postgres) watch(h agent.Handler) agent.Handler {
 
 func (c *Postgres) local(ctx context.Context, log *slog.Logger) (*postgres.Server, error) {
 	opt := c.Options
-	opt.Log = log
+	if log != nil {
+		opt.Log = log
+	}
 	srv := c.Server
 	srv.Host = c.Host
 	s, err := postgres.Open(ctx, srv, opt)
@@ -343,22 +350,31 @@ type pgClose struct{ c *Postgres }
 
 func (h *pgClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
 	row := &job.Row
-	_, man, err := readManifest(ctx, h.c.Store, row)
-	if err != nil {
-		return statemachine.Fields{}, permanent(err)
-	}
 	src, err := h.c.local(ctx, job.Log)
 	if err != nil {
 		return statemachine.Fields{}, err
 	}
 	defer func() { _ = src.Close() }()
-	rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
-		return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
-	})
-	err = src.Verify(ctx, man, rep.tables)
-	rep.Stop()
-	if err := lateWrites(row, err); err != nil {
-		return statemachine.Fields{}, err
+	var dumped statemachine.Fields
+	if row.Mode == statemachine.ModeOnline && row.DumpURL == "" {
+		if dumped, err = h.online(ctx, job, src); err != nil {
+			return statemachine.Fields{}, err
+		}
+		row.DumpURL, row.DumpSHA256, row.DumpBytes, row.ConsistencyPoint = dumped.DumpURL, dumped.DumpSHA256, dumped.DumpBytes, dumped.ConsistencyPoint
+	}
+	_, man, err := readManifest(ctx, h.c.Store, row)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	if dumped.DumpURL == "" { // a dump just taken under the block needs no re-check
+		rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
+			return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
+		})
+		err = src.Verify(ctx, man, rep.tables)
+		rep.Stop()
+		if err := lateWrites(row, err); err != nil {
+			return statemachine.Fields{}, err
+		}
 	}
 	access, err := src.PlanClose(ctx, man)
 	if err != nil {
@@ -377,7 +393,45 @@ func (h *pgClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields,
 	}
 	job.Note(ctx, "source closed: %s have no access to %q, owned by %q now (it was %q's), %d sessions ended; the data stays until the retention ends",
 		describeRevoked(access.Revoked()), row.DatabaseName, access.Admin, access.Owner, ended)
-	return statemachine.Fields{}, nil
+	return dumped, nil
+}
+
+// online closes the stream of an online row (if anything of it is left)
+// and takes the customer's consistency-point dump of the frozen source
+// into the store, as the dump step of dump mode does: the row's dump_url
+// and download links then work the same.
+func (h *pgClose) online(ctx context.Context, job *agent.Job, src *postgres.Server) (statemachine.Fields, error) {
+	var st postgres.Stream
+	if _, err := job.GetRecord(ctx, recordStream, &st); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if st.Name != "" {
+		dst, err := h.c.peer(ctx, job, job.Row.Destination)
+		if err != nil {
+			return statemachine.Fields{}, fmt.Errorf("remove the stream at the destination: %w", err)
+		}
+		err = h.c.teardown(ctx, job, src, dst)
+		_ = dst.Close()
+		if err != nil {
+			return statemachine.Fields{}, err
+		}
+	}
+	var rec blockRecord[postgres.Access]
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	if !ok || rec.Access == nil || !rec.Blocked {
+		return statemachine.Fields{}, agent.Permanentf("row %d is online and past its cutover, but its block record does not say writes are blocked at the source: its consistency-point dump would not be one; nothing was changed", job.Row.ID)
+	}
+	s, err := src.Inspect(ctx, job.Row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	// Blocked, the database is the administrator's: the dump describes it
+	// as it was before (its owner and privileges come with the customer).
+	s.DB.Owner, s.DB.ACL, s.DB.DefaultACL = rec.Access.Owner, rec.Access.ACL, rec.Access.DefaultACL
+	return (&pgDump{h.c}).blocked(ctx, job, src, s, rec.Access)
 }
 
 // Recover has nothing to undo: closing is final and runs again whole.
@@ -401,15 +455,25 @@ func (h *pgRollback) Run(ctx context.Context, job *agent.Job) (statemachine.Fiel
 		return statemachine.Fields{}, err
 	}
 	var imp postgres.ImportRecord
-	ok, err := job.GetRecord(ctx, recordImport, &imp)
-	if err != nil || !ok || imp.Empty() {
+	var st postgres.Stream
+	if _, err := job.GetRecord(ctx, recordImport, &imp); err != nil {
 		return statemachine.Fields{}, err
+	}
+	if _, err := job.GetRecord(ctx, recordStream, &st); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if imp.Empty() && st.Name == "" {
+		return statemachine.Fields{}, nil
 	}
 	dst, err := h.c.peer(ctx, job, row.Destination)
 	if err != nil {
 		return statemachine.Fields{}, fmt.Errorf("drop the copy at the destination: %w", err)
 	}
 	defer func() { _ = dst.Close() }()
+	// The stream first: a database with a subscription cannot be dropped.
+	if err := h.c.teardown(ctx, job, src, dst); err != nil {
+		return statemachine.Fields{}, err
+	}
 	return statemachine.Fields{}, dropPostgresImport(ctx, job, dst, "this migration")
 }
 

@@ -83,6 +83,10 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Store:       st,
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
+			Online: steps.Online{
+				AutoMinBytes: cfg.Online.AutoMinMiB << 20, MaxLagBytes: cfg.Online.MaxLagMiB << 20,
+				CutoverTimeout: cfg.Online.CutoverTimeout, CutoverAttempts: cfg.Online.CutoverAttempts, LagEvery: cfg.Online.LagInterval,
+			},
 		}).Register(a)
 	}
 	return nil

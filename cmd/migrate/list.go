@@ -61,9 +61,9 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, rows)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tENGINE\tDATABASE\tSOURCE\tDESTINATION\tSTATUS\tATTEMPT\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tENGINE\tMODE\tDATABASE\tSOURCE\tDESTINATION\tSTATUS\tATTEMPT\tLAST ERROR")
 	for _, m := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.Engine, displayName(m.DatabaseName), m.Source, m.Destination, m.Status, m.Attempt, firstLine(m.LastError, 80))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.Engine, m.Mode, displayName(m.DatabaseName), m.Source, m.Destination, m.Status, m.Attempt, firstLine(m.LastError, 80))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 // is inserted, in one transaction.
 func runPlan(ctx context.Context, e *env, args []string) error {
 	fs, cf := newFlags(e, "plan", "plan --file fleet.csv [--dry-run] [--config FILE]")
-	file := fs.String("file", "", "the plan: CSV with header engine,database,source,destination,dns_name (- for stdin)")
+	file := fs.String("file", "", "the plan: CSV with header engine,database,source,destination,dns_name[,mode] (- for stdin)")
 	dryRun := fs.Bool("dry-run", false, "validate the file and check it against the state table, insert nothing")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -53,9 +53,19 @@ func runPlan(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
+	def, err := statemachine.ParseMode(cfg.Online.DefaultMode)
+	if err != nil {
+		return fmt.Errorf("online.default-mode in the configuration: %w", err)
+	}
 	rows := make([]statemachine.Planned, len(lines))
 	for i, l := range lines {
 		rows[i] = l.Planned
+		if rows[i].Mode == "" {
+			rows[i].Mode = def
+			if def == statemachine.ModeOnline && rows[i].Engine != statemachine.EnginePostgres {
+				rows[i].Mode = statemachine.ModeAuto // no online path yet: auto records it as dump
+			}
+		}
 	}
 	n, err := store.Plan(ctx, rows, actor(cfg), *dryRun)
 	var pc *statemachine.PlanConflictsError

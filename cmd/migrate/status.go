@@ -272,6 +272,7 @@ func showRow(ctx context.Context, e *env, store *sqlstore.Store, id int64, asJSO
 	}
 	fmt.Fprintf(w, "row %d: %s database %s, %s -> %s, %s\n", m.ID, m.Engine, displayName(m.DatabaseName), m.Source, m.Destination, dns)
 	fmt.Fprintf(w, "status:   %s (attempt %d)\n", m.Status, m.Attempt)
+	fmt.Fprintf(w, "mode:     %s\n", modeSummary(m))
 	if m.Owner != "" {
 		fmt.Fprintf(w, "held by:  %s until %s (fence %d)\n", m.Owner, m.LeaseUntil.Format(time.RFC3339), m.Fence)
 	}
@@ -322,4 +323,18 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// modeSummary says how a row moves its data: its mode, and for an online
+// row that is syncing, where the stream's lag is written.
+func modeSummary(m statemachine.Migration) string {
+	switch {
+	case m.Mode == statemachine.ModeAuto:
+		return "auto (the sync step chooses online or dump, and says why in the events)"
+	case m.Mode == statemachine.ModeOnline && m.Status == statemachine.Syncing:
+		return "online (syncing: the latest \"syncing:\" event has the stream's lag)"
+	case m.Mode == "":
+		return string(statemachine.ModeDump)
+	}
+	return string(m.Mode)
 }

@@ -182,7 +182,7 @@ func agentConfig(cfg config.Config, version string) (agent.Config, error) {
 			continue
 		}
 		if !slices.Contains(statemachine.AgentRoles, role) {
-			return ac, fmt.Errorf("unknown role %q (roles: dump, import, close, rollback, dns)", r)
+			return ac, fmt.Errorf("unknown role %q (roles: sync, cutover, dump, import, close, rollback, dns)", r)
 		}
 		if !slices.Contains(ac.Roles, role) {
 			ac.Roles = append(ac.Roles, role)

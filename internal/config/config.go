@@ -41,6 +41,32 @@ type Config struct {
 	MySQL    MySQL    `yaml:"mysql"`
 	Postgres Postgres `yaml:"postgres"`
 	DNS      DNS      `yaml:"dns"`
+	Online   Online   `yaml:"online"`
+}
+
+// Online configures online mode (docs/online.md): the plan's default mode
+// and the sync and cutover steps of the agents.
+type Online struct {
+	// DefaultMode is the mode of plan lines that name none: dump, online
+	// or auto. Default: dump (online rows need agents with the sync and
+	// cutover roles, and sources with wal_level = logical).
+	DefaultMode string `yaml:"default-mode"`
+	// AutoMinMiB: a row in mode auto streams only if its database is at
+	// least this large; smaller ones dump. Default: 0.
+	AutoMinMiB int64 `yaml:"auto-min-mib"`
+	// MaxLagMiB: the sync step hands a row to the cutover once its initial
+	// copy is done and the stream is at most this far behind. Default: 1.
+	MaxLagMiB int64 `yaml:"max-lag-mib"`
+	// CutoverTimeout bounds how long writes stay blocked waiting for the
+	// destination to catch up; then they are restored and the row goes
+	// back to syncing. Default: 5s.
+	CutoverTimeout time.Duration `yaml:"cutover-timeout"`
+	// CutoverAttempts is how many timed-out cutovers a row gets before
+	// Cutover failed. Default: 3.
+	CutoverAttempts int `yaml:"cutover-attempts"`
+	// LagInterval is how often a syncing row's lag is written on it.
+	// Default: 5s.
+	LagInterval time.Duration `yaml:"lag-interval"`
 }
 
 // DNS is how the DNS agent (and migrate dns ... on the ops host) changes
@@ -207,8 +233,8 @@ type Links struct {
 
 // Agent configures migrate-agent.
 type Agent struct {
-	// Roles this agent runs: dump, import, close, rollback on database
-	// servers; dns on the DNS host.
+	// Roles this agent runs: sync, cutover, dump, import, close, rollback
+	// on database servers; dns on the DNS host.
 	Roles []string `yaml:"roles"`
 	// PollInterval is the mean wait between polls when idle (±50% jitter).
 	PollInterval time.Duration `yaml:"poll-interval"`
@@ -264,7 +290,7 @@ func New() Config {
 		Agent: Agent{
 			PollInterval: 60 * time.Second, Lease: 60 * time.Second, HeartbeatInterval: 30 * time.Second,
 			ShutdownTimeout: 5 * time.Minute, MaxAttempts: 3, HangTimeout: 5 * time.Minute,
-			MaxJobs: map[string]int{"dump": 2, "import": 2, "rollback": 2, "close": 8, "dns": 16},
+			MaxJobs: map[string]int{"sync": 16, "cutover": 4, "dump": 2, "import": 2, "rollback": 2, "close": 8, "dns": 16},
 		},
 		Storage: Storage{
 			Backend: "file", Dir: "/var/lib/fleetmigrate/dumps", Compression: "fastest", Retention: 30 * 24 * time.Hour,
@@ -274,6 +300,7 @@ func New() Config {
 		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4, ParallelAboveMiB: 64},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
+		Online:   Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 3, LagInterval: 5 * time.Second},
 	}
 }
 

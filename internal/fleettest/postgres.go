@@ -142,6 +142,10 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 		// fast and unsafe: these servers are thrown away
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "logging_collector=off",
+		// online mode: every fleet server can be a source (logical WAL,
+		// slots, WAL senders) and a destination (replication workers)
+		"-c", "wal_level=logical", "-c", "max_replication_slots=64", "-c", "max_wal_senders=64",
+		"-c", "max_logical_replication_workers=32", "-c", "max_worker_processes=48",
 	}
 	if cfg.TLS != nil {
 		certFile, keyFile, err := cfg.TLS.Issue(p.Dir, p.Host)

@@ -1,6 +1,6 @@
 // Package planfile reads the fleet plan that `migrate plan --file` takes: a
 // CSV file with a header naming the columns engine, database, source,
-// destination and dns_name (any order). Every line is validated and every bad
+// destination and dns_name, and optionally mode (any order). Every line is validated and every bad
 // line reported with its number before anything is planned.
 package planfile
 
@@ -20,6 +20,10 @@ import (
 
 // Columns are the header's required column names.
 var Columns = []string{"engine", "database", "source", "destination", "dns_name"}
+
+// Optional are the columns a header may name besides Columns: mode (dump,
+// online or auto; an empty field or no column takes the configured default).
+var Optional = []string{"mode"}
 
 // Line is one valid line of the file.
 type Line struct {
@@ -96,8 +100,14 @@ func Parse(r io.Reader) ([]Line, error) {
 			bad = append(bad, LineError{Number: number, Problems: []string{fmt.Sprintf("has %d fields, the header has %d", len(rec), len(col))}})
 			continue
 		}
-		field := func(name string) string { return rec[col[name]] }
+		field := func(name string) string {
+			if i, ok := col[name]; ok {
+				return rec[i]
+			}
+			return ""
+		}
 		l, problems := v.line(number, field("engine"), field("database"), field("source"), field("destination"), field("dns_name"))
+		problems = append(problems, lineMode(&l, field("mode"))...)
 		if len(problems) > 0 {
 			bad = append(bad, LineError{Number: number, Problems: problems})
 			continue
@@ -117,11 +127,11 @@ func headerIndex(header []string) (map[string]int, error) {
 	col := map[string]int{}
 	for i, h := range header {
 		name := strings.ToLower(strings.TrimSpace(h))
-		if !slices.Contains(Columns, name) {
+		if !slices.Contains(Columns, name) && !slices.Contains(Optional, name) {
 			if i == 0 && !slices.ContainsFunc(header, func(s string) bool { return slices.Contains(Columns, strings.ToLower(strings.TrimSpace(s))) }) {
 				return nil, fmt.Errorf("no header: the first line must name the columns, e.g. %s", strings.Join(Columns, ","))
 			}
-			return nil, fmt.Errorf("unknown column %q in the header (want %s)", h, strings.Join(Columns, ", "))
+			return nil, fmt.Errorf("unknown column %q in the header (want %s, and optionally %s)", h, strings.Join(Columns, ", "), strings.Join(Optional, ", "))
 		}
 		if _, dup := col[name]; dup {
 			return nil, fmt.Errorf("column %q appears twice in the header", name)
@@ -222,6 +232,23 @@ func (v *validator) line(number int, engine, database, source, dest, dnsName str
 		}
 	}
 	return l, problems
+}
+
+// lineMode reads a line's mode field into l: empty leaves the mode to the
+// configured default.
+func lineMode(l *Line, field string) []string {
+	if strings.TrimSpace(field) == "" {
+		return nil
+	}
+	m, err := statemachine.ParseMode(field)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	if m == statemachine.ModeOnline && l.Engine == statemachine.EngineMySQL {
+		return []string{"mode online is not available for mysql rows yet: plan them as dump or auto (auto moves them in dump mode)"}
+	}
+	l.Mode = m
+	return nil
 }
 
 // ParseEngine accepts mysql (and mariadb) and postgres (and postgresql, pg).

@@ -22,7 +22,8 @@ func (s *Store) Plan(ctx context.Context, rows []statemachine.Planned, actor str
 	}
 	for i, r := range rows {
 		if r.DatabaseName == "" || r.Source == "" || r.Destination == "" || r.Source == r.Destination ||
-			(r.Engine != statemachine.EngineMySQL && r.Engine != statemachine.EnginePostgres) {
+			(r.Engine != statemachine.EngineMySQL && r.Engine != statemachine.EnginePostgres) ||
+			(r.Mode != "" && r.Mode != statemachine.ModeDump && r.Mode != statemachine.ModeOnline && r.Mode != statemachine.ModeAuto) {
 			return 0, fmt.Errorf("plan: row %d is invalid (validate rows before planning them): %+v", i, r)
 		}
 	}
@@ -40,8 +41,8 @@ func (s *Store) Plan(ctx context.Context, rows []statemachine.Planned, actor str
 		if dryRun {
 			return errDryRun
 		}
-		if _, err := tx.ExecContext(ctx, s.d.q("INSERT INTO migration (engine, database_name, source, destination, dns_name, size_bytes, status, created_at, updated_at) "+
-			"SELECT engine, database_name, source, destination, dns_name, size_bytes, 'Waiting', "+s.d.now()+", "+s.d.now()+
+		if _, err := tx.ExecContext(ctx, s.d.q("INSERT INTO migration (engine, database_name, source, destination, dns_name, size_bytes, mode, status, created_at, updated_at) "+
+			"SELECT engine, database_name, source, destination, dns_name, size_bytes, mode, 'Waiting', "+s.d.now()+", "+s.d.now()+
 			" FROM plan_input ORDER BY line"), s.nowArg(), s.nowArg()); err != nil {
 			if s.d.uniqueViolation(err) {
 				return errors.New("another plan inserted some of these rows meanwhile; nothing was inserted: run plan again to see which")
@@ -81,22 +82,22 @@ func (s *Store) stagePlan(ctx context.Context, tx *sql.Tx, rows []statemachine.P
 	if s.d.pg() {
 		if _, err := tx.ExecContext(ctx, `CREATE TEMPORARY TABLE plan_input (
 			line bigint NOT NULL, engine text NOT NULL, database_name text NOT NULL, source text NOT NULL,
-			destination text NOT NULL, dns_name text NOT NULL, size_bytes bigint) ON COMMIT DROP`); err != nil {
+			destination text NOT NULL, dns_name text NOT NULL, size_bytes bigint, mode text NOT NULL) ON COMMIT DROP`); err != nil {
 			return err
 		}
 		n := len(rows)
 		line, size := make([]int64, n), make([]*int64, n)
-		engine, name, src, dst, dnsName := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		engine, name, src, dst, dnsName, mode := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		for i, r := range rows {
-			line[i], engine[i], name[i], src[i], dst[i], dnsName[i] = int64(i), string(r.Engine), r.DatabaseName, r.Source, r.Destination, r.DNSName
+			line[i], engine[i], name[i], src[i], dst[i], dnsName[i], mode[i] = int64(i), string(r.Engine), r.DatabaseName, r.Source, r.Destination, r.DNSName, string(modeOf(r))
 			if r.SizeBytes > 0 {
 				size[i] = &rows[i].SizeBytes
 			}
 		}
 		// One statement for any number of rows: arrays, unnested server-side.
 		_, err := tx.ExecContext(ctx, `INSERT INTO plan_input
-			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])`,
-			line, engine, name, src, dst, dnsName, size)
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])`,
+			line, engine, name, src, dst, dnsName, size, mode)
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, "DROP TEMPORARY TABLE IF EXISTS plan_input"); err != nil {
@@ -109,26 +110,27 @@ func (s *Store) stagePlan(ctx context.Context, tx *sql.Tx, rows []statemachine.P
 		source VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
 		destination VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
 		dns_name VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-		size_bytes BIGINT) ENGINE = InnoDB`); err != nil {
+		size_bytes BIGINT,
+		mode VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL) ENGINE = InnoDB`); err != nil {
 		return err
 	}
 	for start := 0; start < len(rows); start += planBatch {
 		end := min(start+planBatch, len(rows))
-		args := make([]any, 0, (end-start)*7)
+		args := make([]any, 0, (end-start)*8)
 		for i := start; i < end; i++ {
 			r := rows[i]
 			var size any
 			if r.SizeBytes > 0 {
 				size = r.SizeBytes
 			}
-			args = append(args, i, string(r.Engine), []byte(r.DatabaseName), r.Source, r.Destination, r.DNSName, size)
+			args = append(args, i, string(r.Engine), []byte(r.DatabaseName), r.Source, r.Destination, r.DNSName, size, string(modeOf(r)))
 		}
-		q := "INSERT INTO plan_input (line, engine, database_name, source, destination, dns_name, size_bytes) VALUES "
+		q := "INSERT INTO plan_input (line, engine, database_name, source, destination, dns_name, size_bytes, mode) VALUES "
 		for i := start; i < end; i++ {
 			if i > start {
 				q += ", "
 			}
-			q += "(?, ?, ?, ?, ?, ?, ?)"
+			q += "(?, ?, ?, ?, ?, ?, ?, ?)"
 		}
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return err
@@ -196,4 +198,12 @@ func (s *Store) planConflicts(ctx context.Context, tx *sql.Tx) ([]statemachine.P
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Index < out[j].Index })
 	return out, nil
+}
+
+// modeOf is a planned row's mode, dump when none was given.
+func modeOf(r statemachine.Planned) statemachine.Mode {
+	if r.Mode == "" {
+		return statemachine.ModeDump
+	}
+	return r.Mode
 }

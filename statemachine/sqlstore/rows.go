@@ -11,7 +11,7 @@ import (
 )
 
 // migrationColumns is the column list every row read selects, in scan order.
-const migrationColumns = "id, engine, database_name, source, destination, dns_name, status, attempt, " +
+const migrationColumns = "id, engine, database_name, source, destination, dns_name, status, mode, attempt, " +
 	"owner, lease_until, fence, dump_url, dump_sha256, dump_bytes, consistency_point, size_bytes, " +
 	"blocked_at, unblocked_at, switched_at, last_error, created_at, updated_at"
 
@@ -20,18 +20,18 @@ type scanner interface{ Scan(dest ...any) error }
 func scanMigration(sc scanner) (statemachine.Migration, error) {
 	var (
 		m                                       statemachine.Migration
-		engine, status                          string
+		engine, status, mode                    string
 		owner, dumpURL, dumpSHA, lastErr        sql.NullString
 		lease, cp, blocked, unblocked, switched sql.NullTime
 		dumpBytes, size                         sql.NullInt64
 	)
-	err := sc.Scan(&m.ID, &engine, &m.DatabaseName, &m.Source, &m.Destination, &m.DNSName, &status, &m.Attempt,
+	err := sc.Scan(&m.ID, &engine, &m.DatabaseName, &m.Source, &m.Destination, &m.DNSName, &status, &mode, &m.Attempt,
 		&owner, &lease, &m.Fence, &dumpURL, &dumpSHA, &dumpBytes, &cp, &size,
 		&blocked, &unblocked, &switched, &lastErr, &m.CreatedAt, &m.UpdatedAt)
 	if err != nil {
 		return m, err
 	}
-	m.Engine, m.Status = statemachine.Engine(engine), statemachine.Status(status)
+	m.Engine, m.Status, m.Mode = statemachine.Engine(engine), statemachine.Status(status), statemachine.Mode(mode)
 	m.Owner, m.DumpURL, m.DumpSHA256, m.LastError = owner.String, dumpURL.String, dumpSHA.String, lastErr.String
 	m.LeaseUntil, m.ConsistencyPoint = utc(lease), utc(cp)
 	m.BlockedAt, m.UnblockedAt, m.SwitchedAt = utc(blocked), utc(unblocked), utc(switched)

@@ -168,7 +168,11 @@ func (s *Store) Advance(ctx context.Context, m *statemachine.Migration, f statem
 	if err != nil {
 		return err
 	}
-	return s.moveClaimed(ctx, m, step.NextStatus(m.DNSName), f, nil, true, detail)
+	to := step.NextFor(m, f)
+	if to == step.Divert && f.Divert {
+		detail = step.DivertLabel + ": " + detail
+	}
+	return s.moveClaimed(ctx, m, to, f, nil, true, detail)
 }
 
 // Fail moves a claimed row to its step's failed status.
@@ -353,6 +357,12 @@ func (s *Store) fieldsSQL(f statemachine.Fields) ([]string, []any, error) {
 	if !f.ConsistencyPoint.IsZero() {
 		set, args = append(set, "consistency_point = ?"), append(args, f.ConsistencyPoint.UTC())
 	}
+	if f.Mode != "" {
+		if f.Mode != statemachine.ModeDump && f.Mode != statemachine.ModeOnline {
+			return nil, nil, fmt.Errorf("a row's mode is recorded as dump or online, not %q", f.Mode)
+		}
+		set, args = append(set, "mode = ?"), append(args, string(f.Mode))
+	}
 	for _, mk := range f.Marks {
 		switch mk {
 		case statemachine.MarkBlocked:
@@ -390,6 +400,9 @@ func describeFields(f statemachine.Fields) string {
 	}
 	if f.SizeBytes > 0 {
 		parts = append(parts, fmt.Sprintf("size %d bytes", f.SizeBytes))
+	}
+	if f.Mode != "" {
+		parts = append(parts, "mode "+string(f.Mode))
 	}
 	if len(parts) == 0 {
 		return "recorded"
@@ -487,6 +500,11 @@ func (s *Store) Operate(ctx context.Context, id int64, action, actor, detail str
 		// a rollback or a cancellation starts a new step: its attempts count
 		// from zero. A retry keeps counting: it counts toward the limit.
 		set += ", attempt = 0"
+	}
+	if m.Status.Working() {
+		// An online row stopped while syncing: its claim ends here, which
+		// fences the step out (its next write finds another owner).
+		set += ", owner = NULL, lease_until = NULL"
 	}
 	if detail == "" {
 		detail = action

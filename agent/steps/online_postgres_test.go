@@ -1,0 +1,260 @@
+package steps_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// newPGOnlineSite is a customer's database that can stream: tables with
+// primary keys (one referencing another), a serial, a table with replica
+// identity FULL and no key, and no large objects.
+func newPGOnlineSite(t *testing.T, f *fleet, prefix string, rows int) pgSite {
+	t.Helper()
+	n := seq.Add(1)
+	st := pgSite{db: fmt.Sprintf("%s %d \"ü", prefix, n), owner: fmt.Sprintf("o'%s%d", prefix, n), pass: fmt.Sprintf(`pw "%d" \ ü:`, n)}
+	for _, s := range []*server{f.src, f.dst} {
+		t.Cleanup(func() {
+			c, err := s.pg.Dial(context.Background(), "postgres", "postgres", s.pg.Password)
+			if err != nil {
+				return
+			}
+			defer c.Close(context.Background())
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+qp(st.db)+" WITH (FORCE)")
+			_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+qp(st.owner))
+		})
+	}
+	fleettest.PGExec(t, f.src.pg.Root(t, "postgres"),
+		"CREATE ROLE "+qp(st.owner)+" LOGIN PASSWORD "+ident.QuotePostgresLiteral(st.pass),
+		"CREATE DATABASE "+qp(st.db)+" OWNER "+qp(st.owner))
+	fleettest.PGExec(t, f.src.pg.Connect(t, st.db, st.owner, st.pass),
+		"CREATE TABLE items (id serial PRIMARY KEY, name text, body bytea)",
+		fmt.Sprintf("INSERT INTO items (name, body) SELECT 'item ' || g || ' ✓', decode(md5(g::text), 'hex') FROM generate_series(1, %d) g", rows),
+		"CREATE TABLE writes (n bigint PRIMARY KEY, item int REFERENCES items (id), at timestamptz DEFAULT now())",
+		"CREATE TABLE log (line text)",
+		"ALTER TABLE log REPLICA IDENTITY FULL",
+		"INSERT INTO log VALUES ('one'), ('two')")
+	return st
+}
+
+// writer inserts numbered rows into writes through whatever server the
+// row's DNS name points at, as a customer's application would, and
+// remembers which were acknowledged and when writes were refused.
+type writer struct {
+	mu             sync.Mutex
+	acked          []int64
+	firstRefused   time.Time
+	firstAtDst     time.Time
+	stop, done     chan struct{}
+	lastErr        string
+	errorsAfterDst int
+}
+
+func startWriter(t *testing.T, f *fleet, id int64, st pgSite, every time.Duration) *writer {
+	t.Helper()
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var c *pgx.Conn
+		var at *server
+		n := int64(0)
+		for {
+			select {
+			case <-w.stop:
+				if c != nil {
+					_ = c.Close(context.Background())
+				}
+				return
+			case <-time.After(every):
+			}
+			if c == nil {
+				at = f.src
+				if m, err := f.state.Get(context.Background(), id); err == nil && !m.SwitchedAt.IsZero() {
+					at = f.dst // what the DNS name resolves to now
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				var err error
+				c, err = at.pg.Dial(ctx, st.db, st.owner, st.pass)
+				cancel()
+				if err != nil {
+					w.refused(err)
+					c = nil
+					continue
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := c.Exec(ctx, "INSERT INTO writes (n, item) VALUES ($1, 1)", n+1)
+			cancel()
+			if err != nil {
+				w.refused(err)
+				_ = c.Close(context.Background())
+				c = nil
+				continue
+			}
+			n++
+			w.mu.Lock()
+			w.acked = append(w.acked, n)
+			if at == f.dst && w.firstAtDst.IsZero() {
+				w.firstAtDst = time.Now()
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *writer) refused(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.firstRefused.IsZero() {
+		w.firstRefused = time.Now()
+	}
+	w.lastErr = err.Error()
+}
+
+// finish stops the writer once it has written at the destination.
+func (w *writer) finish(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		w.mu.Lock()
+		ok := !w.firstAtDst.IsZero()
+		w.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(w.stop)
+	<-w.done
+	if w.firstAtDst.IsZero() {
+		t.Fatalf("the writer never wrote at the destination (last error %s)", w.lastErr)
+	}
+}
+
+// numbers reads the writes' numbers at a server.
+func numbers(t *testing.T, c *pgx.Conn) map[int64]bool {
+	t.Helper()
+	rs, err := c.Query(ctx(t), "SELECT n FROM writes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := pgx.CollectRows(rs, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]bool{}
+	for _, n := range ns {
+		out[n] = true
+	}
+	return out
+}
+
+// pgStreams lists what of row id's stream exists at either server.
+func (f *fleet) pgStreams(t *testing.T, id int64) []string {
+	t.Helper()
+	name := fmt.Sprintf("fleetmigrate_%d", id)
+	var out []string
+	var n int
+	if err := f.src.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		out = append(out, "slot at the source")
+	}
+	if err := f.dst.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_subscription WHERE subname = $1", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		out = append(out, "subscription at the destination")
+	}
+	rs, err := f.src.pg.Root(t, "postgres").Query(ctx(t), "SELECT datname FROM pg_database WHERE datallowconn AND datname <> 'template1'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs, err := pgx.CollectRows(rs, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range dbs {
+		c, err := f.src.pg.Dial(ctx(t), db, "postgres", f.src.pg.Password)
+		if err != nil {
+			continue // dropped meanwhile by another test
+		}
+		err = c.QueryRow(ctx(t), "SELECT count(*) FROM pg_publication WHERE pubname = $1", name).Scan(&n)
+		_ = c.Close(ctx(t))
+		if err == nil && n > 0 {
+			out = append(out, "publication in "+db)
+		}
+	}
+	return out
+}
+
+func onlineAgents(t *testing.T, f *fleet, opt agentOpts) {
+	t.Helper()
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
+	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleImport)
+}
+
+// TestPostgresOnlineToDone moves a database online under a steady writer
+// that goes through the row's DNS name: every acknowledged write is at the
+// destination, nothing was accepted at the source that is not, the
+// sequence continues, the stream is gone and the dump is in the store.
+func TestPostgresOnlineToDone(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgonline", 20000)
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	f.dnsAgent(t)
+	w := startWriter(t, f, id, st, 5*time.Millisecond)
+	onlineAgents(t, f, agentOpts{})
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.DNSFailed, statemachine.CloseFailed)
+	w.finish(t)
+	if m.Status != statemachine.Done {
+		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	events := f.events(t, id)
+	for _, want := range []string{"streaming from source", "caught up", "cutover: blocking writes", "cut over:", "tables verified", "stream removed", "dumped", "source closed"} {
+		if !strings.Contains(events, want) {
+			t.Errorf("events do not mention %q:\n%s", want, events)
+		}
+	}
+	if m.Mode != statemachine.ModeOnline || m.DumpURL == "" || m.DumpSHA256 == "" || m.BlockedAt.IsZero() || m.SwitchedAt.IsZero() {
+		t.Errorf("row fields: %+v", m)
+	}
+	dst := numbers(t, f.dst.pg.Root(t, st.db))
+	src := numbers(t, f.src.pg.Root(t, st.db))
+	missing := 0
+	for _, n := range w.acked {
+		if !dst[n] {
+			missing++
+		}
+	}
+	for n := range src {
+		if !dst[n] {
+			t.Errorf("write %d was accepted at the source and is not at the destination", n)
+		}
+	}
+	if missing > 0 || len(w.acked) == 0 {
+		t.Errorf("%d of %d acknowledged writes missing at the destination", missing, len(w.acked))
+	}
+	window := w.firstAtDst.Sub(w.firstRefused)
+	t.Logf("%d writes acknowledged, %d at the source; writer's window %s; row blocked %s", len(w.acked), len(src), window.Round(time.Millisecond), m.SwitchedAt.Sub(m.BlockedAt).Round(time.Millisecond))
+	// The sequence continues at the destination.
+	var next int
+	if err := f.dst.pg.Connect(t, st.db, st.owner, st.pass).QueryRow(ctx(t), "INSERT INTO items (name) VALUES ('after') RETURNING id").Scan(&next); err != nil || next != 20001 {
+		t.Errorf("insert at the destination got id %d (%v), want 20001", next, err)
+	}
+	if left := f.pgStreams(t, id); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
