@@ -64,7 +64,8 @@ type Step struct {
 var Steps = []Step{
 	{Role: RoleSync, Side: SideDestination, Queued: ToSync, Working: Syncing, Next: ToCutOver, Failed: SyncFailed,
 		Divert: ToDump, DivertLabel: "auto: dump instead"},
-	{Role: RoleCutover, Side: SideSource, Queued: ToCutOver, Working: CuttingOver, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: CutoverFailed},
+	{Role: RoleCutover, Side: SideSource, Queued: ToCutOver, Working: CuttingOver, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: CutoverFailed,
+		Divert: ToSync, DivertLabel: "writes restored, back to syncing"},
 	{Role: RoleDump, Side: SideSource, Queued: ToDump, Working: Dumping, Next: ToImport, Failed: DumpFailed},
 	{Role: RoleImport, Side: SideDestination, Queued: ToImport, Working: Importing, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: ImportFailed},
 	{Role: RoleDNS, Side: SideAny, Queued: DNSToUpdate, Working: UpdatingDNS, Next: ToCloseSource, Failed: DNSFailed},

@@ -92,6 +92,9 @@ func newFleet(t *testing.T) *fleet {
 type agentOpts struct {
 	dumpTool string
 	online   steps.Online
+	// pgEndpoint, if set, is the PostgreSQL address the agent publishes
+	// to the others (a fleettest.Proxy in front of its server).
+	pgEndpoint string
 }
 
 // start runs the agent of host (source or destination) with roles until
@@ -102,6 +105,9 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: 5 * time.Second, RetryBase: 20 * time.Millisecond,
 		ProgressInterval: 50 * time.Millisecond, MaxAttempts: 2, DNSTarget: map[bool]string{true: srcTarget, false: dstTarget}[s == f.src],
 		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: s.m.Addr(), statemachine.EnginePostgres: s.pg.Addr()}}
+	if opt.pgEndpoint != "" {
+		cfg.Endpoints[statemachine.EnginePostgres] = opt.pgEndpoint
+	}
 	a, err := agent.New(f.state, cfg, slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	if err != nil {
 		t.Fatal(err)

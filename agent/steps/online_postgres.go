@@ -84,7 +84,7 @@ func (h *pgSync) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, 
 	}
 	resume := false
 	if st.Name != "" {
-		sub, err := dst.SubscriptionOf(ctx, st.Name)
+		sub, err := dst.SubscriptionOf(ctx, st.Database, st.Name)
 		if err != nil {
 			return statemachine.Fields{}, err
 		}
@@ -159,7 +159,7 @@ func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.S
 	if err := dropPostgresImport(ctx, job, dst, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	*st = postgres.Stream{Name: postgres.StreamName(row.ID), Database: s.Database}
+	*st = postgres.Stream{Name: postgres.StreamName(row.ID, s.Database), Database: s.Database}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
 		return statemachine.Fields{}, false, err
 	}
@@ -224,7 +224,7 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 	defer tick.Stop()
 	var lastNote time.Time
 	for {
-		sub, err := dst.SubscriptionOf(ctx, st.Name)
+		sub, err := dst.SubscriptionOf(ctx, st.Database, st.Name)
 		if err != nil {
 			return statemachine.Fields{}, err
 		}
@@ -336,7 +336,7 @@ func (h *pgCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 		job.Note(ctx, "no stream recorded (removed after an earlier failure): back to syncing from the start")
 		return statemachine.Fields{Divert: true}, nil
 	}
-	sub, err := dst.SubscriptionOf(ctx, st.Name)
+	sub, err := dst.SubscriptionOf(ctx, st.Database, st.Name)
 	if err != nil {
 		return statemachine.Fields{}, err
 	}
@@ -421,7 +421,7 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 	if err != nil {
 		return f, false, err
 	}
-	lag, err := waitApplied(ctx, src, dst, st.Name, pos, opt.CutoverTimeout)
+	lag, err := waitApplied(ctx, src, dst, st, pos, opt.CutoverTimeout)
 	if err != nil {
 		return f, false, err
 	}
@@ -471,7 +471,8 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 // one (it applies in order, so receiving past pos means everything before
 // it was applied). It returns -1 when it has, or the bytes still missing
 // when timeout passed.
-func waitApplied(ctx context.Context, src, dst *postgres.Server, name, pos string, timeout time.Duration) (int64, error) {
+func waitApplied(ctx context.Context, src, dst *postgres.Server, st *postgres.Stream, pos string, timeout time.Duration) (int64, error) {
+	name := st.Name
 	want, err := parseLSN(pos)
 	if err != nil {
 		return 0, err
@@ -492,7 +493,7 @@ func waitApplied(ctx context.Context, src, dst *postgres.Server, name, pos strin
 			}
 			behind = int64(want - c)
 		}
-		sub, err := dst.SubscriptionOf(ctx, name)
+		sub, err := dst.SubscriptionOf(ctx, st.Database, name)
 		if err != nil {
 			return 0, err
 		}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/fleetmigrate/fleetmigrate/agent/steps"
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -86,7 +88,7 @@ func startWriter(t *testing.T, f *fleet, id int64, st pgSite, every time.Duratio
 				c, err = at.pg.Dial(ctx, st.db, st.owner, st.pass)
 				cancel()
 				if err != nil {
-					w.refused(err)
+					w.refused(fmt.Errorf("connect to %s: %w", at.host, err))
 					c = nil
 					continue
 				}
@@ -162,7 +164,7 @@ func numbers(t *testing.T, c *pgx.Conn) map[int64]bool {
 // pgStreams lists what of row id's stream exists at either server.
 func (f *fleet) pgStreams(t *testing.T, id int64) []string {
 	t.Helper()
-	name := fmt.Sprintf("fleetmigrate_%d", id)
+	name := postgres.StreamName(id, f.row(t, id).DatabaseName)
 	var out []string
 	var n int
 	if err := f.src.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", name).Scan(&n); err != nil {
@@ -256,5 +258,192 @@ func TestPostgresOnlineToDone(t *testing.T) {
 	}
 	if left := f.pgStreams(t, id); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// waitEvent waits until row id's events mention want.
+func (f *fleet) waitEvent(t *testing.T, id int64, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(f.events(t, id), want) {
+		if time.Now().After(deadline) {
+			m := f.row(t, id)
+			t.Fatalf("row %d (%q, %q) never said %q:\n%s", id, m.Status, m.LastError, want, f.events(t, id))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPostgresOnlineRefusesWhatItCannotCarry: mode online refuses a
+// database with a table without a key (naming it) before anything
+// changes, and its UPDATE and DELETE keep working at the source; mode auto
+// moves a database with large objects in dump mode, saying why.
+func TestPostgresOnlineRefusesWhatItCannotCarry(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	keyless := newPGOnlineSite(t, f, "pgkeyless", 10)
+	fleettest.PGExec(t, f.src.pg.Connect(t, keyless.db, keyless.owner, keyless.pass), "CREATE TABLE bare (x int)", "INSERT INTO bare VALUES (1), (2)")
+	withLO := newPGSite(t, f, "pgautolo")
+	refused := f.planMode(t, statemachine.EnginePostgres, keyless.db, statemachine.ModeOnline)
+	auto := f.planMode(t, statemachine.EnginePostgres, withLO.db, statemachine.ModeAuto)
+	f.dnsAgent(t)
+	onlineAgents(t, f, agentOpts{})
+	m := f.waitStatus(t, refused, statemachine.SyncFailed, statemachine.ToCutOver, statemachine.Done)
+	if m.Status != statemachine.SyncFailed || !strings.Contains(m.LastError, `"public"."bare"`) || !strings.Contains(m.LastError, "nothing was changed") {
+		t.Errorf("online with a keyless table: %q %q", m.Status, m.LastError)
+	}
+	if !m.BlockedAt.IsZero() {
+		t.Error("the refused row blocked writes")
+	}
+	fleettest.PGExec(t, f.src.pg.Connect(t, keyless.db, keyless.owner, keyless.pass), "UPDATE bare SET x = 3 WHERE x = 1", "DELETE FROM bare WHERE x = 2")
+	if left := f.pgStreams(t, refused); len(left) > 0 {
+		t.Errorf("the refused row left %v", left)
+	}
+	m = f.waitStatus(t, auto, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.SyncFailed, statemachine.CloseFailed)
+	if m.Status != statemachine.Done || m.Mode != statemachine.ModeDump {
+		t.Fatalf("auto with large objects: %q mode %q %s\n%s", m.Status, m.Mode, m.LastError, f.events(t, auto))
+	}
+	if ev := f.events(t, auto); !strings.Contains(ev, "auto: dump mode") || !strings.Contains(ev, "1 large objects") {
+		t.Errorf("auto does not say why it dumped:\n%s", ev)
+	}
+}
+
+// TestPostgresOnlineDDLDuringSync: a keyless table the customer creates
+// during the sync keeps taking UPDATE and DELETE at the source (it is not
+// in the publication); the cutover sees the schema changed, refuses with
+// writes restored and the stream and the destination's copy removed; once
+// the customer gives the table a key, a retry syncs again and moves it.
+func TestPostgresOnlineDDLDuringSync(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgddl", 1000)
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	stopSrc := f.start(t, f.src, agentOpts{}, statemachine.RoleRollback) // registers the source's address
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	owner := f.src.pg.Connect(t, st.db, st.owner, st.pass)
+	fleettest.PGExec(t, owner, "CREATE TABLE later (x int)", "INSERT INTO later VALUES (1), (2)", "UPDATE later SET x = 5 WHERE x = 1", "DELETE FROM later WHERE x = 2")
+	stopSrc()
+	f.dnsAgent(t)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleCutover, statemachine.RoleClose)
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate, statemachine.Done)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "changed during the sync") || !strings.Contains(m.LastError, `tables created: "public"."later"`) {
+		t.Fatalf("cutover after DDL: %q %q", m.Status, m.LastError)
+	}
+	if m.UnblockedAt.IsZero() || m.UnblockedAt.Before(m.BlockedAt) {
+		t.Errorf("writes not recorded as restored: blocked %v unblocked %v", m.BlockedAt, m.UnblockedAt)
+	}
+	if err := pgWrite(f.src.pg.Connect(t, st.db, st.owner, st.pass)); err != nil {
+		t.Errorf("the owner cannot write after the refused cutover: %v", err)
+	}
+	if left := f.pgStreams(t, id); len(left) > 0 {
+		t.Errorf("the refused cutover left %v", left)
+	}
+	var n int
+	if err := f.dst.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_database WHERE datname = $1", st.db).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the destination's copy is still there (%d, %v)", n, err)
+	}
+	fleettest.PGExec(t, f.src.pg.Connect(t, st.db, st.owner, st.pass), "ALTER TABLE later ADD PRIMARY KEY (x)")
+	if _, err := f.state.Operate(ctx(t), id, statemachine.ActionRetry, "test", "key added"); err != nil {
+		t.Fatal(err)
+	}
+	m = f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)
+	if m.Status != statemachine.Done {
+		t.Fatalf("retry after DDL: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	var x int
+	if err := f.dst.pg.Root(t, st.db).QueryRow(ctx(t), "SELECT x FROM later").Scan(&x); err != nil || x != 5 {
+		t.Errorf("the new table at the destination: %d, %v", x, err)
+	}
+}
+
+// TestPostgresOnlineCatchUpTimeout: the stream to the destination is held
+// (a paused proxy in front of the source) when the cutover blocks writes:
+// the catch-up times out, writes come back, the row goes back to syncing;
+// once the stream flows again the next cutover moves it.
+func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgslowdst", 1000)
+	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond}, pgEndpoint: proxy.Addr}
+	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync)
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the proxy as the source's address
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	proxy.Pause()
+	f.dnsAgent(t)
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose)
+	f.waitEvent(t, id, "catch-up timed out")
+	if err := pgWrite(f.src.pg.Connect(t, st.db, st.owner, st.pass)); err != nil {
+		t.Errorf("the owner cannot write after the timed-out cutover: %v", err)
+	}
+	if m := f.row(t, id); m.UnblockedAt.IsZero() {
+		t.Errorf("writes not recorded as restored: %+v", m)
+	}
+	proxy.Resume()
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.CloseFailed)
+	if m.Status != statemachine.Done {
+		t.Fatalf("after the stream flows again: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if !strings.Contains(f.events(t, id), "Cutting over -> To sync") {
+		t.Errorf("the row did not go back to syncing:\n%s", f.events(t, id))
+	}
+	var n int
+	if err := f.dst.pg.Root(t, st.db).QueryRow(ctx(t), "SELECT count(*) FROM items WHERE name = 'still here?'").Scan(&n); err != nil || n != 1 {
+		t.Errorf("the write made between the cutovers is not at the destination: %d, %v", n, err)
+	}
+}
+
+// TestPostgresOnlineRollbackAndCancelWhileSyncing: rows whose stream is
+// copying (throttled) are rolled back and cancelled by an operator: the
+// sync step is fenced out, the rollback removes the slot, the publication,
+// the subscription and the destination's copy, and the source never lost
+// its writes.
+func TestPostgresOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	a := newPGOnlineSite(t, f, "pgrbsync", 20000)
+	b := newPGOnlineSite(t, f, "pgcancelsync", 20000)
+	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	proxy.Slow(20 << 10)
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond}, pgEndpoint: proxy.Addr}
+	ids := []int64{f.planMode(t, statemachine.EnginePostgres, a.db, statemachine.ModeOnline), f.planMode(t, statemachine.EnginePostgres, b.db, statemachine.ModeOnline)}
+	f.start(t, f.src, opt, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync)
+	for i, action := range []string{statemachine.ActionRollback, statemachine.ActionCancel} {
+		f.waitEvent(t, ids[i], "syncing: initial copy")
+		if _, err := f.state.Operate(ctx(t), ids[i], action, "test", "changed our mind"); err != nil {
+			t.Fatalf("%s while syncing: %v", action, err)
+		}
+	}
+	for i, site := range []pgSite{a, b} {
+		m := f.waitStatus(t, ids[i], statemachine.RolledBack, statemachine.RollbackFailed)
+		if m.Status != statemachine.RolledBack {
+			t.Fatalf("row %d: %q %s\n%s", ids[i], m.Status, m.LastError, f.events(t, ids[i]))
+		}
+		if left := f.pgStreams(t, ids[i]); len(left) > 0 {
+			t.Errorf("row %d left %v", ids[i], left)
+		}
+		var n int
+		if err := f.dst.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_database WHERE datname = $1", site.db).Scan(&n); err != nil || n != 0 {
+			t.Errorf("row %d: the destination's copy is still there (%d, %v)", ids[i], n, err)
+		}
+		if err := pgWrite(f.src.pg.Connect(t, site.db, site.owner, site.pass)); err != nil {
+			t.Errorf("row %d: the owner cannot write: %v", ids[i], err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"slices"
 	"strconv"
@@ -28,17 +29,27 @@ import (
 // fleetmigrate creates; `migrate gc` removes only objects named so.
 const StreamPrefix = "fleetmigrate_"
 
-// StreamName is the name of row's publication, slot and subscription.
-func StreamName(row int64) string { return StreamPrefix + strconv.FormatInt(row, 10) }
+// StreamName is the name of the publication, slot and subscription of row
+// (its id) moving database: fleetmigrate_<row>_<8 hex digits of the
+// database name's CRC-32>. The digest keeps two fleets (state databases)
+// that share a server apart, and lets gc check a name against its row.
+func StreamName(row int64, database string) string {
+	return fmt.Sprintf("%s%d_%08x", StreamPrefix, row, crc32.ChecksumIEEE([]byte(database)))
+}
 
-// StreamRow reads the row id back from a stream name (ok false: not ours).
+// StreamRow reads the row id back from a stream name (ok false: not a
+// name StreamName makes).
 func StreamRow(name string) (int64, bool) {
 	rest, ok := strings.CutPrefix(name, StreamPrefix)
-	if !ok || rest == "" {
+	if !ok {
 		return 0, false
 	}
-	id, err := strconv.ParseInt(rest, 10, 64)
-	return id, err == nil && id > 0 && strconv.FormatInt(id, 10) == rest
+	idPart, digest, ok := strings.Cut(rest, "_")
+	if !ok || len(digest) != 8 || strings.Trim(digest, "0123456789abcdef") != "" {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(idPart, 10, 64)
+	return id, err == nil && id > 0 && strconv.FormatInt(id, 10) == idPart
 }
 
 // Stream is what a row's stream is, recorded by the steps before anything
@@ -526,20 +537,25 @@ func redactConninfo(err error) error {
 	return err
 }
 
-// SubscriptionOf reads the state of the subscription name.
-func (s *Server) SubscriptionOf(ctx context.Context, name string) (Subscription, error) {
+// SubscriptionOf reads the state of the subscription name in database
+// (pg_subscription_rel, the tables' copy states, is the database's own
+// catalog). A database that does not exist has no subscription.
+func (s *Server) SubscriptionOf(ctx context.Context, database, name string) (Subscription, error) {
 	var sub Subscription
 	var worker *int32
 	var received *string
-	err := s.pool.QueryRow(ctx, `SELECT s.subenabled,
+	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT s.subenabled,
 		(SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid),
 		(SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid AND r.srsubstate = 'r'),
 		(SELECT max(w.pid) FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL),
 		(SELECT max(w.received_lsn)::text FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL),
 		coalesce((SELECT apply_error_count + sync_error_count FROM pg_stat_subscription_stats t WHERE t.subid = s.oid), 0)
-		FROM pg_subscription s WHERE s.subname = $1`, name).Scan(&sub.Enabled, &sub.Tables, &sub.Ready, &worker, &received, &sub.Errors)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return sub, nil
+		FROM pg_subscription s WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+			name).Scan(&sub.Enabled, &sub.Tables, &sub.Ready, &worker, &received, &sub.Errors)
+	})
+	if errors.Is(err, pgx.ErrNoRows) || (errors.Is(err, engine.ErrPermanent) && strings.Contains(err.Error(), "does not exist")) {
+		return Subscription{}, nil
 	}
 	if err != nil {
 		return sub, fmt.Errorf("read subscription %s at %s: %w", name, s, err)

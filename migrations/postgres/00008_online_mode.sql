@@ -42,6 +42,7 @@ INSERT INTO migration_transition (from_status, to_status) VALUES
     ('Cutting over', 'DNS to update'),
     ('Cutting over', 'To close source'),
     ('Cutting over', 'To cut over'),
+    ('Cutting over', 'To sync'),
     ('Sync failed', 'To roll back'),
     ('Sync failed', 'To sync'),
     ('Syncing', 'Sync failed'),

@@ -44,7 +44,7 @@ func (s *Store) promoteIDs(ctx context.Context, tx *sql.Tx, ids []int64, actor s
 	// sync step; the others dump (an auto row of another engine is recorded
 	// as dump).
 	args := []any{string(statemachine.EnginePostgres), string(statemachine.ToSync), string(statemachine.ToDump),
-		string(statemachine.ModeDump), string(statemachine.EnginePostgres), s.nowArg()}
+		string(statemachine.EnginePostgres), string(statemachine.ModeDump), s.nowArg()}
 	args = append(args, idArgs(ids)...)
 	args = append(args, string(statemachine.Waiting))
 	res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+

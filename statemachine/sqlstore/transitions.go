@@ -168,8 +168,11 @@ func (s *Store) Advance(ctx context.Context, m *statemachine.Migration, f statem
 	if err != nil {
 		return err
 	}
+	if f.Divert && step.Divert == "" {
+		return fmt.Errorf("row %d: the %s step has no other way on than %q: %w", m.ID, step.Role, step.NextStatus(m.DNSName), statemachine.ErrInvalidTransition)
+	}
 	to := step.NextFor(m, f)
-	if to == step.Divert && f.Divert {
+	if f.Divert {
 		detail = step.DivertLabel + ": " + detail
 	}
 	return s.moveClaimed(ctx, m, to, f, nil, true, detail)
