@@ -92,6 +92,7 @@ func Run(t *testing.T, f Factory) {
 		{"StepRecordsAreFencedAndOutliveTheClaim", testRecords},
 		{"TTLRecordsKeepTheOriginal", testTTLRecords},
 		{"UnswitchOnlyUnclaimedRollbackableRows", testUnswitch},
+		{"OnlinePathThroughSyncAndCutover", testOnlinePath},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,94 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// testOnlinePath: promotion sends online and auto PostgreSQL rows to the
+// sync step and everything else to the dump (an auto MySQL row recorded as
+// dump); the sync step diverts an auto row to the dump path recording its
+// mode; an online row passes DNS without a dump and records it at the
+// close; a step without a way back refuses Divert; an operator's rollback
+// of a syncing row fences its agent out.
+func testOnlinePath(t *testing.T, h Harness) {
+	s := h.Open(t, nil)
+	mk := func(name string, eng statemachine.Engine, mode statemachine.Mode) statemachine.Planned {
+		return statemachine.Planned{Engine: eng, DatabaseName: name, Source: "src", Destination: "dst", DNSName: name + ".db.test", Mode: mode}
+	}
+	mustPlan(t, s, []statemachine.Planned{
+		mk("online", statemachine.EnginePostgres, statemachine.ModeOnline),
+		mk("auto", statemachine.EnginePostgres, statemachine.ModeAuto),
+		mk("automy", statemachine.EngineMySQL, statemachine.ModeAuto),
+		mk("dump", statemachine.EnginePostgres, ""),
+		mk("stopped", statemachine.EnginePostgres, statemachine.ModeOnline),
+	})
+	if _, err := s.Promote(ctx(t), 10, "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.List(ctx(t), statemachine.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]string{"online": {"To sync", "online"}, "auto": {"To sync", "auto"}, "automy": {"To dump", "dump"}, "dump": {"To dump", "dump"}, "stopped": {"To sync", "online"}}
+	byName := map[string]statemachine.Migration{}
+	for _, m := range rows {
+		byName[m.DatabaseName] = m
+		if w := want[m.DatabaseName]; string(m.Status) != w[0] || string(m.Mode) != w[1] {
+			t.Errorf("%s promoted to %q mode %q, want %v", m.DatabaseName, m.Status, m.Mode, w)
+		}
+	}
+	// The sync agent claims the three online rows in plan order.
+	synced := claim(t, s, statemachine.RoleSync, "dst", "dst/agent", 3)
+	if len(synced) != 3 {
+		t.Fatalf("claimed %d rows to sync, want 3", len(synced))
+	}
+	online, auto, stopped := synced[0], synced[1], synced[2]
+	if err := s.Advance(ctx(t), &auto, statemachine.Fields{Divert: true, Mode: statemachine.ModeDump}, "too small"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.Get(ctx(t), auto.ID); m.Status != statemachine.ToDump || m.Mode != statemachine.ModeDump {
+		t.Errorf("auto row diverted to %q mode %q", m.Status, m.Mode)
+	}
+	if err := s.Advance(ctx(t), &online, statemachine.Fields{Mode: statemachine.ModeOnline}, "caught up"); err != nil {
+		t.Fatal(err)
+	}
+	// A rollback while syncing clears the claim: the agent is fenced out.
+	if m, err := s.Operate(ctx(t), stopped.ID, statemachine.ActionRollback, "operator", "stop"); err != nil || m.Status != statemachine.ToRollBack || m.Owner != "" {
+		t.Fatalf("rollback while syncing: %+v, %v", m, err)
+	}
+	if err := s.Advance(ctx(t), &stopped, statemachine.Fields{}, "late"); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("the fenced-out sync step advanced its row: %v", err)
+	}
+	cut := claimOne(t, s, statemachine.RoleCutover, "src")
+	if cut.ID != online.ID {
+		t.Fatalf("cutover claimed row %d, want %d", cut.ID, online.ID)
+	}
+	// Past the cutover and DNS with no dump recorded yet.
+	if err := s.Advance(ctx(t), &cut, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, "cut over"); err != nil {
+		t.Fatalf("an online row cannot reach DNS without a dump: %v", err)
+	}
+	d := claimOne(t, s, statemachine.RoleDNS, "")
+	if err := s.Advance(ctx(t), &d, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkSwitched}}, "switched"); err != nil {
+		t.Fatal(err)
+	}
+	c := claimOne(t, s, statemachine.RoleClose, "src")
+	// The dump step has no other way on: Divert is refused.
+	dumpRow := claimOne(t, s, statemachine.RoleDump, "src")
+	if err := s.Advance(ctx(t), &dumpRow, statemachine.Fields{Divert: true}, "?"); !errors.Is(err, statemachine.ErrInvalidTransition) {
+		t.Errorf("divert of a dump: %v, want ErrInvalidTransition", err)
+	}
+	// Done needs the dump, which the close records (the refused move
+	// leaves the claim as it was).
+	if err := s.Advance(ctx(t), &c, statemachine.Fields{}, "closed"); err == nil {
+		t.Error("an online row reached Done without a dump")
+	}
+	if err := s.Advance(ctx(t), &c, dumpFields(c.ID), "closed"); err != nil {
+		t.Fatalf("close with the consistency-point dump: %v", err)
+	}
+	if m, _ := s.Get(ctx(t), online.ID); m.Status != statemachine.Done || m.DumpSHA256 == "" || m.Mode != statemachine.ModeOnline {
+		t.Errorf("online row at the end: %+v", m)
+	}
+}
