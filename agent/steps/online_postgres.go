@@ -258,6 +258,11 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 			job.Note(ctx, "syncing: %s; lag %s, WAL retained %s, %d apply errors", state, mb(slot.LagBytes), mb(slot.Retained), sub.Errors)
 		}
 		if copying == 0 && sub.Worker != 0 && slot.LagBytes <= opt.MaxLagBytes && time.Now().After(notBefore) {
+			if st.Verified == nil {
+				if err := h.baseline(ctx, job, src, dst, st); err != nil {
+					return statemachine.Fields{}, err
+				}
+			}
 			job.Note(ctx, "caught up: all %d tables streaming, lag %s; ready to cut over", sub.Tables, mb(slot.LagBytes))
 			return statemachine.Fields{Mode: statemachine.ModeOnline}, nil
 		}
@@ -267,6 +272,63 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 		case <-tick.C:
 		}
 	}
+}
+
+// baseline verifies the tables while the stream runs, so that the cutover
+// re-reads only the tables that change from then on: the source's change
+// counters, its checksums, then (once the destination has applied past
+// them) the destination's checksums, then the counters again. A table
+// equal at both with counters that did not move is recorded as verified
+// with the first counters: any later change moves them (the block ends
+// the sessions, which flushes their counts), and the cutover checks it
+// again under the block. A table that changed meanwhile is not recorded
+// and is checked under the block.
+func (h *pgSync) baseline(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) error {
+	opt := h.c.Online.withDefaults()
+	start := time.Now()
+	before, err := src.TableCounters(ctx, st.Database)
+	if err != nil {
+		return err
+	}
+	srcSums, err := src.Checksums(ctx, st.Database, st.Tables, nil)
+	if err != nil {
+		return err
+	}
+	pos, err := src.Position(ctx, st.Database)
+	if err != nil {
+		return err
+	}
+	lag, err := waitApplied(ctx, src, dst, st, pos, max(30*time.Second, 10*opt.CutoverTimeout))
+	if err != nil {
+		return err
+	}
+	if lag >= 0 {
+		job.Note(ctx, "verification while streaming skipped: the destination was still %s behind after %s; the cutover verifies every table", mb(lag), time.Since(start).Round(time.Second))
+		st.Verified = map[string]postgres.Verified{}
+		return job.PutRecord(ctx, recordStream, st)
+	}
+	dstSums, err := dst.Checksums(ctx, st.Database, st.Tables, nil)
+	if err != nil {
+		return err
+	}
+	after, err := src.TableCounters(ctx, st.Database)
+	if err != nil {
+		return err
+	}
+	st.Verified = map[string]postgres.Verified{}
+	var bytesRows int64
+	for i, t := range st.Tables {
+		if srcSums[i] == dstSums[i] && before[t] != "" && before[t] == after[t] {
+			st.Verified[t] = postgres.Verified{Rows: srcSums[i].Rows, Checksum: srcSums[i].Checksum, Counters: before[t]}
+			bytesRows += srcSums[i].Rows
+		}
+	}
+	if err := job.PutRecord(ctx, recordStream, st); err != nil {
+		return err
+	}
+	job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers in %s; the cutover checks again only tables that change from now on",
+		len(st.Verified), len(st.Tables), bytesRows, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // Recover has nothing to undo: the stream runs in the servers and the next
@@ -297,7 +359,8 @@ func (c *Postgres) teardown(ctx context.Context, job *agent.Job, src, dst *postg
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
 	}
-	if err := job.PutRecord(ctx, recordStream, postgres.Stream{}); err != nil {
+	// What was verified stays: the close compares its dump with it.
+	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified}); err != nil {
 		return err
 	}
 	job.Note(ctx, "stream removed: subscription %s at %s, slot and publication at %s", st.Name, job.Row.Destination, job.Row.Source)
@@ -440,6 +503,7 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 		return statemachine.Fields{Divert: true}, true, nil
 	}
 	caught := time.Since(start)
+	phase := time.Now()
 	if err := dst.StopSubscription(ctx, st.Database, st.Name); err != nil {
 		return f, false, err
 	}
@@ -450,19 +514,45 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 	if err := dst.SetSequences(ctx, s.Database, seqs); err != nil {
 		return f, false, err
 	}
-	man, err := src.VerifyManifest(ctx, s, job.Row.Source, nil)
+	stopped := time.Since(phase)
+	phase = time.Now()
+	// Tables verified while streaming whose counters have not moved since
+	// are as verified; every other one is read at both servers now.
+	counters, err := src.TableCounters(ctx, s.Database)
+	if err != nil {
+		return f, false, err
+	}
+	recheck := []string{}
+	for _, t := range s.Tables {
+		if v, ok := st.Verified[t]; !ok || counters[t] != v.Counters {
+			recheck = append(recheck, t)
+		}
+	}
+	man, err := src.VerifyManifest(ctx, s, job.Row.Source, recheck, nil)
 	if err != nil {
 		return f, false, err
 	}
 	if err := dst.Verify(ctx, man, nil); err != nil {
 		return f, false, err
 	}
-	verified := time.Since(start)
+	verifying := time.Since(phase)
+	phase = time.Now()
+	if st.Verified == nil {
+		st.Verified = map[string]postgres.Verified{}
+	}
+	for _, t := range man.Tables {
+		st.Verified[t.Name] = postgres.Verified{Rows: t.Rows, Checksum: t.Checksum, Counters: counters[t.Name]}
+	}
+	if err := job.PutRecord(ctx, recordStream, st); err != nil {
+		return f, false, err
+	}
 	if err := h.c.teardown(ctx, job, src, dst); err != nil {
 		return f, false, err
 	}
-	job.Note(ctx, "cut over: %d sessions ended, destination applied position %s %s after the block; %d sequences set; %d tables verified (row counts and checksums), %d objects, %d roles, %s after the block",
-		ended, pos, caught.Round(time.Millisecond), len(seqs), len(man.Tables), len(man.Objects), len(man.Users), verified.Round(time.Millisecond))
+	job.Note(ctx, "cut over in %s under the block: %d sessions ended and position %s applied at the destination in %s; stream stopped and %d sequences set in %s; "+
+		"%d tables verified now (row counts and checksums), %d unchanged since verified while streaming, %d objects, %d roles, in %s; stream removed in %s",
+		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), len(seqs), stopped.Round(time.Millisecond),
+		len(man.Tables), len(s.Tables)-len(recheck), len(man.Objects), len(man.Users), verifying.Round(time.Millisecond), time.Since(phase).Round(time.Millisecond))
 	return statemachine.Fields{}, false, nil
 }
 

@@ -38,7 +38,11 @@ func newPGOnlineSite(t *testing.T, f *fleet, prefix string, rows int) pgSite {
 	fleettest.PGExec(t, f.src.pg.Root(t, "postgres"),
 		"CREATE ROLE "+qp(st.owner)+" LOGIN PASSWORD "+ident.QuotePostgresLiteral(st.pass),
 		"CREATE DATABASE "+qp(st.db)+" OWNER "+qp(st.owner))
-	fleettest.PGExec(t, f.src.pg.Connect(t, st.db, st.owner, st.pass),
+	// The session ends at once: its statistics (the tables' change
+	// counters) are flushed then, not up to seconds later.
+	setup := f.src.pg.Connect(t, st.db, st.owner, st.pass)
+	defer func() { _ = setup.Close(context.Background()) }()
+	fleettest.PGExec(t, setup,
 		"CREATE TABLE items (id serial PRIMARY KEY, name text, body bytea)",
 		fmt.Sprintf("INSERT INTO items (name, body) SELECT 'item ' || g || ' ✓', decode(md5(g::text), 'hex') FROM generate_series(1, %d) g", rows),
 		"CREATE TABLE writes (n bigint PRIMARY KEY, item int REFERENCES items (id), at timestamptz DEFAULT now())",
@@ -225,7 +229,7 @@ func TestPostgresOnlineToDone(t *testing.T) {
 		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
 	}
 	events := f.events(t, id)
-	for _, want := range []string{"streaming from source", "caught up", "cutover: blocking writes", "cut over:", "tables verified", "stream removed", "dumped", "source closed"} {
+	for _, want := range []string{"streaming from source", "caught up", "cutover: blocking writes", "cut over in", "tables verified now", "stream removed", "dumped", "source closed"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events do not mention %q:\n%s", want, events)
 		}
@@ -248,6 +252,12 @@ func TestPostgresOnlineToDone(t *testing.T) {
 	}
 	if missing > 0 || len(w.acked) == 0 {
 		t.Errorf("%d of %d acknowledged writes missing at the destination", missing, len(w.acked))
+	}
+	if testing.Verbose() {
+		evs, _ := f.state.Events(ctx(t), id)
+		for _, e := range evs {
+			t.Logf("%s %s -> %s: %s", e.At.Format("15:04:05.000"), e.From, e.To, e.Detail)
+		}
 	}
 	window := w.firstAtDst.Sub(w.firstRefused)
 	t.Logf("%d writes acknowledged, %d at the source; writer's window %s; row blocked %s", len(w.acked), len(src), window.Round(time.Millisecond), m.SwitchedAt.Sub(m.BlockedAt).Round(time.Millisecond))
@@ -445,5 +455,30 @@ func TestPostgresOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
 		if err := pgWrite(f.src.pg.Connect(t, site.db, site.owner, site.pass)); err != nil {
 			t.Errorf("row %d: the owner cannot write: %v", ids[i], err)
 		}
+	}
+}
+
+// TestPostgresOnlineLateWriteStopsClose: a superuser's write at the source
+// after the cutover (the block does not stop superusers) is found by the
+// close, whose consistency-point dump differs from what the destination
+// was verified to have.
+func TestPostgresOnlineLateWriteStopsClose(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgonlinelate", 500)
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	onlineAgents(t, f, agentOpts{})
+	if m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.SyncFailed, statemachine.CutoverFailed); m.Status != statemachine.DNSToUpdate {
+		t.Fatalf("%q %s", m.Status, m.LastError)
+	}
+	if ev := f.events(t, id); !strings.Contains(ev, "verified while streaming: 3 of 3 tables") || !strings.Contains(ev, "3 unchanged since verified while streaming") {
+		t.Errorf("the cutover re-read tables that did not change:\n%s", ev)
+	}
+	fleettest.PGExec(t, f.src.pg.Root(t, st.db), "INSERT INTO items (id, name) VALUES (999999, 'late')")
+	f.dnsAgent(t)
+	m := f.waitStatus(t, id, statemachine.CloseFailed, statemachine.Done)
+	if m.Status != statemachine.CloseFailed || !strings.Contains(m.LastError, "writes reached the source after the consistency point") ||
+		!strings.Contains(m.LastError, `"public"."items": 501 rows, 500 expected`) {
+		t.Fatalf("close: %q %q", m.Status, m.LastError)
 	}
 }

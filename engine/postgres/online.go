@@ -68,6 +68,10 @@ type Stream struct {
 	CutoverAttempts int `json:"cutover_attempts,omitempty"`
 	// LastLagBytes is the lag the last timed-out cutover saw.
 	LastLagBytes int64 `json:"last_lag_bytes,omitempty"`
+	// Verified are the tables verified equal while the stream ran, by
+	// quoted name; the cutover verifies again only those whose counters
+	// moved since, and the close compares its dump's checksums with them.
+	Verified map[string]Verified `json:"verified,omitempty"`
 }
 
 // OnlineReadiness says what a server lacks for online mode, before
@@ -745,11 +749,14 @@ func (s *Server) DumpSchema(ctx context.Context, src *Source, source string, w i
 	return &m, src.Secrets, nil
 }
 
-// VerifyManifest describes src's database as it is now (blocked): every
-// table's row count and checksum, its sequences and objects, for Verify
-// at the destination.
-func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string, progress func(done, total int)) (*engine.Manifest, error) {
-	sums, err := s.checksums(ctx, src.Database, "", src.Tables, false, progress)
+// VerifyManifest describes src's database as it is now (blocked): the
+// row count and checksum of each of tables (nil: all of them), its
+// sequences and objects, for Verify at the destination.
+func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string, tables []string, progress func(done, total int)) (*engine.Manifest, error) {
+	if tables == nil {
+		tables = src.Tables
+	}
+	sums, err := s.checksums(ctx, src.Database, "", tables, false, progress)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %q at %s: %w", src.Database, s, err)
 	}
@@ -760,4 +767,50 @@ func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string,
 	m := src.Manifest(source, &Snapshot{At: time.Now().UTC()}, sums, seqs)
 	m.ServerVersion, m.ServerFamily = s.version, "postgresql"
 	return &m, nil
+}
+
+// Verified is what a table was verified as, equal at both servers: its
+// row count and checksum, and the source's change counters then.
+type Verified struct {
+	Rows     int64  `json:"rows"`
+	Checksum string `json:"checksum"`
+	// Counters are the table's pg_stat_user_tables counters (inserted,
+	// updated, deleted, live, dead tuples) at the source when it was
+	// verified: while they are the same, the table has not changed.
+	Counters string `json:"counters"`
+}
+
+// TableCounters reads every table's change counters in database (see
+// Verified.Counters). PostgreSQL counts a session's changes when it
+// flushes its statistics (at the latest when the session ends: the block
+// ends the customer's sessions before they are read).
+func (s *Server) TableCounters(ctx context.Context, database string) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT schemaname, relname, n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del || '/' || n_live_tup || '/' || n_dead_tup
+			FROM pg_stat_user_tables`)
+		if err != nil {
+			return err
+		}
+		var nsp, rel, counters string
+		_, err = pgx.ForEachRow(rows, []any{&nsp, &rel, &counters}, func() error {
+			out[qi(nsp)+"."+qi(rel)] = counters
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the change counters of %q at %s: %w", database, s, err)
+	}
+	return out, nil
+}
+
+// Checksums computes the TableSums (ChecksumAlgorithm) of tables in
+// database, each in its own repeatable-read transaction.
+func (s *Server) Checksums(ctx context.Context, database string, tables []string, progress func(done, total int)) ([]engine.TableSum, error) {
+	sums, err := s.checksums(ctx, database, "", tables, false, progress)
+	if err != nil {
+		return nil, fmt.Errorf("checksum %q at %s: %w", database, s, err)
+	}
+	return sums, nil
 }
