@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/agent/steps"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
 )
@@ -110,7 +111,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	// What issue 9 asks the rules to cover.
 	for _, alert := range []string{"FleetmigrateStopSwitchTripped", "FleetmigrateFailedRowsRising", "FleetmigrateAgentSilent",
-		"FleetmigrateRowStuck", "FleetmigrateWriteBlockedTooLong"} {
+		"FleetmigrateRowStuck", "FleetmigrateWriteBlockedTooLong", "FleetmigrateStreamWALRetained", "FleetmigrateStreamSlotNotConsumed"} {
 		if !strings.Contains(string(rules), "alert: "+alert+"\n") {
 			t.Errorf("alerts.yaml has no %s", alert)
 		}
@@ -122,6 +123,7 @@ func exported(t *testing.T) []string {
 	reg := prometheus.NewRegistry()
 	scheduler.NewMetrics(reg)
 	agent.NewMetrics(reg)
+	reg.MustRegister((&steps.Postgres{}).Collector())
 	ch := make(chan *prometheus.Desc, 100)
 	go func() {
 		reg.Describe(ch)

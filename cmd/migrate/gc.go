@@ -37,12 +37,15 @@ func (g dumpGroup) size() int64 {
 // dumps whose consistency point is older than the retention, and clears
 // dump_url on their rows. Dumps of rows still in flight are kept; dumps no
 // row refers to any more (orphans, superseded by a newer dump) go too. Then
-// it aborts the unfinished uploads a killed agent left behind.
+// it aborts the unfinished uploads a killed agent left behind, and removes
+// the online streams' slots, subscriptions and publications (ours by name,
+// fleetmigrate_<row>_<digest>) whose row no longer streams.
 func runGC(ctx context.Context, e *env, args []string) error {
-	fs, cf := newFlags(e, "gc", "gc [--older-than 720h] [--uploads-older-than 24h] [--execute]")
+	fs, cf := newFlags(e, "gc", "gc [--older-than 720h] [--uploads-older-than 24h] [--skip-streams] [--execute]")
 	olderThan := fs.Duration("older-than", 0, "delete dumps whose consistency point is older than this (default: storage.retention)")
 	uploadAge := fs.Duration("uploads-older-than", defaultUploadAge, "abort unfinished uploads (incomplete multipart uploads, temporary files) started longer ago than this")
 	execute := fs.Bool("execute", false, "delete; without it, only list what would be deleted")
+	skipStreams := fs.Bool("skip-streams", false, "do not look for replication slots, subscriptions and publications of rows that no longer stream (on the PostgreSQL servers of the agent registry, as postgres.user)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -142,6 +145,9 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s; kept %d still needed; %d objects outside the layout left alone\n", summary, kept, unknown)
 	if j, ok := objects.(storage.Janitor); ok {
 		failed += gcUploads(ctx, e, store, j, now.Add(-*uploadAge), *execute)
+	}
+	if !*skipStreams {
+		failed += gcStreams(ctx, e, store, cfg, *execute)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d deletions failed (see above)", failed)

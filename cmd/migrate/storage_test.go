@@ -8,11 +8,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/storage"
 	"github.com/fleetmigrate/fleetmigrate/storage/file"
@@ -279,3 +284,92 @@ func TestGCAbortsUnfinishedUploads(t *testing.T) {
 		}
 	})
 }
+
+// TestGCRemovesStreamsOfRowsThatDoNotStream: a slot and a publication of a
+// row cancelled by hand are removed (after a dry run that lists them); the
+// stream of a row still syncing, a name of a row this state database does
+// not have and a name that is not ours are left alone.
+func TestGCRemovesStreamsOfRowsThatDoNotStream(t *testing.T) {
+	fleettest.Integration(t)
+	pg := fleettest.SharedPostgresAs(t, "gc-streams")
+	engines(t, func(t *testing.T, db stateDB) {
+		ctx := context.Background()
+		s := db.Open(t)
+		host := fmt.Sprintf("pg-%s-%d", db.Driver, time.Now().UnixNano())
+		name := func(i int) string { return fmt.Sprintf("gc %s %d", db.Driver, i) }
+		var planned []statemachine.Planned
+		for i := range 2 {
+			fleettest.PGExec(t, pg.Root(t, "postgres"), "CREATE DATABASE "+qpg(name(i)))
+			t.Cleanup(func() { fleettest.PGExec(t, pg.Root(t, "postgres"), "DROP DATABASE IF EXISTS "+qpg(name(i))+" WITH (FORCE)") })
+			planned = append(planned, statemachine.Planned{Engine: statemachine.EnginePostgres, DatabaseName: name(i), Source: host, Destination: host + "-new", Mode: statemachine.ModeOnline})
+		}
+		if _, err := s.Plan(ctx, planned, "test", false); err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := s.List(ctx, statemachine.Filter{Source: host})
+		cancelled, syncing := rows[0], rows[1]
+		if _, err := s.Operate(ctx, cancelled.ID, statemachine.ActionCancel, "test", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Promote(ctx, 10, "test"); err != nil {
+			t.Fatal(err)
+		}
+		mk := func(db, stream string) {
+			fleettest.PGExec(t, pg.Root(t, db), "CREATE PUBLICATION "+qpg(stream), "SELECT pg_create_logical_replication_slot('"+stream+"', 'pgoutput')")
+			t.Cleanup(func() {
+				c := pg.Root(t, db)
+				_, _ = c.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", stream)
+			})
+		}
+		gone := postgres.StreamName(cancelled.ID, cancelled.DatabaseName)
+		kept := postgres.StreamName(syncing.ID, syncing.DatabaseName)
+		foreign := postgres.StreamName(987654, "elsewhere")
+		mk(name(0), gone)
+		mk(name(1), kept)
+		mk(name(1), foreign)
+		fleettest.PGExec(t, pg.Root(t, name(1)), "SELECT pg_create_logical_replication_slot('fleetmigrate_custom', 'pgoutput')")
+		t.Cleanup(func() {
+			_, _ = pg.Root(t, "postgres").Exec(ctx, "SELECT pg_drop_replication_slot('fleetmigrate_custom')")
+		})
+		if err := s.RegisterAgent(ctx, statemachine.Agent{Host: host, Roles: []statemachine.Role{statemachine.RoleSync}, Instance: "i-" + host,
+			Endpoints: map[statemachine.Engine]string{statemachine.EnginePostgres: pg.Addr()}}, time.Minute, ""); err != nil {
+			t.Fatal(err)
+		}
+		cfg := storageYAML(t.TempDir(), "http://x") + fmt.Sprintf("postgres:\n  user: postgres\n  password: %q\n", pg.Password)
+		slots := func() []string {
+			rs, err := pg.Root(t, "postgres").Query(ctx, "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := pgx.CollectRows(rs, pgx.RowTo[string])
+			return out
+		}
+		code, out, stderr := migrateWith(t, db, cfg, "", "gc")
+		if code != 0 || !strings.Contains(out, "would remove replication slot "+gone) || !strings.Contains(out, "would remove publication "+gone) ||
+			!strings.Contains(out, "dry run: would remove 2 ") {
+			t.Fatalf("dry run: %d\n%s\n%s", code, out, stderr)
+		}
+		if !slices.Contains(slots(), gone) {
+			t.Fatal("the dry run removed the slot")
+		}
+		code, out, stderr = migrateWith(t, db, cfg, "", "gc", "--execute")
+		if code != 0 {
+			t.Fatalf("gc --execute: %d\n%s\n%s", code, out, stderr)
+		}
+		left := slots()
+		if slices.Contains(left, gone) || !slices.Contains(left, kept) || !slices.Contains(left, foreign) || !slices.Contains(left, "fleetmigrate_custom") {
+			t.Errorf("slots after gc: %v", left)
+		}
+		for _, want := range []string{"is To sync and streams", "no row 987654 in this state database"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("gc does not say %q:\n%s", want, out)
+			}
+		}
+		var n int
+		if err := pg.Root(t, name(0)).QueryRow(ctx, "SELECT count(*) FROM pg_publication").Scan(&n); err != nil || n != 0 {
+			t.Errorf("publication of the cancelled row: %d, %v", n, err)
+		}
+	})
+}
+
+func qpg(s string) string { return ident.QuotePostgres(s) }
