@@ -300,7 +300,9 @@ func TestGCRemovesStreamsOfRowsThatDoNotStream(t *testing.T) {
 		var planned []statemachine.Planned
 		for i := range 2 {
 			fleettest.PGExec(t, pg.Root(t, "postgres"), "CREATE DATABASE "+qpg(name(i)))
-			t.Cleanup(func() { fleettest.PGExec(t, pg.Root(t, "postgres"), "DROP DATABASE IF EXISTS "+qpg(name(i))+" WITH (FORCE)") })
+			t.Cleanup(func() {
+				fleettest.PGExec(t, pg.Root(t, "postgres"), "DROP DATABASE IF EXISTS "+qpg(name(i))+" WITH (FORCE)")
+			})
 			planned = append(planned, statemachine.Planned{Engine: statemachine.EnginePostgres, DatabaseName: name(i), Source: host, Destination: host + "-new", Mode: statemachine.ModeOnline})
 		}
 		if _, err := s.Plan(ctx, planned, "test", false); err != nil {
