@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -30,7 +31,7 @@ import (
 var version = ""
 
 func main() {
-	os.Exit(agentcmd.Main(os.Args[1:], versionString(), os.Stdout, os.Stderr, registerHandlers))
+	os.Exit(agentcmd.Main(os.Args[1:], versionString(), os.Stdout, os.Stderr, registerHandlers, checkPostgres))
 }
 
 // registerHandlers adds the step handlers of the engines this host has a
@@ -88,6 +89,43 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 				CutoverTimeout: cfg.Online.CutoverTimeout, CutoverAttempts: cfg.Online.CutoverAttempts, LagEvery: cfg.Online.LagInterval,
 			},
 		}).Register(a)
+	}
+	return nil
+}
+
+// checkPostgres reports the online readiness of this host's PostgreSQL
+// server (--check): what it lacks as a source and as a destination of a
+// stream. Missing readiness is not an error (rows in mode auto dump); an
+// unreachable server is.
+func checkPostgres(ctx context.Context, cfg config.Config, w io.Writer) error {
+	c := cfg.Postgres
+	if c.Address == "" {
+		return nil
+	}
+	srv, err := postgres.Open(ctx, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password},
+		postgres.Options{SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert})
+	if err != nil {
+		return fmt.Errorf("the postgres server: %w", err)
+	}
+	defer func() { _ = srv.Close() }()
+	fmt.Fprintf(w, "  postgres:       %s, PostgreSQL %s\n", c.Address, srv.Version())
+	for _, side := range []struct {
+		name  string
+		check func(context.Context) (*postgres.OnlineReadiness, error)
+	}{{"online source", srv.SourceReadiness}, {"online dest", srv.DestinationReadiness}} {
+		r, err := side.check(ctx)
+		if err != nil {
+			return err
+		}
+		if len(r.Problems) == 0 {
+			fmt.Fprintf(w, "  %-15s ready\n", side.name+":")
+		}
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  %-15s NOT READY: %s\n", side.name+":", p)
+		}
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "  %-15s note: %s\n", side.name+":", n)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/internal/agentcmd"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/migrations"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 )
@@ -24,7 +25,7 @@ func runAgent(t *testing.T, configBody string, args ...string) (int, string, str
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	code := agentcmd.Main(append([]string{"--config", cfg}, args...), "test", &out, &errb, registerHandlers)
+	code := agentcmd.Main(append([]string{"--config", cfg}, args...), "test", &out, &errb, registerHandlers, checkPostgres)
 	return code, out.String(), errb.String()
 }
 
@@ -52,6 +53,39 @@ func TestCheck(t *testing.T) {
 	}
 	if strings.Contains(out+stderr, "password") {
 		t.Errorf("output mentions a password: %s", out+stderr)
+	}
+}
+
+// TestCheckReportsOnlineReadiness: --check says what a PostgreSQL server
+// lacks for online mode (wal_level, a restart) and that a ready one is.
+func TestCheckReportsOnlineReadiness(t *testing.T) {
+	fleettest.Integration(t)
+	t.Parallel()
+	sm := fleettest.SharedMariaDB(t)
+	state := statetest.Upgraded(t, "mysql", sm.DSN(sm.NewDatabase(t)))
+	replica := fleettest.NewPostgres(t, fleettest.PostgresConfig{Settings: map[string]string{"wal_level": "replica"}})
+	ready := fleettest.SharedPostgresAs(t, "source")
+	for _, tc := range []struct {
+		pg   *fleettest.Postgres
+		want []string
+	}{
+		{replica, []string{`online source:  NOT READY: wal_level is "replica"`, "restart the server", "online dest:    ready"}},
+		{ready, []string{"online source:  ready", "online dest:    ready", "note: max_slot_wal_keep_size is unlimited"}},
+	} {
+		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\npostgres:\n  address: %s\n  user: postgres\n  password: %q\n",
+			state.DSN, t.TempDir(), tc.pg.Addr(), tc.pg.Password)
+		code, out, stderr := runAgent(t, body, "--roles", "sync,cutover", "--check")
+		if code != 0 {
+			t.Fatalf("check: %d %s %s", code, out, stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: --check does not say %q:\n%s", tc.pg.Addr(), w, out)
+			}
+		}
+		if tc.pg.Password != "" && strings.Contains(out+stderr, tc.pg.Password) {
+			t.Error("the output holds the password")
+		}
 	}
 }
 

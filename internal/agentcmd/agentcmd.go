@@ -37,14 +37,19 @@ const (
 // Register adds the handlers the binary has to an agent.
 type Register func(a *agent.Agent, cfg config.Config) error
 
+// Check is a readiness check of the binary's engines for --check: it
+// writes what it found, one line per finding, and fails when something the
+// agent's roles need is missing.
+type Check func(ctx context.Context, cfg config.Config, w io.Writer) error
+
 // Main runs migrate-agent with args and returns the exit code. It handles
 // SIGINT/SIGTERM itself: the first stops claiming and waits for running
 // steps, a second cancels them.
-func Main(args []string, version string, stdout, stderr io.Writer, register Register) int {
+func Main(args []string, version string, stdout, stderr io.Writer, register Register, checks ...Check) int {
 	fs := flag.NewFlagSet("migrate-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := config.RegisterFlags(fs)
-	roles := fs.String("roles", "", "comma-separated roles: dump, import, close, rollback (database servers), dns (the DNS host); default: agent.roles of the configuration")
+	roles := fs.String("roles", "", "comma-separated roles: sync, cutover, dump, import, close, rollback (database servers), dns (the DNS host); default: agent.roles of the configuration")
 	check := fs.Bool("check", false, "check the configuration and the state database, then exit")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics and /healthz here (default: agent.metrics-addr)")
 	shutdown := fs.Duration("shutdown-timeout", 0, "how long SIGTERM waits for running steps (default: agent.shutdown-timeout)")
@@ -97,7 +102,14 @@ func Main(args []string, version string, stdout, stderr io.Writer, register Regi
 	defer stop()
 	scfg := sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
 	if *check {
-		return runCheck(ctx, stdout, stderr, scfg, acfg, cfg.DNS, version)
+		code := runCheck(ctx, stdout, stderr, scfg, acfg, cfg.DNS, version)
+		for _, c := range checks {
+			if err := c(ctx, cfg, stdout); err != nil {
+				fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+				code = ExitError
+			}
+		}
+		return code
 	}
 	store, err := connect(ctx, scfg, log)
 	if err != nil {
