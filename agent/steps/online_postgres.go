@@ -180,6 +180,11 @@ func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.S
 	if err != nil {
 		return statemachine.Fields{}, false, fmt.Errorf("prepare %q at the destination: %w", s.Database, err)
 	}
+	// The schema carries our own publication (created just before it was
+	// dumped): it is not the customer's.
+	if err := dst.DropPublication(ctx, s.Database, st.Name); err != nil {
+		return statemachine.Fields{}, false, err
+	}
 	if err := dst.Subscribe(ctx, src, st); err != nil {
 		return statemachine.Fields{}, false, err
 	}
@@ -431,7 +436,7 @@ func (h *pgCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 		return statemachine.Fields{}, err
 	}
 	f, timedOut, err := h.blocked(ctx, job, src, dst, s, access, &st)
-	if err == nil && !timedOut {
+	if err == nil && timedOut == "" {
 		return f, nil
 	}
 	uctx, cancel := undoContext(ctx)
@@ -440,7 +445,10 @@ func (h *pgCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 		job.Log.Error("writes NOT restored after the cutover stopped: the next attempt, a rollback or recovery restores them", "err", uerr)
 		return statemachine.Fields{}, errors.Join(err, uerr)
 	}
-	if timedOut {
+	if timedOut != "" {
+		if err == nil {
+			job.Note(ctx, "%s", timedOut)
+		}
 		return f, err
 	}
 	return statemachine.Fields{}, h.failed(ctx, job, src, dst, err)
@@ -463,56 +471,57 @@ func (h *pgCutover) failed(ctx context.Context, job *agent.Job, src, dst *postgr
 	return permanent(err)
 }
 
-// blocked is the cutover under the block. timedOut: the destination did not
-// catch up in time (writes must be restored, and f sends the row back to
-// syncing or err fails it when the attempts are used up).
-func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postgres.Server, s *postgres.Source, access *postgres.Access, st *postgres.Stream) (f statemachine.Fields, timedOut bool, err error) {
+// blocked is the cutover under the block. timedOut, when not empty, says
+// the destination did not catch up in time (writes must be restored, then
+// the note written; f sends the row back to syncing, or err fails it when
+// the attempts are used up).
+func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postgres.Server, s *postgres.Source, access *postgres.Access, st *postgres.Stream) (f statemachine.Fields, timedOut string, err error) {
 	opt := h.c.Online.withDefaults()
 	start := time.Now()
 	ended, err := src.Block(ctx, access)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	change, err := src.SchemaChange(ctx, st)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	if change != "" {
-		return f, false, agent.Permanentf("cutover refused: %s. Writes were restored and the stream removed; retry to sync again from the start, or roll back and plan the database as dump", change)
+		return f, "", agent.Permanentf("cutover refused: %s. Writes were restored and the stream removed; retry to sync again from the start, or roll back and plan the database as dump", change)
 	}
 	pos, err := src.Position(ctx, s.Database)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	lag, err := waitApplied(ctx, src, dst, st, pos, opt.CutoverTimeout)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	if lag >= 0 {
 		st.CutoverAttempts++
 		st.LastLagBytes = lag
 		if perr := job.PutRecord(ctx, recordStream, st); perr != nil {
-			return f, true, perr
+			return f, "catch-up timed out", perr
 		}
 		if st.CutoverAttempts >= opt.CutoverAttempts {
-			return f, true, agent.Permanentf("cutover failed: the destination did not catch up within %s in %d attempts (last lag %s behind %s); writes were restored at the source. "+
+			return f, "catch-up timed out", agent.Permanentf("cutover failed: the destination did not catch up within %s in %d attempts (last lag %s behind %s); writes were restored at the source. "+
 				"Look at the destination's load and the stream (docs/online.md), then retry, or roll back", opt.CutoverTimeout, st.CutoverAttempts, mb(lag), pos)
 		}
-		job.Note(ctx, "catch-up timed out after %s (still %s behind position %s): writes restored, back to syncing (cutover attempt %d of %d)",
+		note := fmt.Sprintf("catch-up timed out after %s (still %s behind position %s): writes restored, back to syncing (cutover attempt %d of %d)",
 			opt.CutoverTimeout, mb(lag), pos, st.CutoverAttempts, opt.CutoverAttempts)
-		return statemachine.Fields{Divert: true}, true, nil
+		return statemachine.Fields{Divert: true}, note, nil
 	}
 	caught := time.Since(start)
 	phase := time.Now()
 	if err := dst.StopSubscription(ctx, st.Database, st.Name); err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	seqs, err := src.SequenceValues(ctx, s.Database)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	if err := dst.SetSequences(ctx, s.Database, seqs); err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	stopped := time.Since(phase)
 	phase = time.Now()
@@ -520,7 +529,7 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 	// are as verified; every other one is read at both servers now.
 	counters, err := src.TableCounters(ctx, s.Database)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	recheck := []string{}
 	for _, t := range s.Tables {
@@ -530,10 +539,10 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 	}
 	man, err := src.VerifyManifest(ctx, s, job.Row.Source, recheck, nil)
 	if err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	if err := dst.Verify(ctx, man, nil); err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	verifying := time.Since(phase)
 	phase = time.Now()
@@ -544,16 +553,16 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 		st.Verified[t.Name] = postgres.Verified{Rows: t.Rows, Checksum: t.Checksum, Counters: counters[t.Name]}
 	}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	if err := h.c.teardown(ctx, job, src, dst); err != nil {
-		return f, false, err
+		return f, "", err
 	}
 	job.Note(ctx, "cut over in %s under the block: %d sessions ended and position %s applied at the destination in %s; stream stopped and %d sequences set in %s; "+
 		"%d tables verified now (row counts and checksums), %d unchanged since verified while streaming, %d objects, %d roles, in %s; stream removed in %s",
 		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), len(seqs), stopped.Round(time.Millisecond),
 		len(man.Tables), len(s.Tables)-len(recheck), len(man.Objects), len(man.Users), verifying.Round(time.Millisecond), time.Since(phase).Round(time.Millisecond))
-	return statemachine.Fields{}, false, nil
+	return statemachine.Fields{}, "", nil
 }
 
 // waitApplied waits until the destination has applied the source's WAL up

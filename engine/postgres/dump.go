@@ -175,12 +175,19 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 	})
 	for range min(s.opt.Jobs, max(len(names), 1)) {
 		g.Go(func() error {
-			c, err := s.connect(gctx, database)
+			p, err := s.dbPool(gctx, database)
 			if err != nil {
 				return err
 			}
-			defer c.Close(context.WithoutCancel(gctx))
-			tx, err := c.BeginTx(gctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+			pc, err := p.Acquire(gctx)
+			if err != nil {
+				if sqlState(err) == "3D000" {
+					return engine.Permanentf("database %q does not exist on %s", database, s)
+				}
+				return s.connectError(err)
+			}
+			defer pc.Release()
+			tx, err := pc.Conn().BeginTx(gctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 			if err != nil {
 				return fmt.Errorf("checksums of %q: %w", database, err)
 			}

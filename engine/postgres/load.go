@@ -577,6 +577,7 @@ func orNone(v string) string {
 func (s *Server) DropImport(ctx context.Context, rec ImportRecord) ([]string, error) {
 	var notes []string
 	if rec.Database != "" {
+		s.forgetDatabase(rec.Database)
 		if _, err := s.pool.Exec(ctx, "DROP DATABASE IF EXISTS "+qi(rec.Database)+" WITH (FORCE)"); err != nil {
 			return nil, fmt.Errorf("drop the imported database %q at %s: %w", rec.Database, s, err)
 		}

@@ -175,7 +175,7 @@ func (s *Server) DestinationReadiness(ctx context.Context) (*OnlineReadiness, er
 // large objects. A database with any is moved in dump mode.
 func (s *Server) OnlineBlockers(ctx context.Context, src *Source) ([]string, error) {
 	var out []string
-	err := s.inDatabase(ctx, src.Database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, src.Database, func(c *pgx.Conn) error {
 		keyless, err := keylessTables(ctx, c)
 		if err != nil {
 			return err
@@ -298,7 +298,7 @@ func schemaFingerprint(ctx context.Context, c querier) (string, []string, error)
 func (s *Server) SchemaFingerprint(ctx context.Context, database string) (string, []string, error) {
 	var fp string
 	var tables []string
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		var err error
 		fp, tables, err = schemaFingerprint(ctx, c)
 		return err
@@ -349,7 +349,7 @@ func (s *Server) SchemaChange(ctx context.Context, st *Stream) (string, error) {
 // schema's fingerprint and tables in st. A table without one is a
 // permanent error naming it, and nothing is created.
 func (s *Server) CreatePublication(ctx context.Context, st *Stream) error {
-	err := s.inDatabase(ctx, st.Database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, st.Database, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			_, tables, err := schemaFingerprint(ctx, tx)
 			if err != nil {
@@ -388,7 +388,7 @@ func (s *Server) DropPublication(ctx context.Context, database, name string) err
 	if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", database).Scan(&exists); err != nil || !exists {
 		return err
 	}
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, "DROP PUBLICATION IF EXISTS "+qi(name))
 		return err
 	})
@@ -482,7 +482,7 @@ func (s *Server) DropSlot(ctx context.Context, name string) error {
 // transaction committed before.
 func (s *Server) Position(ctx context.Context, database string) (string, error) {
 	var lsn string
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		return c.QueryRow(ctx, `SELECT pg_logical_emit_message(true, 'fleetmigrate', 'cutover')::text`).Scan(&lsn)
 	})
 	if err != nil {
@@ -521,7 +521,7 @@ type Subscription struct {
 // src's publication: it creates the slot at the source, and copies every
 // table from the slot's snapshot before it streams the changes.
 func (s *Server) Subscribe(ctx context.Context, src *Server, st *Stream) error {
-	err := s.inDatabase(ctx, st.Database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, st.Database, func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, "CREATE SUBSCRIPTION "+qi(st.Name)+" CONNECTION "+ql(src.replicationConninfo(st.Database))+
 			" PUBLICATION "+qi(st.Name)+" WITH (slot_name = "+ql(st.Name)+", create_slot = true, copy_data = true, enabled = true)")
 		return err
@@ -548,7 +548,7 @@ func (s *Server) SubscriptionOf(ctx context.Context, database, name string) (Sub
 	var sub Subscription
 	var worker *int32
 	var received *string
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		return c.QueryRow(ctx, `SELECT s.subenabled,
 		(SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid),
 		(SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid AND r.srsubstate = 'r'),
@@ -606,7 +606,7 @@ func (s *Server) Publications(ctx context.Context, prefix string) (map[string]st
 	}
 	out := map[string]string{}
 	for _, db := range dbs {
-		err := s.inDatabase(ctx, db, func(c *pgx.Conn) error {
+		err := s.onceInDatabase(ctx, db, func(c *pgx.Conn) error {
 			rows, err := c.Query(ctx, `SELECT pubname::text FROM pg_publication WHERE starts_with(pubname::text, $1)`, prefix)
 			if err != nil {
 				return err
@@ -627,7 +627,7 @@ func (s *Server) Publications(ctx context.Context, prefix string) (map[string]st
 // StopSubscription disables the subscription name in database and waits
 // until its workers have exited: nothing more is applied.
 func (s *Server) StopSubscription(ctx context.Context, database, name string) error {
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, "ALTER SUBSCRIPTION "+qi(name)+" DISABLE")
 		return err
 	})
@@ -657,7 +657,7 @@ func (s *Server) StopSubscription(ctx context.Context, database, name string) er
 
 // EnableSubscription starts the subscription name in database again.
 func (s *Server) EnableSubscription(ctx context.Context, database, name string) error {
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, "ALTER SUBSCRIPTION "+qi(name)+" ENABLE")
 		return err
 	})
@@ -679,7 +679,7 @@ func (s *Server) DropSubscription(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("drop subscription %s at %s: %w", name, s, err)
 	}
-	err = s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err = s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		for _, q := range []string{"ALTER SUBSCRIPTION " + qi(name) + " DISABLE", "ALTER SUBSCRIPTION " + qi(name) + " SET (slot_name = NONE)", "DROP SUBSCRIPTION IF EXISTS " + qi(name)} {
 			if _, err := c.Exec(ctx, q); err != nil && sqlState(err) != "42704" {
 				return err
@@ -696,7 +696,7 @@ func (s *Server) DropSubscription(ctx context.Context, name string) error {
 // SequenceValues reads database's sequences (last values).
 func (s *Server) SequenceValues(ctx context.Context, database string) ([]engine.Sequence, error) {
 	var seqs []engine.Sequence
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		var err error
 		seqs, err = readSequences(ctx, c)
 		return err
@@ -710,7 +710,7 @@ func (s *Server) SequenceValues(ctx context.Context, database string) ([]engine.
 // SetSequences gives database's sequences the values seqs (logical
 // replication does not carry them); a sequence never used stays as it is.
 func (s *Server) SetSequences(ctx context.Context, database string, seqs []engine.Sequence) error {
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			for _, sq := range seqs {
 				if sq.LastValue == "" {
@@ -786,7 +786,7 @@ type Verified struct {
 // ends the customer's sessions before they are read).
 func (s *Server) TableCounters(ctx context.Context, database string) (map[string]string, error) {
 	out := map[string]string{}
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, `SELECT schemaname, relname, n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del || '/' || n_live_tup || '/' || n_dead_tup
 			FROM pg_stat_user_tables`)
 		if err != nil {
@@ -813,4 +813,16 @@ func (s *Server) Checksums(ctx context.Context, database string, tables []string
 		return nil, fmt.Errorf("checksum %q at %s: %w", database, s, err)
 	}
 	return sums, nil
+}
+
+// onceInDatabase runs fn on a new session to database that is closed after
+// (for going over every database of a server, which the pools of
+// inDatabase would keep sessions to).
+func (s *Server) onceInDatabase(ctx context.Context, database string, fn func(*pgx.Conn) error) error {
+	c, err := s.connect(ctx, database)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	return fn(c)
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -100,6 +101,13 @@ type Server struct {
 	num   int
 	admin string
 	log   *slog.Logger
+
+	// dbPools are the sessions to single databases (inDatabase), kept for
+	// the Server's life: a cutover runs a dozen short statements in the
+	// customer's database with its writes blocked, and a new session costs
+	// a backend's start each time.
+	mu      sync.Mutex
+	dbPools map[string]*pgxpool.Pool
 }
 
 // Open connects to srv as its administrator, which must be a superuser
@@ -182,8 +190,50 @@ func sqlState(err error) string {
 
 // Close closes the connections.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	pools := s.dbPools
+	s.dbPools = nil
+	s.mu.Unlock()
+	for _, p := range pools {
+		p.Close()
+	}
 	s.pool.Close()
 	return nil
+}
+
+// dbPool returns the pool of sessions to database, creating it.
+func (s *Server) dbPool(ctx context.Context, database string) (*pgxpool.Pool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.dbPools[database]; p != nil {
+		return p, nil
+	}
+	cfg := s.cfg.Copy()
+	cfg.ConnConfig.Database = database
+	cfg.MaxConns = int32(max(s.opt.Jobs, 2) + 1)
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = 5 * time.Second
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, engine.Permanentf("postgres server %s: %v", s.srv, err)
+	}
+	if s.dbPools == nil {
+		s.dbPools = map[string]*pgxpool.Pool{}
+	}
+	s.dbPools[database] = p
+	return p, nil
+}
+
+// forgetDatabase closes the sessions kept to database (before it is
+// dropped or recreated).
+func (s *Server) forgetDatabase(database string) {
+	s.mu.Lock()
+	p := s.dbPools[database]
+	delete(s.dbPools, database)
+	s.mu.Unlock()
+	if p != nil {
+		p.Close()
+	}
 }
 
 // Version is the server's server_version.
@@ -209,7 +259,7 @@ func (s *Server) connect(ctx context.Context, database string) (*pgx.Conn, error
 	return c, nil
 }
 
-// inDatabase runs fn on a session to database.
+// inDatabase runs fn on a new session to database, closed after.
 func (s *Server) inDatabase(ctx context.Context, database string, fn func(*pgx.Conn) error) error {
 	c, err := s.connect(ctx, database)
 	if err != nil {
@@ -217,6 +267,27 @@ func (s *Server) inDatabase(ctx context.Context, database string, fn func(*pgx.C
 	}
 	defer c.Close(context.WithoutCancel(ctx))
 	return fn(c)
+}
+
+// inDatabaseKept runs fn on one of the sessions kept to database for the
+// Server's life (the online steps' many short statements, some under the
+// block, and the checksums). fn must leave the session as it found it (no
+// SET, no open transaction). Dropping the database closes them first
+// (forgetDatabase).
+func (s *Server) inDatabaseKept(ctx context.Context, database string, fn func(*pgx.Conn) error) error {
+	p, err := s.dbPool(ctx, database)
+	if err != nil {
+		return err
+	}
+	c, err := p.Acquire(ctx)
+	if err != nil {
+		if st := sqlState(err); st == "3D000" {
+			return engine.Permanentf("database %q does not exist on %s", database, s)
+		}
+		return s.connectError(err)
+	}
+	defer c.Release()
+	return fn(c.Conn())
 }
 
 // qi quotes an identifier; ql a string literal.
