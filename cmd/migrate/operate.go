@@ -216,20 +216,20 @@ func runRetry(ctx context.Context, e *env, args []string) error {
 // runCancel: Waiting rows are cancelled for good (dry run without --execute).
 func runCancel(ctx context.Context, e *env, args []string) error {
 	fs, cf := newFlags(e, "cancel", "cancel (--id N | --source H | --database NAME ...) [--execute]")
-	f := addRowFilter(fs, "Waiting (the only status cancel applies to)")
+	f := addRowFilter(fs, "Waiting, or an online row's "+statusList(statemachine.StopStreamFrom)+" (its stream is removed by the rollback step)")
 	execute := fs.Bool("execute", false, "cancel; without it, only show what would be cancelled")
 	store, cfg, rows, err := bulkRows(ctx, e, fs, cf, f, args, "cancel", "migrate cancel --source db-17 --execute", true,
-		[]statemachine.Status{statemachine.Waiting})
+		append([]statemachine.Status{statemachine.Waiting}, statemachine.StopStreamFrom...))
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	if len(rows) == 0 {
-		fmt.Fprintln(e.stdout, "no Waiting rows match; nothing to cancel")
+		fmt.Fprintln(e.stdout, "no Waiting or syncing rows match; nothing to cancel")
 		return nil
 	}
 	if !*execute {
-		return dryRun(e, "cancel", rows, "Cancelled is final: the row is never migrated")
+		return dryRun(e, "cancel", rows, "Cancelled is final: the row is never migrated (a syncing row is rolled back: its stream and the destination's copy are removed)")
 	}
 	return operateRows(ctx, e, store, rows, statemachine.ActionCancel, actor(cfg), "cancelled by "+actor(cfg))
 }
@@ -239,10 +239,11 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 // destination; those need --discard-destination-writes.
 func runRollback(ctx context.Context, e *env, args []string) error {
 	fs, cf := newFlags(e, "rollback", "rollback (--id N | --status 'Import failed' ...) [--execute] [--discard-destination-writes]")
-	f := addRowFilter(fs, "only rows in these statuses (comma-separated): "+statusList(statemachine.RollbackFrom))
+	rollbackFrom := append(slices.Clone(statemachine.RollbackFrom), statemachine.StopStreamFrom...)
+	f := addRowFilter(fs, "only rows in these statuses (comma-separated): "+statusList(rollbackFrom))
 	execute := fs.Bool("execute", false, "roll back; without it, only show what would be rolled back")
 	discard := fs.Bool("discard-destination-writes", false, "also roll back rows whose DNS name already moved (writes made at the destination since are lost)")
-	store, cfg, rows, err := bulkRows(ctx, e, fs, cf, f, args, "rollback", "migrate rollback --id 1234", true, statemachine.RollbackFrom)
+	store, cfg, rows, err := bulkRows(ctx, e, fs, cf, f, args, "rollback", "migrate rollback --id 1234", true, rollbackFrom)
 	if err != nil {
 		return err
 	}
