@@ -30,9 +30,18 @@ func main() {
 	engine := flag.String("engine", "", "make every database mysql or postgres (default: every fifth postgres)")
 	mysqlJobs := flag.Int("mysql-jobs", 0, "the agents' mysql.jobs: sessions loading a dump's rows and checksumming at once (0: the default, 4)")
 	timeout := flag.Duration("timeout", 60*time.Minute, "give up on the migration after this long")
+	mode := flag.String("mode", "", "the plan's mode column for every row: dump, online or auto (MySQL rows given online are planned auto); default: no column, the configuration's default (dump)")
+	writers := flag.Int("writers", 0, "run a live writer for this many databases: it inserts numbered rows through the database's DNS name with its own user and password during the migration; the summary reports acknowledged writes, those missing at the destination (must be 0) and the write-blocked window each writer saw")
+	writerRate := flag.Float64("writer-rate", 20, "inserts per second of each writer")
 	flag.Parse()
 	if *engine != "" && *engine != demo.MySQL && *engine != demo.Postgres {
 		fmt.Fprintf(os.Stderr, "fleetdemo: --engine %q: want mysql or postgres\n", *engine)
+		os.Exit(2)
+	}
+	switch *mode {
+	case "", "dump", "online", "auto":
+	default:
+		fmt.Fprintf(os.Stderr, "fleetdemo: --mode %q: want dump, online or auto\n", *mode)
 		os.Exit(2)
 	}
 	if *dir == "" {
@@ -68,6 +77,9 @@ func main() {
 		Out:        os.Stdout,
 		Redraw:     isTerminal(os.Stdout),
 		Timeout:    *timeout,
+		Mode:       *mode,
+		Writers:    *writers,
+		WriterRate: *writerRate,
 	})
 	switch {
 	case ctx.Err() != nil:

@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/storage"
@@ -46,10 +48,18 @@ const (
 	// there with its recorded size; dumps a row no longer refers to are
 	// counted (migrate gc removes them).
 	InvStorage = "no orphan object"
+	// InvStreams: no replication slot, publication or subscription of ours
+	// (fleetmigrate_<row>_<digest>) exists at any PostgreSQL server except
+	// for a row that is syncing or cutting over.
+	InvStreams = "no stream left behind"
 )
 
 // Invariants lists the checks in the order they run.
-var Invariants = []string{InvRows, InvSources, InvDestinations, InvDone, InvStorage}
+var Invariants = []string{InvRows, InvSources, InvDestinations, InvDone, InvStorage, InvStreams}
+
+// online statuses before the cutover: nothing blocked, DNS untouched.
+var onlineBefore = []statemachine.Status{statemachine.ToSync, statemachine.Syncing, statemachine.SyncFailed,
+	statemachine.ToCutOver, statemachine.CutoverFailed}
 
 // Violation is one broken invariant.
 type Violation struct {
@@ -107,8 +117,8 @@ func (r InvariantReport) Summary() string {
 // Source-side expectations by status.
 var (
 	// sourceWritable: the row says nothing is (or stays) blocked.
-	sourceWritable = []statemachine.Status{statemachine.Waiting, statemachine.ToDump, statemachine.DumpFailed,
-		statemachine.RolledBack, statemachine.Cancelled}
+	sourceWritable = append([]statemachine.Status{statemachine.Waiting, statemachine.ToDump, statemachine.DumpFailed,
+		statemachine.RolledBack, statemachine.Cancelled}, onlineBefore...)
 	// sourceBlocked: the dump is taken; the source must not take writes
 	// that the destination would never see.
 	sourceBlocked = []statemachine.Status{statemachine.ToImport, statemachine.Importing, statemachine.ImportFailed,
@@ -118,12 +128,13 @@ var (
 	destinationHas = []statemachine.Status{statemachine.DNSToUpdate, statemachine.UpdatingDNS, statemachine.DNSFailed,
 		statemachine.ToCloseSource, statemachine.ClosingSource, statemachine.CloseFailed, statemachine.Done}
 	// destinationMay: an import may be under way or being undone.
-	destinationMay = []statemachine.Status{statemachine.Importing, statemachine.ToRollBack, statemachine.RollingBack,
-		statemachine.RollbackFailed}
+	destinationMay = append([]statemachine.Status{statemachine.Importing, statemachine.ToRollBack, statemachine.RollingBack,
+		statemachine.RollbackFailed, statemachine.CuttingOver}, onlineBefore...)
 	// dnsAtSource: DNS has not been touched yet (or was put back).
 	dnsAtSource = []statemachine.Status{statemachine.Waiting, statemachine.ToDump, statemachine.Dumping,
 		statemachine.DumpFailed, statemachine.ToImport, statemachine.Importing, statemachine.ImportFailed,
-		statemachine.DNSToUpdate, statemachine.RolledBack, statemachine.Cancelled}
+		statemachine.DNSToUpdate, statemachine.RolledBack, statemachine.Cancelled, statemachine.CuttingOver,
+		statemachine.ToSync, statemachine.Syncing, statemachine.SyncFailed, statemachine.ToCutOver, statemachine.CutoverFailed}
 	// dnsAtDestination: DNS moved.
 	dnsAtDestination = []statemachine.Status{statemachine.ToCloseSource, statemachine.ClosingSource,
 		statemachine.CloseFailed, statemachine.Done}
@@ -166,7 +177,60 @@ func (d *Demo) CheckInvariants(ctx context.Context) (InvariantReport, error) {
 	if err := d.checkStorage(ctx, rows, &r, fail); err != nil {
 		return r, err
 	}
+	if err := d.checkStreams(ctx, rows, &r, fail); err != nil {
+		return r, err
+	}
 	return r, nil
+}
+
+// checkStreams lists the slots, publications and subscriptions of ours at
+// every PostgreSQL server: each must belong to a row that streams.
+func (d *Demo) checkStreams(ctx context.Context, rows []statemachine.Migration, r *InvariantReport, fail func(string, string, ...any)) error {
+	byID := map[int64]statemachine.Migration{}
+	for _, m := range rows {
+		byID[m.ID] = m
+	}
+	streaming := []statemachine.Status{statemachine.ToSync, statemachine.Syncing, statemachine.ToCutOver, statemachine.CuttingOver}
+	for _, h := range d.Fleet.Hosts {
+		if h.pg == nil {
+			continue
+		}
+		srv, err := postgres.Open(ctx, engine.Server{Host: h.ID, Address: h.Addr(), User: "postgres", Password: h.pg.Password}, postgres.Options{})
+		if err != nil {
+			fail(InvStreams, "cannot check %s: %v", h.ID, err)
+			continue
+		}
+		names := map[string]string{}
+		slots, err := srv.Slots(ctx, postgres.StreamPrefix)
+		for _, sl := range slots {
+			names["replication slot "+sl.Name] = sl.Name
+		}
+		subs, serr := srv.Subscriptions(ctx, postgres.StreamPrefix)
+		for n := range subs {
+			names["subscription "+n] = n
+		}
+		pubs, perr := srv.Publications(ctx, postgres.StreamPrefix)
+		for n, db := range pubs {
+			names[fmt.Sprintf("publication %s in %q", n, db)] = n
+		}
+		_ = srv.Close()
+		if err := errors.Join(err, serr, perr); err != nil {
+			fail(InvStreams, "cannot list the streams at %s: %v", h.ID, err)
+			continue
+		}
+		for what, name := range names {
+			r.Checked[InvStreams]++
+			id, ok := postgres.StreamRow(name)
+			m, found := byID[id]
+			switch {
+			case !ok || !found || postgres.StreamName(m.ID, m.DatabaseName) != name:
+				fail(InvStreams, "%s at %s belongs to no row", what, h.ID)
+			case !slices.Contains(streaming, m.Status):
+				fail(InvStreams, "%s at %s is left behind: row %s is %s", what, h.ID, m.String(), m.Status)
+			}
+		}
+	}
+	return nil
 }
 
 // dbKey is what makes a row unique: engine, source, database name.
@@ -206,7 +270,9 @@ func (d *Demo) checkRows(ctx context.Context, rows []statemachine.Migration, pla
 			fail(InvRows, "row %s: status %s with owner %q, lease until %v", m.String(), m.Status, m.Owner, m.LeaseUntil)
 		}
 		if slices.Contains(sourceBlocked, m.Status) {
-			if m.DumpURL == "" || m.DumpSHA256 == "" || m.DumpBytes <= 0 || m.ConsistencyPoint.IsZero() {
+			// an online row takes its dump at the close
+			needsDump := m.Mode != statemachine.ModeOnline || m.Status == statemachine.Done
+			if needsDump && (m.DumpURL == "" || m.DumpSHA256 == "" || m.DumpBytes <= 0 || m.ConsistencyPoint.IsZero()) {
 				fail(InvRows, "row %s: %s without its dump (url %q, %d bytes)", m.String(), m.Status, m.DumpURL, m.DumpBytes)
 			}
 			if !saysBlocked(m) {

@@ -59,6 +59,14 @@ type Options struct {
 	MaxFailed int
 	// HangTimeout is the agents' agent.hang-timeout (0: the default, 5m).
 	HangTimeout time.Duration
+	// Mode is the mode column of the plan (dump, online, auto; MySQL rows
+	// given online are planned auto: they have no online path yet); empty:
+	// no column (the configuration's default, dump).
+	Mode string
+	// Writers is how many databases get a writer (Writer) during the
+	// migration, WriterRate its inserts per second (0: 20).
+	Writers    int
+	WriterRate float64
 	// Proxied hosts' agents reach their database server through a TCP
 	// proxy (Demo.Proxy) that a fault test can pause, slow and cut; so do
 	// peers reaching it at the address the agent publishes.
@@ -131,6 +139,9 @@ type Demo struct {
 	ghosts []*Database
 	// proxies by host ID (Options.Proxied)
 	proxies map[string]*fleettest.Proxy
+	// writers (Options.Writers)
+	writers        []*Writer
+	writersStopped bool
 	started time.Time
 	// migration phase
 	migStart, migEnd time.Time
@@ -208,6 +219,9 @@ func (d *Demo) Setup(ctx context.Context) error {
 	d.say("seeding %d databases (%d MariaDB, %d PostgreSQL; about %s), each with its own user, password and DNS name...",
 		len(d.DBs), nMy, len(d.DBs)-nMy, humanBytes(raw))
 	if err := d.each(ctx, func(ctx context.Context, db *Database) error { return Seed(ctx, f, db) }); err != nil {
+		return err
+	}
+	if err := d.prepareWriters(ctx); err != nil {
 		return err
 	}
 	d.say("checksumming every database through DNS with its own credentials (the baseline)...")
@@ -301,7 +315,7 @@ func (d *Demo) writeConfig() error {
 		return err
 	}
 	for _, h := range f.Hosts {
-		if err := os.WriteFile(filepath.Join(d.Opt.Dir, h.ID+".yaml"), []byte(d.config(h.ID, "dump, import, close, rollback", h)), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(d.Opt.Dir, h.ID+".yaml"), []byte(d.config(h.ID, "sync, cutover, dump, import, close, rollback", h)), 0o600); err != nil {
 			return err
 		}
 	}
@@ -320,7 +334,7 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		if d.Opt.HangTimeout > 0 {
 			fmt.Fprintf(&b, "  hang-timeout: %s\n", d.Opt.HangTimeout)
 		}
-		fmt.Fprintf(&b, "  max-jobs: {dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
+		fmt.Fprintf(&b, "  max-jobs: {sync: 16, cutover: 8, dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
 		if h != nil {
 			fmt.Fprintf(&b, "  dns-target: %s\n", h.IP)
 		}
@@ -519,7 +533,10 @@ func (d *Demo) StartMigration(ctx context.Context) error {
 	d.mu.Lock()
 	planned := append(slices.Clone(d.DBs), d.ghosts...)
 	d.mu.Unlock()
-	if err := writePlan(planFile, planned); err != nil {
+	if err := writePlan(planFile, planned, d.Opt.Mode); err != nil {
+		return err
+	}
+	if err := d.startWriters(); err != nil {
 		return err
 	}
 	out, err := d.tool(ctx, "plan", "--file", planFile)
@@ -580,6 +597,7 @@ func (d *Demo) Finish(ctx context.Context, until func(map[statemachine.Status]in
 	}
 	werr := d.wait(mctx, until)
 	d.migEnd = time.Now()
+	d.stopWriters(ctx)
 	d.cpuEnd = d.agentsCPU()
 	d.peakRSS = d.agentsPeakRSS()
 	if err := d.Scheduler().Stop(30 * time.Second); err != nil && werr == nil {
@@ -727,15 +745,27 @@ func (d *Demo) Close() error {
 	return errors.Join(errs...)
 }
 
-func writePlan(path string, dbs []*Database) error {
+func writePlan(path string, dbs []*Database, mode string) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"engine", "database", "source", "destination", "dns_name"})
+	header := []string{"engine", "database", "source", "destination", "dns_name"}
+	if mode != "" {
+		header = append(header, "mode")
+	}
+	_ = w.Write(header)
 	for _, db := range dbs {
-		_ = w.Write([]string{db.Engine, db.Name, db.Source, db.Destination, db.DNSName})
+		line := []string{db.Engine, db.Name, db.Source, db.Destination, db.DNSName}
+		if mode != "" {
+			m := mode
+			if m == "online" && db.Engine != Postgres {
+				m = "auto" // no online path for this engine yet: auto dumps it
+			}
+			line = append(line, m)
+		}
+		_ = w.Write(line)
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

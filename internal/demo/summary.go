@@ -41,10 +41,21 @@ type Summary struct {
 	MeasuredBytes                        int64
 	Setup, Migration, Verification, Wall time.Duration
 	Dir                                  string
+	// Modes counts the moved rows by the mode they moved in; BlockedByMode
+	// is Blocked by mode.
+	Modes         map[statemachine.Mode]int
+	BlockedByMode map[statemachine.Mode][]time.Duration
+	// Writers is what the live writers saw (Options.Writers).
+	Writers WriterReport
+	// SyncMBps is each online row's sync rate: its size over the time
+	// from the sync step's claim to To cut over (preparation, initial copy,
+	// catching up, verification while streaming), sorted.
+	SyncMBps []float64
 }
 
-// Failures counts rows not done and databases that failed verification.
-func (s Summary) Failures() int { return len(s.NotDone) + len(s.Problems) }
+// Failures counts rows not done, databases that failed verification and
+// writers whose writes went missing.
+func (s Summary) Failures() int { return len(s.NotDone) + len(s.Problems) + len(s.Writers.Problems) }
 
 // Percentile returns the p-th percentile (0..1) of the write-blocked times.
 func (s Summary) Percentile(p float64) time.Duration { return percentile(s.Blocked, p) }
@@ -72,17 +83,35 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 			continue
 		}
 		s.Moved++
+		if s.Modes == nil {
+			s.Modes = map[statemachine.Mode]int{}
+		}
+		s.Modes[m.Mode]++
 		s.Bytes += m.SizeBytes
 		s.DumpBytes += m.DumpBytes
 		if !m.BlockedAt.IsZero() && !m.SwitchedAt.IsZero() {
 			s.Blocked = append(s.Blocked, m.SwitchedAt.Sub(m.BlockedAt))
+			if s.BlockedByMode == nil {
+				s.BlockedByMode = map[statemachine.Mode][]time.Duration{}
+			}
+			s.BlockedByMode[m.Mode] = append(s.BlockedByMode[m.Mode], m.SwitchedAt.Sub(m.BlockedAt))
 		}
 		evs, err := d.Store.Events(ctx, m.ID)
 		if err != nil {
 			return s, fmt.Errorf("read the events of row %d: %w", m.ID, err)
 		}
+		var syncStart time.Time
 		for _, e := range evs {
-			if e.From == statemachine.ToDump && e.To == statemachine.Dumping {
+			if e.From == statemachine.ToSync && e.To == statemachine.Syncing {
+				syncStart = e.At
+			}
+			if e.From == statemachine.Syncing && e.To == statemachine.ToCutOver && !syncStart.IsZero() && m.SizeBytes > 0 {
+				s.SyncMBps = append(s.SyncMBps, float64(m.SizeBytes)/(1<<20)/e.At.Sub(syncStart).Seconds())
+				syncStart = time.Time{}
+			}
+		}
+		for _, e := range evs {
+			if (e.From == statemachine.ToDump && e.To == statemachine.Dumping) || (e.From == statemachine.ToSync && e.To == statemachine.Syncing) {
 				s.PerDB = append(s.PerDB, m.UpdatedAt.Sub(e.At))
 				break
 			}
@@ -90,12 +119,17 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	}
 	slices.Sort(s.Blocked)
 	slices.Sort(s.PerDB)
+	for _, b := range s.BlockedByMode {
+		slices.Sort(b)
+	}
+	slices.Sort(s.SyncMBps)
 	s.AgentCPU = time.Duration((d.cpuEnd - d.cpuStart) * float64(time.Second))
 	s.AgentPeakRSS = d.peakRSS
 	for _, n := range d.sizes {
 		s.MeasuredBytes += n
 	}
 	s.Verified = s.Databases - len(problems)
+	s.Writers = d.checkWriters(ctx)
 	return s, nil
 }
 
@@ -110,8 +144,36 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "write-blocked time: p50 %s, p95 %s, max %s (per database: blocked at the source until DNS pointed at the destination)\n",
 			s.Percentile(0.50).Round(time.Millisecond), s.Percentile(0.95).Round(time.Millisecond), s.Blocked[len(s.Blocked)-1].Round(time.Millisecond))
 	}
+	if len(s.Modes) > 0 {
+		fmt.Fprintf(w, "modes:              %d online, %d dump", s.Modes[statemachine.ModeOnline], s.Modes[statemachine.ModeDump])
+		for _, mode := range []statemachine.Mode{statemachine.ModeOnline, statemachine.ModeDump} {
+			if b := s.BlockedByMode[mode]; len(b) > 0 && len(s.BlockedByMode) > 1 {
+				fmt.Fprintf(w, "; %s write-blocked p50 %s, p95 %s, max %s", mode, percentile(b, 0.5).Round(time.Millisecond), percentile(b, 0.95).Round(time.Millisecond), b[len(b)-1].Round(time.Millisecond))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if n := len(s.SyncMBps); n > 0 {
+		fmt.Fprintf(w, "online sync:        %d streams, %.1f MB/s median (min %.1f, max %.1f): database size over the sync step (prepare, initial copy, catch up, verify while streaming)\n",
+			n, s.SyncMBps[n/2], s.SyncMBps[0], s.SyncMBps[n-1])
+	}
+	if s.Writers.Writers > 0 {
+		wr := s.Writers
+		fmt.Fprintf(w, "live writers:       %d writers through DNS with their own users: %d writes acknowledged, %d missing at the destination, %d accepted at the source after the block",
+			wr.Writers, wr.Acked, wr.Missing, wr.LateAtSource)
+		if len(wr.Windows) > 0 {
+			fmt.Fprintf(w, "; window seen (first refused write to first write at the destination) p50 %s, max %s",
+				percentile(wr.Windows, 0.5).Round(time.Millisecond), wr.Windows[len(wr.Windows)-1].Round(time.Millisecond))
+		}
+		for _, mode := range []statemachine.Mode{statemachine.ModeOnline, statemachine.ModeDump} {
+			if win := wr.ByMode[mode]; len(win) > 0 {
+				fmt.Fprintf(w, "; %s: %d writers, p50 %s, max %s", mode, len(win), percentile(win, 0.5).Round(time.Millisecond), win[len(win)-1].Round(time.Millisecond))
+			}
+		}
+		fmt.Fprintln(w)
+	}
 	if len(s.PerDB) > 0 {
-		fmt.Fprintf(w, "per database:       claim of the dump to Done p50 %s, p95 %s; %.1f databases/s; agents and their tools %.0f ms CPU per database (%s in all)\n",
+		fmt.Fprintf(w, "per database:       claim of the dump (or sync) to Done p50 %s, p95 %s; %.1f databases/s; agents and their tools %.0f ms CPU per database (%s in all)\n",
 			percentile(s.PerDB, 0.5).Round(time.Millisecond), percentile(s.PerDB, 0.95).Round(time.Millisecond),
 			float64(s.Moved)/s.Migration.Seconds(), float64(s.AgentCPU.Milliseconds())/float64(max(s.Moved, 1)), s.AgentCPU.Round(10*time.Millisecond))
 	}
@@ -140,6 +202,9 @@ func (s Summary) Print(w io.Writer) {
 	}
 	for _, p := range s.Problems {
 		fmt.Fprintf(w, "  wrong:    %s\n", p.Error())
+	}
+	for _, p := range s.Writers.Problems {
+		fmt.Fprintf(w, "  writer:   %s\n", p)
 	}
 	fmt.Fprintf(w, "logs:               %s (agent-*.log, scheduler.log, migrate-commands.log; configuration *.yaml, secrets.env)\n", s.Dir)
 }

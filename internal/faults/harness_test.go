@@ -393,6 +393,12 @@ func wantAllDone(t *testing.T, d *demo.Demo, rep demo.InvariantReport) {
 	t.Helper()
 	if rep.Statuses[statemachine.Done] != len(d.DBs) {
 		t.Errorf("rows: %s; want all %d Done", statusLine(rep.Statuses), len(d.DBs))
+		rows, _ := d.Store.List(context.Background(), statemachine.Filter{})
+		for _, m := range rows {
+			if m.Status != statemachine.Done {
+				t.Logf("row %s: %s: %s", m.String(), m.Status, m.LastError)
+			}
+		}
 	}
 }
 
