@@ -21,10 +21,12 @@ build: ## build bin/migrate and bin/migrate-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 DBS ?= 300
+MODE ?=
+WRITERS ?= 0
 
 .PHONY: demo
-demo: deps build ## migrate DBS (default 300) databases on a local fleet of real servers and prove every one arrived (Ctrl-C stops it)
-	$(GO) run ./cmd/fleetdemo --dbs $(DBS) --bin bin
+demo: deps build ## migrate DBS (default 300) databases on a local fleet of real servers and prove every one arrived; MODE=dump|online|auto, WRITERS=N live writers (Ctrl-C stops it)
+	$(GO) run ./cmd/fleetdemo --dbs $(DBS) --bin bin --mode "$(MODE)" --writers $(WRITERS)
 
 .PHONY: test
 test: deps ## install what is missing, vet, then run every test (integration included) with the race detector
@@ -55,6 +57,11 @@ test-short: ## unit tests only: skips everything that starts a real server
 bench: deps build ## every benchmark against real servers: Go benchmarks, then control plane, data plane, tiny databases (BENCHMARKS.md; raw output in bench/results/)
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./...
 	bench/run.sh full
+	bench/run.sh online
+
+.PHONY: bench-online
+bench-online: deps build ## online against dump: write-blocked windows at 1 MB, 100 MB and 1 GB with a writer at 100 rows/s, sync MB/s against pg_dump -Fd -j2 | pg_restore -j2 (about 40 minutes)
+	bench/run.sh online
 
 .PHONY: bench-quick
 bench-quick: deps build ## the fleet-scale benchmarks in small (under 5 minutes): control plane 100k rows, 100 tiny databases, one 100 MiB database against its baselines

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh full|quick — the fleet-scale benchmarks (control plane, data
+# bench/run.sh full|quick|online — the fleet-scale benchmarks (control plane, data
 # plane, per-database fixed cost) with their raw output in bench/results/.
 # `make bench` runs "full" (about an hour), `make bench-quick` "quick"
 # (under 5 minutes). Each step says the command it ran.
@@ -44,8 +44,21 @@ full)
 	# (mysql.jobs 1): what the parallel data part and ranged checksums gain.
 	step dataplane-mysql-jobs1 demo dp-mysql-jobs1 --dbs 1 --engine mysql --size-mib 1024 --max-mib 1024 --plain-names --mysql-jobs 1
 	;;
+online)
+	# Write-blocked windows, online against dump: five PostgreSQL databases
+	# of each size moved one after another (--max-procs 1), each with a
+	# writer inserting 100 rows/s through its DNS name the whole time.
+	for size in 1 100 1024; do
+		for m in online dump; do
+			extra=()
+			if [ "$size" = 1024 ] && [ "$m" = online ]; then extra=(--baselines); fi
+			step "online-window-$size-$m" demo "win-$size-$m" --dbs 5 --engine postgres --size-mib "$size" --max-mib "$size" \
+				--plain-names --mode "$m" --writers 5 --writer-rate 100 --max-procs 1 "${extra[@]}"
+		done
+	done
+	;;
 *)
-	echo "usage: bench/run.sh quick|full" >&2
+	echo "usage: bench/run.sh quick|full|online" >&2
 	exit 2
 	;;
 esac
