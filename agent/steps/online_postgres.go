@@ -149,15 +149,16 @@ func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.S
 	} else if len(problems) > 0 {
 		return statemachine.Fields{}, false, agent.Permanentf("%q cannot be moved online, nothing was changed: %s (plan it as dump or auto)", s.Database, strings.Join(problems, "; "))
 	}
-	if _, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major())); err != nil {
-		return statemachine.Fields{}, false, permanent(err)
-	}
-	// What an earlier attempt left goes first.
+	// What an earlier attempt left (recorded, so ours) goes first: the
+	// destination's check must not find our own half-made copy.
 	if err := h.c.teardown(ctx, job, src, dst); err != nil {
 		return statemachine.Fields{}, false, err
 	}
 	if err := dropPostgresImport(ctx, job, dst, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, false, err
+	}
+	if _, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major())); err != nil {
+		return statemachine.Fields{}, false, permanent(err)
 	}
 	*st = postgres.Stream{Name: postgres.StreamName(row.ID, s.Database), Database: s.Database}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {

@@ -3,6 +3,9 @@ package steps_test
 import (
 	"context"
 	"fmt"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -219,12 +222,14 @@ func TestPostgresOnlineToDone(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
 	st := newPGOnlineSite(t, f, "pgonline", 20000)
+	bench := startPgbench(t, f, st)
 	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
 	f.dnsAgent(t)
 	w := startWriter(t, f, id, st, 5*time.Millisecond)
 	onlineAgents(t, f, agentOpts{})
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.DNSFailed, statemachine.CloseFailed)
 	w.finish(t)
+	bench()
 	if m.Status != statemachine.Done {
 		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
 	}
@@ -268,6 +273,63 @@ func TestPostgresOnlineToDone(t *testing.T) {
 	}
 	if left := f.pgStreams(t, id); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+	// pgbench's transactions: the same at both servers.
+	q := "SELECT (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT sum(abalance) FROM pgbench_accounts)"
+	var atSrc, atDst string
+	if err := f.src.pg.Root(t, st.db).QueryRow(ctx(t), q).Scan(&atSrc); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.dst.pg.Root(t, st.db).QueryRow(ctx(t), q).Scan(&atDst); err != nil {
+		t.Fatal(err)
+	}
+	if atSrc != atDst || strings.HasPrefix(atSrc, "0 ") {
+		t.Errorf("pgbench history and balances: %s at the source, %s at the destination", atSrc, atDst)
+	}
+	t.Logf("pgbench: history rows and balance sum %s at both", atDst)
+}
+
+// startPgbench initialises pgbench's tables in the site (its history
+// table, which has no key, given REPLICA IDENTITY FULL as a customer
+// would) and runs `pgbench -N` against the source as the owner, 100
+// transactions/s, until the block ends its sessions; stop waits for it.
+func startPgbench(t *testing.T, f *fleet, st pgSite) (stop func()) {
+	t.Helper()
+	bin, err := fleettest.PostgresBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	esc := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+	pass := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(pass, []byte(fmt.Sprintf("*:*:*:%s:%s\n", esc.Replace(st.owner), esc.Replace(st.pass))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := func(extra ...string) []string {
+		return append([]string{"-h", f.src.pg.Host, "-p", fmt.Sprint(f.src.pg.Port), "-U", st.owner}, append(extra, st.db)...)
+	}
+	env := append(os.Environ(), "PGPASSFILE="+pass, "PGSSLMODE=disable")
+	init := osexec.Command(filepath.Join(bin, "pgbench"), args("-i", "-s", "1", "-q")...)
+	init.Env = env
+	if out, err := init.CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	fleettest.PGExec(t, f.src.pg.Root(t, st.db), "ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+	run := osexec.Command(filepath.Join(bin, "pgbench"), args("-n", "-N", "-c", "2", "-j", "1", "-R", "100", "-T", "300")...)
+	run.Env = env
+	var out strings.Builder
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = run.Wait(); close(done) }()
+	t.Cleanup(func() { _ = run.Process.Kill(); <-done })
+	return func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("pgbench still running after the cutover:\n%s", out.String())
+		}
 	}
 }
 

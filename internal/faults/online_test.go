@@ -98,14 +98,7 @@ func TestOnlineKillSyncAgent(t *testing.T) {
 	r := record(t, "10a", "online: kill -9 the destination agent while Syncing")
 	d, ctx := onlineFleet(t, 4, 40<<20)
 	big := largest(d, demo.Postgres)
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var m statemachine.Migration
-	waitFor(ctx, t, d, "the large database's stream to start", 3*time.Minute, func() bool {
-		m = row(ctx, t, d, big)
-		return m.Status == statemachine.Syncing && eventSaid(ctx, t, d, m.ID, "streaming from")
-	})
+	streaming(ctx, t, d, big)
 	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
@@ -114,15 +107,7 @@ func TestOnlineKillSyncAgent(t *testing.T) {
 	if err := d.RestartAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
-	settle(ctx, t, d, false)
-	m = row(ctx, t, d, big)
-	if m.Status != statemachine.Done || m.Mode != statemachine.ModeOnline {
-		t.Errorf("row %s is %s mode %s (%s), want Done online", m.String(), m.Status, m.Mode, m.LastError)
-	}
-	r.saw("row: %s", trail(ctx, t, d, m.ID))
-	rep := checkInvariants(ctx, t, d, r)
-	onlineWriters(ctx, t, d, r)
-	wantAllDone(t, d, rep)
+	settledDone(ctx, t, d, r, big)
 }
 
 // Case 10b: the source's agent dies (SIGKILL) during the cutover, with
@@ -152,15 +137,7 @@ func TestOnlineKillCutoverAgent(t *testing.T) {
 	if err := d.RestartAgent(db.Source); err != nil {
 		t.Fatal(err)
 	}
-	settle(ctx, t, d, false)
-	m = row(ctx, t, d, db)
-	if m.Status != statemachine.Done {
-		t.Errorf("row %s is %s (%s), want Done", m.String(), m.Status, m.LastError)
-	}
-	r.saw("row: %s", trail(ctx, t, d, m.ID))
-	rep := checkInvariants(ctx, t, d, r)
-	onlineWriters(ctx, t, d, r)
-	wantAllDone(t, d, rep)
+	settledDone(ctx, t, d, r, db)
 }
 
 // Case 10c: the destination cannot catch up within the cutover timeout:
@@ -191,15 +168,7 @@ func TestOnlineCatchUpTimeout(t *testing.T) {
 	}
 	r.saw("after the timeout: %s, the source takes writes", m.Status)
 	release()
-	settle(ctx, t, d, false)
-	m = row(ctx, t, d, db)
-	if m.Status != statemachine.Done {
-		t.Errorf("row %s is %s (%s), want Done", m.String(), m.Status, m.LastError)
-	}
-	r.saw("row: %s", trail(ctx, t, d, m.ID))
-	rep := checkInvariants(ctx, t, d, r)
-	onlineWriters(ctx, t, d, r)
-	wantAllDone(t, d, rep)
+	settledDone(ctx, t, d, r, db)
 }
 
 // Case 10d: the customer changes the schema during the sync (a table
@@ -331,6 +300,36 @@ func TestOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
 	r.saw("%d rows Done, %d Rolled back", rep.Statuses[statemachine.Done], rep.Statuses[statemachine.RolledBack])
 }
 
+// streaming starts the migration and waits until db's row is Syncing with
+// its stream created.
+func streaming(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Database) statemachine.Migration {
+	t.Helper()
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var m statemachine.Migration
+	waitFor(ctx, t, d, "the large database's stream to start", 3*time.Minute, func() bool {
+		m = row(ctx, t, d, db)
+		return m.Status == statemachine.Syncing && eventSaid(ctx, t, d, m.ID, "streaming from")
+	})
+	return m
+}
+
+// settledDone waits for the fleet to settle and checks that db's row and
+// every other reached Done, the invariants and the writers.
+func settledDone(ctx context.Context, t *testing.T, d *demo.Demo, r *result, db *demo.Database) {
+	t.Helper()
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, db)
+	if m.Status != statemachine.Done || m.Mode != statemachine.ModeOnline {
+		t.Errorf("row %s is %s mode %s (%s), want Done online", m.String(), m.Status, m.Mode, m.LastError)
+	}
+	r.saw("row: %s", trail(ctx, t, d, m.ID))
+	rep := checkInvariants(ctx, t, d, r)
+	onlineWriters(ctx, t, d, r)
+	wantAllDone(t, d, rep)
+}
+
 // onlineWriters checks the live writers: every acknowledged write is at the
 // destination, none was accepted at the source after the block.
 func onlineWriters(ctx context.Context, t *testing.T, d *demo.Demo, r *result) {
@@ -340,4 +339,23 @@ func onlineWriters(ctx context.Context, t *testing.T, d *demo.Demo, r *result) {
 		t.Errorf("writers: %s", p)
 	}
 	r.saw("writers: %d writes acknowledged, %d missing at the destination, %d accepted at the source after the block", rep.Acked, rep.Missing, rep.LateAtSource)
+}
+
+// Case 10f: the destination server crashes (SIGKILL) during the initial
+// copy of a large database and comes back after 3 s: the subscription
+// resumes (its slot at the source kept its place), the copy finishes.
+func TestOnlineDestinationRestartedMidSync(t *testing.T) {
+	t.Parallel()
+	r := record(t, "10f", "online: destination server killed mid-sync")
+	d, ctx := onlineFleet(t, 3, 40<<20)
+	big := largest(d, demo.Postgres)
+	streaming(ctx, t, d, big)
+	dst := d.Fleet.Host(big.Destination)
+	dst.Kill()
+	r.inject("PostgreSQL at %s SIGKILLed during the initial copy of %q (%d rows), started again 3 s later", big.Destination, big.Name, big.Rows)
+	time.Sleep(3 * time.Second)
+	if err := dst.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	settledDone(ctx, t, d, r, big)
 }
