@@ -35,6 +35,16 @@ type Handler interface {
 	Recover(ctx context.Context, job *Job) error
 }
 
+// Abandoner is a Handler that must clean up when its row fails for good
+// after transient failures used up its attempts (a failure it returned as
+// permanent it cleaned up itself): the runtime calls Abandon before it
+// marks the row failed. An online sync removes its stream there, which
+// would otherwise hold WAL at the source while the row waits for an
+// operator.
+type Abandoner interface {
+	Abandon(ctx context.Context, job *Job) error
+}
+
 // PermanentError marks a failure that retrying cannot fix: the row goes to
 // its failed status at once, with the message.
 type PermanentError struct{ Err error }

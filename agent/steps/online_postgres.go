@@ -90,14 +90,37 @@ func (h *pgSync) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, 
 		}
 		resume = sub.Exists && sub.Enabled
 	}
-	if !resume {
-		f, started, err := h.start(ctx, job, src, dst, &st)
-		if err != nil || !started {
-			return f, h.failed(ctx, job, src, dst, err)
+	for restarts := 0; ; restarts++ {
+		if !resume {
+			f, started, err := h.start(ctx, job, src, dst, &st)
+			if err != nil || !started {
+				return f, h.failed(ctx, job, src, dst, err)
+			}
 		}
+		f, err := h.follow(ctx, job, src, dst, &st)
+		var gone *streamGoneError
+		if errors.As(err, &gone) && restarts < maxSyncRestarts {
+			// Nothing is blocked while syncing: a stream lost to a server's
+			// crash or a slot invalidated is simply made again.
+			job.Note(ctx, "%s: syncing again from the start (%d of %d)", gone.what, restarts+1, maxSyncRestarts)
+			resume = false
+			continue
+		}
+		return f, h.failed(ctx, job, src, dst, err)
 	}
-	f, err := h.follow(ctx, job, src, dst, &st)
-	return f, h.failed(ctx, job, src, dst, err)
+}
+
+// maxSyncRestarts bounds how often one sync attempt makes a lost stream
+// again before it fails.
+const maxSyncRestarts = 2
+
+// streamGoneError: the row's subscription or slot vanished while it
+// synced (a crashed server lost it, an operator dropped it, the source
+// invalidated the slot).
+type streamGoneError struct{ what string }
+
+func (e *streamGoneError) Error() string {
+	return e.what + ": a retry syncs again from the start"
 }
 
 // failed removes what the sync created when it fails for good: a stream
@@ -228,21 +251,47 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 	}
 	tick := time.NewTicker(min(opt.LagEvery, time.Second))
 	defer tick.Stop()
-	var lastNote time.Time
+	var lastNote, failingSince time.Time
+	// A server that cannot be read for a moment (restarted, a network
+	// blip) does not cost the row an attempt: the stream resumes in the
+	// servers; only a failure that lasts is returned.
+	transient := func(err error) bool {
+		if agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent) || ctx.Err() != nil {
+			return false
+		}
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+			job.Note(ctx, "syncing: cannot read the stream's state (%v); retrying for up to %s", err, followPatience)
+		}
+		return time.Since(failingSince) < followPatience
+	}
 	for {
 		sub, err := dst.SubscriptionOf(ctx, st.Database, st.Name)
 		if err != nil {
+			if transient(err) {
+				if !sleepTick(ctx, tick) {
+					return statemachine.Fields{}, context.Cause(ctx)
+				}
+				continue
+			}
 			return statemachine.Fields{}, err
 		}
 		if !sub.Exists {
-			return statemachine.Fields{}, agent.Permanentf("subscription %s is gone at %s (dropped by hand?): a retry syncs again from the start", st.Name, job.Row.Destination)
+			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf("subscription %s is gone at %s (lost in a crash, or dropped by hand)", st.Name, job.Row.Destination)})
 		}
 		slot, ok, err := src.SlotOf(ctx, st.Name)
 		if err != nil {
+			if transient(err) {
+				if !sleepTick(ctx, tick) {
+					return statemachine.Fields{}, context.Cause(ctx)
+				}
+				continue
+			}
 			return statemachine.Fields{}, err
 		}
+		failingSince = time.Time{}
 		if !ok {
-			return statemachine.Fields{}, agent.Permanentf("replication slot %s is gone at %s (dropped by hand, or WAL it needed was removed under max_slot_wal_keep_size): a retry syncs again from the start", st.Name, job.Row.Source)
+			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf("replication slot %s is gone at %s (dropped by hand, or invalidated when WAL it needed was removed under max_slot_wal_keep_size)", st.Name, job.Row.Source)})
 		}
 		change, err := src.SchemaChange(ctx, st)
 		if err != nil {
@@ -335,6 +384,52 @@ func (h *pgSync) baseline(ctx context.Context, job *agent.Job, src, dst *postgre
 	job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers in %s; the cutover checks again only tables that change from now on",
 		len(st.Verified), len(st.Tables), bytesRows, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// Abandon removes the stream and the destination's copy when the row fails
+// after its attempts were used up by transient failures: a failed row must
+// not keep a slot holding WAL at its source. What cannot be reached now
+// stays recorded, for a rollback, a retry or gc.
+func (h *pgSync) Abandon(ctx context.Context, job *agent.Job) error {
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	dst, err := h.c.local(uctx, job.Log)
+	if err != nil {
+		dst = nil
+	}
+	src, perr := h.c.peer(uctx, job, job.Row.Source)
+	if perr != nil {
+		src = nil
+	}
+	defer func() {
+		if dst != nil {
+			_ = dst.Close()
+		}
+		if src != nil {
+			_ = src.Close()
+		}
+	}()
+	if terr := h.c.teardown(uctx, job, src, dst); terr != nil {
+		return terr
+	}
+	if dst == nil {
+		return err
+	}
+	return dropPostgresImport(uctx, job, dst, "the abandoned sync")
+}
+
+// followPatience is how long the sync step keeps trying to read a stream's
+// state before the failure counts as an attempt.
+const followPatience = 2 * time.Minute
+
+// sleepTick waits for the next tick; false when ctx ended.
+func sleepTick(ctx context.Context, t *time.Ticker) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // Recover has nothing to undo: the stream runs in the servers and the next

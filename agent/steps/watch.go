@@ -100,3 +100,11 @@ func watchServer(ctx context.Context, job *agent.Job, server string, after time.
 		return nil
 	}
 }
+
+// Abandon forwards to the wrapped handler's (agent.Abandoner).
+func (w *watched) Abandon(ctx context.Context, job *agent.Job) error {
+	if ab, ok := w.Handler.(agent.Abandoner); ok {
+		return ab.Abandon(ctx, job)
+	}
+	return nil
+}

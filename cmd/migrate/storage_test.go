@@ -325,13 +325,14 @@ func TestGCRemovesStreamsOfRowsThatDoNotStream(t *testing.T) {
 		}
 		gone := postgres.StreamName(cancelled.ID, cancelled.DatabaseName)
 		kept := postgres.StreamName(syncing.ID, syncing.DatabaseName)
-		foreign := postgres.StreamName(987654, "elsewhere")
+		foreign := postgres.StreamName(987654, "elsewhere "+db.Driver) // the engines' cases share the server
 		mk(name(0), gone)
 		mk(name(1), kept)
 		mk(name(1), foreign)
-		fleettest.PGExec(t, pg.Root(t, name(1)), "SELECT pg_create_logical_replication_slot('fleetmigrate_custom', 'pgoutput')")
+		custom := "fleetmigrate_custom_" + db.Driver
+		fleettest.PGExec(t, pg.Root(t, name(1)), "SELECT pg_create_logical_replication_slot('"+custom+"', 'pgoutput')")
 		t.Cleanup(func() {
-			_, _ = pg.Root(t, "postgres").Exec(ctx, "SELECT pg_drop_replication_slot('fleetmigrate_custom')")
+			_, _ = pg.Root(t, "postgres").Exec(ctx, "SELECT pg_drop_replication_slot('"+custom+"')")
 		})
 		if err := s.RegisterAgent(ctx, statemachine.Agent{Host: host, Roles: []statemachine.Role{statemachine.RoleSync}, Instance: "i-" + host,
 			Endpoints: map[statemachine.Engine]string{statemachine.EnginePostgres: pg.Addr()}}, time.Minute, ""); err != nil {
@@ -359,7 +360,7 @@ func TestGCRemovesStreamsOfRowsThatDoNotStream(t *testing.T) {
 			t.Fatalf("gc --execute: %d\n%s\n%s", code, out, stderr)
 		}
 		left := slots()
-		if slices.Contains(left, gone) || !slices.Contains(left, kept) || !slices.Contains(left, foreign) || !slices.Contains(left, "fleetmigrate_custom") {
+		if slices.Contains(left, gone) || !slices.Contains(left, kept) || !slices.Contains(left, foreign) || !slices.Contains(left, custom) {
 			t.Errorf("slots after gc: %v", left)
 		}
 		for _, want := range []string{"is To sync and streams", "no row 987654 in this state database"} {

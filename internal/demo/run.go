@@ -142,7 +142,7 @@ type Demo struct {
 	// writers (Options.Writers)
 	writers        []*Writer
 	writersStopped bool
-	started time.Time
+	started        time.Time
 	// migration phase
 	migStart, migEnd time.Time
 	verifyTook       time.Duration

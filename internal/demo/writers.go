@@ -256,10 +256,15 @@ func (d *Demo) checkWriters(ctx context.Context) WriterReport {
 	r := WriterReport{Writers: len(d.writers), ByMode: map[statemachine.Mode][]time.Duration{}}
 	rows, _ := d.Store.List(ctx, statemachine.Filter{})
 	mode := map[string]statemachine.Mode{}
+	status := map[string]statemachine.Status{}
 	for _, m := range rows {
 		mode[string(m.Engine)+"/"+m.Source+"/"+m.DatabaseName] = m.Mode
+		status[string(m.Engine)+"/"+m.Source+"/"+m.DatabaseName] = m.Status
 	}
 	for _, w := range d.writers {
+		if st := status[w.DB.Engine+"/"+w.DB.Source+"/"+w.DB.Name]; st != statemachine.Done {
+			continue // not moved: its writes are at the source, where they belong (the row is reported)
+		}
 		r.Acked += len(w.Acked)
 		dst, err := d.writtenAt(ctx, w.DB, w.DB.Destination)
 		if err != nil {

@@ -357,5 +357,15 @@ func TestOnlineDestinationRestartedMidSync(t *testing.T) {
 	if err := dst.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Rows whose attempts ran out while the server was down (their next
+	// claim could not reach it) fail; the operator retries them, and the
+	// retry starts from what they left (recorded, removed first).
+	settle(ctx, t, d, false)
+	if n, _ := d.Store.CountStatuses(ctx, statemachine.SyncFailed); n > 0 {
+		if out, err := d.Tool(ctx, "retry", "--status", string(statemachine.SyncFailed)); err != nil {
+			t.Fatalf("retry: %v\n%s", err, out)
+		}
+		r.inject("%d rows Sync failed (attempts used up while the server was down): migrate retry --status 'Sync failed'", n)
+	}
 	settledDone(ctx, t, d, r, big)
 }
