@@ -149,3 +149,32 @@ func TestFormats(t *testing.T) {
 		}
 	})
 }
+
+func TestModeColumn(t *testing.T) {
+	in := "engine,database,source,destination,dns_name,mode\n" +
+		"postgres,a,s1,d1,,online\n" +
+		"postgres,b,s1,d1,, AUTO \n" +
+		"mysql,c,s1,d1,,dump\n" +
+		"mysql,d,s1,d1,,\n"
+	lines, err := planfile.Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []statemachine.Mode{statemachine.ModeOnline, statemachine.ModeAuto, statemachine.ModeDump, ""}
+	for i, l := range lines {
+		if l.Mode != want[i] {
+			t.Errorf("line %d: mode %q, want %q", l.Number, l.Mode, want[i])
+		}
+	}
+	bad := "engine,database,source,destination,dns_name,mode\nmysql,x,s1,d1,,online\npostgres,y,s1,d1,,fast\n"
+	_, err = planfile.Parse(strings.NewReader(bad))
+	var errs planfile.Errors
+	if !errors.As(err, &errs) || len(errs) != 2 || !strings.Contains(errs[0].Error(), "not available for mysql") || !strings.Contains(errs[1].Error(), `unknown mode "fast"`) {
+		t.Errorf("bad modes: %v", err)
+	}
+	// A file without the column loads as before.
+	old, err := planfile.Parse(strings.NewReader("engine,database,source,destination,dns_name\npostgres,a,s1,d1,\n"))
+	if err != nil || len(old) != 1 || old[0].Mode != "" {
+		t.Errorf("old file: %+v, %v", old, err)
+	}
+}
