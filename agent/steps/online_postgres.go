@@ -267,30 +267,25 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 	}
 	for {
 		sub, err := dst.SubscriptionOf(ctx, st.Database, st.Name)
-		if err != nil {
-			if transient(err) {
-				if !sleepTick(ctx, tick) {
-					return statemachine.Fields{}, context.Cause(ctx)
-				}
-				continue
-			}
-			return statemachine.Fields{}, err
+		var slot postgres.Slot
+		var slotFound bool
+		if err == nil {
+			slot, slotFound, err = src.SlotOf(ctx, st.Name)
 		}
+		if err != nil {
+			if !transient(err) {
+				return statemachine.Fields{}, err
+			}
+			if !sleepTick(ctx, tick) {
+				return statemachine.Fields{}, context.Cause(ctx)
+			}
+			continue
+		}
+		failingSince = time.Time{}
 		if !sub.Exists {
 			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf("subscription %s is gone at %s (lost in a crash, or dropped by hand)", st.Name, job.Row.Destination)})
 		}
-		slot, ok, err := src.SlotOf(ctx, st.Name)
-		if err != nil {
-			if transient(err) {
-				if !sleepTick(ctx, tick) {
-					return statemachine.Fields{}, context.Cause(ctx)
-				}
-				continue
-			}
-			return statemachine.Fields{}, err
-		}
-		failingSince = time.Time{}
-		if !ok {
+		if !slotFound {
 			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf("replication slot %s is gone at %s (dropped by hand, or invalidated when WAL it needed was removed under max_slot_wal_keep_size)", st.Name, job.Row.Source)})
 		}
 		change, err := src.SchemaChange(ctx, st)
@@ -723,18 +718,9 @@ func parseLSN(s string) (uint64, error) {
 	return h<<32 | l, nil
 }
 
-// Recover restores writes if the dead run left them blocked; the stream
-// stays (the next attempt finds it, re-enabling it if it was stopped).
+// Recover restores writes if the dead run left them blocked, as the dump
+// step's recovery does; the stream stays (the next attempt finds it,
+// re-enabling it if it was stopped).
 func (h *pgCutover) Recover(ctx context.Context, job *agent.Job) error {
-	var rec blockRecord[postgres.Access]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
-	if err != nil || !ok || !rec.Blocked {
-		return err
-	}
-	src, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = src.Close() }()
-	return unblock(ctx, job, src.Unblock, rec)
+	return (&pgDump{h.c}).Recover(ctx, job)
 }

@@ -26,18 +26,7 @@ import (
 func newPGOnlineSite(t *testing.T, f *fleet, prefix string, rows int) pgSite {
 	t.Helper()
 	n := seq.Add(1)
-	st := pgSite{db: fmt.Sprintf("%s %d \"ü", prefix, n), owner: fmt.Sprintf("o'%s%d", prefix, n), pass: fmt.Sprintf(`pw "%d" \ ü:`, n)}
-	for _, s := range []*server{f.src, f.dst} {
-		t.Cleanup(func() {
-			c, err := s.pg.Dial(context.Background(), "postgres", "postgres", s.pg.Password)
-			if err != nil {
-				return
-			}
-			defer c.Close(context.Background())
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+qp(st.db)+" WITH (FORCE)")
-			_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+qp(st.owner))
-		})
-	}
+	st := pgSiteNamed(t, f, prefix, n)
 	fleettest.PGExec(t, f.src.pg.Root(t, "postgres"),
 		"CREATE ROLE "+qp(st.owner)+" LOGIN PASSWORD "+ident.QuotePostgresLiteral(st.pass),
 		"CREATE DATABASE "+qp(st.db)+" OWNER "+qp(st.owner))

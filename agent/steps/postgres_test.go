@@ -25,6 +25,22 @@ type pgSite struct {
 func newPGSite(t *testing.T, f *fleet, prefix string) pgSite {
 	t.Helper()
 	n := seq.Add(1)
+	st := pgSiteNamed(t, f, prefix, n)
+	fleettest.PGExec(t, f.src.pg.Root(t, "postgres"),
+		"CREATE ROLE "+qp(st.owner)+" LOGIN PASSWORD "+ident.QuotePostgresLiteral(st.pass),
+		"CREATE DATABASE "+qp(st.db)+" OWNER "+qp(st.owner))
+	fleettest.PGExec(t, f.src.pg.Connect(t, st.db, st.owner, st.pass),
+		"CREATE TABLE items (id serial PRIMARY KEY, name text, body bytea)",
+		"INSERT INTO items (name, body) SELECT 'item ' || g || ' ✓', decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g",
+		"SELECT lo_from_bytea(0, 'a large object')")
+	return st
+}
+
+// pgSiteNamed names a site (awkward names, a password with quotes and a
+// backslash) and drops its database and owner at both servers when the
+// test ends.
+func pgSiteNamed(t *testing.T, f *fleet, prefix string, n int64) pgSite {
+	t.Helper()
 	st := pgSite{db: fmt.Sprintf("%s %d \"ü", prefix, n), owner: fmt.Sprintf("o'%s%d", prefix, n), pass: fmt.Sprintf(`pw "%d" \ ü:`, n)}
 	for _, s := range []*server{f.src, f.dst} {
 		t.Cleanup(func() {
@@ -37,13 +53,6 @@ func newPGSite(t *testing.T, f *fleet, prefix string) pgSite {
 			_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+qp(st.owner))
 		})
 	}
-	fleettest.PGExec(t, f.src.pg.Root(t, "postgres"),
-		"CREATE ROLE "+qp(st.owner)+" LOGIN PASSWORD "+ident.QuotePostgresLiteral(st.pass),
-		"CREATE DATABASE "+qp(st.db)+" OWNER "+qp(st.owner))
-	fleettest.PGExec(t, f.src.pg.Connect(t, st.db, st.owner, st.pass),
-		"CREATE TABLE items (id serial PRIMARY KEY, name text, body bytea)",
-		"INSERT INTO items (name, body) SELECT 'item ' || g || ' ✓', decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g",
-		"SELECT lo_from_bytea(0, 'a large object')")
 	return st
 }
 
