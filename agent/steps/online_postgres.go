@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
@@ -40,6 +42,11 @@ type Online struct {
 	CutoverAttempts int
 	// LagEvery is how often a syncing row's lag is written (default 5 s).
 	LagEvery time.Duration
+	// StallTimeout: a stream that makes no progress this long while it is
+	// not ready (its initial copy, or its apply while behind) is made again
+	// from the start (maxSyncRestarts times, then the row fails). Default
+	// 5 min; negative: never.
+	StallTimeout time.Duration
 }
 
 func (o Online) withDefaults() Online {
@@ -54,6 +61,9 @@ func (o Online) withDefaults() Online {
 	}
 	if o.LagEvery <= 0 {
 		o.LagEvery = 5 * time.Second
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = 5 * time.Minute
 	}
 	return o
 }
@@ -113,6 +123,18 @@ func (h *pgSync) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, 
 // maxSyncRestarts bounds how often one sync attempt makes a lost stream
 // again before it fails.
 const maxSyncRestarts = 2
+
+// progressOf is what a stream that is not ready yet has done: while tables
+// copy, their states and the rows the running copies wrote; after, the
+// position the destination confirmed. A stream whose progress stays the
+// same for Online.StallTimeout is stuck (a copy that fails again and
+// again, an apply blocked at the destination).
+func progressOf(sub postgres.Subscription, slot postgres.Slot) string {
+	if sub.Tables > sub.Ready {
+		return fmt.Sprintf("copy %s %d", sub.States, sub.Copied)
+	}
+	return "apply " + slot.Confirmed
+}
 
 // streamGoneError: the row's subscription or slot vanished while it
 // synced (a crashed server lost it, an operator dropped it, the source
@@ -252,6 +274,9 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 	tick := time.NewTicker(min(opt.LagEvery, time.Second))
 	defer tick.Stop()
 	var lastNote, failingSince time.Time
+	// What the stream has done so far, and since when it did nothing more
+	// (see progressOf).
+	progress, progressAt := "", time.Now()
 	// A server that cannot be read for a moment (restarted, a network
 	// blip) does not cost the row an attempt: the stream resumes in the
 	// servers; only a failure that lasts is returned.
@@ -296,18 +321,26 @@ func (h *pgSync) follow(ctx context.Context, job *agent.Job, src, dst *postgres.
 			return statemachine.Fields{}, agent.Permanentf("%s: the stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
 		}
 		copying := sub.Tables - sub.Ready
+		state := "streaming"
+		if copying > 0 {
+			state = fmt.Sprintf("initial copy: %d of %d tables done (%s), %d rows into the tables copying now", sub.Ready, sub.Tables, sub.States, sub.Copied)
+		}
+		if sub.Worker == 0 {
+			state += ", apply worker not running"
+		}
 		if time.Since(lastNote) >= opt.LagEvery {
 			lastNote = time.Now()
-			state := "streaming"
-			if copying > 0 {
-				state = fmt.Sprintf("initial copy: %d of %d tables done", sub.Ready, sub.Tables)
-			}
-			if sub.Worker == 0 {
-				state += ", apply worker not running"
-			}
 			job.Note(ctx, "syncing: %s; lag %s, WAL retained %s, %d apply errors", state, mb(slot.LagBytes), mb(slot.Retained), sub.Errors)
 		}
-		if copying == 0 && sub.Worker != 0 && slot.LagBytes <= opt.MaxLagBytes && time.Now().After(notBefore) {
+		ready := copying == 0 && sub.Worker != 0 && slot.LagBytes <= opt.MaxLagBytes
+		if p := progressOf(sub, slot); ready || p != progress {
+			progress, progressAt = p, time.Now()
+		} else if opt.StallTimeout > 0 && time.Since(progressAt) > opt.StallTimeout {
+			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf(
+				"the stream made no progress for %s (%s; lag %s, %d apply and copy errors: the destination server's log says why)",
+				opt.StallTimeout, state, mb(slot.LagBytes), sub.Errors)})
+		}
+		if ready && time.Now().After(notBefore) {
 			if st.Verified == nil {
 				if err := h.baseline(ctx, job, src, dst, st); err != nil {
 					return statemachine.Fields{}, err
@@ -441,6 +474,21 @@ func (c *Postgres) teardown(ctx context.Context, job *agent.Job, src, dst *postg
 	if err != nil || !ok || st.Name == "" {
 		return err
 	}
+	if err := removeStream(ctx, job, src, dst, &st); err != nil {
+		return err
+	}
+	// What was verified stays: the close compares its dump with it.
+	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified}); err != nil {
+		return err
+	}
+	job.Note(ctx, "stream removed: subscription %s at %s, slot and publication at %s", st.Name, job.Row.Destination, job.Row.Source)
+	return nil
+}
+
+// removeStream drops st's subscription at the destination, then its slot
+// and publication at the source (each idempotent); the caller updates the
+// record.
+func removeStream(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) error {
 	var errs []error
 	if dst != nil {
 		errs = append(errs, dst.DropSubscription(ctx, st.Name))
@@ -455,11 +503,6 @@ func (c *Postgres) teardown(ctx context.Context, job *agent.Job, src, dst *postg
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
 	}
-	// What was verified stays: the close compares its dump with it.
-	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified}); err != nil {
-		return err
-	}
-	job.Note(ctx, "stream removed: subscription %s at %s, slot and publication at %s", st.Name, job.Row.Destination, job.Row.Source)
 	return nil
 }
 
@@ -607,53 +650,90 @@ func (h *pgCutover) blocked(ctx context.Context, job *agent.Job, src, dst *postg
 	if err := dst.StopSubscription(ctx, st.Database, st.Name); err != nil {
 		return f, "", err
 	}
-	seqs, err := src.SequenceValues(ctx, s.Database)
+	stopped := time.Since(phase)
+	// Nothing more reaches the destination: the stream is removed while
+	// the sequences are set and the tables verified (the record keeps its
+	// name until both are done, so an interruption removes it again).
+	removed := make(chan error, 1)
+	var removal time.Duration
+	go func() {
+		t0 := time.Now()
+		err := removeStream(ctx, job, src, dst, st)
+		removal = time.Since(t0)
+		removed <- err
+	}()
+	phase = time.Now()
+	nseqs, recheck, man, err := verifyCutover(ctx, src, dst, s, job.Row.Source, st)
+	verifying := time.Since(phase)
+	if rerr := <-removed; err == nil {
+		err = rerr
+	}
 	if err != nil {
 		return f, "", err
 	}
-	if err := dst.SetSequences(ctx, s.Database, seqs); err != nil {
+	// What was verified stays: the close compares its dump with it.
+	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified}); err != nil {
 		return f, "", err
 	}
-	stopped := time.Since(phase)
-	phase = time.Now()
+	job.Note(ctx, "cut over in %s under the block: %d sessions ended and position %s applied at the destination in %s; stream stopped in %s; "+
+		"%d sequences set, %d tables verified now (row counts and checksums at both servers at once), %d unchanged since verified while streaming, %d objects, %d roles, in %s; "+
+		"stream removed meanwhile in %s (subscription %s at %s, slot and publication at %s)",
+		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), stopped.Round(time.Millisecond),
+		nseqs, len(man.Tables), len(s.Tables)-len(recheck), len(man.Objects), len(man.Users), verifying.Round(time.Millisecond),
+		removal.Round(time.Millisecond), st.Name, job.Row.Destination, job.Row.Source)
+	return statemachine.Fields{}, "", nil
+}
+
+// verifyCutover sets the destination's sequences from the source's (logical
+// replication does not carry them), then checks under the block the
+// tables whose change counters moved since they were verified while
+// streaming (or that were not), at both servers at once, with the
+// objects, sequences and roles; it records them in st.Verified.
+func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.Source, source string, st *postgres.Stream) (nseqs int, recheck []string, man *engine.Manifest, err error) {
+	seqs, err := src.SequenceValues(ctx, s.Database)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if err := dst.SetSequences(ctx, s.Database, seqs); err != nil {
+		return 0, nil, nil, err
+	}
 	// Tables verified while streaming whose counters have not moved since
 	// are as verified; every other one is read at both servers now.
 	counters, err := src.TableCounters(ctx, s.Database)
 	if err != nil {
-		return f, "", err
+		return 0, nil, nil, err
 	}
-	recheck := []string{}
+	recheck = []string{}
 	for _, t := range s.Tables {
 		if v, ok := st.Verified[t]; !ok || counters[t] != v.Counters {
 			recheck = append(recheck, t)
 		}
 	}
-	man, err := src.VerifyManifest(ctx, s, job.Row.Source, recheck, nil)
-	if err != nil {
-		return f, "", err
+	var dstSums []engine.TableSum
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		man, err = src.VerifyManifest(gctx, s, source, recheck, nil)
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		dstSums, err = dst.Checksums(gctx, s.Database, recheck, nil)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return 0, nil, nil, err
 	}
-	if err := dst.Verify(ctx, man, nil); err != nil {
-		return f, "", err
+	if err := dst.VerifySums(ctx, man, dstSums); err != nil {
+		return 0, nil, nil, err
 	}
-	verifying := time.Since(phase)
-	phase = time.Now()
 	if st.Verified == nil {
 		st.Verified = map[string]postgres.Verified{}
 	}
 	for _, t := range man.Tables {
 		st.Verified[t.Name] = postgres.Verified{Rows: t.Rows, Checksum: t.Checksum, Counters: counters[t.Name]}
 	}
-	if err := job.PutRecord(ctx, recordStream, st); err != nil {
-		return f, "", err
-	}
-	if err := h.c.teardown(ctx, job, src, dst); err != nil {
-		return f, "", err
-	}
-	job.Note(ctx, "cut over in %s under the block: %d sessions ended and position %s applied at the destination in %s; stream stopped and %d sequences set in %s; "+
-		"%d tables verified now (row counts and checksums), %d unchanged since verified while streaming, %d objects, %d roles, in %s; stream removed in %s",
-		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), len(seqs), stopped.Round(time.Millisecond),
-		len(man.Tables), len(s.Tables)-len(recheck), len(man.Objects), len(man.Users), verifying.Round(time.Millisecond), time.Since(phase).Round(time.Millisecond))
-	return statemachine.Fields{}, "", nil
+	return len(seqs), recheck, man, nil
 }
 
 // waitApplied waits until the destination has applied the source's WAL up

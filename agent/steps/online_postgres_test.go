@@ -533,3 +533,43 @@ func TestPostgresOnlineLateWriteStopsClose(t *testing.T) {
 		t.Fatalf("close: %q %q", m.Status, m.LastError)
 	}
 }
+
+// TestPostgresOnlineStalledStreamIsMadeAgain: a stream that stops making
+// progress while it syncs (here its subscription disabled by hand at the
+// destination during a slowed initial copy: no worker copies or applies)
+// is removed and made again from the start after the stall timeout; the
+// row then moves to Done and nothing of either stream is left.
+func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgstall", 20000)
+	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	proxy.Slow(200 << 10)
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond, StallTimeout: 2 * time.Second}, pgEndpoint: proxy.Addr}
+	f.dnsAgent(t)
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
+	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleImport)
+	f.waitEvent(t, id, "syncing: initial copy")
+	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "ALTER SUBSCRIPTION "+qp(postgres.StreamName(id, st.db))+" DISABLE")
+	f.waitEvent(t, id, "the stream made no progress for 2s")
+	proxy.Slow(0)
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)
+	if m.Status != statemachine.Done {
+		t.Fatalf("after the stall: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if ev := f.events(t, id); !strings.Contains(ev, "syncing again from the start (1 of 2)") {
+		t.Errorf("the stalled stream was not made again:\n%s", ev)
+	}
+	var n int
+	if err := f.dst.pg.Connect(t, st.db, st.owner, st.pass).QueryRow(ctx(t), "SELECT count(*) FROM items").Scan(&n); err != nil || n != 20000 {
+		t.Errorf("items at the destination: %d (%v), want 20000", n, err)
+	}
+	if left := f.pgStreams(t, id); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}

@@ -87,10 +87,19 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Online: steps.Online{
 				AutoMinBytes: cfg.Online.AutoMinMiB << 20, MaxLagBytes: cfg.Online.MaxLagMiB << 20,
 				CutoverTimeout: cfg.Online.CutoverTimeout, CutoverAttempts: cfg.Online.CutoverAttempts, LagEvery: cfg.Online.LagInterval,
+				StallTimeout: stallTimeout(cfg.Online.StallTimeout),
 			},
 		}).Register(a)
 	}
 	return nil
+}
+
+// stallTimeout maps the configuration's 0 (off) to the steps' never.
+func stallTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // checkPostgres reports the online readiness of this host's PostgreSQL

@@ -487,12 +487,26 @@ func splitList(v string) []string {
 // there, every table's row count and checksum, every sequence's value,
 // every role. A difference is a permanent error naming what differs.
 func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(done, total int)) error {
+	return s.verify(ctx, m, nil, progress)
+}
+
+// VerifySums is Verify with the tables' checksums at this server already
+// computed (Checksums of m's tables, in m's order): the online cutover
+// computes them at both servers at once.
+func (s *Server) VerifySums(ctx context.Context, m *engine.Manifest, sums []engine.TableSum) error {
+	if sums == nil {
+		sums = []engine.TableSum{}
+	}
+	return s.verify(ctx, m, sums, nil)
+}
+
+func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.TableSum, progress func(done, total int)) error {
 	if m.Postgres == nil {
 		return engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
 	}
 	var problems []string
 	var objs []string
-	err := s.inDatabase(ctx, m.Database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, m.Database, func(c *pgx.Conn) error {
 		var err error
 		if objs, err = listObjects(ctx, c); err != nil {
 			return err
@@ -527,9 +541,11 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(d
 			tables = append(tables, t.Name)
 		}
 	}
-	sums, err := s.checksums(ctx, m.Database, "", tables, withLOs, progress)
-	if err != nil {
-		return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
+	if sums == nil {
+		var err error
+		if sums, err = s.checksums(ctx, m.Database, "", tables, withLOs, progress); err != nil {
+			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
+		}
 	}
 	problems = append(problems, engine.Diff(m.Tables, sums)...)
 	var missingRoles []string

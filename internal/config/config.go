@@ -67,6 +67,11 @@ type Online struct {
 	// LagInterval is how often a syncing row's lag is written on it.
 	// Default: 5s.
 	LagInterval time.Duration `yaml:"lag-interval"`
+	// StallTimeout: a stream that makes no progress this long while it
+	// syncs (its initial copy, or its apply while behind) is made again from
+	// the start, twice, then the row fails. 0 turns the check off.
+	// Default: 5m.
+	StallTimeout time.Duration `yaml:"stall-timeout"`
 }
 
 // DNS is how the DNS agent (and migrate dns ... on the ops host) changes
@@ -300,7 +305,7 @@ func New() Config {
 		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4, ParallelAboveMiB: 64},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
-		Online:   Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 3, LagInterval: 5 * time.Second},
+		Online:   Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 3, LagInterval: 5 * time.Second, StallTimeout: 5 * time.Minute},
 	}
 }
 
@@ -545,6 +550,13 @@ func (c *Config) Validate() error {
 	}
 	if h := c.Agent.HangTimeout; h < 0 || h > 0 && h < 5*time.Second {
 		errs = append(errs, fmt.Sprintf("agent.hang-timeout %s: want 0 (off) or at least 5s (a busy server may take seconds to answer)", h))
+	}
+	if o := c.Online; o.CutoverTimeout <= 0 || o.CutoverAttempts < 1 || o.LagInterval <= 0 || o.MaxLagMiB < 0 || o.AutoMinMiB < 0 {
+		errs = append(errs, fmt.Sprintf("online: cutover-timeout %s, cutover-attempts %d, lag-interval %s, max-lag-mib %d, auto-min-mib %d: want durations and attempts above 0, sizes not below 0",
+			o.CutoverTimeout, o.CutoverAttempts, o.LagInterval, o.MaxLagMiB, o.AutoMinMiB))
+	}
+	if st := c.Online.StallTimeout; st < 0 || st > 0 && st < 10*time.Second {
+		errs = append(errs, fmt.Sprintf("online.stall-timeout %s: want 0 (off) or at least 10s (a stream's progress is read every second or so)", st))
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, err.Error())

@@ -130,8 +130,10 @@ func TestValidate(t *testing.T) {
 	cfg.State.Driver, cfg.Log.Format, cfg.Log.Level, cfg.State.MaxOpenConns = "oracle", "xml", "loud", 0
 	cfg.Storage.Backend, cfg.Storage.Compression, cfg.Storage.Retention = "tape", "ultra", 0
 	cfg.Agent.HangTimeout = 2 * time.Second
+	cfg.Online.StallTimeout, cfg.Online.CutoverTimeout = 3*time.Second, 0
 	err := cfg.Validate()
-	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s"} {
+	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s",
+		"online.stall-timeout 3s", "online: cutover-timeout 0s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation error %v does not mention %s", err, want)
 		}

@@ -52,11 +52,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Error(err)
-		}
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
+			var diag strings.Builder
+			d.Diagnose(context.Background(), &diag, 30)
+			t.Logf("rows that did not end, agent and server logs:\n%s", diag.String())
+		}
+		if err := d.Close(); err != nil {
+			t.Error(err)
 		}
 	})
 	if err := d.Setup(ctx); err != nil {

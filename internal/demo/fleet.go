@@ -66,6 +66,7 @@ type server interface {
 	Up(ctx context.Context) error
 	Pause() error
 	Resume() error
+	LogTail(lines int) string
 }
 
 func (h *Host) server() server {

@@ -59,6 +59,8 @@ type Options struct {
 	MaxFailed int
 	// HangTimeout is the agents' agent.hang-timeout (0: the default, 5m).
 	HangTimeout time.Duration
+	// StallTimeout is the agents' online.stall-timeout (0: the default, 5m).
+	StallTimeout time.Duration
 	// Mode is the mode column of the plan (dump, online, auto; MySQL rows
 	// given online are planned auto: they have no online path yet); empty:
 	// no column (the configuration's default, dump).
@@ -356,6 +358,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		case Postgres:
 			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", addr, f.AdminUser, envPGPassword)
 		}
+	}
+	if d.Opt.StallTimeout > 0 {
+		fmt.Fprintf(&b, "online:\n  stall-timeout: %s\n", d.Opt.StallTimeout)
 	}
 	if h == nil {
 		fmt.Fprintf(&b, "dns:\n  zones:\n    - name: %s\n      primary: %s\n  key-name: %s\n  key-secret: ${%s}\n  key-algorithm: %s\n  rate: 2000\n",

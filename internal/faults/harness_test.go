@@ -171,6 +171,9 @@ func fleet(t *testing.T, dbs int, maxBytes int64, tweak func(*demo.Options)) (*d
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
+			var diag strings.Builder
+			d.Diagnose(context.Background(), &diag, 30)
+			t.Logf("rows that did not end, agent and server logs:\n%s", diag.String())
 			t.Logf("logs and configuration: %s (kept with FLEETTEST_KEEP=1)", opt.Dir)
 		}
 		if err := d.Close(); err != nil {

@@ -23,6 +23,8 @@ func onlineFleet(t *testing.T, dbs int, maxBytes int64) (*demo.Demo, context.Con
 		o.Mode = "online"
 		o.Writers = dbs
 		o.WriterRate = 20
+		// A stuck stream is made again well within a case's time.
+		o.StallTimeout = time.Minute
 	})
 }
 

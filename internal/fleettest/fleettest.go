@@ -318,6 +318,10 @@ func run(ctx context.Context, cmd *exec.Cmd) error {
 	return nil
 }
 
+// TailFile returns the last lines of the file at path (a note instead
+// when it cannot be read): for a test's failure output.
+func TailFile(path string, lines int) string { return tailFile(path, lines) }
+
 func tailFile(path string, lines int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
