@@ -205,7 +205,7 @@ func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.S
 	if _, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major())); err != nil {
 		return statemachine.Fields{}, false, permanent(err)
 	}
-	*st = postgres.Stream{Name: postgres.StreamName(row.ID, s.Database), Database: s.Database}
+	*st = postgres.Stream{Name: engine.StreamName(row.ID, s.Database), Database: s.Database}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
 		return statemachine.Fields{}, false, err
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
-	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
+	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -160,7 +160,7 @@ func numbers(t *testing.T, c *pgx.Conn) map[int64]bool {
 // pgStreams lists what of row id's stream exists at either server.
 func (f *fleet) pgStreams(t *testing.T, id int64) []string {
 	t.Helper()
-	name := postgres.StreamName(id, f.row(t, id).DatabaseName)
+	name := engine.StreamName(id, f.row(t, id).DatabaseName)
 	var out []string
 	var n int
 	if err := f.src.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", name).Scan(&n); err != nil {
@@ -555,7 +555,7 @@ func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
 	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleImport)
 	f.waitEvent(t, id, "syncing: initial copy")
-	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "ALTER SUBSCRIPTION "+qp(postgres.StreamName(id, st.db))+" DISABLE")
+	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "ALTER SUBSCRIPTION "+qp(engine.StreamName(id, st.db))+" DISABLE")
 	f.waitEvent(t, id, "the stream made no progress for 2s")
 	proxy.Slow(0)
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)

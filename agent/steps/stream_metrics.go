@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
+	"github.com/fleetmigrate/fleetmigrate/engine"
 )
 
 // streamCollector reports, at each scrape, the replication slots of ours on
@@ -49,14 +49,14 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	defer func() { _ = srv.Close() }()
-	slots, err := srv.Slots(ctx, postgres.StreamPrefix)
+	slots, err := srv.Slots(ctx, engine.StreamPrefix)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 1)
 	for _, sl := range slots {
-		if _, ours := postgres.StreamRow(sl.Name); !ours {
+		if _, ours := engine.StreamRow(sl.Name); !ours {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(s.retained, prometheus.GaugeValue, float64(sl.Retained), sl.Name)

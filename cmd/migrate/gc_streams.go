@@ -20,7 +20,7 @@ var streamingStatuses = []statemachine.Status{statemachine.ToSync, statemachine.
 // remove it (its row exists, the name is its row's, and the row does not
 // stream any more), or leave it, and why.
 func streamVerdict(ctx context.Context, store statemachine.Store, name string) (remove bool, why string) {
-	id, ok := postgres.StreamRow(name)
+	id, ok := engine.StreamRow(name)
 	if !ok {
 		return false, "not a name of ours"
 	}
@@ -30,7 +30,7 @@ func streamVerdict(ctx context.Context, store statemachine.Store, name string) (
 		return false, fmt.Sprintf("no row %d in this state database (another fleet's?)", id)
 	case err != nil:
 		return false, fmt.Sprintf("row %d: %v", id, err)
-	case postgres.StreamName(m.ID, m.DatabaseName) != name:
+	case engine.StreamName(m.ID, m.DatabaseName) != name:
 		return false, fmt.Sprintf("row %d moves another database (another fleet's?)", id)
 	case slices.Contains(streamingStatuses, m.Status):
 		return false, fmt.Sprintf("row %d is %s and streams", id, m.Status)
@@ -79,17 +79,17 @@ func gcStreams(ctx context.Context, e *env, store statemachine.Store, cfg config
 }
 
 func gcStreamsAt(ctx context.Context, e *env, store statemachine.Store, srv *postgres.Server, host, verb string, execute bool) (removed, kept, failed int) {
-	subs, err := srv.Subscriptions(ctx, postgres.StreamPrefix)
+	subs, err := srv.Subscriptions(ctx, engine.StreamPrefix)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "streams at %s: %v\n", host, err)
 		return 0, 0, 1
 	}
-	slots, err := srv.Slots(ctx, postgres.StreamPrefix)
+	slots, err := srv.Slots(ctx, engine.StreamPrefix)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "streams at %s: %v\n", host, err)
 		return 0, 0, 1
 	}
-	pubs, err := srv.Publications(ctx, postgres.StreamPrefix)
+	pubs, err := srv.Publications(ctx, engine.StreamPrefix)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "streams at %s: %v\n", host, err)
 		return 0, 0, 1

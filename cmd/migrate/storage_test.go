@@ -15,7 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
+	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -323,9 +323,9 @@ func TestGCRemovesStreamsOfRowsThatDoNotStream(t *testing.T) {
 				_, _ = c.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", stream)
 			})
 		}
-		gone := postgres.StreamName(cancelled.ID, cancelled.DatabaseName)
-		kept := postgres.StreamName(syncing.ID, syncing.DatabaseName)
-		foreign := postgres.StreamName(987654, "elsewhere "+db.Driver) // the engines' cases share the server
+		gone := engine.StreamName(cancelled.ID, cancelled.DatabaseName)
+		kept := engine.StreamName(syncing.ID, syncing.DatabaseName)
+		foreign := engine.StreamName(987654, "elsewhere "+db.Driver) // the engines' cases share the server
 		mk(name(0), gone)
 		mk(name(1), kept)
 		mk(name(1), foreign)

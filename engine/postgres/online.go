@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"slices"
 	"strconv"
@@ -20,37 +19,11 @@ import (
 
 // Online mode moves a database with native logical replication: one
 // publication and one replication slot at the source and one subscription at
-// the destination per migration row, all three named StreamName(row). The
-// publication lists the database's tables explicitly (never FOR ALL TABLES,
-// which would take in tables the customer creates later: those would then
-// refuse UPDATE and DELETE at the source for want of a replica identity).
-
-// StreamPrefix starts the name of every publication, slot and subscription
-// fleetmigrate creates; `migrate gc` removes only objects named so.
-const StreamPrefix = "fleetmigrate_"
-
-// StreamName is the name of the publication, slot and subscription of row
-// (its id) moving database: fleetmigrate_<row>_<8 hex digits of the
-// database name's CRC-32>. The digest keeps two fleets (state databases)
-// that share a server apart, and lets gc check a name against its row.
-func StreamName(row int64, database string) string {
-	return fmt.Sprintf("%s%d_%08x", StreamPrefix, row, crc32.ChecksumIEEE([]byte(database)))
-}
-
-// StreamRow reads the row id back from a stream name (ok false: not a
-// name StreamName makes).
-func StreamRow(name string) (int64, bool) {
-	rest, ok := strings.CutPrefix(name, StreamPrefix)
-	if !ok {
-		return 0, false
-	}
-	idPart, digest, ok := strings.Cut(rest, "_")
-	if !ok || len(digest) != 8 || strings.Trim(digest, "0123456789abcdef") != "" {
-		return 0, false
-	}
-	id, err := strconv.ParseInt(idPart, 10, 64)
-	return id, err == nil && id > 0 && strconv.FormatInt(id, 10) == idPart
-}
+// the destination per migration row, all three named engine.StreamName(row).
+// The publication lists the database's tables explicitly (never FOR ALL
+// TABLES, which would take in tables the customer creates later: those
+// would then refuse UPDATE and DELETE at the source for want of a replica
+// identity).
 
 // Stream is what a row's stream is, recorded by the steps before anything
 // of it is created.
@@ -74,17 +47,8 @@ type Stream struct {
 	Verified map[string]Verified `json:"verified,omitempty"`
 }
 
-// OnlineReadiness says what a server lacks for online mode, before
-// anything changes. Problems are things an operator must fix on the
-// server; Notes are advice.
-type OnlineReadiness struct {
-	Problems []string
-	Notes    []string
-}
-
-func (r *OnlineReadiness) problem(format string, args ...any) {
-	r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
-}
+// OnlineReadiness says what a server lacks for online mode.
+type OnlineReadiness = engine.Readiness
 
 // setting reads a server setting as an integer.
 func (s *Server) intSetting(ctx context.Context, name string) (int64, error) {
@@ -112,10 +76,10 @@ func (s *Server) SourceReadiness(ctx context.Context) (*OnlineReadiness, error) 
 		return nil, fmt.Errorf("read the replication settings of %s: %w", s, err)
 	}
 	if walLevel != "logical" {
-		r.problem("wal_level is %q at %s; online mode needs logical: ALTER SYSTEM SET wal_level = logical, then restart the server (a restart is the operator's call)", walLevel, s)
+		r.Problem("wal_level is %q at %s; online mode needs logical: ALTER SYSTEM SET wal_level = logical, then restart the server (a restart is the operator's call)", walLevel, s)
 	}
 	if !canReplicate {
-		r.problem("role %q at %s may not replicate (needs SUPERUSER or REPLICATION)", s.admin, s)
+		r.Problem("role %q at %s may not replicate (needs SUPERUSER or REPLICATION)", s.admin, s)
 	}
 	maxSlots, err := s.intSetting(ctx, "max_replication_slots")
 	if err != nil {
@@ -130,13 +94,13 @@ func (s *Server) SourceReadiness(ctx context.Context) (*OnlineReadiness, error) 
 		return nil, fmt.Errorf("count replication slots at %s: %w", s, err)
 	}
 	if slots >= maxSlots {
-		r.problem("no free replication slot at %s: %d of max_replication_slots = %d in use (raise it; a restart is needed)", s, slots, maxSlots)
+		r.Problem("no free replication slot at %s: %d of max_replication_slots = %d in use (raise it; a restart is needed)", s, slots, maxSlots)
 	}
 	if senders >= maxSenders {
-		r.problem("no free WAL sender at %s: %d of max_wal_senders = %d in use (raise it; a restart is needed)", s, senders, maxSenders)
+		r.Problem("no free WAL sender at %s: %d of max_wal_senders = %d in use (raise it; a restart is needed)", s, senders, maxSenders)
 	}
 	if keep == "-1" {
-		r.Notes = append(r.Notes, fmt.Sprintf("max_slot_wal_keep_size is unlimited at %s: a stream that stops being consumed keeps WAL until the disk fills; set it (e.g. to a tenth of the WAL disk) as a backstop", s))
+		r.Note("max_slot_wal_keep_size is unlimited at %s: a stream that stops being consumed keeps WAL until the disk fills; set it (e.g. to a tenth of the WAL disk) as a backstop", s)
 	}
 	return r, nil
 }
@@ -161,10 +125,10 @@ func (s *Server) DestinationReadiness(ctx context.Context) (*OnlineReadiness, er
 		return nil, fmt.Errorf("count replication workers at %s: %w", s, err)
 	}
 	if logical+2 > maxLogical {
-		r.problem("no free logical replication worker at %s: %d of max_logical_replication_workers = %d in use, a stream needs 2 while it copies (raise it; a restart is needed)", s, logical, maxLogical)
+		r.Problem("no free logical replication worker at %s: %d of max_logical_replication_workers = %d in use, a stream needs 2 while it copies (raise it; a restart is needed)", s, logical, maxLogical)
 	}
 	if workers+2 > maxWorkers {
-		r.problem("no free background worker at %s: about %d of max_worker_processes = %d in use (raise it; a restart is needed)", s, workers, maxWorkers)
+		r.Problem("no free background worker at %s: about %d of max_worker_processes = %d in use (raise it; a restart is needed)", s, workers, maxWorkers)
 	}
 	return r, nil
 }

@@ -201,15 +201,15 @@ func (d *Demo) checkStreams(ctx context.Context, rows []statemachine.Migration, 
 			continue
 		}
 		names := map[string]string{}
-		slots, err := srv.Slots(ctx, postgres.StreamPrefix)
+		slots, err := srv.Slots(ctx, engine.StreamPrefix)
 		for _, sl := range slots {
 			names["replication slot "+sl.Name] = sl.Name
 		}
-		subs, serr := srv.Subscriptions(ctx, postgres.StreamPrefix)
+		subs, serr := srv.Subscriptions(ctx, engine.StreamPrefix)
 		for n := range subs {
 			names["subscription "+n] = n
 		}
-		pubs, perr := srv.Publications(ctx, postgres.StreamPrefix)
+		pubs, perr := srv.Publications(ctx, engine.StreamPrefix)
 		for n, db := range pubs {
 			names[fmt.Sprintf("publication %s in %q", n, db)] = n
 		}
@@ -220,10 +220,10 @@ func (d *Demo) checkStreams(ctx context.Context, rows []statemachine.Migration, 
 		}
 		for what, name := range names {
 			r.Checked[InvStreams]++
-			id, ok := postgres.StreamRow(name)
+			id, ok := engine.StreamRow(name)
 			m, found := byID[id]
 			switch {
-			case !ok || !found || postgres.StreamName(m.ID, m.DatabaseName) != name:
+			case !ok || !found || engine.StreamName(m.ID, m.DatabaseName) != name:
 				fail(InvStreams, "%s at %s belongs to no row", what, h.ID)
 			case !slices.Contains(streaming, m.Status):
 				fail(InvStreams, "%s at %s is left behind: row %s is %s", what, h.ID, m.String(), m.Status)
