@@ -1,0 +1,498 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// The online path's two steps, whatever the engine (docs/online.md): the
+// sync step at the destination makes a stream and follows it until it is
+// caught up and verified; the cutover step at the source blocks writes,
+// waits (bounded) until the destination has applied the source's position,
+// stops the stream, verifies what changed and removes the stream. Each
+// engine supplies its side of each step (online_postgres.go,
+// online_mysql.go); the flow, its notes, its limits and its way back on
+// failure are here, once.
+
+// recordStream is the stream record of an online row: what the stream
+// created (written before it is created) and what the cutover needs (the
+// schema's fingerprint, its attempts, what was verified). A record whose
+// name is empty: nothing of the stream is left.
+const recordStream = "stream"
+
+// Online configures online mode on an agent (docs/online.md).
+type Online struct {
+	// AutoMinBytes: a row in mode auto streams only if its database is at
+	// least this large (smaller ones dump: their dump is quicker than
+	// setting up a stream). Default 0: every database that can stream.
+	AutoMinBytes int64
+	// MaxLagBytes: the sync step hands the row to the cutover once the
+	// initial copy is done and the stream is at most this far behind
+	// (default 1 MiB).
+	MaxLagBytes int64
+	// CutoverTimeout bounds how long writes stay blocked waiting for the
+	// destination to catch up (default 5 s); then they are restored and
+	// the row goes back to syncing.
+	CutoverTimeout time.Duration
+	// CutoverAttempts is how many timed-out cutovers a row gets before
+	// Cutover failed (default 3).
+	CutoverAttempts int
+	// LagEvery is how often a syncing row's lag is written (default 5 s).
+	LagEvery time.Duration
+	// StallTimeout: a stream that makes no progress this long while it is
+	// not ready (its initial copy, or its apply while behind) is made again
+	// from the start (maxSyncRestarts times, then the row fails). Default
+	// 5 min; negative: never.
+	StallTimeout time.Duration
+}
+
+func (o Online) withDefaults() Online {
+	if o.MaxLagBytes <= 0 {
+		o.MaxLagBytes = 1 << 20
+	}
+	if o.CutoverTimeout <= 0 {
+		o.CutoverTimeout = 5 * time.Second
+	}
+	if o.CutoverAttempts <= 0 {
+		o.CutoverAttempts = 3
+	}
+	if o.LagEvery <= 0 {
+		o.LagEvery = 5 * time.Second
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = 5 * time.Minute
+	}
+	return o
+}
+
+// ---- the sync step ----
+
+// syncSide is one engine's part of the sync step for one row, its servers
+// open (the destination local, the source a peer).
+type syncSide interface {
+	// resumable reports whether the recorded stream exists and runs: the
+	// step then follows it again instead of starting over (an agent
+	// restart does not stop a stream).
+	resumable(ctx context.Context) (bool, error)
+	// start checks both servers and the database, removes what an earlier
+	// attempt left (recorded, so ours), prepares the destination and
+	// creates the stream, recording each thing before it is created.
+	// started false: the row is diverted with f (auto → dump).
+	start(ctx context.Context) (f statemachine.Fields, started bool, err error)
+	// state reads the stream.
+	state(ctx context.Context) (streamState, error)
+	// schemaChange describes DDL at the source since the stream started
+	// ("" when there was none).
+	schemaChange(ctx context.Context) (string, error)
+	// verified reports whether baseline ran; baseline verifies the tables
+	// while the stream runs, so that the cutover re-reads only those that
+	// change afterwards.
+	verified() bool
+	baseline(ctx context.Context) error
+	// teardown removes the recorded stream (both sides) and updates the
+	// record; dropCopy drops the destination's copy (the import record's).
+	teardown(ctx context.Context) error
+	dropCopy(ctx context.Context, whose string) error
+	// cutoverAttempts is how many cutovers timed out so far.
+	cutoverAttempts() int
+}
+
+// streamState is what the sync step reads of a stream.
+type streamState struct {
+	// gone says what of the stream vanished (lost in a crash, dropped by
+	// hand, its position purged at the source): it is made again.
+	gone string
+	// broken says why the stream stopped for good (an error its applier
+	// will not get past): the row fails, its stream and copy removed.
+	broken string
+	// copying describes the initial copy while it runs ("" when done).
+	copying string
+	// applying: the stream's applier runs.
+	applying bool
+	// lag is how far the destination is behind, in bytes of the source's
+	// log; errors counts the stream's errors so far.
+	lag, errors int64
+	// extra is engine-specific detail for the lag note (", WAL retained
+	// 57 MB").
+	extra string
+	// progress is what the stream has done so far: the same for
+	// Online.StallTimeout while it is not ready means it is stuck.
+	progress string
+}
+
+// describe is the state's part of the lag note.
+func (s streamState) describe() string {
+	state := "streaming"
+	if s.copying != "" {
+		state = s.copying
+	}
+	if !s.applying {
+		state += ", apply worker not running"
+	}
+	return state
+}
+
+// maxSyncRestarts bounds how often one sync attempt makes a lost stream
+// again before it fails.
+const maxSyncRestarts = 2
+
+// streamGoneError: the row's stream vanished or stalled while it synced.
+type streamGoneError struct{ what string }
+
+func (e *streamGoneError) Error() string {
+	return e.what + ": a retry syncs again from the start"
+}
+
+// followPatience is how long the sync step keeps trying to read a stream's
+// state before the failure counts as an attempt.
+const followPatience = 2 * time.Minute
+
+// runSync is the sync step: start the stream (or resume following it),
+// follow it until it is ready, make it again when it vanishes or stalls.
+func runSync(ctx context.Context, job *agent.Job, opt Online, side syncSide) (statemachine.Fields, error) {
+	resume, err := side.resumable(ctx)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	for restarts := 0; ; restarts++ {
+		if !resume {
+			f, started, err := side.start(ctx)
+			if err != nil || !started {
+				return f, syncFailed(ctx, job, side, err)
+			}
+		}
+		f, err := followStream(ctx, job, opt, side)
+		var gone *streamGoneError
+		if errors.As(err, &gone) && restarts < maxSyncRestarts {
+			// Nothing is blocked while syncing: a stream lost to a server's
+			// crash, or stuck, is simply made again.
+			job.Note(ctx, "%s: syncing again from the start (%d of %d)", gone.what, restarts+1, maxSyncRestarts)
+			resume = false
+			continue
+		}
+		return f, syncFailed(ctx, job, side, err)
+	}
+}
+
+// syncFailed removes what the sync created when it fails for good: a
+// stream must not outlive its row's failure (a PostgreSQL slot would keep
+// WAL at the source). Transient failures and cancellations keep it: the
+// next attempt resumes it.
+func syncFailed(ctx context.Context, job *agent.Job, side syncSide, err error) error {
+	if err == nil || ctx.Err() != nil || !(agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent)) {
+		return err
+	}
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	if terr := side.teardown(uctx); terr != nil {
+		job.Log.Error("the stream was NOT removed after the sync failed: a rollback or `migrate gc` removes it", "err", terr)
+		return errors.Join(permanent(err), terr)
+	}
+	if derr := side.dropCopy(uctx, "the failed sync"); derr != nil {
+		return errors.Join(permanent(err), derr)
+	}
+	return permanent(err)
+}
+
+// followStream watches the stream until its initial copy is done and its
+// lag is at most MaxLagBytes, writing the lag on the row every LagEvery,
+// then verifies while streaming (once) and hands the row on. A schema
+// change at the source fails the row (the stream would break or diverge);
+// a stream that vanished or made no progress for StallTimeout is returned
+// as a streamGoneError.
+func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide) (statemachine.Fields, error) {
+	opt = opt.withDefaults()
+	// After a cutover timed out, give the stream time before the next one.
+	var notBefore time.Time
+	if n := side.cutoverAttempts(); n > 0 {
+		notBefore = time.Now().Add(time.Duration(n) * 2 * opt.CutoverTimeout)
+	}
+	tick := time.NewTicker(min(opt.LagEvery, time.Second))
+	defer tick.Stop()
+	var lastNote, failingSince time.Time
+	progress, progressAt := "", time.Now()
+	// A server that cannot be read for a moment (restarted, a network
+	// blip) does not cost the row an attempt: the stream resumes in the
+	// servers; only a failure that lasts is returned.
+	transient := func(err error) bool {
+		if agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent) || ctx.Err() != nil {
+			return false
+		}
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+			job.Note(ctx, "syncing: cannot read the stream's state (%v); retrying for up to %s", err, followPatience)
+		}
+		return time.Since(failingSince) < followPatience
+	}
+	for {
+		st, err := side.state(ctx)
+		if err != nil {
+			if !transient(err) {
+				return statemachine.Fields{}, err
+			}
+			if !sleepTick(ctx, tick) {
+				return statemachine.Fields{}, context.Cause(ctx)
+			}
+			continue
+		}
+		failingSince = time.Time{}
+		switch {
+		case st.gone != "":
+			return statemachine.Fields{}, agent.Permanent(&streamGoneError{st.gone})
+		case st.broken != "":
+			return statemachine.Fields{}, agent.Permanentf("%s; the stream and the destination's copy were removed: retry to sync again from the start, or roll back", st.broken)
+		}
+		change, err := side.schemaChange(ctx)
+		if err != nil {
+			return statemachine.Fields{}, err
+		}
+		if change != "" {
+			return statemachine.Fields{}, agent.Permanentf("%s: the stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
+		}
+		if time.Since(lastNote) >= opt.LagEvery {
+			lastNote = time.Now()
+			job.Note(ctx, "syncing: %s; lag %s%s, %d apply errors", st.describe(), mb(st.lag), st.extra, st.errors)
+		}
+		ready := st.copying == "" && st.applying && st.lag <= opt.MaxLagBytes
+		if ready || st.progress != progress {
+			progress, progressAt = st.progress, time.Now()
+		} else if opt.StallTimeout > 0 && time.Since(progressAt) > opt.StallTimeout {
+			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf(
+				"the stream made no progress for %s (%s; lag %s, %d apply and copy errors: the destination server's log says why)",
+				opt.StallTimeout, st.describe(), mb(st.lag), st.errors)})
+		}
+		if ready && time.Now().After(notBefore) {
+			if !side.verified() {
+				if err := side.baseline(ctx); err != nil {
+					return statemachine.Fields{}, err
+				}
+			}
+			job.Note(ctx, "caught up: lag %s; ready to cut over", mb(st.lag))
+			return statemachine.Fields{Mode: statemachine.ModeOnline}, nil
+		}
+		if !sleepTick(ctx, tick) {
+			return statemachine.Fields{}, context.Cause(ctx)
+		}
+	}
+}
+
+// sleepTick waits for the next tick; false when ctx ended.
+func sleepTick(ctx context.Context, t *time.Ticker) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// autoDump decides whether a row in mode auto moves in dump mode instead
+// (problems: what the servers or the database lack for a stream; size
+// below the threshold): the reason, or "". A row in mode online with
+// problems fails, nothing changed.
+func autoDump(job *agent.Job, opt Online, database string, size int64, problems []string) (string, error) {
+	reason := ""
+	switch {
+	case len(problems) > 0:
+		reason = strings.Join(problems, "; ")
+	case size < opt.withDefaults().AutoMinBytes:
+		reason = fmt.Sprintf("%q is %s, below the online threshold of %s (online.auto-min-mib)", database, mb(size), mb(opt.AutoMinBytes))
+	}
+	if job.Row.Mode == statemachine.ModeAuto || reason == "" {
+		return reason, nil
+	}
+	return "", agent.Permanentf("%q cannot be moved online, nothing was changed: %s (plan it as dump or auto)", database, reason)
+}
+
+// ---- the cutover step ----
+
+// cutoverSide is one engine's part of the cutover step for one row, its
+// servers open (the source local, the destination a peer); A is the
+// engine's record of a write block.
+type cutoverSide[A any] interface {
+	// ready says why the stream cannot be cut over now ("": it can):
+	// none recorded, gone, or stopped by an interrupted cutover (it is
+	// started again). The row then goes back to syncing.
+	ready(ctx context.Context) (string, error)
+	// plan plans the write block (as the dump step does) and describes it.
+	plan(ctx context.Context) (*A, string, error)
+	// block applies it and returns the sessions it ended; unblock undoes
+	// it.
+	block(ctx context.Context, a *A) (int, error)
+	unblock(ctx context.Context, a *A) ([]string, error)
+	// schemaChange describes DDL at the source since the stream started.
+	schemaChange(ctx context.Context) (string, error)
+	// position records where the source's log is now, every write before
+	// it included.
+	position(ctx context.Context) (string, error)
+	// waitApplied waits at most timeout until the destination has applied
+	// the source's log up to pos: -1 when it has, else how many bytes it
+	// still lacks.
+	waitApplied(ctx context.Context, pos string, timeout time.Duration) (int64, error)
+	// timedOut counts a catch-up that timed out in the stream record and
+	// returns the attempts so far.
+	timedOut(ctx context.Context, lag int64) (int, error)
+	// stop stops the stream: nothing more is applied at the destination.
+	stop(ctx context.Context) error
+	// remove removes the stream at both servers (the record still names
+	// it until finish).
+	remove(ctx context.Context) error
+	// verify makes the destination what the frozen source is (sequences,
+	// accounts, events: what the stream does not carry) and verifies the
+	// tables that may have changed since they were verified while
+	// streaming, recording what it verified; it describes what it did.
+	verify(ctx context.Context, a *A, pos string) (string, error)
+	// finish records that nothing of the stream is left (what was
+	// verified stays: the close compares its dump with it).
+	finish(ctx context.Context) error
+	// teardown removes the stream and updates the record; dropCopy drops
+	// the destination's copy.
+	teardown(ctx context.Context) error
+	dropCopy(ctx context.Context, whose string) error
+}
+
+// runCutover is the cutover step: block writes as the dump step does,
+// record the position, wait (at most CutoverTimeout) until the destination
+// has applied it, stop the stream, verify, remove the stream. A catch-up
+// that times out restores writes and sends the row back to syncing; any
+// other failure restores writes and removes the stream and the
+// destination's copy (a retry syncs again).
+func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cutoverSide[A]) (statemachine.Fields, error) {
+	// A block left in force by an interrupted attempt is undone first.
+	if err := unblockRecorded(ctx, job, side.unblock); err != nil {
+		return statemachine.Fields{}, err
+	}
+	why, err := side.ready(ctx)
+	if err != nil {
+		return statemachine.Fields{}, cutoverFailed(ctx, job, side, err)
+	}
+	if why != "" {
+		job.Note(ctx, "%s: back to syncing", why)
+		return statemachine.Fields{Divert: true}, nil
+	}
+	access, detail, err := side.plan(ctx)
+	if err != nil {
+		return statemachine.Fields{}, cutoverFailed(ctx, job, side, permanent(err))
+	}
+	rec := blockRecord[A]{Blocked: true, Access: access}
+	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, "cutover: blocking writes to "+detail); err != nil {
+		return statemachine.Fields{}, err
+	}
+	f, timedOut, err := cutoverBlocked(ctx, job, opt.withDefaults(), side, access)
+	if err == nil && timedOut == "" {
+		return f, nil
+	}
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	if uerr := unblock(uctx, job, side.unblock, rec); uerr != nil {
+		job.Log.Error("writes NOT restored after the cutover stopped: the next attempt, a rollback or recovery restores them", "err", uerr)
+		return statemachine.Fields{}, errors.Join(err, uerr)
+	}
+	if timedOut != "" {
+		if err == nil {
+			job.Note(ctx, "%s", timedOut)
+		}
+		return f, err
+	}
+	return statemachine.Fields{}, cutoverFailed(ctx, job, side, err)
+}
+
+// cutoverFailed removes the stream and the destination's copy after a
+// cutover failed for good (writes are restored by then).
+func cutoverFailed[A any](ctx context.Context, job *agent.Job, side cutoverSide[A], err error) error {
+	if err == nil || ctx.Err() != nil || !(agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent)) {
+		return err
+	}
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	if terr := side.teardown(uctx); terr != nil {
+		return errors.Join(permanent(err), terr)
+	}
+	if derr := side.dropCopy(uctx, "the failed cutover"); derr != nil {
+		return errors.Join(permanent(err), derr)
+	}
+	return permanent(err)
+}
+
+// cutoverBlocked is the cutover under the block. timedOut, when not empty,
+// says the destination did not catch up in time (writes must be restored,
+// then the note written; f sends the row back to syncing, or err fails it
+// when the attempts are used up).
+func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side cutoverSide[A], access *A) (f statemachine.Fields, timedOut string, err error) {
+	start := time.Now()
+	ended, err := side.block(ctx, access)
+	if err != nil {
+		return f, "", err
+	}
+	change, err := side.schemaChange(ctx)
+	if err != nil {
+		return f, "", err
+	}
+	if change != "" {
+		return f, "", agent.Permanentf("cutover refused: %s. Writes were restored and the stream removed; retry to sync again from the start, or roll back and plan the database as dump", change)
+	}
+	pos, err := side.position(ctx)
+	if err != nil {
+		return f, "", err
+	}
+	lag, err := side.waitApplied(ctx, pos, opt.CutoverTimeout)
+	if err != nil {
+		return f, "", err
+	}
+	if lag >= 0 {
+		attempts, perr := side.timedOut(ctx, lag)
+		if perr != nil {
+			return f, "catch-up timed out", perr
+		}
+		if attempts >= opt.CutoverAttempts {
+			return f, "catch-up timed out", agent.Permanentf("cutover failed: the destination did not catch up within %s in %d attempts (last lag %s behind %s); writes were restored at the source. "+
+				"Look at the destination's load and the stream (docs/online.md), then retry, or roll back", opt.CutoverTimeout, attempts, mb(lag), pos)
+		}
+		note := fmt.Sprintf("catch-up timed out after %s (still %s behind position %s): writes restored, back to syncing (cutover attempt %d of %d)",
+			opt.CutoverTimeout, mb(lag), pos, attempts, opt.CutoverAttempts)
+		return statemachine.Fields{Divert: true}, note, nil
+	}
+	caught := time.Since(start)
+	phase := time.Now()
+	if err := side.stop(ctx); err != nil {
+		return f, "", err
+	}
+	stopped := time.Since(phase)
+	// Nothing more reaches the destination: the stream is removed while
+	// the destination is completed and verified (the record keeps its name
+	// until both are done, so an interruption removes it again).
+	removed := make(chan error, 1)
+	var removal time.Duration
+	go func() {
+		t0 := time.Now()
+		err := side.remove(ctx)
+		removal = time.Since(t0)
+		removed <- err
+	}()
+	phase = time.Now()
+	summary, err := side.verify(ctx, access, pos)
+	verifying := time.Since(phase)
+	if rerr := <-removed; err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return f, "", err
+	}
+	if err := side.finish(ctx); err != nil {
+		return f, "", err
+	}
+	job.Note(ctx, "cut over in %s under the block: %d sessions ended and position %s applied at the destination in %s; stream stopped in %s; %s, in %s; stream removed meanwhile in %s",
+		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), stopped.Round(time.Millisecond),
+		summary, verifying.Round(time.Millisecond), removal.Round(time.Millisecond))
+	return statemachine.Fields{}, "", nil
+}
