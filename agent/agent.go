@@ -159,6 +159,13 @@ type Agent struct {
 	hardStop  context.CancelFunc // cancels every running step
 	jobs      sync.WaitGroup
 	lastError map[string]time.Time
+	services  []service
+}
+
+// service is a background loop of the agent (Service).
+type service struct {
+	name string
+	run  func(ctx context.Context, log *slog.Logger)
 }
 
 // New returns an agent for store with cfg; register handlers before Run.
@@ -180,6 +187,13 @@ func New(store statemachine.Store, cfg Config, log *slog.Logger, m *Metrics) (*A
 		running: map[statemachine.Role]int{}, recovered: map[statemachine.Role]bool{}, warned: map[string]bool{}, lastError: map[string]time.Time{},
 	}
 	return a, nil
+}
+
+// Service registers a background loop that runs while the agent runs
+// (register before Run): run is called once with a context that ends when
+// the agent stops (before its steps drain) and must return then.
+func (a *Agent) Service(name string, run func(ctx context.Context, log *slog.Logger)) {
+	a.services = append(a.services, service{name, run})
 }
 
 // Handle registers the handler of role for rows of engine ("" for every
@@ -212,6 +226,12 @@ func (a *Agent) engines(role statemachine.Role) []statemachine.Engine {
 	return out
 }
 
+// Store is the state store the agent works with.
+func (a *Agent) Store() statemachine.Store { return a.store }
+
+// Host is the host ID the agent serves.
+func (a *Agent) Host() string { return a.cfg.Host }
+
 // Owner is what this agent writes into the rows it claims.
 func (a *Agent) Owner() string { return a.owner }
 
@@ -240,6 +260,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { takenOver <- a.heartbeatLoop(hbCtx) }()
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
+	var services sync.WaitGroup
+	for _, sv := range a.services {
+		services.Go(func() { sv.run(pollCtx, a.log.With("service", sv.name)) })
+	}
 	var pollers sync.WaitGroup
 	for _, role := range a.cfg.Roles {
 		pollers.Add(1)
@@ -258,6 +282,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopPolling()
 	pollers.Wait()
+	services.Wait()
 	a.drain()
 	stopHB()
 	if runErr == nil {

@@ -144,6 +144,17 @@ func (s Status) Working() bool {
 	return ok
 }
 
+// Streams reports whether a row in status s has an online stream that is
+// meant to exist (To sync, Syncing, To cut over, Cutting over): in any
+// other status nothing of its stream may be left.
+func (s Status) Streams() bool {
+	switch s {
+	case ToSync, Syncing, ToCutOver, CuttingOver:
+		return true
+	}
+	return false
+}
+
 // Failed reports whether s is one of the "X failed" statuses.
 func (s Status) Failed() bool {
 	for _, st := range Steps {

@@ -37,11 +37,19 @@ type MySQL struct {
 	// HangTimeout cancels a step whose server has not answered a probe for
 	// this long (watch.go); 0: no watchdog.
 	HangTimeout time.Duration
+	// Online configures the sync and cutover steps of online rows.
+	Online Online
+
+	streams *myStreams
 }
 
-// Register adds the dump, import, close and rollback handlers for rows of
-// engine mysql.
+// Register adds the sync, cutover, dump, import, close and rollback
+// handlers for rows of engine mysql.
 func (c *MySQL) Register(a *agent.Agent) {
+	c.streams = &myStreams{c: c, state: a.Store(), host: a.Host()}
+	a.Service("mysql streams", c.streams.run)
+	a.Handle(statemachine.RoleSync, statemachine.EngineMySQL, c.watch(&mysqlSync{c}))
+	a.Handle(statemachine.RoleCutover, statemachine.EngineMySQL, c.watch(&mysqlCutover{c}))
 	a.Handle(statemachine.RoleDump, statemachine.EngineMySQL, c.watch(&mysqlDump{c}))
 	a.Handle(statemachine.RoleImport, statemachine.EngineMySQL, c.watch(&mysqlImport{c}))
 	a.Handle(statemachine.RoleClose, statemachine.EngineMySQL, c.watch(&mysqlClose{c}))
@@ -350,28 +358,37 @@ type mysqlClose struct{ c *MySQL }
 
 func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
 	row := &job.Row
-	_, man, err := readManifest(ctx, h.c.Store, row)
-	if err != nil {
-		return statemachine.Fields{}, permanent(err)
-	}
 	src, err := h.c.local(ctx, job.Log)
 	if err != nil {
 		return statemachine.Fields{}, err
 	}
 	defer func() { _ = src.Close() }()
+	var dumped statemachine.Fields
+	if row.Mode == statemachine.ModeOnline && row.DumpURL == "" {
+		if dumped, err = h.online(ctx, job, src); err != nil {
+			return statemachine.Fields{}, err
+		}
+		row.DumpURL, row.DumpSHA256, row.DumpBytes, row.ConsistencyPoint = dumped.DumpURL, dumped.DumpSHA256, dumped.DumpBytes, dumped.ConsistencyPoint
+	}
+	_, man, err := readManifest(ctx, h.c.Store, row)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
 	s, err := src.Inspect(ctx, row.DatabaseName)
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
-	// The source must still be what was dumped: the same check as the
-	// import's verification, against the same manifest.
-	rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
-		return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
-	})
-	err = src.Verify(ctx, man, rep.tables)
-	rep.Stop()
-	if err := lateWrites(row, err); err != nil {
-		return statemachine.Fields{}, err
+	if dumped.DumpURL == "" { // a dump just taken under the block needs no re-check
+		// The source must still be what was dumped: the same check as the
+		// import's verification, against the same manifest.
+		rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
+			return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
+		})
+		err = src.Verify(ctx, man, rep.tables)
+		rep.Stop()
+		if err := lateWrites(row, err); err != nil {
+			return statemachine.Fields{}, err
+		}
 	}
 	access, err := src.PlanClose(ctx, s)
 	if err != nil {
@@ -385,7 +402,70 @@ func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fiel
 		return statemachine.Fields{}, permanent(err)
 	}
 	job.Note(ctx, "source closed: %d accounts lost access to %q, %d sessions ended; the data stays until the retention ends", len(access.Accounts), row.DatabaseName, ended)
-	return statemachine.Fields{}, nil
+	return dumped, nil
+}
+
+// online removes what is left of an online row's stream and takes the
+// customer's consistency-point dump of the frozen source into the store,
+// as the dump step of dump mode does (dump_url and download links then
+// work the same), and compares it with what the destination was verified
+// to have at the cutover.
+func (h *mysqlClose) online(ctx context.Context, job *agent.Job, src *mysql.Server) (statemachine.Fields, error) {
+	var st mysql.Stream
+	if _, err := job.GetRecord(ctx, recordStream, &st); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if st.Name != "" {
+		dst, err := h.c.peer(ctx, job, job.Row.Destination)
+		if err != nil {
+			return statemachine.Fields{}, fmt.Errorf("remove the stream at the destination: %w", err)
+		}
+		err = h.c.teardown(ctx, job, dst)
+		_ = dst.Close()
+		if err != nil {
+			return statemachine.Fields{}, err
+		}
+	}
+	var rec blockRecord[mysql.Access]
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	if !ok || rec.Access == nil || !rec.Blocked {
+		return statemachine.Fields{}, agent.Permanentf("row %d is online and past its cutover, but its block record does not say writes are blocked at the source: its consistency-point dump would not be one; nothing was changed", job.Row.ID)
+	}
+	s, err := src.Inspect(ctx, job.Row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
+	// Blocked, the accounts' grants and events are the block's: the dump
+	// describes them as they were before.
+	s.Blocked(rec.Access)
+	f, err := (&mysqlDump{h.c}).blocked(ctx, job, src, s, rec.Access)
+	if err != nil {
+		return f, err
+	}
+	var done mysql.Stream
+	if _, err := job.GetRecord(ctx, recordStream, &done); err != nil {
+		return f, err
+	}
+	if len(done.Verified) == 0 {
+		job.Note(ctx, "no record of what the cutover verified: the dump is not compared with it")
+		return f, nil
+	}
+	job.Row.DumpURL, job.Row.DumpSHA256, job.Row.DumpBytes = f.DumpURL, f.DumpSHA256, f.DumpBytes
+	_, man, err := readManifest(ctx, h.c.Store, &job.Row)
+	if err != nil {
+		return f, permanent(err)
+	}
+	var want []engine.TableSum
+	for _, v := range done.Verified {
+		want = append(want, v)
+	}
+	if diff := engine.Diff(want, man.Tables); len(diff) > 0 {
+		return f, lateWrites(&job.Row, engine.Permanentf("the source's consistency-point dump differs from what the destination was verified to have at the cutover: %s", strings.Join(diff, "; ")))
+	}
+	return f, nil
 }
 
 // Recover has nothing to undo: closing is final and runs again whole.
@@ -411,15 +491,25 @@ func (h *mysqlRollback) Run(ctx context.Context, job *agent.Job) (statemachine.F
 		return statemachine.Fields{}, err
 	}
 	var imp mysql.ImportRecord
-	ok, err := job.GetRecord(ctx, recordImport, &imp)
-	if err != nil || !ok || imp.Empty() {
+	var st mysql.Stream
+	if _, err := job.GetRecord(ctx, recordImport, &imp); err != nil {
 		return statemachine.Fields{}, err
+	}
+	if _, err := job.GetRecord(ctx, recordStream, &st); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if imp.Empty() && st.Name == "" {
+		return statemachine.Fields{}, nil
 	}
 	dst, err := h.c.peer(ctx, job, row.Destination)
 	if err != nil {
 		return statemachine.Fields{}, fmt.Errorf("drop the copy at the destination: %w", err)
 	}
 	defer func() { _ = dst.Close() }()
+	// The stream first: it would write into the copy being dropped.
+	if err := h.c.teardown(ctx, job, dst); err != nil {
+		return statemachine.Fields{}, err
+	}
 	return statemachine.Fields{}, dropMySQLImport(ctx, job, dst, "this migration")
 }
 

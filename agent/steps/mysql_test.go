@@ -119,6 +119,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		Store:         f.dumps,
 		Level:         zstd.SpeedFastest,
 		ProgressEvery: 20 * time.Millisecond,
+		Online:        opt.online,
 	}).Register(a)
 	(&steps.Postgres{
 		Host:          s.host,

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,7 +32,7 @@ import (
 var version = ""
 
 func main() {
-	os.Exit(agentcmd.Main(os.Args[1:], versionString(), os.Stdout, os.Stderr, registerHandlers, checkPostgres))
+	os.Exit(agentcmd.Main(os.Args[1:], versionString(), os.Stdout, os.Stderr, registerHandlers, checkOnline))
 }
 
 // registerHandlers adds the step handlers of the engines this host has a
@@ -70,6 +71,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Store:       st,
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
+			Online:      online(cfg),
 		}).Register(a)
 	}
 	if c := cfg.Postgres; c.Address != "" {
@@ -84,22 +86,30 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Store:       st,
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
-			Online: steps.Online{
-				AutoMinBytes: cfg.Online.AutoMinMiB << 20, MaxLagBytes: cfg.Online.MaxLagMiB << 20,
-				CutoverTimeout: cfg.Online.CutoverTimeout, CutoverAttempts: cfg.Online.CutoverAttempts, LagEvery: cfg.Online.LagInterval,
-				StallTimeout: stallTimeout(cfg.Online.StallTimeout),
-			},
+			Online:      online(cfg),
 		}).Register(a)
 	}
 	return nil
 }
 
-// stallTimeout maps the configuration's 0 (off) to the steps' never.
-func stallTimeout(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
+// online is the online section of the configuration for the steps.
+func online(cfg config.Config) steps.Online {
+	o := cfg.Online
+	stall := o.StallTimeout
+	if stall == 0 {
+		stall = -1 // the configuration's 0 is off; the steps' 0 is the default
 	}
-	return d
+	return steps.Online{
+		AutoMinBytes: o.AutoMinMiB << 20, MaxLagBytes: o.MaxLagMiB << 20,
+		CutoverTimeout: o.CutoverTimeout, CutoverAttempts: o.CutoverAttempts, LagEvery: o.LagInterval,
+		StallTimeout: stall,
+	}
+}
+
+// checkOnline reports the online readiness of this host's servers
+// (--check).
+func checkOnline(ctx context.Context, cfg config.Config, w io.Writer) error {
+	return errors.Join(checkMySQL(ctx, cfg, w), checkPostgres(ctx, cfg, w))
 }
 
 // checkPostgres reports the online readiness of this host's PostgreSQL
@@ -118,25 +128,56 @@ func checkPostgres(ctx context.Context, cfg config.Config, w io.Writer) error {
 	}
 	defer func() { _ = srv.Close() }()
 	fmt.Fprintf(w, "  postgres:       %s, PostgreSQL %s\n", c.Address, srv.Version())
-	for _, side := range []struct {
-		name  string
-		check func(context.Context) (*postgres.OnlineReadiness, error)
-	}{{"online source", srv.SourceReadiness}, {"online dest", srv.DestinationReadiness}} {
-		r, err := side.check(ctx)
-		if err != nil {
-			return err
-		}
-		if len(r.Problems) == 0 {
-			fmt.Fprintf(w, "  %-15s ready\n", side.name+":")
-		}
-		for _, p := range r.Problems {
-			fmt.Fprintf(w, "  %-15s NOT READY: %s\n", side.name+":", p)
-		}
-		for _, n := range r.Notes {
-			fmt.Fprintf(w, "  %-15s note: %s\n", side.name+":", n)
-		}
+	src, err := srv.SourceReadiness(ctx)
+	if err != nil {
+		return err
 	}
+	dst, err := srv.DestinationReadiness(ctx)
+	if err != nil {
+		return err
+	}
+	printReadiness(w, "online source", src)
+	printReadiness(w, "online dest", dst)
 	return nil
+}
+
+// checkMySQL reports the online readiness of this host's MySQL/MariaDB
+// server (--check), as checkPostgres does.
+func checkMySQL(ctx context.Context, cfg config.Config, w io.Writer) error {
+	c := cfg.MySQL
+	if c.Address == "" {
+		return nil
+	}
+	srv, err := mysql.Open(ctx, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}, mysql.Options{})
+	if err != nil {
+		return fmt.Errorf("the mysql server: %w", err)
+	}
+	defer func() { _ = srv.Close() }()
+	fmt.Fprintf(w, "  mysql:          %s, %s\n", c.Address, srv.Version())
+	src, err := srv.SourceReadiness(ctx)
+	if err != nil {
+		return err
+	}
+	dst, err := srv.DestinationReadiness(ctx, nil)
+	if err != nil {
+		return err
+	}
+	printReadiness(w, "online source", src)
+	printReadiness(w, "online dest", dst)
+	return nil
+}
+
+// printReadiness prints what a server lacks to be one side of a stream.
+func printReadiness(w io.Writer, side string, r *engine.Readiness) {
+	if len(r.Problems) == 0 {
+		fmt.Fprintf(w, "  %-15s ready\n", side+":")
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  %-15s NOT READY: %s\n", side+":", p)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  %-15s note: %s\n", side+":", n)
+	}
 }
 
 func versionString() string {

@@ -25,7 +25,7 @@ func runAgent(t *testing.T, configBody string, args ...string) (int, string, str
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	code := agentcmd.Main(append([]string{"--config", cfg}, args...), "test", &out, &errb, registerHandlers, checkPostgres)
+	code := agentcmd.Main(append([]string{"--config", cfg}, args...), "test", &out, &errb, registerHandlers, checkOnline)
 	return code, out.String(), errb.String()
 }
 

@@ -4,17 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
-
-// streamingStatuses are the statuses in which a row's stream (its slot,
-// publication and subscription) is meant to exist.
-var streamingStatuses = []statemachine.Status{statemachine.ToSync, statemachine.Syncing, statemachine.ToCutOver, statemachine.CuttingOver}
 
 // streamVerdict says what gc does with a PostgreSQL object named name:
 // remove it (its row exists, the name is its row's, and the row does not
@@ -32,7 +27,7 @@ func streamVerdict(ctx context.Context, store statemachine.Store, name string) (
 		return false, fmt.Sprintf("row %d: %v", id, err)
 	case engine.StreamName(m.ID, m.DatabaseName) != name:
 		return false, fmt.Sprintf("row %d moves another database (another fleet's?)", id)
-	case slices.Contains(streamingStatuses, m.Status):
+	case m.Status.Streams():
 		return false, fmt.Sprintf("row %d is %s and streams", id, m.Status)
 	}
 	return true, fmt.Sprintf("row %d is %s: nothing streams for it", id, m.Status)

@@ -62,9 +62,6 @@ func runPlan(ctx context.Context, e *env, args []string) error {
 		rows[i] = l.Planned
 		if rows[i].Mode == "" {
 			rows[i].Mode = def
-			if def == statemachine.ModeOnline && rows[i].Engine != statemachine.EnginePostgres {
-				rows[i].Mode = statemachine.ModeAuto // no online path yet: auto records it as dump
-			}
 		}
 	}
 	n, err := store.Plan(ctx, rows, actor(cfg), *dryRun)

@@ -36,6 +36,7 @@ declare -A want=(
   [mydumper]=mydumper
   [myloader]=mydumper
   [pgcopydb]=pgcopydb
+  [sysbench]=sysbench
   [promtool]=prometheus
   [systemd-analyze]=systemd
 )

@@ -155,14 +155,7 @@ func (s *Server) Dump(ctx context.Context, db string, parts bool, w io.Writer, c
 	if err != nil {
 		return DumpStats{}, err
 	}
-	common := []string{
-		"--single-transaction", "--skip-events", "--hex-blob",
-		"--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--no-tablespaces",
-	}
-	if toolFamily(version) == MySQL {
-		// GTID_PURGED in a dump of one database would fail the import
-		common = append(common, "--set-gtid-purged=OFF")
-	}
+	common := s.dumpArgs(version)
 	cw := engine.CountWriter(w, counted)
 	stats := DumpStats{Tool: tool, ToolVersion: version}
 	runs := dumpParts
@@ -171,20 +164,14 @@ func (s *Server) Dump(ctx context.Context, db string, parts bool, w io.Writer, c
 	}
 	for _, part := range runs {
 		before := cw.N.Load()
-		args := append(append(append([]string(nil), common...), part.args...), "--", db)
-		tail := &tailBuffer{Max: 256}
-		err := s.run(ctx, tool, args, io.MultiWriter(cw, tail), nil)
+		name := part.name
+		if !parts {
+			name = ""
+		}
+		err := s.dumpPart(ctx, tool, append(append([]string(nil), common...), part.args...), db, name, cw)
 		stats.Bytes = cw.N.Load()
-		what := fmt.Sprintf("dump %q from %s", db, s)
-		if parts {
-			what += " (" + part.name + " part)"
-		}
 		if err != nil {
-			return stats, fmt.Errorf("%s: %w", what, err)
-		}
-		if !bytes.Contains(tail.Bytes(), toolTrailer) {
-			return stats, fmt.Errorf("%s: %s exited 0 but its output (%d bytes) lacks the completion trailer %q: treating it as truncated",
-				what, tool, stats.Bytes-before, toolTrailer)
+			return stats, err
 		}
 		if part.name == partPost || part.name == partWhole {
 			if err := s.dumpEvents(ctx, db, cw); err != nil {
@@ -200,6 +187,40 @@ func (s *Server) Dump(ctx context.Context, db string, parts bool, w io.Writer, c
 		}
 	}
 	return stats, nil
+}
+
+// dumpArgs are the dump tool's options common to every run (version: the
+// tool's).
+func (s *Server) dumpArgs(version string) []string {
+	common := []string{
+		"--single-transaction", "--skip-events", "--hex-blob",
+		"--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--no-tablespaces",
+	}
+	if toolFamily(version) == MySQL {
+		// GTID_PURGED in a dump of one database would fail the import
+		common = append(common, "--set-gtid-purged=OFF")
+	}
+	return common
+}
+
+// dumpPart runs the dump tool once with args over db, writing to w; part
+// names the part in errors ("" for a whole dump). The run counts only if
+// the tool exits 0 and its output ends with its completion trailer.
+func (s *Server) dumpPart(ctx context.Context, tool string, args []string, db, part string, w io.Writer) error {
+	tail := &tailBuffer{Max: 256}
+	cw := engine.CountWriter(w, nil)
+	err := s.run(ctx, tool, append(append([]string(nil), args...), "--", db), io.MultiWriter(cw, tail), nil)
+	what := fmt.Sprintf("dump %q from %s", db, s)
+	if part != "" {
+		what += " (" + part + " part)"
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !bytes.Contains(tail.Bytes(), toolTrailer) {
+		return fmt.Errorf("%s: %s exited 0 but its output (%d bytes) lacks the completion trailer %q: treating it as truncated", what, tool, cw.N.Load(), toolTrailer)
+	}
+	return nil
 }
 
 // dumpEvents writes the database's events as SHOW CREATE EVENT gives them
@@ -290,25 +311,9 @@ func (s *Server) Checksums(ctx context.Context, db string, tables []string, done
 // session, and a large table with a one-column integer key in jobs ranges
 // of that key, whose counts and sums add up to the table's.
 func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs int, done func(i, n int)) ([]engine.TableSum, error) {
-	cols := map[string][]string{}
-	pri := map[string][]string{} // primary key columns; "" for a non-integer one
-	err := s.queryRows(ctx, "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
-		" ORDER BY TABLE_NAME, ORDINAL_POSITION", []any{db, db}, func(rows *sql.Rows) error {
-		var t, c, key, typ string
-		if err := rows.Scan(&t, &c, &key, &typ); err != nil {
-			return err
-		}
-		cols[t] = append(cols[t], c)
-		if key == "PRI" {
-			if !integerType(typ) {
-				c = ""
-			}
-			pri[t] = append(pri[t], c)
-		}
-		return nil
-	})
+	cols, pri, err := s.tableColumnsKeys(ctx, db)
 	if err != nil {
-		return nil, fmt.Errorf("read the columns of %q on %s: %w", db, s, s.connectError(err))
+		return nil, err
 	}
 	tables = append([]string(nil), tables...)
 	sort.Strings(tables)
@@ -378,6 +383,37 @@ func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs
 		}
 	}
 	return sums, nil
+}
+
+// tableColumns reads the columns of db's tables, in order, by table.
+func (s *Server) tableColumns(ctx context.Context, db string) (map[string][]string, error) {
+	cols, _, err := s.tableColumnsKeys(ctx, db)
+	return cols, err
+}
+
+// tableColumnsKeys reads the columns of db's tables, in order, by table,
+// and their primary key columns ("" for a non-integer one).
+func (s *Server) tableColumnsKeys(ctx context.Context, db string) (cols, pri map[string][]string, err error) {
+	cols, pri = map[string][]string{}, map[string][]string{}
+	err = s.queryRows(ctx, "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
+		" ORDER BY TABLE_NAME, ORDINAL_POSITION", []any{db, db}, func(rows *sql.Rows) error {
+		var t, c, key, typ string
+		if err := rows.Scan(&t, &c, &key, &typ); err != nil {
+			return err
+		}
+		cols[t] = append(cols[t], c)
+		if key == "PRI" {
+			if !integerType(typ) {
+				c = ""
+			}
+			pri[t] = append(pri[t], c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the columns of %q on %s: %w", db, s, s.connectError(err))
+	}
+	return cols, pri, nil
 }
 
 // addSums adds up the counts and checksums of a table's ranges (one range:
@@ -464,17 +500,30 @@ func (s *Server) keyRanges(ctx context.Context, db, t, key string, n int) ([]str
 // tableChecksum computes one table's row count and checksum, of the rows
 // where says (all if empty).
 func (s *Server) tableChecksum(ctx context.Context, db, t string, cols []string, where string) (engine.TableSum, error) {
+	return s.tableChecksumOn(ctx, s.db, db, t, cols, where)
+}
+
+// rowQuerier is a pool or one session (a snapshot's).
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// tableChecksumOn is tableChecksum on q.
+func (s *Server) tableChecksumOn(ctx context.Context, q rowQuerier, db, t string, cols []string, where string) (engine.TableSum, error) {
 	parts := make([]string, len(cols))
 	for j, c := range cols {
 		parts[j] = "IFNULL(CRC32(" + ident.QuoteMySQL(c) + "), 'N')"
 	}
-	q := "SELECT COUNT(*), CAST(COALESCE(SUM(CRC32(CONCAT_WS(',', " + strings.Join(parts, ", ") + "))), 0) AS CHAR) FROM " +
+	query := "SELECT COUNT(*), CAST(COALESCE(SUM(CRC32(CONCAT_WS(',', " + strings.Join(parts, ", ") + "))), 0) AS CHAR) FROM " +
 		ident.QuoteMySQL(db) + "." + ident.QuoteMySQL(t)
 	if where != "" {
-		q += " WHERE " + where
+		query += " WHERE " + where
 	}
 	sum := engine.TableSum{Name: t}
-	if err := s.db.QueryRowContext(ctx, q).Scan(&sum.Rows, &sum.Checksum); err != nil {
+	if len(cols) == 0 {
+		return sum, engine.Permanentf("table %s of %q has no columns on %s (missing?)", t, db, s)
+	}
+	if err := q.QueryRowContext(ctx, query).Scan(&sum.Rows, &sum.Checksum); err != nil {
 		if errNo(err) == 1146 { // no such table
 			return sum, engine.Permanentf("table %s of %q is missing on %s", t, db, s)
 		}

@@ -49,9 +49,30 @@ func (s *Server) Snapshot(ctx context.Context, src *Source, source string, pos P
 // exactly that after a failure or a crash; a record error stops it. It
 // does not verify (Verify does). It returns notes on what was not checked.
 func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secrets, r io.Reader, record func(ImportRecord) error, p *Progress) ([]string, error) {
-	d, err := s.CheckDestination(ctx, IncomingFromManifest(m, sec))
+	rec, notes, err := s.prepareImport(ctx, m, sec, record)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.LoadDump(ctx, m, r, p.ByteCounter()); err != nil {
+		return nil, s.diskFull(err)
+	}
+	if err := s.Grant(ctx, rec.Granted); err != nil {
+		return nil, err
+	}
+	if err := s.EnableEvents(ctx, m.Database, m.Events); err != nil {
+		return nil, err
+	}
+	return notes, nil
+}
+
+// prepareImport checks this destination for m and creates its database
+// and accounts, recording what it creates first (record); it returns the
+// record (with the grants to give once the rows are in) and notes on
+// what was not checked.
+func (s *Server) prepareImport(ctx context.Context, m *engine.Manifest, sec engine.Secrets, record func(ImportRecord) error) (ImportRecord, []string, error) {
+	d, err := s.CheckDestination(ctx, IncomingFromManifest(m, sec))
+	if err != nil {
+		return ImportRecord{}, nil, err
 	}
 	rec := ImportRecord{Database: m.Database, CreatedDatabase: !d.ExistsEmpty, CreatedUsers: d.Create}
 	if d.ExistsEmpty {
@@ -61,7 +82,7 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 		rec.Granted = append(rec.Granted, u.Grants...)
 	}
 	if err := record(rec); err != nil {
-		return nil, fmt.Errorf("record what the import creates: %w", err)
+		return rec, nil, fmt.Errorf("record what the import creates: %w", err)
 	}
 	// forget takes out of the record what another party created meanwhile.
 	forget := func(cause error, db bool, user engine.User) error {
@@ -83,28 +104,19 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 	if !d.ExistsEmpty {
 		if err := s.CreateDatabase(ctx, m.Database, m.Charset, m.Collation); err != nil {
 			if errors.Is(err, engine.ErrPermanent) {
-				return nil, forget(err, true, engine.User{})
+				return rec, nil, forget(err, true, engine.User{})
 			}
-			return nil, err
+			return rec, nil, err
 		}
 	}
 	for _, u := range d.Create {
 		us, _ := sec.Secret(u.Name, u.Host)
 		if err := s.CreateUser(ctx, us); err != nil {
 			if errors.Is(err, engine.ErrPermanent) {
-				return nil, forget(err, false, u)
+				return rec, nil, forget(err, false, u)
 			}
-			return nil, err
+			return rec, nil, err
 		}
 	}
-	if err := s.LoadDump(ctx, m, r, p.ByteCounter()); err != nil {
-		return nil, s.diskFull(err)
-	}
-	if err := s.Grant(ctx, rec.Granted); err != nil {
-		return nil, err
-	}
-	if err := s.EnableEvents(ctx, m.Database, m.Events); err != nil {
-		return nil, err
-	}
-	return d.Notes, nil
+	return rec, d.Notes, nil
 }

@@ -159,6 +159,9 @@ func parseVersion(v string) (string, [3]int) {
 // Close closes the connections.
 func (s *Server) Close() error { return s.db.Close() }
 
+// Address is how the server is reached (host:port, or a socket's path).
+func (s *Server) Address() string { return s.srv.Address }
+
 // Version is the server's VERSION().
 func (s *Server) Version() string { return s.version }
 

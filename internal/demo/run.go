@@ -61,9 +61,8 @@ type Options struct {
 	HangTimeout time.Duration
 	// StallTimeout is the agents' online.stall-timeout (0: the default, 5m).
 	StallTimeout time.Duration
-	// Mode is the mode column of the plan (dump, online, auto; MySQL rows
-	// given online are planned auto: they have no online path yet); empty:
-	// no column (the configuration's default, dump).
+	// Mode is the mode column of the plan (dump, online, auto); empty: no
+	// column (the configuration's default, dump).
 	Mode string
 	// Writers is how many databases get a writer (Writer) during the
 	// migration, WriterRate its inserts per second (0: 20).
@@ -765,9 +764,6 @@ func writePlan(path string, dbs []*Database, mode string) error {
 		line := []string{db.Engine, db.Name, db.Source, db.Destination, db.DNSName}
 		if mode != "" {
 			m := mode
-			if m == "online" && db.Engine != Postgres {
-				m = "auto" // no online path for this engine yet: auto dumps it
-			}
 			line = append(line, m)
 		}
 		_ = w.Write(line)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,16 @@ type MariaDBConfig struct {
 	// this many bytes free once the server is initialised: a destination
 	// whose disk fills up. Needs root (mount).
 	DiskFree int64
+}
+
+// serverID is a server id unique to an address: its last two octets and
+// the port.
+func serverID(host string, port int) uint32 {
+	ip := net.ParseIP(host).To4()
+	if ip == nil {
+		return uint32(port)
+	}
+	return uint32(ip[2])<<24 | uint32(ip[3])<<16 | uint32(port&0xffff)
 }
 
 // MariaDB is a running throwaway MariaDB server. Root has no password over
@@ -118,6 +129,11 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 		"--innodb-log-buffer-size=2M", "--performance-schema=OFF",
 		"--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0", "--sync-binlog=0",
 		redoLogSize,
+		// online mode: every fleet server can be a source (a binary log of
+		// full row images) and a destination (a server id of its own,
+		// derived from its address)
+		"--log-bin=mariadb-bin", "--binlog-format=ROW", "--binlog-row-image=FULL",
+		fmt.Sprintf("--server-id=%d", serverID(m.Host, m.Port)),
 	}
 	args = append(args, cfg.Args...)
 	m.proc, err = startProcess("mariadb "+m.Addr(), filepath.Join(m.Dir, "error.log"), exec.Command(mariadbd, args...))

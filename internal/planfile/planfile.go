@@ -244,9 +244,6 @@ func lineMode(l *Line, field string) []string {
 	if err != nil {
 		return []string{err.Error()}
 	}
-	if m == statemachine.ModeOnline && l.Engine == statemachine.EngineMySQL {
-		return []string{"mode online is not available for mysql rows yet: plan them as dump or auto (auto moves them in dump mode)"}
-	}
 	l.Mode = m
 	return nil
 }

@@ -40,16 +40,13 @@ func (s *Store) promoteIDs(ctx context.Context, tx *sql.Tx, ids []int64, actor s
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	// Online and auto rows of an engine with an online path start with the
-	// sync step; the others dump (an auto row of another engine is recorded
-	// as dump).
-	args := []any{string(statemachine.EnginePostgres), string(statemachine.ToSync), string(statemachine.ToDump),
-		string(statemachine.EnginePostgres), string(statemachine.ModeDump), s.nowArg()}
+	// Online and auto rows start with the sync step (which sends an auto
+	// row that cannot stream to the dump, saying why); the others dump.
+	args := []any{string(statemachine.ToSync), string(statemachine.ToDump), s.nowArg()}
 	args = append(args, idArgs(ids)...)
 	args = append(args, string(statemachine.Waiting))
 	res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET "+
-		"status = CASE WHEN mode IN ('online', 'auto') AND engine = ? THEN ? ELSE ? END, "+
-		"mode = CASE WHEN mode = 'auto' AND engine <> ? THEN ? ELSE mode END, updated_at = "+s.d.now()+
+		"status = CASE WHEN mode IN ('online', 'auto') THEN ? ELSE ? END, updated_at = "+s.d.now()+
 		" WHERE id IN ("+placeholders(len(ids))+") AND status = ?"), args...)
 	if err != nil {
 		return 0, s.wrapDBErr(err)

@@ -7,10 +7,9 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
-// testOnlinePath: promotion sends online and auto PostgreSQL rows to the
-// sync step and everything else to the dump (an auto MySQL row recorded as
-// dump); the sync step diverts an auto row to the dump path recording its
-// mode; an online row passes DNS without a dump and records it at the
+// testOnlinePath: promotion sends online and auto rows (of both engines)
+// to the sync step and everything else to the dump; the sync step diverts
+// an auto row to the dump path recording its mode; an online row passes DNS without a dump and records it at the
 // close; a step without a way back refuses Divert; an operator's rollback
 // of a syncing row fences its agent out.
 func testOnlinePath(t *testing.T, h Harness) {
@@ -32,7 +31,7 @@ func testOnlinePath(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][2]string{"online": {"To sync", "online"}, "auto": {"To sync", "auto"}, "automy": {"To dump", "dump"}, "dump": {"To dump", "dump"}, "stopped": {"To sync", "online"}}
+	want := map[string][2]string{"online": {"To sync", "online"}, "auto": {"To sync", "auto"}, "automy": {"To sync", "auto"}, "dump": {"To dump", "dump"}, "stopped": {"To sync", "online"}}
 	byName := map[string]statemachine.Migration{}
 	for _, m := range rows {
 		byName[m.DatabaseName] = m
@@ -40,17 +39,19 @@ func testOnlinePath(t *testing.T, h Harness) {
 			t.Errorf("%s promoted to %q mode %q, want %v", m.DatabaseName, m.Status, m.Mode, w)
 		}
 	}
-	// The sync agent claims the three online rows in plan order.
-	synced := claim(t, s, statemachine.RoleSync, "dst", "dst/agent", 3)
-	if len(synced) != 3 {
-		t.Fatalf("claimed %d rows to sync, want 3", len(synced))
+	// The sync agent claims the four online and auto rows in plan order.
+	synced := claim(t, s, statemachine.RoleSync, "dst", "dst/agent", 4)
+	if len(synced) != 4 {
+		t.Fatalf("claimed %d rows to sync, want 4", len(synced))
 	}
-	online, auto, stopped := synced[0], synced[1], synced[2]
-	if err := s.Advance(ctx(t), &auto, statemachine.Fields{Divert: true, Mode: statemachine.ModeDump}, "too small"); err != nil {
-		t.Fatal(err)
-	}
-	if m, _ := s.Get(ctx(t), auto.ID); m.Status != statemachine.ToDump || m.Mode != statemachine.ModeDump {
-		t.Errorf("auto row diverted to %q mode %q", m.Status, m.Mode)
+	online, auto, automy, stopped := synced[0], synced[1], synced[2], synced[3]
+	for _, r := range []*statemachine.Migration{&auto, &automy} {
+		if err := s.Advance(ctx(t), r, statemachine.Fields{Divert: true, Mode: statemachine.ModeDump}, "too small"); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := s.Get(ctx(t), r.ID); m.Status != statemachine.ToDump || m.Mode != statemachine.ModeDump {
+			t.Errorf("auto row %s diverted to %q mode %q", m.DatabaseName, m.Status, m.Mode)
+		}
 	}
 	if err := s.Advance(ctx(t), &online, statemachine.Fields{Mode: statemachine.ModeOnline}, "caught up"); err != nil {
 		t.Fatal(err)

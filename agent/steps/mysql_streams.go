@@ -1,0 +1,206 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"hash/crc32"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// myStreams runs, in the agent of a destination host, a streamer for
+// every stream recorded at its MariaDB server (mysql.StreamRecord): the
+// sync step records a stream and starts it; this service starts again any
+// whose streamer is not running (the agent restarted, the streamer
+// stopped on a source that went away) and stops those whose record is
+// gone (the cutover or a teardown removed it). A stream outlives the sync
+// step: it applies until the cutover has what it needs.
+type myStreams struct {
+	c *MySQL
+	// state and host tell which records are this agent's to run: those
+	// of rows of its state database whose destination it is and that
+	// stream (another fleet may share the server).
+	state statemachine.Store
+	host  string
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*myStream
+}
+
+// myStream is one running streamer.
+type myStream struct {
+	s      *mysql.Streamer
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // once done
+}
+
+// rescanEvery is how often the service compares the records with what
+// runs.
+const rescanEvery = 2 * time.Second
+
+// streamServerID is the replica id a stream reads the source with: unique
+// per stream name among the source's replicas (top bit set, away from the
+// small ids servers are usually given).
+func streamServerID(name string) uint32 { return 1<<31 | crc32.ChecksumIEEE([]byte(name))&(1<<31-1) }
+
+// run is the service: start what is recorded, stop what is not, until ctx
+// ends (then every streamer stops; they resume from their records).
+func (r *myStreams) run(ctx context.Context, log *slog.Logger) {
+	r.mu.Lock()
+	r.log = log
+	r.mu.Unlock()
+	t := time.NewTicker(rescanEvery)
+	defer t.Stop()
+	for {
+		if err := r.rescan(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("cannot read the stream records of this host's mysql server; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			r.stopAll()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// rescan starts a streamer for each record without one (and without an
+// error: a broken stream waits for its row to fail or retry), and stops
+// those whose record is gone.
+func (r *myStreams) rescan(ctx context.Context) error {
+	dst, err := r.c.local(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dst.Close() }()
+	recs, err := dst.StreamRecords(ctx, engine.StreamPrefix)
+	if err != nil {
+		return err
+	}
+	recorded := map[string]bool{}
+	for _, rec := range recs {
+		recorded[rec.Name] = true
+		if rec.Error == "" && r.ours(ctx, rec.Name) {
+			r.ensure(rec.Name)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, s := range r.running {
+		if !recorded[name] {
+			s.cancel()
+		}
+	}
+	return nil
+}
+
+// ours reports whether the stream name is a streaming row of this agent's
+// state database whose destination is this host (gc removes what is no
+// one's).
+func (r *myStreams) ours(ctx context.Context, name string) bool {
+	id, ok := engine.StreamRow(name)
+	if !ok || r.state == nil {
+		return false
+	}
+	m, err := r.state.Get(ctx, id)
+	return err == nil && engine.StreamName(m.ID, m.DatabaseName) == name && m.Destination == r.host && m.Status.Streams()
+}
+
+// ensure starts the streamer of stream name unless it runs.
+func (r *myStreams) ensure(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running == nil {
+		r.running = map[string]*myStream{}
+	}
+	if s := r.running[name]; s != nil {
+		select {
+		case <-s.done:
+		default:
+			return // running
+		}
+	}
+	log := r.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("stream", name)
+	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+	dst, err := r.c.local(octx, log)
+	ocancel()
+	if err != nil {
+		log.Warn("cannot start the stream: the local server is unreachable; trying again", "err", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &myStream{s: dst.NewStreamer(name, r.c.Server, streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
+	r.running[name] = s
+	go func() {
+		defer close(s.done)
+		defer cancel()
+		defer func() { _ = dst.Close() }()
+		log.Info("stream started")
+		s.err = s.s.Run(ctx)
+		switch {
+		case s.err == nil || errors.Is(s.err, mysql.ErrFenced):
+			log.Info("stream stopped", "why", stopReason(s.err))
+		default:
+			log.Error("stream stopped", "err", s.err)
+		}
+	}()
+}
+
+func stopReason(err error) string {
+	if err == nil {
+		return "the agent is stopping"
+	}
+	return "its record was removed"
+}
+
+// streamer returns the running streamer of name (nil: none runs here).
+func (r *myStreams) streamer(name string) *mysql.Streamer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.running[name]
+	if s == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return nil
+	default:
+		return s.s
+	}
+}
+
+// stop stops the streamer of name, if one runs, and waits for it.
+func (r *myStreams) stop(name string) {
+	r.mu.Lock()
+	s := r.running[name]
+	delete(r.running, name)
+	r.mu.Unlock()
+	if s != nil {
+		s.cancel()
+		<-s.done
+	}
+}
+
+func (r *myStreams) stopAll() {
+	r.mu.Lock()
+	all := r.running
+	r.running = nil
+	r.mu.Unlock()
+	for _, s := range all {
+		s.cancel()
+	}
+	for _, s := range all {
+		<-s.done
+	}
+}

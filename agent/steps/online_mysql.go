@@ -1,0 +1,541 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// MariaDB's side of the online steps (online.go): a copy piped from the
+// source's dump tool (one consistent snapshot, its binary log position)
+// into the destination, then a stream of our own (engine/mysql's Streamer,
+// run by the destination agent's myStreams) that reads the source's binary
+// log from that position and applies that database's row events, its
+// position recorded at the destination and named after the row.
+
+// mysqlSync is the sync step at the destination.
+type mysqlSync struct{ c *MySQL }
+
+func (h *mysqlSync) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = dst.Close() }()
+	src, err := h.c.peer(ctx, job, job.Row.Source)
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("reach the source to sync from it: %w", err)
+	}
+	defer func() { _ = src.Close() }()
+	side := &mysqlSyncSide{c: h.c, job: job, src: src, dst: dst}
+	if _, err := job.GetRecord(ctx, recordStream, &side.st); err != nil {
+		return statemachine.Fields{}, err
+	}
+	return runSync(ctx, job, h.c.Online, side)
+}
+
+// Recover has nothing to undo: the stream runs in this agent's streams
+// service and the next attempt resumes following it.
+func (h *mysqlSync) Recover(context.Context, *agent.Job) error { return nil }
+
+// Abandon removes the stream and the destination's copy when the row fails
+// after its attempts were used up by transient failures. What cannot be
+// reached now stays recorded, for a rollback, a retry or gc.
+func (h *mysqlSync) Abandon(ctx context.Context, job *agent.Job) error {
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	dst, err := h.c.local(uctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dst.Close() }()
+	if err := h.c.teardown(uctx, job, dst); err != nil {
+		return err
+	}
+	return dropMySQLImport(uctx, job, dst, "the abandoned sync")
+}
+
+// mysqlSyncSide is the sync step of one row, its servers open.
+type mysqlSyncSide struct {
+	c        *MySQL
+	job      *agent.Job
+	src, dst *mysql.Server
+	st       mysql.Stream
+}
+
+func (p *mysqlSyncSide) resumable(ctx context.Context) (bool, error) {
+	if p.st.Name == "" || p.st.Start.IsZero() {
+		return false, nil
+	}
+	rec, err := p.dst.StreamRecordOf(ctx, p.st.Name)
+	if err != nil || !rec.Exists || rec.Error != "" {
+		return false, err
+	}
+	p.c.streams.ensure(p.st.Name)
+	return true, nil
+}
+
+// start checks both servers and the database, copies it from a consistent
+// snapshot and starts the replication connection from that snapshot's
+// position.
+func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, error) {
+	job, src, dst := p.job, p.src, p.dst
+	row := &job.Row
+	s, err := src.Inspect(ctx, row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, false, permanent(err)
+	}
+	problems, notes, err := p.c.onlineProblems(ctx, src, dst, s)
+	if err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	reason, err := autoDump(job, p.c.Online, s.Database, s.SizeBytes, problems)
+	if err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if reason != "" {
+		job.Note(ctx, "auto: dump mode for %q: %s", s.Database, reason)
+		return statemachine.Fields{Divert: true, Mode: statemachine.ModeDump, SizeBytes: s.SizeBytes}, false, nil
+	}
+	// What an earlier attempt left (recorded, so ours) goes first: the
+	// destination's check must not find our own half-made copy.
+	if err := p.teardown(ctx); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if err := dropMySQLImport(ctx, job, dst, "an earlier attempt"); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if _, err := dst.CheckDestination(ctx, mysql.IncomingFromSource(s)); err != nil {
+		return statemachine.Fields{}, false, permanent(err)
+	}
+	fp, tables, err := src.SchemaFingerprint(ctx, s.Database)
+	if err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	p.st = mysql.Stream{Name: engine.StreamName(row.ID, s.Database), Database: s.Database, Tables: tables, Fingerprint: fp}
+	if err := job.PutRecord(ctx, recordStream, p.st); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	job.Note(ctx, "online: copying %q (%s, %d tables) from %s from one consistent snapshot while it takes writes", s.Database, mb(s.SizeBytes), len(tables), row.Source)
+	rep := report(ctx, job, p.c.every(), func(b, _, _ int64) string {
+		return fmt.Sprintf("syncing: copying: %s of SQL loaded", mb(b))
+	})
+	started := time.Now()
+	pos, copyNotes, err := dst.CopyFrom(ctx, src, s, row.Source, func(rec mysql.ImportRecord) error {
+		return job.PutRecord(ctx, recordImport, rec)
+	}, &mysql.Progress{Bytes: &rep.bytes})
+	rep.Stop()
+	if err != nil {
+		return statemachine.Fields{}, false, fmt.Errorf("copy %q to the destination: %w", s.Database, err)
+	}
+	p.st.Start = pos
+	if err := job.PutRecord(ctx, recordStream, p.st); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if err := dst.CreateStreamRecord(ctx, &p.st, src.Address()); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	p.c.streams.ensure(p.st.Name)
+	f := statemachine.Fields{Mode: statemachine.ModeOnline, SizeBytes: s.SizeBytes}
+	if err := job.Record(ctx, f, fmt.Sprintf("online: %q copied (%s of SQL in %s, %d accounts%s) and streaming from %s from %s: stream %s at %s%s",
+		s.Database, mb(rep.bytes.Load()), time.Since(started).Round(time.Millisecond), len(s.Accounts), notesSuffix(copyNotes), row.Source, pos, p.st.Name, row.Destination, notesSuffix(notes))); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	return f, true, nil
+}
+
+// errSourceLogGone: the stream asked for a binary log position the source
+// no longer has (ER_MASTER_FATAL_ERROR_READING_BINLOG).
+const errSourceLogGone = 1236
+
+func (p *mysqlSyncSide) state(ctx context.Context) (streamState, error) {
+	rec, err := p.dst.StreamRecordOf(ctx, p.st.Name)
+	if err != nil {
+		return streamState{}, err
+	}
+	if !rec.Exists {
+		return streamState{gone: fmt.Sprintf("stream %s is gone at %s (its record removed by hand?)", p.st.Name, p.job.Row.Destination)}, nil
+	}
+	files, err := p.src.BinlogFiles(ctx)
+	if err != nil {
+		return streamState{}, err
+	}
+	now, err := p.src.BinlogNow(ctx)
+	if err != nil {
+		return streamState{}, err
+	}
+	running := rec.Error == "" && p.c.streams.streamer(p.st.Name) != nil
+	if rec.Error == "" && !running {
+		p.c.streams.ensure(p.st.Name)
+	}
+	s := streamState{applying: running, lag: mysql.LagBytes(rec.Applied, now, files), progress: "apply " + rec.Applied.String(),
+		extra: fmt.Sprintf(", applied up to %s of %s", rec.Applied, now)}
+	switch {
+	case rec.ErrNo == errSourceLogGone || rec.Error == "" && mysql.Purged(rec.Applied, files):
+		s.gone = fmt.Sprintf("the source %s no longer has the binary log the stream reads (%s: purged or expired)", p.job.Row.Source, rec.Applied)
+	case rec.Error != "":
+		s.errors++
+		s.broken = fmt.Sprintf("the stream stopped at %s of %s: %s", rec.Applied, p.job.Row.Source, rec.Error)
+	}
+	return s, nil
+}
+
+func (p *mysqlSyncSide) schemaChange(ctx context.Context) (string, error) {
+	return p.src.SchemaChange(ctx, &p.st)
+}
+
+func (p *mysqlSyncSide) verified() bool { return p.st.Verified != nil }
+
+// baseline verifies the tables while the stream runs: the source's
+// checksums in one snapshot at position P1; the destination's applier,
+// once past P1, paused at P2 while the destination's checksums are taken
+// (then it runs on); a table equal at both with no row event between P1
+// and P2 is verified as of P2. The cutover verifies again only the tables
+// with row events after P2, and those not verified here.
+func (p *mysqlSyncSide) baseline(ctx context.Context) error {
+	opt := p.c.Online.withDefaults()
+	st := &p.st
+	start := time.Now()
+	p1, srcSums, err := p.src.SnapshotChecksums(ctx, st.Database, st.Tables)
+	if err != nil {
+		return err
+	}
+	ok, _, err := p.dst.WaitStreamApplied(ctx, st.Name, p1, max(30*time.Second, 10*opt.CutoverTimeout))
+	if err != nil {
+		return err
+	}
+	streamer := p.c.streams.streamer(st.Name)
+	if !ok || streamer == nil {
+		p.job.Note(ctx, "verification while streaming skipped: the destination had not applied %s after %s; the cutover verifies every table", p1, time.Since(start).Round(time.Second))
+		st.Verified = map[string]engine.TableSum{}
+		return p.job.PutRecord(ctx, recordStream, st)
+	}
+	p2, err := streamer.Pause(ctx)
+	if err != nil {
+		return err
+	}
+	dstSums, err := p.dst.ChecksumsAll(ctx, st.Database, st.Tables)
+	streamer.Resume()
+	if err != nil {
+		return err
+	}
+	changed, err := p.src.ChangedTables(ctx, st.Database, st.Tables, p1, p2)
+	if err != nil {
+		return err
+	}
+	st.Verified, st.VerifiedAt = map[string]engine.TableSum{}, p2
+	var rows int64
+	for i, t := range st.Tables {
+		if srcSums[i] == dstSums[i] && !changed[t] {
+			st.Verified[t] = srcSums[i]
+			rows += srcSums[i].Rows
+		}
+	}
+	if err := p.job.PutRecord(ctx, recordStream, st); err != nil {
+		return err
+	}
+	p.job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers at %s in %s; the cutover checks again only tables written from now on",
+		len(st.Verified), len(st.Tables), rows, p2, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (p *mysqlSyncSide) teardown(ctx context.Context) error { return p.c.teardown(ctx, p.job, p.dst) }
+
+func (p *mysqlSyncSide) dropCopy(ctx context.Context, whose string) error {
+	return dropMySQLImport(ctx, p.job, p.dst, whose)
+}
+
+func (p *mysqlSyncSide) cutoverAttempts() int { return p.st.CutoverAttempts }
+
+// onlineProblems runs online mode's preflight on both servers and the
+// database: what is missing (nothing changes then) and advice.
+func (c *MySQL) onlineProblems(ctx context.Context, src, dst *mysql.Server, s *mysql.Source) (problems, notes []string, err error) {
+	sr, err := src.SourceReadiness(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	dr, err := dst.DestinationReadiness(ctx, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	blockers, cost, err := src.OnlineBlockers(ctx, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	problems = slices.Concat(sr.Problems, dr.Problems, blockers)
+	return problems, slices.Concat(sr.Notes, dr.Notes, cost), nil
+}
+
+// teardown removes the row's recorded stream at the destination (its
+// position record: its streamer, in the destination's agent, applies
+// nothing more and stops); then the record says nothing is left. Nothing
+// of the stream is at the source.
+func (c *MySQL) teardown(ctx context.Context, job *agent.Job, dst *mysql.Server) error {
+	var st mysql.Stream
+	ok, err := job.GetRecord(ctx, recordStream, &st)
+	if err != nil || !ok || st.Name == "" {
+		return err
+	}
+	if dst == nil {
+		return fmt.Errorf("stream %s at %s not removed: destination unreachable", st.Name, job.Row.Destination)
+	}
+	if err := dst.RemoveStreamRecord(ctx, st.Name); err != nil {
+		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
+	}
+	if c.streams != nil {
+		c.streams.stop(st.Name) // when it runs in this agent
+	}
+	if err := job.PutRecord(ctx, recordStream, mysql.Stream{Verified: st.Verified, VerifiedAt: st.VerifiedAt}); err != nil {
+		return err
+	}
+	job.Note(ctx, "stream removed: %s at %s", st.Name, job.Row.Destination)
+	return nil
+}
+
+// mysqlCutover is the cutover step at the source.
+type mysqlCutover struct{ c *MySQL }
+
+func (h *mysqlCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	src, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = src.Close() }()
+	side := &mysqlCutoverSide{c: h.c, job: job, src: src}
+	if _, err := job.GetRecord(ctx, recordStream, &side.st); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := unblockRecorded(ctx, job, unblockMySQL(src)); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if side.dst, err = h.c.peer(ctx, job, job.Row.Destination); err != nil {
+		return statemachine.Fields{}, fmt.Errorf("reach the destination to cut over: %w", err)
+	}
+	defer func() { _ = side.dst.Close() }()
+	return runCutover(ctx, job, h.c.Online, side)
+}
+
+// Recover restores writes if the dead run left them blocked, as the dump
+// step's recovery does; the stream stays (the next attempt finds it,
+// starting it again if it was stopped).
+func (h *mysqlCutover) Recover(ctx context.Context, job *agent.Job) error {
+	return (&mysqlDump{h.c}).Recover(ctx, job)
+}
+
+// mysqlCutoverSide is the cutover of one row, its servers open.
+type mysqlCutoverSide struct {
+	c        *MySQL
+	job      *agent.Job
+	src, dst *mysql.Server
+	st       mysql.Stream
+	s        *mysql.Source
+	// scanned: the tables with row events between st.VerifiedAt and
+	// scannedTo, read before the block (the block reads only the rest).
+	scanned   map[string]bool
+	scannedTo mysql.BinlogPos
+}
+
+func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
+	if p.st.Name == "" || p.st.Start.IsZero() {
+		return "no stream recorded (removed after an earlier failure): syncing again from the start", nil
+	}
+	rec, err := p.dst.StreamRecordOf(ctx, p.st.Name)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case !rec.Exists:
+		return fmt.Sprintf("stream %s is gone at %s: syncing again from the start", p.st.Name, p.job.Row.Destination), nil
+	case rec.ErrNo == errSourceLogGone:
+		return fmt.Sprintf("the source no longer has the binary log stream %s reads (%s)", p.st.Name, rec.Applied), nil
+	case rec.Error != "":
+		return "", agent.Permanentf("the stream stopped applying at %s of %s: %s; the stream and the destination's copy were removed: retry to sync again from the start, or roll back",
+			rec.Applied, p.job.Row.Source, rec.Error)
+	}
+	// The tables written since they were verified, as far as the log goes
+	// now: under the block only the rest is read.
+	if !p.st.VerifiedAt.IsZero() {
+		now, err := p.src.BinlogNow(ctx)
+		if err != nil {
+			return "", err
+		}
+		if p.scanned, err = p.src.ChangedTables(ctx, p.st.Database, p.st.Tables, p.st.VerifiedAt, now); err != nil {
+			return "", err
+		}
+		p.scannedTo = now
+	}
+	return "", nil
+}
+
+func (p *mysqlCutoverSide) plan(ctx context.Context) (*mysql.Access, string, error) {
+	s, err := p.src.Inspect(ctx, p.job.Row.DatabaseName)
+	if err != nil {
+		return nil, "", err
+	}
+	p.s = s
+	access, err := p.src.PlanBlock(ctx, s)
+	if err != nil {
+		return nil, "", err
+	}
+	return access, fmt.Sprintf("%q (%s)", s.Database, describeAccess(access)), nil
+}
+
+func (p *mysqlCutoverSide) block(ctx context.Context, a *mysql.Access) (int, error) {
+	return p.src.Block(ctx, a)
+}
+
+func (p *mysqlCutoverSide) unblock(ctx context.Context, a *mysql.Access) ([]string, error) {
+	return p.src.Unblock(ctx, a)
+}
+
+func (p *mysqlCutoverSide) schemaChange(ctx context.Context) (string, error) {
+	return p.src.SchemaChange(ctx, &p.st)
+}
+
+func (p *mysqlCutoverSide) position(ctx context.Context) (string, error) {
+	pos, err := p.src.BinlogNow(ctx)
+	return pos.String(), err
+}
+
+func (p *mysqlCutoverSide) waitApplied(ctx context.Context, pos string, timeout time.Duration) (int64, error) {
+	want, err := mysql.ParseBinlogPos(pos)
+	if err != nil {
+		return 0, err
+	}
+	ok, rec, err := p.dst.WaitStreamApplied(ctx, p.st.Name, want, timeout)
+	if err != nil || ok {
+		return -1, err
+	}
+	files, err := p.src.BinlogFiles(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return max(1, mysql.LagBytes(rec.Applied, want, files)), nil
+}
+
+func (p *mysqlCutoverSide) timedOut(ctx context.Context, lag int64) (int, error) {
+	p.st.CutoverAttempts++
+	p.st.LastLagBytes = lag
+	return p.st.CutoverAttempts, p.job.PutRecord(ctx, recordStream, p.st)
+}
+
+// stop removes the stream's record: its streamer applies nothing more (a
+// transaction under way rolls back).
+func (p *mysqlCutoverSide) stop(ctx context.Context) error {
+	return p.dst.RemoveStreamRecord(ctx, p.st.Name)
+}
+
+// remove has nothing left to do: the record went with stop, the streamer
+// stops by itself.
+func (p *mysqlCutoverSide) remove(context.Context) error { return nil }
+
+// verify completes the destination with what the stream does not carry —
+// accounts whose password changed during the sync, the triggers and the
+// events (created now, the events enabled where they were before the
+// block) — and verifies, at both
+// servers at once, the tables written since they were verified while
+// streaming (row events in the source's log after that point) and those
+// not verified then, with the objects and accounts.
+func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos string) (string, error) {
+	st, s := &p.st, p.s
+	cut, err := mysql.ParseBinlogPos(pos)
+	if err != nil {
+		return "", err
+	}
+	altered, err := p.dst.SyncAccounts(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	if err := p.dst.DropEvents(ctx, s.Database); err != nil {
+		return "", err
+	}
+	if err := p.dst.CopyTriggers(ctx, p.src, s.Database); err != nil {
+		return "", err
+	}
+	if err := p.dst.CopyEvents(ctx, p.src, s.Database, a.Events); err != nil {
+		return "", err
+	}
+	changed := p.scanned
+	if !st.VerifiedAt.IsZero() {
+		from := p.scannedTo
+		if from.IsZero() {
+			from = st.VerifiedAt
+		}
+		more, err := p.src.ChangedTables(ctx, st.Database, st.Tables, from, cut)
+		if err != nil {
+			return "", err
+		}
+		changed = mapUnion(changed, more)
+	}
+	var recheck []string
+	for _, t := range s.Tables {
+		if _, ok := st.Verified[t]; !ok || changed[t] {
+			recheck = append(recheck, t)
+		}
+	}
+	var srcSums, dstSums []engine.TableSum
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		srcSums, err = p.src.ChecksumsAll(gctx, s.Database, recheck)
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		dstSums, err = p.dst.ChecksumsAll(gctx, s.Database, recheck)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return "", err
+	}
+	s.Blocked(a)
+	man := s.Manifest(p.job.Row.Source, mysql.Position{}, srcSums)
+	if err := p.dst.VerifySums(ctx, &man, dstSums); err != nil {
+		return "", err
+	}
+	if st.Verified == nil {
+		st.Verified = map[string]engine.TableSum{}
+	}
+	for _, t := range srcSums {
+		st.Verified[t.Name] = t
+	}
+	st.VerifiedAt = cut
+	summary := fmt.Sprintf("triggers and %d events created, %d tables verified now (row counts and checksums at both servers at once), %d unchanged since verified while streaming, %d objects, %d accounts",
+		len(s.Events), len(recheck), len(s.Tables)-len(recheck), len(man.Objects), len(man.Users))
+	if len(altered) > 0 {
+		summary += fmt.Sprintf(", %d accounts' passwords updated (%s)", len(altered), strings.Join(altered, ", "))
+	}
+	return summary, nil
+}
+
+func mapUnion(a, b map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = out[k] || v
+	}
+	return out
+}
+
+func (p *mysqlCutoverSide) finish(ctx context.Context) error {
+	return p.job.PutRecord(ctx, recordStream, mysql.Stream{Verified: p.st.Verified, VerifiedAt: p.st.VerifiedAt})
+}
+
+func (p *mysqlCutoverSide) teardown(ctx context.Context) error {
+	return p.c.teardown(ctx, p.job, p.dst)
+}
+
+func (p *mysqlCutoverSide) dropCopy(ctx context.Context, whose string) error {
+	return dropMySQLImport(ctx, p.job, p.dst, whose)
+}

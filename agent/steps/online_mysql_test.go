@@ -1,0 +1,499 @@
+package steps_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	osexec "os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+
+	"github.com/fleetmigrate/fleetmigrate/agent/steps"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// newMyOnlineSite is a customer database that can stream: newSite's, plus
+// an auto-increment table the writer fills and a trigger and an event.
+func newMyOnlineSite(t *testing.T, f *fleet, prefix string) site {
+	t.Helper()
+	st := newSite(t, f.src, prefix)
+	q := ident.QuoteMySQL(st.db)
+	exec(t, f.src.root,
+		"CREATE TABLE "+q+".writes (n BIGINT PRIMARY KEY, auto_id INT, at DATETIME(6) DEFAULT NOW(6))",
+		"CREATE TABLE "+q+".autos (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), stamped VARCHAR(20))",
+		"CREATE TRIGGER "+q+".stamp BEFORE INSERT ON "+q+".autos FOR EACH ROW SET NEW.stamped = CONCAT('t:', NEW.v)",
+		"CREATE EVENT "+q+".tick ON SCHEDULE EVERY 1 HOUR DO DELETE FROM log WHERE at < NOW() - INTERVAL 10 YEAR",
+	)
+	dropAt(t, f.dst, st)
+	return st
+}
+
+// myWriter inserts numbered rows through whatever server the row's DNS
+// name points at (the source until DNS moved), as the site's owner, and
+// remembers which were acknowledged.
+type myWriter struct {
+	mu           sync.Mutex
+	acked        []int64
+	firstRefused time.Time
+	firstAtDst   time.Time
+	lastErr      string
+	stop, done   chan struct{}
+}
+
+func startMyWriter(t *testing.T, f *fleet, id int64, st site, every time.Duration) *myWriter {
+	t.Helper()
+	w := &myWriter{stop: make(chan struct{}), done: make(chan struct{})}
+	open := func(s *server) *sql.DB {
+		cfg := mysqldrv.NewConfig()
+		cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = st.user, st.pass, "tcp", s.m.Addr(), st.db
+		cfg.Timeout = 2 * time.Second
+		conn, err := mysqldrv.NewConnector(cfg)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		db := sql.OpenDB(conn)
+		db.SetMaxOpenConns(1)
+		return db
+	}
+	go func() {
+		defer close(w.done)
+		var db *sql.DB
+		var at *server
+		n := int64(0)
+		for {
+			select {
+			case <-w.stop:
+				if db != nil {
+					_ = db.Close()
+				}
+				return
+			case <-time.After(every):
+			}
+			if db == nil {
+				at = f.src
+				if m, err := f.state.Get(context.Background(), id); err == nil && !m.SwitchedAt.IsZero() {
+					at = f.dst
+				}
+				db = open(at)
+			}
+			c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := db.ExecContext(c, "INSERT INTO autos (v) VALUES (?)", fmt.Sprint(n+1))
+			if err == nil {
+				_, err = db.ExecContext(c, "INSERT INTO writes (n, auto_id) VALUES (?, LAST_INSERT_ID())", n+1)
+			}
+			cancel()
+			if err != nil {
+				w.mu.Lock()
+				if w.firstRefused.IsZero() {
+					w.firstRefused = time.Now()
+				}
+				w.lastErr = err.Error()
+				w.mu.Unlock()
+				_ = db.Close()
+				db = nil
+				continue
+			}
+			n++
+			w.mu.Lock()
+			w.acked = append(w.acked, n)
+			if at == f.dst && w.firstAtDst.IsZero() {
+				w.firstAtDst = time.Now()
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// finish stops the writer once it has written at the destination.
+func (w *myWriter) finish(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		w.mu.Lock()
+		ok := !w.firstAtDst.IsZero()
+		w.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(w.stop)
+	<-w.done
+	if w.firstAtDst.IsZero() {
+		t.Fatalf("the writer never wrote at the destination (last error %s)", w.lastErr)
+	}
+}
+
+// numbersAt reads the writer's numbers at a server.
+func numbersAt(t *testing.T, s *server, db string) map[int64]bool {
+	t.Helper()
+	rows, err := s.root.QueryContext(ctx(t), "SELECT n FROM "+ident.QuoteMySQL(db)+".writes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[int64]bool{}
+	for rows.Next() {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = true
+	}
+	return out
+}
+
+// startSysbench runs sysbench's oltp_write_only against the site at the
+// source as its owner, 50 transactions/s, until the block ends its
+// sessions or stop is called.
+func startSysbench(t *testing.T, f *fleet, st site) (stop func()) {
+	t.Helper()
+	bin, err := osexec.LookPath("sysbench")
+	if err != nil {
+		t.Fatalf("sysbench is not installed (deploy/dev/install-deps.sh installs it): %v", err)
+	}
+	host, port, _ := strings.Cut(f.src.m.Addr(), ":")
+	args := []string{"oltp_write_only", "--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
+		"--mysql-user=" + st.user, "--mysql-password=" + st.pass, "--mysql-db=" + st.db, "--tables=2", "--table-size=2000"}
+	if out, err := osexec.CommandContext(ctx(t), bin, append(args, "prepare")...).CombinedOutput(); err != nil {
+		t.Fatalf("sysbench prepare: %v\n%s", err, out)
+	}
+	c, cancel := context.WithCancel(context.Background())
+	cmd := osexec.CommandContext(c, bin, append(args, "--rate=50", "--time=0", "--threads=2", "--mysql-ignore-errors=all", "run")...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func onlineMyAgents(t *testing.T, f *fleet, opt agentOpts) {
+	t.Helper()
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
+	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleImport)
+}
+
+// TestMySQLOnlineToDone moves a MariaDB database online under a steady
+// writer through the row's DNS name and sysbench's oltp_write_only, while
+// another database of the same source moves in dump mode and a database
+// of the destination's own is left alone: every acknowledged write is at
+// the destination, none accepted at the source that is not, the
+// auto-increment continues, the trigger did not fire twice, the event
+// came over, the stream is gone and the dump is in the store.
+func TestMySQLOnlineToDone(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newMyOnlineSite(t, f, "myonline")
+	dumped := newSite(t, f.src, "mydumped")
+	dropAt(t, f.dst, dumped)
+	// The destination's own customer.
+	own := newSite(t, f.dst, "myown")
+	before := contents(t, f.dst, own.db, "items")
+	bench := startSysbench(t, f, st)
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	dumpID := f.planMode(t, statemachine.EngineMySQL, dumped.db, statemachine.ModeDump)
+	f.dnsAgent(t)
+	w := startMyWriter(t, f, id, st, 5*time.Millisecond)
+	onlineMyAgents(t, f, agentOpts{})
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.DNSFailed, statemachine.CloseFailed)
+	w.finish(t)
+	bench()
+	if m.Status != statemachine.Done {
+		t.Fatalf("row ended %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if d := f.waitStatus(t, dumpID, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.CloseFailed); d.Status != statemachine.Done {
+		t.Errorf("the dump-mode row of the same source ended %q: %s", d.Status, d.LastError)
+	}
+	events := f.events(t, id)
+	for _, want := range []string{"copying", "streaming from source", "verified while streaming", "caught up", "cutover: blocking writes", "cut over in", "tables verified now", "stream removed", "dumped", "source closed"} {
+		if !strings.Contains(events, want) {
+			t.Errorf("events do not mention %q:\n%s", want, events)
+		}
+	}
+	if m.Mode != statemachine.ModeOnline || m.DumpURL == "" || m.DumpSHA256 == "" || m.BlockedAt.IsZero() || m.SwitchedAt.IsZero() {
+		t.Errorf("row fields: %+v", m)
+	}
+	dst, src := numbersAt(t, f.dst, st.db), numbersAt(t, f.src, st.db)
+	missing := 0
+	for _, n := range w.acked {
+		if !dst[n] {
+			missing++
+		}
+	}
+	for n := range src {
+		if !dst[n] {
+			t.Errorf("write %d was accepted at the source and is not at the destination", n)
+		}
+	}
+	if missing > 0 || len(w.acked) == 0 {
+		t.Errorf("%d of %d acknowledged writes missing at the destination", missing, len(w.acked))
+	}
+	if testing.Verbose() {
+		evs, _ := f.state.Events(ctx(t), id)
+		for _, e := range evs {
+			t.Logf("%s %s -> %s: %s", e.At.Format("15:04:05.000"), e.From, e.To, e.Detail)
+		}
+	}
+	t.Logf("%d writes acknowledged, %d at the source; writer's window %s; row blocked %s", len(w.acked), len(src), w.firstAtDst.Sub(w.firstRefused).Round(time.Millisecond), m.SwitchedAt.Sub(m.BlockedAt).Round(time.Millisecond))
+	q := ident.QuoteMySQL(st.db)
+	// The auto-increment continues where the source's stopped, and every
+	// row the trigger stamped once (replicated rows do not fire it again).
+	var maxID, next int64
+	if err := f.dst.root.QueryRowContext(ctx(t), "SELECT MAX(id) FROM "+q+".autos").Scan(&maxID); err != nil {
+		t.Fatal(err)
+	}
+	owner := customer(t, f.dst, st)
+	res, err := owner.ExecContext(ctx(t), "INSERT INTO autos (v) VALUES ('after')")
+	if err == nil {
+		next, err = res.LastInsertId()
+	}
+	if err != nil || next != maxID+1 {
+		t.Errorf("insert at the destination got id %d (%v), want %d", next, err, maxID+1)
+	}
+	var bad int
+	if err := f.dst.root.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM "+q+".autos WHERE stamped <> CONCAT('t:', v)").Scan(&bad); err != nil || bad != 0 {
+		t.Errorf("%d rows of autos stamped other than once by the trigger (%v)", bad, err)
+	}
+	var nev int
+	if err := f.dst.root.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = 'tick' AND STATUS = 'ENABLED'", st.db).Scan(&nev); err != nil || nev != 1 {
+		t.Errorf("the event at the destination: %d enabled (%v)", nev, err)
+	}
+	// sysbench's tables: the same at both servers.
+	for _, tb := range []string{"sbtest1", "sbtest2"} {
+		if a, b := contents(t, f.src, st.db, tb), contents(t, f.dst, st.db, tb); a != b {
+			t.Errorf("sysbench table %s differs between source and destination", tb)
+		}
+	}
+	if after := contents(t, f.dst, own.db, "items"); after != before {
+		t.Errorf("the destination's own database changed during the migration")
+	}
+	if names := f.myStreams(t); len(names) > 0 {
+		t.Errorf("replication connections left at the destination: %v", names)
+	}
+}
+
+// myStreams lists the replication connections of ours at the destination.
+func (f *fleet) myStreams(t *testing.T) []string {
+	t.Helper()
+	rows, err := f.dst.root.QueryContext(ctx(t), "SHOW ALL SLAVES STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []string
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range cols {
+			if c == "Connection_name" && strings.HasPrefix(vals[i].String, engine.StreamPrefix) {
+				out = append(out, vals[i].String)
+			}
+		}
+	}
+	return out
+}
+
+// myStream reports whether row id's replication connection exists at the
+// destination.
+func (f *fleet) myStream(t *testing.T, id int64) bool {
+	t.Helper()
+	name := engine.StreamName(id, f.row(t, id).DatabaseName)
+	for _, n := range f.myStreams(t) {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TestMySQLOnlineRefusesAndAutoDumps: mode online refuses a database with
+// a MyISAM table before anything changes, naming it; mode auto moves it in
+// dump mode, saying why.
+func TestMySQLOnlineRefusesAndAutoDumps(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	a, b := newSite(t, f.src, "myisam on"), newSite(t, f.src, "myisam auto")
+	for _, s := range []site{a, b} {
+		exec(t, f.src.root, "CREATE TABLE "+ident.QuoteMySQL(s.db)+".old (id INT PRIMARY KEY) ENGINE=MyISAM")
+		dropAt(t, f.dst, s)
+	}
+	online := f.planMode(t, statemachine.EngineMySQL, a.db, statemachine.ModeOnline)
+	auto := f.planMode(t, statemachine.EngineMySQL, b.db, statemachine.ModeAuto)
+	f.dnsAgent(t)
+	onlineMyAgents(t, f, agentOpts{})
+	m := f.waitStatus(t, online, statemachine.SyncFailed, statemachine.Done)
+	if m.Status != statemachine.SyncFailed || !strings.Contains(m.LastError, "`old` (MyISAM)") || !strings.Contains(m.LastError, "nothing was changed") {
+		t.Errorf("online row: %q %s", m.Status, m.LastError)
+	}
+	if databaseExists(t, f.dst, a.db) || f.myStream(t, online) {
+		t.Error("the refused row left something at the destination")
+	}
+	if m := f.waitStatus(t, auto, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed); m.Status != statemachine.Done || m.Mode != statemachine.ModeDump ||
+		!strings.Contains(f.events(t, auto), "auto: dump mode for") {
+		t.Errorf("auto row: %q mode %q %s\n%s", m.Status, m.Mode, m.LastError, f.events(t, auto))
+	}
+}
+
+// TestMySQLOnlineDDLDuringSync: a table created during the sync refuses
+// the cutover (writes restored, stream and copy removed); a retry syncs
+// again and moves it.
+func TestMySQLOnlineDDLDuringSync(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newMyOnlineSite(t, f, "myddl")
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	f.dnsAgent(t)
+	stopSrc := f.start(t, f.src, agentOpts{}, statemachine.RoleRollback) // publishes the source's address
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	owner := customer(t, f.src, st)
+	if _, err := owner.ExecContext(ctx(t), "CREATE TABLE added_later (x INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t, f.src, agentOpts{}, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.Done)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "tables created: `added_later`") {
+		t.Fatalf("cutover: %q %s", m.Status, m.LastError)
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil || f.myStream(t, id) || databaseExists(t, f.dst, st.db) {
+		t.Errorf("after the refused cutover: source write %v, stream %v, copy %v", err, f.myStream(t, id), databaseExists(t, f.dst, st.db))
+	}
+	if _, err := f.state.Operate(ctx(t), id, statemachine.ActionRetry, "test", "retry"); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed); m.Status != statemachine.Done {
+		t.Fatalf("after the retry: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+}
+
+// TestMySQLOnlineBrokenStreamFailsOnlyItsRow: a row the destination
+// already has (planted there during the sync) stops that database's stream
+// with a duplicate key: only its row fails, with the error (the value
+// redacted), its stream and copy removed; another row streaming to the same
+// destination moves on.
+func TestMySQLOnlineBrokenStreamFailsOnlyItsRow(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	broken, fine := newMyOnlineSite(t, f, "mybroken"), newMyOnlineSite(t, f, "myfine")
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond}}
+	ids := []int64{f.planMode(t, statemachine.EngineMySQL, broken.db, statemachine.ModeOnline), f.planMode(t, statemachine.EngineMySQL, fine.db, statemachine.ModeOnline)}
+	f.dnsAgent(t)
+	// No cutover agent yet: both rows sync and wait.
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
+	f.start(t, f.dst, opt, statemachine.RoleSync)
+	for _, id := range ids {
+		if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+			t.Fatalf("sync: %q %s", m.Status, m.LastError)
+		}
+	}
+	stopSrc()
+	// A customer's row written at the destination by mistake, then the
+	// same key at the source: the stream stops on a duplicate key.
+	exec(t, f.dst.root, "INSERT INTO "+ident.QuoteMySQL(broken.db)+".writes (n) VALUES (987654321)")
+	exec(t, f.src.root, "INSERT INTO "+ident.QuoteMySQL(broken.db)+".writes (n) VALUES (987654321)")
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	m := f.waitStatus(t, ids[0], statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.Done)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "1062") || strings.Contains(m.LastError, "987654321") {
+		t.Errorf("the broken row: %q %s", m.Status, m.LastError)
+	}
+	if canWrite(customer(t, f.src, broken)) != nil || f.myStream(t, ids[0]) || databaseExists(t, f.dst, broken.db) {
+		t.Error("the broken row left its source blocked, its stream or its copy")
+	}
+	if m := f.waitStatus(t, ids[1], statemachine.Done, statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.CloseFailed); m.Status != statemachine.Done {
+		t.Errorf("the other row: %q %s", m.Status, m.LastError)
+	}
+}
+
+// TestMySQLOnlineCatchUpTimeout: the destination's applier is held (a lock
+// on the writer's table at the destination) when the cutover blocks
+// writes: the catch-up times out, writes come back, the row goes back to
+// syncing; once the lock goes the next cutover moves it.
+func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newMyOnlineSite(t, f, "myslow")
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond}}
+	f.dnsAgent(t)
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
+	f.start(t, f.dst, opt, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	// Hold the applier: a lock at the destination on the table the next
+	// write goes to.
+	lock, err := f.dst.root.Conn(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx(t), "LOCK TABLES "+ident.QuoteMySQL(st.db)+".writes WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := customer(t, f.src, st).ExecContext(ctx(t), "INSERT INTO writes (n) VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	f.waitEvent(t, id, "catch-up timed out")
+	if err := canWrite(customer(t, f.src, st)); err != nil {
+		t.Errorf("the owner cannot write after the timed-out cutover: %v", err)
+	}
+	if m := f.row(t, id); m.UnblockedAt.IsZero() {
+		t.Errorf("writes not recorded as restored: %+v", m)
+	}
+	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+	_ = lock.Close()
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.CloseFailed)
+	if m.Status != statemachine.Done || !strings.Contains(f.events(t, id), "Cutting over -> To sync") {
+		t.Fatalf("after the lock went: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+}
+
+// TestMySQLOnlineRollbackWhileSyncing: a row whose stream runs is rolled
+// back by an operator: the sync step is fenced out, the rollback removes
+// the replication connection and the destination's copy, and the source
+// never lost its writes.
+func TestMySQLOnlineRollbackWhileSyncing(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newMyOnlineSite(t, f, "myrb")
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	if _, err := f.state.Operate(ctx(t), id, statemachine.ActionRollback, "test", "changed our mind"); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if m := f.waitStatus(t, id, statemachine.RolledBack, statemachine.RollbackFailed); m.Status != statemachine.RolledBack {
+		t.Fatalf("%q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if f.myStream(t, id) || databaseExists(t, f.dst, st.db) || canWrite(customer(t, f.src, st)) != nil {
+		t.Errorf("after the rollback: stream %v, copy %v", f.myStream(t, id), databaseExists(t, f.dst, st.db))
+	}
+}

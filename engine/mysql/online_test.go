@@ -1,0 +1,278 @@
+package mysql_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+)
+
+var streamRows atomic.Int64
+
+// TestOnlineCopyStreamAndStop copies a database while a writer inserts
+// into it, streams from the copy's position with a streamer that applies
+// only that database (another customer's database of the same name at the
+// destination, and a statement in the stream naming it, are left alone),
+// then checks that the destination caught up with every row, that the
+// tables the writer touched are the ones the binary log names, that a
+// paused stream applies nothing, and that removing its record stops it.
+func TestOnlineCopyStreamAndStop(t *testing.T) {
+	src, dst := fleet(t)
+	t.Parallel()
+	db := name("onl'ine `db` ")
+	shop(t, src, db)
+	exec(t, src.root, "CREATE TABLE "+ident.QuoteMySQL(db)+".`types ü` (id INT PRIMARY KEY, i8 TINYINT, u8 TINYINT UNSIGNED, i16 SMALLINT, u16 SMALLINT UNSIGNED, "+
+		"i24 MEDIUMINT, u24 MEDIUMINT UNSIGNED, i32 INT, u32 INT UNSIGNED, i64 BIGINT, u64 BIGINT UNSIGNED, dec_ DECIMAL(30,10), dbl DOUBLE, flt FLOAT, "+
+		"bits BIT(3), e ENUM('a','b'), st SET('x','y','z'), d DATE, tm TIME, dt DATETIME(6), ts TIMESTAMP(6) NULL, yr YEAR, txt TEXT CHARACTER SET utf8mb4, "+
+		"bin VARBINARY(10), lat VARCHAR(20) CHARACTER SET latin1, js LONGTEXT, gen INT AS (id * 2) VIRTUAL)",
+		"CREATE TABLE "+ident.QuoteMySQL(db)+".quiet (id INT PRIMARY KEY)", "INSERT INTO "+ident.QuoteMySQL(db)+".quiet VALUES (1)")
+	other := name("other_customer")
+	q, qo := ident.QuoteMySQL(db), ident.QuoteMySQL(other)
+	// The other database exists at both servers (a customer the destination
+	// already serves, with the same name as one at the source).
+	exec(t, src.root, "CREATE DATABASE "+qo, "CREATE TABLE "+qo+".t (id INT PRIMARY KEY)", "INSERT INTO "+qo+".t VALUES (1)")
+	exec(t, dst.root, "CREATE DATABASE "+qo, "CREATE TABLE "+qo+".t (id INT PRIMARY KEY)", "INSERT INTO "+qo+".t VALUES (42)")
+	t.Cleanup(func() {
+		_, _ = src.root.Exec("DROP DATABASE IF EXISTS " + qo)
+		_, _ = dst.root.Exec("DROP DATABASE IF EXISTS " + qo)
+	})
+
+	for _, side := range []*side{src, dst} {
+		r, err := side.srv.SourceReadiness(ctx(t))
+		if err != nil || len(r.Problems) > 0 {
+			t.Fatalf("%s as a source: %+v, %v", side.name, r, err)
+		}
+	}
+	if r, err := dst.srv.DestinationReadiness(ctx(t), src.srv); err != nil || len(r.Problems) > 0 {
+		t.Fatalf("destination readiness: %+v, %v", r, err)
+	}
+	s, err := src.srv.Inspect(ctx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, notes, err := src.srv.OnlineBlockers(ctx(t), s)
+	if err != nil || len(problems) > 0 || len(notes) != 1 || !strings.Contains(notes[0], "`log`") {
+		t.Fatalf("blockers: %v, notes %v, %v", problems, notes, err)
+	}
+
+	// A writer inserts into items for the whole copy.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var written atomic.Int64
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := src.root.Exec("INSERT INTO "+q+".items (name, price) VALUES (?, 1.5)", fmt.Sprintf("written %d", i)); err == nil {
+				written.Add(1)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+
+	fp, tables, err := src.srv.SchemaFingerprint(ctx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := mysql.Stream{Name: engine.StreamName(9_000_000+streamRows.Add(1), db), Database: db, Tables: tables, Fingerprint: fp}
+	var rec mysql.ImportRecord
+	pos, _, err := dst.srv.CopyFrom(ctx(t), src.srv, s, "source", func(r mysql.ImportRecord) error { rec = r; return nil }, nil)
+	var accounts []string
+	for _, u := range rec.CreatedUsers {
+		accounts = append(accounts, acct(u.Name, u.Host))
+	}
+	dropAtEnd(t, dst, db, accounts...)
+	if err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	st.Start = pos
+	t.Cleanup(func() { _ = dst.srv.RemoveStreamRecord(context.Background(), st.Name) })
+	if err := dst.srv.CreateStreamRecord(ctx(t), &st, src.m.Addr()); err != nil {
+		t.Fatalf("record the stream: %v", err)
+	}
+	streamer := dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(streamRows.Load()), nil)
+	ran := make(chan error, 1)
+	go func() { ran <- streamer.Run(context.Background()) }()
+	// Every kind of value through the stream: inserted, updated, deleted
+	// (a table with a key, one without with duplicate rows, the shop's).
+	typed := ident.QuoteMySQL("types ü")
+	exec(t, src.root,
+		"INSERT INTO "+q+"."+typed+" VALUES (1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295, -9223372036854775808, 18446744073709551615, "+
+			"-12345678901234567890.1234567890, 1.5e300, 0.1, b'101', 'b', 'x,z', '2026-02-03', '-838:59:59', '2026-02-03 04:05:06.123456', '2026-02-03 04:05:06.654321', 2026, "+
+			"'café ✓', X'00FF80', 'latin é', '{\"a\": [1, 2]}', DEFAULT)",
+		"INSERT INTO "+q+"."+typed+" (id) VALUES (2)",
+		"UPDATE "+q+"."+typed+" SET u64 = 1, dec_ = 0.5, txt = NULL, bin = X'', e = 'a' WHERE id = 2",
+		"UPDATE "+q+"."+typed+" SET id = 3 WHERE id = 2",
+		"INSERT INTO "+q+".log VALUES ('2026-01-01 00:00:00', 'same', 1)",
+		"DELETE FROM "+q+".log WHERE msg = 'same' LIMIT 1",
+		"UPDATE "+q+".log SET n = 7 WHERE msg IS NULL LIMIT 1",
+		"UPDATE "+q+".`odd ``name`` ü` SET b = b'11111', l = 'ça' WHERE `col, x` = 1",
+		"DELETE FROM "+q+".items WHERE id % 7 = 0",
+		"UPDATE "+q+".items SET photo = X'0001FEFF', price = price * 2 WHERE id % 5 = 0",
+	)
+
+	// Changes the stream must not apply: another database's row, and a
+	// statement run from this database that names the other one.
+	exec(t, src.root, "INSERT INTO "+qo+".t VALUES (2)")
+	c, err := src.root.Conn(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{"USE " + q, "DROP TABLE " + qo + ".t"} {
+		if _, err := c.ExecContext(ctx(t), stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.Close()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	now, err := src.srv.BinlogNow(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, srec, err := dst.srv.WaitStreamApplied(ctx(t), st.Name, now, 20*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("the destination did not apply up to %s: %v, %v (%+v)", now, ok, err, srec)
+	}
+	srcSums, err := src.srv.ChecksumsAll(ctx(t), db, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstSums, err := dst.srv.ChecksumsAll(ctx(t), db, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(srcSums, dstSums) {
+		t.Errorf("after catching up: source %v, destination %v", srcSums, dstSums)
+	}
+	var n, atSrc int64
+	if err := dst.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name LIKE 'written %'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name LIKE 'written %'").Scan(&atSrc); err != nil || n != atSrc || n == 0 {
+		t.Errorf("written rows: %d at the destination, %d at the source (%v), %d acknowledged", n, atSrc, err, written.Load())
+	}
+	var kept int
+	if err := dst.root.QueryRow("SELECT id FROM " + qo + ".t").Scan(&kept); err != nil || kept != 42 {
+		t.Errorf("the destination's other database was touched by the stream: %d, %v", kept, err)
+	}
+	changed, err := src.srv.ChangedTables(ctx(t), db, tables, pos, now)
+	if err != nil || len(changed) != 4 || !changed["items"] || !changed["log"] || !changed["types ü"] || !changed["odd `name` ü"] || changed["quiet"] {
+		t.Errorf("tables changed since the copy: %v, %v", changed, err)
+	}
+	at, sums, err := src.srv.SnapshotChecksums(ctx(t), db, tables)
+	if err != nil || !slices.Equal(sums, srcSums) || at.Compare(now) < 0 {
+		t.Errorf("snapshot checksums at %s: %v, %v (want %v at or after %s)", at, sums, err, srcSums, now)
+	}
+	// Paused, the stream applies nothing; resumed, it goes on.
+	paused, err := streamer.Pause(ctx(t))
+	if err != nil || paused.Compare(now) < 0 {
+		t.Fatalf("pause at %s: %v", paused, err)
+	}
+	exec(t, src.root, "INSERT INTO "+q+".items (name, price) VALUES ('while paused', 2)")
+	time.Sleep(300 * time.Millisecond)
+	if err := dst.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name = 'while paused'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("a paused stream applied a row: %d, %v", n, err)
+	}
+	streamer.Resume()
+	now, _ = src.srv.BinlogNow(ctx(t))
+	if ok, _, err := dst.srv.WaitStreamApplied(ctx(t), st.Name, now, 10*time.Second); !ok || err != nil {
+		t.Fatalf("after resuming: %v, %v", ok, err)
+	}
+	recs, err := dst.srv.StreamRecords(ctx(t), engine.StreamPrefix)
+	if err != nil || !slices.ContainsFunc(recs, func(r mysql.StreamRecord) bool { return r.Name == st.Name && r.Database == db }) {
+		t.Fatalf("stream records: %v, %v", recs, err)
+	}
+	// Removing the record stops the streamer (fenced): what is written
+	// after is not applied.
+	for range 2 { // idempotent
+		if err := dst.srv.RemoveStreamRecord(ctx(t), st.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(t, src.root, "INSERT INTO "+q+".items (name, price) VALUES ('after the stream', 3)")
+	select {
+	case err := <-ran:
+		if !errors.Is(err, mysql.ErrFenced) {
+			t.Errorf("the streamer ended with %v, want ErrFenced", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the streamer did not stop after its record was removed")
+	}
+	if err := dst.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name = 'after the stream'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("a row written after the stream's removal reached the destination: %d, %v", n, err)
+	}
+	if r, err := dst.srv.StreamRecordOf(ctx(t), st.Name); err != nil || r.Exists {
+		t.Errorf("after removal: %+v, %v", r, err)
+	}
+}
+
+// TestOnlineBlockers: a table that is not InnoDB keeps a database from
+// streaming (named); nothing changes.
+func TestOnlineBlockers(t *testing.T) {
+	src, _ := fleet(t)
+	t.Parallel()
+	for _, c := range []struct{ db, ddl, want string }{
+		{name("myisam"), "CREATE TABLE %s.old (id INT PRIMARY KEY) ENGINE=MyISAM", "`old` (MyISAM)"},
+	} {
+		q := ident.QuoteMySQL(c.db)
+		exec(t, src.root, "CREATE DATABASE "+q, fmt.Sprintf(c.ddl, q))
+		t.Cleanup(func() { _, _ = src.root.Exec("DROP DATABASE IF EXISTS " + q) })
+		s, err := src.srv.Inspect(ctx(t), c.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		problems, _, err := src.srv.OnlineBlockers(ctx(t), s)
+		if err != nil || len(problems) != 1 || !strings.Contains(problems[0], c.want) {
+			t.Errorf("%s: %v, %v (want one naming %s)", c.db, problems, err, c.want)
+		}
+	}
+}
+
+func TestBinlogPositions(t *testing.T) {
+	files := []mysql.BinlogPos{{File: "b.000001", Pos: 1000}, {File: "b.000002", Pos: 500}, {File: "b.000003", Pos: 300}}
+	for _, c := range []struct {
+		from, to mysql.BinlogPos
+		want     int64
+	}{
+		{mysql.BinlogPos{File: "b.000001", Pos: 400}, mysql.BinlogPos{File: "b.000001", Pos: 900}, 500},
+		{mysql.BinlogPos{File: "b.000001", Pos: 400}, mysql.BinlogPos{File: "b.000003", Pos: 100}, 600 + 500 + 100},
+		{mysql.BinlogPos{File: "b.000003", Pos: 100}, mysql.BinlogPos{File: "b.000002", Pos: 100}, 0},
+	} {
+		if got := mysql.LagBytes(c.from, c.to, files); got != c.want {
+			t.Errorf("LagBytes(%s, %s) = %d, want %d", c.from, c.to, got, c.want)
+		}
+	}
+	if !mysql.Purged(mysql.BinlogPos{File: "b.000000", Pos: 4}, files) || mysql.Purged(mysql.BinlogPos{File: "b.000002", Pos: 4}, files) {
+		t.Error("Purged")
+	}
+	p, err := mysql.ParseBinlogPos("mariadb-bin.000012:3456")
+	if err != nil || p.File != "mariadb-bin.000012" || p.Pos != 3456 || p.String() != "mariadb-bin.000012:3456" {
+		t.Errorf("ParseBinlogPos: %+v, %v", p, err)
+	}
+	if _, err := mysql.ParseBinlogPos("nothing"); err == nil {
+		t.Error("ParseBinlogPos accepted a position without a number")
+	}
+}

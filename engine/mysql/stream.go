@@ -1,0 +1,673 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	mysqldrv "github.com/go-sql-driver/mysql"
+	"github.com/shopspring/decimal"
+
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/internal/ident"
+)
+
+// A stream is our own change reader and applier (docs/online.md says why
+// not MariaDB's multi-source replication: it refuses a second connection to
+// the same source). A Streamer reads the source server's binary log as a
+// replica would, from the position of the database's consistent copy, and
+// applies that one database's row events to the destination, each source
+// transaction in one destination transaction that also moves the stream's
+// position record: a crash loses nothing and applies nothing twice. The
+// position record lives at the destination, in a database of ours
+// (StreamsDatabase); removing it stops the stream (fence): a transaction
+// that would move a record that is gone rolls back.
+
+// StreamsDatabase holds the position records of the streams applied at a
+// server: one row per stream, named engine.StreamName(row).
+const StreamsDatabase = "_fleetmigrate"
+
+const streamsTable = "`" + StreamsDatabase + "`.`streams`"
+
+// StreamRecord is a stream's position record at its destination.
+type StreamRecord struct {
+	Exists   bool
+	Name     string
+	Database string
+	// Source is the source server's address (host:port).
+	Source string
+	// Applied is the source position the destination has applied up to.
+	Applied BinlogPos
+	// ErrNo and Error say why the stream stopped (Error empty: it did
+	// not): a source that no longer has its position (1236), a row the
+	// destination refused or could not find, a table that changed.
+	ErrNo   int
+	Error   string
+	Updated time.Time
+}
+
+// ensureStreams creates the streams table.
+func (s *Server) ensureStreams(ctx context.Context) error {
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS `" + StreamsDatabase + "`",
+		"CREATE TABLE IF NOT EXISTS " + streamsTable + ` (
+			name VARCHAR(64) NOT NULL PRIMARY KEY,
+			db VARCHAR(256) NOT NULL,
+			source VARCHAR(255) NOT NULL,
+			file VARCHAR(255) NOT NULL,
+			pos BIGINT NOT NULL,
+			err_no INT NOT NULL DEFAULT 0,
+			error TEXT NOT NULL DEFAULT '',
+			updated DATETIME(6) NOT NULL
+		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create the stream records at %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// CreateStreamRecord records st's stream at this (destination) server,
+// from st.Start, reading the source at source (host:port): a streamer of
+// this server's agent (Streams) applies it from then on.
+func (s *Server) CreateStreamRecord(ctx context.Context, st *Stream, source string) error {
+	if err := s.ensureStreams(ctx); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, "REPLACE INTO "+streamsTable+" (name, db, source, file, pos, updated) VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+		st.Name, st.Database, source, st.Start.File, st.Start.Pos)
+	if err != nil {
+		return fmt.Errorf("record stream %s at %s: %w", st.Name, s, err)
+	}
+	return nil
+}
+
+const recordColumns = "name, db, source, file, pos, err_no, error, updated"
+
+func scanRecord(row interface{ Scan(...any) error }) (StreamRecord, error) {
+	r := StreamRecord{Exists: true}
+	err := row.Scan(&r.Name, &r.Database, &r.Source, &r.Applied.File, &r.Applied.Pos, &r.ErrNo, &r.Error, &r.Updated)
+	return r, err
+}
+
+// errNoSuchTable: the streams table (or its database) is not there: no
+// stream was ever recorded here.
+func errNoSuchTable(err error) bool { n := errNo(err); return n == 1146 || n == 1049 }
+
+// StreamRecordOf reads the record of stream name (Exists false: none).
+func (s *Server) StreamRecordOf(ctx context.Context, name string) (StreamRecord, error) {
+	r, err := scanRecord(s.db.QueryRowContext(ctx, "SELECT "+recordColumns+" FROM "+streamsTable+" WHERE name = ?", name))
+	if errors.Is(err, sql.ErrNoRows) || errNoSuchTable(err) {
+		return StreamRecord{}, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("read stream %s at %s: %w", name, s, s.connectError(err))
+	}
+	return r, nil
+}
+
+// StreamRecords lists the stream records here whose names start with
+// prefix.
+func (s *Server) StreamRecords(ctx context.Context, prefix string) ([]StreamRecord, error) {
+	var out []StreamRecord
+	err := s.queryRows(ctx, "SELECT "+recordColumns+" FROM "+streamsTable+" WHERE name LIKE CONCAT(?, '%') ORDER BY name",
+		[]any{strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(prefix)}, func(rows *sql.Rows) error {
+			r, err := scanRecord(rows)
+			out = append(out, r)
+			return err
+		})
+	if errNoSuchTable(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list the streams at %s: %w", s, s.connectError(err))
+	}
+	return out, nil
+}
+
+// RemoveStreamRecord removes the record of stream name: its streamer
+// applies nothing more (a transaction it has under way rolls back). A
+// record that is not there is removed already.
+func (s *Server) RemoveStreamRecord(ctx context.Context, name string) error {
+	_, err := s.db.ExecContext(ctx, "DELETE FROM "+streamsTable+" WHERE name = ?", name)
+	if err != nil && !errNoSuchTable(err) {
+		return fmt.Errorf("remove stream %s at %s: %w", name, s, err)
+	}
+	return nil
+}
+
+// WaitStreamApplied waits at most timeout until stream name has applied
+// the source's log up to pos: true when it has; the record as last read.
+func (s *Server) WaitStreamApplied(ctx context.Context, name string, pos BinlogPos, timeout time.Duration) (bool, StreamRecord, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		r, err := s.StreamRecordOf(ctx, name)
+		if err != nil {
+			return false, r, err
+		}
+		if !r.Exists {
+			return false, r, engine.Permanentf("stream %s is gone at %s", name, s)
+		}
+		if r.Applied.Compare(pos) >= 0 {
+			return true, r, nil
+		}
+		if r.Error != "" {
+			return false, r, engine.Permanentf("stream %s at %s stopped at %s: error %d: %s", name, s, r.Applied, r.ErrNo, r.Error)
+		}
+		if time.Now().After(deadline) {
+			return false, r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, r, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// redactServerMessage replaces the values a server message quotes
+// ("Duplicate entry '…' for key 'PRIMARY'"): customers' data.
+func redactServerMessage(msg string) string {
+	return quotedValue.ReplaceAllString(msg, "$1'…'")
+}
+
+// ---- the streamer ----
+
+// Streamer applies one stream (a record at its destination) until it is
+// stopped, fenced (its record removed) or broken (an error it cannot get
+// past, written on its record).
+type Streamer struct {
+	dst      *Server
+	name     string
+	src      engine.Server
+	serverID uint32
+	log      *slog.Logger
+
+	pauseRq chan chan BinlogPos // a pause request, answered with the applied position
+	resume  chan struct{}
+}
+
+// NewStreamer prepares the streamer of the stream name recorded at this
+// server, reading the source as src's account (its address is the
+// record's) with the replica id serverID (unique among the source's
+// replicas).
+func (s *Server) NewStreamer(name string, src engine.Server, serverID uint32, log *slog.Logger) *Streamer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Streamer{dst: s, name: name, src: src, serverID: serverID, log: log.With("stream", name),
+		pauseRq: make(chan chan BinlogPos), resume: make(chan struct{})}
+}
+
+// Pause makes the streamer stop applying at the end of the transaction it
+// is in and returns the source position applied so far; Resume lets it go
+// on. A streamer that is not running answers nothing: ctx ends the wait.
+func (st *Streamer) Pause(ctx context.Context) (BinlogPos, error) {
+	answer := make(chan BinlogPos, 1)
+	select {
+	case st.pauseRq <- answer:
+	case <-ctx.Done():
+		return BinlogPos{}, ctx.Err()
+	}
+	select {
+	case p := <-answer:
+		return p, nil
+	case <-ctx.Done():
+		return BinlogPos{}, ctx.Err()
+	}
+}
+
+// Resume ends a Pause.
+func (st *Streamer) Resume() {
+	select {
+	case st.resume <- struct{}{}:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// ErrFenced: the stream's record was removed: the streamer stopped.
+var ErrFenced = errors.New("the stream's record was removed")
+
+// flushEvery is how often the position of a stream is written while the
+// source's log moves without changes for its database; idleAfter is how
+// long the log is quiet before the position reached is written at once
+// (the lag and the cutover's wait read it).
+const (
+	flushEvery = 50 * time.Millisecond
+	idleAfter  = 10 * time.Millisecond
+)
+
+// Run applies the stream until ctx ends (nil), its record is removed
+// (ErrFenced) or it breaks (the error, also written on the record). It
+// retries reading a source that is unreachable.
+func (st *Streamer) Run(ctx context.Context) error {
+	rec, err := st.dst.StreamRecordOf(ctx, st.name)
+	if err != nil {
+		return err
+	}
+	if !rec.Exists {
+		return ErrFenced
+	}
+	if rec.Error != "" {
+		return fmt.Errorf("stream %s is broken: error %d: %s", st.name, rec.ErrNo, rec.Error)
+	}
+	a, err := st.newApplier(ctx, rec)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	host, port, err := net.SplitHostPort(rec.Source)
+	if err != nil {
+		return st.broken(ctx, 0, fmt.Sprintf("the source address %q is not host:port", rec.Source))
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return st.broken(ctx, 0, fmt.Sprintf("the source address %q has no port", rec.Source))
+	}
+	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+		ServerID: st.serverID, Flavor: gomysql.MariaDBFlavor, Host: host, Port: uint16(p),
+		User: st.src.User, Password: st.src.Password,
+		UseDecimal: true, TimestampStringLocation: time.UTC, HeartbeatPeriod: time.Second,
+		ReadTimeout: 10 * time.Second, Logger: st.log.With("component", "binlog reader"),
+	})
+	defer syncer.Close()
+	stream, err := syncer.StartSync(gomysql.Position{Name: rec.Applied.File, Pos: uint32(rec.Applied.Pos)})
+	if err != nil {
+		return fmt.Errorf("read the binary log of %s from %s: %w", rec.Source, rec.Applied, err)
+	}
+	return a.run(ctx, stream)
+}
+
+// broken writes why the stream stopped on its record and returns it.
+func (st *Streamer) broken(ctx context.Context, no int, msg string) error {
+	_, err := st.dst.db.ExecContext(context.WithoutCancel(ctx), "UPDATE "+streamsTable+" SET err_no = ?, error = ?, updated = UTC_TIMESTAMP(6) WHERE name = ?", no, msg, st.name)
+	if err != nil {
+		st.log.Warn("could not record why the stream stopped", "err", err)
+	}
+	return fmt.Errorf("stream %s stopped: error %d: %s", st.name, no, msg)
+}
+
+// applier is a running stream's destination side.
+type applier struct {
+	st      *Streamer
+	db      string
+	conn    *sql.DB
+	tx      *sql.Tx
+	applied BinlogPos // committed at the destination
+	at      BinlogPos // read up to (end of the last complete group)
+	flushed time.Time
+	tables  map[string]*tableMeta
+}
+
+// tableMeta is what applying a table's rows needs to know of it (from the
+// destination's schema, the same as the source's).
+type tableMeta struct {
+	cols      []string
+	unsigned  []bool
+	intBits   []int // bits of an integer column, 0 otherwise
+	generated []bool
+	key       []int // primary (or first unique not-null) key columns
+}
+
+func (st *Streamer) newApplier(ctx context.Context, rec StreamRecord) (*applier, error) {
+	// A connection of its own: found rows (not changed rows) count as
+	// affected, so that a missing row is seen.
+	cfg := mysqldrv.NewConfig()
+	d := st.dst.srv
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = d.User, d.Password, "tcp", d.Address
+	if strings.HasPrefix(d.Address, "/") {
+		cfg.Net = "unix"
+	}
+	cfg.InterpolateParams, cfg.ClientFoundRows = true, true
+	cfg.Timeout = 10 * time.Second
+	cfg.Params = map[string]string{"time_zone": "'+00:00'", "sql_mode": "'NO_AUTO_VALUE_ON_ZERO'"}
+	conn, err := mysqldrv.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(1)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to %s to apply stream %s: %w", st.dst, st.name, err)
+	}
+	return &applier{st: st, db: rec.Database, conn: db, applied: rec.Applied, at: rec.Applied, tables: map[string]*tableMeta{}}, nil
+}
+
+func (a *applier) close() {
+	if a.tx != nil {
+		_ = a.tx.Rollback()
+	}
+	a.conn.Close()
+}
+
+// run applies events until the stream ends.
+func (a *applier) run(ctx context.Context, stream *replication.BinlogStreamer) error {
+	var pause chan BinlogPos // a pause asked for, answered between transactions
+	for {
+		if pause == nil {
+			select {
+			case pause = <-a.st.pauseRq:
+			default:
+			}
+		}
+		if pause != nil && a.tx == nil {
+			if err := a.flush(ctx); err != nil {
+				return err
+			}
+			pause <- a.applied
+			pause = nil
+			select {
+			case <-a.st.resume:
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		ectx, cancel := context.WithTimeout(ctx, idleAfter)
+		ev, err := stream.GetEvent(ectx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The source's log is quiet: the position reached is written
+			// now (a cutover waits for it).
+			if a.tx == nil {
+				if err := a.flush(ctx); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err != nil {
+			var me *gomysql.MyError
+			if errors.As(err, &me) {
+				return a.st.broken(ctx, int(me.Code), fmt.Sprintf("reading the source's binary log from %s: %s", a.at, redactServerMessage(me.Message)))
+			}
+			return a.st.broken(ctx, 0, fmt.Sprintf("reading the source's binary log from %s: %v", a.at, err))
+		}
+		if err := a.event(ctx, ev); err != nil {
+			return err
+		}
+	}
+}
+
+// event handles one event of the source's log.
+func (a *applier) event(ctx context.Context, ev *replication.BinlogEvent) error {
+	h := ev.Header
+	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		if h.Timestamp != 0 || h.LogPos != 0 || a.at.File == "" || string(e.NextLogName) != a.at.File {
+			a.at = BinlogPos{File: string(e.NextLogName), Pos: int64(e.Position)}
+		}
+		return nil
+	case *replication.RowsEvent:
+		if string(e.Table.Schema) != a.db {
+			return nil
+		}
+		return a.rows(ctx, h.EventType, e)
+	case *replication.XIDEvent:
+		return a.groupEnd(ctx, h.LogPos)
+	case *replication.QueryEvent:
+		// BEGIN starts a transaction; anything else (COMMIT of a
+		// non-transactional one, DDL, administration) ends a group. DDL is
+		// not applied: the sync and the cutover refuse a schema that changed
+		// (its fingerprint at the source), and rows that no longer fit the
+		// destination's tables stop the stream.
+		if strings.EqualFold(strings.TrimSpace(string(e.Query)), "BEGIN") {
+			return nil
+		}
+		return a.groupEnd(ctx, h.LogPos)
+	}
+	return nil
+}
+
+// groupEnd is the end of a transaction (or of a statement outside one) at
+// logPos: ours is committed with the new position, another one moves the
+// position (written at most every flushEvery).
+func (a *applier) groupEnd(ctx context.Context, logPos uint32) error {
+	if logPos != 0 {
+		a.at.Pos = int64(logPos)
+	}
+	if a.tx == nil {
+		if time.Since(a.flushed) >= flushEvery {
+			return a.flush(ctx)
+		}
+		return nil
+	}
+	if err := a.move(ctx, a.tx); err != nil {
+		_ = a.tx.Rollback()
+		a.tx = nil
+		return err
+	}
+	err := a.tx.Commit()
+	a.tx = nil
+	if err != nil {
+		return fmt.Errorf("commit at %s: %w", a.st.dst, err)
+	}
+	a.applied, a.flushed = a.at, time.Now()
+	return nil
+}
+
+// move writes the position in tx; a record that is gone fences the stream.
+func (a *applier) move(ctx context.Context, q interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}) error {
+	res, err := q.ExecContext(ctx, "UPDATE "+streamsTable+" SET file = ?, pos = ?, updated = UTC_TIMESTAMP(6) WHERE name = ? AND error = ''", a.at.File, a.at.Pos, a.st.name)
+	if err != nil {
+		return fmt.Errorf("move stream %s at %s: %w", a.st.name, a.st.dst, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return ErrFenced
+	}
+	return nil
+}
+
+// flush writes the position reached outside our transactions.
+func (a *applier) flush(ctx context.Context) error {
+	if a.at == a.applied {
+		a.flushed = time.Now()
+		return nil
+	}
+	if err := a.move(ctx, a.conn); err != nil {
+		return err
+	}
+	a.applied, a.flushed = a.at, time.Now()
+	return nil
+}
+
+// rows applies one rows event of our database in the open transaction.
+func (a *applier) rows(ctx context.Context, kind replication.EventType, e *replication.RowsEvent) error {
+	table := string(e.Table.Table)
+	m, err := a.meta(ctx, table, int(e.ColumnCount))
+	if err != nil {
+		return err
+	}
+	if a.tx == nil {
+		if a.tx, err = a.conn.BeginTx(ctx, nil); err != nil {
+			return fmt.Errorf("begin at %s: %w", a.st.dst, err)
+		}
+	}
+	qt := ident.QuoteMySQL(a.db) + "." + ident.QuoteMySQL(table)
+	fail := func(what string, err error) error {
+		_ = a.tx.Rollback()
+		a.tx = nil
+		return a.st.broken(ctx, int(errNo(err)), fmt.Sprintf("%s of table %s at %s (source position %s): %s", what, ident.QuoteMySQL(table), a.st.dst, a.at, redactServerMessage(err.Error())))
+	}
+	switch kind {
+	case replication.WRITE_ROWS_EVENTv0, replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2:
+		var cols []string
+		for i, c := range m.cols {
+			if !m.generated[i] {
+				cols = append(cols, ident.QuoteMySQL(c))
+			}
+		}
+		var b strings.Builder
+		var args []any
+		b.WriteString("INSERT INTO " + qt + " (" + strings.Join(cols, ", ") + ") VALUES ")
+		for r, row := range e.Rows {
+			if r > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(")
+			first := true
+			for i, v := range row {
+				if m.generated[i] {
+					continue
+				}
+				if !first {
+					b.WriteString(", ")
+				}
+				first = false
+				b.WriteString("?")
+				args = append(args, m.value(i, v))
+			}
+			b.WriteString(")")
+		}
+		if _, err := a.tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fail("insert", err)
+		}
+	case replication.UPDATE_ROWS_EVENTv0, replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2:
+		for r := 0; r+1 < len(e.Rows); r += 2 {
+			before, after := e.Rows[r], e.Rows[r+1]
+			var set []string
+			var args []any
+			for i, v := range after {
+				if !m.generated[i] {
+					set = append(set, ident.QuoteMySQL(m.cols[i])+" = ?")
+					args = append(args, m.value(i, v))
+				}
+			}
+			where, wargs := m.where(before)
+			res, err := a.tx.ExecContext(ctx, "UPDATE "+qt+" SET "+strings.Join(set, ", ")+" WHERE "+where+" LIMIT 1", append(args, wargs...)...)
+			if err != nil {
+				return fail("update", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fail("update", errors.New("the row to update is not at the destination"))
+			}
+		}
+	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2:
+		for _, row := range e.Rows {
+			where, args := m.where(row)
+			res, err := a.tx.ExecContext(ctx, "DELETE FROM "+qt+" WHERE "+where+" LIMIT 1", args...)
+			if err != nil {
+				return fail("delete", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fail("delete", errors.New("the row to delete is not at the destination"))
+			}
+		}
+	}
+	return nil
+}
+
+// meta reads (once) what the destination's schema says of table; a column
+// count that differs from the event's is a schema change.
+func (a *applier) meta(ctx context.Context, table string, n int) (*tableMeta, error) {
+	m := a.tables[table]
+	if m == nil {
+		m = &tableMeta{}
+		err := a.st.dst.queryRows(ctx, "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, EXTRA, COLUMN_KEY FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
+			" AND TABLE_NAME = BINARY ? ORDER BY ORDINAL_POSITION", []any{a.db, a.db, table}, func(rows *sql.Rows) error {
+			var name, colType, dataType, extra, key string
+			if err := rows.Scan(&name, &colType, &dataType, &extra, &key); err != nil {
+				return err
+			}
+			i := len(m.cols)
+			m.cols = append(m.cols, name)
+			m.unsigned = append(m.unsigned, strings.Contains(colType, "unsigned"))
+			m.intBits = append(m.intBits, map[string]int{"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}[dataType])
+			m.generated = append(m.generated, strings.Contains(strings.ToUpper(extra), "GENERATED"))
+			if key == "PRI" {
+				m.key = append(m.key, i)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read the columns of table %s of %q at %s: %w", table, a.db, a.st.dst, err)
+		}
+		a.tables[table] = m
+	}
+	if len(m.cols) != n {
+		return nil, a.st.broken(ctx, 0, fmt.Sprintf("table %s has %d columns in the source's log at %s but %d at the destination: its schema changed at the source", ident.QuoteMySQL(table), n, a.at, len(m.cols)))
+	}
+	return m, nil
+}
+
+// value is how a decoded value of column i goes to the destination:
+// integers the log holds as signed are made unsigned where the column is,
+// strings go as bytes (they are in the column's character set already),
+// decimals exactly.
+func (m *tableMeta) value(i int, v any) any {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case string:
+		return []byte(x)
+	case decimal.Decimal:
+		return x.String()
+	case int8, int16, int32, int64, int:
+		n := toInt64(x)
+		if m.unsigned[i] && n < 0 && m.intBits[i] > 0 {
+			if m.intBits[i] == 64 {
+				return uint64(n)
+			}
+			return uint64(n) & (1<<uint(m.intBits[i]) - 1)
+		}
+		return n
+	case float32:
+		if math.IsNaN(float64(x)) {
+			return nil
+		}
+		return x
+	}
+	return v
+}
+
+func toInt64(v any) int64 {
+	switch x := v.(type) {
+	case int8:
+		return int64(x)
+	case int16:
+		return int64(x)
+	case int32:
+		return int64(x)
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	}
+	return 0
+}
+
+// where is the condition that finds a row by its image: its key, or every
+// column (NULL-safe) for a table without one.
+func (m *tableMeta) where(row []any) (string, []any) {
+	idx := m.key
+	if len(idx) == 0 {
+		for i := range m.cols {
+			if !m.generated[i] {
+				idx = append(idx, i)
+			}
+		}
+	}
+	parts := make([]string, len(idx))
+	args := make([]any, len(idx))
+	for j, i := range idx {
+		parts[j] = ident.QuoteMySQL(m.cols[i]) + " <=> ?"
+		args[j] = m.value(i, row[i])
+	}
+	return strings.Join(parts, " AND "), args
+}
