@@ -356,7 +356,7 @@ func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
 	case !rec.Exists:
 		return fmt.Sprintf("stream %s is gone at %s: syncing again from the start", p.st.Name, p.job.Row.Destination), nil
 	case rec.ErrNo == errSourceLogGone:
-		return fmt.Sprintf("the source no longer has the binary log stream %s reads (%s)", p.st.Name, rec.Applied), nil
+		return fmt.Sprintf("the source no longer has the binary log stream %s reads (%s: purged or expired): syncing again from the start", p.st.Name, rec.Applied), nil
 	case rec.Error != "":
 		return "", agent.Permanentf("the stream stopped applying at %s of %s: %s; the stream and the destination's copy were removed: retry to sync again from the start, or roll back",
 			rec.Applied, p.job.Row.Source, rec.Error)

@@ -497,3 +497,91 @@ func TestMySQLOnlineRollbackWhileSyncing(t *testing.T) {
 		t.Errorf("after the rollback: stream %v, copy %v", f.myStream(t, id), databaseExists(t, f.dst, st.db))
 	}
 }
+
+// TestMySQLOnlinePurgedUnderTheStream: while the destination's agent is
+// down, the source purges the binary log the stream still needs: the
+// stream cannot go on (error 1236), the row syncs again from the start and
+// moves to Done with every write. (A source of its own: purging would cut
+// the other tests' streams.)
+func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
+	f := newFleet(t)
+	f.src = serverAs(t, "purgesrc")
+	t.Parallel()
+	st := newMyOnlineSite(t, f, "mypurge")
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	f.dnsAgent(t)
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond}}
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
+	stopDst := f.start(t, f.dst, opt, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopDst() // its streams stop with it
+	stopSrc()
+	owner := customer(t, f.src, st)
+	for i := range 20 {
+		if _, err := owner.ExecContext(ctx(t), "INSERT INTO writes (n) VALUES (?)", 5000+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The source keeps a log a connected replica reads: wait until the
+	// stream's reader is gone, then purge every log but the newest.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var readers int
+		if err := f.src.root.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").Scan(&readers); err != nil {
+			t.Fatal(err)
+		}
+		if readers == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d binary log readers still connected to the source", readers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	exec(t, f.src.root, "FLUSH BINARY LOGS")
+	binlogs := func() []string {
+		rows, err := f.src.root.QueryContext(ctx(t), "SHOW BINARY LOGS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var logs []string
+		for rows.Next() {
+			var name string
+			var size any
+			if err := rows.Scan(&name, &size); err != nil {
+				t.Fatal(err)
+			}
+			logs = append(logs, name)
+		}
+		return logs
+	}
+	// A log is kept until the server's crash recovery no longer needs it
+	// (its binlog checkpoint): purge until only the newest is left.
+	for logs := binlogs(); len(logs) > 1; logs = binlogs() {
+		exec(t, f.src.root, "PURGE BINARY LOGS TO '"+logs[len(logs)-1]+"'")
+		if time.Now().After(deadline) {
+			t.Fatalf("the source keeps %v after PURGE", logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	onlineMyAgents(t, f, opt)
+	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)
+	if m.Status != statemachine.Done {
+		t.Fatalf("after the purge: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if ev := f.events(t, id); !strings.Contains(ev, "no longer has the binary log") || !strings.Contains(ev, "from the start") {
+		t.Errorf("the purge is not told:\n%s", ev)
+	}
+	dst := numbersAt(t, f.dst, st.db)
+	for i := range 20 {
+		if !dst[int64(5000+i)] {
+			t.Errorf("write %d is not at the destination", 5000+i)
+		}
+	}
+	if f.myStream(t, id) {
+		t.Error("the stream record is left")
+	}
+}

@@ -112,3 +112,34 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckReportsMariaDBOnlineReadiness: --check says what a MariaDB
+// server lacks to be the source of a stream (its binary log, ROW format)
+// and that a ready one is.
+func TestCheckReportsMariaDBOnlineReadiness(t *testing.T) {
+	fleettest.Integration(t)
+	t.Parallel()
+	sm := fleettest.SharedMariaDB(t)
+	state := statetest.Upgraded(t, "mysql", sm.DSN(sm.NewDatabase(t)))
+	noLog := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{Args: []string{"--skip-log-bin", "--binlog-format=MIXED"}})
+	ready := fleettest.SharedMariaDBAs(t, "source")
+	for _, tc := range []struct {
+		m    *fleettest.MariaDB
+		want []string
+	}{
+		{noLog, []string{"online source:  NOT READY: ", "keeps no binary log (log_bin is off)", "binlog_format is MIXED", "online dest:    ready"}},
+		{ready, []string{"online source:  ready", "online dest:    ready", "note: binary logs at"}},
+	} {
+		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\nmysql:\n  address: %s\n  user: root\n",
+			state.DSN, t.TempDir(), tc.m.Addr())
+		code, out, stderr := runAgent(t, body, "--roles", "sync,cutover", "--check")
+		if code != 0 {
+			t.Fatalf("check: %d %s %s", code, out, stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: --check does not say %q:\n%s", tc.m.Addr(), w, out)
+			}
+		}
+	}
+}

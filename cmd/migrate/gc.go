@@ -45,7 +45,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	olderThan := fs.Duration("older-than", 0, "delete dumps whose consistency point is older than this (default: storage.retention)")
 	uploadAge := fs.Duration("uploads-older-than", defaultUploadAge, "abort unfinished uploads (incomplete multipart uploads, temporary files) started longer ago than this")
 	execute := fs.Bool("execute", false, "delete; without it, only list what would be deleted")
-	skipStreams := fs.Bool("skip-streams", false, "do not look for replication slots, subscriptions and publications of rows that no longer stream (on the PostgreSQL servers of the agent registry, as postgres.user)")
+	skipStreams := fs.Bool("skip-streams", false, "do not look for what online streams left of rows that no longer stream (PostgreSQL slots, subscriptions and publications, as postgres.user; MariaDB stream records, as mysql.user; on the servers of the agent registry)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -6,12 +6,13 @@ import (
 	"fmt"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/config"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
-// streamVerdict says what gc does with a PostgreSQL object named name:
+// streamVerdict says what gc does with a stream object named name:
 // remove it (its row exists, the name is its row's, and the row does not
 // stream any more), or leave it, and why.
 func streamVerdict(ctx context.Context, store statemachine.Store, name string) (remove bool, why string) {
@@ -33,11 +34,13 @@ func streamVerdict(ctx context.Context, store statemachine.Store, name string) (
 	return true, fmt.Sprintf("row %d is %s: nothing streams for it", id, m.Status)
 }
 
-// gcStreams removes, on every PostgreSQL server in the agent registry, the
-// replication slots, subscriptions and publications of ours whose row does
-// not stream any more (a row edited by hand, a teardown that could not
-// reach a server): a slot nobody consumes keeps WAL at its server until the
-// disk fills. It returns how many servers or removals failed.
+// gcStreams removes, on every server in the agent registry, what online
+// streams of ours left there whose row does not stream any more (a row
+// edited by hand, a teardown that could not reach a server): PostgreSQL's
+// replication slots, subscriptions and publications — a slot nobody
+// consumes keeps WAL at its server until the disk fills — and MariaDB's
+// stream records (a record left makes its destination's agent stream
+// again). It returns how many servers or removals failed.
 func gcStreams(ctx context.Context, e *env, store statemachine.Store, cfg config.Config, execute bool) int {
 	verb := "would remove"
 	if execute {
@@ -50,22 +53,22 @@ func gcStreams(ctx context.Context, e *env, store statemachine.Store, cfg config
 	}
 	var removed, kept, failed int
 	for _, a := range agents {
-		addr := a.Endpoints[statemachine.EnginePostgres]
-		if addr == "" {
-			continue
+		for _, list := range []func() ([]streamObject, func(), error){
+			func() ([]streamObject, func(), error) { return pgStreamObjects(ctx, cfg, a) },
+			func() ([]streamObject, func(), error) { return myStreamObjects(ctx, cfg, a) },
+		} {
+			objs, done, err := list()
+			if err != nil {
+				failed++
+				fmt.Fprintf(e.stderr, "streams at %s: %v\n", a.Host, err)
+				continue
+			}
+			r, k, f := gcObjects(ctx, e, store, objs, a.Host, verb, execute)
+			done()
+			removed, kept, failed = removed+r, kept+k, failed+f
 		}
-		srv, err := postgres.Open(ctx, engine.Server{Host: a.Host, Address: addr, User: cfg.Postgres.User, Password: cfg.Postgres.Password},
-			postgres.Options{SSLMode: cfg.Postgres.SSLMode, SSLRootCert: cfg.Postgres.SSLRootCert, MaintenanceDB: "postgres"})
-		if err != nil {
-			failed++
-			fmt.Fprintf(e.stderr, "streams at %s: %v\n", a.Host, err)
-			continue
-		}
-		r, k, f := gcStreamsAt(ctx, e, store, srv, a.Host, verb, execute)
-		_ = srv.Close()
-		removed, kept, failed = removed+r, kept+k, failed+f
 	}
-	summary := fmt.Sprintf("%s %d replication slots, subscriptions and publications of rows that do not stream; kept %d", verb, removed, kept)
+	summary := fmt.Sprintf("%s %d stream objects (replication slots, subscriptions, publications, stream records) of rows that do not stream; kept %d", verb, removed, kept)
 	if !execute && removed > 0 {
 		summary = "dry run: " + summary + "; add --execute to remove them"
 	}
@@ -73,37 +76,79 @@ func gcStreams(ctx context.Context, e *env, store statemachine.Store, cfg config
 	return failed
 }
 
-func gcStreamsAt(ctx context.Context, e *env, store statemachine.Store, srv *postgres.Server, host, verb string, execute bool) (removed, kept, failed int) {
+// streamObject is one thing of a stream at a server, and how to remove it.
+type streamObject struct {
+	kind, name, database string
+	drop                 func() error
+}
+
+// pgStreamObjects lists the subscriptions, slots and publications of ours
+// at a host's PostgreSQL server, in the order they must go (a
+// subscription holds its slot); done closes the connection.
+func pgStreamObjects(ctx context.Context, cfg config.Config, a statemachine.Agent) ([]streamObject, func(), error) {
+	addr := a.Endpoints[statemachine.EnginePostgres]
+	if addr == "" {
+		return nil, func() {}, nil
+	}
+	srv, err := postgres.Open(ctx, engine.Server{Host: a.Host, Address: addr, User: cfg.Postgres.User, Password: cfg.Postgres.Password},
+		postgres.Options{SSLMode: cfg.Postgres.SSLMode, SSLRootCert: cfg.Postgres.SSLRootCert, MaintenanceDB: "postgres"})
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() { _ = srv.Close() }
 	subs, err := srv.Subscriptions(ctx, engine.StreamPrefix)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "streams at %s: %v\n", host, err)
-		return 0, 0, 1
+		done()
+		return nil, nil, err
 	}
 	slots, err := srv.Slots(ctx, engine.StreamPrefix)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "streams at %s: %v\n", host, err)
-		return 0, 0, 1
+		done()
+		return nil, nil, err
 	}
 	pubs, err := srv.Publications(ctx, engine.StreamPrefix)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "streams at %s: %v\n", host, err)
-		return 0, 0, 1
+		done()
+		return nil, nil, err
 	}
-	type object struct {
-		kind, name, database string
-		drop                 func() error
-	}
-	var objs []object
+	var objs []streamObject
 	for name, db := range subs {
-		objs = append(objs, object{"subscription", name, db, func() error { return srv.DropSubscription(ctx, name) }})
+		objs = append(objs, streamObject{"subscription", name, db, func() error { return srv.DropSubscription(ctx, name) }})
 	}
 	for _, sl := range slots {
-		objs = append(objs, object{"replication slot", sl.Name, sl.Database, func() error { return srv.DropSlot(ctx, sl.Name) }})
+		objs = append(objs, streamObject{"replication slot", sl.Name, sl.Database, func() error { return srv.DropSlot(ctx, sl.Name) }})
 	}
 	for name, db := range pubs {
-		objs = append(objs, object{"publication", name, db, func() error { return srv.DropPublication(ctx, db, name) }})
+		objs = append(objs, streamObject{"publication", name, db, func() error { return srv.DropPublication(ctx, db, name) }})
 	}
-	// Subscriptions first (a subscription holds its slot), then slots.
+	return objs, done, nil
+}
+
+// myStreamObjects lists the stream records of ours at a host's MariaDB
+// server.
+func myStreamObjects(ctx context.Context, cfg config.Config, a statemachine.Agent) ([]streamObject, func(), error) {
+	addr := a.Endpoints[statemachine.EngineMySQL]
+	if addr == "" {
+		return nil, func() {}, nil
+	}
+	srv, err := mysql.Open(ctx, engine.Server{Host: a.Host, Address: addr, User: cfg.MySQL.User, Password: cfg.MySQL.Password}, mysql.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, err := srv.StreamRecords(ctx, engine.StreamPrefix)
+	if err != nil {
+		_ = srv.Close()
+		return nil, nil, err
+	}
+	var objs []streamObject
+	for _, r := range recs {
+		objs = append(objs, streamObject{"stream record", r.Name, r.Database, func() error { return srv.RemoveStreamRecord(ctx, r.Name) }})
+	}
+	return objs, func() { _ = srv.Close() }, nil
+}
+
+// gcObjects removes the objects whose row does not stream (streamVerdict).
+func gcObjects(ctx context.Context, e *env, store statemachine.Store, objs []streamObject, host, verb string, execute bool) (removed, kept, failed int) {
 	for _, o := range objs {
 		remove, why := streamVerdict(ctx, store, o.name)
 		if !remove {

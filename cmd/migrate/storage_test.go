@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -376,3 +377,66 @@ func TestGCRemovesStreamsOfRowsThatDoNotStream(t *testing.T) {
 }
 
 func qpg(s string) string { return ident.QuotePostgres(s) }
+
+// TestGCRemovesMariaDBStreamRecords: the stream record of a MariaDB row
+// cancelled by hand is removed (after a dry run that lists it); the record
+// of a row still syncing and one of a row this state database does not
+// have are left alone.
+func TestGCRemovesMariaDBStreamRecords(t *testing.T) {
+	fleettest.Integration(t)
+	m := fleettest.SharedMariaDBAs(t, "gc-streams")
+	engines(t, func(t *testing.T, db stateDB) {
+		ctx := context.Background()
+		s := db.Open(t)
+		host := fmt.Sprintf("my-%s-%d", db.Driver, time.Now().UnixNano())
+		var planned []statemachine.Planned
+		for i := range 2 {
+			planned = append(planned, statemachine.Planned{Engine: statemachine.EngineMySQL, DatabaseName: fmt.Sprintf("gc my %s %d", db.Driver, i), Source: host, Destination: host + "-new", Mode: statemachine.ModeOnline})
+		}
+		if _, err := s.Plan(ctx, planned, "test", false); err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := s.List(ctx, statemachine.Filter{Source: host})
+		cancelled, syncing := rows[0], rows[1]
+		if _, err := s.Operate(ctx, cancelled.ID, statemachine.ActionCancel, "test", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Promote(ctx, 10, "test"); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := mysql.Open(ctx, engine.Server{Address: m.Addr(), User: "root"}, mysql.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		gone := engine.StreamName(cancelled.ID, cancelled.DatabaseName)
+		kept := engine.StreamName(syncing.ID, syncing.DatabaseName)
+		foreign := engine.StreamName(987654, "elsewhere my "+db.Driver)
+		for _, n := range []string{gone, kept, foreign} {
+			if err := srv.CreateStreamRecord(ctx, &mysql.Stream{Name: n, Database: "x", Start: mysql.BinlogPos{File: "b.000001", Pos: 4}}, "127.0.0.1:1"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = srv.RemoveStreamRecord(context.Background(), n) })
+		}
+		if err := s.RegisterAgent(ctx, statemachine.Agent{Host: host, Roles: []statemachine.Role{statemachine.RoleSync}, Instance: "i-" + host,
+			Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: m.Addr()}}, time.Minute, ""); err != nil {
+			t.Fatal(err)
+		}
+		cfg := storageYAML(t.TempDir(), "http://x") + "mysql:\n  user: root\n"
+		exists := func(name string) bool {
+			r, err := srv.StreamRecordOf(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.Exists
+		}
+		code, out, stderr := migrateWith(t, db, cfg, "", "gc")
+		if code != 0 || !strings.Contains(out, "would remove stream record "+gone) || !exists(gone) {
+			t.Fatalf("dry run: %d\n%s\n%s", code, out, stderr)
+		}
+		code, out, stderr = migrateWith(t, db, cfg, "", "gc", "--execute")
+		if code != 0 || exists(gone) || !exists(kept) || !exists(foreign) {
+			t.Fatalf("gc --execute: %d (records: gone %v, kept %v, foreign %v)\n%s\n%s", code, exists(gone), exists(kept), exists(foreign), out, stderr)
+		}
+	})
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	myengine "github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -190,31 +191,9 @@ func (d *Demo) checkStreams(ctx context.Context, rows []statemachine.Migration, 
 	for _, m := range rows {
 		byID[m.ID] = m
 	}
-	streaming := []statemachine.Status{statemachine.ToSync, statemachine.Syncing, statemachine.ToCutOver, statemachine.CuttingOver}
 	for _, h := range d.Fleet.Hosts {
-		if h.pg == nil {
-			continue
-		}
-		srv, err := postgres.Open(ctx, engine.Server{Host: h.ID, Address: h.Addr(), User: "postgres", Password: h.pg.Password}, postgres.Options{})
+		names, err := d.streamObjects(ctx, h)
 		if err != nil {
-			fail(InvStreams, "cannot check %s: %v", h.ID, err)
-			continue
-		}
-		names := map[string]string{}
-		slots, err := srv.Slots(ctx, engine.StreamPrefix)
-		for _, sl := range slots {
-			names["replication slot "+sl.Name] = sl.Name
-		}
-		subs, serr := srv.Subscriptions(ctx, engine.StreamPrefix)
-		for n := range subs {
-			names["subscription "+n] = n
-		}
-		pubs, perr := srv.Publications(ctx, engine.StreamPrefix)
-		for n, db := range pubs {
-			names[fmt.Sprintf("publication %s in %q", n, db)] = n
-		}
-		_ = srv.Close()
-		if err := errors.Join(err, serr, perr); err != nil {
 			fail(InvStreams, "cannot list the streams at %s: %v", h.ID, err)
 			continue
 		}
@@ -225,12 +204,49 @@ func (d *Demo) checkStreams(ctx context.Context, rows []statemachine.Migration, 
 			switch {
 			case !ok || !found || engine.StreamName(m.ID, m.DatabaseName) != name:
 				fail(InvStreams, "%s at %s belongs to no row", what, h.ID)
-			case !slices.Contains(streaming, m.Status):
+			case !m.Status.Streams():
 				fail(InvStreams, "%s at %s is left behind: row %s is %s", what, h.ID, m.String(), m.Status)
 			}
 		}
 	}
 	return nil
+}
+
+// streamObjects lists what of a stream is at a host's server, described,
+// with the stream's name: PostgreSQL's slots, subscriptions and
+// publications; MariaDB's stream records.
+func (d *Demo) streamObjects(ctx context.Context, h *Host) (map[string]string, error) {
+	names := map[string]string{}
+	if h.my != nil {
+		srv, err := myengine.Open(ctx, engine.Server{Host: h.ID, Address: h.Addr(), User: "root"}, myengine.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = srv.Close() }()
+		recs, err := srv.StreamRecords(ctx, engine.StreamPrefix)
+		for _, rec := range recs {
+			names["stream record "+rec.Name] = rec.Name
+		}
+		return names, err
+	}
+	srv, err := postgres.Open(ctx, engine.Server{Host: h.ID, Address: h.Addr(), User: "postgres", Password: h.pg.Password}, postgres.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = srv.Close() }()
+	slots, err := srv.Slots(ctx, engine.StreamPrefix)
+	for _, sl := range slots {
+		names["replication slot "+sl.Name] = sl.Name
+	}
+	subs, serr := srv.Subscriptions(ctx, engine.StreamPrefix)
+	for n := range subs {
+		names["subscription "+n] = n
+	}
+	pubs, perr := srv.Publications(ctx, engine.StreamPrefix)
+	for n, db := range pubs {
+		names[fmt.Sprintf("publication %s in %q", n, db)] = n
+	}
+	return names, errors.Join(err, serr, perr)
 }
 
 // dbKey is what makes a row unique: engine, source, database name.
@@ -414,7 +430,8 @@ func listDatabases(ctx context.Context, h *Host) ([]string, error) {
 			return nil, err
 		}
 		defer db.Close()
-		rs, err := db.QueryContext(ctx, "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys')")
+		// The streams' position records are ours (checkStreams checks them).
+		rs, err := db.QueryContext(ctx, "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys', ?)", myengine.StreamsDatabase)
 		if err != nil {
 			return nil, err
 		}
