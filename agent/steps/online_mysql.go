@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -361,6 +362,13 @@ func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
 		return "", agent.Permanentf("the stream stopped applying at %s of %s: %s; the stream and the destination's copy were removed: retry to sync again from the start, or roll back",
 			rec.Applied, p.job.Row.Source, rec.Error)
 	}
+	files, err := p.src.BinlogFiles(ctx)
+	if err != nil {
+		return "", err
+	}
+	if mysql.Purged(rec.Applied, files) {
+		return fmt.Sprintf("the source no longer has the binary log stream %s reads (%s: purged or expired): syncing again from the start", p.st.Name, rec.Applied), nil
+	}
 	// The tables written since they were verified, as far as the log goes
 	// now: under the block only the rest is read.
 	if !p.st.VerifiedAt.IsZero() {
@@ -368,10 +376,17 @@ func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if p.scanned, err = p.src.ChangedTables(ctx, p.st.Database, p.st.Tables, p.st.VerifiedAt, now); err != nil {
+		p.scanned, err = p.src.ChangedTables(ctx, p.st.Database, p.st.Tables, p.st.VerifiedAt, now)
+		switch {
+		case errors.Is(err, mysql.ErrLogPurged):
+			// What changed cannot be known: every table is verified.
+			p.job.Note(ctx, "%v: the cutover verifies every table", err)
+			p.st.Verified, p.st.VerifiedAt = nil, mysql.BinlogPos{}
+		case err != nil:
 			return "", err
+		default:
+			p.scannedTo = now
 		}
-		p.scannedTo = now
 	}
 	return "", nil
 }

@@ -510,6 +510,9 @@ func Purged(pos BinlogPos, files []BinlogPos) bool {
 	return !slices.ContainsFunc(files, func(f BinlogPos) bool { return f.File == pos.File })
 }
 
+// ErrLogPurged: a binary log file needed is no longer at the source.
+var ErrLogPurged = errors.New("the binary log was purged")
+
 // tableMapInfo is SHOW BINLOG EVENTS' Info of a Table_map event:
 // "table_id: 42 (db.table)".
 var tableMapInfo = regexp.MustCompile(`^table_id: \d+ \((.*)\)$`)
@@ -529,7 +532,7 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 		return nil, err
 	}
 	if Purged(from, files) {
-		return nil, fmt.Errorf("the binary log %s of %s was purged: the tables changed since %s cannot be known", from.File, s, from)
+		return nil, fmt.Errorf("%w: %s of %s, so the tables changed since %s cannot be known", ErrLogPurged, from.File, s, from)
 	}
 	const page = 10000
 	for _, f := range files {

@@ -250,6 +250,12 @@ func (d *Demo) CheckWriters(ctx context.Context) WriterReport { return d.checkWr
 // OwnerDSN is the connection string of db's owner at host h (PostgreSQL).
 func OwnerDSN(h *Host, db *Database) string { return pgDSN(h.Addr(), db.User, db.Password, db.Name) }
 
+// OwnerExec runs statements at host h as database db's own user, on one
+// session, whatever the engine: what a customer's application does.
+func OwnerExec(ctx context.Context, h *Host, db *Database, stmts ...string) error {
+	return execAs(ctx, db, h.Addr(), stmts...)
+}
+
 // checkWriters reads each writer's table at both servers as an
 // administrator and compares it with what the writer was acknowledged.
 func (d *Demo) checkWriters(ctx context.Context) WriterReport {

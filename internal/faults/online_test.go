@@ -4,6 +4,7 @@ package faults_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,11 +16,11 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
-// onlineFleet is a PostgreSQL fleet whose rows move online, each database
-// with a live writer (demo_writes, through its DNS name).
-func onlineFleet(t *testing.T, dbs int, maxBytes int64) (*demo.Demo, context.Context) {
+// onlineFleet is a fleet of one engine whose rows move online, each
+// database with a live writer (demo_writes, through its DNS name).
+func onlineFleet(t *testing.T, eng string, dbs int, maxBytes int64) (*demo.Demo, context.Context) {
 	return fleet(t, dbs, maxBytes, func(o *demo.Options) {
-		o.Engine = demo.Postgres
+		o.Engine = eng
 		o.Mode = "online"
 		o.Writers = dbs
 		o.WriterRate = 20
@@ -48,23 +49,48 @@ func eventSaid(ctx context.Context, t *testing.T, d *demo.Demo, id int64, s stri
 // destination that cannot keep up); release lets it go on.
 func holdApply(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Database) (release func()) {
 	t.Helper()
-	c, err := pgx.Connect(ctx, d.Fleet.Host(db.Destination).RootDSN(db.Name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx, err := c.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE demo_writes IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
+	h := d.Fleet.Host(db.Destination)
+	var unlock func()
+	switch db.Engine {
+	case demo.Postgres:
+		c, err := pgx.Connect(ctx, h.RootDSN(db.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "LOCK TABLE demo_writes IN ACCESS EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+		unlock = func() {
+			_ = tx.Commit(context.Background())
+			_ = c.Close(context.Background())
+		}
+	default:
+		sdb, err := sql.Open("mysql", h.RootDSN(db.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := sdb.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ExecContext(ctx, "LOCK TABLES demo_writes WRITE"); err != nil {
+			t.Fatal(err)
+		}
+		unlock = func() {
+			_, _ = c.ExecContext(context.Background(), "UNLOCK TABLES")
+			_ = c.Close()
+			_ = sdb.Close()
+		}
 	}
 	done := false
 	release = func() {
 		if !done {
 			done = true
-			_ = tx.Commit(context.Background())
-			_ = c.Close(context.Background())
+			unlock()
 		}
 	}
 	t.Cleanup(release)
@@ -93,18 +119,23 @@ func toCutOver(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Databas
 	return m
 }
 
-// Case 10a: the destination's agent dies (SIGKILL) while it follows the
-// initial copy of a large database; the stream goes on in the servers.
-func TestOnlineKillSyncAgent(t *testing.T) {
+// Case 10a/11a: the destination's agent dies (SIGKILL) while it syncs a
+// large database (PostgreSQL: its stream goes on in the servers; MariaDB:
+// its stream stops with it, and the restarted agent resumes it from its
+// position record).
+func TestOnlineKillSyncAgent(t *testing.T)      { onlineKillSyncAgent(t, demo.Postgres, "10a") }
+func TestMySQLOnlineKillSyncAgent(t *testing.T) { onlineKillSyncAgent(t, demo.MySQL, "11a") }
+
+func onlineKillSyncAgent(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, "10a", "online: kill -9 the destination agent while Syncing")
-	d, ctx := onlineFleet(t, 4, 40<<20)
-	big := largest(d, demo.Postgres)
+	r := record(t, id, "online ("+eng+"): kill -9 the destination agent while Syncing")
+	d, ctx := onlineFleet(t, eng, 4, 40<<20)
+	big := largest(d, eng)
 	streaming(ctx, t, d, big)
 	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("SIGKILL to the agent of %s while it followed the initial copy of %q (%d rows) under a live writer", big.Destination, big.Name, big.Rows)
+	r.inject("SIGKILL to the agent of %s while it synced %q (%d rows) under a live writer", big.Destination, big.Name, big.Rows)
 	time.Sleep(time.Second)
 	if err := d.RestartAgent(big.Destination); err != nil {
 		t.Fatal(err)
@@ -112,14 +143,17 @@ func TestOnlineKillSyncAgent(t *testing.T) {
 	settledDone(ctx, t, d, r, big)
 }
 
-// Case 10b: the source's agent dies (SIGKILL) during the cutover, with
+// Case 10b/11b: the source's agent dies (SIGKILL) during the cutover, with
 // writes blocked and the destination held; its restart (after the lease)
 // restores writes and the row goes on.
-func TestOnlineKillCutoverAgent(t *testing.T) {
+func TestOnlineKillCutoverAgent(t *testing.T)      { onlineKillCutoverAgent(t, demo.Postgres, "10b") }
+func TestMySQLOnlineKillCutoverAgent(t *testing.T) { onlineKillCutoverAgent(t, demo.MySQL, "11b") }
+
+func onlineKillCutoverAgent(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, "10b", "online: kill -9 the source agent while Cutting over")
-	d, ctx := onlineFleet(t, 3, 4<<20)
-	db := largest(d, demo.Postgres)
+	r := record(t, id, "online ("+eng+"): kill -9 the source agent while Cutting over")
+	d, ctx := onlineFleet(t, eng, 3, 4<<20)
+	db := largest(d, eng)
 	toCutOver(ctx, t, d, db)
 	release := holdApply(ctx, t, d, db)
 	if err := d.RestartAgent(db.Source); err != nil {
@@ -142,14 +176,17 @@ func TestOnlineKillCutoverAgent(t *testing.T) {
 	settledDone(ctx, t, d, r, db)
 }
 
-// Case 10c: the destination cannot catch up within the cutover timeout:
-// writes are restored at once, the row goes back to syncing, and once the
-// destination applies again the next cutover moves it.
-func TestOnlineCatchUpTimeout(t *testing.T) {
+// Case 10c/11c: the destination cannot catch up within the cutover
+// timeout: writes are restored at once, the row goes back to syncing, and
+// once the destination applies again the next cutover moves it.
+func TestOnlineCatchUpTimeout(t *testing.T)      { onlineCatchUpTimeout(t, demo.Postgres, "10c") }
+func TestMySQLOnlineCatchUpTimeout(t *testing.T) { onlineCatchUpTimeout(t, demo.MySQL, "11c") }
+
+func onlineCatchUpTimeout(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, "10c", "online: catch-up timeout (destination held)")
-	d, ctx := onlineFleet(t, 3, 4<<20)
-	db := largest(d, demo.Postgres)
+	r := record(t, id, "online ("+eng+"): catch-up timeout (destination held)")
+	d, ctx := onlineFleet(t, eng, 3, 4<<20)
+	db := largest(d, eng)
 	toCutOver(ctx, t, d, db)
 	release := holdApply(ctx, t, d, db)
 	if err := d.RestartAgent(db.Source); err != nil {
@@ -173,26 +210,23 @@ func TestOnlineCatchUpTimeout(t *testing.T) {
 	settledDone(ctx, t, d, r, db)
 }
 
-// Case 10d: the customer changes the schema during the sync (a table
-// without a key): the source keeps taking writes to it, the cutover refuses
-// (writes restored, stream and destination copy removed); once the table
-// has a key, a retry syncs again and moves it.
-func TestOnlineDDLDuringSync(t *testing.T) {
+// Case 10d/11d: the customer changes the schema during the sync (a table
+// without a key): the source keeps taking writes to it, the cutover
+// refuses (writes restored, stream and destination copy removed); once the
+// table has a key, a retry syncs again and moves it.
+func TestOnlineDDLDuringSync(t *testing.T)      { onlineDDLDuringSync(t, demo.Postgres, "10d", `"public"."added_later"`) }
+func TestMySQLOnlineDDLDuringSync(t *testing.T) { onlineDDLDuringSync(t, demo.MySQL, "11d", "`added_later`") }
+
+func onlineDDLDuringSync(t *testing.T, eng, id, named string) {
 	t.Parallel()
-	r := record(t, "10d", "online: DDL during the sync")
-	d, ctx := onlineFleet(t, 3, 4<<20)
-	db := largest(d, demo.Postgres)
+	r := record(t, id, "online ("+eng+"): DDL during the sync")
+	d, ctx := onlineFleet(t, eng, 3, 4<<20)
+	db := largest(d, eng)
 	m := toCutOver(ctx, t, d, db)
 	src := d.Fleet.Host(db.Source)
-	owner, err := pgx.Connect(ctx, demo.OwnerDSN(src, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer owner.Close(context.Background())
-	for _, q := range []string{"CREATE TABLE added_later (x int)", "INSERT INTO added_later VALUES (1), (2)", "UPDATE added_later SET x = 3 WHERE x = 1", "DELETE FROM added_later WHERE x = 2"} {
-		if _, err := owner.Exec(ctx, q); err != nil {
-			t.Fatalf("the source refused %q during the sync: %v", q, err)
-		}
+	if err := demo.OwnerExec(ctx, src, db, "CREATE TABLE added_later (x int)", "INSERT INTO added_later VALUES (1), (2)",
+		"UPDATE added_later SET x = 3 WHERE x = 1", "DELETE FROM added_later WHERE x = 2"); err != nil {
+		t.Fatalf("the source refused the owner's DDL and writes during the sync: %v", err)
 	}
 	r.inject("the owner of %q created a table without a key while it synced (row %d in %s), and updated and deleted rows in it", db.Name, m.ID, m.Status)
 	if err := d.RestartAgent(db.Source); err != nil {
@@ -202,16 +236,12 @@ func TestOnlineDDLDuringSync(t *testing.T) {
 		m = row(ctx, t, d, db)
 		return m.Status.Failed() || m.Status == statemachine.Done
 	})
-	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, `"public"."added_later"`) {
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, named) {
 		t.Fatalf("row %s is %s (%s), want Cutover failed naming the table", m.String(), m.Status, m.LastError)
 	}
 	r.saw("%s: %.160s", m.Status, m.LastError)
-	owner.Close(ctx) // ended by the cutover's block
-	if owner, err = pgx.Connect(ctx, demo.OwnerDSN(src, db)); err != nil {
-		t.Fatalf("the owner cannot connect after the refused cutover: %v", err)
-	}
-	if _, err := owner.Exec(ctx, "ALTER TABLE added_later ADD PRIMARY KEY (x)"); err != nil {
-		t.Fatal(err)
+	if err := demo.OwnerExec(ctx, src, db, "ALTER TABLE added_later ADD PRIMARY KEY (x)"); err != nil {
+		t.Fatalf("the owner cannot change the table after the refused cutover: %v", err)
 	}
 	if out, err := d.Tool(ctx, "retry", "--id", fmt.Sprint(m.ID)); err != nil {
 		t.Fatalf("retry: %v\n%s", err, out)
@@ -224,30 +254,31 @@ func TestOnlineDDLDuringSync(t *testing.T) {
 	}
 	r.saw("row: %s", trail(ctx, t, d, m.ID))
 	// The table is new since the baseline checksum: it is at the
-	// destination, with its row.
-	var x int
-	c, err := pgx.Connect(ctx, d.Fleet.Host(db.Destination).RootDSN(db.Name))
-	if err != nil {
-		t.Fatal(err)
+	// destination, with its row; then it goes (the baseline has no such
+	// table).
+	dst := d.Fleet.Host(db.Destination)
+	if got := scalar(ctx, t, db.Engine, dst.RootDSN(db.Name), "SELECT x FROM added_later"); got != "3" {
+		t.Errorf("the new table at the destination holds %q, want 3", got)
 	}
-	defer c.Close(context.Background())
-	if err := c.QueryRow(ctx, "SELECT x FROM added_later").Scan(&x); err != nil || x != 3 {
-		t.Errorf("the new table at the destination: %d, %v", x, err)
-	}
-	if _, err := c.Exec(ctx, "DROP TABLE added_later"); err != nil { // the baseline checksum has no such table
-		t.Fatal(err)
-	}
+	scalar(ctx, t, db.Engine, dst.RootDSN(db.Name), "DROP TABLE added_later")
 	rep := checkInvariants(ctx, t, d, r)
 	onlineWriters(ctx, t, d, r)
 	wantAllDone(t, d, rep)
 }
 
-// Case 10e: an operator rolls one syncing row back and cancels another
-// while their initial copies run.
+// Case 10e/11e: an operator rolls one syncing row back and cancels another
+// while they sync.
 func TestOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
+	onlineRollbackAndCancel(t, demo.Postgres, "10e")
+}
+func TestMySQLOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
+	onlineRollbackAndCancel(t, demo.MySQL, "11e")
+}
+
+func onlineRollbackAndCancel(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, "10e", "online: rollback and cancel while Syncing")
-	d, ctx := onlineFleet(t, 4, 40<<20)
+	r := record(t, id, "online ("+eng+"): rollback and cancel while Syncing")
+	d, ctx := onlineFleet(t, eng, 4, 40<<20)
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +289,7 @@ func TestOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
 		}
 	}
 	if len(dbs) < 2 {
-		dbs = []*demo.Database{largest(d, demo.Postgres)}
+		dbs = []*demo.Database{largest(d, eng)}
 	}
 	actions := []string{"rollback", "cancel"}
 	var ids []int64
@@ -270,7 +301,7 @@ func TestOnlineRollbackAndCancelWhileSyncing(t *testing.T) {
 			case statemachine.Waiting, statemachine.ToSync:
 				return false
 			case statemachine.Syncing:
-				return eventSaid(ctx, t, d, m.ID, "streaming from")
+				return eventSaid(ctx, t, d, m.ID, "streaming from") || eventSaid(ctx, t, d, m.ID, "copying")
 			}
 			return true
 		})
@@ -310,9 +341,9 @@ func streaming(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Databas
 		t.Fatal(err)
 	}
 	var m statemachine.Migration
-	waitFor(ctx, t, d, "the large database's stream to start", 3*time.Minute, func() bool {
+	waitFor(ctx, t, d, "the large database's sync to start", 3*time.Minute, func() bool {
 		m = row(ctx, t, d, db)
-		return m.Status == statemachine.Syncing && eventSaid(ctx, t, d, m.ID, "streaming from")
+		return m.Status == statemachine.Syncing && (eventSaid(ctx, t, d, m.ID, "streaming from") || eventSaid(ctx, t, d, m.ID, "copying"))
 	})
 	return m
 }
@@ -343,18 +374,26 @@ func onlineWriters(ctx context.Context, t *testing.T, d *demo.Demo, r *result) {
 	r.saw("writers: %d writes acknowledged, %d missing at the destination, %d accepted at the source after the block", rep.Acked, rep.Missing, rep.LateAtSource)
 }
 
-// Case 10f: the destination server crashes (SIGKILL) during the initial
-// copy of a large database and comes back after 3 s: the subscription
-// resumes (its slot at the source kept its place), the copy finishes.
+// Case 10f/11f: the destination server crashes (SIGKILL) while a large
+// database syncs and comes back after 3 s: the stream resumes (PostgreSQL:
+// its slot at the source kept its place; MariaDB: its position record
+// committed with what it applied), or is made again from the start.
 func TestOnlineDestinationRestartedMidSync(t *testing.T) {
+	onlineDestinationRestarted(t, demo.Postgres, "10f")
+}
+func TestMySQLOnlineDestinationRestartedMidSync(t *testing.T) {
+	onlineDestinationRestarted(t, demo.MySQL, "11f")
+}
+
+func onlineDestinationRestarted(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, "10f", "online: destination server killed mid-sync")
-	d, ctx := onlineFleet(t, 3, 40<<20)
-	big := largest(d, demo.Postgres)
+	r := record(t, id, "online ("+eng+"): destination server killed mid-sync")
+	d, ctx := onlineFleet(t, eng, 3, 40<<20)
+	big := largest(d, eng)
 	streaming(ctx, t, d, big)
 	dst := d.Fleet.Host(big.Destination)
 	dst.Kill()
-	r.inject("PostgreSQL at %s SIGKILLed during the initial copy of %q (%d rows), started again 3 s later", big.Destination, big.Name, big.Rows)
+	r.inject("the %s server at %s SIGKILLed while %q (%d rows) synced, started again 3 s later", eng, big.Destination, big.Name, big.Rows)
 	time.Sleep(3 * time.Second)
 	if err := dst.Up(ctx); err != nil {
 		t.Fatal(err)
@@ -370,4 +409,117 @@ func TestOnlineDestinationRestartedMidSync(t *testing.T) {
 		r.inject("%d rows Sync failed (attempts used up while the server was down): migrate retry --status 'Sync failed'", n)
 	}
 	settledDone(ctx, t, d, r, big)
+}
+
+// scalar runs a statement as the administrator on one engine's server and
+// returns the first column of its first row ("" if none).
+func scalar(ctx context.Context, t *testing.T, eng, dsn, q string) string {
+	t.Helper()
+	var out sql.NullString
+	switch eng {
+	case demo.Postgres:
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		rows, err := c.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		defer rows.Close()
+		if rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = sql.NullString{String: fmt.Sprint(vals[0]), Valid: true}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	default:
+		db, err := sql.Open("mysql", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		rows, err := db.QueryContext(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		defer rows.Close()
+		if rows.Next() {
+			if err := rows.Scan(&out); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return out.String
+}
+
+// Case 11g: the destination's agent dies (SIGKILL) while its row waits to
+// be cut over — its stream dies with it — and, while it is down, the
+// source purges the binary log the stream still needs: the cutover sees it
+// before blocking anything and sends the row back to syncing; the
+// restarted agent syncs it again from the start.
+func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
+	t.Parallel()
+	r := record(t, "11g", "online (mysql): kill -9 the destination agent, binary log purged under its stream")
+	d, ctx := onlineFleet(t, demo.MySQL, 3, 4<<20)
+	db := largest(d, demo.MySQL)
+	m := toCutOver(ctx, t, d, db)
+	if err := d.KillAgent(db.Destination); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Fleet.Host(db.Source)
+	root, err := sql.Open("mysql", src.RootDSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	waitFor(ctx, t, d, "the dead stream's reader to leave the source", time.Minute, func() bool {
+		return scalar(ctx, t, demo.MySQL, src.RootDSN(""), "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'") == "0"
+	})
+	if _, err := root.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, d, "the source to purge its older binary logs", time.Minute, func() bool {
+		rows, err := root.QueryContext(ctx, "SHOW BINARY LOGS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs []string
+		for rows.Next() {
+			var name string
+			var size any
+			if err := rows.Scan(&name, &size); err != nil {
+				t.Fatal(err)
+			}
+			logs = append(logs, name)
+		}
+		rows.Close()
+		if len(logs) == 1 {
+			return true
+		}
+		// A log is kept until crash recovery no longer needs it: again.
+		_, _ = root.ExecContext(ctx, "PURGE BINARY LOGS TO '"+logs[len(logs)-1]+"'")
+		return false
+	})
+	r.inject("SIGKILL to the agent of %s while row %d waited to be cut over (its stream died with it); the source's binary logs purged up to the newest", db.Destination, m.ID)
+	if err := d.RestartAgent(db.Source); err != nil {
+		t.Fatal(err)
+	}
+	// The cutover sees the purge before it blocks anything: back to syncing.
+	waitFor(ctx, t, d, "the cutover to see the purge", time.Minute, func() bool {
+		return eventSaid(ctx, t, d, m.ID, "no longer has the binary log")
+	})
+	if mm := row(ctx, t, d, db); !mm.BlockedAt.IsZero() {
+		t.Errorf("row %s blocked writes for a stream whose log was purged", mm.String())
+	}
+	r.saw("the source agent's cutover: %s", "the source no longer has the binary log the stream reads: back to syncing, before any block")
+	if err := d.RestartAgent(db.Destination); err != nil {
+		t.Fatal(err)
+	}
+	settledDone(ctx, t, d, r, db)
 }
