@@ -214,8 +214,12 @@ func onlineCatchUpTimeout(t *testing.T, eng, id string) {
 // without a key): the source keeps taking writes to it, the cutover
 // refuses (writes restored, stream and destination copy removed); once the
 // table has a key, a retry syncs again and moves it.
-func TestOnlineDDLDuringSync(t *testing.T)      { onlineDDLDuringSync(t, demo.Postgres, "10d", `"public"."added_later"`) }
-func TestMySQLOnlineDDLDuringSync(t *testing.T) { onlineDDLDuringSync(t, demo.MySQL, "11d", "`added_later`") }
+func TestOnlineDDLDuringSync(t *testing.T) {
+	onlineDDLDuringSync(t, demo.Postgres, "10d", `"public"."added_later"`)
+}
+func TestMySQLOnlineDDLDuringSync(t *testing.T) {
+	onlineDDLDuringSync(t, demo.MySQL, "11d", "`added_later`")
+}
 
 func onlineDDLDuringSync(t *testing.T, eng, id, named string) {
 	t.Parallel()
