@@ -34,7 +34,8 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 		"i24 MEDIUMINT, u24 MEDIUMINT UNSIGNED, i32 INT, u32 INT UNSIGNED, i64 BIGINT, u64 BIGINT UNSIGNED, dec_ DECIMAL(30,10), dbl DOUBLE, flt FLOAT, "+
 		"bits BIT(3), e ENUM('a','b'), st SET('x','y','z'), d DATE, tm TIME, dt DATETIME(6), ts TIMESTAMP(6) NULL, yr YEAR, txt TEXT CHARACTER SET utf8mb4, "+
 		"bin VARBINARY(10), lat VARCHAR(20) CHARACTER SET latin1, js LONGTEXT, gen INT AS (id * 2) VIRTUAL)",
-		"CREATE TABLE "+ident.QuoteMySQL(db)+".quiet (id INT PRIMARY KEY)", "INSERT INTO "+ident.QuoteMySQL(db)+".quiet VALUES (1)")
+		"CREATE TABLE "+ident.QuoteMySQL(db)+".quiet (id INT PRIMARY KEY)", "INSERT INTO "+ident.QuoteMySQL(db)+".quiet VALUES (1)",
+		"CREATE SEQUENCE "+ident.QuoteMySQL(db)+".seq START WITH 100", "SELECT NEXTVAL("+ident.QuoteMySQL(db)+".seq)")
 	other := name("other_customer")
 	q, qo := ident.QuoteMySQL(db), ident.QuoteMySQL(other)
 	// The other database exists at both servers (a customer the destination
@@ -129,6 +130,7 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 		"UPDATE "+q+".`odd ``name`` ü` SET b = b'11111', l = 'ça' WHERE `col, x` = 1",
 		"DELETE FROM "+q+".items WHERE id % 7 = 0",
 		"UPDATE "+q+".items SET photo = X'0001FEFF', price = price * 2 WHERE id % 5 = 0",
+		"SELECT NEXTVAL("+q+".seq)", "SELECT NEXTVAL("+q+".seq)",
 	)
 
 	// Changes the stream must not apply: another database's row, and a
@@ -166,6 +168,14 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 	}
 	if !slices.Equal(srcSums, dstSums) {
 		t.Errorf("after catching up: source %v, destination %v", srcSums, dstSums)
+	}
+	// The sequence moved on at the source: at the destination too.
+	var seqSrc, seqDst int64
+	if err := src.root.QueryRow("SELECT NEXT_NOT_CACHED_VALUE FROM " + q + ".seq").Scan(&seqSrc); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.root.QueryRow("SELECT NEXT_NOT_CACHED_VALUE FROM " + q + ".seq").Scan(&seqDst); err != nil || seqDst != seqSrc {
+		t.Errorf("the sequence's next value not cached: %d at the source, %d at the destination (%v)", seqSrc, seqDst, err)
 	}
 	var n, atSrc int64
 	if err := dst.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name LIKE 'written %'").Scan(&n); err != nil {
