@@ -45,15 +45,23 @@ full)
 	step dataplane-mysql-jobs1 demo dp-mysql-jobs1 --dbs 1 --engine mysql --size-mib 1024 --max-mib 1024 --plain-names --mysql-jobs 1
 	;;
 online)
-	# Write-blocked windows, online against dump: five PostgreSQL databases
-	# of each size moved one after another (--max-procs 1), each with a
-	# writer inserting 100 rows/s through its DNS name the whole time.
-	for size in 1 100 1024; do
-		for m in online dump; do
-			extra=()
-			if [ "$size" = 1024 ] && [ "$m" = online ]; then extra=(--baselines); fi
-			step "online-window-$size-$m" demo "win-$size-$m" --dbs 5 --engine postgres --size-mib "$size" --max-mib "$size" \
-				--plain-names --mode "$m" --writers 5 --writer-rate 100 --max-procs 1 "${extra[@]}"
+	# Write-blocked windows, online against dump: five databases of each
+	# size and engine moved one after another (--max-procs 1), each with a
+	# writer inserting 100 rows/s through its DNS name the whole time (dump
+	# mode at 1 GB: two, for time). PostgreSQL's files are
+	# online-window-<MiB>-<mode>, MariaDB's online-window-mysql-<MiB>-<mode>.
+	for engine in ${ENGINES:-postgres mysql}; do
+		prefix=online-window
+		[ "$engine" = mysql ] && prefix=online-window-mysql
+		for size in 1 100 1024; do
+			for m in online dump; do
+				extra=()
+				dbs=5
+				if [ "$size" = 1024 ] && [ "$m" = online ]; then extra=(--baselines); fi
+				if [ "$size" = 1024 ] && [ "$m" = dump ]; then dbs=2; fi
+				step "$prefix-$size-$m" demo "win-$engine-$size-$m" --dbs "$dbs" --engine "$engine" --size-mib "$size" --max-mib "$size" \
+					--plain-names --mode "$m" --writers "$dbs" --writer-rate 100 --max-procs 1 "${extra[@]}"
+			done
 		done
 	done
 	;;
