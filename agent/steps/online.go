@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/storage"
 )
 
 // The online path's two steps, whatever the engine (docs/online.md): the
@@ -495,4 +497,31 @@ func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side
 		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), stopped.Round(time.Millisecond),
 		summary, verifying.Round(time.Millisecond), removal.Round(time.Millisecond))
 	return statemachine.Fields{}, "", nil
+}
+
+// verifiedAgainstDump compares the consistency-point dump the close just
+// took (f) with what the cutover verified the destination to have
+// (verified; none recorded: nothing to compare): a difference is a write
+// that reached the source after the cutover (a superuser's: the block does
+// not stop them). Tables of the dump named in skip are not compared.
+func verifiedAgainstDump(ctx context.Context, job *agent.Job, store storage.Store, f statemachine.Fields, verified []engine.TableSum, skip ...string) error {
+	if len(verified) == 0 {
+		job.Note(ctx, "no record of what the cutover verified: the dump is not compared with it")
+		return nil
+	}
+	job.Row.DumpURL, job.Row.DumpSHA256, job.Row.DumpBytes = f.DumpURL, f.DumpSHA256, f.DumpBytes
+	_, man, err := readManifest(ctx, store, &job.Row)
+	if err != nil {
+		return permanent(err)
+	}
+	var got []engine.TableSum
+	for _, t := range man.Tables {
+		if !slices.Contains(skip, t.Name) {
+			got = append(got, t)
+		}
+	}
+	if diff := engine.Diff(verified, got); len(diff) > 0 {
+		return lateWrites(&job.Row, engine.Permanentf("the source's consistency-point dump differs from what the destination was verified to have at the cutover: %s", strings.Join(diff, "; ")))
+	}
+	return nil
 }

@@ -435,35 +435,15 @@ func (h *pgClose) online(ctx context.Context, job *agent.Job, src *postgres.Serv
 	if err != nil {
 		return f, err
 	}
-	// The dump's checksums against what the destination was verified to
-	// have at the cutover: a difference is a write that reached the source
-	// after it (a superuser's: the block does not stop them).
 	var done postgres.Stream
 	if _, err := job.GetRecord(ctx, recordStream, &done); err != nil {
 		return f, err
 	}
-	if len(done.Verified) == 0 {
-		job.Note(ctx, "no record of what the cutover verified: the dump is not compared with it")
-		return f, nil
-	}
-	job.Row.DumpURL, job.Row.DumpSHA256, job.Row.DumpBytes = f.DumpURL, f.DumpSHA256, f.DumpBytes
-	_, man, err := readManifest(ctx, h.c.Store, &job.Row)
-	if err != nil {
-		return f, permanent(err)
-	}
-	var want, got []engine.TableSum
+	var verified []engine.TableSum
 	for name, v := range done.Verified {
-		want = append(want, engine.TableSum{Name: name, Rows: v.Rows, Checksum: v.Checksum})
+		verified = append(verified, engine.TableSum{Name: name, Rows: v.Rows, Checksum: v.Checksum})
 	}
-	for _, t := range man.Tables {
-		if t.Name != "large objects" {
-			got = append(got, t)
-		}
-	}
-	if diff := engine.Diff(want, got); len(diff) > 0 {
-		return f, lateWrites(&job.Row, engine.Permanentf("the source's consistency-point dump differs from what the destination was verified to have at the cutover: %s", strings.Join(diff, "; ")))
-	}
-	return f, nil
+	return f, verifiedAgainstDump(ctx, job, h.c.Store, f, verified, "large objects")
 }
 
 // Recover has nothing to undo: closing is final and runs again whole.

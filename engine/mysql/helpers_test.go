@@ -57,7 +57,7 @@ func serverAs(t *testing.T, role string) *side {
 	return &side{name: role, m: m, root: root, srv: openServer(t, m, role, mysql.Options{ParallelAbove: 1})}
 }
 
-func openServer(t *testing.T, m *fleettest.MariaDB, host string, opt mysql.Options) *mysql.Server {
+func openServer(t testing.TB, m *fleettest.MariaDB, host string, opt mysql.Options) *mysql.Server {
 	t.Helper()
 	srv, err := mysql.Open(ctx(t), engine.Server{Host: host, Address: m.Addr(), User: adminUser, Password: adminPass}, opt)
 	if err != nil {
@@ -67,7 +67,7 @@ func openServer(t *testing.T, m *fleettest.MariaDB, host string, opt mysql.Optio
 	return srv
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return c

@@ -213,7 +213,7 @@ func (s *Server) checkPrivileges(ctx context.Context, want []string) error {
 func (s *Server) OnlineBlockers(ctx context.Context, src *Source) (problems, notes []string, err error) {
 	var other, keyless []string
 	err = s.queryRows(ctx, `SELECT t.TABLE_NAME, COALESCE(t.ENGINE, ''),
-		EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE IN ('PRIMARY KEY', 'UNIQUE'))
+		EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
 		FROM information_schema.TABLES t WHERE `+schemaIs("t.TABLE_SCHEMA")+` AND t.TABLE_TYPE = 'BASE TABLE' ORDER BY 1`,
 		[]any{src.Database, src.Database}, func(rows *sql.Rows) error {
 			var name, eng string
@@ -236,7 +236,7 @@ func (s *Server) OnlineBlockers(ctx context.Context, src *Source) (problems, not
 		problems = append(problems, fmt.Sprintf("tables that are not InnoDB cannot be copied from a consistent snapshot while writes go on: %s", summarize(other, 10)))
 	}
 	if len(keyless) > 0 {
-		notes = append(notes, fmt.Sprintf("tables without a primary or unique key (each replicated change to them scans the table at the destination): %s", summarize(keyless, 10)))
+		notes = append(notes, fmt.Sprintf("tables without a primary key (each streamed change to them scans the table at the destination): %s", summarize(keyless, 10)))
 	}
 	return problems, notes, nil
 }

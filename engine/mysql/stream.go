@@ -416,7 +416,7 @@ func (a *applier) event(ctx context.Context, ev *replication.BinlogEvent) error 
 		if string(e.Table.Schema) != a.db {
 			return nil
 		}
-		return a.rows(ctx, h.EventType, e)
+		return a.rows(ctx, e)
 	case *replication.XIDEvent:
 		return a.groupEnd(ctx, h.LogPos)
 	case *replication.QueryEvent:
@@ -488,7 +488,7 @@ func (a *applier) flush(ctx context.Context) error {
 }
 
 // rows applies one rows event of our database in the open transaction.
-func (a *applier) rows(ctx context.Context, kind replication.EventType, e *replication.RowsEvent) error {
+func (a *applier) rows(ctx context.Context, e *replication.RowsEvent) error {
 	table := string(e.Table.Table)
 	m, err := a.meta(ctx, table, int(e.ColumnCount))
 	if err != nil {
@@ -505,8 +505,9 @@ func (a *applier) rows(ctx context.Context, kind replication.EventType, e *repli
 		a.tx = nil
 		return a.st.broken(ctx, int(errNo(err)), fmt.Sprintf("%s of table %s at %s (source position %s): %s", what, ident.QuoteMySQL(table), a.st.dst, a.at, redactServerMessage(err.Error())))
 	}
-	switch kind {
-	case replication.WRITE_ROWS_EVENTv0, replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2:
+	// (MariaDB's compressed row events are of these kinds too.)
+	switch e.Type() {
+	case replication.EnumRowsEventTypeInsert:
 		var cols []string
 		for i, c := range m.cols {
 			if !m.generated[i] {
@@ -538,7 +539,7 @@ func (a *applier) rows(ctx context.Context, kind replication.EventType, e *repli
 		if _, err := a.tx.ExecContext(ctx, b.String(), args...); err != nil {
 			return fail("insert", err)
 		}
-	case replication.UPDATE_ROWS_EVENTv0, replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2:
+	case replication.EnumRowsEventTypeUpdate:
 		for r := 0; r+1 < len(e.Rows); r += 2 {
 			before, after := e.Rows[r], e.Rows[r+1]
 			var set []string
@@ -558,7 +559,7 @@ func (a *applier) rows(ctx context.Context, kind replication.EventType, e *repli
 				return fail("update", errors.New("the row to update is not at the destination"))
 			}
 		}
-	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2:
+	case replication.EnumRowsEventTypeDelete:
 		for _, row := range e.Rows {
 			where, args := m.where(row)
 			res, err := a.tx.ExecContext(ctx, "DELETE FROM "+qt+" WHERE "+where+" LIMIT 1", args...)
@@ -569,9 +570,14 @@ func (a *applier) rows(ctx context.Context, kind replication.EventType, e *repli
 				return fail("delete", errors.New("the row to delete is not at the destination"))
 			}
 		}
+	default:
+		return fail("apply", fmt.Errorf("a rows event of a kind the stream does not apply (%s)", rowsKind(e)))
 	}
 	return nil
 }
+
+// rowsKind names a rows event's kind for messages.
+func rowsKind(e *replication.RowsEvent) string { return fmt.Sprintf("%T %d", e, e.Type()) }
 
 // meta reads (once) what the destination's schema says of table; a column
 // count that differs from the event's is a schema change.
