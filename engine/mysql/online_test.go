@@ -132,7 +132,7 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 		"UPDATE "+q+".items SET photo = X'0001FEFF', price = price * 2 WHERE id % 5 = 0",
 		"SELECT NEXTVAL("+q+".seq)", "SELECT NEXTVAL("+q+".seq)",
 		// a large transaction: many rows events, one commit
-		"INSERT INTO "+q+".items (name, price, note) SELECT CONCAT('bulk ', seq), seq / 100, REPEAT('b', 200) FROM seq_1_to_30000",
+		"INSERT INTO "+q+".items (name, price, note) SELECT CONCAT('bulk ', seq), seq / 100, REPEAT('b', 200) FROM "+q+".seq_1_to_30000",
 	)
 
 	// Changes the stream must not apply: another database's row, and a
