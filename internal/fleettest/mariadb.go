@@ -129,11 +129,14 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 		"--innodb-log-buffer-size=2M", "--performance-schema=OFF",
 		"--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0", "--sync-binlog=0",
 		redoLogSize,
-		// online mode: every fleet server can be a source (a binary log of
-		// full row images) and a destination (a server id of its own,
-		// derived from its address)
-		"--log-bin=mariadb-bin", "--binlog-format=ROW", "--binlog-row-image=FULL",
 		fmt.Sprintf("--server-id=%d", serverID(m.Host, m.Port)),
+	}
+	if cfg.DiskFree == 0 {
+		// Online mode: every fleet server can be a source (a binary log of
+		// full row images). Not a size-capped one: with a binary log, a
+		// full disk makes MariaDB wait for space instead of failing the
+		// statement ("table is full"), and those servers are destinations.
+		args = append(args, "--log-bin=mariadb-bin", "--binlog-format=ROW", "--binlog-row-image=FULL")
 	}
 	args = append(args, cfg.Args...)
 	m.proc, err = startProcess("mariadb "+m.Addr(), filepath.Join(m.Dir, "error.log"), exec.Command(mariadbd, args...))
