@@ -179,12 +179,6 @@ func startSysbench(t *testing.T, f *fleet, st site) (stop func()) {
 	return stop
 }
 
-func onlineMyAgents(t *testing.T, f *fleet, opt agentOpts) {
-	t.Helper()
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
-	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleImport)
-}
-
 // TestMySQLOnlineToDone moves a MariaDB database online under a steady
 // writer through the row's DNS name and sysbench's oltp_write_only, while
 // another database of the same source moves in dump mode and a database
@@ -206,7 +200,7 @@ func TestMySQLOnlineToDone(t *testing.T) {
 	dumpID := f.planMode(t, statemachine.EngineMySQL, dumped.db, statemachine.ModeDump)
 	f.dnsAgent(t)
 	w := startMyWriter(t, f, id, st, 5*time.Millisecond)
-	onlineMyAgents(t, f, agentOpts{})
+	onlineAgents(t, f, agentOpts{})
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.DNSFailed, statemachine.CloseFailed)
 	w.finish(t)
 	bench()
@@ -339,7 +333,7 @@ func TestMySQLOnlineRefusesAndAutoDumps(t *testing.T) {
 	online := f.planMode(t, statemachine.EngineMySQL, a.db, statemachine.ModeOnline)
 	auto := f.planMode(t, statemachine.EngineMySQL, b.db, statemachine.ModeAuto)
 	f.dnsAgent(t)
-	onlineMyAgents(t, f, agentOpts{})
+	onlineAgents(t, f, agentOpts{})
 	m := f.waitStatus(t, online, statemachine.SyncFailed, statemachine.Done)
 	if m.Status != statemachine.SyncFailed || !strings.Contains(m.LastError, "`old` (MyISAM)") || !strings.Contains(m.LastError, "nothing was changed") {
 		t.Errorf("online row: %q %s", m.Status, m.LastError)
@@ -567,7 +561,7 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	onlineMyAgents(t, f, opt)
+	onlineAgents(t, f, opt)
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
 		t.Fatalf("after the purge: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
