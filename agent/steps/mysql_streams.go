@@ -88,7 +88,7 @@ func (r *myStreams) rescan(ctx context.Context) error {
 	for _, rec := range recs {
 		recorded[rec.Name] = true
 		if rec.Error == "" && r.ours(ctx, rec.Name) {
-			r.ensure(rec.Name)
+			r.ensure(ctx, rec.Name)
 		}
 	}
 	r.mu.Lock()
@@ -113,8 +113,10 @@ func (r *myStreams) ours(ctx context.Context, name string) bool {
 	return err == nil && engine.StreamName(m.ID, m.DatabaseName) == name && m.Destination == r.host && m.Status.Streams()
 }
 
-// ensure starts the streamer of stream name unless it runs.
-func (r *myStreams) ensure(name string) {
+// ensure starts the streamer of stream name unless it runs. The stream
+// outlives ctx (the step or scan that asks for it): it stops when its
+// record goes, or with the agent.
+func (r *myStreams) ensure(ctx context.Context, name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running == nil {
@@ -132,14 +134,15 @@ func (r *myStreams) ensure(name string) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("stream", name)
-	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx = context.WithoutCancel(ctx)
+	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
 	dst, err := r.c.local(octx, log)
 	ocancel()
 	if err != nil {
 		log.Warn("cannot start the stream: the local server is unreachable; trying again", "err", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	s := &myStream{s: dst.NewStreamer(name, r.c.Server, streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
 	r.running[name] = s
 	go func() {

@@ -188,7 +188,7 @@ func runSync(ctx context.Context, job *agent.Job, opt Online, side syncSide) (st
 // WAL at the source). Transient failures and cancellations keep it: the
 // next attempt resumes it.
 func syncFailed(ctx context.Context, job *agent.Job, side syncSide, err error) error {
-	if err == nil || ctx.Err() != nil || !(agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent)) {
+	if err == nil || ctx.Err() != nil || !agent.IsPermanent(err) && !errors.Is(err, engine.ErrPermanent) {
 		return err
 	}
 	uctx, cancel := undoContext(ctx)
@@ -412,7 +412,7 @@ func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cut
 // cutoverFailed removes the stream and the destination's copy after a
 // cutover failed for good (writes are restored by then).
 func cutoverFailed[A any](ctx context.Context, job *agent.Job, side cutoverSide[A], err error) error {
-	if err == nil || ctx.Err() != nil || !(agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent)) {
+	if err == nil || ctx.Err() != nil || !agent.IsPermanent(err) && !errors.Is(err, engine.ErrPermanent) {
 		return err
 	}
 	uctx, cancel := undoContext(ctx)

@@ -81,7 +81,7 @@ func (p *mysqlSyncSide) resumable(ctx context.Context) (bool, error) {
 	if err != nil || !rec.Exists || rec.Error != "" {
 		return false, err
 	}
-	p.c.streams.ensure(p.st.Name)
+	p.c.streams.ensure(ctx, p.st.Name)
 	return true, nil
 }
 
@@ -145,7 +145,7 @@ func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, e
 	if err := dst.CreateStreamRecord(ctx, &p.st, src.Address()); err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	p.c.streams.ensure(p.st.Name)
+	p.c.streams.ensure(ctx, p.st.Name)
 	f := statemachine.Fields{Mode: statemachine.ModeOnline, SizeBytes: s.SizeBytes}
 	if err := job.Record(ctx, f, fmt.Sprintf("online: %q copied (%s of SQL in %s, %d accounts%s) and streaming from %s from %s: stream %s at %s%s",
 		s.Database, mb(rep.bytes.Load()), time.Since(started).Round(time.Millisecond), len(s.Accounts), notesSuffix(copyNotes), row.Source, pos, p.st.Name, row.Destination, notesSuffix(notes))); err != nil {
@@ -176,7 +176,7 @@ func (p *mysqlSyncSide) state(ctx context.Context) (streamState, error) {
 	}
 	running := rec.Error == "" && p.c.streams.streamer(p.st.Name) != nil
 	if rec.Error == "" && !running {
-		p.c.streams.ensure(p.st.Name)
+		p.c.streams.ensure(ctx, p.st.Name)
 	}
 	s := streamState{applying: running, lag: mysql.LagBytes(rec.Applied, now, files), progress: "apply " + rec.Applied.String(),
 		extra: fmt.Sprintf(", applied up to %s of %s", rec.Applied, now)}

@@ -3,6 +3,7 @@ package steps_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	osexec "os/exec"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
@@ -148,6 +150,9 @@ func numbersAt(t *testing.T, s *server, db string) map[int64]bool {
 		}
 		out[n] = true
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
@@ -278,30 +283,29 @@ func TestMySQLOnlineToDone(t *testing.T) {
 	}
 }
 
-// myStreams lists the replication connections of ours at the destination.
+// myStreams lists the stream records of ours at the destination, read
+// there as root.
 func (f *fleet) myStreams(t *testing.T) []string {
 	t.Helper()
-	rows, err := f.dst.root.QueryContext(ctx(t), "SHOW ALL SLAVES STATUS")
+	rows, err := f.dst.root.QueryContext(ctx(t), "SELECT name FROM `"+mysql.StreamsDatabase+"`.streams WHERE name LIKE 'fleetmigrate\\_%'")
 	if err != nil {
+		var me *mysqldrv.MySQLError
+		if errors.As(err, &me) && (me.Number == 1146 || me.Number == 1049) {
+			return nil // no stream was ever recorded there
+		}
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
 	var out []string
 	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		var n string
+		if err := rows.Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		for i, c := range cols {
-			if c == "Connection_name" && strings.HasPrefix(vals[i].String, engine.StreamPrefix) {
-				out = append(out, vals[i].String)
-			}
-		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -362,6 +366,9 @@ func TestMySQLOnlineDDLDuringSync(t *testing.T) {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
 	stopSrc()
+	if !f.myStream(t, id) {
+		t.Fatal("no stream record at the destination while the row waits to be cut over")
+	}
 	owner := customer(t, f.src, st)
 	if _, err := owner.ExecContext(ctx(t), "CREATE TABLE added_later (x INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
@@ -549,6 +556,9 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			logs = append(logs, name)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
 		}
 		return logs
 	}

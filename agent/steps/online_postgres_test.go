@@ -48,13 +48,12 @@ func newPGOnlineSite(t *testing.T, f *fleet, prefix string, rows int) pgSite {
 // row's DNS name points at, as a customer's application would, and
 // remembers which were acknowledged and when writes were refused.
 type writer struct {
-	mu             sync.Mutex
-	acked          []int64
-	firstRefused   time.Time
-	firstAtDst     time.Time
-	stop, done     chan struct{}
-	lastErr        string
-	errorsAfterDst int
+	mu           sync.Mutex
+	acked        []int64
+	firstRefused time.Time
+	firstAtDst   time.Time
+	stop, done   chan struct{}
+	lastErr      string
 }
 
 func startWriter(t *testing.T, f *fleet, id int64, st pgSite, every time.Duration) *writer {

@@ -408,7 +408,7 @@ func TestGCRemovesMariaDBStreamRecords(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 		gone := engine.StreamName(cancelled.ID, cancelled.DatabaseName)
 		kept := engine.StreamName(syncing.ID, syncing.DatabaseName)
 		foreign := engine.StreamName(987654, "elsewhere my "+db.Driver)

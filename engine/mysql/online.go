@@ -543,10 +543,7 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 		if f.File == from.File {
 			at = from.Pos
 		}
-		for {
-			if f.File == to.File && at >= to.Pos {
-				break
-			}
+		for f.File != to.File || at < to.Pos {
 			n := 0
 			last := at
 			err := s.queryRows(ctx, fmt.Sprintf("SHOW BINLOG EVENTS IN %s FROM %d LIMIT %d", sqlLiteral(f.File), at, page), nil, func(rows *sql.Rows) error {
@@ -617,8 +614,11 @@ func (s *Server) SnapshotChecksums(ctx context.Context, db string, tables []stri
 		}
 		return rows.Err()
 	}()
-	if err != nil || pos.IsZero() {
-		return BinlogPos{}, nil, fmt.Errorf("read the binary log position of a snapshot of %s: %v", s, err)
+	if err != nil {
+		return BinlogPos{}, nil, fmt.Errorf("read the binary log position of a snapshot of %s: %w", s, err)
+	}
+	if pos.IsZero() {
+		return BinlogPos{}, nil, engine.Permanentf("%s gives no binary log position for a snapshot (is log_bin on?)", s)
 	}
 	cols, err := s.tableColumns(ctx, db)
 	if err != nil {

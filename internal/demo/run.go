@@ -540,7 +540,7 @@ func (d *Demo) StartMigration(ctx context.Context) error {
 	if err := writePlan(planFile, planned, d.Opt.Mode); err != nil {
 		return err
 	}
-	if err := d.startWriters(); err != nil {
+	if err := d.startWriters(ctx); err != nil {
 		return err
 	}
 	out, err := d.tool(ctx, "plan", "--file", planFile)

@@ -106,7 +106,7 @@ func sampleWriters(dbs []*Database, n int) []*Database {
 
 // startWriters starts the writers (after prepareWriters); stopWriters
 // stops them once their rows are finished.
-func (d *Demo) startWriters() error {
+func (d *Demo) startWriters(ctx context.Context) error {
 	for i, w := range d.writers {
 		f, err := os.Create(filepath.Join(d.Opt.Dir, fmt.Sprintf("writer-%d.log", i+1)))
 		if err != nil {
@@ -115,7 +115,8 @@ func (d *Demo) startWriters() error {
 		fmt.Fprintf(f, "# writer of %s database %q through %s, one insert every %s; a line per acknowledged write: number, time, server\n",
 			w.DB.Engine, w.DB.Name, w.DB.DNSName, d.writerEvery())
 		w.log, w.stop, w.done = f, make(chan struct{}), make(chan struct{})
-		go d.runWriter(w)
+		// The writers outlive the call that starts them: stopWriters ends them.
+		go d.runWriter(context.WithoutCancel(ctx), w)
 	}
 	if len(d.writers) > 0 {
 		d.say("started %d writers: each inserts into %s through its database's DNS name with the database's own user, every %s (logs: writer-N.log)",
@@ -131,7 +132,7 @@ func (d *Demo) writerEvery() time.Duration {
 	return time.Duration(float64(time.Second) / d.Opt.WriterRate)
 }
 
-func (d *Demo) runWriter(w *Writer) {
+func (d *Demo) runWriter(ctx context.Context, w *Writer) {
 	defer close(w.done)
 	defer w.log.Close()
 	every := d.writerEvery()
@@ -161,7 +162,7 @@ func (d *Demo) runWriter(w *Writer) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if conn == nil {
 			ip, err := Resolve(ctx, d.Fleet.BIND.Addr, w.DB.DNSName)
 			if err != nil {

@@ -458,6 +458,9 @@ func scalar(ctx context.Context, t *testing.T, eng, dsn, q string) string {
 				t.Fatal(err)
 			}
 		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
 	}
 	return out.String
 }
@@ -488,11 +491,12 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 	if _, err := root.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, d, "the source to purge its older binary logs", time.Minute, func() bool {
+	binlogs := func() []string {
 		rows, err := root.QueryContext(ctx, "SHOW BINARY LOGS")
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer rows.Close()
 		var logs []string
 		for rows.Next() {
 			var name string
@@ -502,7 +506,13 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 			}
 			logs = append(logs, name)
 		}
-		rows.Close()
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return logs
+	}
+	waitFor(ctx, t, d, "the source to purge its older binary logs", time.Minute, func() bool {
+		logs := binlogs()
 		if len(logs) == 1 {
 			return true
 		}
