@@ -9,11 +9,12 @@ import (
 
 // Online mode moves a database while its source keeps taking writes: a
 // copy from a consistent point, then a stream of that database's changes
-// (PostgreSQL logical replication; a MariaDB replication connection),
+// (PostgreSQL logical replication; for MariaDB, a stream of our own that
+// reads the source's binary log),
 // everything it creates named StreamName(row).
 
 // StreamPrefix starts the name of everything an online stream creates at a
-// server (publications, slots, subscriptions, replication connections);
+// server (publications, slots, subscriptions, MariaDB stream records);
 // `migrate gc` removes only what is named so.
 const StreamPrefix = "fleetmigrate_"
 

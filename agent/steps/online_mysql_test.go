@@ -279,7 +279,7 @@ func TestMySQLOnlineToDone(t *testing.T) {
 		t.Errorf("the destination's own database changed during the migration")
 	}
 	if names := f.myStreams(t); len(names) > 0 {
-		t.Errorf("replication connections left at the destination: %v", names)
+		t.Errorf("stream records left at the destination: %v", names)
 	}
 }
 
@@ -310,7 +310,7 @@ func (f *fleet) myStreams(t *testing.T) []string {
 	return out
 }
 
-// myStream reports whether row id's replication connection exists at the
+// myStream reports whether row id's stream record exists at the
 // destination.
 func (f *fleet) myStream(t *testing.T, id int64) bool {
 	t.Helper()
@@ -476,7 +476,7 @@ func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 
 // TestMySQLOnlineRollbackWhileSyncing: a row whose stream runs is rolled
 // back by an operator: the sync step is fenced out, the rollback removes
-// the replication connection and the destination's copy, and the source
+// the stream record and the destination's copy, and the source
 // never lost its writes.
 func TestMySQLOnlineRollbackWhileSyncing(t *testing.T) {
 	f := newFleet(t)

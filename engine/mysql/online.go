@@ -78,7 +78,7 @@ func (p BinlogPos) Compare(q BinlogPos) int {
 // Stream is what a row's stream is, recorded by the steps before anything
 // of it is created.
 type Stream struct {
-	// Name is the replication connection's at the destination.
+	// Name is the stream's, its position record's at the destination.
 	Name     string `json:"name"`
 	Database string `json:"database"`
 	// Tables are the database's base tables when the copy was taken.
@@ -111,7 +111,7 @@ type Stream struct {
 func (s *Server) SourceReadiness(ctx context.Context) (*engine.Readiness, error) {
 	r := &engine.Readiness{}
 	if s.family != MariaDB {
-		r.Problem("%s is %s: online mode for MySQL/MariaDB needs MariaDB (its multi-source replication); MySQL 8 has it as channels, not supported yet", s, s.version)
+		r.Problem("%s is %s: online mode for MySQL/MariaDB moves MariaDB sources today (MySQL 8: docs/online.md, what differs); plan it as dump or auto", s, s.version)
 		return r, nil
 	}
 	var logBin, serverID int64
