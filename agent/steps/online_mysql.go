@@ -86,9 +86,8 @@ func (p *mysqlSyncSide) resumable(ctx context.Context) (bool, error) {
 }
 
 // start checks both servers and the database, copies it from a consistent
-// snapshot and records its stream (started by this agent's streams
-// service) from that snapshot's
-// position.
+// snapshot and records its stream from that snapshot's position (this
+// agent's streams service applies it).
 func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, error) {
 	job, src, dst := p.job, p.src, p.dst
 	row := &job.Row
