@@ -426,13 +426,9 @@ func (h *mysqlClose) online(ctx context.Context, job *agent.Job, src *mysql.Serv
 			return statemachine.Fields{}, err
 		}
 	}
-	var rec blockRecord[mysql.Access]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	access, err := cutoverBlock[mysql.Access](ctx, job)
 	if err != nil {
 		return statemachine.Fields{}, err
-	}
-	if !ok || rec.Access == nil || !rec.Blocked {
-		return statemachine.Fields{}, agent.Permanentf("row %d is online and past its cutover, but its block record does not say writes are blocked at the source: its consistency-point dump would not be one; nothing was changed", job.Row.ID)
 	}
 	s, err := src.Inspect(ctx, job.Row.DatabaseName)
 	if err != nil {
@@ -440,8 +436,8 @@ func (h *mysqlClose) online(ctx context.Context, job *agent.Job, src *mysql.Serv
 	}
 	// Blocked, the accounts' grants and events are the block's: the dump
 	// describes them as they were before.
-	s.Blocked(rec.Access)
-	f, err := (&mysqlDump{h.c}).blocked(ctx, job, src, s, rec.Access)
+	s.Blocked(access)
+	f, err := (&mysqlDump{h.c}).blocked(ctx, job, src, s, access)
 	if err != nil {
 		return f, err
 	}

@@ -58,9 +58,28 @@ func (r *myStreams) run(ctx context.Context, log *slog.Logger) {
 	r.mu.Unlock()
 	t := time.NewTicker(rescanEvery)
 	defer t.Stop()
+	// One connection to the local server for the service's life, opened
+	// again after a failure.
+	var dst *mysql.Server
+	defer func() {
+		if dst != nil {
+			_ = dst.Close()
+		}
+	}()
 	for {
-		if err := r.rescan(ctx); err != nil && ctx.Err() == nil {
+		err := ctx.Err()
+		if dst == nil && err == nil {
+			dst, err = r.c.local(ctx, nil)
+		}
+		if err == nil {
+			err = r.rescan(ctx, dst)
+		}
+		if err != nil && ctx.Err() == nil {
 			log.Warn("cannot read the stream records of this host's mysql server; trying again", "err", err)
+			if dst != nil {
+				_ = dst.Close()
+				dst = nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -74,12 +93,7 @@ func (r *myStreams) run(ctx context.Context, log *slog.Logger) {
 // rescan starts a streamer for each record without one (and without an
 // error: a broken stream waits for its row to fail or retry), and stops
 // those whose record is gone.
-func (r *myStreams) rescan(ctx context.Context) error {
-	dst, err := r.c.local(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = dst.Close() }()
+func (r *myStreams) rescan(ctx context.Context, dst *mysql.Server) error {
 	recs, err := dst.StreamRecords(ctx, engine.StreamPrefix)
 	if err != nil {
 		return err

@@ -525,3 +525,19 @@ func verifiedAgainstDump(ctx context.Context, job *agent.Job, store storage.Stor
 	}
 	return nil
 }
+
+// cutoverBlock reads the block the cutover left in force, which the
+// close's consistency-point dump relies on: without it the dump would not
+// be one, and nothing is done.
+func cutoverBlock[A any](ctx context.Context, job *agent.Job) (*A, error) {
+	var rec blockRecord[A]
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || rec.Access == nil || !rec.Blocked {
+		return nil, agent.Permanentf("row %d is online and past its cutover, but its block record does not say writes are blocked at the source "+
+			"(a record edited by hand?): its consistency-point dump would not be one; nothing was changed. Block the source by hand and retry, or roll the row back with --discard-destination-writes", job.Row.ID)
+	}
+	return rec.Access, nil
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
@@ -525,51 +526,8 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The source keeps a log a connected replica reads: wait until the
-	// stream's reader is gone, then purge every log but the newest.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var readers int
-		if err := f.src.root.QueryRowContext(ctx(t), "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").Scan(&readers); err != nil {
-			t.Fatal(err)
-		}
-		if readers == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d binary log readers still connected to the source", readers)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	exec(t, f.src.root, "FLUSH BINARY LOGS")
-	binlogs := func() []string {
-		rows, err := f.src.root.QueryContext(ctx(t), "SHOW BINARY LOGS")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var logs []string
-		for rows.Next() {
-			var name string
-			var size any
-			if err := rows.Scan(&name, &size); err != nil {
-				t.Fatal(err)
-			}
-			logs = append(logs, name)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return logs
-	}
-	// A log is kept until the server's crash recovery no longer needs it
-	// (its binlog checkpoint): purge until only the newest is left.
-	for logs := binlogs(); len(logs) > 1; logs = binlogs() {
-		exec(t, f.src.root, "PURGE BINARY LOGS TO '"+logs[len(logs)-1]+"'")
-		if time.Now().After(deadline) {
-			t.Fatalf("the source keeps %v after PURGE", logs)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := fleettest.PurgeBinaryLogs(ctx(t), f.src.root); err != nil {
+		t.Fatal(err)
 	}
 	onlineAgents(t, f, opt)
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)

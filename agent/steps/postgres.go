@@ -416,13 +416,9 @@ func (h *pgClose) online(ctx context.Context, job *agent.Job, src *postgres.Serv
 			return statemachine.Fields{}, err
 		}
 	}
-	var rec blockRecord[postgres.Access]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	access, err := cutoverBlock[postgres.Access](ctx, job)
 	if err != nil {
 		return statemachine.Fields{}, err
-	}
-	if !ok || rec.Access == nil || !rec.Blocked {
-		return statemachine.Fields{}, agent.Permanentf("row %d is online and past its cutover, but its block record does not say writes are blocked at the source: its consistency-point dump would not be one; nothing was changed", job.Row.ID)
 	}
 	s, err := src.Inspect(ctx, job.Row.DatabaseName)
 	if err != nil {
@@ -430,8 +426,8 @@ func (h *pgClose) online(ctx context.Context, job *agent.Job, src *postgres.Serv
 	}
 	// Blocked, the database is the administrator's: the dump describes it
 	// as it was before (its owner and privileges come with the customer).
-	s.DB.Owner, s.DB.ACL, s.DB.DefaultACL = rec.Access.Owner, rec.Access.ACL, rec.Access.DefaultACL
-	f, err := (&pgDump{h.c}).blocked(ctx, job, src, s, rec.Access)
+	s.DB.Owner, s.DB.ACL, s.DB.DefaultACL = access.Owner, access.ACL, access.DefaultACL
+	f, err := (&pgDump{h.c}).blocked(ctx, job, src, s, access)
 	if err != nil {
 		return f, err
 	}

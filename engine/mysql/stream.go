@@ -156,7 +156,7 @@ func (s *Server) WaitStreamApplied(ctx context.Context, name string, pos BinlogP
 			return false, r, err
 		}
 		if !r.Exists {
-			return false, r, engine.Permanentf("stream %s is gone at %s", name, s)
+			return false, r, engine.Permanentf("stream %s is gone at %s (its record removed by hand or by gc?): retry the row to sync again from the start", name, s)
 		}
 		if r.Applied.Compare(pos) >= 0 {
 			return true, r, nil

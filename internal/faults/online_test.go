@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/demo"
+	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -479,47 +480,14 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 	if err := d.KillAgent(db.Destination); err != nil {
 		t.Fatal(err)
 	}
-	src := d.Fleet.Host(db.Source)
-	root, err := sql.Open("mysql", src.RootDSN(""))
+	root, err := sql.Open("mysql", d.Fleet.Host(db.Source).RootDSN(""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	waitFor(ctx, t, d, "the dead stream's reader to leave the source", time.Minute, func() bool {
-		return scalar(ctx, t, demo.MySQL, src.RootDSN(""), "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'") == "0"
-	})
-	if _, err := root.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+	if err := fleettest.PurgeBinaryLogs(ctx, root); err != nil {
 		t.Fatal(err)
 	}
-	binlogs := func() []string {
-		rows, err := root.QueryContext(ctx, "SHOW BINARY LOGS")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var logs []string
-		for rows.Next() {
-			var name string
-			var size any
-			if err := rows.Scan(&name, &size); err != nil {
-				t.Fatal(err)
-			}
-			logs = append(logs, name)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return logs
-	}
-	waitFor(ctx, t, d, "the source to purge its older binary logs", time.Minute, func() bool {
-		logs := binlogs()
-		if len(logs) == 1 {
-			return true
-		}
-		// A log is kept until crash recovery no longer needs it: again.
-		_, _ = root.ExecContext(ctx, "PURGE BINARY LOGS TO '"+logs[len(logs)-1]+"'")
-		return false
-	})
 	r.inject("SIGKILL to the agent of %s while row %d waited to be cut over (its stream died with it); the source's binary logs purged up to the newest", db.Destination, m.ID)
 	if err := d.RestartAgent(db.Source); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -78,4 +79,65 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// PurgeBinaryLogs makes a MariaDB server (through root, a root session
+// pool) forget every binary log but a new one, as an operator's PURGE or
+// an expiry would: it waits until no replica reads the logs (a server
+// keeps a log a connected reader reads), rotates, and purges until only the
+// newest is left (a log stays until crash recovery no longer needs it).
+func PurgeBinaryLogs(ctx context.Context, root *sql.DB) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	wait := func(what string, done func() (bool, error)) error {
+		for {
+			ok, err := done()
+			if err != nil || ok {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("purge the binary logs: %s: %w", what, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	err := wait("binary log readers still connected", func() (bool, error) {
+		var readers int
+		err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").Scan(&readers)
+		return readers == 0, err
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := root.ExecContext(ctx, "FLUSH BINARY LOGS"); err != nil {
+		return err
+	}
+	return wait("older logs still kept", func() (bool, error) {
+		logs, err := binaryLogs(ctx, root)
+		if err != nil || len(logs) <= 1 {
+			return err == nil, err
+		}
+		_, err = root.ExecContext(ctx, "PURGE BINARY LOGS TO "+MySQLString(logs[len(logs)-1]))
+		return false, err
+	})
+}
+
+// binaryLogs lists a server's binary log files, oldest first.
+func binaryLogs(ctx context.Context, root *sql.DB) ([]string, error) {
+	rows, err := root.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var logs []string
+	for rows.Next() {
+		var name string
+		var size any
+		if err := rows.Scan(&name, &size); err != nil {
+			return nil, err
+		}
+		logs = append(logs, name)
+	}
+	return logs, rows.Err()
 }
