@@ -137,8 +137,8 @@ func planOn(t *testing.T, s statemachine.Store, n int, sources, dests int, dns b
 	}
 }
 
-// TestTwentyAgentsDrainTwoThousandRows: 5 source hosts (dump, close), 5
-// destination hosts (import) and 10 DNS agents, each with its own
+// TestTwentyAgentsDrainTwoThousandRows: 5 source hosts (close), 5
+// destination hosts (dump, import) and 10 DNS agents, each with its own
 // connections, drain 2,000 rows promoted by the real scheduler: every row
 // reaches Done, each step ran exactly once, on the right host.
 func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
@@ -153,14 +153,14 @@ func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
 		var agents int
 		for i := range 5 {
 			src := db.Open(t)
-			a, err := agent.New(src, fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump, statemachine.RoleClose), slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
+			start(t, src, fast(fmt.Sprintf("src-%d", i), statemachine.RoleClose), handlers[statemachine.RoleClose], nil)
+			a, err := agent.New(db.Open(t), fast(fmt.Sprintf("dst-%d", i), statemachine.RoleDump, statemachine.RoleImport), slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			a.Handle(statemachine.RoleDump, "", handlers[statemachine.RoleDump])
-			a.Handle(statemachine.RoleClose, "", handlers[statemachine.RoleClose])
+			a.Handle(statemachine.RoleImport, "", handlers[statemachine.RoleImport])
 			runUntilCleanup(t, a)
-			start(t, db.Open(t), fast(fmt.Sprintf("dst-%d", i), statemachine.RoleImport), handlers[statemachine.RoleImport], nil)
 			agents += 2
 		}
 		for i := range 10 {
@@ -186,7 +186,7 @@ func TestTwentyAgentsDrainTwoThousandRows(t *testing.T) {
 		}
 		for _, m := range all {
 			for role, want := range map[statemachine.Role]string{
-				statemachine.RoleDump: m.Source, statemachine.RoleClose: m.Source, statemachine.RoleImport: m.Destination, statemachine.RoleDNS: "dns-",
+				statemachine.RoleDump: m.Destination, statemachine.RoleClose: m.Source, statemachine.RoleImport: m.Destination, statemachine.RoleDNS: "dns-",
 			} {
 				runs := handlers[role].runsOf(m.ID)
 				if len(runs) != 1 || !strings.HasPrefix(runs[0], want) {
@@ -240,7 +240,7 @@ func TestRetriesFailuresAndPanics(t *testing.T) {
 			return nil
 		}}
 		var logs fleettest.LogBuffer
-		start(t, s, fast("src-0", statemachine.RoleDump), h, slog.New(slog.NewJSONHandler(&logs, nil)))
+		start(t, s, fast("dst-0", statemachine.RoleDump), h, slog.New(slog.NewJSONHandler(&logs, nil)))
 		if _, err := s.Promote(context.Background(), 4, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +305,7 @@ func TestLeaseLostCancelsStep(t *testing.T) {
 			cause <- context.Cause(ctx)
 			return ctx.Err()
 		}}
-		cfg := fast("src-0", statemachine.RoleDump)
+		cfg := fast("dst-0", statemachine.RoleDump)
 		cfg.Lease = 600 * time.Millisecond
 		start(t, s, cfg, h, nil)
 		if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
@@ -354,7 +354,7 @@ func TestGracefulStop(t *testing.T) {
 				return ctx.Err()
 			}
 		}}
-		cfg := fast("src-0", statemachine.RoleDump)
+		cfg := fast("dst-0", statemachine.RoleDump)
 		cfg.ShutdownTimeout = 800 * time.Millisecond
 		r := start(t, s, cfg, h, nil)
 		if _, err := s.Promote(context.Background(), 2, "test"); err != nil {
@@ -433,7 +433,7 @@ func TestRowsWithoutHandlerAreLeftAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 		var logs fleettest.LogBuffer
-		a, err := agent.New(s, fast("src-0", statemachine.RoleDump), slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		a, err := agent.New(s, fast("dst-0", statemachine.RoleDump), slog.New(slog.NewTextHandler(&logs, nil)), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,7 +460,7 @@ func TestStateDatabaseRestart(t *testing.T) {
 	statetest.EnginesOnPrivateServers(t, func(t *testing.T, db stateDB, srv statetest.Server) {
 		s := db.Open(t)
 		const rows = 60
-		planOn(t, s, rows, 2, 1, false)
+		planOn(t, s, rows, 1, 2, false)
 		h := &fakeHandler{fn: func(ctx context.Context, job *agent.Job) error {
 			select {
 			case <-time.After(100 * time.Millisecond):
@@ -472,7 +472,7 @@ func TestStateDatabaseRestart(t *testing.T) {
 		var logs fleettest.LogBuffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		for i := range 2 {
-			cfg := fast(fmt.Sprintf("src-%d", i), statemachine.RoleDump)
+			cfg := fast(fmt.Sprintf("dst-%d", i), statemachine.RoleDump)
 			cfg.Lease = 4 * time.Second
 			start(t, db.Open(t), cfg, h, log)
 		}
@@ -532,7 +532,7 @@ func TestWakeupsBeatThePollInterval(t *testing.T) {
 	// One set of metrics for the three agents: their roles differ.
 	m := agent.NewMetrics(prometheus.NewRegistry())
 	for _, cfg := range []agent.Config{
-		slow("src-0", statemachine.RoleDump, statemachine.RoleClose), slow("dst-0", statemachine.RoleImport), slow("dns", statemachine.RoleDNS),
+		slow("src-0", statemachine.RoleClose), slow("dst-0", statemachine.RoleDump, statemachine.RoleImport), slow("dns", statemachine.RoleDNS),
 	} {
 		a, err := agent.New(db.Open(t), cfg, slog.New(slog.DiscardHandler), m)
 		if err != nil {

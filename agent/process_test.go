@@ -52,7 +52,7 @@ func TestKill9MidStep(t *testing.T) {
 		s := db.Open(t)
 		planOn(t, s, 1, 1, 1, false)
 		dir := t.TempDir()
-		first := fakeAgent(t, db, dir, "src-0", "block")
+		first := fakeAgent(t, db, dir, "dst-0", "block")
 		if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestKill9MidStep(t *testing.T) {
 		}
 		first.ExitCode(t, 5*time.Second)
 
-		second := fakeAgent(t, db, dir, "src-0", "noop")
+		second := fakeAgent(t, db, dir, "dst-0", "noop")
 		waitFor(t, "the row to be redone", 20*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") == 1 })
 		if !exists(filepath.Join(dir, "1.recovered")) || exists(effect) {
 			t.Errorf("recovery: recovered %v, effect still there %v", exists(filepath.Join(dir, "1.recovered")), exists(effect))
@@ -100,7 +100,7 @@ func TestSIGTERMWaitsThenCancels(t *testing.T) {
 		s := db.Open(t)
 		planOn(t, s, 1, 1, 1, false)
 		dir := t.TempDir()
-		p := fakeAgent(t, db, dir, "src-0", "block")
+		p := fakeAgent(t, db, dir, "dst-0", "block")
 		if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func TestAgentMetrics(t *testing.T) {
 		s := db.Open(t)
 		planOn(t, s, 2, 1, 1, false)
 		addr := fleettest.FreeAddr(t)
-		fakeAgent(t, db, t.TempDir(), "src-0", "noop", "--metrics-addr", addr)
+		fakeAgent(t, db, t.TempDir(), "dst-0", "noop", "--metrics-addr", addr)
 		if _, err := s.Promote(context.Background(), 2, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -198,7 +198,7 @@ func TestAgentMetrics(t *testing.T) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
-		if strings.Contains(body, "db_0") || strings.Contains(body, `"src-0"`) {
+		if strings.Contains(body, "db_0") || strings.Contains(body, `"dst-0"`) {
 			t.Error("/metrics carries database or host names")
 		}
 	})

@@ -194,3 +194,13 @@ func (c *CountingReader) Read(p []byte) (int, error) {
 	c.N.Add(int64(n))
 	return n, err
 }
+
+// PartWriter is a dump's destination that wants to know where each part
+// of a dump taken in parts begins (an import that loads the parts as they
+// come: the schema before the rows, the rows over several sessions).
+// StartPart is called before the part's first byte; a dump in one run is
+// one part named "whole".
+type PartWriter interface {
+	io.Writer
+	StartPart(name string) error
+}

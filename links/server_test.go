@@ -54,7 +54,7 @@ func doneRow(t *testing.T, s statemachine.Store, objects storage.Store, n int, n
 		host string
 		f    statemachine.Fields
 	}{
-		{statemachine.RoleDump, src, statemachine.Fields{DumpURL: objects.URL(key), DumpSHA256: res.SHA256, DumpBytes: res.Size, ConsistencyPoint: cp}},
+		{statemachine.RoleDump, dst, statemachine.Fields{DumpURL: objects.URL(key), DumpSHA256: res.SHA256, DumpBytes: res.Size, ConsistencyPoint: cp}},
 		{statemachine.RoleImport, dst, statemachine.Fields{}},
 		{statemachine.RoleClose, src, statemachine.Fields{}},
 	} {

@@ -292,7 +292,7 @@ func TestTripAndResume(t *testing.T) {
 		// Three dumps fail with the same message.
 		failedAt := time.Now()
 		for range 3 {
-			ms, err := s.Claim(context.Background(), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src-0", Owner: "a", Limit: 1, Lease: time.Minute})
+			ms, err := claimDumpAny(s)
 			if err != nil || len(ms) != 1 {
 				t.Fatal(ms, err)
 			}
@@ -338,7 +338,11 @@ func TestTripAndResume(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		ms, _ := s.Claim(context.Background(), statemachine.ClaimRequest{Role: statemachine.RoleRollback, Host: "src-0", Owner: "rb", Limit: 5, Lease: time.Minute})
+		var ms []statemachine.Migration
+		for _, src := range []string{"src-0", "src-1"} {
+			got, _ := s.Claim(context.Background(), statemachine.ClaimRequest{Role: statemachine.RoleRollback, Host: src, Owner: "rb", Limit: 5, Lease: time.Minute})
+			ms = append(ms, got...)
+		}
 		for i := range ms {
 			if err := s.Advance(context.Background(), &ms[i], statemachine.Fields{}, ""); err != nil {
 				t.Fatal(err)
@@ -368,7 +372,7 @@ func TestFailureRateTrip(t *testing.T) {
 		}
 		sch := newScheduler(t, s, scheduler.Config{MaxProcs: 30, MaxFailureRate: 0.25, MinSample: 10}, nil)
 		step := func(fail bool) {
-			ms, err := s.Claim(context.Background(), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src-0", Owner: "a", Limit: 1, Lease: time.Minute})
+			ms, err := claimDumpAny(s)
 			if err != nil || len(ms) != 1 {
 				t.Fatal(ms, err)
 			}
@@ -433,6 +437,18 @@ func TestBadConfig(t *testing.T) {
 	}
 }
 
+// claimDumpAny claims one To dump row at whichever of the destinations
+// dst-0 ... dst-9 has one (the dump step runs at the destination).
+func claimDumpAny(s statemachine.Store) ([]statemachine.Migration, error) {
+	for d := range 10 {
+		ms, err := s.Claim(context.Background(), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: fmt.Sprintf("dst-%d", d), Owner: "a", Limit: 1, Lease: time.Minute})
+		if err != nil || len(ms) > 0 {
+			return ms, err
+		}
+	}
+	return nil, nil
+}
+
 // finish walks n rows that are To dump all the way to Done (they have no
 // DNS name, so there is no DNS step).
 func finish(t *testing.T, s statemachine.Store, n int) {
@@ -441,7 +457,7 @@ func finish(t *testing.T, s statemachine.Store, n int) {
 	steps := []struct {
 		role statemachine.Role
 		host string
-	}{{statemachine.RoleDump, "src-0"}, {statemachine.RoleImport, "dst-0"}, {statemachine.RoleClose, "src-0"}}
+	}{{statemachine.RoleDump, "dst-0"}, {statemachine.RoleImport, "dst-0"}, {statemachine.RoleClose, "src-0"}}
 	for _, st := range steps {
 		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: st.role, Host: st.host, Owner: "agent", Limit: n, Lease: time.Minute})
 		if err != nil || len(ms) != n {

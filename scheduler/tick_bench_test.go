@@ -67,7 +67,7 @@ func benchTick(b *testing.B, driver, dsn string, n int) {
 		b.StopTimer()
 		// free 5 slots: 5 rows leave flight (claimed, failed, rolled back)
 		for freed := 0; freed < 5; src++ {
-			freed += storetest.RollBackOut(b, s, fmt.Sprintf("src-%03d", src%780), 5-freed)
+			freed += storetest.RollBackOut(b, s, fmt.Sprintf("dst-%03d", src%300), 5-freed)
 		}
 		b.StartTimer()
 		res, err := sch.Tick(ctx)

@@ -48,11 +48,18 @@ const (
 	// CutoverFailed: the cutover gave up (writes restored). An operator
 	// retries or rolls back.
 	CutoverFailed Status = "Cutover failed"
-	// ToDump: promoted, waiting for the source's dump agent to claim it.
+	// ToDump: promoted, waiting for the destination's dump agent to claim
+	// it: the destination takes a row only when it has a slot to import
+	// it, so writes are never blocked for a queue.
 	ToDump Status = "To dump"
-	// Dumping: claimed by the source's dump agent, which moves it to ToImport
-	// or DumpFailed (restoring writes at the source first), or gives it back to
-	// ToDump. The rescuer takes it back when the agent's lease expires.
+	// Dumping: claimed by the destination's dump agent, which blocks writes
+	// at the source, dumps it from there into the store and imports the same
+	// bytes as they come, then verifies: it moves the row to DNSToUpdate
+	// (ToCloseSource without a DNS name); to ToImport when the dump is
+	// stored but the import beside it failed (the import step retries from
+	// the store); or to DumpFailed (restoring writes at the source and
+	// dropping the partial import first), or gives it back to ToDump. The
+	// rescuer takes it back when the agent's lease expires.
 	Dumping Status = "Dumping"
 	// DumpFailed: the dump step gave up. An operator retries it (ToDump) or
 	// rolls it back (ToRollBack). Failed rows hold their scheduler slot.

@@ -58,6 +58,8 @@ type Step struct {
 	// row in mode auto that cannot stream goes to the dump path).
 	Divert      Status
 	DivertLabel string
+	// DivertWithoutDNS, when set, is Divert for a row without a DNS name.
+	DivertWithoutDNS Status
 }
 
 // Steps is the pipeline, in order, followed by the rollback step.
@@ -66,7 +68,12 @@ var Steps = []Step{
 		Divert: ToDump, DivertLabel: "auto: dump instead"},
 	{Role: RoleCutover, Side: SideSource, Queued: ToCutOver, Working: CuttingOver, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: CutoverFailed,
 		Divert: ToSync, DivertLabel: "writes restored, back to syncing"},
-	{Role: RoleDump, Side: SideSource, Queued: ToDump, Working: Dumping, Next: ToImport, Failed: DumpFailed},
+	// The dump step runs at the destination: it pulls the dump from the
+	// source server, storing it and importing it at once (the import's
+	// way on, Divert), or only storing it when the import could not be
+	// done beside it (Next: the import step takes it from the store).
+	{Role: RoleDump, Side: SideDestination, Queued: ToDump, Working: Dumping, Next: ToImport, Failed: DumpFailed,
+		Divert: DNSToUpdate, DivertWithoutDNS: ToCloseSource, DivertLabel: "done, imported while dumping"},
 	{Role: RoleImport, Side: SideDestination, Queued: ToImport, Working: Importing, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: ImportFailed},
 	{Role: RoleDNS, Side: SideAny, Queued: DNSToUpdate, Working: UpdatingDNS, Next: ToCloseSource, Failed: DNSFailed},
 	{Role: RoleClose, Side: SideSource, Queued: ToCloseSource, Working: ClosingSource, Next: Done, Failed: CloseFailed},
@@ -103,6 +110,9 @@ func (s Step) NextStatus(dnsName string) Status {
 // next is NextStatus, or Divert when divert is set and the step has one.
 func (s Step) next(dnsName string, divert bool) Status {
 	if divert && s.Divert != "" {
+		if dnsName == "" && s.DivertWithoutDNS != "" {
+			return s.DivertWithoutDNS
+		}
 		return s.Divert
 	}
 	if dnsName == "" && s.NextWithoutDNS != "" {
@@ -158,6 +168,9 @@ func Transitions() []Transition {
 		}
 		if s.Divert != "" {
 			out = append(out, Transition{Role: s.Role, From: s.Working, To: s.Divert, Label: s.DivertLabel})
+		}
+		if s.DivertWithoutDNS != "" {
+			out = append(out, Transition{Role: s.Role, From: s.Working, To: s.DivertWithoutDNS, Label: s.DivertLabel + ", no DNS name"})
 		}
 		out = append(out,
 			Transition{Role: s.Role, From: s.Working, To: s.Failed, Label: "fail"},

@@ -37,6 +37,9 @@ type MySQL struct {
 	// HangTimeout cancels a step whose server has not answered a probe for
 	// this long (watch.go); 0: no watchdog.
 	HangTimeout time.Duration
+	// StoreFirst: the dump step only stores the dump (no import beside
+	// it); the import step takes it from the store.
+	StoreFirst bool
 	// Online configures the sync and cutover steps of online rows.
 	Online Online
 
@@ -78,17 +81,26 @@ func (c *MySQL) local(ctx context.Context, log *slog.Logger) (*mysql.Server, err
 // peer connects to the server of another host, at the address its agent
 // publishes.
 func (c *MySQL) peer(ctx context.Context, job *agent.Job, host string) (*mysql.Server, error) {
-	addr, err := job.Endpoint(ctx, host, statemachine.EngineMySQL)
+	srv, err := c.peerServer(ctx, job, host)
 	if err != nil {
 		return nil, err
 	}
 	opt := c.Options
 	opt.Log = job.Log
-	s, err := mysql.Open(ctx, engine.Server{Host: host, Address: addr, User: c.Server.User, Password: c.Server.Password}, opt)
+	s, err := mysql.Open(ctx, srv, opt)
 	if err != nil {
 		return nil, permanent(fmt.Errorf("reach the %s server of %s: %w", statemachine.EngineMySQL, host, err))
 	}
 	return s, nil
+}
+
+// peerServer is how this agent reaches the server of another host.
+func (c *MySQL) peerServer(ctx context.Context, job *agent.Job, host string) (engine.Server, error) {
+	addr, err := job.Endpoint(ctx, host, statemachine.EngineMySQL)
+	if err != nil {
+		return engine.Server{}, err
+	}
+	return engine.Server{Host: host, Address: addr, User: c.Server.User, Password: c.Server.Password}, nil
 }
 
 func (c *MySQL) every() time.Duration {
@@ -103,30 +115,50 @@ func unblockMySQL(src *mysql.Server) unblockFunc[mysql.Access] {
 	return src.Unblock
 }
 
-// mysqlDump is the dump step at the source: check both sides, block
-// writes, dump to the store with the manifest and the secrets beside it.
-// Any failure restores writes before the row fails or is retried.
+// mysqlDump is the dump step, run at the destination: check both sides,
+// block writes at the source, dump from there into the store and import
+// the same bytes here as they come (pull.go), verify. Any failure drops
+// what the import created and restores writes before the row fails or is
+// retried.
 type mysqlDump struct{ c *MySQL }
 
-func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (f statemachine.Fields, err error) {
 	row := &job.Row
-	src, err := h.c.local(ctx, job.Log)
+	srv, err := h.c.peerServer(ctx, job, row.Source)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	ctx, stop := watchSource(ctx, job, srv.String(), h.c.HangTimeout, func(ctx context.Context) error { return mysql.Probe(ctx, srv) })
+	defer func() { err = stop(err) }()
+	src, err := h.c.peer(ctx, job, row.Source)
 	if err != nil {
 		return statemachine.Fields{}, err
 	}
 	defer func() { _ = src.Close() }()
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = dst.Close() }()
 	// A block left in force by an earlier attempt is undone first: this
 	// attempt plans its own from the grants as they are.
 	if err := unblockRecorded(ctx, job, unblockMySQL(src)); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := dropMySQLImport(ctx, job, dst, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, err
 	}
 	s, err := src.Inspect(ctx, row.DatabaseName)
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
-	checked, err := h.checkDestination(ctx, job, s)
+	d, err := dst.CheckDestination(ctx, mysql.IncomingFromSource(s))
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
+	}
+	checked := fmt.Sprintf("destination %s %s ready", row.Destination, dst.Version())
+	if len(d.Notes) > 0 {
+		checked += " (" + strings.Join(d.Notes, "; ") + ")"
 	}
 	access, err := src.PlanBlock(ctx, s)
 	if err != nil {
@@ -136,14 +168,22 @@ func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
-	detail := fmt.Sprintf("blocking writes to %q (%s, %d tables, %s; %s); %s", s.Database, src.Version(), len(s.Tables), mb(s.SizeBytes), describeAccess(access), checked)
+	detail := fmt.Sprintf("blocking writes to %q at %s (%s, %d tables, %s; %s); %s", s.Database, row.Source, src.Version(), len(s.Tables), mb(s.SizeBytes), describeAccess(access), checked)
 	if err := job.Record(ctx, statemachine.Fields{SizeBytes: s.SizeBytes, Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}
-	f, err := h.blocked(ctx, job, src, s, access)
+	importer := dst
+	if h.c.StoreFirst {
+		importer = nil
+	}
+	f, err = h.blocked(ctx, job, src, s, access, importer)
 	if err != nil {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
+		if derr := dropMySQLImport(uctx, job, dst, "this attempt"); derr != nil {
+			job.Log.Error("the import beside the failed dump was NOT dropped: the next attempt, a rollback or recovery drops it", "err", derr)
+			err = errors.Join(err, derr)
+		}
 		if uerr := unblock(uctx, job, unblockMySQL(src), rec); uerr != nil {
 			job.Log.Error("writes NOT restored after the dump failed: the next attempt, a rollback or recovery restores them", "err", uerr)
 			err = errors.Join(err, uerr)
@@ -151,25 +191,6 @@ func (h *mysqlDump) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 		return statemachine.Fields{}, permanent(err)
 	}
 	return f, nil
-}
-
-// checkDestination runs the destination's preflight from the source,
-// before any change: a conflict found now costs the customer no downtime.
-func (h *mysqlDump) checkDestination(ctx context.Context, job *agent.Job, s *mysql.Source) (string, error) {
-	dst, err := h.c.peer(ctx, job, job.Row.Destination)
-	if err != nil {
-		return "", fmt.Errorf("check the destination before blocking writes: %w", err)
-	}
-	defer func() { _ = dst.Close() }()
-	d, err := dst.CheckDestination(ctx, mysql.IncomingFromSource(s))
-	if err != nil {
-		return "", err
-	}
-	out := fmt.Sprintf("destination %s %s ready", job.Row.Destination, dst.Version())
-	if len(d.Notes) > 0 {
-		out += " (" + strings.Join(d.Notes, "; ") + ")"
-	}
-	return out, nil
 }
 
 func describeAccess(a *mysql.Access) string {
@@ -188,8 +209,12 @@ func describeAccess(a *mysql.Access) string {
 	return strings.Join(parts, ", ")
 }
 
-// blocked blocks writes and dumps.
-func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Server, s *mysql.Source, access *mysql.Access) (statemachine.Fields, error) {
+// blocked blocks writes and dumps into the store and, when dst is not
+// nil, into an import at dst beside it, then verifies that import
+// (Fields.Divert: on to the DNS step). An import that fails beside a
+// stored dump is dropped and the row goes to the import step, which takes
+// the dump from the store.
+func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Server, s *mysql.Source, access *mysql.Access, dst *mysql.Server) (statemachine.Fields, error) {
 	ended, err := src.Block(ctx, access)
 	if err != nil {
 		return statemachine.Fields{}, err
@@ -204,12 +229,24 @@ func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Serv
 	rep := report(ctx, job, h.c.every(), func(b, done, total int64) string {
 		return fmt.Sprintf("dumping: %s written, checksums of %d/%d tables", mb(b), done, total)
 	})
-	var man *engine.Manifest
+	var side importSide
+	var imported importProgress
+	if dst != nil {
+		si, notes, err := dst.StartStreamedImport(ctx, s, job.Row.Source, func(rec mysql.ImportRecord) error {
+			return job.PutRecord(ctx, recordImport, rec)
+		}, &imported.bytes)
+		if err != nil {
+			rep.Stop()
+			return statemachine.Fields{}, err
+		}
+		side, imported.notes = si, notes
+	}
 	var sec engine.Secrets
-	res, err := storage.PutCompressed(ctx, h.c.Store, key, h.c.Level, storage.PutOptions{ContentType: "application/zstd"}, func(w io.Writer) error {
+	res, man, importErr, err := dumpBeside(ctx, h.c.Store, key, h.c.Level, side, func(w io.Writer) (*engine.Manifest, error) {
+		var man *engine.Manifest
 		var err error
 		man, sec, _, err = src.Snapshot(ctx, s, job.Row.Source, pos, w, &mysql.Progress{Bytes: &rep.bytes, Tables: rep.tables})
-		return err
+		return man, err
 	})
 	rep.Stop()
 	if err != nil {
@@ -224,24 +261,50 @@ func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Serv
 		return statemachine.Fields{}, err
 	}
 	job.Note(ctx, "dumped %q: %s of SQL, %s stored, %d tables checksummed, %d accounts", s.Database, mb(rep.bytes.Load()), mb(res.Size), len(man.Tables), len(man.Users))
-	return statemachine.Fields{
+	f := statemachine.Fields{
 		SizeBytes:        s.SizeBytes,
 		DumpURL:          h.c.Store.URL(key),
 		DumpSHA256:       res.SHA256,
 		DumpBytes:        res.Size,
 		ConsistencyPoint: pos.At,
-	}, nil
+	}
+	if dst == nil {
+		return f, nil
+	}
+	if importErr == nil {
+		job.Note(ctx, "imported %q beside the dump: %s of SQL%s; verifying %d tables", man.Database, mb(imported.bytes.Load()), notesSuffix(imported.notes), len(man.Tables))
+		vrep := report(ctx, job, h.c.every(), func(_, done, total int64) string { return fmt.Sprintf("verifying: %d/%d tables", done, total) })
+		importErr = dst.Verify(ctx, man, vrep.tables)
+		vrep.Stop()
+	}
+	if importErr == nil {
+		job.CountBytes("in", res.Size)
+		job.Note(ctx, "verified %q: %d tables, row counts and checksums (%s) match the source's, %d objects, %d accounts", man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Objects), len(man.Users))
+		f.Divert = true
+		return f, nil
+	}
+	return f, importBesideFailed(ctx, job, importErr, func(ctx context.Context) error {
+		return dropMySQLImport(ctx, job, dst, "the import beside the dump")
+	})
 }
 
-// Recover restores writes if the dead run left them blocked (the dump did
-// not complete: the row is still Dumping).
+// Recover undoes what the dead run left: the import beside the dump
+// (dropped) and the block at the source (writes restored).
 func (h *mysqlDump) Recover(ctx context.Context, job *agent.Job) error {
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dst.Close() }()
+	if err := dropMySQLImport(ctx, job, dst, "an interrupted attempt"); err != nil {
+		return err
+	}
 	var rec blockRecord[mysql.Access]
 	ok, err := job.GetRecord(ctx, recordBlock, &rec)
 	if err != nil || !ok || !rec.Blocked {
 		return err
 	}
-	src, err := h.c.local(ctx, job.Log)
+	src, err := h.c.peer(ctx, job, job.Row.Source)
 	if err != nil {
 		return err
 	}
@@ -437,7 +500,7 @@ func (h *mysqlClose) online(ctx context.Context, job *agent.Job, src *mysql.Serv
 	// Blocked, the accounts' grants and events are the block's: the dump
 	// describes them as they were before.
 	s.Blocked(access)
-	f, err := (&mysqlDump{h.c}).blocked(ctx, job, src, s, access)
+	f, err := (&mysqlDump{h.c}).blocked(ctx, job, src, s, access, nil)
 	if err != nil {
 		return f, err
 	}

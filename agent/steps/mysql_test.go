@@ -91,6 +91,8 @@ func newFleet(t *testing.T) *fleet {
 // agentOpts adjust an agent of the fleet.
 type agentOpts struct {
 	dumpTool string
+	// storeFirst: the dump step only stores the dump (no import beside it).
+	storeFirst bool
 	online   steps.Online
 	// pgEndpoint, if set, is the PostgreSQL address the agent publishes
 	// to the others (a fleettest.Proxy in front of its server).
@@ -119,6 +121,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		Store:         f.dumps,
 		Level:         zstd.SpeedFastest,
 		ProgressEvery: 20 * time.Millisecond,
+		StoreFirst:    opt.storeFirst,
 		Online:        opt.online,
 	}).Register(a)
 	(&steps.Postgres{
@@ -128,6 +131,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		Store:         f.dumps,
 		Level:         zstd.SpeedFastest,
 		ProgressEvery: 20 * time.Millisecond,
+		StoreFirst:    opt.storeFirst,
 		Online:        opt.online,
 	}).Register(a)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -423,8 +427,8 @@ func TestMigrationToDone(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := f.plan(t, st.db)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleClose, statemachine.RoleRollback)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
 	f.dnsAgent(t)
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.DNSFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
@@ -439,7 +443,7 @@ func TestMigrationToDone(t *testing.T) {
 	}
 	events := f.events(t, id)
 	// The view was created by root: the warning says it can still write.
-	for _, want := range []string{"blocking writes", "destination destination", "writes blocked", "dumped", "verified", "source closed",
+	for _, want := range []string{"blocking writes", "destination destination", "writes blocked", "dumped", "beside the dump", "done, imported while dumping", "verified", "source closed",
 		"view cheap run as `root`@", "writes blocked; 1 sessions ended"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events do not mention %q:\n%s", want, events)
@@ -490,9 +494,9 @@ func TestDestinationConflictFailsBeforeBlocking(t *testing.T) {
 	t.Cleanup(func() { _, _ = f.dst.root.Exec("DROP DATABASE IF EXISTS " + q) })
 	grants := grantsOf(t, f.src, st.user)
 	id := f.plan(t, st.db)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump)
-	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.ToImport)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.ToImport, statemachine.DNSToUpdate)
 	if m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "theirs") {
 		t.Fatalf("row %q: %q", m.Status, m.LastError)
 	}
@@ -519,9 +523,9 @@ func TestKilledDumpIsNeverStoredAndWritesComeBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := f.plan(t, st.db)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
-	f.start(t, f.src, agentOpts{dumpTool: tool}, statemachine.RoleDump)
-	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.ToImport)
+	f.start(t, f.dst, agentOpts{dumpTool: tool}, statemachine.RoleDump, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.ToImport, statemachine.DNSToUpdate)
 	if m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "killed") {
 		t.Fatalf("row %q: %q", m.Status, m.LastError)
 	}
@@ -539,6 +543,12 @@ func TestKilledDumpIsNeverStoredAndWritesComeBack(t *testing.T) {
 	}
 	if len(stored) > 0 {
 		t.Errorf("a killed dump was stored: %v", stored)
+	}
+	if databaseExists(t, f.dst, st.db) {
+		t.Error("the import beside the killed dump left a database at the destination")
+	}
+	if !strings.Contains(f.events(t, id), "dropped the import") {
+		t.Errorf("no event says the import beside the dump was dropped:\n%s", f.events(t, id))
 	}
 	if m.UnblockedAt.IsZero() || grantsOf(t, f.src, st.user) != grants {
 		t.Errorf("writes not restored: unblocked at %v, grants %s, want %s", m.UnblockedAt, grantsOf(t, f.src, st.user), grants)
@@ -558,10 +568,10 @@ func TestCorruptDumpFailsImportAndRollbackRestores(t *testing.T) {
 	dropAt(t, f.dst, st)
 	grants := grantsOf(t, f.src, st.user)
 	id := f.plan(t, st.db)
-	// The destination's agent is there (the dump checks the destination
-	// through it) but does not import yet.
-	stopDst := f.start(t, f.dst, agentOpts{}, statemachine.RoleRollback)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleRollback)
+	// The destination's agent only stores the dump (store-first): the
+	// import step takes it from the store.
+	stopDst := f.start(t, f.dst, agentOpts{storeFirst: true}, statemachine.RoleDump, statemachine.RoleRollback)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleRollback)
 	m := f.waitStatus(t, id, statemachine.ToImport, statemachine.DumpFailed)
 	if m.Status != statemachine.ToImport {
 		t.Fatalf("dump: %q %s", m.Status, m.LastError)
@@ -604,8 +614,8 @@ func TestWriteAfterTheConsistencyPointStopsClose(t *testing.T) {
 	st := newSite(t, f.src, "slipped")
 	dropAt(t, f.dst, st)
 	id := f.plan(t, st.db)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleClose)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
 	m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.DumpFailed, statemachine.ImportFailed)
 	if m.Status != statemachine.DNSToUpdate {
 		t.Fatalf("%q %s", m.Status, m.LastError)
@@ -633,7 +643,7 @@ func TestRecoveryRestoresWritesOfADeadDump(t *testing.T) {
 	grants := grantsOf(t, f.src, st.user)
 	id := f.plan(t, st.db)
 	// The dead agent: claimed the row, recorded and applied the block.
-	claims, err := f.state.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: f.src.host, Owner: "source/pid 1", Limit: 1, Lease: 500 * time.Millisecond})
+	claims, err := f.state.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: f.dst.host, Owner: "destination/pid 1", Limit: 1, Lease: 500 * time.Millisecond})
 	if err != nil || len(claims) != 1 {
 		t.Fatalf("claim: %v %v", claims, err)
 	}
@@ -663,9 +673,9 @@ func TestRecoveryRestoresWritesOfADeadDump(t *testing.T) {
 	// The dead agent's process must not look alive: the registry holds
 	// none for the host, so the new agent takes over after the lease.
 	time.Sleep(600 * time.Millisecond)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
 	dropAt(t, f.dst, st)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
 	m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.DumpFailed, statemachine.ImportFailed)
 	if m.Status != statemachine.DNSToUpdate {
 		t.Fatalf("%q %s\n%s", m.Status, m.LastError, f.events(t, id))

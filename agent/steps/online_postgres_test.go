@@ -198,8 +198,8 @@ func (f *fleet) pgStreams(t *testing.T, id int64) []string {
 
 func onlineAgents(t *testing.T, f *fleet, opt agentOpts) {
 	t.Helper()
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
-	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleImport)
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport)
 }
 
 // TestPostgresOnlineToDone moves a database online under a steady writer
@@ -551,8 +551,8 @@ func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
 	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
 	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond, StallTimeout: 5 * time.Second}, pgEndpoint: proxy.Addr}
 	f.dnsAgent(t)
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback, statemachine.RoleDump)
-	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleImport)
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport)
 	f.waitEvent(t, id, "syncing: initial copy")
 	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "ALTER SUBSCRIPTION "+qp(engine.StreamName(id, st.db))+" DISABLE")
 	f.waitEvent(t, id, "the stream made no progress for 5s")

@@ -37,6 +37,9 @@ type Postgres struct {
 	// HangTimeout cancels a step whose server has not answered a probe for
 	// this long (watch.go); 0: no watchdog.
 	HangTimeout time.Duration
+	// StoreFirst: the dump step only stores the dump (no import beside
+	// it); the import step takes it from the store.
+	StoreFirst bool
 	// Online configures the sync and cutover steps of online rows.
 	Online Online
 }
@@ -77,17 +80,26 @@ func (c *Postgres) local(ctx context.Context, log *slog.Logger) (*postgres.Serve
 // peer connects to the cluster of another host, at the address its agent
 // publishes.
 func (c *Postgres) peer(ctx context.Context, job *agent.Job, host string) (*postgres.Server, error) {
-	addr, err := job.Endpoint(ctx, host, statemachine.EnginePostgres)
+	srv, err := c.peerServer(ctx, job, host)
 	if err != nil {
 		return nil, err
 	}
 	opt := c.Options
 	opt.Log = job.Log
-	s, err := postgres.Open(ctx, engine.Server{Host: host, Address: addr, User: c.Server.User, Password: c.Server.Password}, opt)
+	s, err := postgres.Open(ctx, srv, opt)
 	if err != nil {
 		return nil, permanent(fmt.Errorf("reach the %s server of %s: %w", statemachine.EnginePostgres, host, err))
 	}
 	return s, nil
+}
+
+// peerServer is how this agent reaches the cluster of another host.
+func (c *Postgres) peerServer(ctx context.Context, job *agent.Job, host string) (engine.Server, error) {
+	addr, err := job.Endpoint(ctx, host, statemachine.EnginePostgres)
+	if err != nil {
+		return engine.Server{}, err
+	}
+	return engine.Server{Host: host, Address: addr, User: c.Server.User, Password: c.Server.Password}, nil
 }
 
 func (c *Postgres) every() time.Duration {
@@ -97,29 +109,46 @@ func (c *Postgres) every() time.Duration {
 	return 5 * time.Second
 }
 
-// pgDump is the dump step at the source: check both sides, block writes,
-// dump to the store with the manifest and the secrets beside it. Any
-// failure restores writes before the row fails or is retried.
+// pgDump is the dump step, run at the destination: check both sides,
+// block writes at the source, dump from there into the store and import
+// the same bytes here as they come (pull.go), verify. Any failure drops
+// what the import created and restores writes before the row fails or is
+// retried.
 type pgDump struct{ c *Postgres }
 
-func (h *pgDump) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+func (h *pgDump) Run(ctx context.Context, job *agent.Job) (f statemachine.Fields, err error) {
 	row := &job.Row
-	src, err := h.c.local(ctx, job.Log)
+	srv, err := h.c.peerServer(ctx, job, row.Source)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	ctx, stop := watchSource(ctx, job, srv.String(), h.c.HangTimeout, func(ctx context.Context) error { return postgres.Probe(ctx, srv, h.c.Options) })
+	defer func() { err = stop(err) }()
+	src, err := h.c.peer(ctx, job, row.Source)
 	if err != nil {
 		return statemachine.Fields{}, err
 	}
 	defer func() { _ = src.Close() }()
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer func() { _ = dst.Close() }()
 	if err := unblockRecorded(ctx, job, src.Unblock); err != nil {
+		return statemachine.Fields{}, err
+	}
+	if err := dropPostgresImport(ctx, job, dst, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, err
 	}
 	s, err := src.Inspect(ctx, row.DatabaseName)
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
-	checked, err := h.checkDestination(ctx, job, src, s)
+	d, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major()))
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
+	checked := fmt.Sprintf("destination %s PostgreSQL %s ready%s", row.Destination, dst.Version(), notesSuffix(d.Notes))
 	access, err := src.PlanBlock(ctx, s)
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
@@ -128,15 +157,23 @@ func (h *pgDump) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, 
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
-	detail := fmt.Sprintf("blocking writes to %q (PostgreSQL %s, %d tables, %s; %s lose CONNECT, owner %q replaced by %q%s); %s",
-		s.Database, src.Version(), len(s.Tables), mb(s.SizeBytes), describeRevoked(access.Revoked()), access.Owner, access.Admin, warningsSuffix(access.Warnings), checked)
+	detail := fmt.Sprintf("blocking writes to %q at %s (PostgreSQL %s, %d tables, %s; %s lose CONNECT, owner %q replaced by %q%s); %s",
+		s.Database, row.Source, src.Version(), len(s.Tables), mb(s.SizeBytes), describeRevoked(access.Revoked()), access.Owner, access.Admin, warningsSuffix(access.Warnings), checked)
 	if err := job.Record(ctx, statemachine.Fields{SizeBytes: s.SizeBytes, Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}
-	f, err := h.blocked(ctx, job, src, s, access)
+	importer := dst
+	if h.c.StoreFirst {
+		importer = nil
+	}
+	f, err = h.blocked(ctx, job, src, s, access, importer)
 	if err != nil {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
+		if derr := dropPostgresImport(uctx, job, dst, "this attempt"); derr != nil {
+			job.Log.Error("the import beside the failed dump was NOT dropped: the next attempt, a rollback or recovery drops it", "err", derr)
+			err = errors.Join(err, derr)
+		}
 		if uerr := unblock(uctx, job, src.Unblock, rec); uerr != nil {
 			job.Log.Error("writes NOT restored after the dump failed: the next attempt, a rollback or recovery restores them", "err", uerr)
 			err = errors.Join(err, uerr)
@@ -172,23 +209,12 @@ func warningsSuffix(w []string) string {
 	return "; warning: " + strings.Join(w, "; warning: ")
 }
 
-// checkDestination runs the destination's preflight from the source,
-// before any change.
-func (h *pgDump) checkDestination(ctx context.Context, job *agent.Job, src *postgres.Server, s *postgres.Source) (string, error) {
-	dst, err := h.c.peer(ctx, job, job.Row.Destination)
-	if err != nil {
-		return "", fmt.Errorf("check the destination before blocking writes: %w", err)
-	}
-	defer func() { _ = dst.Close() }()
-	d, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major()))
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("destination %s PostgreSQL %s ready%s", job.Row.Destination, dst.Version(), notesSuffix(d.Notes)), nil
-}
-
-// blocked blocks writes and dumps from an exported snapshot.
-func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Server, s *postgres.Source, access *postgres.Access) (statemachine.Fields, error) {
+// blocked blocks writes and dumps from an exported snapshot into the
+// store and, when dst is not nil, into an import at dst beside it, then
+// verifies that import (Fields.Divert: on to the DNS step). An import that
+// fails beside a stored dump is dropped and the row goes to the import
+// step, which takes the dump from the store.
+func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Server, s *postgres.Source, access *postgres.Access, dst *postgres.Server) (statemachine.Fields, error) {
 	ended, err := src.Block(ctx, access)
 	if err != nil {
 		return statemachine.Fields{}, err
@@ -204,12 +230,28 @@ func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Serv
 	rep := report(ctx, job, h.c.every(), func(b, done, total int64) string {
 		return fmt.Sprintf("dumping: %s written, checksums of %d/%d tables", mb(b), done, total)
 	})
-	var man *engine.Manifest
+	var side importSide
+	var imported importProgress
+	if dst != nil {
+		pre, err := src.PullManifest(ctx, s, snap, job.Row.Source)
+		if err != nil {
+			rep.Stop()
+			return statemachine.Fields{}, err
+		}
+		side = startPipeSide(func(r io.Reader) error {
+			notes, err := dst.ImportStreamed(ctx, pre, s.Secrets, r, func(rec postgres.ImportRecord) error {
+				return job.PutRecord(ctx, recordImport, rec)
+			}, &engine.Progress{Bytes: &imported.bytes})
+			imported.notes = notes
+			return err
+		})
+	}
 	var sec engine.Secrets
-	res, err := storage.PutCompressed(ctx, h.c.Store, key, h.c.Level, storage.PutOptions{ContentType: "application/zstd"}, func(w io.Writer) error {
+	res, man, importErr, err := dumpBeside(ctx, h.c.Store, key, h.c.Level, side, func(w io.Writer) (*engine.Manifest, error) {
+		var man *engine.Manifest
 		var err error
 		man, sec, _, err = src.Dump(ctx, s, snap, job.Row.Source, w, &engine.Progress{Bytes: &rep.bytes, Tables: rep.tables})
-		return err
+		return man, err
 	})
 	rep.Stop()
 	if err != nil {
@@ -225,23 +267,51 @@ func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Serv
 	}
 	job.Note(ctx, "dumped %q at LSN %s: %s of pg_dump archive, %s stored, %d tables checksummed, %d sequences, %d roles",
 		s.Database, snap.LSN, mb(rep.bytes.Load()), mb(res.Size), len(man.Tables), len(man.Sequences), len(man.Users))
-	return statemachine.Fields{
+	f := statemachine.Fields{
 		SizeBytes:        s.SizeBytes,
 		DumpURL:          h.c.Store.URL(key),
 		DumpSHA256:       res.SHA256,
 		DumpBytes:        res.Size,
 		ConsistencyPoint: snap.At,
-	}, nil
+	}
+	if dst == nil {
+		return f, nil
+	}
+	if importErr == nil {
+		job.Note(ctx, "imported %q beside the dump: %s of pg_dump archive%s; verifying %d tables", man.Database, mb(imported.bytes.Load()), notesSuffix(imported.notes), len(man.Tables))
+		vrep := report(ctx, job, h.c.every(), func(_, done, total int64) string { return fmt.Sprintf("verifying: %d/%d tables", done, total) })
+		importErr = dst.Verify(ctx, man, vrep.tables)
+		vrep.Stop()
+	}
+	if importErr == nil {
+		job.CountBytes("in", res.Size)
+		job.Note(ctx, "verified %q: %d tables, row counts and checksums (%s) match the source's, %d sequences, %d objects, %d roles",
+			man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Sequences), len(man.Objects), len(man.Users))
+		f.Divert = true
+		return f, nil
+	}
+	return f, importBesideFailed(ctx, job, importErr, func(ctx context.Context) error {
+		return dropPostgresImport(ctx, job, dst, "the import beside the dump")
+	})
 }
 
-// Recover restores writes if the dead run left them blocked.
+// Recover undoes what the dead run left: the import beside the dump
+// (dropped) and the block at the source (writes restored).
 func (h *pgDump) Recover(ctx context.Context, job *agent.Job) error {
+	dst, err := h.c.local(ctx, job.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dst.Close() }()
+	if err := dropPostgresImport(ctx, job, dst, "an interrupted attempt"); err != nil {
+		return err
+	}
 	var rec blockRecord[postgres.Access]
 	ok, err := job.GetRecord(ctx, recordBlock, &rec)
 	if err != nil || !ok || !rec.Blocked {
 		return err
 	}
-	src, err := h.c.local(ctx, job.Log)
+	src, err := h.c.peer(ctx, job, job.Row.Source)
 	if err != nil {
 		return err
 	}
@@ -427,7 +497,7 @@ func (h *pgClose) online(ctx context.Context, job *agent.Job, src *postgres.Serv
 	// Blocked, the database is the administrator's: the dump describes it
 	// as it was before (its owner and privileges come with the customer).
 	s.DB.Owner, s.DB.ACL, s.DB.DefaultACL = access.Owner, access.ACL, access.DefaultACL
-	f, err := (&pgDump{h.c}).blocked(ctx, job, src, s, access)
+	f, err := (&pgDump{h.c}).blocked(ctx, job, src, s, access, nil)
 	if err != nil {
 		return f, err
 	}

@@ -88,8 +88,8 @@ func TestPostgresToDone(t *testing.T) {
 	before := pgRows(t, f.src.pg.Root(t, st.db))
 	early := f.src.pg.Connect(t, st.db, st.owner, st.pass)
 	id := f.planEngine(t, statemachine.EnginePostgres, st.db)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleClose, statemachine.RoleRollback)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
 	f.dnsAgent(t)
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.ImportFailed, statemachine.DNSFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
@@ -103,7 +103,7 @@ func TestPostgresToDone(t *testing.T) {
 		t.Errorf("row fields not recorded: %+v", m)
 	}
 	events := f.events(t, id)
-	for _, want := range []string{"blocking writes", "PUBLIC and 1 roles lose CONNECT", "writes blocked; 2 sessions ended", "dumped", "at LSN", "verified", "1 sequences", "source closed"} {
+	for _, want := range []string{"blocking writes", "PUBLIC and 1 roles lose CONNECT", "writes blocked; 2 sessions ended", "dumped", "at LSN", "beside the dump", "done, imported while dumping", "verified", "1 sequences", "source closed"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events do not mention %q:\n%s", want, events)
 		}
@@ -147,8 +147,8 @@ func TestPostgresCorruptDumpAndRollback(t *testing.T) {
 	}
 	before := acl()
 	id := f.planEngine(t, statemachine.EnginePostgres, st.db)
-	stopDst := f.start(t, f.dst, agentOpts{}, statemachine.RoleRollback)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleRollback)
+	stopDst := f.start(t, f.dst, agentOpts{storeFirst: true}, statemachine.RoleDump, statemachine.RoleRollback)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleRollback)
 	m := f.waitStatus(t, id, statemachine.ToImport, statemachine.DumpFailed)
 	if m.Status != statemachine.ToImport {
 		t.Fatalf("dump: %q %s", m.Status, m.LastError)
@@ -190,8 +190,8 @@ func TestPostgresLateWriteStopsClose(t *testing.T) {
 	t.Parallel()
 	st := newPGSite(t, f, "pgslipped")
 	id := f.planEngine(t, statemachine.EnginePostgres, st.db)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump, statemachine.RoleClose)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
 	m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.DumpFailed, statemachine.ImportFailed)
 	if m.Status != statemachine.DNSToUpdate {
 		t.Fatalf("%q %s", m.Status, m.LastError)
@@ -214,9 +214,9 @@ func TestPostgresRoleConflictFailsBeforeBlocking(t *testing.T) {
 	st := newPGSite(t, f, "pgconflict")
 	fleettest.PGExec(t, f.dst.pg.Root(t, "postgres"), "CREATE ROLE "+qp(st.owner)+" LOGIN PASSWORD 'someone else''s'")
 	id := f.planEngine(t, statemachine.EnginePostgres, st.db)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleImport)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleDump)
-	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.ToImport)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.ToImport, statemachine.DNSToUpdate)
 	if m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "different password verifier") || !strings.Contains(m.LastError, st.owner) {
 		t.Fatalf("row %q: %q", m.Status, m.LastError)
 	}

@@ -410,10 +410,10 @@ func once(ctx context.Context, o options, srv *server, n int, wake bool, dbName 
 	}
 	var hosts []host
 	for i := range o.sources {
-		hosts = append(hosts, host{fmt.Sprintf("src-%03d", i), []statemachine.Role{statemachine.RoleDump, statemachine.RoleClose, statemachine.RoleRollback}})
+		hosts = append(hosts, host{fmt.Sprintf("src-%03d", i), []statemachine.Role{statemachine.RoleClose, statemachine.RoleRollback}})
 	}
 	for i := range o.dests {
-		hosts = append(hosts, host{fmt.Sprintf("dst-%03d", i), []statemachine.Role{statemachine.RoleImport}})
+		hosts = append(hosts, host{fmt.Sprintf("dst-%03d", i), []statemachine.Role{statemachine.RoleDump, statemachine.RoleImport}})
 	}
 	hosts = append(hosts, host{"dns", []statemachine.Role{statemachine.RoleDNS}})
 	r.Agents = len(hosts)

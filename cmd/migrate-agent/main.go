@@ -71,6 +71,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Store:       st,
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
+			StoreFirst:  cfg.Agent.StoreFirst,
 			Online:      online(cfg),
 		}).Register(a)
 	}
@@ -86,6 +87,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Store:       st,
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
+			StoreFirst:  cfg.Agent.StoreFirst,
 			Online:      online(cfg),
 		}).Register(a)
 	}

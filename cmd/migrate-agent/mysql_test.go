@@ -43,7 +43,7 @@ func TestMySQLStepsFromTheConfiguration(t *testing.T) {
 		host  string
 		m     *fleettest.MariaDB
 		roles string
-	}{{"src-host", src, "dump,close,rollback"}, {"dst-host", dst, "import"}} {
+	}{{"src-host", src, "close,rollback"}, {"dst-host", dst, "dump,import"}} {
 		cfg := filepath.Join(t.TempDir(), "agent.yaml")
 		body := fmt.Sprintf("host: %s\nagent:\n  poll-interval: 100ms\n  lease: 5s\nstorage:\n  backend: file\n  dir: %s\n"+
 			"mysql:\n  address: %s\n  user: %s\n  password: ${TEST_MYSQL_PASSWORD}\n", s.host, dumps, s.m.Addr(), admin)

@@ -90,7 +90,7 @@ func postgresFromConfig(t *testing.T, src, dst *fleettest.Postgres, extra string
 		host  string
 		p     *fleettest.Postgres
 		roles string
-	}{{"src-host", src, "dump,close,rollback"}, {"dst-host", dst, "import"}} {
+	}{{"src-host", src, "close,rollback"}, {"dst-host", dst, "dump,import"}} {
 		cfg := filepath.Join(t.TempDir(), "agent.yaml")
 		body := fmt.Sprintf("host: %s\nagent:\n  poll-interval: 100ms\n  lease: 5s\nstorage:\n  backend: file\n  dir: %s\n"+
 			"postgres:\n  address: %s\n  user: %s\n  password: ${TEST_PG_PASSWORD}\n  temp-dir: %s\n", s.host, dumps, s.p.Addr(), admin, t.TempDir()) + extra

@@ -144,7 +144,7 @@ func freeSlots(t *testing.T, s statemachine.Store, n int) {
 	t.Helper()
 	done := 0
 	for src := 0; done < n && src < 10; src++ {
-		done += storetest.RollBackOut(t, s, fmt.Sprintf("src-%d", src), n-done)
+		done += storetest.RollBackOut(t, s, fmt.Sprintf("dst-%d", src), n-done)
 	}
 	if done != n {
 		t.Fatalf("freed %d slots, want %d", done, n)
@@ -171,7 +171,7 @@ func TestTripRestartResume(t *testing.T) {
 		eventually(t, "promotions", 10*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 6 })
 		s := testStore(t, db)
 		ctx := context.Background()
-		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src-0", Owner: "agent", Limit: 3, Lease: time.Minute})
+		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "dst-0", Owner: "agent", Limit: 3, Lease: time.Minute})
 		if err != nil || len(ms) != 3 {
 			t.Fatal(ms, err)
 		}
@@ -301,7 +301,7 @@ func TestOperatorCommands(t *testing.T) {
 		if _, err := s.Promote(ctx, 3, "test"); err != nil {
 			t.Fatal(err)
 		}
-		ms, _ := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src-0", Owner: "a", Limit: 3, Lease: time.Minute})
+		ms, _ := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "dst-0", Owner: "a", Limit: 3, Lease: time.Minute})
 		for i := range ms[:2] {
 			if err := s.Fail(ctx, &ms[i], statemachine.Fields{}, "boom"); err != nil {
 				t.Fatal(err)
@@ -372,7 +372,7 @@ func TestStatusMatchesSQL(t *testing.T) {
 		if _, err := s.Promote(ctx, 25, "test"); err != nil {
 			t.Fatal(err)
 		}
-		ms, _ := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src-0", Owner: "a", Limit: 5, Lease: time.Minute})
+		ms, _ := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "dst-0", Owner: "a", Limit: 5, Lease: time.Minute})
 		for i := range ms[:3] {
 			if err := s.Fail(ctx, &ms[i], statemachine.Fields{}, fmt.Sprintf("error %d", i%2)); err != nil {
 				t.Fatal(err)

@@ -57,7 +57,7 @@ func rowWithDump(t *testing.T, s statemachine.Store, objects storage.Store, host
 		host string
 		f    statemachine.Fields
 	}{
-		{statemachine.RoleDump, host, statemachine.Fields{DumpURL: objects.URL(ref.DumpKey("sql")), DumpSHA256: res.SHA256, DumpBytes: res.Size, ConsistencyPoint: cp}},
+		{statemachine.RoleDump, host + "-new", statemachine.Fields{DumpURL: objects.URL(ref.DumpKey("sql")), DumpSHA256: res.SHA256, DumpBytes: res.Size, ConsistencyPoint: cp}},
 		{statemachine.RoleImport, host + "-new", statemachine.Fields{}},
 		{statemachine.RoleClose, host, statemachine.Fields{}},
 	}
@@ -238,7 +238,7 @@ func TestGCAbortsUnfinishedUploads(t *testing.T) {
 		now := time.Now().UTC()
 		rowWithDump(t, s, objects, "h1", "shop", now.Add(-72*time.Hour), statemachine.Done)
 		rowWithDump(t, s, objects, "h2", "blog", now.Add(-72*time.Hour), statemachine.ToDump)
-		if ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "h2", Owner: "h2/t", Limit: 1, Lease: time.Minute}); err != nil || len(ms) != 1 {
+		if ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "h2-new", Owner: "h2-new/t", Limit: 1, Lease: time.Minute}); err != nil || len(ms) != 1 {
 			t.Fatal(ms, err)
 		}
 		leave := func(host, name string, age time.Duration) string {

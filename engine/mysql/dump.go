@@ -164,6 +164,11 @@ func (s *Server) Dump(ctx context.Context, db string, parts bool, w io.Writer, c
 	}
 	for _, part := range runs {
 		before := cw.N.Load()
+		if pw, ok := w.(engine.PartWriter); ok {
+			if err := pw.StartPart(part.name); err != nil {
+				return stats, fmt.Errorf("dump %q from %s (%s part): %w", db, s, part.name, err)
+			}
+		}
 		name := part.name
 		if !parts {
 			name = ""

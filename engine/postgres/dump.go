@@ -118,6 +118,19 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 	return &m, src.Secrets, stats, nil
 }
 
+// PullManifest is the manifest of src's dump as of snap as far as it is
+// known before the dump runs: enough for ImportStreamed to prepare the
+// destination and choose its pg_restore. Dump returns the whole one.
+func (s *Server) PullManifest(ctx context.Context, src *Source, snap *Snapshot, source string) (*engine.Manifest, error) {
+	_, version, err := s.tool(ctx, "pg_dump", s.Major())
+	if err != nil {
+		return nil, err
+	}
+	m := src.Manifest(source, snap, nil, nil)
+	m.ServerVersion, m.ServerFamily, m.DumpTool = s.version, "postgresql", version
+	return &m, nil
+}
+
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }

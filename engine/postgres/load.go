@@ -258,6 +258,19 @@ func (r ImportRecord) Empty() bool { return r.Database == "" && len(r.CreatedRol
 // DropImport can undo exactly that; a record error stops it. It does not
 // verify (Verify does). It returns notes on what was not checked.
 func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secrets, r io.Reader, record func(ImportRecord) error, p *engine.Progress) ([]string, error) {
+	return s.importFrom(ctx, m, sec, r, record, p, true)
+}
+
+// ImportStreamed is Import for a dump read while it is being written (r
+// is the pipe from the dump tool): pg_restore reads it as it comes, never
+// from a spooled copy, and fails if r ends with an error. m is the
+// manifest as far as it is known before the dump (PullManifest): the
+// tables' checksums come with the finished dump and go to Verify.
+func (s *Server) ImportStreamed(ctx context.Context, m *engine.Manifest, sec engine.Secrets, r io.Reader, record func(ImportRecord) error, p *engine.Progress) ([]string, error) {
+	return s.importFrom(ctx, m, sec, r, record, p, false)
+}
+
+func (s *Server) importFrom(ctx context.Context, m *engine.Manifest, sec engine.Secrets, r io.Reader, record func(ImportRecord) error, p *engine.Progress, mayspool bool) ([]string, error) {
 	if m.Postgres == nil {
 		return nil, engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
 	}
@@ -285,7 +298,7 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 	} else if _, err := s.pool.Exec(ctx, "ALTER DATABASE "+qi(m.Database)+" OWNER TO "+qi(in.DB.Owner)); err != nil {
 		return nil, fmt.Errorf("give %q to %q: %w", m.Database, in.DB.Owner, err)
 	}
-	if err := s.restore(ctx, m, r, p.ByteCounter()); err != nil {
+	if err := s.restore(ctx, m, r, p.ByteCounter(), mayspool); err != nil {
 		return nil, err
 	}
 	if err := s.applyDatabase(ctx, m.Database, in.DB); err != nil {
@@ -366,7 +379,7 @@ func (s *Server) createDatabase(ctx context.Context, name string, e ExistingData
 
 // restore runs pg_restore into the database: streamed from r, or from a
 // spooled copy with Jobs workers when the database is large.
-func (s *Server) restore(ctx context.Context, m *engine.Manifest, r io.Reader, counter *atomic.Int64) error {
+func (s *Server) restore(ctx context.Context, m *engine.Manifest, r io.Reader, counter *atomic.Int64, mayspool bool) error {
 	need := max(s.Major(), toolMajor(m.DumpTool))
 	tool, _, err := s.tool(ctx, "pg_restore", need)
 	if err != nil {
@@ -374,7 +387,7 @@ func (s *Server) restore(ctx context.Context, m *engine.Manifest, r io.Reader, c
 	}
 	cr := engine.CountReader(r, counter)
 	args := []string{"--exit-on-error", "--no-password", "--dbname=" + s.conninfo(m.Database)}
-	if s.opt.ParallelAbove < 0 || m.SizeBytes <= s.opt.ParallelAbove || s.opt.Jobs < 2 {
+	if !mayspool || s.opt.ParallelAbove < 0 || m.SizeBytes <= s.opt.ParallelAbove || s.opt.Jobs < 2 {
 		if err := s.run(ctx, tool, args, io.Discard, cr); err != nil {
 			return fmt.Errorf("pg_restore into %q: %w", m.Database, err)
 		}

@@ -254,8 +254,15 @@ type Agent struct {
 	// probe on a connection of its own for this long (a hung server would
 	// hold the step forever); the attempt fails transiently. 0: off.
 	HangTimeout time.Duration `yaml:"hang-timeout"`
-	// MaxJobs caps concurrent steps per role.
+	// MaxJobs caps concurrent steps per role. The dump step runs at the
+	// destination and imports as it dumps: "dump" is how many databases
+	// this host takes in at once.
 	MaxJobs map[string]int `yaml:"max-jobs"`
+	// StoreFirst makes the dump step (at the destination) only store the
+	// dump; the import step then takes it from the store, as before
+	// version 0.9. Default false: the dump is imported as it is written,
+	// beside the store (docs/storage.md, "The streaming hand-off").
+	StoreFirst bool `yaml:"store-first"`
 	// DNSTarget is what DNS names of databases on this host point to:
 	// addresses (comma-separated A/AAAA) or a host name (CNAME).
 	DNSTarget string `yaml:"dns-target"`

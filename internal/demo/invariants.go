@@ -128,8 +128,9 @@ var (
 	// destinationHas: a verified import is there.
 	destinationHas = []statemachine.Status{statemachine.DNSToUpdate, statemachine.UpdatingDNS, statemachine.DNSFailed,
 		statemachine.ToCloseSource, statemachine.ClosingSource, statemachine.CloseFailed, statemachine.Done}
-	// destinationMay: an import may be under way or being undone.
-	destinationMay = append([]statemachine.Status{statemachine.Importing, statemachine.ToRollBack, statemachine.RollingBack,
+	// destinationMay: an import may be under way or being undone (the
+	// dump step imports at the destination as it dumps).
+	destinationMay = append([]statemachine.Status{statemachine.Dumping, statemachine.Importing, statemachine.ToRollBack, statemachine.RollingBack,
 		statemachine.RollbackFailed, statemachine.CuttingOver}, onlineBefore...)
 	// dnsAtSource: DNS has not been touched yet (or was put back).
 	dnsAtSource = []statemachine.Status{statemachine.Waiting, statemachine.ToDump, statemachine.Dumping,

@@ -46,6 +46,9 @@ type Options struct {
 	Parallel int
 	// MySQLJobs is the agents' mysql.jobs (0: the default).
 	MySQLJobs int
+	// StoreFirst is the agents' agent.store-first: the dump step only
+	// stores the dump, the import step takes it from the store.
+	StoreFirst bool
 	// Baselines: before migrating, copy each database with the tools users
 	// would otherwise use (mariadb-dump, mydumper, pg_dump, pgcopydb) and
 	// report their times beside ours. For a few large databases.
@@ -316,11 +319,29 @@ func (d *Demo) writeConfig() error {
 		return err
 	}
 	for _, h := range f.Hosts {
-		if err := os.WriteFile(filepath.Join(d.Opt.Dir, h.ID+".yaml"), []byte(d.config(h.ID, "sync, cutover, dump, import, close, rollback", h)), 0o600); err != nil {
+		if err := d.SetRoles(h.ID, allRoles); err != nil {
 			return err
 		}
 	}
 	return os.WriteFile(filepath.Join(d.Opt.Dir, "dns-1.yaml"), []byte(d.config("dns-1", "dns", nil)), 0o600)
+}
+
+// allRoles are the roles of a database host's agent.
+const allRoles = "sync, cutover, dump, import, close, rollback"
+
+// SetRoles rewrites the configuration of database host id's agent with
+// roles (a comma-separated list; "" for every role); RestartAgent then
+// runs it so.
+func (d *Demo) SetRoles(id, roles string) error {
+	if roles == "" {
+		roles = allRoles
+	}
+	for _, h := range d.Fleet.Hosts {
+		if h.ID == id {
+			return os.WriteFile(filepath.Join(d.Opt.Dir, h.ID+".yaml"), []byte(d.config(h.ID, roles, h)), 0o600)
+		}
+	}
+	return fmt.Errorf("no database host %q", id)
 }
 
 // config is the YAML of one host's configuration: what an operator would
@@ -334,6 +355,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 			roles, d.Opt.Lease, d.Opt.Lease/6)
 		if d.Opt.HangTimeout > 0 {
 			fmt.Fprintf(&b, "  hang-timeout: %s\n", d.Opt.HangTimeout)
+		}
+		if d.Opt.StoreFirst {
+			fmt.Fprintf(&b, "  store-first: true\n")
 		}
 		fmt.Fprintf(&b, "  max-jobs: {sync: 16, cutover: 8, dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
 		if h != nil {

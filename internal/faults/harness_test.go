@@ -370,8 +370,9 @@ func midImport(t *testing.T, tweak func(*demo.Options)) (*demo.Demo, context.Con
 	return d, ctx, big, importUnderWay(t, d, big)
 }
 
-// importUnderWay waits until db's row is Importing with rows of its orders
-// table already at the destination, and returns how many.
+// importUnderWay waits until db's row is importing — Dumping (the dump
+// step imports as it dumps) or Importing (from the store) — with rows of
+// its orders table already at the destination, and returns how many.
 func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
 	t.Helper()
 	ctx := t.Context()
@@ -382,7 +383,7 @@ func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
 	defer root.Close()
 	var loaded int64
 	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
-		if row(ctx, t, d, db).Status != statemachine.Importing {
+		if st := row(ctx, t, d, db).Status; st != statemachine.Dumping && st != statemachine.Importing {
 			return false
 		}
 		err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(db.Name)+".orders").Scan(&loaded)

@@ -13,11 +13,13 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
-// Case 1: the dump agent dies (SIGKILL) while it dumps a database, then
-// again while the next attempt uploads it; systemd restarts it at once.
+// Case 1: the dump agent — the destination's: it dumps from the source
+// into the store and imports at once — dies (SIGKILL) while it dumps a
+// database, then again while the next attempt uploads it; systemd
+// restarts it at once.
 func TestKillDumpAgent(t *testing.T) {
 	t.Parallel()
-	r := record(t, "1", "kill -9 the dump agent mid-dump, then mid-upload")
+	r := record(t, "1", "kill -9 the dump agent (at the destination) mid-dump, then mid-upload")
 	d, ctx := fleet(t, 8, 40<<20, nil)
 	big := largest(d, demo.MySQL)
 	prefix := dumpPrefix(big)
@@ -30,15 +32,15 @@ func TestKillDumpAgent(t *testing.T) {
 		m = row(ctx, t, d, big)
 		return m.Status == statemachine.Dumping && !m.BlockedAt.IsZero()
 	})
-	if err := d.KillAgent(big.Source); err != nil {
+	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("SIGKILL to the agent of %s while it dumped %q (%d rows, writes blocked)", big.Source, big.Name, big.Rows)
+	r.inject("SIGKILL to the agent of %s while it dumped %q from %s (%d rows, writes blocked)", big.Destination, big.Name, big.Source, big.Rows)
 	m = row(ctx, t, d, big)
 	if m.Status != statemachine.Dumping || m.BlockedAt.IsZero() || !m.UnblockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
 		t.Errorf("right after the kill the row should say Dumping with writes blocked: %s blocked %v unblocked %v", m.Status, m.BlockedAt, m.UnblockedAt)
 	}
-	if err := d.RestartAgent(big.Source); err != nil {
+	if err := d.RestartAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
 	firstFence := m.Fence
@@ -46,11 +48,11 @@ func TestKillDumpAgent(t *testing.T) {
 		m = row(ctx, t, d, big)
 		return m.Status == statemachine.Dumping && m.Fence > firstFence && uploads(ctx, d, prefix) > 0
 	})
-	if err := d.KillAgent(big.Source); err != nil {
+	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
 	r.inject("restarted it; SIGKILL again while the next attempt's multipart upload was in progress")
-	if err := d.RestartAgent(big.Source); err != nil {
+	if err := d.RestartAgent(big.Destination); err != nil {
 		t.Fatal(err)
 	}
 	settle(ctx, t, d, false)
@@ -71,11 +73,11 @@ func TestKillDumpAgent(t *testing.T) {
 	wantAllDone(t, d, rep)
 }
 
-// Case 2: the import agent dies (SIGKILL) with the database half loaded at
-// the destination.
+// Case 2: the destination's agent dies (SIGKILL) with the database half
+// loaded there, mid-stream: the dump step imports as it dumps.
 func TestKillImportAgent(t *testing.T) {
 	t.Parallel()
-	r := record(t, "2", "kill -9 the import agent mid-import")
+	r := record(t, "2", "kill -9 the destination agent mid-stream (dump and import both running)")
 	d, ctx, big, loaded := midImport(t, nil)
 	if err := d.KillAgent(big.Destination); err != nil {
 		t.Fatal(err)

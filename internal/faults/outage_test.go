@@ -156,9 +156,14 @@ func TestS3DownForGood(t *testing.T) {
 func TestCorruptAndMissingDumps(t *testing.T) {
 	t.Parallel()
 	r := record(t, "5b", "a dump corrupted on disk, another deleted, before import")
-	d, ctx := fleet(t, 10, 5<<20, nil)
+	// The dumps are stored first (agent.store-first) by destination
+	// agents that do not import yet.
+	d, ctx := fleet(t, 10, 5<<20, func(o *demo.Options) { o.StoreFirst = true })
 	for _, id := range []string{"mysql-dst-1", "postgres-dst-1"} {
-		if err := d.KillAgent(id); err != nil {
+		if err := d.SetRoles(id, "dump, close, rollback"); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.RestartAgent(id); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -190,8 +195,11 @@ func TestCorruptAndMissingDumps(t *testing.T) {
 	if err := os.Remove(d.Fleet.S3.ObjectPath(d.Fleet.S3.Bucket, key(missing))); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("with the import agents stopped: one bit flipped in the middle of %q's stored dump (%d bytes) on the S3 server's disk; %q's dump file deleted", corrupt.Name, len(b), missing.Name)
+	r.inject("dumps stored first, the import role off at the destinations: one bit flipped in the middle of %q's stored dump (%d bytes) on the S3 server's disk; %q's dump file deleted", corrupt.Name, len(b), missing.Name)
 	for _, id := range []string{"mysql-dst-1", "postgres-dst-1"} {
+		if err := d.SetRoles(id, ""); err != nil {
+			t.Fatal(err)
+		}
 		if err := d.RestartAgent(id); err != nil {
 			t.Fatal(err)
 		}

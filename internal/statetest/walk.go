@@ -18,8 +18,8 @@ type Step struct {
 
 // ToDNS are the steps from To dump to DNS to update for rows from src to
 // dst.
-func ToDNS(src, dst string) []Step {
-	return []Step{{statemachine.RoleDump, src}, {statemachine.RoleImport, dst}}
+func ToDNS(_, dst string) []Step {
+	return []Step{{statemachine.RoleDump, dst}, {statemachine.RoleImport, dst}}
 }
 
 // Walk moves every row claimable in each step through it by hand, without

@@ -20,9 +20,9 @@ func TestWakeups(t *testing.T) {
 	srv := fleettest.SharedPostgres(t)
 	s := openUpgraded(t, "postgres", srv.DSN(srv.NewDatabase(t)), nil)
 
-	dumpSrc, stop1 := s.Wake(statemachine.RoleDump, "src-1")
+	dumpSrc, stop1 := s.Wake(statemachine.RoleDump, "dst-1")
 	defer stop1()
-	dumpOther, stop2 := s.Wake(statemachine.RoleDump, "src-2")
+	dumpOther, stop2 := s.Wake(statemachine.RoleDump, "dst-2")
 	defer stop2()
 	importDst, stop3 := s.Wake(statemachine.RoleImport, "dst-1")
 	defer stop3()
@@ -45,7 +45,7 @@ func TestWakeups(t *testing.T) {
 	if _, err := s.Promote(ctx, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
-	expectWake(t, dumpSrc, "To dump on src-1")
+	expectWake(t, dumpSrc, "To dump on dst-1")
 	step := func(role statemachine.Role, host string, wakes <-chan struct{}, what string) {
 		t.Helper()
 		ms, err := s.Claim(ctx, statemachine.ClaimRequest{Role: role, Host: host, Owner: host + "/pid 1", Limit: 1, Lease: time.Minute})
@@ -63,7 +63,7 @@ func TestWakeups(t *testing.T) {
 			expectWake(t, wakes, what)
 		}
 	}
-	step(statemachine.RoleDump, "src-1", importDst, "To import on dst-1")
+	step(statemachine.RoleDump, "dst-1", importDst, "To import on dst-1")
 	step(statemachine.RoleImport, "dst-1", dnsAny, "DNS to update")
 	step(statemachine.RoleDNS, "dns-host", closeSrc, "To close source on src-1")
 

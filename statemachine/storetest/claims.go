@@ -33,8 +33,8 @@ func testLifecycle(t *testing.T, h Harness) {
 	mustPromote(t, h.Store, 1)
 	wantStatus(t, h, id, statemachine.ToDump)
 
-	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
-	if m.Status != statemachine.Dumping || m.Owner != "src/agent" || m.Fence != 1 || m.Attempt != 1 || m.LeaseUntil.IsZero() {
+	m := claimOne(t, h.Store, statemachine.RoleDump, "dst")
+	if m.Status != statemachine.Dumping || m.Owner != "dst/agent" || m.Fence != 1 || m.Attempt != 1 || m.LeaseUntil.IsZero() {
 		t.Fatalf("claimed row: %+v", m)
 	}
 	if err := h.Store.Record(ctx(t), &m, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}, SizeBytes: 9999}, ""); err != nil {
@@ -83,7 +83,7 @@ func testLifecycle(t *testing.T, h Harness) {
 	var sawProgress, sawBlocked bool
 	for _, e := range evs {
 		sawProgress = sawProgress || (e.From == e.To && e.Detail == "dumping 3/12 tables, 41 MB")
-		sawBlocked = sawBlocked || (e.From == e.To && e.Detail != "" && e.Actor == "src/agent" && e.To == statemachine.Dumping && e.Detail != "dumping 3/12 tables, 41 MB")
+		sawBlocked = sawBlocked || (e.From == e.To && e.Detail != "" && e.Actor == "dst/agent" && e.To == statemachine.Dumping && e.Detail != "dumping 3/12 tables, 41 MB")
 	}
 	if !sawProgress || !sawBlocked {
 		t.Errorf("progress/record events missing: %+v", evs)
@@ -95,7 +95,7 @@ func testLifecycleWithoutDNS(t *testing.T, h Harness) {
 	rows[0].DNSName = ""
 	id := mustPlan(t, h.Store, rows)[0].ID
 	mustPromote(t, h.Store, 1)
-	walk(t, h, statemachine.RoleDump, "src", dumpFields(id))
+	walk(t, h, statemachine.RoleDump, "dst", dumpFields(id))
 	got := walk(t, h, statemachine.RoleImport, "dst", statemachine.Fields{})
 	if got.Status != statemachine.ToCloseSource {
 		t.Fatalf("row without a DNS name went to %q after import, want %q", got.Status, statemachine.ToCloseSource)
@@ -110,18 +110,18 @@ func testClaimScope(t *testing.T, h Harness) {
 	}
 	mustPlan(t, h.Store, rows)
 	mustPromote(t, h.Store, 5)
-	if got := claim(t, h.Store, statemachine.RoleDump, "x", "x/agent", 10); len(got) != 0 {
-		t.Errorf("destination host claimed %d dump rows", len(got))
+	if got := claim(t, h.Store, statemachine.RoleDump, "a", "a/agent", 10); len(got) != 0 {
+		t.Errorf("source host claimed %d dump rows: the destination pulls them", len(got))
 	}
-	if got := claim(t, h.Store, statemachine.RoleImport, "a", "a/agent", 10); len(got) != 0 {
+	if got := claim(t, h.Store, statemachine.RoleImport, "x", "x/agent", 10); len(got) != 0 {
 		t.Errorf("import claimed %d rows in To dump", len(got))
 	}
-	got := claim(t, h.Store, statemachine.RoleDump, "a", "a/agent", 10)
+	got := claim(t, h.Store, statemachine.RoleDump, "x", "x/agent", 10)
 	if len(got) != 3 {
-		t.Fatalf("source a claimed %d rows, want 3", len(got))
+		t.Fatalf("destination x claimed %d dump rows, want 3", len(got))
 	}
 	for i, m := range got {
-		if m.Source != "a" || (i > 0 && m.ID <= got[i-1].ID) {
+		if m.Destination != "x" || (i > 0 && m.ID <= got[i-1].ID) {
 			t.Errorf("claimed %+v: wrong host or not in plan order", m)
 		}
 		if err := h.Store.Advance(ctx(t), &got[i], dumpFields(m.ID), ""); err != nil {
@@ -162,7 +162,7 @@ func testClaimRace(t *testing.T, h Harness) {
 			defer wg.Done()
 			<-starts
 			for {
-				ms, err := s.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "src", Owner: owner, Limit: 7, Lease: time.Minute})
+				ms, err := s.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "dst", Owner: owner, Limit: 7, Lease: time.Minute})
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, err)
@@ -211,7 +211,7 @@ func testFenceAfterRescue(t *testing.T, h Harness) {
 	s := h.Open(t, clock.Now)
 	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
 	mustPromote(t, s, 1)
-	old := claimOne(t, s, statemachine.RoleDump, "src")
+	old := claimOne(t, s, statemachine.RoleDump, "dst")
 	if !old.LeaseUntil.Equal(clock.Now().Add(time.Minute)) {
 		t.Fatalf("lease until %s, want now+1m = %s (pinned clock)", old.LeaseUntil, clock.Now().Add(time.Minute))
 	}
@@ -249,7 +249,7 @@ func testFenceAfterRescue(t *testing.T, h Harness) {
 	}
 	// A new claim (same host: the agent restarted) gets a new fence, and the
 	// old claim still cannot touch the row although status and owner match.
-	fresh := claimOne(t, s, statemachine.RoleDump, "src")
+	fresh := claimOne(t, s, statemachine.RoleDump, "dst")
 	if fresh.Fence != old.Fence+1 || fresh.Attempt != 2 || fresh.Owner != old.Owner {
 		t.Fatalf("re-claim: %+v", fresh)
 	}
@@ -269,7 +269,7 @@ func testRescueAttemptLimit(t *testing.T, h Harness) {
 	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
 	mustPromote(t, s, 1)
 	for attempt := 1; attempt <= 3; attempt++ {
-		m := claimOne(t, s, statemachine.RoleDump, "src")
+		m := claimOne(t, s, statemachine.RoleDump, "dst")
 		if m.Attempt != attempt {
 			t.Fatalf("claim %d: attempt %d", attempt, m.Attempt)
 		}
@@ -287,7 +287,7 @@ func testRescueAttemptLimit(t *testing.T, h Harness) {
 	if _, err := s.Operate(ctx(t), id, statemachine.ActionRetry, "op", "try once more"); err != nil {
 		t.Fatal(err)
 	}
-	m := claimOne(t, s, statemachine.RoleDump, "src")
+	m := claimOne(t, s, statemachine.RoleDump, "dst")
 	if m.Attempt != 4 {
 		t.Errorf("attempt after operator retry: %d, want 4", m.Attempt)
 	}
@@ -303,7 +303,7 @@ func testRenew(t *testing.T, h Harness) {
 	s := h.Open(t, clock.Now)
 	id := mustPlan(t, s, planned(1, "src", "dst"))[0].ID
 	mustPromote(t, s, 1)
-	m := claimOne(t, s, statemachine.RoleDump, "src")
+	m := claimOne(t, s, statemachine.RoleDump, "dst")
 	clock.Advance(50 * time.Second)
 	until, err := s.Renew(ctx(t), &m, time.Minute)
 	if err != nil || !until.Equal(clock.Now().Add(time.Minute)) {
@@ -325,7 +325,7 @@ func testRenew(t *testing.T, h Harness) {
 func testFailReleaseRecord(t *testing.T, h Harness) {
 	ms := mustPlan(t, h.Store, planned(2, "src", "dst"))
 	mustPromote(t, h.Store, 2)
-	a := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	a := claimOne(t, h.Store, statemachine.RoleDump, "dst")
 	if err := h.Store.Record(ctx(t), &a, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func testFailReleaseRecord(t *testing.T, h Harness) {
 	if got.BlockedAt.IsZero() || got.UnblockedAt.IsZero() || got.UnblockedAt.Before(got.BlockedAt) {
 		t.Errorf("blocked %s, unblocked %s", got.BlockedAt, got.UnblockedAt)
 	}
-	b := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	b := claimOne(t, h.Store, statemachine.RoleDump, "dst")
 	if err := h.Store.Release(ctx(t), &b, statemachine.Fields{}, "agent shutting down"); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func testFailReleaseRecord(t *testing.T, h Harness) {
 	if _, err := h.Store.Operate(ctx(t), ms[0].ID, statemachine.ActionRetry, "op", ""); err != nil {
 		t.Fatal(err)
 	}
-	c := claim(t, h.Store, statemachine.RoleDump, "src", "src/agent", 2)
+	c := claim(t, h.Store, statemachine.RoleDump, "dst", "dst/agent", 2)
 	for i := range c {
 		if c[i].ID != ms[0].ID {
 			continue
@@ -380,7 +380,7 @@ func testOperatorActions(t *testing.T, h Harness) {
 		t.Error("cancelled a row in To dump")
 	}
 	// retry and rollback of a failed dump
-	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	m := claimOne(t, h.Store, statemachine.RoleDump, "dst")
 	if err := h.Store.Fail(ctx(t), &m, statemachine.Fields{}, "boom"); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func testOperatorActions(t *testing.T, h Harness) {
 	if err != nil || got.Status != statemachine.ToDump || got.Attempt != 1 {
 		t.Fatalf("retry: %+v, %v", got, err)
 	}
-	m = claimOne(t, h.Store, statemachine.RoleDump, "src")
+	m = claimOne(t, h.Store, statemachine.RoleDump, "dst")
 	if err := h.Store.Fail(ctx(t), &m, statemachine.Fields{}, "boom again"); err != nil {
 		t.Fatal(err)
 	}
@@ -469,17 +469,17 @@ func testClaimEnginesRetryAndRescueHost(t *testing.T, h Harness) {
 	all := mustPlan(t, s, rows)
 	mustPromote(t, s, 4)
 	// An agent with only a PostgreSQL handler claims only PostgreSQL rows.
-	ms, err := s.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "a", Owner: "a/pg", Limit: 5, Lease: time.Minute,
+	ms, err := s.Claim(ctx(t), statemachine.ClaimRequest{Role: statemachine.RoleDump, Host: "x", Owner: "x/pg", Limit: 5, Lease: time.Minute,
 		Engines: []statemachine.Engine{statemachine.EnginePostgres}})
 	if err != nil || len(ms) != 1 || ms[0].ID != all[1].ID {
-		t.Fatalf("claim postgres rows on a: %+v, %v", ms, err)
+		t.Fatalf("claim postgres rows on x: %+v, %v", ms, err)
 	}
 	// A retry keeps the claim, counts the attempt, says why.
 	if err := s.NoteRetry(ctx(t), &ms[0], "connection refused"); err != nil {
 		t.Fatal(err)
 	}
 	r := wantStatus(t, h, ms[0].ID, statemachine.Dumping)
-	if r.Attempt != 2 || ms[0].Attempt != 2 || r.LastErr.String != "connection refused" || r.Owner.String != "a/pg" {
+	if r.Attempt != 2 || ms[0].Attempt != 2 || r.LastErr.String != "connection refused" || r.Owner.String != "x/pg" {
 		t.Fatalf("after NoteRetry: %+v", r)
 	}
 	evs, _ := s.Events(ctx(t), ms[0].ID)
@@ -491,16 +491,16 @@ func testClaimEnginesRetryAndRescueHost(t *testing.T, h Harness) {
 	if err := s.NoteRetry(ctx(t), &stale, "x"); !errors.Is(err, statemachine.ErrLeaseLost) {
 		t.Errorf("NoteRetry with a stale fence: %v", err)
 	}
-	// Host b's rows are claimed too; both leases expire; host a's agent
+	// Host y's rows are claimed too; both leases expire; host x's agent
 	// takes back only its own.
-	mb := claim(t, s, statemachine.RoleDump, "b", "b/agent", 5)
+	mb := claim(t, s, statemachine.RoleDump, "y", "y/agent", 5)
 	if len(mb) != 2 {
-		t.Fatalf("claimed %d rows on b", len(mb))
+		t.Fatalf("claimed %d rows on y", len(mb))
 	}
 	clock.Advance(2 * time.Minute)
-	res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "a", 3)
+	res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "x", 3)
 	if err != nil || len(res) != 1 || res[0].ID != ms[0].ID || res[0].To != statemachine.ToDump {
-		t.Fatalf("rescue host a: %+v, %v", res, err)
+		t.Fatalf("rescue host x: %+v, %v", res, err)
 	}
 	wantStatus(t, h, mb[0].ID, statemachine.Dumping)
 	// The DNS role has no host column: its rows are found by owner.
@@ -530,7 +530,7 @@ func testExpireDump(t *testing.T, h Harness) {
 	ms := mustPlan(t, h.Store, planned(2, "src", "dst"))
 	mustPromote(t, h.Store, 2)
 	id := ms[0].ID
-	got := walk(t, h, statemachine.RoleDump, "src", dumpFields(id))
+	got := walk(t, h, statemachine.RoleDump, "dst", dumpFields(id))
 	for _, st := range []struct {
 		role statemachine.Role
 		host string
@@ -539,7 +539,7 @@ func testExpireDump(t *testing.T, h Harness) {
 	}
 	url := got.DumpURL
 	// Not while the row is in flight, not for another URL.
-	other := walk(t, h, statemachine.RoleDump, "src", dumpFields(ms[1].ID))
+	other := walk(t, h, statemachine.RoleDump, "dst", dumpFields(ms[1].ID))
 	if ok, err := h.Store.ExpireDump(ctx(t), other.ID, other.DumpURL, "gc", ""); err != nil || ok {
 		t.Fatalf("expired the dump of a row in To import: %v, %v", ok, err)
 	}
@@ -574,7 +574,7 @@ func testRecords(t *testing.T, h Harness) {
 	if _, ok, err := s.GetRecord(ctx(t), rows[0].ID, "block"); err != nil || ok {
 		t.Fatalf("record before any was written: %v, %v", ok, err)
 	}
-	m := claimOne(t, s, statemachine.RoleDump, "src-1")
+	m := claimOne(t, s, statemachine.RoleDump, "dst-1")
 	body := []byte(`{"grants":["GRANT ALL PRIVILEGES ON ` + "`shop`" + `.* TO 'a'@'%'"],"name":"ünï ' \" \\"}`)
 	if err := s.PutRecord(ctx(t), &m, "block", body); err != nil {
 		t.Fatal(err)

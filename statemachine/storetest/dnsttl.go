@@ -51,7 +51,7 @@ func testUnswitch(t *testing.T, h Harness) {
 	s := h.Open(t, nil)
 	rows := mustPlan(t, s, planned(1, "src-1", "dst-1"))
 	mustPromote(t, s, 1)
-	m := claimOne(t, s, statemachine.RoleDump, "src-1")
+	m := claimOne(t, s, statemachine.RoleDump, "dst-1")
 	if err := s.Advance(ctx(t), &m, dumpFields(m.ID), ""); err != nil {
 		t.Fatal(err)
 	}

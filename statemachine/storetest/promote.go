@@ -198,13 +198,13 @@ func testWindowStats(t *testing.T, h Harness) {
 	// 3 dumps fail (two with the same message), 3 succeed; 2 of those get
 	// all the way to Done.
 	for i, msg := range []string{"source database does not exist", "disk full", "source database does not exist"} {
-		m := claimOne(t, s, statemachine.RoleDump, "src")
+		m := claimOne(t, s, statemachine.RoleDump, "dst")
 		if err := s.Fail(ctx(t), &m, statemachine.Fields{}, msg); err != nil {
 			t.Fatal(i, err)
 		}
 	}
 	for range 3 {
-		m := claimOne(t, s, statemachine.RoleDump, "src")
+		m := claimOne(t, s, statemachine.RoleDump, "dst")
 		if err := s.Advance(ctx(t), &m, dumpFields(m.ID), ""); err != nil {
 			t.Fatal(err)
 		}

@@ -95,7 +95,7 @@ func testDatabaseRefusesContradictions(t *testing.T, h Harness) {
 	mustPromote(t, h.Store, 1)
 	// Advancing a dump without recording the dump: the table refuses, the
 	// claim stays, the row stays Dumping.
-	m := claimOne(t, h.Store, statemachine.RoleDump, "src")
+	m := claimOne(t, h.Store, statemachine.RoleDump, "dst")
 	if err := h.Store.Advance(ctx(t), &m, statemachine.Fields{}, "no dump"); err == nil {
 		t.Fatal("row reached To import without a dump")
 	}

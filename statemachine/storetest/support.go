@@ -14,7 +14,7 @@ func FakeDump() statemachine.Fields {
 	return statemachine.Fields{DumpURL: "file:///fake/dump.sql.zst", DumpSHA256: strings.Repeat("ab", 32), DumpBytes: 1}
 }
 
-// RollBackOut takes up to n To dump rows of a source host out of flight the
+// RollBackOut takes up to n To dump rows of a destination host out of flight the
 // way the fleet would: the dump agent claims and fails them, an operator
 // rolls them back, the rollback agent finishes. It returns how many it took
 // out. For tests and benchmarks of the scheduler, which need free slots.
@@ -32,7 +32,7 @@ func RollBackOut(tb testing.TB, s statemachine.Store, host string, n int) int {
 		if _, err := s.Operate(ctx, ms[i].ID, statemachine.ActionRollback, "fake-operator", ""); err != nil {
 			tb.Fatal(err)
 		}
-		rb, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleRollback, Host: host, Owner: "fake-agent", Limit: 1, Lease: time.Hour})
+		rb, err := s.Claim(ctx, statemachine.ClaimRequest{Role: statemachine.RoleRollback, Host: ms[i].Source, Owner: "fake-agent", Limit: 1, Lease: time.Hour})
 		if err != nil || len(rb) != 1 {
 			tb.Fatalf("claim the rollback of row %d: %v, %v", ms[i].ID, rb, err)
 		}
