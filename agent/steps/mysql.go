@@ -299,17 +299,13 @@ func (h *mysqlDump) Recover(ctx context.Context, job *agent.Job) error {
 	if err := dropMySQLImport(ctx, job, dst, "an interrupted attempt"); err != nil {
 		return err
 	}
-	var rec blockRecord[mysql.Access]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
-	if err != nil || !ok || !rec.Blocked {
-		return err
-	}
-	src, err := h.c.peer(ctx, job, job.Row.Source)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = src.Close() }()
-	return unblock(ctx, job, unblockMySQL(src), rec)
+	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[mysql.Access], func(), error) {
+		src, err := h.c.peer(ctx, job, job.Row.Source)
+		if err != nil {
+			return nil, nil, err
+		}
+		return unblockMySQL(src), func() { _ = src.Close() }, nil
+	})
 }
 
 // mysqlImport is the import step at the destination: drop what an earlier

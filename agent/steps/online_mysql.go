@@ -325,11 +325,19 @@ func (h *mysqlCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Fi
 	return runCutover(ctx, job, h.c.Online, side)
 }
 
-// Recover restores writes if the dead run left them blocked, as the dump
-// step's recovery does; the stream stays (the next attempt finds it,
-// starting it again if it was stopped).
+// Recover restores writes at this host's server, the source, if the dead
+// run left them blocked; the stream stays (the next attempt finds it,
+// starting it again if it was stopped). It touches nothing else: the
+// dump step's recovery runs at the destination and drops its import
+// there, which must never be done here.
 func (h *mysqlCutover) Recover(ctx context.Context, job *agent.Job) error {
-	return (&mysqlDump{h.c}).Recover(ctx, job)
+	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[mysql.Access], func(), error) {
+		src, err := h.c.local(ctx, job.Log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return unblockMySQL(src), func() { _ = src.Close() }, nil
+	})
 }
 
 // mysqlCutoverSide is the cutover of one row, its servers open.

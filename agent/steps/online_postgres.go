@@ -573,9 +573,17 @@ func parseLSN(s string) (uint64, error) {
 	return h<<32 | l, nil
 }
 
-// Recover restores writes if the dead run left them blocked, as the dump
-// step's recovery does; the stream stays (the next attempt finds it,
-// re-enabling it if it was stopped).
+// Recover restores writes at this host's server, the source, if the dead
+// run left them blocked; the stream stays (the next attempt finds it,
+// re-enabling it if it was stopped). It touches nothing else: the dump
+// step's recovery runs at the destination and drops its import there,
+// which must never be done here.
 func (h *pgCutover) Recover(ctx context.Context, job *agent.Job) error {
-	return (&pgDump{h.c}).Recover(ctx, job)
+	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[postgres.Access], func(), error) {
+		src, err := h.c.local(ctx, job.Log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return src.Unblock, func() { _ = src.Close() }, nil
+	})
 }

@@ -306,17 +306,13 @@ func (h *pgDump) Recover(ctx context.Context, job *agent.Job) error {
 	if err := dropPostgresImport(ctx, job, dst, "an interrupted attempt"); err != nil {
 		return err
 	}
-	var rec blockRecord[postgres.Access]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
-	if err != nil || !ok || !rec.Blocked {
-		return err
-	}
-	src, err := h.c.peer(ctx, job, job.Row.Source)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = src.Close() }()
-	return unblock(ctx, job, src.Unblock, rec)
+	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[postgres.Access], func(), error) {
+		src, err := h.c.peer(ctx, job, job.Row.Source)
+		if err != nil {
+			return nil, nil, err
+		}
+		return src.Unblock, func() { _ = src.Close() }, nil
+	})
 }
 
 // pgImport is the import step at the destination: drop what an earlier

@@ -259,6 +259,23 @@ func unblockRecorded[A any](ctx context.Context, job *agent.Job, undo unblockFun
 	return unblock(ctx, job, undo, rec)
 }
 
+// recoverBlock restores writes from the row's block record if it is in
+// force; open reaches the source's server (only when needed) and returns
+// how to undo the block there and how to close it.
+func recoverBlock[A any](ctx context.Context, job *agent.Job, open func(context.Context) (unblockFunc[A], func(), error)) error {
+	var rec blockRecord[A]
+	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+	if err != nil || !ok || !rec.Blocked {
+		return err
+	}
+	undo, done, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return unblock(ctx, job, undo, rec)
+}
+
 // importRecord is an engine's record of what an import created.
 type importRecord interface{ Empty() bool }
 

@@ -90,7 +90,7 @@ func (si *StreamedImport) loadPart(name string, r io.Reader) error {
 // failed) and waits for its load.
 func (si *StreamedImport) endPart(cause error) error {
 	if si.pw == nil {
-		return nil
+		return si.err
 	}
 	if cause != nil {
 		si.pw.CloseWithError(cause)

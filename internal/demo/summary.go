@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -51,6 +52,40 @@ type Summary struct {
 	// from the sync step's claim to To cut over (preparation, initial copy,
 	// catching up, verification while streaming), sorted.
 	SyncMBps []float64
+	// BlockedPhases splits each dump-mode row's write-blocked window into
+	// the phases of blockedPhaseNames (sorted durations per phase).
+	BlockedPhases map[string][]time.Duration
+}
+
+// blockedPhaseNames are the parts of a dump-mode row's write-blocked
+// window, in order: from the block to the dump stored whole (the import
+// running beside it); from there to the row leaving the import (the
+// import's tail, verification; a retry from the store when the import
+// beside the dump failed); waiting for the DNS agent's claim; the DNS
+// update and its confirmation.
+var blockedPhaseNames = []string{"dump ∥ import", "import tail + verify", "waiting for DNS agent", "DNS update"}
+
+// blockedPhases splits m's write-blocked window by its events; ok is
+// false when an event is missing (an online row, a row without DNS).
+func blockedPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.Duration, bool) {
+	if m.Mode != statemachine.ModeDump || m.BlockedAt.IsZero() || m.SwitchedAt.IsZero() {
+		return nil, false
+	}
+	var dumped, imported, claimed time.Time
+	for _, e := range evs {
+		switch {
+		case e.From == statemachine.Dumping && e.To == statemachine.Dumping && strings.HasPrefix(e.Detail, "dumped "):
+			dumped = e.At
+		case e.To == statemachine.DNSToUpdate && (e.From == statemachine.Dumping || e.From == statemachine.Importing):
+			imported = e.At
+		case e.From == statemachine.DNSToUpdate && e.To == statemachine.UpdatingDNS:
+			claimed = e.At
+		}
+	}
+	if dumped.IsZero() || imported.IsZero() || claimed.IsZero() {
+		return nil, false
+	}
+	return []time.Duration{dumped.Sub(m.BlockedAt), imported.Sub(dumped), claimed.Sub(imported), m.SwitchedAt.Sub(claimed)}, true
 }
 
 // Failures counts rows not done, databases that failed verification and
@@ -100,6 +135,14 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 		if err != nil {
 			return s, fmt.Errorf("read the events of row %d: %w", m.ID, err)
 		}
+		if ph, ok := blockedPhases(m, evs); ok {
+			if s.BlockedPhases == nil {
+				s.BlockedPhases = map[string][]time.Duration{}
+			}
+			for i, name := range blockedPhaseNames {
+				s.BlockedPhases[name] = append(s.BlockedPhases[name], ph[i])
+			}
+		}
 		var syncStart time.Time
 		for _, e := range evs {
 			if e.From == statemachine.ToSync && e.To == statemachine.Syncing {
@@ -123,6 +166,9 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 		slices.Sort(b)
 	}
 	slices.Sort(s.SyncMBps)
+	for _, b := range s.BlockedPhases {
+		slices.Sort(b)
+	}
 	s.AgentCPU = time.Duration((d.cpuEnd - d.cpuStart) * float64(time.Second))
 	s.AgentPeakRSS = d.peakRSS
 	for _, n := range d.sizes {
@@ -143,6 +189,18 @@ func (s Summary) Print(w io.Writer) {
 	if len(s.Blocked) > 0 {
 		fmt.Fprintf(w, "write-blocked time: p50 %s, p95 %s, max %s (per database: blocked at the source until DNS pointed at the destination)\n",
 			s.Percentile(0.50).Round(time.Millisecond), s.Percentile(0.95).Round(time.Millisecond), s.Blocked[len(s.Blocked)-1].Round(time.Millisecond))
+	}
+	if n := len(s.BlockedPhases[blockedPhaseNames[0]]); n > 0 {
+		fmt.Fprintf(w, "write-blocked, by phase (dump mode, %d rows, p50 / p95):", n)
+		for i, name := range blockedPhaseNames {
+			b := s.BlockedPhases[name]
+			sep := ";"
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %s %s / %s", sep, name, percentile(b, 0.5).Round(time.Millisecond), percentile(b, 0.95).Round(time.Millisecond))
+		}
+		fmt.Fprintln(w)
 	}
 	if len(s.Modes) > 0 {
 		fmt.Fprintf(w, "modes:              %d online, %d dump", s.Modes[statemachine.ModeOnline], s.Modes[statemachine.ModeDump])

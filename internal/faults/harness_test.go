@@ -153,7 +153,7 @@ func fleet(t *testing.T, dbs int, maxBytes int64, tweak func(*demo.Options)) (*d
 	opt := demo.Options{
 		Layout:     demo.Layout{DBs: dbs, MaxBytes: maxBytes, Seed: 7},
 		Size:       demo.FleetSize{MySQLSources: 1, MySQLDestinations: 1, PostgresSources: 1, PostgresDestinations: 1},
-		Dir:        t.TempDir(),
+		Dir:        keptDir(t),
 		MigrateBin: fleettest.Build(t, "../../cmd/migrate"),
 		AgentBin:   fleettest.Build(t, "../../cmd/migrate-agent"),
 		Out:        &out,
@@ -409,4 +409,17 @@ func wantAllDone(t *testing.T, d *demo.Demo, rep demo.InvariantReport) {
 // dumpPrefix is where db's dumps are stored, every attempt's.
 func dumpPrefix(db *demo.Database) string {
 	return storage.DumpsPrefix + db.Engine + "/" + db.Source + "/" + storage.EncodeName(db.Name) + "/"
+}
+
+// keptDir is the fleet's directory: a test's temporary directory, or one
+// that outlives the test with FLEETTEST_KEEP set (to read its logs).
+func keptDir(t *testing.T) string {
+	if os.Getenv("FLEETTEST_KEEP") == "" {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("", strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

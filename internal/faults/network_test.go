@@ -64,8 +64,12 @@ func TestNetworkFaults(t *testing.T) {
 	// Cut: every open connection reset.
 	cut := p.Cut()
 	r.inject("every connection through it reset mid-import (%d)", cut)
+	// The next attempt: of the same step, or the import step taking the
+	// dump from the store after the import beside the dump failed.
+	firstStatus := row(ctx, t, d, big).Status
 	waitFor(ctx, t, d, "the import's next attempt", 2*time.Minute, func() bool {
-		return row(ctx, t, d, big).Attempt > first
+		m := row(ctx, t, d, big)
+		return m.Attempt > first || m.Status != firstStatus
 	})
 	flowing()
 

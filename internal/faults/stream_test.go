@@ -4,6 +4,7 @@ package faults_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func TestStreamKillSourceAgent(t *testing.T) {
 	}
 	r.inject("SIGKILL to the agent of %s while %s streamed %q from it (%d rows of its orders table loaded at the destination); restarted 5 s later", big.Source, big.Destination, big.Name, loaded)
 	time.Sleep(5 * time.Second)
-	if m := row(ctx, t, d, big); m.Fence != before.Fence || (m.Status != statemachine.Dumping && m.Status.Failed()) {
+	if m := row(ctx, t, d, big); m.Status.Failed() || (m.Status == statemachine.Dumping && m.Fence != before.Fence) {
 		t.Errorf("the stream was disturbed by the source agent's death: %s, fence %d (was %d): %s", m.Status, m.Fence, before.Fence, m.LastError)
 	}
 	if err := d.RestartAgent(big.Source); err != nil {
@@ -78,15 +79,16 @@ func TestStreamStoreDown(t *testing.T) {
 func TestStreamDumpDiesAfterImportStarted(t *testing.T) {
 	t.Parallel()
 	r := record(t, "12d", "the dump fails after the import beside it started")
-	d, ctx, big, loaded := midImport(t, nil)
-	pids := dumpToolsOf(t, big)
-	if len(pids) == 0 {
-		t.Fatalf("no dump tool process found for %q", big.Name)
+	d, ctx := fleet(t, 8, 40<<20, nil)
+	big := largest(d, demo.MySQL)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
 	}
+	pids := streamUnderWay(t, d, big)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	r.inject("SIGKILL to the dump tool (pid %v) streaming %q, with %d rows of its orders table loaded at %s", pids, big.Name, loaded, big.Destination)
+	r.inject("SIGKILL to the dump tool (pid %v) streaming %q while the import beside it loaded it at %s (its tables created there)", pids, big.Name, big.Destination)
 	settle(ctx, t, d, false)
 	m := row(ctx, t, d, big)
 	r.saw("row: %s", trail(ctx, t, d, m.ID))
@@ -95,6 +97,33 @@ func TestStreamDumpDiesAfterImportStarted(t *testing.T) {
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("rows: %s", statusLine(rep.Statuses))
 	wantAllDone(t, d, rep)
+}
+
+// streamUnderWay waits until db's dump step streams: its dump tool runs
+// and the import beside it has created the database's orders table at the
+// destination. It returns the dump tool's processes.
+func streamUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) []int {
+	t.Helper()
+	ctx := t.Context()
+	root, err := sql.Open("mysql", d.Fleet.Host(db.Destination).RootDSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	var pids []int
+	waitFor(ctx, t, d, "the large database's dump and import to be under way", 3*time.Minute, func() bool {
+		if row(ctx, t, d, db).Status != statemachine.Dumping {
+			return false
+		}
+		var n int
+		err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders'", db.Name).Scan(&n)
+		if err != nil || n == 0 {
+			return false
+		}
+		pids = dumpToolsOf(t, db)
+		return len(pids) > 0
+	})
+	return pids
 }
 
 // dumpToolsOf finds the dump tool processes running for db (their
