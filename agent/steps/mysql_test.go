@@ -93,7 +93,7 @@ type agentOpts struct {
 	dumpTool string
 	// storeFirst: the dump step only stores the dump (no import beside it).
 	storeFirst bool
-	online   steps.Online
+	online     steps.Online
 	// pgEndpoint, if set, is the PostgreSQL address the agent publishes
 	// to the others (a fleettest.Proxy in front of its server).
 	pgEndpoint string
