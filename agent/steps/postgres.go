@@ -279,20 +279,11 @@ func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Serv
 	}
 	if importErr == nil {
 		job.Note(ctx, "imported %q beside the dump: %s of pg_dump archive%s; verifying %d tables", man.Database, mb(imported.bytes.Load()), notesSuffix(imported.notes), len(man.Tables))
-		vrep := report(ctx, job, h.c.every(), func(_, done, total int64) string { return fmt.Sprintf("verifying: %d/%d tables", done, total) })
-		importErr = dst.Verify(ctx, man, vrep.tables)
-		vrep.Stop()
 	}
-	if importErr == nil {
-		job.CountBytes("in", res.Size)
-		job.Note(ctx, "verified %q: %d tables, row counts and checksums (%s) match the source's, %d sequences, %d objects, %d roles",
-			man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Sequences), len(man.Objects), len(man.Users))
-		f.Divert = true
-		return f, nil
-	}
-	return f, importBesideFailed(ctx, job, importErr, func(ctx context.Context) error {
-		return dropPostgresImport(ctx, job, dst, "the import beside the dump")
-	})
+	return importedBeside(ctx, job, h.c.every(), f, importErr, func(tables func(int, int)) error { return dst.Verify(ctx, man, tables) },
+		fmt.Sprintf("verified %q: %d tables, row counts and checksums (%s) match the source's, %d sequences, %d objects, %d roles",
+			man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Sequences), len(man.Objects), len(man.Users)),
+		func(ctx context.Context) error { return dropPostgresImport(ctx, job, dst, "the import beside the dump") })
 }
 
 // Recover undoes what the dead run left: the import beside the dump

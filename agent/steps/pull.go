@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/storage"
 )
 
@@ -144,6 +145,27 @@ func watchSource(ctx context.Context, job *agent.Job, server string, after time.
 type importProgress struct {
 	bytes atomic.Int64
 	notes []string
+}
+
+// importedBeside ends a dump step whose dump is stored whole (f). The
+// import beside it, unless it failed (importErr), is verified (verify;
+// verified is the note then) and the row goes on to the DNS step
+// (Divert); otherwise what it created is dropped (drop) and the row goes
+// to the import step, which takes the dump from the store.
+func importedBeside(ctx context.Context, job *agent.Job, every time.Duration, f statemachine.Fields, importErr error,
+	verify func(tables func(done, total int)) error, verified string, drop func(context.Context) error) (statemachine.Fields, error) {
+	if importErr == nil {
+		rep := report(ctx, job, every, func(_, done, total int64) string { return fmt.Sprintf("verifying: %d/%d tables", done, total) })
+		importErr = verify(rep.tables)
+		rep.Stop()
+	}
+	if importErr != nil {
+		return f, importBesideFailed(ctx, job, importErr, drop)
+	}
+	job.CountBytes("in", f.DumpBytes)
+	job.Note(ctx, "%s", verified)
+	f.Divert = true
+	return f, nil
 }
 
 // importBesideFailed handles an import that failed beside a dump that is
