@@ -26,12 +26,12 @@ import (
 func TestStreamKillSourceAgent(t *testing.T) {
 	t.Parallel()
 	r := record(t, "12a", "kill -9 the source agent mid-stream while the destination imports")
-	d, ctx, big, loaded := midImport(t, nil)
+	d, ctx, big := streamingFleet(t)
 	before := row(ctx, t, d, big)
 	if err := d.KillAgent(big.Source); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("SIGKILL to the agent of %s while %s streamed %q from it (%d rows of its orders table loaded at the destination); restarted 5 s later", big.Source, big.Destination, big.Name, loaded)
+	r.inject("SIGKILL to the agent of %s while %s streamed %q from it (dump tool running, tables created at the destination); restarted 5 s later", big.Source, big.Destination, big.Name)
 	time.Sleep(5 * time.Second)
 	if m := row(ctx, t, d, big); m.Status.Failed() || (m.Status == statemachine.Dumping && m.Fence != before.Fence) {
 		t.Errorf("the stream was disturbed by the source agent's death: %s, fence %d (was %d): %s", m.Status, m.Fence, before.Fence, m.LastError)
@@ -54,12 +54,17 @@ func TestStreamKillSourceAgent(t *testing.T) {
 func TestStreamStoreDown(t *testing.T) {
 	t.Parallel()
 	r := record(t, "12c", "object store down while dump and import both run")
-	d, ctx, big, loaded := midImport(t, nil)
+	d, ctx, big := streamingFleet(t)
 	if err := d.Fleet.S3.Down(); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("S3 server killed for 8 s while %q streamed (%d rows of its orders table loaded at %s)", big.Name, loaded, big.Destination)
-	time.Sleep(8 * time.Second)
+	// Down until the attempt gives up on the store (the S3 client rides
+	// out a short outage by itself).
+	down := time.Now()
+	waitFor(ctx, t, d, "the attempt to fail on the store", 3*time.Minute, func() bool {
+		return eventSaid(ctx, t, d, row(ctx, t, d, big).ID, "dropped the import")
+	})
+	r.inject("S3 server killed while %q streamed (dump tool running, tables created at %s), until the attempt gave up on it (%s)", big.Name, big.Destination, time.Since(down).Round(time.Second))
 	if err := d.Fleet.S3.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +84,11 @@ func TestStreamStoreDown(t *testing.T) {
 func TestStreamDumpDiesAfterImportStarted(t *testing.T) {
 	t.Parallel()
 	r := record(t, "12d", "the dump fails after the import beside it started")
-	d, ctx := fleet(t, 8, 40<<20, nil)
-	big := largest(d, demo.MySQL)
-	if err := d.StartMigration(ctx); err != nil {
-		t.Fatal(err)
+	d, ctx, big := streamingFleet(t)
+	pids := dumpToolsOf(t, big)
+	if len(pids) == 0 {
+		t.Fatalf("the dump tool of %q ended before it could be killed", big.Name)
 	}
-	pids := streamUnderWay(t, d, big)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -97,6 +101,19 @@ func TestStreamDumpDiesAfterImportStarted(t *testing.T) {
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("rows: %s", statusLine(rep.Statuses))
 	wantAllDone(t, d, rep)
+}
+
+// streamingFleet starts a migration on a fleet whose largest database is
+// about 40 MiB and returns once that database streams (streamUnderWay).
+func streamingFleet(t *testing.T) (*demo.Demo, context.Context, *demo.Database) {
+	t.Helper()
+	d, ctx := fleet(t, 8, 40<<20, nil)
+	big := largest(d, demo.MySQL)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	streamUnderWay(t, d, big)
+	return d, ctx, big
 }
 
 // streamUnderWay waits until db's dump step streams: its dump tool runs
