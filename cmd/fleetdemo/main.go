@@ -28,6 +28,7 @@ func main() {
 	plain := flag.Bool("plain-names", false, "no awkward database and user names (mydumper 0.10 cannot take non-ASCII names)")
 	tiny := flag.Bool("tiny", false, "every database one small table of 10 rows (the per-database fixed cost benchmark)")
 	engine := flag.String("engine", "", "make every database mysql or postgres (default: every fifth postgres)")
+	dumpJobs := flag.Int("dump-jobs", 0, "the agents' max-jobs.dump: databases each destination takes in at once, each dumped from its source and imported as it comes (0: the shipped default, 2)")
 	mysqlJobs := flag.Int("mysql-jobs", 0, "the agents' mysql.jobs: sessions loading a dump's rows and checksumming at once (0: the default, 4)")
 	timeout := flag.Duration("timeout", 60*time.Minute, "give up on the migration after this long")
 	mode := flag.String("mode", "", "the plan's mode column for every row: dump, online or auto (MySQL rows given online are planned auto); default: no column, the configuration's default (dump)")
@@ -70,6 +71,7 @@ func main() {
 		Layout:     demo.Layout{DBs: *dbs, MaxBytes: *maxMiB << 20, Seed: 1, Tiny: *tiny, Engine: *engine, SizeBytes: *sizeMiB << 20, PlainNames: *plain},
 		Baselines:  *baselines,
 		MySQLJobs:  *mysqlJobs,
+		DumpJobs:   *dumpJobs,
 		MaxProcs:   *maxProcs,
 		Dir:        *dir,
 		MigrateBin: filepath.Join(*bin, "migrate"),

@@ -46,6 +46,8 @@ type Options struct {
 	Parallel int
 	// MySQLJobs is the agents' mysql.jobs (0: the default).
 	MySQLJobs int
+	// DumpJobs is the agents' max-jobs.dump (0: 2, the shipped default).
+	DumpJobs int
 	// StoreFirst is the agents' agent.store-first: the dump step only
 	// stores the dump, the import step takes it from the store.
 	StoreFirst bool
@@ -359,7 +361,11 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		if d.Opt.StoreFirst {
 			fmt.Fprintf(&b, "  store-first: true\n")
 		}
-		fmt.Fprintf(&b, "  max-jobs: {sync: 16, cutover: 8, dump: 6, import: 6, close: 8, rollback: 2, dns: 32}\n")
+		dumpJobs := d.Opt.DumpJobs
+		if dumpJobs <= 0 {
+			dumpJobs = 2
+		}
+		fmt.Fprintf(&b, "  max-jobs: {sync: 16, cutover: 8, dump: %d, import: 6, close: 8, rollback: 2, dns: 32}\n", dumpJobs)
 		if h != nil {
 			fmt.Fprintf(&b, "  dns-target: %s\n", h.IP)
 		}
