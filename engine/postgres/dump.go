@@ -94,7 +94,7 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		sums, err = s.checksums(gctx, src.Database, snap.ID, src.Tables, true, p.TableFunc())
+		sums, err = s.checksums(gctx, src.Database, snap.ID, src.Tables, true, src.SizeBytes, p.TableFunc())
 		return err
 	})
 	g.Go(func() error {
@@ -162,11 +162,18 @@ const largeObjectsSQL = `SELECT (SELECT count(*) FROM pg_largeobject_metadata),
 	coalesce(sum(('x' || substr(md5(convert_to(loid::text || ':' || pageno::text || ':', 'UTF8') || data), 1, 16))::bit(64)::bigint), 0)::text
 	FROM pg_largeobject`
 
+// smallDatabase is the size below which a database's checksums take one
+// session: every session is a backend started in that database (a fork
+// and its catalogue loaded), which costs a tiny database more than its
+// tables do.
+const smallDatabase = 64 << 20
+
 // checksums computes the TableSums of tables (and of the large objects)
-// with up to Jobs sessions, each in a repeatable-read transaction that
-// imports snapshot when one is given. progress, if not nil, is told after
-// each table.
-func (s *Server) checksums(ctx context.Context, database, snapshot string, tables []string, withLOs bool, progress func(done, total int)) ([]engine.TableSum, error) {
+// with up to Jobs sessions (one for a database of size below
+// smallDatabase; 0: size unknown), each in a repeatable-read transaction
+// that imports snapshot when one is given. progress, if not nil, is told
+// after each table.
+func (s *Server) checksums(ctx context.Context, database, snapshot string, tables []string, withLOs bool, size int64, progress func(done, total int)) ([]engine.TableSum, error) {
 	names := append([]string(nil), tables...)
 	if withLOs {
 		names = append(names, largeObjects)
@@ -186,7 +193,11 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 		}
 		return nil
 	})
-	for range min(s.opt.Jobs, max(len(names), 1)) {
+	workers := min(s.opt.Jobs, max(len(names), 1))
+	if size > 0 && size < smallDatabase {
+		workers = 1
+	}
+	for range workers {
 		g.Go(func() error {
 			p, err := s.dbPool(gctx, database)
 			if err != nil {

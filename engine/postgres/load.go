@@ -556,7 +556,7 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.T
 	}
 	if sums == nil {
 		var err error
-		if sums, err = s.checksums(ctx, m.Database, "", tables, withLOs, progress); err != nil {
+		if sums, err = s.checksums(ctx, m.Database, "", tables, withLOs, m.SizeBytes, progress); err != nil {
 			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
 		}
 	}

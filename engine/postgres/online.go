@@ -746,7 +746,7 @@ func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string,
 	if tables == nil {
 		tables = src.Tables
 	}
-	sums, err := s.checksums(ctx, src.Database, "", tables, false, progress)
+	sums, err := s.checksums(ctx, src.Database, "", tables, false, 0, progress)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %q at %s: %w", src.Database, s, err)
 	}
@@ -798,7 +798,7 @@ func (s *Server) TableCounters(ctx context.Context, database string) (map[string
 // Checksums computes the TableSums (ChecksumAlgorithm) of tables in
 // database, each in its own repeatable-read transaction.
 func (s *Server) Checksums(ctx context.Context, database string, tables []string, progress func(done, total int)) ([]engine.TableSum, error) {
-	sums, err := s.checksums(ctx, database, "", tables, false, progress)
+	sums, err := s.checksums(ctx, database, "", tables, false, 0, progress)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %q at %s: %w", database, s, err)
 	}
