@@ -283,7 +283,9 @@ func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Serv
 	return importedBeside(ctx, job, h.c.every(), f, importErr, func(tables func(int, int)) error { return dst.Verify(ctx, man, tables) },
 		fmt.Sprintf("verified %q: %d tables, row counts and checksums (%s) match the source's, %d sequences, %d objects, %d roles",
 			man.Database, len(man.Tables), man.ChecksumAlgorithm, len(man.Sequences), len(man.Objects), len(man.Users)),
-		func(ctx context.Context) error { return dropPostgresImport(ctx, job, dst, "the import beside the dump") })
+		func(ctx context.Context) error {
+			return dropPostgresImport(ctx, job, dst, "the import beside the dump")
+		})
 }
 
 // Recover undoes what the dead run left: the import beside the dump

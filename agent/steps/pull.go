@@ -76,7 +76,7 @@ func dumpBeside(ctx context.Context, st storage.Store, key string, level zstd.En
 	dump func(w io.Writer) (*engine.Manifest, error)) (res storage.PutResult, man *engine.Manifest, importErr, err error) {
 	t := &tee{side: side}
 	res, err = storage.PutCompressed(ctx, st, key, level, storage.PutOptions{ContentType: "application/zstd"}, func(w io.Writer) error {
-		var out io.Writer = w
+		out := w
 		if side != nil {
 			t.store, out = w, t
 		}
@@ -98,16 +98,17 @@ func dumpBeside(ctx context.Context, st storage.Store, key string, level zstd.En
 // written, in a goroutine of its own; it must fail when its reader fails.
 type pipeSide struct {
 	pw   *io.PipeWriter
-	done chan error
+	done chan struct{}
+	err  error // load's, once done is closed
 }
 
 func startPipeSide(load func(r io.Reader) error) *pipeSide {
 	pr, pw := io.Pipe()
-	p := &pipeSide{pw: pw, done: make(chan error, 1)}
+	p := &pipeSide{pw: pw, done: make(chan struct{})}
 	go func() {
-		err := load(pr)
-		pr.CloseWithError(fmt.Errorf("the import stopped reading: %v", err))
-		p.done <- err
+		p.err = load(pr)
+		pr.CloseWithError(fmt.Errorf("the import stopped reading: %w", p.err))
+		close(p.done)
 	}()
 	return p
 }
@@ -117,11 +118,12 @@ func (p *pipeSide) Write(b []byte) (int, error) { return p.pw.Write(b) }
 func (p *pipeSide) Finish(_ *engine.Manifest, dumpErr error) error {
 	if dumpErr != nil {
 		p.pw.CloseWithError(dumpErr)
-		<-p.done
+		<-p.done // the import fails of the dump's failure, the cause
 		return dumpErr
 	}
 	_ = p.pw.Close()
-	return <-p.done
+	<-p.done
+	return p.err
 }
 
 // watchSource puts the step under a second watchdog, of the source's
@@ -178,7 +180,7 @@ func importBesideFailed(ctx context.Context, job *agent.Job, importErr error, dr
 	uctx, cancel := undoContext(ctx)
 	defer cancel()
 	if err := drop(uctx); err != nil {
-		return fmt.Errorf("the import beside the dump failed (%v) and was NOT dropped: %w", importErr, err)
+		return fmt.Errorf("the import beside the dump failed (%w) and was NOT dropped: %w", importErr, err)
 	}
 	job.Note(ctx, "the import beside the dump failed: %v; the dump is stored whole: the import step takes it from the store", importErr)
 	return nil
