@@ -376,11 +376,7 @@ func midImport(t *testing.T, tweak func(*demo.Options)) (*demo.Demo, context.Con
 func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
 	t.Helper()
 	ctx := t.Context()
-	root, err := sql.Open("mysql", d.Fleet.Host(db.Destination).RootDSN(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root := destinationRoot(t, d, db)
 	var loaded int64
 	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
 		if st := row(ctx, t, d, db).Status; st != statemachine.Dumping && st != statemachine.Importing {
@@ -422,4 +418,16 @@ func keptDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// destinationRoot is a root session pool at db's destination MariaDB,
+// closed when the test ends.
+func destinationRoot(t *testing.T, d *demo.Demo, db *demo.Database) *sql.DB {
+	t.Helper()
+	root, err := sql.Open("mysql", d.Fleet.Host(db.Destination).RootDSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Close() })
+	return root
 }

@@ -4,7 +4,6 @@ package faults_test
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,11 +121,7 @@ func streamingFleet(t *testing.T) (*demo.Demo, context.Context, *demo.Database) 
 func streamUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) []int {
 	t.Helper()
 	ctx := t.Context()
-	root, err := sql.Open("mysql", d.Fleet.Host(db.Destination).RootDSN(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root := destinationRoot(t, d, db)
 	var pids []int
 	waitFor(ctx, t, d, "the large database's dump and import to be under way", 3*time.Minute, func() bool {
 		if row(ctx, t, d, db).Status != statemachine.Dumping {
