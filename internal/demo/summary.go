@@ -219,6 +219,9 @@ func (s Summary) Print(w io.Writer) {
 		wr := s.Writers
 		fmt.Fprintf(w, "live writers:       %d writers through DNS with their own users: %d writes acknowledged, %d missing at the destination, %d accepted at the source after the block",
 			wr.Writers, wr.Acked, wr.Missing, wr.LateAtSource)
+		if wr.Unanswered > 0 {
+			fmt.Fprintf(w, " (%d more committed without an answer: their session ended after the commit; each found by its retry)", wr.Unanswered)
+		}
 		if len(wr.Windows) > 0 {
 			fmt.Fprintf(w, "; window seen (first refused write to first write at the destination) p50 %s, max %s",
 				percentile(wr.Windows, 0.5).Round(time.Millisecond), wr.Windows[len(wr.Windows)-1].Round(time.Millisecond))

@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
@@ -32,11 +34,17 @@ const writesTable = "demo_writes"
 // password, and inserts numbered rows, one every interval, logging each
 // acknowledged one. A refused write (blocked, session ended, name not yet
 // moved) is retried with the same number after resolving the name again.
+// A write whose answer was lost (the session ended or timed out after the
+// server committed it) is found by that retry: the server says the number
+// is already there, and the writer counts it in Unanswered and goes on
+// with the next number, as an application with idempotent writes would.
 type Writer struct {
 	DB *Database
 	mu sync.Mutex
-	// Acked are the numbers the server acknowledged, in order.
-	Acked []int64
+	// Acked are the numbers the server acknowledged, in order; Unanswered
+	// those committed without an answer (found by their retry).
+	Acked      []int64
+	Unanswered []int64
 	// FirstRefused is the first refused write; AtDestination the first
 	// write acknowledged by the destination.
 	FirstRefused, AtDestination time.Time
@@ -185,6 +193,15 @@ func (d *Demo) runWriter(ctx context.Context, w *Writer) {
 		}
 		err := conn.insert(ctx, n)
 		cancel()
+		if err != nil && isDuplicate(err) {
+			// The last attempt of n committed, its answer was lost.
+			fmt.Fprintf(w.log, "%d\t%s\t%s\tcommitted earlier without an answer\n", n, time.Now().UTC().Format("15:04:05.000000"), at)
+			w.mu.Lock()
+			w.Unanswered = append(w.Unanswered, n)
+			w.mu.Unlock()
+			n++
+			continue
+		}
 		if err != nil {
 			refused(err)
 			continue
@@ -232,10 +249,11 @@ func (d *Demo) stopWriters(ctx context.Context) {
 // WriterReport is what the writers saw, checked against the servers.
 type WriterReport struct {
 	Writers int
-	// Acked writes in all; Missing: acknowledged but not at the
+	// Acked writes in all; Unanswered: committed without an answer (found
+	// by their retry); Missing: acknowledged or unanswered but not at the
 	// destination; LateAtSource: at the source but not at the destination
 	// (accepted after the block).
-	Acked, Missing, LateAtSource int
+	Acked, Unanswered, Missing, LateAtSource int
 	// Windows are the writers' write-blocked windows, sorted; ByMode by
 	// the mode their row moved in.
 	Windows []time.Duration
@@ -273,6 +291,7 @@ func (d *Demo) checkWriters(ctx context.Context) WriterReport {
 			continue // not moved: its writes are at the source, where they belong (the row is reported)
 		}
 		r.Acked += len(w.Acked)
+		r.Unanswered += len(w.Unanswered)
 		dst, err := d.writtenAt(ctx, w.DB, w.DB.Destination)
 		if err != nil {
 			r.Problems = append(r.Problems, fmt.Sprintf("writer of %q: read the destination: %v", w.DB.Name, err))
@@ -284,7 +303,7 @@ func (d *Demo) checkWriters(ctx context.Context) WriterReport {
 			continue
 		}
 		missing, late := 0, 0
-		for _, n := range w.Acked {
+		for _, n := range slices.Concat(w.Acked, w.Unanswered) {
 			if !dst[n] {
 				missing++
 			}
@@ -360,6 +379,17 @@ func (d *Demo) writtenAt(ctx context.Context, db *Database, host string) (map[in
 type writerConn interface {
 	insert(ctx context.Context, n int64) error
 	close()
+}
+
+// isDuplicate is a writer's insert refused because its number is already
+// stored (MariaDB 1062, PostgreSQL 23505).
+func isDuplicate(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1062
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
 type pgWriter struct{ c *pgx.Conn }

@@ -172,7 +172,9 @@ func fleet(t *testing.T, dbs int, maxBytes int64, tweak func(*demo.Options)) (*d
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
 			var diag strings.Builder
-			d.Diagnose(context.Background(), &diag, 30)
+			// 12 lines a log: CI shows a failure's head and tail only, and
+			// the errors above must stay in what it shows.
+			d.Diagnose(context.Background(), &diag, 12)
 			t.Logf("rows that did not end, agent and server logs:\n%s", diag.String())
 			t.Logf("logs and configuration: %s (kept with FLEETTEST_KEEP=1)", opt.Dir)
 		}

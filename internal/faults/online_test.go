@@ -376,7 +376,7 @@ func onlineWriters(ctx context.Context, t *testing.T, d *demo.Demo, r *result) {
 	for _, p := range rep.Problems {
 		t.Errorf("writers: %s", p)
 	}
-	r.saw("writers: %d writes acknowledged, %d missing at the destination, %d accepted at the source after the block", rep.Acked, rep.Missing, rep.LateAtSource)
+	r.saw("writers: %d writes acknowledged (%d more committed without an answer), %d missing at the destination, %d accepted at the source after the block", rep.Acked, rep.Unanswered, rep.Missing, rep.LateAtSource)
 }
 
 // Case 10f/11f: the destination server crashes (SIGKILL) while a large
