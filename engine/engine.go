@@ -8,6 +8,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -100,6 +101,60 @@ type Manifest struct {
 	// Postgres is what a PostgreSQL database brings beyond its dump.
 	Postgres *PostgresDatabase `json:"postgres,omitempty"`
 	Warnings []string          `json:"warnings,omitempty"`
+	// Marks are the source's change marks taken under the dump's block:
+	// the close step compares them with the marks then and reads again
+	// only the tables they say were written (all of them when there are
+	// none, as in manifests of earlier versions).
+	Marks *Marks `json:"marks,omitempty"`
+}
+
+// Marks tell, without reading a table's rows, whether anything wrote to
+// it since they were taken: the server's own per-table bookkeeping
+// (PostgreSQL: rows inserted, updated and deleted, and the table's file;
+// MariaDB: when the table was created and last written), under an epoch
+// that changes whenever that bookkeeping starts again (a restart, a reset,
+// counting switched off). Marks of different epochs compare as "every
+// table may have changed". Engines decide when a mark cannot be trusted
+// and write Unknown, which never compares equal.
+type Marks struct {
+	Epoch string `json:"epoch"`
+	// Schema is a hash of the database's schema: a changed schema (a
+	// column added without rewriting the table) means every table is read
+	// again.
+	Schema string `json:"schema"`
+	// Tables maps the manifest's table names to their marks.
+	Tables map[string]string `json:"tables"`
+}
+
+// Unknown is a mark that says nothing: its table is always read again.
+const Unknown = "unknown"
+
+// Changed compares marks taken now with m: all says why every table must
+// be read again ("" if the marks compare); otherwise tables are those
+// whose marks differ, are unknown, or appear in only one of them, sorted.
+func (m *Marks) Changed(now *Marks) (tables []string, all string) {
+	switch {
+	case m == nil:
+		return nil, "no change marks were taken at the dump"
+	case now == nil:
+		return nil, "no change marks now"
+	case m.Epoch != now.Epoch:
+		return nil, fmt.Sprintf("the server's change counters started again since the dump (%s, now %s)", m.Epoch, now.Epoch)
+	case m.Schema != now.Schema:
+		return nil, "the schema changed since the dump"
+	}
+	for name, mark := range m.Tables {
+		if got, ok := now.Tables[name]; !ok || got != mark || mark == Unknown {
+			tables = append(tables, name)
+		}
+	}
+	for name := range now.Tables {
+		if _, ok := m.Tables[name]; !ok {
+			tables = append(tables, name)
+		}
+	}
+	slices.Sort(tables)
+	return tables, ""
 }
 
 // DumpPart is one section of a dump: its name ("schema", "data", "post")

@@ -429,11 +429,12 @@ func (h *pgClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields,
 		rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
 			return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
 		})
-		err = src.Verify(ctx, man, rep.tables)
+		read, why, err := src.VerifySince(ctx, man, rep.tables)
 		rep.Stop()
 		if err := lateWrites(row, err); err != nil {
 			return statemachine.Fields{}, err
 		}
+		noteRecheck(ctx, job, len(man.Tables), read, why)
 	}
 	access, err := src.PlanClose(ctx, man)
 	if err != nil {

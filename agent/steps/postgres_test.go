@@ -196,12 +196,53 @@ func TestPostgresLateWriteStopsClose(t *testing.T) {
 	if m.Status != statemachine.DNSToUpdate {
 		t.Fatalf("%q %s", m.Status, m.LastError)
 	}
-	fleettest.PGExec(t, f.src.pg.Root(t, st.db), "INSERT INTO items (id, name) VALUES (999999, 'late')")
+	// The writer is gone by the time the source is closed: the change
+	// marks taken at the dump find the table; the close reads only it.
+	c, err := f.src.pg.Dial(ctx(t), st.db, "postgres", f.src.pg.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleettest.PGExec(t, c, "INSERT INTO items (id, name) VALUES (999999, 'late')")
+	_ = c.Close(ctx(t))
 	f.dnsAgent(t)
 	m = f.waitStatus(t, id, statemachine.CloseFailed, statemachine.Done)
 	if m.Status != statemachine.CloseFailed || !strings.Contains(m.LastError, "writes reached the source after the consistency point") ||
 		!strings.Contains(m.LastError, `"public"."items": 2001 rows, 2000 expected`) {
 		t.Fatalf("close: %q %q", m.Status, m.LastError)
+	}
+}
+
+// TestPostgresCloseReadsNothingWhenNothingWrote: a source nobody wrote to
+// since the dump is closed without reading its tables again (its change
+// marks say so), and a session still connected to it makes the close read
+// every table.
+func TestPostgresCloseReadsNothingWhenNothingWrote(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	quietSite := newPGSite(t, f, "pgquiet")
+	busy := newPGSite(t, f, "pgbusy")
+	quietID := f.planEngine(t, statemachine.EnginePostgres, quietSite.db)
+	busyID := f.planEngine(t, statemachine.EnginePostgres, busy.db)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleDump, statemachine.RoleImport)
+	for _, id := range []int64{quietID, busyID} {
+		if m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.DumpFailed, statemachine.ImportFailed); m.Status != statemachine.DNSToUpdate {
+			t.Fatalf("%q %s", m.Status, m.LastError)
+		}
+	}
+	// A superuser's session, idle, in the busy one.
+	fleettest.PGExec(t, f.src.pg.Root(t, busy.db), "SELECT 1")
+	f.dnsAgent(t)
+	for _, id := range []int64{quietID, busyID} {
+		if m := f.waitStatus(t, id, statemachine.Done, statemachine.CloseFailed); m.Status != statemachine.Done {
+			t.Fatalf("%q %s", m.Status, m.LastError)
+		}
+	}
+	if ev := f.events(t, quietID); !strings.Contains(ev, "none of its 2 tables written since the dump, none read again") {
+		t.Errorf("the quiet source's close did not say it read nothing again:\n%s", ev)
+	}
+	if ev := f.events(t, busyID); !strings.Contains(ev, "all 2 tables read again (1 other sessions are connected") {
+		t.Errorf("the busy source's close did not say it read every table again:\n%s", ev)
 	}
 }
 

@@ -329,6 +329,19 @@ func lateWrites(row *statemachine.Migration, err error) error {
 	return err
 }
 
+// noteRecheck says how the close step re-checked the source: read of its
+// tables were read again (all of them, and why, when why is not "").
+func noteRecheck(ctx context.Context, job *agent.Job, tables, read int, why string) {
+	switch {
+	case why != "":
+		job.Note(ctx, "source re-checked: all %d tables read again (%s): nothing written since the dump", tables, why)
+	case read == 0:
+		job.Note(ctx, "source re-checked by its change marks: none of its %d tables written since the dump, none read again", tables)
+	default:
+		job.Note(ctx, "source re-checked by its change marks: %d of %d tables counted writes since the dump, read again: same contents as dumped", read, tables)
+	}
+}
+
 // switchedRefusal refuses a rollback at the source once DNS has moved.
 func switchedRefusal(row *statemachine.Migration) error {
 	if row.SwitchedAt.IsZero() {

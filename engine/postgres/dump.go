@@ -89,6 +89,12 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 	if err != nil {
 		return nil, engine.Secrets{}, stats, err
 	}
+	// Writes are blocked and the snapshot taken: from here on, a mark that
+	// moves is a write that is not in the dump.
+	marks, err := readMarks(ctx, snap.tx)
+	if err != nil {
+		return nil, engine.Secrets{}, stats, err
+	}
 	var sums []engine.TableSum
 	start := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
@@ -115,6 +121,7 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 	stats.Duration = time.Since(start)
 	m := src.Manifest(source, snap, sums, seqs)
 	m.ServerVersion, m.ServerFamily, m.DumpTool = s.version, "postgresql", version
+	m.Marks = marks
 	return &m, src.Secrets, stats, nil
 }
 

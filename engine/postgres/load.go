@@ -500,7 +500,7 @@ func splitList(v string) []string {
 // there, every table's row count and checksum, every sequence's value,
 // every role. A difference is a permanent error naming what differs.
 func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(done, total int)) error {
-	return s.verify(ctx, m, nil, progress)
+	return s.verify(ctx, m, nil, nil, progress)
 }
 
 // VerifySums is Verify with the tables' checksums at this server already
@@ -510,10 +510,12 @@ func (s *Server) VerifySums(ctx context.Context, m *engine.Manifest, sums []engi
 	if sums == nil {
 		sums = []engine.TableSum{}
 	}
-	return s.verify(ctx, m, sums, nil)
+	return s.verify(ctx, m, nil, sums, nil)
 }
 
-func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.TableSum, progress func(done, total int)) error {
+// verify compares the database with m; only, when not nil, are the only
+// tables (of m's) whose checksums are computed and compared.
+func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, sums []engine.TableSum, progress func(done, total int)) error {
 	if m.Postgres == nil {
 		return engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
 	}
@@ -547,7 +549,16 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.T
 	// whole transaction); Diff reports the others missing.
 	var tables []string
 	withLOs := false
-	for _, t := range m.Tables {
+	want := m.Tables
+	if only != nil {
+		want = nil
+		for _, t := range m.Tables {
+			if slices.Contains(only, t.Name) {
+				want = append(want, t)
+			}
+		}
+	}
+	for _, t := range want {
 		if t.Name == largeObjects {
 			withLOs = true
 		} else if _, found := slices.BinarySearch(objs, "table "+t.Name); found {
@@ -560,7 +571,7 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.T
 			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
 		}
 	}
-	problems = append(problems, engine.Diff(m.Tables, sums)...)
+	problems = append(problems, engine.Diff(want, sums)...)
 	var missingRoles []string
 	if err := s.pool.QueryRow(ctx, "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)",
 		roleNames(m.Postgres.Roles)).Scan(&missingRoles); err != nil {
