@@ -40,6 +40,10 @@ type MySQL struct {
 	// StoreFirst: the dump step only stores the dump (no import beside
 	// it); the import step takes it from the store.
 	StoreFirst bool
+	// FullRecheck: the close step reads every table of the source again
+	// instead of only those its change marks (or binary log) say were
+	// written since the dump.
+	FullRecheck bool
 	// Online configures the sync and cutover steps of online rows.
 	Online Online
 
@@ -430,13 +434,14 @@ func (h *mysqlClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fiel
 	}
 	if dumped.DumpURL == "" { // a dump just taken under the block needs no re-check
 		// The source must still be what was dumped: the same check as the
-		// import's verification, against the same manifest.
+		// import's verification, against the same manifest, of the tables
+		// written since the dump.
 		rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
 			return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
 		})
-		err = src.Verify(ctx, man, rep.tables)
+		err := recheck(ctx, job, man, h.c.FullRecheck, src.Verify, src.VerifySince, rep.tables)
 		rep.Stop()
-		if err := lateWrites(row, err); err != nil {
+		if err != nil {
 			return statemachine.Fields{}, err
 		}
 	}

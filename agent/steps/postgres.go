@@ -40,6 +40,10 @@ type Postgres struct {
 	// StoreFirst: the dump step only stores the dump (no import beside
 	// it); the import step takes it from the store.
 	StoreFirst bool
+	// FullRecheck: the close step reads every table of the source again
+	// instead of only those its change marks (or binary log) say were
+	// written since the dump.
+	FullRecheck bool
 	// Online configures the sync and cutover steps of online rows.
 	Online Online
 }
@@ -429,12 +433,11 @@ func (h *pgClose) Run(ctx context.Context, job *agent.Job) (statemachine.Fields,
 		rep := report(ctx, job, h.c.every(), func(_, done, total int64) string {
 			return fmt.Sprintf("re-checking the source: %d/%d tables", done, total)
 		})
-		read, why, err := src.VerifySince(ctx, man, rep.tables)
+		err := recheck(ctx, job, man, h.c.FullRecheck, src.Verify, src.VerifySince, rep.tables)
 		rep.Stop()
-		if err := lateWrites(row, err); err != nil {
+		if err != nil {
 			return statemachine.Fields{}, err
 		}
-		noteRecheck(ctx, job, len(man.Tables), read, why)
 	}
 	access, err := src.PlanClose(ctx, man)
 	if err != nil {

@@ -329,17 +329,35 @@ func lateWrites(row *statemachine.Migration, err error) error {
 	return err
 }
 
-// noteRecheck says how the close step re-checked the source: read of its
-// tables were read again (all of them, and why, when why is not "").
-func noteRecheck(ctx context.Context, job *agent.Job, tables, read int, why string) {
+// recheck is the close step's re-check of the source against the dump's
+// manifest, before the source is closed for good: the tables written since
+// the dump (verifySince), or every table (verify) when full. A difference
+// is the late-writes failure; a note says which tables were read and why.
+func recheck(ctx context.Context, job *agent.Job, man *engine.Manifest, full bool,
+	verify func(context.Context, *engine.Manifest, func(done, total int)) error,
+	verifySince func(context.Context, *engine.Manifest, func(done, total int)) (int, string, error),
+	progress func(done, total int),
+) error {
+	tables := len(man.Tables)
+	read, why := tables, "the agent is set to (agent.full-recheck)"
+	var err error
+	if full {
+		err = verify(ctx, man, progress)
+	} else {
+		read, why, err = verifySince(ctx, man, progress)
+	}
+	if err := lateWrites(&job.Row, err); err != nil {
+		return err
+	}
 	switch {
 	case why != "":
 		job.Note(ctx, "source re-checked: all %d tables read again (%s): nothing written since the dump", tables, why)
 	case read == 0:
 		job.Note(ctx, "source re-checked by its change marks: none of its %d tables written since the dump, none read again", tables)
 	default:
-		job.Note(ctx, "source re-checked by its change marks: %d of %d tables counted writes since the dump, read again: same contents as dumped", read, tables)
+		job.Note(ctx, "source re-checked by its change marks: %d of %d tables written since the dump, read again: same contents as dumped", read, tables)
 	}
+	return nil
 }
 
 // switchedRefusal refuses a rollback at the source once DNS has moved.

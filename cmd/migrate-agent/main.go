@@ -72,6 +72,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
 			StoreFirst:  cfg.Agent.StoreFirst,
+			FullRecheck: cfg.Agent.FullRecheck,
 			Online:      online(cfg),
 		}).Register(a)
 	}
@@ -88,6 +89,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			Level:       level,
 			HangTimeout: cfg.Agent.HangTimeout,
 			StoreFirst:  cfg.Agent.StoreFirst,
+			FullRecheck: cfg.Agent.FullRecheck,
 			Online:      online(cfg),
 		}).Register(a)
 	}

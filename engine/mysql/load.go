@@ -274,7 +274,7 @@ func (s *Server) EnableEvents(ctx context.Context, db string, events []engine.Ev
 // and checksum, every other object, and that the accounts its objects run
 // as exist. A difference is a permanent error naming what differs.
 func (s *Server) Verify(ctx context.Context, m *engine.Manifest, done func(i, n int)) error {
-	return s.verify(ctx, m, nil, done)
+	return s.verify(ctx, m, nil, nil, done)
 }
 
 // VerifySums is Verify of some of the tables, whose checksums here were
@@ -284,13 +284,24 @@ func (s *Server) VerifySums(ctx context.Context, m *engine.Manifest, sums []engi
 	if sums == nil {
 		sums = []engine.TableSum{}
 	}
-	return s.verify(ctx, m, sums, nil)
+	return s.verify(ctx, m, nil, sums, nil)
 }
 
-func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.TableSum, done func(i, n int)) error {
+// verify compares the database with m; only, when not nil, are the only
+// tables (of m's) whose checksums are computed and compared.
+func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, sums []engine.TableSum, done func(i, n int)) error {
 	names := make([]string, len(m.Tables))
 	for i, t := range m.Tables {
 		names[i] = t.Name
+	}
+	want := m.Tables
+	if only != nil {
+		want = nil
+		for _, t := range m.Tables {
+			if slices.Contains(only, t.Name) {
+				want = append(want, t)
+			}
+		}
 	}
 	here := &Source{Database: m.Database, Definers: map[string][]string{}}
 	if err := s.inspectObjects(ctx, here); err != nil {
@@ -304,9 +315,9 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.T
 			}
 		}
 		var present []string
-		for _, n := range names {
-			if slices.Contains(here.Tables, n) {
-				present = append(present, n)
+		for _, t := range want {
+			if slices.Contains(here.Tables, t.Name) {
+				present = append(present, t.Name)
 			}
 		}
 		jobs := 1
@@ -318,7 +329,7 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, sums []engine.T
 			return err
 		}
 	}
-	problems = append(problems, engine.Diff(m.Tables, sums)...)
+	problems = append(problems, engine.Diff(want, sums)...)
 	for _, o := range m.Objects {
 		if !slices.Contains(here.Objects, o) {
 			problems = append(problems, o+": missing")

@@ -522,19 +522,29 @@ var tableMapInfo = regexp.MustCompile(`^table_id: \d+ \((.*)\)$`)
 // A name the event makes ambiguous (dots in names) counts as changed: a
 // table counted wrongly is only verified once more.
 func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, from, to BinlogPos) (map[string]bool, error) {
+	changed, _, err := s.scanBinlog(ctx, db, tables, from, to, false)
+	return changed, err
+}
+
+// scanBinlog is ChangedTables; with statements, it also returns the first
+// statement logged as such (not as rows: DDL, TRUNCATE, or DML under
+// statement-based logging) that names db, shortened, and stops there.
+func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, from, to BinlogPos, statements bool) (map[string]bool, string, error) {
 	changed := map[string]bool{}
 	want := map[string]string{}
 	for _, t := range tables {
 		want[db+"."+t] = t
 	}
+	lowerDB := strings.ToLower(db)
 	files, err := s.BinlogFiles(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if Purged(from, files) {
-		return nil, fmt.Errorf("%w: %s of %s, so the tables changed since %s cannot be known", ErrLogPurged, from.File, s, from)
+		return nil, "", fmt.Errorf("%w: %s of %s, so the tables changed since %s cannot be known", ErrLogPurged, from.File, s, from)
 	}
 	const page = 10000
+	var statement string
 	for _, f := range files {
 		if (BinlogPos{File: f.File}).seq() < from.seq() || (BinlogPos{File: f.File}).seq() > to.seq() {
 			continue
@@ -543,7 +553,7 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 		if f.File == from.File {
 			at = from.Pos
 		}
-		for f.File != to.File || at < to.Pos {
+		for (f.File != to.File || at < to.Pos) && statement == "" {
 			n := 0
 			last := at
 			err := s.queryRows(ctx, fmt.Sprintf("SHOW BINLOG EVENTS IN %s FROM %d LIMIT %d", sqlLiteral(f.File), at, page), nil, func(rows *sql.Rows) error {
@@ -554,20 +564,29 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 				}
 				n++
 				last = end
-				if f.File == to.File && pos >= to.Pos {
+				if (f.File == to.File && pos >= to.Pos) || statement != "" {
 					return nil
 				}
-				if evType == "Table_map" {
+				switch evType {
+				case "Table_map":
 					if m := tableMapInfo.FindStringSubmatch(info); m != nil {
 						if t, ok := want[m[1]]; ok {
 							changed[t] = true
 						}
 					}
+				case "Query":
+					// BEGIN and COMMIT frame row events; any other statement
+					// that names the database (in its "use" or its text)
+					// may have written to it.
+					q := strings.TrimSpace(info)
+					if statements && q != "BEGIN" && q != "COMMIT" && strings.Contains(strings.ToLower(q), lowerDB) {
+						statement = fmt.Sprintf("%s at %s:%d", shorten(q, 200), f.File, pos)
+					}
 				}
 				return nil
 			})
 			if err != nil {
-				return nil, fmt.Errorf("read the binary log %s of %s from %d: %w", f.File, s, at, err)
+				return nil, "", fmt.Errorf("read the binary log %s of %s from %d: %w", f.File, s, at, err)
 			}
 			if n < page || last <= at {
 				break
@@ -575,7 +594,7 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 			at = last
 		}
 	}
-	return changed, nil
+	return changed, statement, nil
 }
 
 // ---- verification while streaming ----

@@ -263,6 +263,11 @@ type Agent struct {
 	// version 0.9. Default false: the dump is imported as it is written,
 	// beside the store (docs/storage.md, "The streaming hand-off").
 	StoreFirst bool `yaml:"store-first"`
+	// FullRecheck makes the close step read every table of the source
+	// again; by default it reads only the tables the server's change
+	// marks (PostgreSQL's statistics, MariaDB's binary log) say were
+	// written since the dump.
+	FullRecheck bool `yaml:"full-recheck"`
 	// DNSTarget is what DNS names of databases on this host point to:
 	// addresses (comma-separated A/AAAA) or a host name (CNAME).
 	DNSTarget string `yaml:"dns-target"`
