@@ -81,12 +81,13 @@ func readMarks(ctx context.Context, q interface {
 	return m, nil
 }
 
-// Marks takes database's change marks now, in a session of its own, and
-// counts the other client sessions connected to it.
+// Marks takes database's change marks now and counts the other client
+// sessions connected to it (the session is kept: the verification that
+// follows uses it).
 func (s *Server) Marks(ctx context.Context, database string) (*engine.Marks, int, error) {
 	var m *engine.Marks
 	var sessions int
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&sessions); err != nil {
 			return fmt.Errorf("count the sessions: %w", err)
