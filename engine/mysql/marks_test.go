@@ -32,13 +32,14 @@ func TestVerifySinceReadsTheBinaryLog(t *testing.T) {
 	if m.BinlogFile == "" {
 		t.Fatalf("the manifest has no binary log position: %+v", m)
 	}
-	read, why, err := src.srv.VerifySince(ctx(t), m, nil)
-	if err != nil || why != "" || read != 0 {
-		t.Fatalf("nothing written: read %d tables (%q), %v; want none", read, why, err)
+	checksummed := 0
+	read, why, err := src.srv.VerifySince(ctx(t), m, func(_, total int) { checksummed = total })
+	if err != nil || why != "" || read != 0 || checksummed != 0 {
+		t.Fatalf("nothing written: read %d tables (%q, %d checksummed), %v; want none", read, why, checksummed, err)
 	}
 	exec(t, src.root, "UPDATE "+q+".`b q` SET v = 'leaked' WHERE id = 7")
-	read, why, err = src.srv.VerifySince(ctx(t), m, nil)
-	if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), "b q") || read != 1 || why != "" {
+	read, why, err = src.srv.VerifySince(ctx(t), m, func(_, total int) { checksummed = total })
+	if !errors.Is(err, engine.ErrPermanent) || !strings.Contains(err.Error(), "b q") || read != 1 || why != "" || checksummed != 1 {
 		t.Fatalf("after a row written to `b q`: read %d tables (%q), %v; want `b q` read, found different", read, why, err)
 	}
 	// A statement-logged write: the log says a statement named the

@@ -34,36 +34,47 @@ type Snapshot struct {
 	At  time.Time
 	LSN string
 
-	conn *pgx.Conn
-	tx   pgx.Tx
+	tx      pgx.Tx
+	release func()
 }
 
 // Snapshot opens a repeatable-read transaction on database and exports
-// its snapshot: the consistency point of the dump.
+// its snapshot: the consistency point of the dump. Its session is one of
+// those kept to database (the one Inspect used, when it is still there):
+// a tiny database costs the server as many backends as it has sessions.
 func (s *Server) Snapshot(ctx context.Context, database string) (*Snapshot, error) {
-	c, err := s.connect(ctx, database)
+	p, err := s.dbPool(ctx, database)
 	if err != nil {
 		return nil, err
 	}
-	sn := &Snapshot{conn: c}
-	sn.tx, err = c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	pc, err := p.Acquire(ctx)
+	if err != nil {
+		if sqlState(err) == "3D000" {
+			return nil, engine.Permanentf("database %q does not exist on %s", database, s)
+		}
+		return nil, s.connectError(err)
+	}
+	sn := &Snapshot{release: pc.Release}
+	sn.tx, err = pc.Conn().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err == nil {
 		err = sn.tx.QueryRow(ctx, `SELECT pg_export_snapshot(), clock_timestamp(),
 			(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).Scan(&sn.ID, &sn.At, &sn.LSN)
 	}
 	if err != nil {
-		_ = c.Close(context.WithoutCancel(ctx))
+		if sn.tx != nil {
+			_ = sn.tx.Rollback(context.WithoutCancel(ctx))
+		}
+		pc.Release()
 		return nil, fmt.Errorf("export a snapshot of %q on %s: %w", database, s, err)
 	}
 	sn.At = sn.At.UTC()
 	return sn, nil
 }
 
-// Close ends the snapshot's transaction and session.
+// Close ends the snapshot's transaction and gives its session back.
 func (sn *Snapshot) Close(ctx context.Context) {
-	ctx = context.WithoutCancel(ctx)
-	_ = sn.tx.Rollback(ctx)
-	_ = sn.conn.Close(ctx)
+	_ = sn.tx.Rollback(context.WithoutCancel(ctx))
+	sn.release()
 }
 
 // DumpStats describe a finished dump.
@@ -100,7 +111,12 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		sums, err = s.checksums(gctx, src.Database, snap.ID, src.Tables, true, src.SizeBytes, p.TableFunc())
+		if src.SizeBytes > 0 && src.SizeBytes < smallDatabase {
+			// One session is enough: the snapshot's own, idle meanwhile.
+			sums, err = checksumsIn(gctx, snap.tx, withLargeObjects(src.Tables), p.TableFunc())
+		} else {
+			sums, err = s.checksums(gctx, src.Database, snap.ID, src.Tables, true, src.SizeBytes, p.TableFunc())
+		}
 		return err
 	})
 	g.Go(func() error {
@@ -181,9 +197,9 @@ const smallDatabase = 64 << 20
 // that imports snapshot when one is given. progress, if not nil, is told
 // after each table.
 func (s *Server) checksums(ctx context.Context, database, snapshot string, tables []string, withLOs bool, size int64, progress func(done, total int)) ([]engine.TableSum, error) {
-	names := append([]string(nil), tables...)
+	names := tables
 	if withLOs {
-		names = append(names, largeObjects)
+		names = withLargeObjects(tables)
 	}
 	sums := make([]engine.TableSum, len(names))
 	next := make(chan int)
@@ -229,15 +245,10 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 				}
 			}
 			for i := range next {
-				q := largeObjectsSQL
-				if names[i] != largeObjects {
-					q = checksumSQL(names[i])
+				var err error
+				if sums[i], err = checksumOf(gctx, tx, names[i]); err != nil {
+					return err
 				}
-				t := engine.TableSum{Name: names[i]}
-				if err := tx.QueryRow(gctx, q).Scan(&t.Rows, &t.Checksum); err != nil {
-					return fmt.Errorf("checksum of %s: %w", names[i], err)
-				}
-				sums[i] = t
 				if progress != nil {
 					progress(int(done.Add(1)), len(names))
 				}
@@ -247,6 +258,42 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	return sums, nil
+}
+
+// withLargeObjects is tables and the large objects' entry.
+func withLargeObjects(tables []string) []string {
+	return append(append([]string(nil), tables...), largeObjects)
+}
+
+// checksumOf computes one TableSum (a table's, or the large objects') in
+// tx.
+func checksumOf(ctx context.Context, tx pgx.Tx, name string) (engine.TableSum, error) {
+	q := largeObjectsSQL
+	if name != largeObjects {
+		q = checksumSQL(name)
+	}
+	t := engine.TableSum{Name: name}
+	if err := tx.QueryRow(ctx, q).Scan(&t.Rows, &t.Checksum); err != nil {
+		return t, fmt.Errorf("checksum of %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// checksumsIn computes the TableSums of names one after another in tx (a
+// small database's, in the dump's snapshot). progress, if not nil, is told
+// after each.
+func checksumsIn(ctx context.Context, tx pgx.Tx, names []string, progress func(done, total int)) ([]engine.TableSum, error) {
+	sums := make([]engine.TableSum, len(names))
+	for i, name := range names {
+		var err error
+		if sums[i], err = checksumOf(ctx, tx, name); err != nil {
+			return nil, err
+		}
+		if progress != nil {
+			progress(i+1, len(names))
+		}
 	}
 	return sums, nil
 }

@@ -52,7 +52,8 @@ func (s *Server) Inspect(ctx context.Context, database string) (*Source, error) 
 		return nil, err
 	}
 	src := &Source{Database: database}
-	err := s.inDatabase(ctx, database, func(c *pgx.Conn) error {
+	// A kept session: the dump's snapshot takes it up after the block.
+	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
 		if err := s.readDatabase(ctx, c, src); err != nil {
 			return err
 		}

@@ -305,7 +305,8 @@ func (s *Server) importFrom(ctx context.Context, m *engine.Manifest, sec engine.
 		return nil, err
 	}
 	if !s.opt.SkipAnalyze {
-		if err := s.inDatabase(ctx, m.Database, func(c *pgx.Conn) error {
+		// A kept session: the verification that follows uses it.
+		if err := s.inDatabaseKept(ctx, m.Database, func(c *pgx.Conn) error {
 			_, err := c.Exec(ctx, "ANALYZE")
 			return err
 		}); err != nil {

@@ -119,5 +119,6 @@ func (s *Server) VerifySince(ctx context.Context, m *engine.Manifest, progress f
 	if all != "" {
 		return len(m.Tables), all, s.verify(ctx, m, nil, nil, progress)
 	}
-	return len(tables), "", s.verify(ctx, m, tables, nil, progress)
+	// Not nil: verify reads every table for a nil list.
+	return len(tables), "", s.verify(ctx, m, append([]string{}, tables...), nil, progress)
 }

@@ -150,7 +150,12 @@ func TestVerifySinceReadsOnlyWrittenTables(t *testing.T) {
 	recheck := func() (int, string, error) {
 		closer := sideOf(t, src.pg, "source", postgres.Options{})
 		defer closer.srv.Close()
-		return closer.srv.VerifySince(ctx(t), m, nil)
+		checksummed := 0
+		read, why, err := closer.srv.VerifySince(ctx(t), m, func(_, total int) { checksummed = total })
+		if checksummed != read {
+			t.Errorf("VerifySince says it read %d tables, it checksummed %d", read, checksummed)
+		}
+		return read, why, err
 	}
 	read, why, err := recheck()
 	if err != nil || why != "" || read != 0 {
