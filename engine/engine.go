@@ -297,6 +297,21 @@ func (s Secrets) Secret(name, host string) (UserSecret, bool) {
 	return UserSecret{}, false
 }
 
+// Only is want's entries named in only, in want's order; all of want when
+// only is nil.
+func Only(want []TableSum, only []string) []TableSum {
+	if only == nil {
+		return want
+	}
+	var out []TableSum
+	for _, t := range want {
+		if slices.Contains(only, t.Name) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Diff compares checksums computed now against a manifest's; it returns
 // the tables that differ, are missing or are extra, described.
 func Diff(want, got []TableSum) []string {

@@ -294,15 +294,7 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 	for i, t := range m.Tables {
 		names[i] = t.Name
 	}
-	want := m.Tables
-	if only != nil {
-		want = nil
-		for _, t := range m.Tables {
-			if slices.Contains(only, t.Name) {
-				want = append(want, t)
-			}
-		}
-	}
+	want := engine.Only(m.Tables, only)
 	here := &Source{Database: m.Database, Definers: map[string][]string{}}
 	if err := s.inspectObjects(ctx, here); err != nil {
 		return fmt.Errorf("list what %q holds on %s: %w", m.Database, s, err)

@@ -97,22 +97,14 @@ func (s *Server) binlogFiltered(ctx context.Context) (string, error) {
 	}
 	var out string
 	err := s.queryRows(ctx, status, nil, func(rows *sql.Rows) error {
-		cols, err := rows.Columns()
+		row, err := rowByName(rows)
 		if err != nil {
 			return err
 		}
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return err
-		}
 		var f []string
-		for i, c := range cols {
-			if (strings.EqualFold(c, "Binlog_Do_DB") || strings.EqualFold(c, "Binlog_Ignore_DB")) && vals[i].String != "" {
-				f = append(f, strings.ToLower(c)+" "+vals[i].String)
+		for _, c := range []string{"binlog_do_db", "binlog_ignore_db"} {
+			if v := row[c].String; v != "" {
+				f = append(f, c+" "+v)
 			}
 		}
 		out = strings.Join(f, ", ")
@@ -130,4 +122,27 @@ func shorten(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// rowByName scans the current row of a statement whose columns vary by
+// server and version (SHOW ... STATUS, SHOW BINARY LOGS) into its values
+// by lower-cased column name.
+func rowByName(rows *sql.Rows) (map[string]sql.NullString, error) {
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	out := make(map[string]sql.NullString, len(cols))
+	for i, c := range cols {
+		out[strings.ToLower(c)] = vals[i]
+	}
+	return out, nil
 }

@@ -456,20 +456,12 @@ func (s *Server) BinlogNow(ctx context.Context) (BinlogPos, error) {
 func (s *Server) BinlogFiles(ctx context.Context) ([]BinlogPos, error) {
 	var out []BinlogPos
 	err := s.queryRows(ctx, "SHOW BINARY LOGS", nil, func(rows *sql.Rows) error {
-		cols, err := rows.Columns()
+		row, err := rowByName(rows)
 		if err != nil {
 			return err
 		}
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return err
-		}
-		n, _ := strconv.ParseInt(vals[1].String, 10, 64)
-		out = append(out, BinlogPos{vals[0].String, n})
+		n, _ := strconv.ParseInt(row["file_size"].String, 10, 64)
+		out = append(out, BinlogPos{row["log_name"].String, n})
 		return nil
 	})
 	if err != nil {

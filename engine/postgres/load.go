@@ -550,15 +550,7 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 	// whole transaction); Diff reports the others missing.
 	var tables []string
 	withLOs := false
-	want := m.Tables
-	if only != nil {
-		want = nil
-		for _, t := range m.Tables {
-			if slices.Contains(only, t.Name) {
-				want = append(want, t)
-			}
-		}
-	}
+	want := engine.Only(m.Tables, only)
 	for _, t := range want {
 		if t.Name == largeObjects {
 			withLOs = true
