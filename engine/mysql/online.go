@@ -527,7 +527,6 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 	for _, t := range tables {
 		want[db+"."+t] = t
 	}
-	lowerDB := strings.ToLower(db)
 	files, err := s.BinlogFiles(ctx)
 	if err != nil {
 		return nil, "", err
@@ -571,7 +570,7 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 					// that names the database (in its "use" or its text)
 					// may have written to it.
 					q := strings.TrimSpace(info)
-					if statements && q != "BEGIN" && q != "COMMIT" && strings.Contains(strings.ToLower(q), lowerDB) {
+					if statements && q != "BEGIN" && q != "COMMIT" && namesDatabase(q, db) {
 						statement = fmt.Sprintf("%s at %s:%d", shorten(q, 200), f.File, pos)
 					}
 				}
@@ -587,6 +586,41 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 		}
 	}
 	return changed, statement, nil
+}
+
+// namesDatabase reports whether a logged statement (SHOW BINLOG EVENTS'
+// Info of a Query event) may have written to db: it ran with db as its
+// default database ("use `db`; ..."), or names a table of it, quoted
+// ("`db`.") or not ("db." after a character that cannot be part of a
+// name). A name that only contains db ("`user with space`" for "with
+// space") does not count; a statement naming the database without writing
+// to it (a GRANT on it) does, and so does another database whose name
+// differs only in case: a re-read, never a missed write.
+func namesDatabase(q, db string) bool {
+	// Case-insensitively: with lower_case_table_names `Shop` is shop.
+	q, db = strings.ToLower(q), strings.ToLower(db)
+	quoted := "`" + strings.ReplaceAll(db, "`", "``") + "`"
+	if strings.HasPrefix(q, "use "+quoted+";") || strings.Contains(q, quoted+".") {
+		return true
+	}
+	for i := 0; i < len(q); {
+		j := strings.Index(q[i:], db+".")
+		if j < 0 {
+			return false
+		}
+		k := i + j
+		if k == 0 || !identByte(q[k-1]) {
+			return true
+		}
+		i = k + 1
+	}
+	return false
+}
+
+// identByte is a byte that can be part of an unquoted name (or of a
+// multi-byte character, which can too).
+func identByte(b byte) bool {
+	return b == '_' || b == '$' || b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= 0x80
 }
 
 // ---- verification while streaming ----

@@ -540,6 +540,18 @@ func readAdmin(ctx context.Context, h *Host, database string) (Checksum, error) 
 	return readPostgres(ctx, h.RootDSN(database))
 }
 
+// WroteAtSource tells the invariants that a test wrote to db at its source
+// on purpose (a leaked write the close must find): what the source holds
+// now is what a row that does not reach Done must have left there.
+func (d *Demo) WroteAtSource(ctx context.Context, db *Database) error {
+	sum, err := readAdmin(ctx, d.Fleet.Host(db.Source), db.Name)
+	if err != nil {
+		return fmt.Errorf("checksum %s database %q at %s: %w", db.Engine, db.Name, db.Source, err)
+	}
+	db.Before = sum
+	return nil
+}
+
 // PlanGhost adds to the plan StartMigration loads a database that does not
 // exist at its source (a typo in a plan, a database dropped since it was
 // planned). Its row must fail at the dump, naming the database, without
