@@ -565,7 +565,7 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 							changed[t] = true
 						}
 					}
-				case "Query":
+				case "Query", "Execute_load_query": // LOAD DATA, statement-based
 					// BEGIN and COMMIT frame row events; any other statement
 					// that names the database (in its "use" or its text)
 					// may have written to it.
