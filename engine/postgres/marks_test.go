@@ -57,7 +57,7 @@ func onceAs(t *testing.T, s *side, database string, stmts ...string) {
 func marksNow(t *testing.T, s *side, database string) (*engine.Marks, int, error) {
 	t.Helper()
 	closer := sideOf(t, s.pg, "source", postgres.Options{})
-	defer closer.srv.Close()
+	defer func() { _ = closer.srv.Close() }()
 	return closer.srv.Marks(ctx(t), database)
 }
 
@@ -149,7 +149,7 @@ func TestVerifySinceReadsOnlyWrittenTables(t *testing.T) {
 	// it (its kept sessions with it).
 	recheck := func() (int, string, error) {
 		closer := sideOf(t, src.pg, "source", postgres.Options{})
-		defer closer.srv.Close()
+		defer func() { _ = closer.srv.Close() }()
 		checksummed := 0
 		read, why, err := closer.srv.VerifySince(ctx(t), m, func(_, total int) { checksummed = total })
 		if checksummed != read {
