@@ -51,6 +51,9 @@ func (s *Server) writtenSince(ctx context.Context, m *engine.Manifest) ([]string
 		return nil, "the binary log is filtered (" + filtered + ")", nil
 	}
 	to, err := s.BinlogNow(ctx)
+	if errors.Is(err, engine.ErrPermanent) { // log_bin off since the dump
+		return nil, err.Error(), nil
+	}
 	if err != nil {
 		return nil, "", err
 	}
