@@ -26,6 +26,9 @@ import (
 // why.
 func (s *Server) VerifySince(ctx context.Context, m *engine.Manifest, done func(i, n int)) (read int, why string, err error) {
 	tables, why, err := s.writtenSince(ctx, m)
+	if errNo(err) == 1227 { // the administrator may not read the log: read the tables
+		why, err = fmt.Sprintf("the administrator may not read the binary log (%v; grant it BINLOG MONITOR or REPLICATION CLIENT)", err), nil
+	}
 	if err != nil {
 		return 0, "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 )
 
@@ -81,5 +82,31 @@ func TestVerifySinceSeesTruncate(t *testing.T) {
 	read, why, err := src.srv.VerifySince(ctx(t), m, nil)
 	if read != 1 || !strings.Contains(why, "TRUNCATE") || !errors.Is(err, engine.ErrPermanent) {
 		t.Fatalf("after TRUNCATE: read %d tables (%q), %v; want all read, the table found empty", read, why, err)
+	}
+}
+
+// TestVerifySinceWithoutLogAccess: an administrator that may not read the
+// binary log gets every table read (and the reason), not a failed close.
+func TestVerifySinceWithoutLogAccess(t *testing.T) {
+	src, _ := fleet(t)
+	db := name("since_nolog_")
+	q := ident.QuoteMySQL(db)
+	user := name("nolog_")
+	dropAtEnd(t, src, db, acct(user, "%"))
+	exec(t, src.root,
+		"CREATE DATABASE "+q,
+		"CREATE TABLE "+q+".a (id INT PRIMARY KEY) ENGINE=InnoDB",
+		"INSERT INTO "+q+".a SELECT seq FROM "+q+".seq_1_to_10",
+		"CREATE USER "+acct(user, "%")+" IDENTIFIED BY 'pw'",
+		"GRANT SELECT, SHOW VIEW, EVENT, TRIGGER ON *.* TO "+acct(user, "%"))
+	m := dumpBlocked(t, src, db).manifest
+	limited, err := mysql.Open(ctx(t), engine.Server{Host: "source", Address: src.m.Addr(), User: user, Password: "pw"}, mysql.Options{})
+	if err != nil {
+		t.Fatalf("open as %s: %v", user, err)
+	}
+	defer func() { _ = limited.Close() }()
+	read, why, err := limited.VerifySince(ctx(t), m, nil)
+	if err != nil || read != 1 || !strings.Contains(why, "may not read the binary log") {
+		t.Fatalf("without access to the log: read %d tables (%q), %v; want all read, the reason given", read, why, err)
 	}
 }

@@ -27,7 +27,7 @@ const marksEpochQuery = `SELECT pg_postmaster_start_time()::text,
 	current_setting('track_counts')::bool`
 
 // marksTablesQuery lists the tables readTables lists, with their marks'
-// parts, and the large objects' two catalogues (named ”).
+// parts, and the large objects' two catalogues (with empty names).
 var marksTablesQuery = `SELECT n.nspname, c.relname, pg_relation_filenode(c.oid)::bigint,
 	pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
