@@ -576,3 +576,69 @@ func TestWakeupsBeatThePollInterval(t *testing.T) {
 		t.Fatalf("5 rows took %s through 4 hand-offs; wake-ups should make that well under a second each", took)
 	}
 }
+
+// abandoningHandler is a fakeHandler that is also an agent.Abandoner.
+type abandoningHandler struct {
+	*fakeHandler
+	abandon   func(job *agent.Job) error
+	abandoned sync.Map // row id -> attempt at which Abandon ran
+}
+
+func (h *abandoningHandler) Abandon(_ context.Context, job *agent.Job) error {
+	h.abandoned.Store(job.Row.ID, job.Row.Attempt)
+	return h.abandon(job)
+}
+
+// TestAbandonAfterLastAttempt: a row whose transient failures use up its
+// attempts is abandoned once, after the last; a cleanup that does not
+// finish is said in the failed row's error, not only in the log.
+func TestAbandonAfterLastAttempt(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.Open(t)
+		planOn(t, s, 3, 1, 1, false)
+		all, _ := s.List(context.Background(), statemachine.Filter{})
+		cleaned, stuck, denied := all[0].ID, all[1].ID, all[2].ID
+		h := &abandoningHandler{
+			fakeHandler: &fakeHandler{fn: func(_ context.Context, job *agent.Job) error {
+				if job.Row.ID == denied {
+					return agent.Permanentf("access denied")
+				}
+				return errors.New("dial tcp 10.0.0.2:3306: connect: connection refused")
+			}},
+			abandon: func(job *agent.Job) error {
+				if job.Row.ID == stuck {
+					return errors.New("drop the import beside the dump: server still down")
+				}
+				return nil
+			},
+		}
+		start(t, s, fast("dst-0", statemachine.RoleDump), h, nil)
+		if _, err := s.Promote(context.Background(), 3, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "all three rows failed", 20*time.Second, func() bool {
+			return count(t, s, "WHERE status = 'Dump failed'") == 3
+		})
+		for id, want := range map[int64]string{
+			cleaned: "gave up after 3 attempts: dial tcp 10.0.0.2:3306: connect: connection refused",
+			stuck:   "gave up after 3 attempts: dial tcp 10.0.0.2:3306: connect: connection refused; NOT cleaned up (a retry or a rollback does it): drop the import beside the dump: server still down",
+			denied:  "access denied",
+		} {
+			m, err := s.Get(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.LastError != want {
+				t.Errorf("row %d: error %q, want %q", id, m.LastError, want)
+			}
+		}
+		for _, id := range []int64{cleaned, stuck} {
+			if at, ok := h.abandoned.Load(id); !ok || at.(int) != 3 {
+				t.Errorf("row %d: abandoned at attempt %v (%v), want once after attempt 3", id, at, ok)
+			}
+		}
+		if _, ok := h.abandoned.Load(denied); ok {
+			t.Error("a permanent failure was abandoned: the handler cleans up those itself")
+		}
+	})
+}

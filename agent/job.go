@@ -92,14 +92,16 @@ func (a *Agent) work(jobsCtx context.Context, role statemachine.Role, m *statema
 			return
 		case m.Attempt >= a.cfg.MaxAttempts:
 			log.Error("step failed; attempts used up", "err", err, "max_attempts", a.cfg.MaxAttempts)
+			reason := fmt.Sprintf("gave up after %d attempts: %v", m.Attempt, err)
 			if ab, ok := h.(Abandoner); ok {
 				if aerr := ab.Abandon(bg, job); aerr != nil {
-					log.Error("cleaning up after the last attempt failed; the next attempt, a rollback or gc does it", "err", aerr)
+					log.Error("cleaning up after the last attempt failed; a retry or a rollback does it", "err", aerr)
+					reason += fmt.Sprintf("; NOT cleaned up (a retry or a rollback does it): %v", aerr)
 				}
 			}
 			stopKeeper()
 			a.finish(role, start, resultFailed, a.persist(bg, log, "fail", func(ctx context.Context) error {
-				return a.store.Fail(ctx, m, statemachine.Fields{}, fmt.Sprintf("gave up after %d attempts: %v", m.Attempt, err))
+				return a.store.Fail(ctx, m, statemachine.Fields{}, reason)
 			}))
 			return
 		}

@@ -283,17 +283,25 @@ func (h *mysqlDump) blocked(ctx context.Context, job *agent.Job, src *mysql.Serv
 		func(ctx context.Context) error { return dropMySQLImport(ctx, job, dst, "the import beside the dump") })
 }
 
-// Recover undoes what the dead run left: the import beside the dump
-// (dropped) and the block at the source (writes restored).
+// Recover undoes what the dead run left: the block at the source (writes
+// restored) and the import beside the dump (dropped), each whether or not
+// the other's server answers.
 func (h *mysqlDump) Recover(ctx context.Context, job *agent.Job) error {
-	dst, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = dst.Close() }()
-	if err := dropMySQLImport(ctx, job, dst, "an interrupted attempt"); err != nil {
-		return err
-	}
+	return errors.Join(h.restoreWrites(ctx, job), dropLocalMySQLImport(ctx, h.c, job, "an interrupted attempt"))
+}
+
+// Abandon undoes what the last attempt could not when the row fails after
+// its attempts were used up (a destination that was down through them
+// all), waiting for the servers to answer within the undo window.
+func (h *mysqlDump) Abandon(ctx context.Context, job *agent.Job) error {
+	return errors.Join(
+		undoPatiently(ctx, job, "restore writes at the source", func(ctx context.Context) error { return h.restoreWrites(ctx, job) }),
+		undoPatiently(ctx, job, "drop the import beside the dump", func(ctx context.Context) error {
+			return dropLocalMySQLImport(ctx, h.c, job, "the last attempt")
+		}))
+}
+
+func (h *mysqlDump) restoreWrites(ctx context.Context, job *agent.Job) error {
 	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[mysql.Access], func(), error) {
 		src, err := h.c.peer(ctx, job, job.Row.Source)
 		if err != nil {
@@ -397,12 +405,26 @@ func describeImport(rec mysql.ImportRecord) string {
 
 // Recover drops the partial import of the dead run.
 func (h *mysqlImport) Recover(ctx context.Context, job *agent.Job) error {
-	dst, err := h.c.local(ctx, job.Log)
+	return dropLocalMySQLImport(ctx, h.c, job, "an interrupted attempt")
+}
+
+// Abandon drops what the last attempt could not when the row fails after
+// its attempts were used up, waiting for the server within the undo window.
+func (h *mysqlImport) Abandon(ctx context.Context, job *agent.Job) error {
+	return undoPatiently(ctx, job, "drop the failed import", func(ctx context.Context) error {
+		return dropLocalMySQLImport(ctx, h.c, job, "the last attempt")
+	})
+}
+
+// dropLocalMySQLImport drops what the row's import record says an import
+// created at this host's server.
+func dropLocalMySQLImport(ctx context.Context, c *MySQL, job *agent.Job, whose string) error {
+	dst, err := c.local(ctx, job.Log)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = dst.Close() }()
-	return dropMySQLImport(ctx, job, dst, "an interrupted attempt")
+	return dropMySQLImport(ctx, job, dst, whose)
 }
 
 // mysqlClose is the close step at the source, after DNS moved: re-check

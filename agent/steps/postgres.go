@@ -292,17 +292,25 @@ func (h *pgDump) blocked(ctx context.Context, job *agent.Job, src *postgres.Serv
 		})
 }
 
-// Recover undoes what the dead run left: the import beside the dump
-// (dropped) and the block at the source (writes restored).
+// Recover undoes what the dead run left: the block at the source (writes
+// restored) and the import beside the dump (dropped), each whether or not
+// the other's server answers.
 func (h *pgDump) Recover(ctx context.Context, job *agent.Job) error {
-	dst, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = dst.Close() }()
-	if err := dropPostgresImport(ctx, job, dst, "an interrupted attempt"); err != nil {
-		return err
-	}
+	return errors.Join(h.restoreWrites(ctx, job), dropLocalPostgresImport(ctx, h.c, job, "an interrupted attempt"))
+}
+
+// Abandon undoes what the last attempt could not when the row fails after
+// its attempts were used up (a destination that was down through them
+// all), waiting for the servers to answer within the undo window.
+func (h *pgDump) Abandon(ctx context.Context, job *agent.Job) error {
+	return errors.Join(
+		undoPatiently(ctx, job, "restore writes at the source", func(ctx context.Context) error { return h.restoreWrites(ctx, job) }),
+		undoPatiently(ctx, job, "drop the import beside the dump", func(ctx context.Context) error {
+			return dropLocalPostgresImport(ctx, h.c, job, "the last attempt")
+		}))
+}
+
+func (h *pgDump) restoreWrites(ctx context.Context, job *agent.Job) error {
 	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[postgres.Access], func(), error) {
 		src, err := h.c.peer(ctx, job, job.Row.Source)
 		if err != nil {
@@ -398,12 +406,26 @@ func describePostgresImport(rec postgres.ImportRecord) string {
 
 // Recover drops the partial import of the dead run.
 func (h *pgImport) Recover(ctx context.Context, job *agent.Job) error {
-	dst, err := h.c.local(ctx, job.Log)
+	return dropLocalPostgresImport(ctx, h.c, job, "an interrupted attempt")
+}
+
+// Abandon drops what the last attempt could not when the row fails after
+// its attempts were used up, waiting for the server within the undo window.
+func (h *pgImport) Abandon(ctx context.Context, job *agent.Job) error {
+	return undoPatiently(ctx, job, "drop the failed import", func(ctx context.Context) error {
+		return dropLocalPostgresImport(ctx, h.c, job, "the last attempt")
+	})
+}
+
+// dropLocalPostgresImport drops what the row's import record says an
+// import created at this host's server.
+func dropLocalPostgresImport(ctx context.Context, c *Postgres, job *agent.Job, whose string) error {
+	dst, err := c.local(ctx, job.Log)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = dst.Close() }()
-	return dropPostgresImport(ctx, job, dst, "an interrupted attempt")
+	return dropPostgresImport(ctx, job, dst, whose)
 }
 
 // pgClose is the close step at the source, after DNS moved: re-check the

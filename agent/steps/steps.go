@@ -66,6 +66,36 @@ func undoContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 }
 
+// undoPatiently runs undo until it works, fails for good or the undo
+// window (undoTimeout) ends, waiting longer between tries: the cleanup
+// after a row's last attempt waits out a server that is restarting
+// instead of leaving what the attempts created behind a failed row.
+func undoPatiently(ctx context.Context, job *agent.Job, what string, undo func(context.Context) error) error {
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	start, wait := time.Now(), 500*time.Millisecond
+	for tries := 1; ; tries++ {
+		err := undo(uctx)
+		switch {
+		case err == nil:
+			if tries > 1 {
+				job.Log.Info(what+": done", "tries", tries, "took", time.Since(start).Round(time.Millisecond).String())
+			}
+			return nil
+		case agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent):
+			return fmt.Errorf("%s: %w", what, err)
+		case tries == 1:
+			job.Log.Warn(what+" failed; trying again until it works", "err", err, "for_at_most", undoTimeout.String())
+		}
+		select {
+		case <-uctx.Done():
+			return fmt.Errorf("%s: still failing after %d tries in %s: %w", what, tries, time.Since(start).Round(time.Second), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
 // putJSON stores v as an indented JSON object.
 func putJSON(ctx context.Context, st storage.Store, key string, v any, private bool) error {
 	body, err := json.MarshalIndent(v, "", "  ")

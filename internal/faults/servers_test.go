@@ -4,6 +4,8 @@ package faults_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -167,8 +169,9 @@ func frozenMidImport(t *testing.T, tweak func(*demo.Options)) (*demo.Demo, conte
 }
 
 // doneOrImportFailed waits for the fleet to settle and checks the
-// invariants; db's row must have arrived or failed its import (both are
-// right after its server went away), nothing in between.
+// invariants; db's row must have arrived or failed its import — in the
+// import step, or in the dump step that imports as it dumps (both are
+// right after its server went away) — nothing in between.
 func doneOrImportFailed(ctx context.Context, t *testing.T, d *demo.Demo, r *result, db *demo.Database) {
 	t.Helper()
 	settle(ctx, t, d, false)
@@ -176,9 +179,54 @@ func doneOrImportFailed(ctx context.Context, t *testing.T, d *demo.Demo, r *resu
 	r.saw("row: %s", trail(ctx, t, d, m.ID))
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("rows: %s", statusLine(rep.Statuses))
-	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed {
+	if m.Status != statemachine.Done && m.Status != statemachine.ImportFailed && m.Status != statemachine.DumpFailed {
 		t.Errorf("row %s is %s", m.String(), m.Status)
 	}
+	if strings.Contains(m.LastError, "NOT cleaned up") {
+		t.Errorf("row %s failed without cleaning up: %s", m.String(), m.LastError)
+	}
+}
+
+// Case 7c: the destination server is killed mid-import and stays down
+// through every attempt of the step; it comes back while the last
+// attempt's cleanup waits for it. The row fails (its attempts are used
+// up), but leaves nothing at the destination, and a retry completes it.
+func TestDestinationDownThroughEveryAttempt(t *testing.T) {
+	t.Parallel()
+	r := record(t, "7c", "destination server down through every attempt of the import")
+	d, ctx, big, loaded := midImport(t, nil)
+	dst := d.Fleet.Host(big.Destination)
+	killed := time.Now()
+	dst.Kill()
+	logPath := d.Agent(big.Destination).LogPath()
+	waitFor(ctx, t, d, "the last attempt's cleanup to wait for "+big.Destination, 2*time.Minute, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "failed; trying again until it works")
+	})
+	time.Sleep(2 * time.Second)
+	if err := dst.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.inject("MariaDB at %s SIGKILLed while it imported %q (%d of %d rows loaded); started again %s later, once every attempt had failed and the last one's cleanup waited for it",
+		big.Destination, big.Name, loaded, big.Rows, time.Since(killed).Round(time.Second))
+	settle(ctx, t, d, false)
+	m := row(ctx, t, d, big)
+	r.saw("row: %s", trail(ctx, t, d, m.ID))
+	if (m.Status != statemachine.DumpFailed && m.Status != statemachine.ImportFailed) || !strings.Contains(m.LastError, "gave up after") {
+		t.Errorf("row %s is %s (%q), want failed after its attempts", m.String(), m.Status, m.LastError)
+	}
+	if strings.Contains(m.LastError, "NOT cleaned up") {
+		t.Errorf("row %s: the cleanup did not wait for the server: %s", m.String(), m.LastError)
+	}
+	rep := checkInvariants(ctx, t, d, r)
+	r.saw("rows: %s; invariants while failed: %s (the partial import dropped once the server answered)", statusLine(rep.Statuses), rep.Summary())
+	if _, err := d.Tool(ctx, "retry", "--id", fmt.Sprint(m.ID)); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	rep = checkInvariants(ctx, t, d, r)
+	r.saw("migrate retry --id %d: %s", m.ID, statusLine(rep.Statuses))
+	wantAllDone(t, d, rep)
 }
 
 // Case 9a: the destination server hangs (SIGSTOP: connections open,
