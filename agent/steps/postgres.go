@@ -152,6 +152,9 @@ func (h *pgDump) Run(ctx context.Context, job *agent.Job) (f statemachine.Fields
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
+	if _, err := src.ChooseChecksum(ctx, s, dst); err != nil {
+		return statemachine.Fields{}, err
+	}
 	checked := fmt.Sprintf("destination %s PostgreSQL %s ready%s", row.Destination, dst.Version(), notesSuffix(d.Notes))
 	access, err := src.PlanBlock(ctx, s)
 	if err != nil {

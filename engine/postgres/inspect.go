@@ -32,6 +32,9 @@ type Source struct {
 	Objects  []string
 	Secrets  engine.Secrets
 	Warnings []string
+	// checksum is the algorithm of the dump's checksums (ChooseChecksum;
+	// "": ChecksumRowMD5).
+	checksum string
 }
 
 // userNamespace is a condition on pg_namespace n: a schema of the
@@ -438,7 +441,7 @@ func (src *Source) Manifest(source string, snap *Snapshot, sums []engine.TableSu
 		LSN:               snap.LSN,
 		DumpFormat:        "pg_dump-custom",
 		Tables:            sums,
-		ChecksumAlgorithm: ChecksumAlgorithm,
+		ChecksumAlgorithm: src.checksumOrDefault(),
 		Objects:           src.Objects,
 		Sequences:         seqs,
 		Postgres:          &db,

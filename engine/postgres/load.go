@@ -559,8 +559,11 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 		}
 	}
 	if sums == nil {
-		var err error
-		if sums, err = s.checksums(ctx, m.Database, "", tables, withLOs, m.SizeBytes, progress); err != nil {
+		algo, err := s.checksumAlgorithm(ctx, m.ChecksumAlgorithm)
+		if err != nil {
+			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
+		}
+		if sums, err = s.checksums(ctx, m.Database, "", tables, withLOs, m.SizeBytes, algo, progress); err != nil {
 			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
 		}
 	}

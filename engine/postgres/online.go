@@ -746,7 +746,7 @@ func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string,
 	if tables == nil {
 		tables = src.Tables
 	}
-	sums, err := s.checksums(ctx, src.Database, "", tables, false, 0, progress)
+	sums, err := s.checksums(ctx, src.Database, "", tables, false, 0, src.checksumOrDefault(), progress)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %q at %s: %w", src.Database, s, err)
 	}
@@ -795,10 +795,12 @@ func (s *Server) TableCounters(ctx context.Context, database string) (map[string
 	return out, nil
 }
 
-// Checksums computes the TableSums (ChecksumAlgorithm) of tables in
-// database, each in its own repeatable-read transaction.
+// Checksums computes the TableSums (ChecksumRowMD5: the online mode's
+// cutover compares them with the source's, computed the same way at the
+// same time) of tables in database, each in its own repeatable-read
+// transaction.
 func (s *Server) Checksums(ctx context.Context, database string, tables []string, progress func(done, total int)) ([]engine.TableSum, error) {
-	sums, err := s.checksums(ctx, database, "", tables, false, 0, progress)
+	sums, err := s.checksums(ctx, database, "", tables, false, 0, ChecksumRowMD5, progress)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %q at %s: %w", database, s, err)
 	}

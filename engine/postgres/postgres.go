@@ -54,6 +54,10 @@ type Options struct {
 	// Jobs is the number of parallel restore workers and checksum
 	// sessions (default 2).
 	Jobs int
+	// ChecksumSplit is the size below which a database's checksums take
+	// one session, and above which a table's are read in block ranges by
+	// up to Jobs sessions at once (default 64 MiB).
+	ChecksumSplit int64
 	// SkipAnalyze leaves the imported database without fresh planner
 	// statistics (ANALYZE runs after the restore by default).
 	SkipAnalyze bool
@@ -69,6 +73,9 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	if o.ChecksumSplit <= 0 {
+		o.ChecksumSplit = 64 << 20
+	}
 	if o.SessionWait <= 0 {
 		o.SessionWait = 30 * time.Second
 	}
