@@ -146,9 +146,8 @@ type Demo struct {
 	// proxies by host ID (Options.Proxied)
 	proxies map[string]*fleettest.Proxy
 	// writers (Options.Writers)
-	writers        []*Writer
-	writersStopped bool
-	started        time.Time
+	writers []*Writer
+	started time.Time
 	// migration phase
 	migStart, migEnd time.Time
 	verifyTook       time.Duration
@@ -735,6 +734,11 @@ func (d *Demo) Verify(ctx context.Context) []Problem {
 // Close stops the agents (SIGTERM, as systemd would), the scheduler if it
 // still runs, and every server. It says what it stopped.
 func (d *Demo) Close() error {
+	for _, w := range d.writers {
+		if w.stop != nil {
+			w.halt()
+		}
+	}
 	var errs []error
 	n := 0
 	if sched := d.Scheduler(); sched != nil {

@@ -51,6 +51,7 @@ type Writer struct {
 	LastError                   string
 	log                         *os.File
 	stop, done                  chan struct{}
+	halted                      bool // stopped (by the demo's goroutine)
 }
 
 // Window is what the writer saw of the write block: from its first refused
@@ -218,17 +219,30 @@ func (d *Demo) runWriter(ctx context.Context, w *Writer) {
 	}
 }
 
-// stopWriters waits (bounded) until each writer has written at its
-// destination or its row has ended elsewhere, then stops them all.
+// stopWriters stops the writers whose rows are Done, once each has written
+// at its destination (waiting at most 15 s for that). A writer whose row
+// has not arrived — failed, waiting for a retry — goes on writing at its
+// source, where its writes belong: a later call stops it once a retry
+// moved its row, Close at the end.
 func (d *Demo) stopWriters(ctx context.Context) {
-	if len(d.writers) == 0 || d.writersStopped {
+	if len(d.writers) == 0 {
 		return
 	}
-	d.writersStopped = true
+	status := map[string]statemachine.Status{}
+	rows, err := d.Store.List(ctx, statemachine.Filter{})
+	for _, m := range rows {
+		status[string(m.Engine)+"/"+m.Source+"/"+m.DatabaseName] = m.Status
+	}
+	var arrived []*Writer
+	for _, w := range d.writers {
+		if !w.halted && (err != nil || status[w.DB.Engine+"/"+w.DB.Source+"/"+w.DB.Name] == statemachine.Done) {
+			arrived = append(arrived, w)
+		}
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		waiting := 0
-		for _, w := range d.writers {
+		for _, w := range arrived {
 			w.mu.Lock()
 			if w.AtDestination.IsZero() {
 				waiting++
@@ -240,7 +254,15 @@ func (d *Demo) stopWriters(ctx context.Context) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, w := range d.writers {
+	for _, w := range arrived {
+		w.halt()
+	}
+}
+
+// halt stops the writer and waits for it (once).
+func (w *Writer) halt() {
+	if !w.halted {
+		w.halted = true
 		close(w.stop)
 		<-w.done
 	}
