@@ -302,15 +302,10 @@ func (h *pgDump) Recover(ctx context.Context, job *agent.Job) error {
 	return errors.Join(h.restoreWrites(ctx, job), dropLocalPostgresImport(ctx, h.c, job, "an interrupted attempt"))
 }
 
-// Abandon undoes what the last attempt could not when the row fails after
-// its attempts were used up (a destination that was down through them
-// all), waiting for the servers to answer within the undo window.
+// Abandon undoes what the last attempt could not (abandonDump).
 func (h *pgDump) Abandon(ctx context.Context, job *agent.Job) error {
-	return errors.Join(
-		undoPatiently(ctx, job, "restore writes at the source", func(ctx context.Context) error { return h.restoreWrites(ctx, job) }),
-		undoPatiently(ctx, job, "drop the import beside the dump", func(ctx context.Context) error {
-			return dropLocalPostgresImport(ctx, h.c, job, "the last attempt")
-		}))
+	return abandonDump(ctx, job, func(ctx context.Context) error { return h.restoreWrites(ctx, job) },
+		func(ctx context.Context) error { return dropLocalPostgresImport(ctx, h.c, job, "the last attempt") })
 }
 
 func (h *pgDump) restoreWrites(ctx context.Context, job *agent.Job) error {

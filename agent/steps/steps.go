@@ -96,6 +96,16 @@ func undoPatiently(ctx context.Context, job *agent.Job, what string, undo func(c
 	}
 }
 
+// abandonDump undoes what a dump step's attempts left when its row fails
+// after they were used up (a destination down through them all): writes
+// restored at the source first, then the import beside the dump dropped,
+// each waiting for its server within the undo window.
+func abandonDump(ctx context.Context, job *agent.Job, restoreWrites, dropImport func(context.Context) error) error {
+	return errors.Join(
+		undoPatiently(ctx, job, "restore writes at the source", restoreWrites),
+		undoPatiently(ctx, job, "drop the import beside the dump", dropImport))
+}
+
 // putJSON stores v as an indented JSON object.
 func putJSON(ctx context.Context, st storage.Store, key string, v any, private bool) error {
 	body, err := json.MarshalIndent(v, "", "  ")
