@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/demo"
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
@@ -372,20 +373,65 @@ func midImport(t *testing.T, tweak func(*demo.Options)) (*demo.Demo, context.Con
 	return d, ctx, big, importUnderWay(t, d, big)
 }
 
+// midImportOf is midImport on one engine's largest database (a fleet of
+// that engine's databases only for PostgreSQL, whose fleet otherwise holds
+// one small one).
+func midImportOf(t *testing.T, eng string) (*demo.Demo, context.Context, *demo.Database, int64) {
+	t.Helper()
+	if eng == demo.MySQL {
+		return midImport(t, nil)
+	}
+	d, ctx := fleet(t, 4, 40<<20, func(o *demo.Options) { o.Engine = eng })
+	big := largest(d, eng)
+	if err := d.StartMigration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return d, ctx, big, importUnderWay(t, d, big)
+}
+
+// serverName is how the report names an engine's server.
+func serverName(eng string) string {
+	if eng == demo.Postgres {
+		return "PostgreSQL"
+	}
+	return "MariaDB"
+}
+
 // importUnderWay waits until db's row is importing — Dumping (the dump
 // step imports as it dumps) or Importing (from the store) — with rows of
 // its orders table already at the destination, and returns how many.
 func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
 	t.Helper()
 	ctx := t.Context()
-	root := destinationRoot(t, d, db)
 	var loaded int64
+	var count func() error
+	if db.Engine == demo.Postgres {
+		// pg_restore's COPY commits at its end: its progress, not a count,
+		// shows rows arriving (more than the customers table holds: the
+		// orders' COPY).
+		count = func() error {
+			c, err := pgx.Connect(ctx, d.Fleet.Host(db.Destination).RootDSN("postgres"))
+			if err != nil {
+				return err
+			}
+			defer c.Close(context.Background())
+			err = c.QueryRow(ctx, "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy WHERE datname = $1 AND command = 'COPY FROM'", db.Name).Scan(&loaded)
+			if err == nil && loaded <= int64(db.Rows/10) {
+				loaded = 0
+			}
+			return err
+		}
+	} else {
+		root := destinationRoot(t, d, db)
+		count = func() error {
+			return root.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(db.Name)+".orders").Scan(&loaded)
+		}
+	}
 	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
 		if st := row(ctx, t, d, db).Status; st != statemachine.Dumping && st != statemachine.Importing {
 			return false
 		}
-		err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+ident.QuoteMySQL(db.Name)+".orders").Scan(&loaded)
-		return err == nil && loaded > 0
+		return count() == nil && loaded > 0
 	})
 	return loaded
 }

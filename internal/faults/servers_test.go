@@ -4,7 +4,6 @@ package faults_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -187,14 +186,21 @@ func doneOrImportFailed(ctx context.Context, t *testing.T, d *demo.Demo, r *resu
 	}
 }
 
-// Case 7c: the destination server is killed mid-import and stays down
+// Case 7c/7d: the destination server is killed mid-import and stays down
 // through every attempt of the step; it comes back while the last
 // attempt's cleanup waits for it. The row fails (its attempts are used
 // up), but leaves nothing at the destination, and a retry completes it.
 func TestDestinationDownThroughEveryAttempt(t *testing.T) {
+	destinationDownThroughEveryAttempt(t, demo.MySQL, "7c")
+}
+func TestPostgresDestinationDownThroughEveryAttempt(t *testing.T) {
+	destinationDownThroughEveryAttempt(t, demo.Postgres, "7d")
+}
+
+func destinationDownThroughEveryAttempt(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, "7c", "destination server down through every attempt of the import")
-	d, ctx, big, loaded := midImport(t, nil)
+	r := record(t, id, "destination server ("+eng+") down through every attempt of the import")
+	d, ctx, big, loaded := midImportOf(t, eng)
 	dst := d.Fleet.Host(big.Destination)
 	killed := time.Now()
 	dst.Kill()
@@ -207,25 +213,42 @@ func TestDestinationDownThroughEveryAttempt(t *testing.T) {
 	if err := dst.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("MariaDB at %s SIGKILLed while it imported %q (%d of %d rows loaded); started again %s later, once every attempt had failed and the last one's cleanup waited for it",
-		big.Destination, big.Name, loaded, big.Rows, time.Since(killed).Round(time.Second))
+	r.inject("%s at %s SIGKILLed while it imported %q (%d of %d rows loaded); started again %s later, once every attempt had failed and the last one's cleanup waited for it",
+		serverName(eng), big.Destination, big.Name, loaded, big.Rows, time.Since(killed).Round(time.Second))
 	settle(ctx, t, d, false)
 	m := row(ctx, t, d, big)
 	r.saw("row: %s", trail(ctx, t, d, m.ID))
 	if (m.Status != statemachine.DumpFailed && m.Status != statemachine.ImportFailed) || !strings.Contains(m.LastError, "gave up after") {
 		t.Errorf("row %s is %s (%q), want failed after its attempts", m.String(), m.Status, m.LastError)
 	}
-	if strings.Contains(m.LastError, "NOT cleaned up") {
-		t.Errorf("row %s: the cleanup did not wait for the server: %s", m.String(), m.LastError)
+	// Every row that was at that destination when it went down failed the
+	// same way; none may have left anything behind.
+	rows, err := d.Store.List(ctx, statemachine.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for _, x := range rows {
+		if x.Status != statemachine.DumpFailed && x.Status != statemachine.ImportFailed {
+			continue
+		}
+		failed++
+		if strings.Contains(x.LastError, "NOT cleaned up") {
+			t.Errorf("row %s: the cleanup did not wait for the server: %s", x.String(), x.LastError)
+		}
 	}
 	rep := checkInvariants(ctx, t, d, r)
-	r.saw("rows: %s; invariants while failed: %s (the partial import dropped once the server answered)", statusLine(rep.Statuses), rep.Summary())
-	if _, err := d.Tool(ctx, "retry", "--id", fmt.Sprint(m.ID)); err != nil {
-		t.Fatal(err)
+	r.saw("rows: %s; invariants while failed: %s (the partial imports dropped once the server answered)", statusLine(rep.Statuses), rep.Summary())
+	for _, st := range []statemachine.Status{statemachine.DumpFailed, statemachine.ImportFailed} {
+		if n, _ := d.Store.CountStatuses(ctx, st); n > 0 {
+			if out, err := d.Tool(ctx, "retry", "--status", string(st)); err != nil {
+				t.Fatalf("retry: %v\n%s", err, out)
+			}
+		}
 	}
 	settle(ctx, t, d, false)
 	rep = checkInvariants(ctx, t, d, r)
-	r.saw("migrate retry --id %d: %s", m.ID, statusLine(rep.Statuses))
+	r.saw("migrate retry of the %d failed rows: %s", failed, statusLine(rep.Statuses))
 	wantAllDone(t, d, rep)
 }
 
