@@ -242,7 +242,7 @@ func (s *Server) checksumAlgorithm(ctx context.Context, algo string) (string, er
 			return "", err
 		}
 		if !ok {
-			return "", engine.Permanentf("%s cannot verify checksums of algorithm %s: its hashtextextended differs from the source's (another byte order); migrate this database again from the start (retry its dump): the dump then chooses %s", s, algo, ChecksumRowMD5)
+			return "", engine.Permanentf("%s cannot verify checksums of algorithm %s: its hashtextextended differs from the one the dump was checksummed with (another byte order, or a server without it: the server changed since the dump step probed it and chose this algorithm over %s); this dump cannot be verified here: roll the row back (migrate rollback --id N --execute)", s, algo, ChecksumRowMD5)
 		}
 		return algo, nil
 	}
