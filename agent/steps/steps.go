@@ -82,7 +82,7 @@ func undoPatiently(ctx context.Context, job *agent.Job, what string, undo func(c
 				job.Log.Info(what+": done", "tries", tries, "took", time.Since(start).Round(time.Millisecond).String())
 			}
 			return nil
-		case agent.IsPermanent(err) || errors.Is(err, engine.ErrPermanent):
+		case agent.IsPermanent(permanent(err)):
 			return fmt.Errorf("%s: %w", what, err)
 		case tries == 1:
 			job.Log.Warn(what+" failed; trying again until it works", "err", err, "for_at_most", undoTimeout.String())

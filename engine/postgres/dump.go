@@ -75,10 +75,7 @@ func (s *Server) Snapshot(ctx context.Context, database string) (*Snapshot, erro
 	}
 	pc, err := p.Acquire(ctx)
 	if err != nil {
-		if sqlState(err) == "3D000" {
-			return nil, engine.Permanentf("database %q does not exist on %s", database, s)
-		}
-		return nil, s.connectError(err)
+		return nil, s.sessionError(database, err)
 	}
 	sn := &Snapshot{release: pc.Release}
 	sn.tx, err = pc.Conn().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
@@ -380,14 +377,6 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 	return addParts(names, parts, results)
 }
 
-// sessionError explains a failure to get a session to database.
-func (s *Server) sessionError(database string, err error) error {
-	if sqlState(err) == "3D000" {
-		return engine.Permanentf("database %q does not exist on %s", database, s)
-	}
-	return s.connectError(err)
-}
-
 // sumPart is the checksum of a table (names[table]) or of a block range
 // of it.
 type sumPart struct {
@@ -480,13 +469,8 @@ func withLargeObjects(tables []string) []string {
 	return append(append([]string(nil), tables...), largeObjects)
 }
 
-// checksumOf computes one TableSum (a table's, or the large objects') in
-// tx with algo.
-func checksumOf(ctx context.Context, tx pgx.Tx, name, algo string) (engine.TableSum, error) {
-	return checksumPart(ctx, tx, sumPart{name: name}, algo)
-}
-
-// checksumPart computes the sum of a table or of a block range of it.
+// checksumPart computes the sum of a table (or the large objects) or of a
+// block range of it in tx with algo.
 func checksumPart(ctx context.Context, tx pgx.Tx, pt sumPart, algo string) (engine.TableSum, error) {
 	q := largeObjectsSQL
 	if pt.name != largeObjects {
@@ -506,7 +490,7 @@ func checksumsIn(ctx context.Context, tx pgx.Tx, names []string, algo string, pr
 	sums := make([]engine.TableSum, len(names))
 	for i, name := range names {
 		var err error
-		if sums[i], err = checksumOf(ctx, tx, name, algo); err != nil {
+		if sums[i], err = checksumPart(ctx, tx, sumPart{name: name}, algo); err != nil {
 			return nil, err
 		}
 		if progress != nil {

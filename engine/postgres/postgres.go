@@ -208,6 +208,15 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// sessionError explains a failure to get a session to database: a
+// database that does not exist is permanent, the rest as connectError.
+func (s *Server) sessionError(database string, err error) error {
+	if sqlState(err) == "3D000" {
+		return engine.Permanentf("database %q does not exist on %s", database, s)
+	}
+	return s.connectError(err)
+}
+
 // dbPool returns the pool of sessions to database, creating it.
 func (s *Server) dbPool(ctx context.Context, database string) (*pgxpool.Pool, error) {
 	s.mu.Lock()
@@ -258,10 +267,7 @@ func (s *Server) connect(ctx context.Context, database string) (*pgx.Conn, error
 	cc.Database = database
 	c, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		if st := sqlState(err); st == "3D000" {
-			return nil, engine.Permanentf("database %q does not exist on %s", database, s)
-		}
-		return nil, s.connectError(err)
+		return nil, s.sessionError(database, err)
 	}
 	return c, nil
 }
@@ -288,10 +294,7 @@ func (s *Server) inDatabaseKept(ctx context.Context, database string, fn func(*p
 	}
 	c, err := p.Acquire(ctx)
 	if err != nil {
-		if st := sqlState(err); st == "3D000" {
-			return engine.Permanentf("database %q does not exist on %s", database, s)
-		}
-		return s.connectError(err)
+		return s.sessionError(database, err)
 	}
 	defer c.Release()
 	return fn(c.Conn())
