@@ -549,13 +549,16 @@ func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
 	t.Cleanup(func() { _ = proxy.Close() })
 	proxy.Slow(200 << 10)
 	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
-	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond, StallTimeout: 5 * time.Second}, pgEndpoint: proxy.Addr}
+	// Above PostgreSQL's wal_retrieve_retry_interval (5 s): the launcher
+	// may wait that long to start the remade subscription's apply worker,
+	// which a 5 s stall timeout took for a second stall (seen once).
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond, StallTimeout: 8 * time.Second}, pgEndpoint: proxy.Addr}
 	f.dnsAgent(t)
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
 	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport)
 	f.waitEvent(t, id, "syncing: initial copy")
 	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "ALTER SUBSCRIPTION "+qp(engine.StreamName(id, st.db))+" DISABLE")
-	f.waitEvent(t, id, "the stream made no progress for 5s")
+	f.waitEvent(t, id, "the stream made no progress for 8s")
 	proxy.Slow(0)
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
