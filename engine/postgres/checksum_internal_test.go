@@ -114,6 +114,30 @@ func TestChecksumsInBlockRanges(t *testing.T) {
 			t.Errorf("%s: a row changed in the last range: differences %v, want one naming %s", algo, d, big)
 		}
 	}
+	// The checksum sessions run without JIT, in their transaction only.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inTx, after string
+	if err := srv.checksumSettings(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT current_setting('jit')`).Scan(&inTx); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+	if err := conn.QueryRow(ctx, `SELECT current_setting('jit')`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	conn.Release()
+	if inTx != "off" || after != "on" {
+		t.Errorf("jit in the checksums' transaction %q, after it %q: want off, then the server's on", inTx, after)
+	}
 	if _, err := srv.checksumAlgorithm(ctx, "pg-sha3-sum-v9"); err == nil || !errors.Is(err, engine.ErrPermanent) {
 		t.Errorf("an unknown algorithm: %v, want a permanent error", err)
 	}
