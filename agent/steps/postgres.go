@@ -51,6 +51,9 @@ type Postgres struct {
 // Register adds the sync, cutover, dump, import, close and rollback
 // handlers for rows of engine postgres, and the stream slots' collector.
 func (c *Postgres) Register(a *agent.Agent) {
+	if c.Options.Pools == nil {
+		c.Options.Pools = new(postgres.Pools)
+	}
 	a.Handle(statemachine.RoleSync, statemachine.EnginePostgres, c.watch(&pgSync{c}))
 	a.Handle(statemachine.RoleCutover, statemachine.EnginePostgres, c.watch(&pgCutover{c}))
 	a.MustRegister(c.Collector())

@@ -70,6 +70,52 @@ type Options struct {
 	SSLRootCert string
 	// Log receives what the engine does; nil discards.
 	Log *slog.Logger
+	// Pools, when not nil, keeps the administrator's sessions to each
+	// cluster for every Server opened with it (an agent's life) instead of
+	// a pool per Server: every step opens its servers, and on PostgreSQL a
+	// new session is a backend started, authenticated and its catalogue
+	// loaded (about 30 ms of the server's CPU), three per database for a
+	// dump step and a close otherwise.
+	Pools *Pools
+}
+
+// Pools are the administrators' connection pools of an agent's clusters,
+// one per address, role and password, shared by the Servers opened with
+// them (Options.Pools). Idle sessions close after a minute as in any
+// Server's pool; a session found dead is replaced. Safe for concurrent
+// use; the zero value is ready.
+type Pools struct {
+	mu sync.Mutex
+	m  map[string]*pgxpool.Pool
+}
+
+// get returns the pool of cfg's connection string and password, making it.
+func (ps *Pools) get(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	key := cfg.ConnString() + "\x00" + cfg.ConnConfig.Password
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p := ps.m[key]; p != nil {
+		return p, nil
+	}
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if ps.m == nil {
+		ps.m = map[string]*pgxpool.Pool{}
+	}
+	ps.m[key] = p
+	return p, nil
+}
+
+// Close closes every pool; a Server still open with them fails from now on.
+func (ps *Pools) Close() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for k, p := range ps.m {
+		p.Close()
+		delete(ps.m, k)
+	}
 }
 
 func (o *Options) defaults() {
@@ -108,6 +154,8 @@ type Server struct {
 	num   int
 	admin string
 	log   *slog.Logger
+	// shared: pool is Options.Pools', not closed with the Server.
+	shared bool
 
 	// dbPools are the sessions to single databases (inDatabase), kept for
 	// the Server's life: a cutover runs a dozen short statements in the
@@ -142,19 +190,28 @@ func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) 
 	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
 	cfg.MaxConns = 8
 	cfg.MaxConnIdleTime = time.Minute
-	s := &Server{srv: srv, opt: opt, cfg: cfg, log: opt.Log.With("server", srv.String())}
-	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+	s := &Server{srv: srv, opt: opt, cfg: cfg, log: opt.Log.With("server", srv.String()), shared: opt.Pools != nil}
+	if s.shared {
+		// shared by every step of an agent at once (each of its own used
+		// to have up to 8 sessions); idle ones close after a minute
+		shared := cfg.Copy()
+		shared.MaxConns = 32
+		s.pool, err = opt.Pools.get(ctx, shared)
+	} else {
+		s.pool, err = pgxpool.NewWithConfig(ctx, cfg)
+	}
+	if err != nil {
 		return nil, engine.Permanentf("postgres server %s: %v", srv, err)
 	}
 	var super bool
 	err = s.pool.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('server_version_num')::int, current_user, rolsuper
 		FROM pg_roles WHERE rolname = current_user`).Scan(&s.version, &s.num, &s.admin, &super)
 	if err != nil {
-		s.pool.Close()
+		_ = s.Close()
 		return nil, s.connectError(err)
 	}
 	if !super {
-		s.pool.Close()
+		_ = s.Close()
 		return nil, engine.Permanentf("postgres server %s: the administrator role %q is not a superuser; the engine needs one (it reads password verifiers from pg_authid and changes database ownership)", srv, srv.User)
 	}
 	return s, nil
@@ -195,7 +252,8 @@ func sqlState(err error) string {
 	return ""
 }
 
-// Close closes the connections.
+// Close closes the connections (those of Options.Pools stay open for
+// the next Server).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	pools := s.dbPools
@@ -204,7 +262,9 @@ func (s *Server) Close() error {
 	for _, p := range pools {
 		p.Close()
 	}
-	s.pool.Close()
+	if !s.shared {
+		s.pool.Close()
+	}
 	return nil
 }
 
