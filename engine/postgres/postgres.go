@@ -74,8 +74,8 @@ type Options struct {
 	// cluster for every Server opened with it (an agent's life) instead of
 	// a pool per Server: every step opens its servers, and on PostgreSQL a
 	// new session is a backend started, authenticated and its catalogue
-	// loaded (about 30 ms of the server's CPU), three per database for a
-	// dump step and a close otherwise.
+	// loaded (about 30 ms of the server's CPU): a tiny database's dump step
+	// and close started three of them otherwise.
 	Pools *Pools
 }
 
