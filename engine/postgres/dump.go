@@ -243,7 +243,7 @@ func (s *Server) checksumAlgorithm(ctx context.Context, algo string) (string, er
 		}
 		return algo, nil
 	}
-	return "", engine.Permanentf("unknown checksum algorithm %q (this agent knows %s and %s): a newer agent wrote this dump", algo, ChecksumRowMD5, ChecksumRowHash64)
+	return "", engine.Permanentf("unknown checksum algorithm %q (this agent knows %s and %s): a newer agent wrote this dump: upgrade this host's agent to the version of the agents that dumped it, then migrate retry --id N", algo, ChecksumRowMD5, ChecksumRowHash64)
 }
 
 // hashesLikeOthers says whether the server's hashtextextended gives the
@@ -306,8 +306,11 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 	if withLOs {
 		names = withLargeObjects(tables)
 	}
+	// A small database's tables are too small for several sessions or for
+	// JIT to pay off.
+	small := size > 0 && size < s.opt.ChecksumSplit
 	workers := min(s.opt.Jobs, max(len(names), 1))
-	if size > 0 && size < s.opt.ChecksumSplit {
+	if small {
 		workers = 1
 	}
 	p, err := s.dbPool(ctx, database)
@@ -359,7 +362,7 @@ func (s *Server) checksums(ctx context.Context, database, snapshot string, table
 					return fmt.Errorf("checksums of %q: import the dump's snapshot: %w", database, err)
 				}
 			}
-			if size == 0 || size >= s.opt.ChecksumSplit { // no table of a smaller database costs enough for JIT
+			if !small {
 				if err := s.checksumSettings(gctx, tx); err != nil {
 					return fmt.Errorf("checksums of %q: %w", database, err)
 				}
