@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -176,12 +177,27 @@ func importedBeside(ctx context.Context, job *agent.Job, every time.Duration, f 
 // takes the dump from the store. A drop that fails fails the step
 // instead: the next attempt, a rollback or recovery drops it.
 func importBesideFailed(ctx context.Context, job *agent.Job, importErr error, drop func(context.Context) error) error {
+	importErr = besideCause(ctx, importErr)
 	job.Log.Warn("the import beside the dump failed; the import step takes it from the store", "err", importErr)
 	uctx, cancel := undoContext(ctx)
 	defer cancel()
 	if err := drop(uctx); err != nil {
 		return fmt.Errorf("the import beside the dump failed (%w) and was NOT dropped: %w", importErr, err)
 	}
-	job.Note(ctx, "the import beside the dump failed: %v; the dump is stored whole: the import step takes it from the store", importErr)
+	// The step's context may be cancelled (the watchdog of this host's
+	// server fired during the verification): the note is written anyway.
+	job.Note(uctx, "the import beside the dump failed: %v; the dump is stored whole: the import step takes it from the store", importErr)
 	return nil
+}
+
+// besideCause says why the import beside a dump failed: when the step's
+// context was cancelled with a cause (the watchdog: "the … server has not
+// answered for …"), the import's own error is only its consequence
+// ("context canceled"), so the cause leads.
+func besideCause(ctx context.Context, importErr error) error {
+	cause := context.Cause(ctx)
+	if cause == nil || cause == ctx.Err() || errors.Is(importErr, cause) {
+		return importErr
+	}
+	return fmt.Errorf("%w; the import stopped with: %s", cause, importErr.Error())
 }

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -61,4 +62,32 @@ func TestWatchdog(t *testing.T) {
 			t.Fatal("wrapped with the watchdog off")
 		}
 	})
+}
+
+// The import beside a dump that the watchdog cut short says the hang, not
+// only "context canceled" (fault case 9b drives it against a frozen
+// MariaDB when the freeze lands in the verification).
+func TestBesideCause(t *testing.T) {
+	t.Parallel()
+	importErr := errors.New("list what \"x\" holds on db-1: context canceled")
+	hang := errors.New("the db-1 server has not answered for 6s (hang timeout 5s; last probe: i/o timeout): this attempt was abandoned")
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(hang)
+	got := besideCause(ctx, importErr)
+	if !errors.Is(got, hang) || !strings.Contains(got.Error(), "has not answered") || !strings.Contains(got.Error(), "context canceled") {
+		t.Errorf("watchdog: %v", got)
+	}
+
+	if got := besideCause(context.Background(), importErr); got != importErr {
+		t.Errorf("not cancelled: %v", got)
+	}
+	plain, stop := context.WithCancel(context.Background())
+	stop()
+	if got := besideCause(plain, importErr); got != importErr {
+		t.Errorf("cancelled without a cause (the agent stops): %v", got)
+	}
+	if got := besideCause(ctx, fmt.Errorf("verify: %w", hang)); got.Error() != "verify: "+hang.Error() {
+		t.Errorf("an error that already holds the cause is kept: %v", got)
+	}
 }

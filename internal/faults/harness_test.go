@@ -339,9 +339,26 @@ func waitWatchdog(ctx context.Context, t *testing.T, d *demo.Demo, host string, 
 func retriedAfterHang(ctx context.Context, t *testing.T, d *demo.Demo, r *result, db *demo.Database) string {
 	t.Helper()
 	settle(ctx, t, d, false)
-	tr := trail(ctx, t, d, row(ctx, t, d, db).ID)
-	if !strings.Contains(tr, "has not answered") {
+	id := row(ctx, t, d, db).ID
+	tr := trail(ctx, t, d, id)
+	// The hang is the reason of a failed attempt — or, when the freeze
+	// came while the import beside a dump stored whole was verified, of
+	// the note that hands the row to the import step.
+	evs, err := d.Store.Events(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	said := ""
+	for _, e := range evs {
+		if strings.Contains(e.Detail, "has not answered") {
+			said = e.Detail
+			break
+		}
+	}
+	if said == "" {
 		t.Errorf("the row's events do not say the server stopped answering: %s", tr)
+	} else if !strings.Contains(tr, "has not answered") {
+		tr += fmt.Sprintf(" (said: %.160s)", said)
 	}
 	rep := checkInvariants(ctx, t, d, r)
 	r.saw("rows: %s", statusLine(rep.Statuses))
