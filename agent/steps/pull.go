@@ -196,7 +196,9 @@ func importBesideFailed(ctx context.Context, job *agent.Job, importErr error, dr
 // ("context canceled"), so the cause leads.
 func besideCause(ctx context.Context, importErr error) error {
 	cause := context.Cause(ctx)
-	if cause == nil || cause == ctx.Err() || errors.Is(importErr, cause) {
+	// identity, not errors.Is: a context cancelled without a cause gives
+	// ctx.Err() itself, and a watchdog's cause may wrap a probe's deadline
+	if cause == nil || cause == ctx.Err() || errors.Is(importErr, cause) { //nolint:errorlint // see above
 		return importErr
 	}
 	return fmt.Errorf("%w; the import stopped with: %s", cause, importErr.Error())

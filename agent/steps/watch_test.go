@@ -79,12 +79,12 @@ func TestBesideCause(t *testing.T) {
 		t.Errorf("watchdog: %v", got)
 	}
 
-	if got := besideCause(context.Background(), importErr); got != importErr {
+	if got := besideCause(context.Background(), importErr); got.Error() != importErr.Error() {
 		t.Errorf("not cancelled: %v", got)
 	}
 	plain, stop := context.WithCancel(context.Background())
 	stop()
-	if got := besideCause(plain, importErr); got != importErr {
+	if got := besideCause(plain, importErr); got.Error() != importErr.Error() {
 		t.Errorf("cancelled without a cause (the agent stops): %v", got)
 	}
 	if got := besideCause(ctx, fmt.Errorf("verify: %w", hang)); got.Error() != "verify: "+hang.Error() {
