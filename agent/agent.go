@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/procid"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -149,8 +149,13 @@ type Agent struct {
 
 	instance string
 	machine  string
-	owner    string // written into claimed rows: "host/pid N"
+	self     procid.Identity
+	owner    string // written into claimed rows: "host/pid N (instance)"
 	started  time.Time
+	// gone are the owners of this host's rows that are certainly dead
+	// (the process this one replaced after a crash): their rows are taken
+	// back at once instead of after their lease.
+	gone []string
 
 	mu        sync.Mutex
 	running   map[statemachine.Role]int
@@ -178,12 +183,13 @@ func New(store statemachine.Store, cfg Config, log *slog.Logger, m *Metrics) (*A
 	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	machine, _ := os.Hostname()
+	self := procid.Self()
+	instance := hex.EncodeToString(b)
 	a := &Agent{
 		store: store, cfg: cfg, log: log.With("host", cfg.Host), metrics: m,
 		handlers: map[statemachine.Role]map[statemachine.Engine]Handler{},
-		instance: hex.EncodeToString(b), machine: machine,
-		owner:   fmt.Sprintf("%s/pid %d", cfg.Host, os.Getpid()),
+		instance: instance, machine: self.Machine, self: self,
+		owner:   ownerName(cfg.Host, self.PID, instance),
 		running: map[statemachine.Role]int{}, recovered: map[statemachine.Role]bool{}, warned: map[string]bool{}, lastError: map[string]time.Time{},
 	}
 	return a, nil
@@ -345,22 +351,44 @@ func (a *Agent) runningTotal() int {
 func (a *Agent) registration() statemachine.Agent {
 	return statemachine.Agent{
 		Host: a.cfg.Host, Roles: a.cfg.Roles, Version: a.cfg.Version, DNSTarget: a.cfg.DNSTarget, Address: a.cfg.Address,
-		Endpoints: a.cfg.Endpoints, PID: os.Getpid(), Machine: a.machine, Instance: a.instance, Jobs: a.runningTotal(), StartedAt: a.started,
+		Endpoints: a.cfg.Endpoints, PID: a.self.PID, Machine: a.machine, Process: a.self.String(), Instance: a.instance,
+		Jobs: a.runningTotal(), StartedAt: a.started,
 	}
 }
 
+// ownerName is what a process writes into the rows it claims: the host,
+// its pid, and the start of its instance ID, which tells apart two
+// processes with one pid (a container's agent is pid 1 every time).
+func ownerName(host string, pid int, instance string) string {
+	return fmt.Sprintf("%s/pid %d (%s)", host, pid, instance[:min(8, len(instance))])
+}
+
 // register takes the host ID. A fresh entry of another process is refused,
-// unless that process ran on this machine and is gone (a restart after a
-// crash), which is taken over at once.
+// unless that process ran on this machine and is certainly gone (a restart
+// after a crash): it is taken over at once, and so are the rows it held
+// (Agent.gone).
 func (a *Agent) register(ctx context.Context) error {
 	a.started = time.Now()
 	stale := 2*a.cfg.HeartbeatInterval + 10*time.Second
 	takeOver := ""
-	if cur, ok, err := a.store.AgentFor(ctx, a.cfg.Host); err != nil {
+	cur, ok, err := a.store.AgentFor(ctx, a.cfg.Host)
+	if err != nil {
 		return err
-	} else if ok && cur.Instance != a.instance && cur.Machine == a.machine && !processAlive(cur.PID) {
-		a.log.Info("taking over from a previous agent process of this machine that is gone", "previous_pid", cur.PID, "previous_instance", cur.Instance)
-		takeOver = cur.Instance
+	}
+	if ok && cur.Instance != a.instance {
+		if id, known := procid.Parse(cur.Process); known {
+			if gone, why := id.Gone(a.self); gone {
+				a.log.Info("taking over from a previous agent process of this machine that is gone; its rows are taken back at once",
+					"previous_pid", cur.PID, "previous_instance", cur.Instance, "why", why)
+				takeOver = cur.Instance
+				a.gone = []string{ownerName(a.cfg.Host, cur.PID, cur.Instance)}
+			}
+		} else if cur.Machine == a.machine && !processAlive(cur.PID) {
+			// An earlier version's entry records no identity: its pid alone
+			// says it is gone; its rows wait out their lease.
+			a.log.Info("taking over from a previous agent process of this machine that is gone", "previous_pid", cur.PID, "previous_instance", cur.Instance)
+			takeOver = cur.Instance
+		}
 	}
 	return a.store.RegisterAgent(ctx, a.registration(), stale, takeOver)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,7 +20,11 @@ func (a *Agent) pollLoop(ctx, jobsCtx context.Context, role statemachine.Role) {
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(role))))
 	slots := a.cfg.MaxJobs[role]
 	freed := make(chan struct{}, slots)
-	timer := time.NewTimer(FirstPoll(a.cfg.PollInterval, rng))
+	first := FirstPoll(a.cfg.PollInterval, rng)
+	if len(a.gone) > 0 {
+		first = 0 // the dead predecessor's rows are taken back at once
+	}
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	// A store that can announce claimable rows (PostgreSQL LISTEN/NOTIFY)
 	// wakes the loop at once; the jittered poll stays as the fallback.
@@ -113,9 +118,11 @@ func (a *Agent) poll(ctx context.Context, role statemachine.Role, slots int) ([]
 }
 
 // recoverExpired finds rows this host held in role's working status under
-// an earlier, dead agent process, whose lease has expired: it runs the
-// handler's Recover on each (for example to restore writes), then takes
-// them back (the step is retried, or failed past the attempt limit).
+// an earlier, dead agent process — whose lease has expired, or whose owner
+// is the predecessor this process knows is gone (Agent.gone) —: it runs the
+// handler's Recover on each (for example to restore writes), and its
+// Abandon when the row will fail (its attempts used up), then takes them
+// back (the step is retried, or failed past the attempt limit).
 func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) error {
 	a.mu.Lock()
 	done := a.recovered[role]
@@ -148,7 +155,7 @@ func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) erro
 	}
 	expired := 0
 	for _, m := range stale {
-		if m.LeaseUntil.After(now) {
+		if m.LeaseUntil.After(now) && !slices.Contains(a.gone, m.Owner) {
 			continue // its lease still runs: a later poll takes it back
 		}
 		expired++
@@ -164,11 +171,18 @@ func (a *Agent) recoverExpired(ctx context.Context, role statemachine.Role) erro
 		if err := h.Recover(ctx, job); err != nil {
 			log.Error("recovery failed; the row is taken back anyway and its next run must cope", "err", err)
 		}
+		if ab, ok := h.(Abandoner); ok && m.Attempt >= a.cfg.MaxAttempts {
+			// Its attempts are used up: the row fails now, and what the
+			// attempts left (a stream, an import) must not outlive it.
+			if err := ab.Abandon(ctx, job); err != nil {
+				log.Error("cleaning up after the last attempt failed; a retry or a rollback does it", "err", err)
+			}
+		}
 	}
 	if expired == 0 {
 		return nil
 	}
-	res, err := a.store.RescueHost(ctx, role, a.cfg.Host, a.cfg.MaxAttempts)
+	res, err := a.store.RescueHost(ctx, role, a.cfg.Host, a.gone, a.cfg.MaxAttempts)
 	for _, r := range res {
 		a.log.Warn("took back a row left by a dead agent process", "row", r.ID, "from", r.From, "to", r.To, "owner", r.Owner, "step", role)
 	}

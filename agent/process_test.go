@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,16 +44,17 @@ func exists(path string) bool {
 }
 
 // TestKill9MidStep: the agent dies (SIGKILL) while a step has its effect in
-// place. A restarted agent takes the host over at once, waits for the lease
-// to expire, runs the handler's recovery (the effect is undone), takes the
-// row back and redoes the step. The dead attempt's late "success" is refused
-// by the fence.
+// place. A restarted agent takes the host over at once and, knowing its
+// predecessor's process is gone, does not wait for the row's lease (a
+// minute): it runs the handler's recovery (the effect is undone), takes the
+// row back and redoes the step within seconds. The dead attempt's late
+// "success" is refused by the fence.
 func TestKill9MidStep(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
 		s := db.Open(t)
 		planOn(t, s, 1, 1, 1, false)
 		dir := t.TempDir()
-		first := fakeAgent(t, db, dir, "dst-0", "block")
+		first := fakeAgent(t, db, dir, "dst-0", "block", "--lease", "1m")
 		if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -67,8 +69,12 @@ func TestKill9MidStep(t *testing.T) {
 		}
 		first.ExitCode(t, 5*time.Second)
 
-		second := fakeAgent(t, db, dir, "dst-0", "noop")
+		restarted := time.Now()
+		second := fakeAgent(t, db, dir, "dst-0", "noop", "--lease", "1m")
 		waitFor(t, "the row to be redone", 20*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") == 1 })
+		if took := time.Since(restarted); took > 5*time.Second {
+			t.Errorf("the row was redone %s after the restart; its dead owner's lease (1 m) should not have been waited for", took.Round(time.Millisecond))
+		}
 		if !exists(filepath.Join(dir, "1.recovered")) || exists(effect) {
 			t.Errorf("recovery: recovered %v, effect still there %v", exists(filepath.Join(dir, "1.recovered")), exists(effect))
 		}
@@ -86,8 +92,19 @@ func TestKill9MidStep(t *testing.T) {
 		if err := s.Advance(context.Background(), &late, statemachine.Fields{DumpURL: "x", DumpSHA256: strings.Repeat("f", 64), DumpBytes: 1}, "late"); !errors.Is(err, statemachine.ErrLeaseLost) {
 			t.Fatalf("late success of the dead attempt: %v, want ErrLeaseLost", err)
 		}
-		if !strings.Contains(second.Stderr.String(), "taking over from a previous agent process") {
-			t.Errorf("second agent did not say it took over:\n%s", second.Stderr.String())
+		for _, want := range []string{"taking over from a previous agent process", "its rows are taken back at once", fmt.Sprintf("no process has pid %d", first.Pid())} {
+			if !strings.Contains(second.Stderr.String(), want) {
+				t.Errorf("second agent's log lacks %q:\n%s", want, second.Stderr.String())
+			}
+		}
+		evs, err := s.Events(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(evs, func(e statemachine.Event) bool {
+			return e.Actor == string(statemachine.RoleRescuer) && strings.Contains(e.Detail, claim.Owner+" is gone")
+		}) {
+			t.Errorf("no event says the dead owner %q was gone", claim.Owner)
 		}
 	})
 }

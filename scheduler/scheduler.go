@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/procid"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -65,8 +66,13 @@ type Config struct {
 	// WatchInterval is how often failures are checked (the trip reacts
 	// within it) and the lease renewed when due.
 	WatchInterval time.Duration
-	// Holder names this scheduler in the lease: "host pid N".
+	// Holder names this scheduler in the lease, unique per process:
+	// "host pid N (instance)".
 	Holder string
+	// Self is this process's identity, recorded in the lease; a lease held
+	// by a process of this machine that Self can tell is gone is taken over
+	// at once (zero: procid.Self()).
+	Self procid.Identity
 }
 
 // Validate fills defaults and reports every bad value.
@@ -128,6 +134,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Holder == "" {
 		errs = append(errs, "holder is required")
+	}
+	if c.Self == (procid.Identity{}) {
+		c.Self = procid.Self()
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))
@@ -257,9 +266,52 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-// acquire takes the lease at start: refused if another scheduler holds it.
+// HeldError: another scheduler holds the lease and may be alive, so this
+// one does not start. It unwraps to the store's *statemachine.LeaseHeldError.
+type HeldError struct {
+	Lease statemachine.Lease
+	// Alive says what is known of the holder's process ("pid 812 still
+	// runs", "it ran on machine ops-2, not this one").
+	Alive string
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("the scheduler lease is held by %s since %s, until %s: %s", e.Lease.Holder,
+		e.Lease.Since.UTC().Format(time.RFC3339), e.Lease.ExpiresAt.UTC().Format(time.RFC3339), e.Alive)
+}
+
+func (e *HeldError) Unwrap() error { return &statemachine.LeaseHeldError{Lease: e.Lease} }
+
+// claim is this scheduler's request for the lease.
+func (s *Scheduler) claim() statemachine.LeaderClaim {
+	return statemachine.LeaderClaim{Holder: s.cfg.Holder, Process: s.cfg.Self.String(), TTL: s.cfg.LeaseTTL, MaxProcs: s.cfg.MaxProcs}
+}
+
+// acquire takes the lease at start. A lease held by a scheduler of this
+// machine whose process is gone (a crash: systemd restarts us) is taken
+// over at once; one held by a process that may be alive refuses the start
+// with a *HeldError.
 func (s *Scheduler) acquire(ctx context.Context) error {
-	if _, err := s.store.AcquireLeader(ctx, s.cfg.Holder, s.cfg.LeaseTTL, s.cfg.MaxProcs); err != nil {
+	c := s.claim()
+	_, err := s.store.AcquireLeader(ctx, c)
+	var held *statemachine.LeaseHeldError
+	if errors.As(err, &held) {
+		alive := "its process cannot be checked from here (an earlier version's lease records none)"
+		if id, ok := procid.Parse(held.Lease.Process); ok {
+			gone, why := id.Gone(s.cfg.Self)
+			if gone {
+				s.log.Warn("the scheduler lease is held by a scheduler of this machine that is gone; taking over at once",
+					"previous", held.Lease.Holder, "why", why, "its_lease_until", held.Lease.ExpiresAt.UTC().Format(time.RFC3339))
+				c.TakeOver = held.Lease.Holder
+				_, err = s.store.AcquireLeader(ctx, c)
+			}
+			alive = why
+		}
+		if errors.As(err, &held) {
+			return &HeldError{Lease: held.Lease, Alive: alive}
+		}
+	}
+	if err != nil {
 		return err
 	}
 	s.renewedAt = time.Now()
@@ -287,7 +339,7 @@ func (s *Scheduler) release(ctx context.Context) {
 func (s *Scheduler) renew(ctx context.Context) error {
 	_, err := s.store.RenewLeader(ctx, s.cfg.Holder, s.cfg.LeaseTTL)
 	if errors.Is(err, statemachine.ErrLeaseLost) {
-		_, err = s.store.AcquireLeader(ctx, s.cfg.Holder, s.cfg.LeaseTTL, s.cfg.MaxProcs)
+		_, err = s.store.AcquireLeader(ctx, s.claim())
 		var held *statemachine.LeaseHeldError
 		if errors.As(err, &held) {
 			if s.m != nil {

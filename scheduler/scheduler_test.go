@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/procid"
 	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -149,7 +151,7 @@ func TestInFlightNeverExceedsMax(t *testing.T) {
 		cfg := scheduler.Config{MaxProcs: n, MaxPerSource: -1, MaxPerDestination: -1, Tick: time.Second}
 		sch := newScheduler(t, s, cfg, nil)
 		racers := []*scheduler.Scheduler{newScheduler(t, db.Open(t), cfg, nil), newScheduler(t, db.Open(t), cfg, nil)}
-		if _, err := s.AcquireLeader(ctx, "test-host pid 1", time.Minute, n); err != nil {
+		if _, err := s.AcquireLeader(ctx, statemachine.LeaderClaim{Holder: "test-host pid 1", TTL: time.Minute, MaxProcs: n}); err != nil {
 			t.Fatal(err)
 		}
 		reachedN := 0
@@ -206,7 +208,7 @@ func TestFairFirstTick(t *testing.T) {
 		s := db.Open(t)
 		plan(t, s, 10, 100, 4)
 		sch := newScheduler(t, s, scheduler.Config{MaxProcs: 20}, nil)
-		if _, err := s.AcquireLeader(context.Background(), "test-host pid 1", time.Minute, 20); err != nil {
+		if _, err := s.AcquireLeader(context.Background(), statemachine.LeaderClaim{Holder: "test-host pid 1", TTL: time.Minute, MaxProcs: 20}); err != nil {
 			t.Fatal(err)
 		}
 		res, err := sch.Tick(context.Background())
@@ -424,6 +426,83 @@ func TestSecondSchedulerRefused(t *testing.T) {
 	})
 }
 
+// TestTakeOverFromDeadPredecessor: a scheduler restarted after a crash on
+// the same machine takes the dead one's unexpired lease at once and
+// promotes; while the holder's process runs, or when it ran on another
+// machine, the start is refused and says why.
+func TestTakeOverFromDeadPredecessor(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.Open(t)
+		plan(t, s, 2, 5, 2)
+		// The "previous scheduler" is a real process of this machine.
+		prev := exec.Command("sleep", "60")
+		if err := prev.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = prev.Process.Kill(); _ = prev.Wait() })
+		id, err := procid.Of(prev.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		dead := statemachine.LeaderClaim{Holder: fmt.Sprintf("ops-1 pid %d (prev)", id.PID), Process: id.String(), TTL: time.Hour, MaxProcs: 4}
+		if _, err := s.AcquireLeader(ctx, dead); err != nil {
+			t.Fatal(err)
+		}
+		cfg := scheduler.Config{MaxProcs: 4, Tick: 50 * time.Millisecond, Holder: "ops-1 pid 2 (next)"}
+
+		// Alive: refused, and told that its process runs.
+		err = newScheduler(t, s, cfg, nil).Run(ctx)
+		var refused *scheduler.HeldError
+		var held *statemachine.LeaseHeldError
+		if !errors.As(err, &refused) || !errors.As(err, &held) || !strings.Contains(refused.Alive, "still runs") || refused.Lease.Holder != dead.Holder {
+			t.Fatalf("while the holder runs: %v", err)
+		}
+		// Another machine's holder cannot be checked: refused too.
+		otherID := id
+		otherID.Machine = "ops-2"
+		elsewhere := statemachine.LeaderClaim{Holder: "ops-2 pid 9 (else)", Process: otherID.String(), TTL: time.Hour, TakeOver: dead.Holder}
+		if _, err := s.AcquireLeader(ctx, elsewhere); err != nil {
+			t.Fatal(err)
+		}
+		err = newScheduler(t, s, cfg, nil).Run(ctx)
+		if !errors.As(err, &refused) || !strings.Contains(refused.Alive, "machine ops-2") {
+			t.Fatalf("held from another machine: %v", err)
+		}
+		if _, err := s.AcquireLeader(ctx, statemachine.LeaderClaim{Holder: dead.Holder, Process: dead.Process, TTL: time.Hour, TakeOver: elsewhere.Holder}); err != nil {
+			t.Fatal(err)
+		}
+
+		// The holder crashes: the next start takes over at once.
+		if err := prev.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = prev.Wait()
+		var logs syncBuffer
+		start := time.Now()
+		_, done := runScheduler(t, s, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		waitFor(t, "the lease to be taken over", 5*time.Second, func() bool {
+			l, ok, _ := s.Leader(ctx)
+			return ok && l.Holder == cfg.Holder
+		})
+		waitFor(t, "promotions", 5*time.Second, func() bool { return countSQL(t, s, inFlightWhere()) == 4 })
+		took := time.Since(start)
+		l, _, _ := s.Leader(ctx)
+		if self := procid.Self(); l.Process != self.String() {
+			t.Errorf("the lease records process %q, want this one's %q", l.Process, self)
+		}
+		if !strings.Contains(logs.String(), "taking over at once") || !strings.Contains(logs.String(), fmt.Sprintf("no process has pid %d", id.PID)) {
+			t.Errorf("the log does not say why it took over:\n%s", logs.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the scheduler stopped: %v", err)
+		default:
+		}
+		t.Logf("took over the lease of a dead scheduler (pid %d) and promoted 4 rows in %s", id.PID, took.Round(time.Millisecond))
+	})
+}
+
 func TestBadConfig(t *testing.T) {
 	for _, cfg := range []scheduler.Config{
 		{MaxProcs: 0}, {MaxProcs: -3}, {MaxProcs: 5, MaxFailureRate: 1.5}, {MaxProcs: 5, MaxFailureRate: -0.1},
@@ -538,7 +617,7 @@ func TestDestinationCapsDoNotStarve(t *testing.T) {
 			t.Fatal(err)
 		}
 		sch := newScheduler(t, s, scheduler.Config{MaxProcs: 30, MaxPerSource: 4, MaxPerDestination: 3}, nil)
-		if _, err := s.AcquireLeader(context.Background(), "test-host pid 1", time.Minute, 30); err != nil {
+		if _, err := s.AcquireLeader(context.Background(), statemachine.LeaderClaim{Holder: "test-host pid 1", TTL: time.Minute, MaxProcs: 30}); err != nil {
 			t.Fatal(err)
 		}
 		res, err := sch.Tick(context.Background())

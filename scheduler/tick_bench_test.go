@@ -13,6 +13,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/scheduler"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
 
@@ -55,7 +56,7 @@ func benchTick(b *testing.B, driver, dsn string, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.AcquireLeader(ctx, "bench pid 1", time.Hour, 400); err != nil {
+	if _, err := s.AcquireLeader(ctx, statemachine.LeaderClaim{Holder: "bench pid 1", TTL: time.Hour, MaxProcs: 400}); err != nil {
 		b.Fatal(err)
 	}
 	if res, err := sch.Tick(ctx); err != nil || res.InFlight != 400 {

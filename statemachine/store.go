@@ -167,6 +167,25 @@ type Lease struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// MaxProcs is the holding scheduler's --max-procs (0: not given).
 	MaxProcs int `json:"max_procs,omitempty"`
+	// Process identifies the holding process (internal/procid's form; ""
+	// when an earlier version holds it): a restarted scheduler of the same
+	// machine can tell that it is gone.
+	Process string `json:"process,omitempty"`
+}
+
+// LeaderClaim asks for the scheduler lease (Store.AcquireLeader).
+type LeaderClaim struct {
+	// Holder names the scheduler, unique per process:
+	// "ops-1 pid 812 (3fa9c1d2)".
+	Holder string
+	// Process is the holder's process identity, recorded in the lease.
+	Process  string
+	TTL      time.Duration
+	MaxProcs int
+	// TakeOver is a holder whose process the caller knows is gone (a
+	// crashed predecessor of its machine): its lease is taken at once,
+	// expired or not.
+	TakeOver string
 }
 
 // PromoteOrder orders the candidates within one source host.
@@ -282,6 +301,10 @@ type Agent struct {
 	Machine string `json:"machine,omitempty"`
 	// Instance is the process's random ID.
 	Instance string `json:"instance"`
+	// Process identifies the process (internal/procid's form; "" when an
+	// earlier version registered): a restarted agent of the same machine
+	// can tell that it is gone.
+	Process string `json:"process,omitempty"`
 	// Endpoints are how other agents reach this host's database servers,
 	// by engine ("mysql": "10.0.0.7:3306").
 	Endpoints map[Engine]string `json:"endpoints,omitempty"`
@@ -382,8 +405,10 @@ type Store interface {
 	// the failed status once attempt has reached maxAttempts.
 	Rescue(ctx context.Context, maxAttempts int) ([]Rescued, error)
 	// RescueHost is Rescue limited to one role's rows on one host (the
-	// agent's own crash recovery).
-	RescueHost(ctx context.Context, role Role, host string, maxAttempts int) ([]Rescued, error)
+	// agent's own crash recovery); rows whose owner is one of gone
+	// (processes the caller knows have ended: its crashed predecessor) are
+	// taken back whether their lease expired or not.
+	RescueHost(ctx context.Context, role Role, host string, gone []string, maxAttempts int) ([]Rescued, error)
 	// Operate applies an operator action (ActionRetry, ActionRollback,
 	// ActionCancel) to one row and returns it as it is now.
 	Operate(ctx context.Context, id int64, action, actor, detail string) (Migration, error)
@@ -430,10 +455,11 @@ type Store interface {
 	// ClearStop clears the stop switch; clearing a clear switch is no error.
 	ClearStop(ctx context.Context, by string) error
 
-	// AcquireLeader takes the scheduler lease for holder, or renews it if
-	// holder has it, recording its --max-procs (0: none). If another holder's
-	// lease has not expired it returns a *LeaseHeldError naming that holder.
-	AcquireLeader(ctx context.Context, holder string, ttl time.Duration, maxProcs int) (Lease, error)
+	// AcquireLeader takes the scheduler lease for c.Holder, or renews it if
+	// c.Holder has it, recording its --max-procs (0: none) and process. If
+	// another holder's lease has not expired, and that holder is not
+	// c.TakeOver, it returns a *LeaseHeldError naming that holder.
+	AcquireLeader(ctx context.Context, c LeaderClaim) (Lease, error)
 	// RenewLeader extends holder's lease; ErrLeaseLost if it is not holder's
 	// or has expired.
 	RenewLeader(ctx context.Context, holder string, ttl time.Duration) (Lease, error)

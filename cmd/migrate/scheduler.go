@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -15,11 +16,19 @@ import (
 
 // Exit codes of the scheduler besides 0 (stopped by a signal), 1 (error)
 // and 2 (usage).
-const exitTripped = 3
+const (
+	// exitTripped: the stop switch tripped; a person must look.
+	exitTripped = 3
+	// exitHeld: another scheduler, which may be alive, holds the lease (or
+	// took it): the shipped unit retries, so a crashed scheduler's
+	// successor, or a standby on another host, starts once it is free.
+	exitHeld = 4
+)
 
 // runScheduler: `migrate --max-procs N` keeps N migrations in flight until
 // SIGINT/SIGTERM (exit 0: agents finish what is in flight), an automatic trip
-// of the stop switch (exit 3), or an error (exit 1).
+// of the stop switch (exit 3), another live scheduler holding the lease
+// (exit 4), or an error (exit 1).
 func runScheduler(ctx context.Context, e *env, args []string) error {
 	fs, cf := newFlags(e, "", "--max-procs N [flags]")
 	maxProcs := fs.Int("max-procs", 0, "migrations to keep in flight (required); failed rows count until an operator acts")
@@ -79,7 +88,12 @@ func runScheduler(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	scfg.Holder = fmt.Sprintf("%s pid %d", cfg.Host, os.Getpid())
+	// The holder is unique per process (a container's scheduler is pid 1
+	// every time): a successor never renews its predecessor's lease as its
+	// own.
+	instance := make([]byte, 4)
+	_, _ = rand.Read(instance)
+	scfg.Holder = fmt.Sprintf("%s pid %d (%x)", cfg.Host, os.Getpid(), instance)
 	store, err := openStoreWith(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -109,15 +123,20 @@ func runScheduler(ctx context.Context, e *env, args []string) error {
 	if cerr != nil {
 		left = "rows in flight unknown (" + cerr.Error() + "); their agents finish them"
 	}
+	var refused *scheduler.HeldError
 	var held *statemachine.LeaseHeldError
 	var tripped *scheduler.TrippedError
 	switch {
 	case runErr == nil:
 		fmt.Fprintf(e.stdout, "scheduler stopped: nothing more is promoted; %s.\n", left)
 		return nil
+	case errors.As(runErr, &refused):
+		return &exitError{code: exitHeld, msg: fmt.Sprintf("another scheduler is running: held by %s since %s (lease until %s; %s). "+
+			"Not starting (exit %d): stop the other one first, or let this one wait as a standby (the shipped systemd unit restarts it until the lease is free)",
+			refused.Lease.Holder, refused.Lease.Since.Format(time.RFC3339), refused.Lease.ExpiresAt.Format(time.RFC3339), refused.Alive, exitHeld)}
 	case errors.As(runErr, &held):
-		return fmt.Errorf("another scheduler is running: held by %s since %s (lease until %s). Stop it first; if it died, its lease expires by itself",
-			held.Lease.Holder, held.Lease.Since.Format(time.RFC3339), held.Lease.ExpiresAt.Format(time.RFC3339))
+		return &exitError{code: exitHeld, msg: fmt.Sprintf("another scheduler took the lease: %s since %s (lease until %s); this one stopped promoting (exit %d). %s",
+			held.Lease.Holder, held.Lease.Since.Format(time.RFC3339), held.Lease.ExpiresAt.Format(time.RFC3339), exitHeld, left)}
 	case errors.As(runErr, &tripped):
 		return &exitError{code: exitTripped, msg: fmt.Sprintf("stop switch tripped: %s\n%s. Look at the failures (`migrate list --failed`, `migrate status`), deal with them (`migrate retry`, `migrate rollback`), then `migrate resume`.",
 			tripped.Reason, left)}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/storetest"
 )
@@ -70,17 +71,73 @@ func TestTwoSchedulersOneRuns(t *testing.T) {
 		} else {
 			loser, winner = b, a
 		}
-		if code := loser.ExitCode(t, time.Second); code != 1 {
-			t.Fatalf("losing scheduler exit %d, want 1\n%s", code, loser.Stderr.String())
+		// Exit 4: the shipped unit restarts it (a standby), unlike 1-3.
+		if code := loser.ExitCode(t, time.Second); code != 4 {
+			t.Fatalf("losing scheduler exit %d, want 4\n%s", code, loser.Stderr.String())
 		}
-		want := fmt.Sprintf("another scheduler is running: held by %s pid %d", hostname(), winner.Pid())
-		if !strings.Contains(loser.Stderr.String(), want) {
-			t.Errorf("loser says:\n%s\nwant %q", loser.Stderr.String(), want)
+		for _, want := range []string{
+			fmt.Sprintf("another scheduler is running: held by %s pid %d (", hostname(), winner.Pid()),
+			fmt.Sprintf("pid %d still runs", winner.Pid()),
+		} {
+			if !strings.Contains(loser.Stderr.String(), want) {
+				t.Errorf("loser says:\n%s\nwant %q", loser.Stderr.String(), want)
+			}
 		}
 		eventually(t, "promotions", 5*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 4 })
 		if !winner.Running() {
 			t.Fatal("the winner stopped")
 		}
+	})
+}
+
+// TestKilledSchedulerRestartsAtOnce: kill -9 of the scheduler, restarted
+// at once as systemd would: the new process sees that the lease's holder
+// is a process of this machine that is gone, takes the lease within a
+// tick or two instead of after it (15 s), and goes on promoting without
+// ever exceeding --max-procs.
+func TestKilledSchedulerRestartsAtOnce(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		mustUpgrade(t, db)
+		planRows(t, db, 2, 10)
+		first := startScheduler(t, db, "--max-procs", "4", "--tick", "100ms")
+		eventually(t, "promotions", 10*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 4 })
+		s := testStore(t, db)
+		l, ok, err := s.Leader(context.Background())
+		if err != nil || !ok || time.Until(l.ExpiresAt) < 10*time.Second {
+			t.Fatalf("lease: %+v, %v, %v (want one that outlives the restart by far)", l, ok, err)
+		}
+		if err := first.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		first.ExitCode(t, 5*time.Second)
+		// Two rows finish meanwhile (their agents go on): the restarted
+		// scheduler refills exactly to --max-procs.
+		done := statetest.Walk(t, s, []statetest.Step{{Role: statemachine.RoleDump, Host: "dst-0"}, {Role: statemachine.RoleImport, Host: "dst-0"},
+			{Role: statemachine.RoleClose, Host: "src-0"}}, nil)
+		if n := countWhere(t, db, "WHERE status = 'Done'"); n != 2 || len(done) != 2 {
+			t.Fatalf("%d rows Done by hand, want 2", n)
+		}
+		restarted := time.Now()
+		second := startScheduler(t, db, "--max-procs", "4", "--tick", "100ms")
+		eventually(t, "the restarted scheduler to lead", 2*time.Second, func() bool {
+			cur, ok, _ := s.Leader(context.Background())
+			return ok && strings.Contains(cur.Holder, fmt.Sprintf(" pid %d (", second.Pid()))
+		})
+		eventually(t, "promotions by the restarted scheduler", 2*time.Second, func() bool { return countWhere(t, db, "WHERE status = 'To dump'") == 4 })
+		took := time.Since(restarted)
+		for range 10 {
+			if n := countWhere(t, db, "WHERE status = 'To dump'"); n != 4 {
+				t.Fatalf("%d rows in flight, want --max-procs 4", n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !second.Running() {
+			t.Fatalf("the restarted scheduler stopped:\n%s", second.Stderr.String())
+		}
+		if !strings.Contains(second.Stderr.String(), "taking over at once") || !strings.Contains(second.Stderr.String(), fmt.Sprintf("no process has pid %d", first.Pid())) {
+			t.Errorf("the restarted scheduler does not say why it took over:\n%s", second.Stderr.String())
+		}
+		t.Logf("the restarted scheduler led and promoted %s after its start (lease left: %s)", took.Round(time.Millisecond), time.Until(l.ExpiresAt).Round(time.Second))
 	})
 }
 

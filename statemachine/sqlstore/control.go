@@ -57,29 +57,30 @@ func (s *Store) ClearStop(ctx context.Context, by string) error {
 
 // AcquireLeader takes or renews the scheduler lease. Two statements, each a
 // compare-and-set: insert the lease if there is none; otherwise take it over
-// only if it is ours or expired. The affected-row counts decide.
-func (s *Store) AcquireLeader(ctx context.Context, holder string, ttl time.Duration, maxProcs int) (statemachine.Lease, error) {
-	if holder == "" || ttl <= 0 {
+// only if it is ours, expired, or held by c.TakeOver (a holder the caller
+// knows is dead). The affected-row counts decide.
+func (s *Store) AcquireLeader(ctx context.Context, c statemachine.LeaderClaim) (statemachine.Lease, error) {
+	if c.Holder == "" || c.TTL <= 0 {
 		return statemachine.Lease{}, errors.New("acquire scheduler lease: holder and a positive ttl are required")
 	}
 	var l statemachine.Lease
 	err := s.retried(ctx, func() error {
 		var err error
-		l, err = s.acquireLeader(ctx, holder, ttl, maxProcs)
+		l, err = s.acquireLeader(ctx, c)
 		return err
 	})
 	return l, err
 }
 
-func (s *Store) acquireLeader(ctx context.Context, holder string, ttl time.Duration, maxProcs int) (statemachine.Lease, error) {
+func (s *Store) acquireLeader(ctx context.Context, c statemachine.LeaderClaim) (statemachine.Lease, error) {
 	pre, post := s.d.insertIgnore()
 	var procs any
-	if maxProcs > 0 {
-		procs = maxProcs
+	if c.MaxProcs > 0 {
+		procs = c.MaxProcs
 	}
-	res, err := s.db.ExecContext(ctx, s.d.q(pre+" control (name, holder, reason, since, expires_at, max_procs) VALUES (?, ?, '', "+
-		s.d.now()+", "+s.d.plusMicros(s.d.now())+", ?)"+post),
-		controlScheduler, holder, s.nowArg(), s.nowArg(), ttl.Microseconds(), procs)
+	res, err := s.db.ExecContext(ctx, s.d.q(pre+" control (name, holder, reason, since, expires_at, max_procs, process) VALUES (?, ?, '', "+
+		s.d.now()+", "+s.d.plusMicros(s.d.now())+", ?, ?)"+post),
+		controlScheduler, c.Holder, s.nowArg(), s.nowArg(), c.TTL.Microseconds(), procs, c.Process)
 	if err != nil {
 		return statemachine.Lease{}, fmt.Errorf("acquire scheduler lease: %w", err)
 	}
@@ -87,11 +88,12 @@ func (s *Store) acquireLeader(ctx context.Context, holder string, ttl time.Durat
 	if won != 1 {
 		// `since` is assigned first: MySQL evaluates SET left to right with
 		// the new values, PostgreSQL with the old ones; this order means the
-		// same in both.
+		// same in both. An empty TakeOver matches no holder (holders are
+		// never empty).
 		res, err = s.db.ExecContext(ctx, s.d.q("UPDATE control SET since = CASE WHEN holder = ? THEN since ELSE "+s.d.now()+" END, "+
-			"holder = ?, expires_at = "+s.d.plusMicros(s.d.now())+", max_procs = ?"+
-			" WHERE name = ? AND (holder = ? OR expires_at < "+s.d.now()+")"),
-			holder, s.nowArg(), holder, s.nowArg(), ttl.Microseconds(), procs, controlScheduler, holder, s.nowArg())
+			"holder = ?, expires_at = "+s.d.plusMicros(s.d.now())+", max_procs = ?, process = ?"+
+			" WHERE name = ? AND (holder = ? OR holder = ? OR expires_at < "+s.d.now()+")"),
+			c.Holder, s.nowArg(), c.Holder, s.nowArg(), c.TTL.Microseconds(), procs, c.Process, controlScheduler, c.Holder, c.TakeOver, s.nowArg())
 		if err != nil {
 			return statemachine.Lease{}, fmt.Errorf("acquire scheduler lease: %w", err)
 		}
@@ -101,7 +103,7 @@ func (s *Store) acquireLeader(ctx context.Context, holder string, ttl time.Durat
 	if err != nil {
 		return l, fmt.Errorf("acquire scheduler lease: %w", err)
 	}
-	if won != 1 || !ok || l.Holder != holder {
+	if won != 1 || !ok || l.Holder != c.Holder {
 		return l, &statemachine.LeaseHeldError{Lease: l}
 	}
 	return l, nil
@@ -150,8 +152,8 @@ func (s *Store) Leader(ctx context.Context) (statemachine.Lease, bool, error) {
 func (s *Store) readLease(ctx context.Context) (statemachine.Lease, bool, error) {
 	var l statemachine.Lease
 	var procs sql.NullInt64
-	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, since, expires_at, max_procs FROM control WHERE name = ?"), controlScheduler).
-		Scan(&l.Holder, &l.Since, &l.ExpiresAt, &procs)
+	err := s.db.QueryRowContext(ctx, s.d.q("SELECT holder, since, expires_at, max_procs, process FROM control WHERE name = ?"), controlScheduler).
+		Scan(&l.Holder, &l.Since, &l.ExpiresAt, &procs, &l.Process)
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, false, nil
 	}
@@ -172,7 +174,7 @@ func rolesKey(roles []statemachine.Role) string {
 	return strings.Join(slices.Compact(rs), ",")
 }
 
-const agentColumns = "host, roles, version, dns_target, address, endpoints, pid, machine, instance, jobs, started_at, last_seen"
+const agentColumns = "host, roles, version, dns_target, address, endpoints, pid, machine, process, instance, jobs, started_at, last_seen"
 
 // RegisterAgent makes a.Instance the agent serving a.Host. Two statements,
 // each a compare-and-set: insert the entry if there is none; otherwise take
@@ -190,8 +192,8 @@ func (s *Store) RegisterAgent(ctx context.Context, a statemachine.Agent, staleAf
 		return err
 	}
 	pre, post := s.d.insertIgnore()
-	res, err := s.db.ExecContext(ctx, s.d.q(pre+" agent ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+post),
-		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg())
+	res, err := s.db.ExecContext(ctx, s.d.q(pre+" agent ("+agentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "+s.d.now()+")"+post),
+		a.Host, rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.PID, a.Machine, a.Process, a.Instance, a.Jobs, started.UTC(), s.nowArg())
 	if err != nil {
 		return fmt.Errorf("register agent for %s: %w", a.Host, err)
 	}
@@ -199,9 +201,9 @@ func (s *Store) RegisterAgent(ctx context.Context, a statemachine.Agent, staleAf
 		return nil
 	}
 	res, err = s.db.ExecContext(ctx, s.d.q("UPDATE agent SET roles = ?, version = ?, dns_target = ?, address = ?, endpoints = ?, pid = ?, machine = ?, "+
-		"instance = ?, jobs = ?, started_at = ?, last_seen = "+s.d.now()+
+		"process = ?, instance = ?, jobs = ?, started_at = ?, last_seen = "+s.d.now()+
 		" WHERE host = ? AND (instance = ? OR instance = ? OR last_seen < "+s.d.plusMicros(s.d.now())+")"),
-		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.PID, a.Machine, a.Instance, a.Jobs, started.UTC(), s.nowArg(),
+		rolesKey(a.Roles), a.Version, a.DNSTarget, a.Address, endpoints, a.PID, a.Machine, a.Process, a.Instance, a.Jobs, started.UTC(), s.nowArg(),
 		a.Host, a.Instance, takeOver, s.nowArg(), -staleAfter.Microseconds())
 	if err != nil {
 		return fmt.Errorf("register agent for %s: %w", a.Host, err)
@@ -287,7 +289,7 @@ func (s *Store) queryAgents(ctx context.Context, where string, args ...any) ([]s
 	for rows.Next() {
 		var a statemachine.Agent
 		var roles, endpoints string
-		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &endpoints, &a.PID, &a.Machine, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen); err != nil {
+		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &endpoints, &a.PID, &a.Machine, &a.Process, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen); err != nil {
 			return nil, err
 		}
 		if endpoints != "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -416,19 +417,30 @@ func describeFields(f statemachine.Fields) string {
 // Rescue takes back rows whose lease expired.
 func (s *Store) Rescue(ctx context.Context, maxAttempts int) ([]statemachine.Rescued, error) {
 	working := workingStatuses()
-	return s.rescue(ctx, maxAttempts, "status IN ("+placeholders(len(working))+")", working...)
+	return s.rescue(ctx, maxAttempts, nil, "status IN ("+placeholders(len(working))+") AND lease_until < "+s.d.now(), append(working, s.nowArg())...)
 }
 
-// RescueHost takes back one role's expired rows on one host.
-func (s *Store) RescueHost(ctx context.Context, role statemachine.Role, host string, maxAttempts int) ([]statemachine.Rescued, error) {
+// RescueHost takes back one role's rows on one host whose lease expired or
+// whose owner is one of gone.
+func (s *Store) RescueHost(ctx context.Context, role statemachine.Role, host string, gone []string, maxAttempts int) ([]statemachine.Rescued, error) {
 	step, ok := statemachine.StepFor(role)
 	if !ok {
 		return nil, fmt.Errorf("rescue: role %q holds no rows", role)
 	}
+	where := string(step.Side) + " = ? AND status = ?"
+	args := []any{host, string(step.Working)}
 	if step.Side == statemachine.SideAny {
-		return s.rescue(ctx, maxAttempts, "status = ? AND owner LIKE ?", string(step.Working), likePrefix(host+"/"))
+		where, args = "status = ? AND owner LIKE ?", []any{string(step.Working), likePrefix(host+"/")}
 	}
-	return s.rescue(ctx, maxAttempts, string(step.Side)+" = ? AND status = ?", host, string(step.Working))
+	expired := "lease_until < " + s.d.now()
+	args = append(args, s.nowArg())
+	if len(gone) > 0 {
+		expired += " OR owner IN (" + placeholders(len(gone)) + ")"
+		for _, o := range gone {
+			args = append(args, o)
+		}
+	}
+	return s.rescue(ctx, maxAttempts, gone, where+" AND ("+expired+")", args...)
 }
 
 // likePrefix escapes s for use as a LIKE prefix.
@@ -437,15 +449,18 @@ func likePrefix(s string) string {
 	return r.Replace(s) + "%"
 }
 
-func (s *Store) rescue(ctx context.Context, maxAttempts int, where string, whereArgs ...any) ([]statemachine.Rescued, error) {
+// rescue takes back the rows where selects: to their step's queued status,
+// or its failed status once attempt has reached maxAttempts. Rows whose
+// owner is one of gone are said to be taken back from a process that is
+// gone, the others from an expired lease.
+func (s *Store) rescue(ctx context.Context, maxAttempts int, gone []string, where string, whereArgs ...any) ([]statemachine.Rescued, error) {
 	if maxAttempts < 1 {
 		maxAttempts = 1
 	}
 	var out []statemachine.Rescued
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		out = nil
-		args := append(append([]any{}, whereArgs...), s.nowArg())
-		ids, err := s.pickIDs(ctx, tx, where+" AND lease_until < "+s.d.now(), rescueBatch, args...)
+		ids, err := s.pickIDs(ctx, tx, where, rescueBatch, whereArgs...)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -458,14 +473,15 @@ func (s *Store) rescue(ctx context.Context, maxAttempts int, where string, where
 			if !ok {
 				continue
 			}
-			to := step.Queued
-			reason := fmt.Sprintf("lease of %s expired at %s during attempt %d of %d; will retry",
-				m.Owner, m.LeaseUntil.Format(time.RFC3339), m.Attempt, maxAttempts)
+			to, then := step.Queued, "will retry"
 			if m.Attempt >= maxAttempts {
-				to = step.Failed
-				reason = fmt.Sprintf("lease of %s expired at %s during attempt %d of %d; giving up",
-					m.Owner, m.LeaseUntil.Format(time.RFC3339), m.Attempt, maxAttempts)
+				to, then = step.Failed, "giving up"
 			}
+			why := fmt.Sprintf("lease of %s expired at %s", m.Owner, m.LeaseUntil.Format(time.RFC3339))
+			if slices.Contains(gone, m.Owner) {
+				why = fmt.Sprintf("%s is gone (its process ended; taken back at once by the agent that replaced it on the same machine)", m.Owner)
+			}
+			reason := fmt.Sprintf("%s during attempt %d of %d; %s", why, m.Attempt, maxAttempts, then)
 			res, err := tx.ExecContext(ctx, s.d.q("UPDATE migration SET status = ?, owner = NULL, lease_until = NULL, last_error = ?, updated_at = "+
 				s.d.now()+" WHERE id = ? AND status = ? AND fence = ?"),
 				string(to), reason, s.nowArg(), m.ID, string(m.Status), m.Fence)

@@ -498,7 +498,7 @@ func testClaimEnginesRetryAndRescueHost(t *testing.T, h Harness) {
 		t.Fatalf("claimed %d rows on y", len(mb))
 	}
 	clock.Advance(2 * time.Minute)
-	res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "x", 3)
+	res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "x", nil, 3)
 	if err != nil || len(res) != 1 || res[0].ID != ms[0].ID || res[0].To != statemachine.ToDump {
 		t.Fatalf("rescue host x: %+v, %v", res, err)
 	}
@@ -517,12 +517,66 @@ func testClaimEnginesRetryAndRescueHost(t *testing.T, h Harness) {
 		t.Fatalf("claimed %d DNS rows, want 2", len(mdns))
 	}
 	clock.Advance(2 * time.Minute)
-	res, err = s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-1", 3)
+	res, err = s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-1", nil, 3)
 	if err != nil || len(res) != 2 || res[0].To != statemachine.DNSToUpdate {
 		t.Fatalf("rescue dns-1: %+v, %v", res, err)
 	}
-	if res, err := s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-", 3); err != nil || len(res) != 0 {
+	if res, err := s.RescueHost(ctx(t), statemachine.RoleDNS, "dns-", nil, 3); err != nil || len(res) != 0 {
 		t.Fatalf("rescue with a host that is a prefix of another: %+v, %v", res, err)
+	}
+}
+
+// testRescueGoneOwner: an agent that knows its predecessor's process is
+// gone takes back that owner's rows at once, leases unexpired; rows of
+// any other owner keep their claim until their lease expires, and a row
+// the dead owner held at its last attempt goes to its failed status.
+func testRescueGoneOwner(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	mustPlan(t, s, planned(4, "a", "x"))
+	mustPromote(t, s, 4)
+	const dead, live = "x/pid 7 (dead0001)", "x/pid 8 (live0002)"
+	gone := claim(t, s, statemachine.RoleDump, "x", dead, 2)
+	kept := claim(t, s, statemachine.RoleDump, "x", live, 1)
+	if len(gone) != 2 || len(kept) != 1 {
+		t.Fatalf("claimed %d and %d rows", len(gone), len(kept))
+	}
+	// The dead owner's second row was at its last attempt.
+	for range 2 {
+		if err := s.NoteRetry(ctx(t), &gone[1], "connection refused"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(5 * time.Second) // every lease has 55 s to run
+	res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "x", []string{dead, "x/pid 6 (older003)"}, 3)
+	if err != nil || len(res) != 2 {
+		t.Fatalf("rescue the gone owner's rows: %+v, %v", res, err)
+	}
+	if res[0].ID != gone[0].ID || res[0].To != statemachine.ToDump || res[0].Owner != dead ||
+		res[1].ID != gone[1].ID || res[1].To != statemachine.DumpFailed {
+		t.Fatalf("rescued %+v; want row %d to %q and row %d to %q", res, gone[0].ID, statemachine.ToDump, gone[1].ID, statemachine.DumpFailed)
+	}
+	r := wantStatus(t, h, gone[0].ID, statemachine.ToDump)
+	if r.Owner.Valid || !strings.Contains(r.LastErr.String, dead+" is gone") {
+		t.Errorf("taken-back row: owner %v, last error %q", r.Owner, r.LastErr.String)
+	}
+	if r := wantStatus(t, h, kept[0].ID, statemachine.Dumping); r.Owner.String != live {
+		t.Errorf("the live owner's row: owner %q", r.Owner.String)
+	}
+	// The old claim cannot move its row any more.
+	if err := s.Advance(ctx(t), &gone[0], dumpFields(gone[0].ID), ""); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Errorf("the dead owner's advance after the take-back: %v", err)
+	}
+	evs, _ := s.Events(ctx(t), gone[0].ID)
+	if last := evs[len(evs)-1]; last.Actor != string(statemachine.RoleRescuer) || last.To != statemachine.ToDump {
+		t.Errorf("take-back event: %+v", last)
+	}
+	// Once the lease expires, the live owner's row is taken back too (it
+	// was not named: only its lease says it is over).
+	clock.Advance(time.Minute)
+	if res, err := s.RescueHost(ctx(t), statemachine.RoleDump, "x", nil, 3); err != nil || len(res) != 1 || res[0].ID != kept[0].ID ||
+		!strings.Contains(readRow(t, h, kept[0].ID).LastErr.String, "lease of "+live+" expired") {
+		t.Fatalf("rescue after expiry: %+v, %v", res, err)
 	}
 }
 

@@ -44,16 +44,22 @@ func testStopSwitch(t *testing.T, h Harness) {
 	}
 }
 
+// acquire asks for the scheduler lease for a minute, as a scheduler
+// without a process identity (an earlier version's) would.
+func acquire(t *testing.T, s statemachine.Store, holder string, maxProcs int) (statemachine.Lease, error) {
+	return s.AcquireLeader(ctx(t), statemachine.LeaderClaim{Holder: holder, TTL: time.Minute, MaxProcs: maxProcs})
+}
+
 func testLeaderLease(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
-	l, err := s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute, 400)
+	l, err := acquire(t, s, "ops-1 pid 100", 400)
 	if err != nil || l.Holder != "ops-1 pid 100" || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) || l.MaxProcs != 400 {
 		t.Fatalf("acquire: %+v, %v", l, err)
 	}
 	since := l.Since
 	// Someone else is refused and told who holds it.
-	_, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute, 0)
+	_, err = acquire(t, s, "ops-2 pid 200", 0)
 	var held *statemachine.LeaseHeldError
 	if !errors.As(err, &held) || held.Lease.Holder != "ops-1 pid 100" || !strings.Contains(err.Error(), "ops-1 pid 100") {
 		t.Fatalf("second acquirer: %v", err)
@@ -63,7 +69,7 @@ func testLeaderLease(t *testing.T, h Harness) {
 	if l, err = s.RenewLeader(ctx(t), "ops-1 pid 100", time.Minute); err != nil || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) {
 		t.Fatalf("renew: %+v, %v", l, err)
 	}
-	if l, err = s.AcquireLeader(ctx(t), "ops-1 pid 100", time.Minute, 0); err != nil || !l.Since.Equal(since) {
+	if l, err = acquire(t, s, "ops-1 pid 100", 0); err != nil || !l.Since.Equal(since) {
 		t.Fatalf("re-acquire: %+v, %v (since %s)", l, err, since)
 	}
 	if _, err := s.RenewLeader(ctx(t), "ops-2 pid 200", time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
@@ -75,7 +81,7 @@ func testLeaderLease(t *testing.T, h Harness) {
 	if _, ok, err := s.Leader(ctx(t)); err != nil || ok {
 		t.Fatalf("expired lease still reported: %v, %v", ok, err)
 	}
-	if l, err = s.AcquireLeader(ctx(t), "ops-2 pid 200", time.Minute, 0); err != nil || l.Holder != "ops-2 pid 200" || !l.Since.Equal(clock.Now()) {
+	if l, err = acquire(t, s, "ops-2 pid 200", 0); err != nil || l.Holder != "ops-2 pid 200" || !l.Since.Equal(clock.Now()) {
 		t.Fatalf("take over: %+v, %v", l, err)
 	}
 	if _, err := s.RenewLeader(ctx(t), "ops-1 pid 100", time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
@@ -94,8 +100,45 @@ func testLeaderLease(t *testing.T, h Harness) {
 	if _, ok, _ := s.Leader(ctx(t)); ok {
 		t.Fatal("lease still held after release")
 	}
-	if _, err := s.AcquireLeader(ctx(t), "ops-3 pid 300", time.Minute, 0); err != nil {
+	if _, err := acquire(t, s, "ops-3 pid 300", 0); err != nil {
 		t.Fatalf("acquire after release: %v", err)
+	}
+}
+
+// testLeaderTakeOver: a scheduler that knows its predecessor is dead (a
+// crash on its machine) takes its unexpired lease at once, recording its
+// own process; naming any other holder takes nothing.
+func testLeaderTakeOver(t *testing.T, h Harness) {
+	clock := NewClock()
+	s := h.Open(t, clock.Now)
+	dead := statemachine.LeaderClaim{Holder: "ops-1 pid 100 (aaaa)", Process: "ops-1 pid:[1] boot-1 100 5000", TTL: time.Minute, MaxProcs: 40}
+	if l, err := s.AcquireLeader(ctx(t), dead); err != nil || l.Process != dead.Process {
+		t.Fatalf("acquire: %+v, %v", l, err)
+	}
+	next := statemachine.LeaderClaim{Holder: "ops-1 pid 101 (bbbb)", Process: "ops-1 pid:[1] boot-1 101 6000", TTL: time.Minute, MaxProcs: 40}
+	var held *statemachine.LeaseHeldError
+	if _, err := s.AcquireLeader(ctx(t), next); !errors.As(err, &held) || held.Lease.Process != dead.Process {
+		t.Fatalf("without naming the dead holder: %v (want the lease held, with its process %q)", err, dead.Process)
+	}
+	wrong := next
+	wrong.TakeOver = "ops-1 pid 99 (cccc)"
+	if _, err := s.AcquireLeader(ctx(t), wrong); !errors.As(err, &held) {
+		t.Fatalf("naming a holder that does not hold it: %v", err)
+	}
+	clock.Advance(10 * time.Second)
+	next.TakeOver = dead.Holder
+	l, err := s.AcquireLeader(ctx(t), next)
+	if err != nil || l.Holder != next.Holder || l.Process != next.Process || !l.Since.Equal(clock.Now()) || !l.ExpiresAt.Equal(clock.Now().Add(time.Minute)) {
+		t.Fatalf("take over from the dead holder: %+v, %v", l, err)
+	}
+	if _, err := s.RenewLeader(ctx(t), dead.Holder, time.Minute); !errors.Is(err, statemachine.ErrLeaseLost) {
+		t.Fatalf("the dead holder's renewal after the take-over: %v", err)
+	}
+	// Naming the dead holder again, once someone else holds it, takes
+	// nothing from the new holder.
+	third := statemachine.LeaderClaim{Holder: "ops-2 pid 7 (dddd)", TTL: time.Minute, TakeOver: dead.Holder}
+	if _, err := s.AcquireLeader(ctx(t), third); !errors.As(err, &held) || held.Lease.Holder != next.Holder {
+		t.Fatalf("a late take-over of a holder already replaced: %v", err)
 	}
 }
 
@@ -116,7 +159,7 @@ func testLeaderLeaseRace(t *testing.T, h Harness) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, err := s.AcquireLeader(ctx(t), holder, time.Minute, 0)
+				_, err := acquire(t, s, holder, 0)
 				var held *statemachine.LeaseHeldError
 				switch {
 				case err == nil:
@@ -147,7 +190,7 @@ func testAgents(t *testing.T, h Harness) {
 	clock := NewClock()
 	s := h.Open(t, clock.Now)
 	a := statemachine.Agent{Host: "db-1", Roles: []statemachine.Role{statemachine.RoleImport, statemachine.RoleDump, statemachine.RoleClose},
-		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42, Machine: "vm-1", Instance: "i-1",
+		Version: "v0.1.0", DNSTarget: "127.42.0.5", PID: 42, Machine: "vm-1", Process: "vm-1 pid:[1] boot 42 7", Instance: "i-1",
 		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: "127.42.0.5:3306"}}
 	if err := s.RegisterAgent(ctx(t), a, time.Minute, ""); err != nil {
 		t.Fatal(err)
@@ -173,7 +216,7 @@ func testAgents(t *testing.T, h Harness) {
 		t.Fatalf("heartbeat of a process that does not hold the host: %v", err)
 	}
 	got, ok, err := s.AgentFor(ctx(t), "db-1")
-	if err != nil || !ok || got.Jobs != 3 || got.Instance != "i-1" || !maps.Equal(got.Endpoints, a.Endpoints) ||
+	if err != nil || !ok || got.Jobs != 3 || got.Instance != "i-1" || got.Process != a.Process || !maps.Equal(got.Endpoints, a.Endpoints) ||
 		!slices.Equal(got.Roles, []statemachine.Role{statemachine.RoleClose, statemachine.RoleDump, statemachine.RoleImport}) {
 		t.Fatalf("entry: %+v, %v, %v", got, ok, err)
 	}

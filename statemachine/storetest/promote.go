@@ -43,7 +43,7 @@ func testPromoteFairIsFenced(t *testing.T, h Harness) {
 	if _, err := s.PromoteFair(ctx(t), promoteReq("sched-1", 5), firstN); !errors.Is(err, statemachine.ErrLeaseLost) {
 		t.Fatalf("promote without a lease: %v, want ErrLeaseLost", err)
 	}
-	if _, err := s.AcquireLeader(ctx(t), "sched-1", time.Minute, 5); err != nil {
+	if _, err := acquire(t, s, "sched-1", 5); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.PromoteFair(ctx(t), promoteReq("sched-1", 5), firstN)
@@ -67,7 +67,7 @@ func testPromoteFairIsFenced(t *testing.T, h Harness) {
 		t.Fatalf("promote with an expired lease: %v, want ErrLeaseLost", err)
 	}
 	// A chooser that oversteps is refused and nothing moves.
-	if _, err := s.AcquireLeader(ctx(t), "sched-2", time.Minute, 8); err != nil {
+	if _, err := acquire(t, s, "sched-2", 8); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.PromoteFair(ctx(t), promoteReq("sched-2", 8), func(statemachine.PromoteState) []int64 { return []int64{999999} }); err == nil {
@@ -97,7 +97,7 @@ func testPromoteFairState(t *testing.T, h Harness) {
 	}
 	rows[4].SizeBytes = 0 // a_4: size unknown, sorted last by size
 	mustPlan(t, s, rows)
-	if _, err := s.AcquireLeader(ctx(t), "sched", time.Minute, 0); err != nil {
+	if _, err := acquire(t, s, "sched", 0); err != nil {
 		t.Fatal(err)
 	}
 	// Two rows of a already in flight; b is paused.
@@ -154,7 +154,7 @@ func testPromoteFairRace(t *testing.T, h Harness) {
 			Source: fmt.Sprintf("src-%d", i%7), Destination: "dst"})
 	}
 	mustPlan(t, h.Store, rows)
-	if _, err := h.Store.AcquireLeader(ctx(t), "sched", time.Minute, max); err != nil {
+	if _, err := acquire(t, h.Store, "sched", max); err != nil {
 		t.Fatal(err)
 	}
 	// Eight promoters at once, each with its own connections, all claiming
