@@ -430,7 +430,7 @@ func (s *Store) RescueHost(ctx context.Context, role statemachine.Role, host str
 	where := string(step.Side) + " = ? AND status = ?"
 	args := []any{host, string(step.Working)}
 	if step.Side == statemachine.SideAny {
-		where, args = "status = ? AND owner LIKE ?", []any{string(step.Working), likePrefix(host+"/")}
+		where, args = "status = ? AND owner LIKE ?", []any{string(step.Working), likePrefix(host + "/")}
 	}
 	expired := "lease_until < " + s.d.now()
 	args = append(args, s.nowArg())
