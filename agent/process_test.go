@@ -28,8 +28,15 @@ func hostname() string {
 // handler's effect files.
 func fakeAgent(t *testing.T, db stateDB, dir, host, mode string, extra ...string) *fleettest.Proc {
 	t.Helper()
+	return fakeAgentWith(t, db, dir, host, mode, "", extra...)
+}
+
+// fakeAgentWith is fakeAgent with more lines for the agent section of its
+// configuration ("  max-attempts: 1\n").
+func fakeAgentWith(t *testing.T, db stateDB, dir, host, mode, agentYAML string, extra ...string) *fleettest.Proc {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "agent.yaml")
-	body := "agent:\n  heartbeat-interval: 500ms\n  shutdown-timeout: 1s\nlog:\n  format: json\n"
+	body := "agent:\n  heartbeat-interval: 500ms\n  shutdown-timeout: 1s\n" + agentYAML + "log:\n  format: json\n"
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +112,33 @@ func TestKill9MidStep(t *testing.T) {
 			return e.Actor == string(statemachine.RoleRescuer) && strings.Contains(e.Detail, claim.Owner+" is gone")
 		}) {
 			t.Errorf("no event says the dead owner %q was gone", claim.Owner)
+		}
+	})
+}
+
+// TestKill9AtLastAttempt: the agent dies at the row's last attempt; its
+// restart recovers the row and, since the row now fails, abandons it (what
+// the attempts left, a stream or an import, must not outlive the failure).
+func TestKill9AtLastAttempt(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.Open(t)
+		planOn(t, s, 1, 1, 1, false)
+		dir := t.TempDir()
+		first := fakeAgentWith(t, db, dir, "dst-0", "block", "  max-attempts: 1\n", "--lease", "1m")
+		if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the step to start", 10*time.Second, func() bool { return exists(filepath.Join(dir, "1.effect")) })
+		if err := first.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		first.ExitCode(t, 5*time.Second)
+		fakeAgentWith(t, db, dir, "dst-0", "noop", "  max-attempts: 1\n", "--lease", "1m")
+		waitFor(t, "the row to fail", 10*time.Second, func() bool { return count(t, s, "WHERE status = 'Dump failed'") == 1 })
+		for _, f := range []string{"1.recovered", "1.abandoned"} {
+			if !exists(filepath.Join(dir, f)) {
+				t.Errorf("%s missing: the restarted agent did not run that on the row it failed", f)
+			}
 		}
 	})
 }

@@ -400,13 +400,29 @@ func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cut
 		job.Log.Error("writes NOT restored after the cutover stopped: the next attempt, a rollback or recovery restores them", "err", uerr)
 		return statemachine.Fields{}, errors.Join(err, uerr)
 	}
-	if timedOut != "" {
-		if err == nil {
-			job.Note(ctx, "%s", timedOut)
-		}
-		return f, err
+	if timedOut != "" && err == nil {
+		// Back to syncing: the stream stays.
+		job.Note(ctx, "%s", timedOut)
+		return f, nil
 	}
+	// Anything else that fails the row for good (the last catch-up that
+	// timed out included) removes the stream and the copy.
 	return statemachine.Fields{}, cutoverFailed(ctx, job, side, err)
+}
+
+// abandonCutover undoes what a cutover's attempts left when its row fails
+// after transient failures used them up (or its agent died at the last
+// one): writes restored at the source first, then the stream removed at
+// both servers, then the destination's copy dropped — each waiting for
+// its server within the undo window. What cannot be reached stays
+// recorded, for a retry, a rollback or gc.
+func abandonCutover(ctx context.Context, job *agent.Job, restoreWrites, removeStream, dropCopy func(context.Context) error) error {
+	werr := undoPatiently(ctx, job, "restore writes at the source", restoreWrites)
+	if err := undoPatiently(ctx, job, "remove the stream", removeStream); err != nil {
+		// The copy stays while a stream may still apply to it.
+		return errors.Join(werr, err)
+	}
+	return errors.Join(werr, undoPatiently(ctx, job, "drop the destination's copy", dropCopy))
 }
 
 // cutoverFailed removes the stream and the destination's copy after a

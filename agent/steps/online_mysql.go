@@ -340,6 +340,27 @@ func (h *mysqlCutover) Recover(ctx context.Context, job *agent.Job) error {
 	})
 }
 
+// Abandon restores writes, removes the stream and drops the destination's
+// copy when the row fails with its attempts used up (abandonCutover).
+func (h *mysqlCutover) Abandon(ctx context.Context, job *agent.Job) error {
+	withDst := func(do func(context.Context, *mysql.Server) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			dst, err := h.c.peer(ctx, job, job.Row.Destination)
+			if err != nil {
+				return fmt.Errorf("reach the destination %s: %w", job.Row.Destination, err)
+			}
+			defer func() { _ = dst.Close() }()
+			return do(ctx, dst)
+		}
+	}
+	return abandonCutover(ctx, job,
+		func(ctx context.Context) error { return h.Recover(ctx, job) },
+		withDst(func(ctx context.Context, dst *mysql.Server) error { return h.c.teardown(ctx, job, dst) }),
+		withDst(func(ctx context.Context, dst *mysql.Server) error {
+			return dropMySQLImport(ctx, job, dst, "the abandoned cutover")
+		}))
+}
+
 // mysqlCutoverSide is the cutover of one row, its servers open.
 type mysqlCutoverSide struct {
 	c        *MySQL

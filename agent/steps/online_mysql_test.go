@@ -475,6 +475,65 @@ func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 	}
 }
 
+// TestMySQLOnlineCutoverFailsForGood: the destination cannot catch up at
+// the last cutover attempt: writes come back at the source and nothing of
+// the row's stream (its position record, its streamer) or of its copy is
+// left at the destination once the row says Cutover failed.
+func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newMyOnlineSite(t, f, "myfail")
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond}}
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
+	f.start(t, f.dst, opt, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	if !f.myStream(t, id) {
+		t.Fatal("no stream record at the destination while the row is synced")
+	}
+	lock, err := f.dst.root.Conn(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Close() }()
+	if _, err := lock.ExecContext(ctx(t), "LOCK TABLES "+ident.QuoteMySQL(st.db)+".writes WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := customer(t, f.src, st).ExecContext(ctx(t), "INSERT INTO writes (n) VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
+	// Once writes are restored (the timeout), the lock goes: dropping the
+	// copy would wait for it.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if m := f.row(t, id); !m.BlockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes not restored a minute after the cutover started:\n%s", f.events(t, id))
+		}
+	}
+	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.Done, statemachine.ToSync)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "did not catch up") {
+		t.Fatalf("row: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if f.myStream(t, id) {
+		t.Errorf("the failed cutover left its stream record at the destination\n%s", f.events(t, id))
+	}
+	if databaseExists(t, f.dst, st.db) {
+		t.Errorf("the failed cutover left the destination's copy")
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil {
+		t.Errorf("the owner cannot write at the source after the failed cutover: %v", err)
+	}
+}
+
 // TestMySQLOnlineRollbackWhileSyncing: a row whose stream runs is rolled
 // back by an operator: the sync step is fenced out, the rollback removes
 // the stream record and the destination's copy, and the source

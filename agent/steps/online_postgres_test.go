@@ -464,6 +464,49 @@ func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 	}
 }
 
+// TestPostgresOnlineCutoverFailsForGood: the stream is held (a paused
+// proxy in front of the source) at the last cutover attempt: writes come
+// back and neither the slot and publication at the source nor the
+// subscription and copy at the destination are left once the row says
+// Cutover failed.
+func TestPostgresOnlineCutoverFailsForGood(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgfaildst", 1000)
+	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond}, pgEndpoint: proxy.Addr}
+	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync)
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the proxy as the source's address
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	if left := f.pgStreams(t, id); len(left) < 2 {
+		t.Fatalf("the synced row's stream is not there: %v", left)
+	}
+	proxy.Pause()
+	f.start(t, f.src, opt, statemachine.RoleCutover)
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.Done, statemachine.ToSync)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "did not catch up") {
+		t.Fatalf("row: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if left := f.pgStreams(t, id); len(left) > 0 {
+		t.Errorf("the failed cutover left %v\n%s", left, f.events(t, id))
+	}
+	var n int
+	if err := f.dst.pg.Root(t, "postgres").QueryRow(ctx(t), "SELECT count(*) FROM pg_database WHERE datname = $1", st.db).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the failed cutover left the destination's copy: %d, %v", n, err)
+	}
+	if err := pgWrite(f.src.pg.Connect(t, st.db, st.owner, st.pass)); err != nil {
+		t.Errorf("the owner cannot write at the source after the failed cutover: %v", err)
+	}
+}
+
 // TestPostgresOnlineRollbackAndCancelWhileSyncing: rows whose stream is
 // copying (throttled) are rolled back and cancelled by an operator: the
 // sync step is fenced out, the rollback removes the slot, the publication,

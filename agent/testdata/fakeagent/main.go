@@ -7,6 +7,7 @@
 //	<id>.ran        one line per run of the step
 //	<id>.cleanup    the step was cancelled and undid its effect
 //	<id>.recovered  Recover ran for the row
+//	<id>.abandoned  Abandon ran for the row (its attempts used up)
 //
 // $FAKEAGENT_MODE: noop (finish at once), block (wait until cancelled),
 // slow (finish after $FAKEAGENT_SLEEP unless cancelled first).
@@ -68,6 +69,11 @@ func (f *fake) Recover(_ context.Context, job *agent.Job) error {
 	_ = os.Remove(f.path(job.Row.ID, "effect"))
 	job.Log.Info("fake recovery")
 	return os.WriteFile(f.path(job.Row.ID, "recovered"), nil, 0o644)
+}
+
+func (f *fake) Abandon(_ context.Context, job *agent.Job) error {
+	job.Log.Info("fake abandon")
+	return os.WriteFile(f.path(job.Row.ID, "abandoned"), nil, 0o644)
 }
 
 func appendLine(path, line string) {
