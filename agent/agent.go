@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -24,6 +25,7 @@ const (
 	DefaultLease             = 60 * time.Second
 	DefaultHeartbeatInterval = 30 * time.Second
 	DefaultShutdownTimeout   = 5 * time.Minute
+	DefaultStopGrace         = 30 * time.Second
 	DefaultMaxAttempts       = 3
 	DefaultProgressInterval  = 10 * time.Second
 	DefaultRetryBase         = 2 * time.Second
@@ -61,6 +63,12 @@ type Config struct {
 	// ShutdownTimeout is how long a graceful stop waits for running steps
 	// before cancelling them.
 	ShutdownTimeout time.Duration
+	// StopGrace bounds the rest of a stop: once running steps are
+	// cancelled (after ShutdownTimeout, or by CancelSteps), how long they
+	// get to undo their work and record their end before Run returns
+	// anyway (a state database or server that does not answer must not
+	// hold the process). A stop takes at most ShutdownTimeout + StopGrace.
+	StopGrace time.Duration
 	// MaxJobs caps concurrent steps per role (DefaultMaxJobs for missing roles).
 	MaxJobs map[statemachine.Role]int
 	// MaxAttempts is the attempt limit for transient failures.
@@ -103,6 +111,7 @@ func (c *Config) Validate() error {
 	def(&c.Lease, DefaultLease)
 	def(&c.HeartbeatInterval, DefaultHeartbeatInterval)
 	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	def(&c.StopGrace, DefaultStopGrace)
 	def(&c.ProgressInterval, DefaultProgressInterval)
 	def(&c.RetryBase, DefaultRetryBase)
 	def(&c.RetryMax, DefaultRetryMax)
@@ -110,7 +119,7 @@ func (c *Config) Validate() error {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
 	for name, d := range map[string]time.Duration{"poll interval": c.PollInterval, "lease": c.Lease, "heartbeat interval": c.HeartbeatInterval,
-		"shutdown timeout": c.ShutdownTimeout, "retry backoff": c.RetryBase} {
+		"shutdown timeout": c.ShutdownTimeout, "stop grace": c.StopGrace, "retry backoff": c.RetryBase} {
 		if d <= 0 {
 			errs = append(errs, fmt.Sprintf("%s %s: want a positive duration", name, d))
 		}
@@ -159,9 +168,11 @@ type Agent struct {
 
 	mu        sync.Mutex
 	running   map[statemachine.Role]int
+	current   map[int64]string // the rows of running steps, described
 	recovered map[statemachine.Role]bool // no rows of a dead process left
 	warned    map[string]bool
-	hardStop  context.CancelFunc // cancels every running step
+	hardStop  func(cause error) // cancels every running step
+	cancelled chan struct{}      // closed when running steps are cancelled
 	jobs      sync.WaitGroup
 	lastError map[string]time.Time
 	services  []service
@@ -190,7 +201,8 @@ func New(store statemachine.Store, cfg Config, log *slog.Logger, m *Metrics) (*A
 		handlers: map[statemachine.Role]map[statemachine.Engine]Handler{},
 		instance: instance, machine: self.Machine, self: self,
 		owner:   ownerName(cfg.Host, self.PID, instance),
-		running: map[statemachine.Role]int{}, recovered: map[statemachine.Role]bool{}, warned: map[string]bool{}, lastError: map[string]time.Time{},
+		running: map[statemachine.Role]int{}, current: map[int64]string{}, recovered: map[statemachine.Role]bool{}, warned: map[string]bool{},
+		lastError: map[string]time.Time{}, cancelled: make(chan struct{}),
 	}
 	return a, nil
 }
@@ -244,7 +256,11 @@ func (a *Agent) Owner() string { return a.owner }
 // Run registers the agent for its host ID, recovers rows an earlier process
 // left behind, then polls, claims and works until ctx ends. Then it stops
 // claiming, waits up to ShutdownTimeout for running steps, cancels the rest
-// (their rows go back to their queued status) and deregisters.
+// (their rows go back to their queued status) and deregisters. The stop
+// takes at most ShutdownTimeout + StopGrace (StopGrace after CancelSteps):
+// steps that have not ended by then are left as a crash would leave them,
+// with the registry entry, so that the next start takes their rows back at
+// once; Run says which.
 //
 // It returns a *statemachine.AgentHeldError if another live process serves
 // the host, and an error if one takes the host over while this one runs.
@@ -256,8 +272,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		"poll_interval", a.cfg.PollInterval.String(), "lease", a.cfg.Lease.String(), "max_jobs", fmt.Sprint(a.cfg.MaxJobs))
 
 	jobsCtx, hardStop := context.WithCancelCause(context.WithoutCancel(ctx))
+	var once sync.Once
 	a.mu.Lock()
-	a.hardStop = func() { hardStop(errShutdown) }
+	a.hardStop = func(cause error) {
+		hardStop(cause)
+		once.Do(func() { close(a.cancelled) })
+	}
 	a.mu.Unlock()
 	defer hardStop(nil)
 
@@ -284,33 +304,53 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-takenOver:
 		a.log.Error("another agent process took this host over; stopping at once", "err", runErr)
-		hardStop(errTakenOver)
+		a.cancelSteps(errTakenOver)
 	}
-	stopPolling()
-	pollers.Wait()
-	services.Wait()
-	a.drain()
+	stopping := time.Now()
+	stopped := make(chan struct{})
+	go func() {
+		stopPolling()
+		pollers.Wait()
+		services.Wait()
+		a.drain()
+		close(stopped)
+	}()
+	left := a.waitStopped(stopping, stopped)
 	stopHB()
 	if runErr == nil {
 		runErr = <-takenOver
+	}
+	switch {
+	case len(left) > 0:
+		// As after a crash: the registry entry stays, so that the next
+		// start knows this process is gone and takes these rows back at
+		// once (recovering them: writes blocked by a step are restored).
+		a.log.Warn("stopped before every step ended: their undo or their last write did not finish within the stop grace "+
+			"(a server or the state database not answering). Their rows keep this process's claim: the next start of this agent "+
+			"takes them back at once and recovers them; otherwise the scheduler does when their lease expires",
+			"rows", strings.Join(left, "; "), "stop_took", time.Since(stopping).Round(time.Millisecond).String(),
+			"shutdown_timeout", a.cfg.ShutdownTimeout.String(), "stop_grace", a.cfg.StopGrace.String())
+	case runErr == nil:
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		if err := a.store.Deregister(dctx, a.cfg.Host, a.instance); err != nil {
 			a.log.Warn("could not remove this agent from the registry; its entry goes stale by itself", "err", err)
 		}
 	}
-	a.log.Info("agent stopped")
+	a.log.Info("agent stopped", "stop_took", time.Since(stopping).Round(time.Millisecond).String())
 	return runErr
 }
 
 // CancelSteps cancels every running step now (a second signal during a
 // graceful stop): their handlers undo their work and the rows go back to
 // their queued status.
-func (a *Agent) CancelSteps() {
+func (a *Agent) CancelSteps() { a.cancelSteps(errShutdown) }
+
+func (a *Agent) cancelSteps(cause error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.hardStop != nil {
-		a.hardStop()
+		a.hardStop(cause)
 	}
 }
 
@@ -320,7 +360,8 @@ var (
 	errLeaseLost = errors.New("lease lost")
 )
 
-// drain waits up to ShutdownTimeout for running steps, then cancels them.
+// drain waits up to ShutdownTimeout for running steps, then cancels them
+// and waits for them to end.
 func (a *Agent) drain() {
 	done := make(chan struct{})
 	go func() { a.jobs.Wait(); close(done) }()
@@ -330,11 +371,45 @@ func (a *Agent) drain() {
 	select {
 	case <-done:
 		return
+	case <-a.cancelled:
 	case <-time.After(a.cfg.ShutdownTimeout):
 		a.log.Warn("shutdown timeout reached: cancelling running steps; their rows go back to their queued status",
 			"steps", a.runningTotal(), "timeout", a.cfg.ShutdownTimeout.String())
 		a.CancelSteps()
-		<-done
+	}
+	<-done
+}
+
+// waitStopped waits for the stop sequence (stopped) within its bound:
+// ShutdownTimeout + StopGrace from since, or StopGrace from the moment
+// the running steps were cancelled, whichever comes first. It returns the
+// rows of the steps still running when the bound passed (none: stopped).
+func (a *Agent) waitStopped(since time.Time, stopped <-chan struct{}) []string {
+	bound := time.NewTimer(a.cfg.ShutdownTimeout + a.cfg.StopGrace)
+	defer bound.Stop()
+	cancelled := a.cancelled
+	for {
+		select {
+		case <-stopped:
+			return nil
+		case <-cancelled:
+			cancelled = nil
+			if rest := time.Until(since.Add(a.cfg.ShutdownTimeout + a.cfg.StopGrace)); rest > a.cfg.StopGrace {
+				bound.Reset(a.cfg.StopGrace)
+			}
+			continue
+		case <-bound.C:
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		left := make([]string, 0, len(a.current))
+		for _, id := range slices.Sorted(maps.Keys(a.current)) {
+			left = append(left, a.current[id])
+		}
+		if len(left) == 0 {
+			left = []string{"no step, but the stop did not finish (a poll's recovery or a service)"}
+		}
+		return left
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 func (a *Agent) start(jobsCtx context.Context, role statemachine.Role, m statemachine.Migration, freed chan<- struct{}) {
 	a.mu.Lock()
 	a.running[role]++
+	a.current[m.ID] = fmt.Sprintf("row %d (%q, %s step, %s)", m.ID, m.DatabaseName, role, m.Status)
 	a.mu.Unlock()
 	if a.metrics != nil {
 		a.metrics.JobsRunning.WithLabelValues(string(role)).Inc()
@@ -24,6 +25,7 @@ func (a *Agent) start(jobsCtx context.Context, role statemachine.Role, m statema
 		defer func() {
 			a.mu.Lock()
 			a.running[role]--
+			delete(a.current, m.ID)
 			a.mu.Unlock()
 			if a.metrics != nil {
 				a.metrics.JobsRunning.WithLabelValues(string(role)).Dec()

@@ -208,6 +208,64 @@ func TestUnreachableAtStart(t *testing.T) {
 	}
 }
 
+// TestSIGTERMWithStateDatabaseDown: the state database stops while a step
+// runs, then the agent gets SIGTERM. The step is cancelled after the
+// shutdown timeout and undoes its work, but its row's end cannot be
+// recorded: the agent still exits within shutdown-timeout + stop-grace
+// (not after three leases of retries), says which row it left, and keeps
+// its registry entry, so that its next start, once the state database is
+// back, takes that row back at once and finishes it.
+func TestSIGTERMWithStateDatabaseDown(t *testing.T) {
+	fleettest.Integration(t)
+	t.Parallel()
+	srv := fleettest.NewPostgres(t, fleettest.PostgresConfig{})
+	db := upgraded(t, "postgres", srv.DSN(srv.NewDatabase(t)))
+	s := db.Open(t)
+	planOn(t, s, 1, 1, 1, false)
+	dir := t.TempDir()
+	const grace = "  stop-grace: 2s\n" // shutdown-timeout is 1 s
+	p := fakeAgentWith(t, db, dir, "dst-0", "block", grace, "--lease", "1m")
+	if _, err := s.Promote(context.Background(), 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the step to start", 10*time.Second, func() bool { return exists(filepath.Join(dir, "1.effect")) })
+	if err := srv.Down(); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.ExitCode(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.Stderr.String())
+	}
+	took := time.Since(sent)
+	if took > 5*time.Second {
+		t.Errorf("the agent stopped %s after SIGTERM; its bound is 1 s + 2 s", took.Round(time.Millisecond))
+	}
+	for _, want := range []string{"stopped before every step ended", `row 1 (\"db_0000\", dump step, Dumping)`, "takes them back at once"} {
+		if !strings.Contains(p.Stderr.String(), want) {
+			t.Errorf("the agent's log lacks %q:\n%s", want, p.Stderr.String())
+		}
+	}
+	if !exists(filepath.Join(dir, "1.cleanup")) {
+		t.Error("the cancelled step did not undo its effect")
+	}
+	t.Logf("stopped %s after SIGTERM with the state database down", took.Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := srv.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	fakeAgentWith(t, db, dir, "dst-0", "noop", grace, "--lease", "1m")
+	waitFor(t, "the row to be redone", 20*time.Second, func() bool { return count(t, s, "WHERE status = 'To import'") == 1 })
+	if took := time.Since(restarted); took > 5*time.Second {
+		t.Errorf("the row was redone %s after the restart; the stopped process's lease (1 m) should not have been waited for", took.Round(time.Millisecond))
+	}
+}
+
 func TestDuplicateHostRefused(t *testing.T) {
 	engines(t, func(t *testing.T, db stateDB) {
 		s := db.Open(t)

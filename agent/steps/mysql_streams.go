@@ -36,10 +36,17 @@ type myStreams struct {
 // myStream is one running streamer.
 type myStream struct {
 	s      *mysql.Streamer
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc // with why it is stopped
 	done   chan struct{}
 	err    error // once done
 }
+
+// Why this service stops a streamer: an expected end, logged as such.
+var (
+	errRecordGone    = errors.New("its record is gone (the cutover or a teardown removed it)")
+	errStreamRemoved = errors.New("its stream was removed by a step of this agent")
+	errAgentStopping = errors.New("the agent is stopping (the stream resumes from its record at the next start)")
+)
 
 // rescanEvery is how often the service compares the records with what
 // runs.
@@ -109,7 +116,7 @@ func (r *myStreams) rescan(ctx context.Context, dst *mysql.Server) error {
 	defer r.mu.Unlock()
 	for name, s := range r.running {
 		if !recorded[name] {
-			s.cancel()
+			s.cancel(errRecordGone)
 		}
 	}
 	return nil
@@ -156,29 +163,29 @@ func (r *myStreams) ensure(ctx context.Context, name string) {
 		log.Warn("cannot start the stream: the local server is unreachable; trying again", "err", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	s := &myStream{s: dst.NewStreamer(name, r.c.Server, streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
 	r.running[name] = s
 	go func() {
 		defer close(s.done)
-		defer cancel()
+		defer cancel(nil)
 		defer func() { _ = dst.Close() }()
 		log.Info("stream started")
 		s.err = s.s.Run(ctx)
 		switch {
+		case ctx.Err() != nil:
+			// Stopped on purpose: not something to look at.
+			log.Info("stream stopped", "why", context.Cause(ctx).Error())
 		case s.err == nil || errors.Is(s.err, mysql.ErrFenced):
-			log.Info("stream stopped", "why", stopReason(s.err))
+			log.Info("stream stopped", "why", "its record was removed")
 		default:
-			log.Error("stream stopped", "err", s.err)
+			// Not for an SRE to act on here: a source that went away is
+			// read again at the next scan; a stream that cannot go on says
+			// so in its record, and its row's step fails the row (that is
+			// the ERROR line to look at).
+			log.Warn("stream stopped; started again at the next scan unless its record says it is broken", "err", s.err)
 		}
 	}()
-}
-
-func stopReason(err error) string {
-	if err == nil {
-		return "the agent is stopping"
-	}
-	return "its record was removed"
 }
 
 // streamer returns the running streamer of name (nil: none runs here).
@@ -204,7 +211,7 @@ func (r *myStreams) stop(name string) {
 	delete(r.running, name)
 	r.mu.Unlock()
 	if s != nil {
-		s.cancel()
+		s.cancel(errStreamRemoved)
 		<-s.done
 	}
 }
@@ -215,7 +222,7 @@ func (r *myStreams) stopAll() {
 	r.running = nil
 	r.mu.Unlock()
 	for _, s := range all {
-		s.cancel()
+		s.cancel(errAgentStopping)
 	}
 	for _, s := range all {
 		<-s.done

@@ -142,15 +142,19 @@ func Main(args []string, version string, stdout, stderr io.Writer, register Regi
 		defer stopMetrics(ctx)
 	}
 
-	// A second signal during the graceful stop cancels the running steps.
+	// A second signal during the graceful stop cancels the running steps
+	// (they get agent.stop-grace to undo their work); a third exits now.
 	go func() {
 		<-ctx.Done()
-		again := make(chan os.Signal, 1)
+		again := make(chan os.Signal, 2)
 		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 		defer signal.Stop(again)
 		<-again
-		log.Warn("second signal: cancelling running steps now")
+		log.Warn("second signal: cancelling running steps now; a third exits at once")
 		a.CancelSteps()
+		<-again
+		log.Warn("third signal: exiting now; the rows of running steps keep this process's claim and the next start takes them back at once")
+		os.Exit(ExitError)
 	}()
 	notify("READY=1\nSTATUS=claiming rows for " + acfg.Host)
 	err = a.Run(ctx)
@@ -172,7 +176,7 @@ func Main(args []string, version string, stdout, stderr io.Writer, register Regi
 func agentConfig(cfg config.Config, version string) (agent.Config, error) {
 	ac := agent.Config{
 		Host: cfg.Host, PollInterval: cfg.Agent.PollInterval, Lease: cfg.Agent.Lease, HeartbeatInterval: cfg.Agent.HeartbeatInterval,
-		ShutdownTimeout: cfg.Agent.ShutdownTimeout, MaxAttempts: cfg.Agent.MaxAttempts, Version: version,
+		ShutdownTimeout: cfg.Agent.ShutdownTimeout, StopGrace: cfg.Agent.StopGrace, MaxAttempts: cfg.Agent.MaxAttempts, Version: version,
 		DNSTarget: cfg.Agent.DNSTarget, Address: cfg.Agent.MetricsAddr, MaxJobs: map[statemachine.Role]int{},
 	}
 	ac.Endpoints = map[statemachine.Engine]string{}

@@ -248,6 +248,11 @@ type Agent struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat-interval"`
 	// ShutdownTimeout is how long SIGTERM waits for running steps.
 	ShutdownTimeout time.Duration `yaml:"shutdown-timeout"`
+	// StopGrace is how long, once running steps are cancelled (after
+	// shutdown-timeout, or at a second signal), they get to undo their
+	// work and record their end; then the agent exits anyway, saying what
+	// it left for its next start (which takes those rows back at once).
+	StopGrace time.Duration `yaml:"stop-grace"`
 	// MaxAttempts is the attempt limit for transient failures of a step.
 	MaxAttempts int `yaml:"max-attempts"`
 	// HangTimeout cancels a step whose database server has not answered a
@@ -306,7 +311,7 @@ func New() Config {
 		Log:   Log{Level: "info", Format: "auto"},
 		Agent: Agent{
 			PollInterval: 60 * time.Second, Lease: 60 * time.Second, HeartbeatInterval: 30 * time.Second,
-			ShutdownTimeout: 5 * time.Minute, MaxAttempts: 3, HangTimeout: 5 * time.Minute,
+			ShutdownTimeout: 5 * time.Minute, StopGrace: 30 * time.Second, MaxAttempts: 3, HangTimeout: 5 * time.Minute,
 			MaxJobs: map[string]int{"sync": 16, "cutover": 4, "dump": 2, "import": 2, "rollback": 2, "close": 8, "dns": 16},
 		},
 		Storage: Storage{
