@@ -23,10 +23,11 @@ build: ## build bin/migrate and bin/migrate-agent
 DBS ?= 300
 MODE ?=
 WRITERS ?= 0
+KILL ?= 0
 
 .PHONY: demo
-demo: deps build ## migrate DBS (default 300) databases on a local fleet of real servers and prove every one arrived; MODE=dump|online|auto, WRITERS=N live writers (Ctrl-C stops it)
-	$(GO) run ./cmd/fleetdemo --dbs $(DBS) --bin bin --mode "$(MODE)" --writers $(WRITERS)
+demo: deps build ## migrate DBS (default 300) databases on a local fleet of real servers, prove every one arrived and check the invariants; MODE=dump|online|auto, WRITERS=N live writers, KILL=N kill -9 and restart N processes mid-run (Ctrl-C stops it)
+	$(GO) run ./cmd/fleetdemo --dbs $(DBS) --bin bin --mode "$(MODE)" --writers $(WRITERS) --kill $(KILL)
 
 .PHONY: test
 test: deps ## install what is missing, vet, then run every test (integration included) with the race detector

@@ -56,7 +56,9 @@ func tail(s string, n int) string {
 // agentsCPU is the CPU time (seconds) the agent processes used so far,
 // with the tools they ran and reaped (mariadb-dump, pg_restore...).
 func (d *Demo) agentsCPU() float64 {
-	total := 0.0
+	d.mu.Lock()
+	total := d.killedCPU
+	d.mu.Unlock()
 	for _, p := range d.agents {
 		if st, err := fleettest.ReadProcStat(p.PID()); err == nil {
 			total += st.CPU + st.ChildrenCPU

@@ -77,6 +77,11 @@ type Options struct {
 	// proxy (Demo.Proxy) that a fault test can pause, slow and cut; so do
 	// peers reaching it at the address the agent publishes.
 	Proxied []string
+	// Kills is how many processes the migration kills with kill -9 and
+	// restarts at once, as systemd would after a crash (make demo KILL=N):
+	// every third the scheduler, the others an agent holding rows of a
+	// step, a different step each time (Kill).
+	Kills int
 }
 
 func (o *Options) defaults() {
@@ -129,12 +134,14 @@ type Demo struct {
 	agentIDs []string
 	down     map[string]bool
 	// CPU seconds of the agents and the tools they ran, at the start and
-	// end of the migration.
-	cpuStart, cpuEnd float64
-	peakRSS          int64
-	sizes            map[string]int64 // measured before the baselines
-	sched            *fleettest.Process
-	schedArgs        []string
+	// end of the migration; killedCPU what killed agents had used.
+	cpuStart, cpuEnd, killedCPU float64
+	// kills done during the migration (Options.Kills)
+	kills     []Kill
+	peakRSS   int64
+	sizes     map[string]int64 // measured before the baselines
+	sched     *fleettest.Process
+	schedArgs []string
 	// extra schedulers a fault test started (StartScheduler)
 	extra []*fleettest.Process
 	// foreign: databases a test created at a server before the migration,
@@ -152,6 +159,7 @@ type Demo struct {
 	migStart, migEnd time.Time
 	verifyTook       time.Duration
 	setupTook        time.Duration
+	invTook          time.Duration
 }
 
 // Secrets as environment variables, named as in deploy/config.example.yaml;
@@ -628,7 +636,17 @@ func (d *Demo) Finish(ctx context.Context, until func(map[statemachine.Status]in
 		mctx, cancel = context.WithTimeout(ctx, d.Opt.Timeout)
 		defer cancel()
 	}
+	kctx, stopKills := context.WithCancel(mctx)
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		if d.Opt.Kills > 0 {
+			d.killLoop(kctx)
+		}
+	}()
 	werr := d.wait(mctx, until)
+	stopKills()
+	<-killed
 	d.migEnd = time.Now()
 	d.stopWriters(ctx)
 	d.cpuEnd = d.agentsCPU()
@@ -873,7 +891,15 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	if ctx.Err() != nil {
 		return Summary{Dir: d.Opt.Dir}, ctx.Err()
 	}
+	d.say("checking the invariants over the whole fleet (state table, every server, DNS, object store)...")
+	t0 := time.Now()
+	inv, ierr := d.CheckInvariants(ctx)
+	d.invTook = time.Since(t0)
+	if ctx.Err() != nil {
+		return Summary{Dir: d.Opt.Dir}, ctx.Err()
+	}
 	s, err := d.Summarize(ctx, problems)
+	s.Invariants, s.InvariantsErr = inv, ierr
 	s.Baselines = baselines
 	if err != nil {
 		return s, err

@@ -55,6 +55,14 @@ type Summary struct {
 	// BlockedPhases splits each dump-mode row's write-blocked window into
 	// the phases of blockedPhaseNames (sorted durations per phase).
 	BlockedPhases map[string][]time.Duration
+	// Invariants is the fault suite's invariant check over the fleet after
+	// the run (InvariantsErr: it could not run); Invariants.Took its time.
+	Invariants     InvariantReport
+	InvariantsErr  error
+	InvariantsTook time.Duration
+	// Kills are the processes killed and restarted during the migration
+	// (Options.Kills), with how long their rows waited.
+	Kills []Kill
 }
 
 // blockedPhaseNames are the parts of a dump-mode row's write-blocked
@@ -88,9 +96,21 @@ func blockedPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.D
 	return []time.Duration{dumped.Sub(m.BlockedAt), imported.Sub(dumped), claimed.Sub(imported), m.SwitchedAt.Sub(claimed)}, true
 }
 
-// Failures counts rows not done, databases that failed verification and
-// writers whose writes went missing.
-func (s Summary) Failures() int { return len(s.NotDone) + len(s.Problems) + len(s.Writers.Problems) }
+// Failures counts rows not done, databases that failed verification,
+// writers whose writes went missing, broken invariants (one if the check
+// could not run) and kills that did not happen.
+func (s Summary) Failures() int {
+	n := len(s.NotDone) + len(s.Problems) + len(s.Writers.Problems) + len(s.Invariants.Violations)
+	if s.InvariantsErr != nil {
+		n++
+	}
+	for _, k := range s.Kills {
+		if k.Err != nil {
+			n++
+		}
+	}
+	return n
+}
 
 // Percentile returns the p-th percentile (0..1) of the write-blocked times.
 func (s Summary) Percentile(p float64) time.Duration { return percentile(s.Blocked, p) }
@@ -176,7 +196,9 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	}
 	s.Verified = s.Databases - len(problems)
 	s.Writers = d.checkWriters(ctx)
-	return s, nil
+	s.InvariantsTook = d.invTook
+	s.Kills, err = d.Kills(ctx)
+	return s, err
 }
 
 // Print writes the summary for people.
@@ -257,6 +279,15 @@ func (s Summary) Print(w io.Writer) {
 			fmt.Fprintf(w, "  %-34s %8s %7.1f MB/s%s%s\n", b.Tool, b.Took.Round(10*time.Millisecond), b.MBps(), ratio, errSuffix(b.Err))
 		}
 	}
+	printKills(w, s.Kills)
+	switch {
+	case s.InvariantsErr != nil:
+		fmt.Fprintf(w, "invariants:         could not be checked: %v\n", s.InvariantsErr)
+	case s.Invariants.OK() && s.Invariants.Checked != nil:
+		fmt.Fprintf(w, "invariants:         %s, in %s\n", s.Invariants.Summary(), s.InvariantsTook.Round(100*time.Millisecond))
+	case s.Invariants.Checked != nil:
+		fmt.Fprintf(w, "invariants:         %d BROKEN (listed below), in %s\n", len(s.Invariants.Violations), s.InvariantsTook.Round(100*time.Millisecond))
+	}
 	fmt.Fprintf(w, "failures:           %d\n", s.Failures())
 	for _, n := range s.NotDone {
 		fmt.Fprintf(w, "  not done: %s\n", n)
@@ -266,6 +297,9 @@ func (s Summary) Print(w io.Writer) {
 	}
 	for _, p := range s.Writers.Problems {
 		fmt.Fprintf(w, "  writer:   %s\n", p)
+	}
+	for _, v := range s.Invariants.Violations {
+		fmt.Fprintf(w, "  broken:   %s\n", v)
 	}
 	fmt.Fprintf(w, "logs:               %s (agent-*.log, scheduler.log, migrate-commands.log; configuration *.yaml, secrets.env)\n", s.Dir)
 }
