@@ -66,6 +66,14 @@ type Options struct {
 	HangTimeout time.Duration
 	// StallTimeout is the agents' online.stall-timeout (0: the default, 5m).
 	StallTimeout time.Duration
+	// CutoverTimeout and CutoverAttempts are the agents'
+	// online.cutover-timeout and online.cutover-attempts (0: the defaults,
+	// 5 s and 3).
+	CutoverTimeout  time.Duration
+	CutoverAttempts int
+	// StopGrace is the agents' agent.stop-grace (0: the default, 30 s);
+	// their shutdown-timeout is 20 s.
+	StopGrace time.Duration
 	// Mode is the mode column of the plan (dump, online, auto); empty: no
 	// column (the configuration's default, dump).
 	Mode string
@@ -365,6 +373,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		if d.Opt.HangTimeout > 0 {
 			fmt.Fprintf(&b, "  hang-timeout: %s\n", d.Opt.HangTimeout)
 		}
+		if d.Opt.StopGrace > 0 {
+			fmt.Fprintf(&b, "  stop-grace: %s\n", d.Opt.StopGrace)
+		}
 		if d.Opt.StoreFirst {
 			fmt.Fprintf(&b, "  store-first: true\n")
 		}
@@ -395,8 +406,18 @@ func (d *Demo) config(host, roles string, h *Host) string {
 			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", addr, f.AdminUser, envPGPassword)
 		}
 	}
+	var online []string
 	if d.Opt.StallTimeout > 0 {
-		fmt.Fprintf(&b, "online:\n  stall-timeout: %s\n", d.Opt.StallTimeout)
+		online = append(online, fmt.Sprintf("  stall-timeout: %s\n", d.Opt.StallTimeout))
+	}
+	if d.Opt.CutoverTimeout > 0 {
+		online = append(online, fmt.Sprintf("  cutover-timeout: %s\n", d.Opt.CutoverTimeout))
+	}
+	if d.Opt.CutoverAttempts > 0 {
+		online = append(online, fmt.Sprintf("  cutover-attempts: %d\n", d.Opt.CutoverAttempts))
+	}
+	if len(online) > 0 {
+		fmt.Fprintf(&b, "online:\n%s", strings.Join(online, ""))
 	}
 	if h == nil {
 		fmt.Fprintf(&b, "dns:\n  zones:\n    - name: %s\n      primary: %s\n  key-name: %s\n  key-secret: ${%s}\n  key-algorithm: %s\n  rate: 2000\n",
@@ -494,6 +515,17 @@ func (d *Demo) KillAgent(id string) error {
 	d.setDown(id, true)
 	p.Kill()
 	return nil
+}
+
+// StopAgent stops host id's agent with SIGTERM, as systemctl stop would,
+// waiting up to timeout (then it is killed and the error says so).
+func (d *Demo) StopAgent(id string, timeout time.Duration) error {
+	p := d.Agent(id)
+	if p == nil {
+		return fmt.Errorf("no agent for host %q", id)
+	}
+	d.setDown(id, true)
+	return p.Stop(timeout)
 }
 
 // RestartAgent starts host id's agent again (after KillAgent, or to take a

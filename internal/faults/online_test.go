@@ -145,8 +145,8 @@ func onlineKillSyncAgent(t *testing.T, eng, id string) {
 }
 
 // Case 10b/11b: the source's agent dies (SIGKILL) during the cutover, with
-// writes blocked and the destination held; its restart (after the lease)
-// restores writes and the row goes on.
+// writes blocked and the destination held; its restart takes the row back
+// at once (its predecessor is gone), restores writes, and the row goes on.
 func TestOnlineKillCutoverAgent(t *testing.T)      { onlineKillCutoverAgent(t, demo.Postgres, "10b") }
 func TestMySQLOnlineKillCutoverAgent(t *testing.T) { onlineKillCutoverAgent(t, demo.MySQL, "11b") }
 
