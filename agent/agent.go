@@ -168,11 +168,11 @@ type Agent struct {
 
 	mu        sync.Mutex
 	running   map[statemachine.Role]int
-	current   map[int64]string // the rows of running steps, described
+	current   map[int64]string           // the rows of running steps, described
 	recovered map[statemachine.Role]bool // no rows of a dead process left
 	warned    map[string]bool
 	hardStop  func(cause error) // cancels every running step
-	cancelled chan struct{}      // closed when running steps are cancelled
+	cancelled chan struct{}     // closed when running steps are cancelled
 	jobs      sync.WaitGroup
 	lastError map[string]time.Time
 	services  []service

@@ -129,8 +129,10 @@ func killEveryStep(ctx context.Context, t *testing.T, d *demo.Demo, r *result, s
 // attempt (online.cutover-attempts 1): the cutover fails for good, and
 // nothing of its stream — PostgreSQL slot, publication, subscription;
 // MariaDB position record — nor its copy is left at either server.
-func TestOnlineCutoverFailsForGood(t *testing.T)      { onlineCutoverFailsForGood(t, demo.Postgres, "10g") }
-func TestMySQLOnlineCutoverFailsForGood(t *testing.T) { onlineCutoverFailsForGood(t, demo.MySQL, "11h") }
+func TestOnlineCutoverFailsForGood(t *testing.T) { onlineCutoverFailsForGood(t, demo.Postgres, "10g") }
+func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
+	onlineCutoverFailsForGood(t, demo.MySQL, "11h")
+}
 
 func onlineCutoverFailsForGood(t *testing.T, eng, id string) {
 	t.Parallel()
