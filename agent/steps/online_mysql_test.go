@@ -428,25 +428,27 @@ func TestMySQLOnlineBrokenStreamFailsOnlyItsRow(t *testing.T) {
 	}
 }
 
-// TestMySQLOnlineCatchUpTimeout: the destination's applier is held (a lock
-// on the writer's table at the destination) when the cutover blocks
-// writes: the catch-up times out, writes come back, the row goes back to
-// syncing; once the lock goes the next cutover moves it.
-func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
-	f := newFleet(t)
-	t.Parallel()
-	st := newMyOnlineSite(t, f, "myslow")
+// syncedMySQL syncs a new online site's row and returns once it is To cut
+// over, with no cutover agent running; opt is the agents' options.
+func syncedMySQL(t *testing.T, f *fleet, prefix string, online steps.Online) (site, int64, agentOpts) {
+	t.Helper()
+	st := newMyOnlineSite(t, f, prefix)
 	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
-	opt := agentOpts{online: steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond}}
-	f.dnsAgent(t)
+	opt := agentOpts{online: online}
 	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
 	f.start(t, f.dst, opt, statemachine.RoleSync)
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
 	stopSrc()
-	// Hold the applier: a lock at the destination on the table the next
-	// write goes to.
+	return st, id, opt
+}
+
+// holdMySQLApply holds the destination's applier: a lock there on the
+// site's writes table, to which a write at the source then goes. The
+// caller releases it (UNLOCK TABLES) and closes the session.
+func holdMySQLApply(t *testing.T, f *fleet, st site) *sql.Conn {
+	t.Helper()
 	lock, err := f.dst.root.Conn(ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -457,6 +459,19 @@ func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 	if _, err := customer(t, f.src, st).ExecContext(ctx(t), "INSERT INTO writes (n) VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
+	return lock
+}
+
+// TestMySQLOnlineCatchUpTimeout: the destination's applier is held (a lock
+// on the writer's table at the destination) when the cutover blocks
+// writes: the catch-up times out, writes come back, the row goes back to
+// syncing; once the lock goes the next cutover moves it.
+func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	f.dnsAgent(t)
+	st, id, opt := syncedMySQL(t, f, "myslow", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond})
+	lock := holdMySQLApply(t, f, st)
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
 	f.waitEvent(t, id, "catch-up timed out")
 	if err := canWrite(customer(t, f.src, st)); err != nil {
@@ -482,29 +497,12 @@ func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st := newMyOnlineSite(t, f, "myfail")
-	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
-	opt := agentOpts{online: steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond}}
-	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
-	f.start(t, f.dst, opt, statemachine.RoleSync)
-	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
-		t.Fatalf("sync: %q %s", m.Status, m.LastError)
-	}
-	stopSrc()
+	st, id, opt := syncedMySQL(t, f, "myfail", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond})
 	if !f.myStream(t, id) {
 		t.Fatal("no stream record at the destination while the row is synced")
 	}
-	lock, err := f.dst.root.Conn(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	lock := holdMySQLApply(t, f, st)
 	defer func() { _ = lock.Close() }()
-	if _, err := lock.ExecContext(ctx(t), "LOCK TABLES "+ident.QuoteMySQL(st.db)+".writes WRITE"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := customer(t, f.src, st).ExecContext(ctx(t), "INSERT INTO writes (n) VALUES (1)"); err != nil {
-		t.Fatal(err)
-	}
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
 	// Once writes are restored (the timeout), the lock goes: dropping the
 	// copy would wait for it.

@@ -419,6 +419,30 @@ func TestPostgresOnlineDDLDuringSync(t *testing.T) {
 	}
 }
 
+// syncedBehindProxy syncs a new online site's row with the destination
+// reaching the source through a proxy (which a test pauses to hold the
+// stream), and returns once the row is To cut over, with no cutover agent
+// running; opt is the source agent's options (the proxy published as the
+// source's address).
+func syncedBehindProxy(t *testing.T, f *fleet, prefix string, online steps.Online) (pgSite, int64, *fleettest.Proxy, agentOpts) {
+	t.Helper()
+	st := newPGOnlineSite(t, f, prefix, 1000)
+	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: online, pgEndpoint: proxy.Addr}
+	f.start(t, f.dst, agentOpts{online: online}, statemachine.RoleSync)
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the proxy as the source's address
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	return st, id, proxy, opt
+}
+
 // TestPostgresOnlineCatchUpTimeout: the stream to the destination is held
 // (a paused proxy in front of the source) when the cutover blocks writes:
 // the catch-up times out, writes come back, the row goes back to syncing;
@@ -426,20 +450,7 @@ func TestPostgresOnlineDDLDuringSync(t *testing.T) {
 func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st := newPGOnlineSite(t, f, "pgslowdst", 1000)
-	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
-	opt := agentOpts{online: steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond}, pgEndpoint: proxy.Addr}
-	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync)
-	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the proxy as the source's address
-	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
-		t.Fatalf("sync: %q %s", m.Status, m.LastError)
-	}
-	stopSrc()
+	st, id, proxy, opt := syncedBehindProxy(t, f, "pgslowdst", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond})
 	proxy.Pause()
 	f.dnsAgent(t)
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose)
@@ -472,20 +483,7 @@ func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 func TestPostgresOnlineCutoverFailsForGood(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st := newPGOnlineSite(t, f, "pgfaildst", 1000)
-	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
-	opt := agentOpts{online: steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond}, pgEndpoint: proxy.Addr}
-	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync)
-	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the proxy as the source's address
-	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
-		t.Fatalf("sync: %q %s", m.Status, m.LastError)
-	}
-	stopSrc()
+	st, id, proxy, opt := syncedBehindProxy(t, f, "pgfaildst", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond})
 	if left := f.pgStreams(t, id); len(left) < 2 {
 		t.Fatalf("the synced row's stream is not there: %v", left)
 	}
