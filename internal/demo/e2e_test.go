@@ -34,7 +34,10 @@ func TestMain(m *testing.M) { fleettest.Main(m) }
 // the content checksum from before, a write accepted. Then three customer
 // dumps are downloaded through `migrate serve` links and one is imported
 // into a scratch server; then a wrong row, a wrong password and a wrong DNS
-// record are planted and the verification must name exactly those.
+// record are planted and the verification must name exactly those. Midway,
+// an agent and then the scheduler are killed with kill -9 and restarted at
+// once (make demo KILL=2): the agent's rows must be taken back within 5 s
+// of its restart (the lease is 30 s), the scheduler lead again.
 func TestEndToEnd(t *testing.T) {
 	fleettest.Integration(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -47,6 +50,7 @@ func TestEndToEnd(t *testing.T) {
 		AgentBin:   fleettest.Build(t, "../../cmd/migrate-agent"),
 		Out:        &out,
 		Timeout:    5 * time.Minute,
+		Kills:      2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +104,27 @@ func TestEndToEnd(t *testing.T) {
 	var report bytes.Buffer
 	sum.Print(&report)
 	t.Logf("%s", report.String())
+	if len(sum.Kills) != 2 {
+		t.Errorf("%d kills, want 2 (an agent, then the scheduler): %+v", len(sum.Kills), sum.Kills)
+	}
+	for _, k := range sum.Kills {
+		switch {
+		case k.Err != nil:
+			t.Errorf("kill of %s: %v", k.Process, k.Err)
+		case k.Step == "" && k.Led <= 0:
+			t.Errorf("%s did not lead again after its restart", k.Process)
+		case k.Step != "" && len(k.Held) == 0:
+			t.Errorf("%s held no row when killed in %s", k.Process, k.Step)
+		}
+		for _, m := range k.Held {
+			if w, ok := k.Waited[m.ID]; !ok || w > 5*time.Second {
+				t.Errorf("%s: row %s (held in %s) taken back %s after the restart (seen: %v), want within 5 s", k.Process, m.String(), m.Status, w, ok)
+			}
+		}
+	}
+	if sum.Failures() > 0 {
+		t.Errorf("the summary counts %d failures", sum.Failures())
+	}
 
 	t.Run("status shows write-blocked time", func(t *testing.T) {
 		out, err := d.Tool(ctx, "status", "--id", "1")
