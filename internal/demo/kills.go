@@ -80,6 +80,9 @@ func (d *Demo) killLoop(ctx context.Context) {
 		if k.Step != "" {
 			what += fmt.Sprintf(" (holding %d rows, %s)", len(k.Held), k.Step)
 		}
+		if d.Opt.Redraw {
+			fmt.Fprint(d.Opt.Out, "\r\033[K") // over the progress line being redrawn
+		}
 		if k.Err != nil {
 			d.say("  kill %d of %d: %s: %v", i+1, d.Opt.Kills, what, k.Err)
 		} else {
