@@ -175,8 +175,8 @@ func Transitions() []Transition {
 		out = append(out,
 			Transition{Role: s.Role, From: s.Working, To: s.Failed, Label: "fail"},
 			Transition{Role: s.Role, From: s.Working, To: s.Queued, Label: "release"},
-			Transition{Role: RoleRescuer, From: s.Working, To: s.Queued, Label: "lease expired"},
-			Transition{Role: RoleRescuer, From: s.Working, To: s.Failed, Label: "lease expired, attempts used up"},
+			Transition{Role: RoleRescuer, From: s.Working, To: s.Queued, Label: "lease expired or owner gone"},
+			Transition{Role: RoleRescuer, From: s.Working, To: s.Failed, Label: "lease expired or owner gone, attempts used up"},
 			Transition{Role: RoleOperator, From: s.Failed, To: s.Queued, Label: ActionRetry},
 		)
 	}
