@@ -255,7 +255,10 @@ func trail(ctx context.Context, t *testing.T, d *demo.Demo, id int64) string {
 		}
 		last = e.To
 		s := string(e.To)
-		if e.Actor == string(statemachine.RoleRescuer) || strings.Contains(e.Detail, "lease") && e.From.Working() {
+		switch {
+		case e.Actor == string(statemachine.RoleRescuer) && strings.Contains(e.Detail, " is gone (its process ended"):
+			s += " (" + e.Actor + ": its owner's process gone)"
+		case e.Actor == string(statemachine.RoleRescuer) || strings.Contains(e.Detail, "lease") && e.From.Working():
 			s += " (" + e.Actor + ": lease expired)"
 		}
 		if e.To.Failed() && e.Detail != "" {

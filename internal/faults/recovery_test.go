@@ -118,8 +118,12 @@ func killEveryStep(ctx context.Context, t *testing.T, d *demo.Demo, r *result, s
 		if len(k.Held) == 0 {
 			t.Errorf("%s (killed in %s) held no row when it died", k.Process, k.Step)
 		}
-		parts = append(parts, fmt.Sprintf("in %s, %s holding %d rows: taken back within %s of its restart",
-			k.Step, k.Process, len(k.Held), worst.Round(time.Millisecond)))
+		rows := "rows"
+		if len(k.Held) == 1 {
+			rows = "row"
+		}
+		parts = append(parts, fmt.Sprintf("in %s, %s holding %d %s: taken back within %s of its restart",
+			k.Step, k.Process, len(k.Held), rows, worst.Round(time.Millisecond)))
 	}
 	r.inject("SIGKILL to the agent holding rows in each of %v as soon as one did, each restarted at once; lease 1 min", steps)
 	r.saw("%s", strings.Join(parts, "; "))
