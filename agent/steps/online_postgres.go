@@ -365,24 +365,22 @@ func (h *pgCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 // Abandon restores writes, removes the stream and drops the destination's
 // copy when the row fails with its attempts used up (abandonCutover).
 func (h *pgCutover) Abandon(ctx context.Context, job *agent.Job) error {
-	open := func(ctx context.Context) (src, dst *postgres.Server, err error) {
-		if src, err = h.c.local(ctx, job.Log); err != nil {
-			return nil, nil, err
-		}
-		if dst, err = h.c.peer(ctx, job, job.Row.Destination); err != nil {
-			_ = src.Close()
-			return nil, nil, fmt.Errorf("reach the destination %s: %w", job.Row.Destination, err)
-		}
-		return src, dst, nil
-	}
 	return abandonCutover(ctx, job,
 		func(ctx context.Context) error { return h.Recover(ctx, job) },
 		func(ctx context.Context) error {
-			src, dst, err := open(ctx)
+			src, err := h.c.local(ctx, job.Log)
 			if err != nil {
 				return err
 			}
-			defer func() { _ = src.Close(); _ = dst.Close() }()
+			defer func() { _ = src.Close() }()
+			// An unreachable destination does not keep the slot, which
+			// holds WAL at the source: teardown drops what it can reach.
+			dst, derr := h.c.peer(ctx, job, job.Row.Destination)
+			if derr != nil {
+				dst = nil
+			} else {
+				defer func() { _ = dst.Close() }()
+			}
 			return h.c.teardown(ctx, job, src, dst)
 		},
 		func(ctx context.Context) error {
