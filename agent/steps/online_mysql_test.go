@@ -469,8 +469,8 @@ func holdMySQLApply(t *testing.T, f *fleet, st site) *sql.Conn {
 func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	f.dnsAgent(t)
 	st, id, opt := syncedMySQL(t, f, "myslow", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond})
+	f.dnsAgent(t) // after the plan: it serves the records of the rows planned by then
 	lock := holdMySQLApply(t, f, st)
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
 	f.waitEvent(t, id, "catch-up timed out")

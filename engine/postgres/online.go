@@ -589,18 +589,34 @@ func (s *Server) Publications(ctx context.Context, prefix string) (map[string]st
 	}
 	out := map[string]string{}
 	for _, db := range dbs {
-		err := s.onceInDatabase(ctx, db, func(c *pgx.Conn) error {
-			rows, err := c.Query(ctx, `SELECT pubname::text FROM pg_publication WHERE starts_with(pubname::text, $1)`, prefix)
-			if err != nil {
+		var err error
+		// A database dropped meanwhile (DROP DATABASE ... WITH (FORCE)
+		// ends the session listing it: 57P01) is skipped: the next try
+		// finds it gone (3D000, permanent).
+		for try := 0; try < 3; try++ {
+			if try > 0 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			err = s.onceInDatabase(ctx, db, func(c *pgx.Conn) error {
+				rows, err := c.Query(ctx, `SELECT pubname::text FROM pg_publication WHERE starts_with(pubname::text, $1)`, prefix)
+				if err != nil {
+					return err
+				}
+				names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				for _, n := range names {
+					out[n] = db
+				}
 				return err
+			})
+			if err == nil || errors.Is(err, engine.ErrPermanent) || sqlState(err) != "57P01" {
+				break
 			}
-			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			for _, n := range names {
-				out[n] = db
-			}
-			return err
-		})
-		if err != nil && !errors.Is(err, engine.ErrPermanent) { // a database dropped meanwhile
+		}
+		if err != nil && !errors.Is(err, engine.ErrPermanent) {
 			return nil, fmt.Errorf("list publications of %q at %s: %w", db, s, err)
 		}
 	}
