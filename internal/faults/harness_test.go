@@ -435,14 +435,27 @@ func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
 		// pg_restore's COPY commits at its end: its progress, not a count,
 		// shows rows arriving (more than the customers table holds: the
 		// orders' COPY).
-		count = func() error {
-			c, err := pgx.Connect(ctx, d.Fleet.Host(db.Destination).RootDSN("postgres"))
-			if err != nil {
-				return err
+		// One session for the whole wait: a COPY of tens of MiB lasts well
+		// under a second on a fast machine, and a new session per look
+		// made the looks too sparse to see it.
+		var c *pgx.Conn
+		t.Cleanup(func() {
+			if c != nil {
+				_ = c.Close(context.Background())
 			}
-			defer c.Close(context.Background())
-			err = c.QueryRow(ctx, "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy WHERE datname = $1 AND command = 'COPY FROM'", db.Name).Scan(&loaded)
-			if err == nil && loaded <= int64(db.Rows/10) {
+		})
+		count = func() error {
+			if c == nil {
+				var err error
+				if c, err = pgx.Connect(ctx, d.Fleet.Host(db.Destination).RootDSN("postgres")); err != nil {
+					return err
+				}
+			}
+			err := c.QueryRow(ctx, "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy WHERE datname = $1 AND command = 'COPY FROM'", db.Name).Scan(&loaded)
+			if err != nil {
+				_ = c.Close(context.Background())
+				c = nil
+			} else if loaded <= int64(db.Rows/10) {
 				loaded = 0
 			}
 			return err
@@ -454,10 +467,12 @@ func importUnderWay(t *testing.T, d *demo.Demo, db *demo.Database) int64 {
 		}
 	}
 	waitFor(ctx, t, d, "the large database's import to be under way", 3*time.Minute, func() bool {
-		if st := row(ctx, t, d, db).Status; st != statemachine.Dumping && st != statemachine.Importing {
+		// The import's progress first (the quick look), then the row.
+		if count() != nil || loaded == 0 {
 			return false
 		}
-		return count() == nil && loaded > 0
+		st := row(ctx, t, d, db).Status
+		return st == statemachine.Dumping || st == statemachine.Importing
 	})
 	return loaded
 }
