@@ -24,8 +24,12 @@ type Kill struct {
 	Step statemachine.Status
 	// At is when it was killed, Restarted when its successor started.
 	At, Restarted time.Time
-	// Held are the rows the killed agent held (owner of those rows).
-	Held []statemachine.Migration
+	// Held are the rows the killed agent held (owner of those rows) and
+	// left to be taken back; a row whose last write the process had sent
+	// before it died (it landed after) is not among them but counted in
+	// Landed.
+	Held   []statemachine.Migration
+	Landed int
 	// Waited is, by row id, how long after the restart each held row was
 	// taken back (filled in by the summary); a held row missing here was
 	// never seen taken back.
@@ -225,18 +229,33 @@ func (d *Demo) Kills(ctx context.Context) ([]Kill, error) {
 	for i := range kills {
 		k := &kills[i]
 		k.Waited = map[int64]time.Duration{}
+		var left []statemachine.Migration
 		for _, m := range k.Held {
 			evs, err := d.Store.Events(ctx, m.ID)
 			if err != nil {
 				return kills, fmt.Errorf("read the events of row %d: %w", m.ID, err)
 			}
+			landed := false
 			for _, e := range evs {
-				if e.From == m.Status && e.Actor == string(statemachine.RoleRescuer) && !e.At.Before(k.At.Add(-time.Second)) && strings.Contains(e.Detail, m.Owner) {
-					k.Waited[m.ID] = max(e.At.Sub(k.Restarted), 0)
-					break
+				if e.From != m.Status || e.To == m.Status || e.At.Before(k.At.Add(-time.Second)) {
+					continue
 				}
+				// The first move out of the status the row was held in.
+				switch {
+				case e.Actor == m.Owner:
+					landed = true // the dead process's own last write
+				case e.Actor == string(statemachine.RoleRescuer) && strings.Contains(e.Detail, m.Owner):
+					k.Waited[m.ID] = max(e.At.Sub(k.Restarted), 0)
+				}
+				break
+			}
+			if landed {
+				k.Landed++
+			} else {
+				left = append(left, m)
 			}
 		}
+		k.Held = left
 	}
 	return kills, nil
 }
@@ -268,7 +287,11 @@ func printKills(w interface{ Write([]byte) (int, error) }, kills []Kill) {
 			if len(ws) > 0 {
 				span = fmt.Sprintf("taken back %s to %s after its restart", ws[0].Round(time.Millisecond), ws[len(ws)-1].Round(time.Millisecond))
 			}
-			fmt.Fprintf(w, "  %s (aimed at %s): held %d rows (%s); %s\n", k.Process, k.Step, len(k.Held), statusesOf(k.Held), span)
+			landed := ""
+			if k.Landed > 0 {
+				landed = fmt.Sprintf(" (and %d more whose last write, sent before the kill, landed)", k.Landed)
+			}
+			fmt.Fprintf(w, "  %s (aimed at %s): held %d rows (%s)%s; %s\n", k.Process, k.Step, len(k.Held), statusesOf(k.Held), landed, span)
 		}
 	}
 	slices.Sort(waits)

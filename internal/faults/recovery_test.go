@@ -115,7 +115,7 @@ func killEveryStep(ctx context.Context, t *testing.T, d *demo.Demo, r *result, s
 			}
 			worst = max(worst, w)
 		}
-		if len(k.Held) == 0 {
+		if len(k.Held)+k.Landed == 0 {
 			t.Errorf("%s (killed in %s) held no row when it died", k.Process, k.Step)
 		}
 		rows := "rows"
