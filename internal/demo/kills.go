@@ -235,15 +235,23 @@ func (d *Demo) Kills(ctx context.Context) ([]Kill, error) {
 			if err != nil {
 				return kills, fmt.Errorf("read the events of row %d: %w", m.ID, err)
 			}
+			// From the killed process's claim (owners are unique per
+			// process), the first move out of the status it held the row in:
+			// its own last write, landed after its death, or the take-back.
+			claim := -1
+			for j, e := range evs {
+				if e.To == m.Status && e.From != m.Status && e.Actor == m.Owner {
+					claim = j // its last claim of the row
+				}
+			}
 			landed := false
-			for _, e := range evs {
-				if e.From != m.Status || e.To == m.Status || e.At.Before(k.At.Add(-time.Second)) {
+			for _, e := range evs[claim+1:] {
+				if e.From != m.Status || e.To == m.Status {
 					continue
 				}
-				// The first move out of the status the row was held in.
 				switch {
 				case e.Actor == m.Owner:
-					landed = true // the dead process's own last write
+					landed = true
 				case e.Actor == string(statemachine.RoleRescuer) && strings.Contains(e.Detail, m.Owner):
 					k.Waited[m.ID] = max(e.At.Sub(k.Restarted), 0)
 				}
