@@ -124,7 +124,7 @@ func (d *Demo) killAgent(ctx context.Context, n int) Kill {
 	for deadline := time.Now().Add(10 * time.Second); ctx.Err() == nil && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		for _, st := range order {
 			k, err := d.KillHolder(ctx, st)
-			if err == nil || !errors.Is(err, errNoHolder) {
+			if err == nil || !errors.Is(err, ErrNoHolder) {
 				return k
 			}
 		}
@@ -136,13 +136,13 @@ func (d *Demo) killAgent(ctx context.Context, n int) Kill {
 	return k
 }
 
-// errNoHolder: no agent holds rows of the status.
-var errNoHolder = errors.New("no agent holds rows of the status")
+// ErrNoHolder: no agent holds rows of the status (KillHolder).
+var ErrNoHolder = errors.New("no agent holds rows of the status")
 
 // KillHolder kills with kill -9 the agent holding the most rows in status
 // and restarts it at once, as systemd would after a crash. The Kill (its
 // Err set if the kill or the restart failed) is recorded for Kills and the
-// summary; err is errNoHolder-wrapped when no agent held such rows.
+// summary; err is ErrNoHolder-wrapped when no agent held such rows.
 func (d *Demo) KillHolder(ctx context.Context, status statemachine.Status) (Kill, error) {
 	rows, err := d.Store.List(ctx, statemachine.Filter{Statuses: []statemachine.Status{status}})
 	if err != nil {
@@ -155,7 +155,7 @@ func (d *Demo) KillHolder(ctx context.Context, status statemachine.Status) (Kill
 		}
 	}
 	if len(byHost) == 0 {
-		return Kill{}, fmt.Errorf("%w %s", errNoHolder, status)
+		return Kill{}, fmt.Errorf("%w %s", ErrNoHolder, status)
 	}
 	hosts := slices.Sorted(maps.Keys(byHost))
 	host := slices.MaxFunc(hosts, func(a, b string) int { return byHost[a] - byHost[b] })
