@@ -56,7 +56,7 @@ type Summary struct {
 	// the phases of blockedPhaseNames (sorted durations per phase).
 	BlockedPhases map[string][]time.Duration
 	// Invariants is the fault suite's invariant check over the fleet after
-	// the run (InvariantsErr: it could not run); Invariants.Took its time.
+	// the run (InvariantsErr: it could not run; InvariantsTook: its time).
 	Invariants     InvariantReport
 	InvariantsErr  error
 	InvariantsTook time.Duration
