@@ -55,14 +55,19 @@ test-short: ## unit tests only: skips everything that starts a real server
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench
-bench: deps build ## every benchmark against real servers: Go benchmarks, then control plane, data plane, tiny databases (BENCHMARKS.md; raw output in bench/results/)
+bench: deps build ## every benchmark against real servers: Go benchmarks, then control plane, data plane, tiny databases, online alone and at the fleet's concurrency (BENCHMARKS.md; raw output in bench/results/)
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./...
 	bench/run.sh full
 	bench/run.sh online
+	bench/run.sh fleet
 
 .PHONY: bench-online
 bench-online: deps build ## online against dump: write-blocked windows at 1 MB, 100 MB and 1 GB with a writer at 100 rows/s, sync MB/s against pg_dump -Fd -j2 | pg_restore -j2 (about 40 minutes)
 	bench/run.sh online
+
+.PHONY: bench-fleet
+bench-fleet: deps build ## online at the fleet's concurrency: the 300-database demo online, auto and dump at --max-procs 40 with 10 writers, 3 rounds in the same hour, then 1,000 databases auto; each summary splits the cutover into its phases by engine (about 25 minutes)
+	bench/run.sh fleet
 
 .PHONY: bench-quick
 bench-quick: deps build ## the fleet-scale benchmarks in small (under 5 minutes): control plane 100k rows, 100 tiny databases, one 100 MiB database against its baselines

@@ -448,10 +448,13 @@ func cutoverFailed[A any](ctx context.Context, job *agent.Job, side cutoverSide[
 // when the attempts are used up).
 func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side cutoverSide[A], access *A) (f statemachine.Fields, timedOut string, err error) {
 	start := time.Now()
+	var note CutoverNote
 	ended, err := side.block(ctx, access)
 	if err != nil {
 		return f, "", err
 	}
+	note.Block, note.Ended = time.Since(start), ended
+	phase := time.Now()
 	change, err := side.schemaChange(ctx)
 	if err != nil {
 		return f, "", err
@@ -463,6 +466,8 @@ func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side
 	if err != nil {
 		return f, "", err
 	}
+	note.Position, note.Checks = pos, time.Since(phase)
+	phase = time.Now()
 	lag, err := side.waitApplied(ctx, pos, opt.CutoverTimeout)
 	if err != nil {
 		return f, "", err
@@ -480,26 +485,25 @@ func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side
 			opt.CutoverTimeout, mb(lag), pos, attempts, opt.CutoverAttempts)
 		return statemachine.Fields{Divert: true}, note, nil
 	}
-	caught := time.Since(start)
-	phase := time.Now()
+	note.CatchUp = time.Since(phase)
+	phase = time.Now()
 	if err := side.stop(ctx); err != nil {
 		return f, "", err
 	}
-	stopped := time.Since(phase)
+	note.Stop = time.Since(phase)
 	// Nothing more reaches the destination: the stream is removed while
 	// the destination is completed and verified (the record keeps its name
 	// until both are done, so an interruption removes it again).
 	removed := make(chan error, 1)
-	var removal time.Duration
 	go func() {
 		t0 := time.Now()
 		err := side.remove(ctx)
-		removal = time.Since(t0)
+		note.Removal = time.Since(t0)
 		removed <- err
 	}()
 	phase = time.Now()
-	summary, err := side.verify(ctx, access, pos)
-	verifying := time.Since(phase)
+	note.Summary, err = side.verify(ctx, access, pos)
+	note.Verify = time.Since(phase)
 	if rerr := <-removed; err == nil {
 		err = rerr
 	}
@@ -509,9 +513,8 @@ func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side
 	if err := side.finish(ctx); err != nil {
 		return f, "", err
 	}
-	job.Note(ctx, "cut over in %s under the block: %d sessions ended and position %s applied at the destination in %s; stream stopped in %s; %s, in %s; stream removed meanwhile in %s",
-		time.Since(start).Round(time.Millisecond), ended, pos, caught.Round(time.Millisecond), stopped.Round(time.Millisecond),
-		summary, verifying.Round(time.Millisecond), removal.Round(time.Millisecond))
+	note.Total = time.Since(start)
+	job.Note(ctx, "%s", note)
 	return statemachine.Fields{}, "", nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/agent/steps"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -63,6 +64,46 @@ type Summary struct {
 	// Kills are the processes killed and restarted during the migration
 	// (Options.Kills), with how long their rows waited.
 	Kills []Kill
+	// Cutovers splits, by engine, each online row's write-blocked window
+	// into the phases of cutoverPhaseNames (read from its cutover's note
+	// and events; sorted durations per phase); CatchUpMisses counts the
+	// cutovers whose catch-up timed out (writes restored, back to
+	// syncing), by engine, over every row.
+	Cutovers      map[statemachine.Engine]map[string][]time.Duration
+	CatchUpMisses map[statemachine.Engine]int
+}
+
+// cutoverPhaseNames are the parts of an online row's write-blocked window,
+// in order: the whole cutover under the block, then its parts (blocking
+// writes; the schema check and reading the position; the destination
+// applying it; stopping the stream; completing and verifying the
+// destination), then from the cutover's end to DNS pointing at the
+// destination.
+var cutoverPhaseNames = []string{"cutover", "block", "checks", "catch-up", "stream stop", "completion + verification", "DNS hand-off"}
+
+// cutoverPhases reads an online row's cutover phases from its events; ok
+// is false when its cutover note or hand-off is missing.
+func cutoverPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.Duration, bool) {
+	if m.Mode != statemachine.ModeOnline || m.SwitchedAt.IsZero() {
+		return nil, false
+	}
+	var note steps.CutoverNote
+	var noted, handed bool
+	var handoff time.Duration
+	for _, e := range evs {
+		if e.From == statemachine.CuttingOver && e.To == statemachine.CuttingOver {
+			if n, ok := steps.ParseCutoverNote(e.Detail); ok {
+				note, noted = n, true
+			}
+		}
+		if e.From == statemachine.CuttingOver && (e.To == statemachine.DNSToUpdate || e.To == statemachine.ToCloseSource) {
+			handoff, handed = m.SwitchedAt.Sub(e.At), true
+		}
+	}
+	if !noted || !handed {
+		return nil, false
+	}
+	return []time.Duration{note.Total, note.Block, note.Checks, note.CatchUp, note.Stop, note.Verify, handoff}, true
 }
 
 // blockedPhaseNames are the parts of a dump-mode row's write-blocked
@@ -133,6 +174,18 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 		return s, fmt.Errorf("read the state table: %w", err)
 	}
 	for _, m := range rows {
+		evs, err := d.Store.Events(ctx, m.ID)
+		if err != nil {
+			return s, fmt.Errorf("read the events of row %d: %w", m.ID, err)
+		}
+		for _, e := range evs {
+			if e.From == statemachine.CuttingOver && e.To == statemachine.CuttingOver && strings.HasPrefix(e.Detail, "catch-up timed out") {
+				if s.CatchUpMisses == nil {
+					s.CatchUpMisses = map[statemachine.Engine]int{}
+				}
+				s.CatchUpMisses[m.Engine]++
+			}
+		}
 		if m.Status != statemachine.Done {
 			s.NotDone = append(s.NotDone, fmt.Sprintf("row %d %s database %q: %s: %s", m.ID, m.Engine, m.DatabaseName, m.Status, m.LastError))
 			continue
@@ -151,9 +204,16 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 			}
 			s.BlockedByMode[m.Mode] = append(s.BlockedByMode[m.Mode], m.SwitchedAt.Sub(m.BlockedAt))
 		}
-		evs, err := d.Store.Events(ctx, m.ID)
-		if err != nil {
-			return s, fmt.Errorf("read the events of row %d: %w", m.ID, err)
+		if ph, ok := cutoverPhases(m, evs); ok {
+			if s.Cutovers == nil {
+				s.Cutovers = map[statemachine.Engine]map[string][]time.Duration{}
+			}
+			if s.Cutovers[m.Engine] == nil {
+				s.Cutovers[m.Engine] = map[string][]time.Duration{}
+			}
+			for i, name := range cutoverPhaseNames {
+				s.Cutovers[m.Engine][name] = append(s.Cutovers[m.Engine][name], ph[i])
+			}
 		}
 		if ph, ok := blockedPhases(m, evs); ok {
 			if s.BlockedPhases == nil {
@@ -189,6 +249,11 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	for _, b := range s.BlockedPhases {
 		slices.Sort(b)
 	}
+	for _, byPhase := range s.Cutovers {
+		for _, b := range byPhase {
+			slices.Sort(b)
+		}
+	}
 	s.AgentCPU = time.Duration((d.cpuEnd - d.cpuStart) * float64(time.Second))
 	s.AgentPeakRSS = d.peakRSS
 	for _, n := range d.sizes {
@@ -223,6 +288,23 @@ func (s Summary) Print(w io.Writer) {
 			fmt.Fprintf(w, "%s %s %s / %s", sep, name, percentile(b, 0.5).Round(time.Millisecond), percentile(b, 0.95).Round(time.Millisecond))
 		}
 		fmt.Fprintln(w)
+	}
+	for _, eng := range []statemachine.Engine{statemachine.EngineMySQL, statemachine.EnginePostgres} {
+		byPhase := s.Cutovers[eng]
+		if len(byPhase) == 0 {
+			continue
+		}
+		p := func(name string) string {
+			b := byPhase[name]
+			return fmt.Sprintf("%s %s / %s", name, percentile(b, 0.5).Round(time.Millisecond), percentile(b, 0.95).Round(time.Millisecond))
+		}
+		last := len(cutoverPhaseNames) - 1
+		parts := make([]string, 0, last-1)
+		for _, name := range cutoverPhaseNames[1:last] {
+			parts = append(parts, p(name))
+		}
+		fmt.Fprintf(w, "cutover, %s (%d online rows, p50 / p95): %s under the block (%s); then %s; catch-ups timed out: %d\n",
+			eng, len(byPhase[cutoverPhaseNames[0]]), p(cutoverPhaseNames[0]), strings.Join(parts, ", "), p(cutoverPhaseNames[last]), s.CatchUpMisses[eng])
 	}
 	if len(s.Modes) > 0 {
 		fmt.Fprintf(w, "modes:              %d online, %d dump", s.Modes[statemachine.ModeOnline], s.Modes[statemachine.ModeDump])
