@@ -71,6 +71,8 @@ type Summary struct {
 	// syncing), by engine, over every row.
 	Cutovers      map[statemachine.Engine]map[string][]time.Duration
 	CatchUpMisses map[statemachine.Engine]int
+	// BlockedByEngine is Blocked by engine.
+	BlockedByEngine map[statemachine.Engine][]time.Duration
 }
 
 // cutoverPhaseNames are the parts of an online row's write-blocked window,
@@ -203,6 +205,10 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 				s.BlockedByMode = map[statemachine.Mode][]time.Duration{}
 			}
 			s.BlockedByMode[m.Mode] = append(s.BlockedByMode[m.Mode], m.SwitchedAt.Sub(m.BlockedAt))
+			if s.BlockedByEngine == nil {
+				s.BlockedByEngine = map[statemachine.Engine][]time.Duration{}
+			}
+			s.BlockedByEngine[m.Engine] = append(s.BlockedByEngine[m.Engine], m.SwitchedAt.Sub(m.BlockedAt))
 		}
 		if ph, ok := cutoverPhases(m, evs); ok {
 			if s.Cutovers == nil {
@@ -243,6 +249,9 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	slices.Sort(s.Blocked)
 	slices.Sort(s.PerDB)
 	for _, b := range s.BlockedByMode {
+		slices.Sort(b)
+	}
+	for _, b := range s.BlockedByEngine {
 		slices.Sort(b)
 	}
 	slices.Sort(s.SyncMBps)
@@ -286,6 +295,19 @@ func (s Summary) Print(w io.Writer) {
 				sep = ""
 			}
 			fmt.Fprintf(w, "%s %s %s / %s", sep, name, percentile(b, 0.5).Round(time.Millisecond), percentile(b, 0.95).Round(time.Millisecond))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(s.BlockedByEngine) > 1 {
+		fmt.Fprintf(w, "write-blocked, by engine:")
+		for i, eng := range []statemachine.Engine{statemachine.EngineMySQL, statemachine.EnginePostgres} {
+			b := s.BlockedByEngine[eng]
+			sep := ";"
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %s (%d) p50 %s, p95 %s, max %s", sep, eng, len(b), percentile(b, 0.5).Round(time.Millisecond),
+				percentile(b, 0.95).Round(time.Millisecond), percentile(b, 1).Round(time.Millisecond))
 		}
 		fmt.Fprintln(w)
 	}
