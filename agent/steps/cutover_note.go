@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -67,3 +68,20 @@ func ParseCutoverNote(s string) (CutoverNote, bool) {
 	}
 	return n, true
 }
+
+// phaseTimes times the parts of a step, for its note: each mark closes
+// the part that began at the previous mark (the first at startPhases).
+type phaseTimes struct {
+	last  time.Time
+	parts []string
+}
+
+func startPhases() *phaseTimes { return &phaseTimes{last: time.Now()} }
+
+func (p *phaseTimes) mark(name string) {
+	now := time.Now()
+	p.parts = append(p.parts, fmt.Sprintf("%s %s", name, now.Sub(p.last).Round(time.Millisecond)))
+	p.last = now
+}
+
+func (p *phaseTimes) String() string { return strings.Join(p.parts, ", ") }

@@ -491,11 +491,13 @@ func (p *mysqlCutoverSide) remove(context.Context) error { return nil }
 // not verified then, with the objects and accounts.
 func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos string) (string, error) {
 	st, s := &p.st, p.s
+	took := startPhases()
 	cut, err := mysql.ParseBinlogPos(pos)
 	if err != nil {
 		return "", err
 	}
 	altered, err := p.dst.SyncAccounts(ctx, s)
+	took.mark("accounts")
 	if err != nil {
 		return "", err
 	}
@@ -505,9 +507,11 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 	if err := p.dst.CopyTriggers(ctx, p.src, s.Database); err != nil {
 		return "", err
 	}
+	took.mark("triggers")
 	if err := p.dst.CopyEvents(ctx, p.src, s.Database, a.Events); err != nil {
 		return "", err
 	}
+	took.mark("events")
 	changed := p.scanned
 	if !st.VerifiedAt.IsZero() {
 		from := p.scannedTo
@@ -520,6 +524,7 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 		}
 		changed = mapUnion(changed, more)
 	}
+	took.mark("changed tables")
 	var recheck []string
 	for _, t := range s.Tables {
 		if _, ok := st.Verified[t]; !ok || changed[t] {
@@ -541,11 +546,13 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 	if err := g.Wait(); err != nil {
 		return "", err
 	}
+	took.mark("checksums")
 	s.Blocked(a)
 	man := s.Manifest(p.job.Row.Source, mysql.Position{}, srcSums)
 	if err := p.dst.VerifySums(ctx, &man, dstSums); err != nil {
 		return "", err
 	}
+	took.mark("objects and accounts check")
 	if st.Verified == nil {
 		st.Verified = map[string]engine.TableSum{}
 	}
@@ -558,7 +565,7 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 	if len(altered) > 0 {
 		summary += fmt.Sprintf(", %d accounts' passwords updated (%s)", len(altered), strings.Join(altered, ", "))
 	}
-	return summary, nil
+	return summary + " (" + took.String() + ")", nil
 }
 
 func mapUnion(a, b map[string]bool) map[string]bool {

@@ -232,6 +232,15 @@ func (s *Server) dumpPart(ctx context.Context, tool string, args []string, db, p
 // (with their definer, state and schedule), each under the session
 // settings it was created with, as the dump tools do.
 func (s *Server) dumpEvents(ctx context.Context, db string, w io.Writer) error {
+	names, err := s.eventNames(ctx, db)
+	if err != nil {
+		return err
+	}
+	return s.writeEvents(ctx, db, names, w)
+}
+
+// eventNames lists db's events, by name.
+func (s *Server) eventNames(ctx context.Context, db string) ([]string, error) {
 	var names []string
 	err := s.queryRows(ctx, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE "+schemaIs("EVENT_SCHEMA")+" ORDER BY EVENT_NAME",
 		[]any{db, db}, func(rows *sql.Rows) error {
@@ -241,8 +250,13 @@ func (s *Server) dumpEvents(ctx context.Context, db string, w io.Writer) error {
 			return err
 		})
 	if err != nil {
-		return fmt.Errorf("list the events of %q on %s: %w", db, s, err)
+		return nil, fmt.Errorf("list the events of %q on %s: %w", db, s, err)
 	}
+	return names, nil
+}
+
+// writeEvents writes the definitions of db's events names (dumpEvents).
+func (s *Server) writeEvents(ctx context.Context, db string, names []string, w io.Writer) error {
 	c, err := s.conn(ctx)
 	if err != nil {
 		return err
@@ -316,6 +330,11 @@ func (s *Server) Checksums(ctx context.Context, db string, tables []string, done
 // session, and a large table with a one-column integer key in jobs ranges
 // of that key, whose counts and sums add up to the table's.
 func (s *Server) checksums(ctx context.Context, db string, tables []string, jobs int, done func(i, n int)) ([]engine.TableSum, error) {
+	if len(tables) == 0 {
+		// Nothing to read: not even the catalogue (an online cutover with
+		// no table changed since it was verified asks for none).
+		return []engine.TableSum{}, nil
+	}
 	cols, pri, err := s.tableColumnsKeys(ctx, db)
 	if err != nil {
 		return nil, err
