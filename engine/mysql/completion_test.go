@@ -55,7 +55,7 @@ func TestCopyTriggersAndEvents(t *testing.T) {
 		t.Errorf("event tick at the destination: %d", n)
 	}
 	exec(t, dst.root, "INSERT INTO "+qw+".t (id, v) VALUES (1, 'x')")
-	if n := count("SELECT COUNT(*) FROM "+qw+".t WHERE stamped = 't:x'"); n != 1 {
+	if n := count("SELECT COUNT(*) FROM " + qw + ".t WHERE stamped = 't:x'"); n != 1 {
 		t.Error("the copied trigger does not fire at the destination")
 	}
 	if n := count("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?", without) +
