@@ -45,8 +45,11 @@ type Writer struct {
 	// those committed without an answer (found by their retry).
 	Acked      []int64
 	Unanswered []int64
-	// FirstRefused is the first refused write; AtDestination the first
-	// write acknowledged by the destination.
+	// FirstRefused is the first refused write since the last one the
+	// source accepted (a cutover whose catch-up timed out restores writes
+	// at the source: the window is the last stretch of refusals, the one
+	// that ended at the destination); AtDestination the first write
+	// acknowledged by the destination.
 	FirstRefused, AtDestination time.Time
 	LastError                   string
 	log                         *os.File
@@ -211,8 +214,11 @@ func (d *Demo) runWriter(ctx context.Context, w *Writer) {
 		fmt.Fprintf(w.log, "%d\t%s\t%s\n", n, now.UTC().Format("15:04:05.000000"), at)
 		w.mu.Lock()
 		w.Acked = append(w.Acked, n)
-		if at == w.DB.Destination && w.AtDestination.IsZero() {
+		switch {
+		case at == w.DB.Destination && w.AtDestination.IsZero():
 			w.AtDestination = now
+		case at != w.DB.Destination:
+			w.FirstRefused = time.Time{} // the source takes writes (again)
 		}
 		w.mu.Unlock()
 		n++
