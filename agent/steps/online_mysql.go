@@ -507,7 +507,7 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 	if err := p.dst.CopyTriggers(ctx, p.src, s.Database); err != nil {
 		return "", err
 	}
-	took.mark("triggers")
+	took.mark("copy's events dropped and triggers")
 	if err := p.dst.CopyEvents(ctx, p.src, s.Database, a.Events); err != nil {
 		return "", err
 	}
