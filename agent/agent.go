@@ -157,7 +157,6 @@ type Agent struct {
 	handlers map[statemachine.Role]map[statemachine.Engine]Handler
 
 	instance string
-	machine  string
 	self     procid.Identity
 	owner    string // written into claimed rows: "host/pid N (instance)"
 	started  time.Time
@@ -199,7 +198,7 @@ func New(store statemachine.Store, cfg Config, log *slog.Logger, m *Metrics) (*A
 	a := &Agent{
 		store: store, cfg: cfg, log: log.With("host", cfg.Host), metrics: m,
 		handlers: map[statemachine.Role]map[statemachine.Engine]Handler{},
-		instance: instance, machine: self.Machine, self: self,
+		instance: instance, self: self,
 		owner:   ownerName(cfg.Host, self.PID, instance),
 		running: map[statemachine.Role]int{}, current: map[int64]string{}, recovered: map[statemachine.Role]bool{}, warned: map[string]bool{},
 		lastError: map[string]time.Time{}, cancelled: make(chan struct{}),
@@ -426,7 +425,7 @@ func (a *Agent) runningTotal() int {
 func (a *Agent) registration() statemachine.Agent {
 	return statemachine.Agent{
 		Host: a.cfg.Host, Roles: a.cfg.Roles, Version: a.cfg.Version, DNSTarget: a.cfg.DNSTarget, Address: a.cfg.Address,
-		Endpoints: a.cfg.Endpoints, PID: a.self.PID, Machine: a.machine, Process: a.self.String(), Instance: a.instance,
+		Endpoints: a.cfg.Endpoints, PID: a.self.PID, Machine: a.self.Machine, Process: a.self.String(), Instance: a.instance,
 		Jobs: a.runningTotal(), StartedAt: a.started,
 	}
 }
@@ -458,7 +457,7 @@ func (a *Agent) register(ctx context.Context) error {
 				takeOver = cur.Instance
 				a.gone = []string{ownerName(a.cfg.Host, cur.PID, cur.Instance)}
 			}
-		} else if cur.Machine == a.machine && !processAlive(cur.PID) {
+		} else if cur.Machine == a.self.Machine && !processAlive(cur.PID) {
 			// An earlier version's entry records no identity: its pid alone
 			// says it is gone; its rows wait out their lease.
 			a.log.Info("taking over from a previous agent process of this machine that is gone", "previous_pid", cur.PID, "previous_instance", cur.Instance)

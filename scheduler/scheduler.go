@@ -282,6 +282,16 @@ func (e *HeldError) Error() string {
 
 func (e *HeldError) Unwrap() error { return &statemachine.LeaseHeldError{Lease: e.Lease} }
 
+// holderGone judges the process holding lease from this one (procid):
+// gone only when that is certain; why says what is known either way.
+func (s *Scheduler) holderGone(lease statemachine.Lease) (bool, string) {
+	id, ok := procid.Parse(lease.Process)
+	if !ok {
+		return false, "its process cannot be checked from here (an earlier version's lease records none)"
+	}
+	return id.Gone(s.cfg.Self)
+}
+
 // claim is this scheduler's request for the lease.
 func (s *Scheduler) claim() statemachine.LeaderClaim {
 	return statemachine.LeaderClaim{Holder: s.cfg.Holder, Process: s.cfg.Self.String(), TTL: s.cfg.LeaseTTL, MaxProcs: s.cfg.MaxProcs}
@@ -296,19 +306,17 @@ func (s *Scheduler) acquire(ctx context.Context) error {
 	_, err := s.store.AcquireLeader(ctx, c)
 	var held *statemachine.LeaseHeldError
 	if errors.As(err, &held) {
-		alive := "its process cannot be checked from here (an earlier version's lease records none)"
-		if id, ok := procid.Parse(held.Lease.Process); ok {
-			gone, why := id.Gone(s.cfg.Self)
-			if gone {
-				s.log.Warn("the scheduler lease is held by a scheduler of this machine that is gone; taking over at once",
-					"previous", held.Lease.Holder, "why", why, "its_lease_until", held.Lease.ExpiresAt.UTC().Format(time.RFC3339))
-				c.TakeOver = held.Lease.Holder
-				_, err = s.store.AcquireLeader(ctx, c)
-			}
-			alive = why
+		if gone, why := s.holderGone(held.Lease); gone {
+			s.log.Warn("the scheduler lease is held by a scheduler of this machine that is gone; taking over at once",
+				"previous", held.Lease.Holder, "why", why, "its_lease_until", held.Lease.ExpiresAt.UTC().Format(time.RFC3339))
+			c.TakeOver = held.Lease.Holder
+			_, err = s.store.AcquireLeader(ctx, c)
 		}
+		// Refused (another scheduler took it meanwhile, if the dead one's
+		// was taken over): say what is known of the holder now.
 		if errors.As(err, &held) {
-			return &HeldError{Lease: held.Lease, Alive: alive}
+			_, why := s.holderGone(held.Lease)
+			return &HeldError{Lease: held.Lease, Alive: why}
 		}
 	}
 	if err != nil {

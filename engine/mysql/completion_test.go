@@ -9,8 +9,7 @@ import (
 // TestCopyTriggersAndEvents: what an online cutover creates at the
 // destination that the stream does not carry. A database with a trigger
 // and an event gets both there, as the source has them; one with neither
-// gets nothing (and no tool runs for it), and a copy's stray event is
-// dropped by DropEvents first.
+// gets nothing, and a copy's stray event is dropped by DropEvents first.
 func TestCopyTriggersAndEvents(t *testing.T) {
 	src, dst := fleet(t)
 	t.Parallel()
