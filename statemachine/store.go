@@ -285,6 +285,18 @@ type ErrorGroup struct {
 	Count int    `json:"count"`
 }
 
+// RowNote is a row and one of its events' detail.
+type RowNote struct {
+	ID       int64     `json:"id"`
+	Database string    `json:"database"`
+	Detail   string    `json:"detail"`
+	At       time.Time `json:"at"`
+}
+
+// NotConvergingNote starts the sync step's note on a stream whose lag
+// keeps growing (and every lag note while that lasts, in lower case).
+const NotConvergingNote = "syncing: NOT CONVERGING"
+
 // Agent is an agent's entry in the registry, refreshed by its heartbeat.
 // One agent process serves a host ID at a time: the entry is a lease on the
 // host ID held by the process's Instance.
@@ -446,6 +458,10 @@ type Store interface {
 	FailedByError(ctx context.Context, limit int) ([]ErrorGroup, error)
 	// DoneWithin counts rows that reached Done within the last window.
 	DoneWithin(ctx context.Context, window time.Duration) (int, error)
+	// NotConverging lists, at most limit, the syncing rows whose latest
+	// event says their stream is not converging (NotConvergingNote, any
+	// case), with that event.
+	NotConverging(ctx context.Context, limit int) ([]RowNote, error)
 
 	// StopSwitch reads the stop switch.
 	StopSwitch(ctx context.Context) (StopSwitch, error)

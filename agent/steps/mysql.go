@@ -55,6 +55,8 @@ type MySQL struct {
 func (c *MySQL) Register(a *agent.Agent) {
 	c.streams = &myStreams{c: c, state: a.Store(), host: a.Host()}
 	a.Service("mysql streams", c.streams.run)
+	c.Online.gauges = newStreamGauges(string(statemachine.EngineMySQL))
+	a.MustRegister(c.Online.gauges)
 	a.Handle(statemachine.RoleSync, statemachine.EngineMySQL, c.watch(&mysqlSync{c}))
 	a.Handle(statemachine.RoleCutover, statemachine.EngineMySQL, c.watch(&mysqlCutover{c}))
 	a.Handle(statemachine.RoleDump, statemachine.EngineMySQL, c.watch(&mysqlDump{c}))

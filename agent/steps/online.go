@@ -44,8 +44,13 @@ type Online struct {
 	// the row goes back to syncing.
 	CutoverTimeout time.Duration
 	// CutoverAttempts is how many timed-out cutovers a row gets before
-	// Cutover failed (default 3).
+	// Cutover failed (default 8). After each the row syncs again and waits
+	// before the next (10 s, 20 s, 40 s … at most 5 min;
+	// the default's budget is about 16 minutes); a stream that does not
+	// converge after a timed-out cutover fails sooner (ConvergeWindow).
 	CutoverAttempts int
+	// CutoverBackoff is the first of those waits (default 10 s).
+	CutoverBackoff time.Duration
 	// LagEvery is how often a syncing row's lag is written (default 5 s).
 	LagEvery time.Duration
 	// StallTimeout: a stream that makes no progress this long while it is
@@ -53,6 +58,16 @@ type Online struct {
 	// from the start (maxSyncRestarts times, then the row fails). Default
 	// 5 min; negative: never.
 	StallTimeout time.Duration
+	// ConvergeWindow: a stream whose lag stayed above MaxLagBytes and grew
+	// over this whole window is reported as not converging (default 40 s;
+	// convergence.go).
+	ConvergeWindow time.Duration
+	// ConvergeTimeout: a stream not converging this long fails its row
+	// (Sync failed), its stream and copy removed (default 30 min; negative:
+	// never). After a timed-out cutover, one full window is enough.
+	ConvergeTimeout time.Duration
+
+	gauges *streamGauges // the engine's, set by Register
 }
 
 func (o Online) withDefaults() Online {
@@ -63,7 +78,10 @@ func (o Online) withDefaults() Online {
 		o.CutoverTimeout = 5 * time.Second
 	}
 	if o.CutoverAttempts <= 0 {
-		o.CutoverAttempts = 3
+		o.CutoverAttempts = 8
+	}
+	if o.CutoverBackoff <= 0 {
+		o.CutoverBackoff = 10 * time.Second
 	}
 	if o.LagEvery <= 0 {
 		o.LagEvery = 5 * time.Second
@@ -71,7 +89,25 @@ func (o Online) withDefaults() Online {
 	if o.StallTimeout == 0 {
 		o.StallTimeout = 5 * time.Minute
 	}
+	if o.ConvergeWindow <= 0 {
+		o.ConvergeWindow = 40 * time.Second
+	}
+	if o.ConvergeTimeout == 0 {
+		o.ConvergeTimeout = 30 * time.Minute
+	}
 	return o
+}
+
+// backoff is how long a row syncs after its n-th timed-out cutover before
+// the next: CutoverBackoff, doubling, at most 5 min (never less than twice
+// the cutover timeout, so that a stream that missed has time to get ahead
+// again).
+func (o Online) backoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := o.CutoverBackoff << min(n-1, 10)
+	return max(min(d, 5*time.Minute), 2*o.CutoverTimeout)
 }
 
 // ---- the sync step ----
@@ -127,6 +163,9 @@ type streamState struct {
 	// progress is what the stream has done so far: the same for
 	// Online.StallTimeout while it is not ready means it is stuck.
 	progress string
+	// rows and txns are what the stream applied so far, rows and the
+	// source's transactions (-1: the engine does not count them).
+	rows, txns int64
 }
 
 // describe is the state's part of the lag note.
@@ -213,13 +252,25 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 	opt = opt.withDefaults()
 	// After a cutover timed out, give the stream time before the next one.
 	var notBefore time.Time
-	if n := side.cutoverAttempts(); n > 0 {
-		notBefore = time.Now().Add(time.Duration(n) * 2 * opt.CutoverTimeout)
+	missed := side.cutoverAttempts()
+	if missed > 0 {
+		notBefore = time.Now().Add(opt.backoff(missed))
 	}
 	tick := time.NewTicker(min(opt.LagEvery, time.Second))
 	defer tick.Stop()
 	var lastNote, failingSince time.Time
 	progress, progressAt := "", time.Now()
+	conv := &convergence{window: opt.ConvergeWindow, maxLag: opt.MaxLagBytes}
+	notConverging := false
+	if g := opt.gauges; g != nil {
+		g.syncing.Add(1)
+		defer g.syncing.Add(-1)
+		defer func() {
+			if notConverging {
+				g.notConverging.Add(-1)
+			}
+		}()
+	}
 	// A server that cannot be read for a moment (restarted, a network
 	// blip) does not cost the row an attempt: the stream resumes in the
 	// servers; only a failure that lasts is returned.
@@ -258,19 +309,49 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 		if change != "" {
 			return statemachine.Fields{}, agent.Permanentf("%s: the stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
 		}
-		if time.Since(lastNote) >= opt.LagEvery {
-			lastNote = time.Now()
-			job.Note(ctx, "syncing: %s; lag %s%s, %d apply errors", st.describe(), mb(st.lag), st.extra, st.errors)
+		now := time.Now()
+		if st.copying == "" && st.applying {
+			nc, changed := conv.add(lagSample{at: now, lag: st.lag, rows: st.rows, txns: st.txns})
+			if changed {
+				notConverging = nc
+				if g := opt.gauges; g != nil {
+					g.notConverging.Add(map[bool]int64{true: 1, false: -1}[nc])
+				}
+				if nc {
+					job.Note(ctx, "syncing: NOT CONVERGING: %s: the destination applies less than the source writes (a busy destination, or a customer writing faster than one stream applies). "+
+						"It syncs on; after %s of this the row fails (online.converge-timeout)", conv.verdict, opt.ConvergeTimeout)
+				} else {
+					job.Note(ctx, "syncing: converging again: lag %s", mb(st.lag))
+				}
+				lastNote = now
+			}
+			limit := opt.ConvergeTimeout
+			if missed > 0 {
+				limit = 0 // it missed a catch-up already: a full window says it
+			}
+			if nc && opt.ConvergeTimeout > 0 && conv.notConvergingFor(now) >= limit {
+				return statemachine.Fields{}, agent.Permanentf("the stream is not converging (%s; for %s%s): the stream and the destination's copy were removed. "+
+					"Move it when the customer writes less (retry), or roll back and plan it as dump",
+					conv.verdict, conv.notConvergingFor(now).Round(time.Second), missedNote(missed))
+			}
+		}
+		if now.Sub(lastNote) >= opt.LagEvery {
+			lastNote = now
+			state := "syncing: "
+			if notConverging {
+				state = fmt.Sprintf("syncing: not converging for %s: ", conv.notConvergingFor(now).Round(time.Second))
+			}
+			job.Note(ctx, "%s%s; lag %s%s, %d apply errors", state, st.describe(), mb(st.lag), st.extra, st.errors)
 		}
 		ready := st.copying == "" && st.applying && st.lag <= opt.MaxLagBytes
 		if ready || st.progress != progress {
-			progress, progressAt = st.progress, time.Now()
-		} else if opt.StallTimeout > 0 && time.Since(progressAt) > opt.StallTimeout {
+			progress, progressAt = st.progress, now
+		} else if opt.StallTimeout > 0 && now.Sub(progressAt) > opt.StallTimeout {
 			return statemachine.Fields{}, agent.Permanent(&streamGoneError{fmt.Sprintf(
 				"the stream made no progress for %s (%s; lag %s, %d apply and copy errors: the destination server's log says why)",
 				opt.StallTimeout, st.describe(), mb(st.lag), st.errors)})
 		}
-		if ready && time.Now().After(notBefore) {
+		if ready && now.After(notBefore) {
 			if !side.verified() {
 				if err := side.baseline(ctx); err != nil {
 					return statemachine.Fields{}, err
@@ -283,6 +364,14 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 			return statemachine.Fields{}, context.Cause(ctx)
 		}
 	}
+}
+
+// missedNote says how many cutovers timed out before, for an error.
+func missedNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", after %d cutovers that timed out", n)
 }
 
 // sleepTick waits for the next tick; false when ctx ended.
@@ -478,11 +567,11 @@ func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side
 			return f, "catch-up timed out", perr
 		}
 		if attempts >= opt.CutoverAttempts {
-			return f, "catch-up timed out", agent.Permanentf("cutover failed: the destination did not catch up within %s in %d attempts (last lag %s behind %s); writes were restored at the source. "+
+			return f, "catch-up timed out", agent.Permanentf("cutover failed: the destination did not catch up within %s in %d attempts (online.cutover-attempts, the stream syncing between them; last lag %s behind %s); writes were restored at the source. "+
 				"Look at the destination's load and the stream (docs/online.md), then retry, or roll back", opt.CutoverTimeout, attempts, mb(lag), pos)
 		}
-		note := fmt.Sprintf("catch-up timed out after %s (still %s behind position %s): writes restored, back to syncing (cutover attempt %d of %d)",
-			opt.CutoverTimeout, mb(lag), pos, attempts, opt.CutoverAttempts)
+		note := fmt.Sprintf("catch-up timed out after %s (still %s behind position %s): writes restored, back to syncing for %s (cutover attempt %d of %d)",
+			opt.CutoverTimeout, mb(lag), pos, opt.backoff(attempts).Round(time.Second), attempts, opt.CutoverAttempts)
 		return statemachine.Fields{Divert: true}, note, nil
 	}
 	note.CatchUp = time.Since(phase)

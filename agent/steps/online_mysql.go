@@ -174,12 +174,16 @@ func (p *mysqlSyncSide) state(ctx context.Context) (streamState, error) {
 	if err != nil {
 		return streamState{}, err
 	}
-	running := rec.Error == "" && p.c.streams.streamer(p.st.Name) != nil
+	streamer := p.c.streams.streamer(p.st.Name)
+	running := rec.Error == "" && streamer != nil
 	if rec.Error == "" && !running {
 		p.c.streams.ensure(ctx, p.st.Name)
 	}
 	s := streamState{applying: running, lag: mysql.LagBytes(rec.Applied, now, files), progress: "apply " + rec.Applied.String(),
-		extra: fmt.Sprintf(", applied up to %s of %s", rec.Applied, now)}
+		extra: fmt.Sprintf(", applied up to %s of %s", rec.Applied, now), rows: -1, txns: -1}
+	if streamer != nil {
+		s.rows, s.txns, _ = streamer.Applied()
+	}
 	switch {
 	case rec.ErrNo == errSourceLogGone || rec.Error == "" && mysql.Purged(rec.Applied, files):
 		s.gone = fmt.Sprintf("the source %s no longer has the binary log the stream reads (%s: purged or expired)", p.job.Row.Source, rec.Applied)

@@ -472,7 +472,7 @@ func holdMySQLApply(t *testing.T, f *fleet, st site) *sql.Conn {
 func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, opt := syncedMySQL(t, f, "myslow", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond})
+	st, id, opt := syncedMySQL(t, f, "myslow", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second, LagEvery: 200 * time.Millisecond})
 	f.dnsAgent(t) // after the plan: it serves the records of the rows planned by then
 	lock := holdMySQLApply(t, f, st)
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
@@ -532,6 +532,58 @@ func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
 	}
 	if err := canWrite(customer(t, f.src, st)); err != nil {
 		t.Errorf("the owner cannot write at the source after the failed cutover: %v", err)
+	}
+}
+
+// TestMySQLOnlineNotConverging: a cutover times out (the destination's
+// applier held) and, back to syncing, the stream's lag keeps growing under
+// a writer: the row is reported as not converging (an event, a gauge) and,
+// having missed a catch-up already, fails after one window, its stream and
+// copy removed, the source writable.
+func TestMySQLOnlineNotConverging(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st, id, opt := syncedMySQL(t, f, "mynoconv", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second,
+		LagEvery: 200 * time.Millisecond, MaxLagBytes: 2048, ConvergeWindow: 3 * time.Second})
+	lock := holdMySQLApply(t, f, st)
+	defer func() { _ = lock.Close() }()
+	// The customer writes all along (refused while blocked).
+	w := customer(t, f.src, st)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				_, _ = w.ExecContext(context.Background(), "INSERT INTO writes (n) VALUES (2)")
+			}
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
+	f.waitEvent(t, id, "catch-up timed out")
+	f.waitEvent(t, id, statemachine.NotConvergingNote)
+	// Having missed a catch-up, the row fails as it says so (the lock
+	// goes: dropping the copy waits for it).
+	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+	m := f.waitStatus(t, id, statemachine.SyncFailed, statemachine.Done, statemachine.CutoverFailed)
+	if m.Status != statemachine.SyncFailed || !strings.Contains(m.LastError, "the stream is not converging (lag grew from") || !strings.Contains(m.LastError, "after 1 cutovers that timed out") {
+		t.Fatalf("row: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if !strings.Contains(f.events(t, id), "source transactions/s") {
+		t.Errorf("the not-converging note gives no apply rates:\n%s", f.events(t, id))
+	}
+	for deadline := time.Now().Add(30 * time.Second); f.myStream(t, id) || databaseExists(t, f.dst, st.db); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the row failed: stream %v, copy %v\n%s", f.myStream(t, id), databaseExists(t, f.dst, st.db), f.events(t, id))
+		}
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil {
+		t.Errorf("the owner cannot write at the source: %v", err)
 	}
 }
 

@@ -71,7 +71,7 @@ func (p *pgSyncSide) state(ctx context.Context) (streamState, error) {
 	if err != nil {
 		return streamState{}, err
 	}
-	s := streamState{applying: sub.Worker != 0, lag: slot.LagBytes, errors: sub.Errors, extra: ", WAL retained " + mb(slot.Retained), progress: progressOf(sub, slot)}
+	s := streamState{applying: sub.Worker != 0, lag: slot.LagBytes, errors: sub.Errors, extra: ", WAL retained " + mb(slot.Retained), progress: progressOf(sub, slot), rows: -1, txns: -1}
 	switch {
 	case !sub.Exists:
 		s.gone = fmt.Sprintf("subscription %s is gone at %s (lost in a crash, or dropped by hand)", p.st.Name, p.job.Row.Destination)

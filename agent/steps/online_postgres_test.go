@@ -450,7 +450,7 @@ func syncedBehindProxy(t *testing.T, f *fleet, prefix string, online steps.Onlin
 func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, proxy, opt := syncedBehindProxy(t, f, "pgslowdst", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, LagEvery: 200 * time.Millisecond})
+	st, id, proxy, opt := syncedBehindProxy(t, f, "pgslowdst", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second, LagEvery: 200 * time.Millisecond})
 	proxy.Pause()
 	f.dnsAgent(t)
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose)

@@ -57,6 +57,8 @@ func (c *Postgres) Register(a *agent.Agent) {
 	a.Handle(statemachine.RoleSync, statemachine.EnginePostgres, c.watch(&pgSync{c}))
 	a.Handle(statemachine.RoleCutover, statemachine.EnginePostgres, c.watch(&pgCutover{c}))
 	a.MustRegister(c.Collector())
+	c.Online.gauges = newStreamGauges(string(statemachine.EnginePostgres))
+	a.MustRegister(c.Online.gauges)
 	a.Handle(statemachine.RoleDump, statemachine.EnginePostgres, c.watch(&pgDump{c}))
 	a.Handle(statemachine.RoleImport, statemachine.EnginePostgres, c.watch(&pgImport{c}))
 	a.Handle(statemachine.RoleClose, statemachine.EnginePostgres, c.watch(&pgClose{c}))

@@ -103,10 +103,14 @@ func online(cfg config.Config) steps.Online {
 	if stall == 0 {
 		stall = -1 // the configuration's 0 is off; the steps' 0 is the default
 	}
+	converge := o.ConvergeTimeout
+	if converge == 0 {
+		converge = -1
+	}
 	return steps.Online{
 		AutoMinBytes: o.AutoMinMiB << 20, MaxLagBytes: o.MaxLagMiB << 20,
-		CutoverTimeout: o.CutoverTimeout, CutoverAttempts: o.CutoverAttempts, LagEvery: o.LagInterval,
-		StallTimeout: stall,
+		CutoverTimeout: o.CutoverTimeout, CutoverAttempts: o.CutoverAttempts, CutoverBackoff: o.CutoverBackoff, LagEvery: o.LagInterval,
+		StallTimeout: stall, ConvergeWindow: o.ConvergeWindow, ConvergeTimeout: converge,
 	}
 }
 

@@ -32,8 +32,10 @@ type statusReport struct {
 	DoneLast15Min int     `json:"done_last_15m"`
 	PerHour       float64 `json:"rate_per_hour"`
 	// ETASeconds is Remaining at the rate of the last 15 minutes (0: no rate).
-	ETASeconds    float64                    `json:"eta_seconds"`
-	FailedByError []statemachine.ErrorGroup  `json:"failed_by_error"`
+	ETASeconds    float64                   `json:"eta_seconds"`
+	FailedByError []statemachine.ErrorGroup `json:"failed_by_error"`
+	// NotConverging are syncing rows whose stream's lag keeps growing.
+	NotConverging []statemachine.RowNote     `json:"not_converging"`
 	StopSwitch    statemachine.StopSwitch    `json:"stop_switch"`
 	Scheduler     schedulerReport            `json:"scheduler"`
 	PausedSources []statemachine.SourcePause `json:"paused_sources"`
@@ -145,6 +147,9 @@ func buildStatus(ctx context.Context, store *sqlstore.Store) (statusReport, erro
 	if rep.FailedByError, err = store.FailedByError(ctx, 5); err != nil {
 		return rep, err
 	}
+	if rep.NotConverging, err = store.NotConverging(ctx, 10); err != nil {
+		return rep, err
+	}
 	if rep.PausedSources, err = store.PausedSources(ctx); err != nil {
 		return rep, err
 	}
@@ -197,6 +202,12 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintln(w, "\nfailed rows by error (most common first):")
 		for _, g := range rep.FailedByError {
 			fmt.Fprintf(w, "  %6s  %s\n", num(g.Count), firstLine(g.Error, 120))
+		}
+	}
+	if len(rep.NotConverging) > 0 {
+		fmt.Fprintf(w, "\nstreams NOT CONVERGING (lag growing; first %d; docs/online.md, what an SRE watches):\n", len(rep.NotConverging))
+		for _, n := range rep.NotConverging {
+			fmt.Fprintf(w, "  row %-8d %-24s %s\n", n.ID, firstLine(n.Database, 24), firstLine(n.Detail, 140))
 		}
 	}
 	fmt.Fprintf(w, "\nagents seen in the last %s:\n", agentWindow)

@@ -171,6 +171,14 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 	if !slices.Equal(srcSums, dstSums) {
 		t.Errorf("after catching up: source %v, destination %v", srcSums, dstSums)
 	}
+	// The writer's single-row transactions after the copy, one after
+	// another, were applied in groups: fewer commits than source
+	// transactions.
+	rows, txns, commits := streamer.Applied()
+	if txns < 20 || rows < 30000 || commits == 0 || commits*2 > txns {
+		t.Errorf("applied %d rows in %d source transactions and %d commits; the writer's transactions should be grouped", rows, txns, commits)
+	}
+	t.Logf("applied %d rows in %d source transactions, %d destination commits", rows, txns, commits)
 	// The sequence moved on at the source: at the destination too.
 	var seqSrc, seqDst int64
 	if err := src.root.QueryRow("SELECT NEXT_NOT_CACHED_VALUE FROM " + q + ".seq").Scan(&seqSrc); err != nil {

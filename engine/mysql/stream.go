@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
@@ -25,9 +26,10 @@ import (
 // not MariaDB's multi-source replication: it refuses a second connection to
 // the same source). A Streamer reads the source server's binary log as a
 // replica would, from the position of the database's consistent copy, and
-// applies that one database's row events to the destination, each source
-// transaction in one destination transaction that also moves the stream's
-// position record: a crash loses nothing and applies nothing twice. The
+// applies that one database's row events to the destination, consecutive
+// source transactions grouped in one destination transaction that also
+// moves the stream's position record (past the group's last transaction):
+// a crash loses nothing and applies nothing twice. The
 // position record lives at the destination, in a database of ours
 // (StreamsDatabase); removing it stops the stream (fence): a transaction
 // that would move a record that is gone rolls back.
@@ -195,6 +197,18 @@ type Streamer struct {
 
 	pauseRq chan chan BinlogPos // a pause request, answered with the applied position
 	resume  chan struct{}
+
+	// What the streamer applied since it was made: rows, the source's
+	// transactions that had rows of its database, and the destination
+	// transactions they were applied in (groups of them).
+	rows, txns, commits atomic.Int64
+}
+
+// Applied reports what the streamer applied since it was made: rows, the
+// source's transactions they came in and the destination's transactions
+// (commits) that applied them.
+func (st *Streamer) Applied() (rows, txns, commits int64) {
+	return st.rows.Load(), st.txns.Load(), st.commits.Load()
 }
 
 // NewStreamer prepares the streamer of the stream name recorded at this
@@ -245,6 +259,20 @@ var ErrFenced = errors.New("the stream's record was removed")
 const (
 	flushEvery = 50 * time.Millisecond
 	idleAfter  = 10 * time.Millisecond
+)
+
+// Consecutive source transactions are applied in one destination
+// transaction (a group), committed with the position after the last of
+// them: nobody reads the destination's copy before the cutover, so a
+// group's end is as good a consistency point as each transaction's, and a
+// database written hundreds of times a second costs one commit per group
+// instead of one each. A group is committed once its database has been
+// quiet for idleAfter (so a cutover waiting for a blocked source's last
+// transaction waits no longer than before), or it is groupFor old, or it
+// holds groupRows rows.
+const (
+	groupFor  = 200 * time.Millisecond
+	groupRows = 20000
 )
 
 // Run applies the stream until ctx ends (nil), its record is removed
@@ -307,6 +335,13 @@ type applier struct {
 	at      BinlogPos // read up to (end of the last complete group)
 	flushed time.Time
 	tables  map[string]*tableMeta
+
+	// The open group: inTxn while a source transaction's rows are being
+	// applied (a group ends only between transactions), when it began,
+	// when rows of ours last came, its rows and source transactions.
+	inTxn           bool
+	began, lastRows time.Time
+	groupRows, txns int64
 }
 
 // tableMeta is what applying a table's rows needs to know of it (from the
@@ -361,7 +396,10 @@ func (a *applier) run(ctx context.Context, stream *replication.BinlogStreamer) e
 			default:
 			}
 		}
-		if pause != nil && a.tx == nil {
+		if pause != nil && !a.inTxn {
+			if err := a.commit(ctx); err != nil {
+				return err
+			}
 			if err := a.flush(ctx); err != nil {
 				return err
 			}
@@ -381,9 +419,12 @@ func (a *applier) run(ctx context.Context, stream *replication.BinlogStreamer) e
 			return nil
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			// The source's log is quiet: the position reached is written
-			// now (a cutover waits for it).
-			if a.tx == nil {
+			// The source's log is quiet: the open group is committed and the
+			// position reached written now (a cutover waits for it).
+			if !a.inTxn {
+				if err := a.commit(ctx); err != nil {
+					return err
+				}
 				if err := a.flush(ctx); err != nil {
 					return err
 				}
@@ -434,16 +475,32 @@ func (a *applier) event(ctx context.Context, ev *replication.BinlogEvent) error 
 }
 
 // groupEnd is the end of a transaction (or of a statement outside one) at
-// logPos: ours is committed with the new position, another one moves the
-// position (written at most every flushEvery).
+// logPos. Ours joins the open group, which is committed with the new
+// position when it is due; another one moves the position (written at
+// most every flushEvery, or with the group).
 func (a *applier) groupEnd(ctx context.Context, logPos uint32) error {
 	if logPos != 0 {
 		a.at.Pos = int64(logPos)
+	}
+	if a.inTxn {
+		a.inTxn = false
+		a.txns++
 	}
 	if a.tx == nil {
 		if time.Since(a.flushed) >= flushEvery {
 			return a.flush(ctx)
 		}
+		return nil
+	}
+	if now := time.Now(); now.Sub(a.lastRows) >= idleAfter || now.Sub(a.began) >= groupFor || a.groupRows >= groupRows {
+		return a.commit(ctx)
+	}
+	return nil
+}
+
+// commit commits the open group (if any) with the position reached.
+func (a *applier) commit(ctx context.Context) error {
+	if a.tx == nil {
 		return nil
 	}
 	if err := a.move(ctx, a.tx); err != nil {
@@ -457,6 +514,10 @@ func (a *applier) groupEnd(ctx context.Context, logPos uint32) error {
 		return fmt.Errorf("commit at %s: %w", a.st.dst, err)
 	}
 	a.applied, a.flushed = a.at, time.Now()
+	a.st.rows.Add(a.groupRows)
+	a.st.txns.Add(a.txns)
+	a.st.commits.Add(1)
+	a.groupRows, a.txns = 0, 0
 	return nil
 }
 
@@ -498,11 +559,18 @@ func (a *applier) rows(ctx context.Context, e *replication.RowsEvent) error {
 		if a.tx, err = a.conn.BeginTx(ctx, nil); err != nil {
 			return fmt.Errorf("begin at %s: %w", a.st.dst, err)
 		}
+		a.began = time.Now()
+	}
+	a.inTxn, a.lastRows = true, time.Now()
+	if e.Type() == replication.EnumRowsEventTypeUpdate {
+		a.groupRows += int64(len(e.Rows) / 2)
+	} else {
+		a.groupRows += int64(len(e.Rows))
 	}
 	qt := ident.QuoteMySQL(a.db) + "." + ident.QuoteMySQL(table)
 	fail := func(what string, err error) error {
 		_ = a.tx.Rollback()
-		a.tx = nil
+		a.tx, a.inTxn = nil, false
 		return a.st.broken(ctx, int(errNo(err)), fmt.Sprintf("%s of table %s at %s (source position %s): %s", what, ident.QuoteMySQL(table), a.st.dst, a.at, redactServerMessage(err.Error())))
 	}
 	// (MariaDB's compressed row events are of these kinds too.)

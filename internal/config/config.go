@@ -62,8 +62,20 @@ type Online struct {
 	// back to syncing. Default: 5s.
 	CutoverTimeout time.Duration `yaml:"cutover-timeout"`
 	// CutoverAttempts is how many timed-out cutovers a row gets before
-	// Cutover failed. Default: 3.
+	// Cutover failed. Default: 8.
 	CutoverAttempts int `yaml:"cutover-attempts"`
+	// CutoverBackoff is how long a row syncs after its first timed-out
+	// cutover before the next; it doubles after each (at most 5m).
+	// Default: 10s.
+	CutoverBackoff time.Duration `yaml:"cutover-backoff"`
+	// ConvergeWindow: a stream whose lag stayed above max-lag-mib and grew
+	// over this whole window is reported as not converging (on the row, in
+	// a metric). Default: 40s.
+	ConvergeWindow time.Duration `yaml:"converge-window"`
+	// ConvergeTimeout: a stream not converging this long fails its row
+	// (after a timed-out cutover, one window is enough). 0: never.
+	// Default: 30m.
+	ConvergeTimeout time.Duration `yaml:"converge-timeout"`
 	// LagInterval is how often a syncing row's lag is written on it.
 	// Default: 5s.
 	LagInterval time.Duration `yaml:"lag-interval"`
@@ -322,7 +334,8 @@ func New() Config {
 		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4, ParallelAboveMiB: 64},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
-		Online:   Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 3, LagInterval: 5 * time.Second, StallTimeout: 5 * time.Minute},
+		Online:   Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 8,
+			CutoverBackoff: 10 * time.Second, ConvergeWindow: 40 * time.Second, ConvergeTimeout: 30 * time.Minute, LagInterval: 5 * time.Second, StallTimeout: 5 * time.Minute},
 	}
 }
 
@@ -571,6 +584,10 @@ func (c *Config) Validate() error {
 	if o := c.Online; o.CutoverTimeout <= 0 || o.CutoverAttempts < 1 || o.LagInterval <= 0 || o.MaxLagMiB < 0 || o.AutoMinMiB < 0 {
 		errs = append(errs, fmt.Sprintf("online: cutover-timeout %s, cutover-attempts %d, lag-interval %s, max-lag-mib %d, auto-min-mib %d: want durations and attempts above 0, sizes not below 0",
 			o.CutoverTimeout, o.CutoverAttempts, o.LagInterval, o.MaxLagMiB, o.AutoMinMiB))
+	}
+	if o := c.Online; o.CutoverBackoff <= 0 || o.ConvergeWindow < 5*time.Second || o.ConvergeTimeout < 0 {
+		errs = append(errs, fmt.Sprintf("online: cutover-backoff %s, converge-window %s, converge-timeout %s: want a backoff above 0, a window of at least 5s (the lag is read every second or so), a timeout not below 0 (0: never)",
+			o.CutoverBackoff, o.ConvergeWindow, o.ConvergeTimeout))
 	}
 	if st := c.Online.StallTimeout; st < 0 || st > 0 && st < 10*time.Second {
 		errs = append(errs, fmt.Sprintf("online.stall-timeout %s: want 0 (off) or at least 10s (a stream's progress is read every second or so)", st))

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
@@ -84,6 +85,29 @@ func (s *Store) DoneWithin(ctx context.Context, window time.Duration) (int, erro
 		return 0, fmt.Errorf("count rows done recently: %w", err)
 	}
 	return n, nil
+}
+
+// NotConverging lists the syncing rows whose latest event is the sync
+// step's note that their stream is not converging.
+func (s *Store) NotConverging(ctx context.Context, limit int) ([]statemachine.RowNote, error) {
+	upper := statemachine.NotConvergingNote
+	lower := strings.ToLower(upper)
+	rows, err := s.db.QueryContext(ctx, s.d.q(fmt.Sprintf("SELECT m.id, m.database_name, e.detail, e.created_at FROM migration m JOIN migration_event e ON e.migration_id = m.id "+
+		"WHERE m.status = ? AND e.id = (SELECT MAX(l.id) FROM migration_event l WHERE l.migration_id = m.id) AND (e.detail LIKE ? OR e.detail LIKE ?) ORDER BY m.id LIMIT %d", max(limit, 1))),
+		string(statemachine.Syncing), upper+"%", lower+"%")
+	if err != nil {
+		return nil, fmt.Errorf("list the syncing rows that do not converge: %w", err)
+	}
+	defer rows.Close()
+	var out []statemachine.RowNote
+	for rows.Next() {
+		var n statemachine.RowNote
+		if err := rows.Scan(&n.ID, &n.Database, &n.Detail, &n.At); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
 }
 
 func workingStatuses() []any {

@@ -45,6 +45,20 @@ func testOnlinePath(t *testing.T, h Harness) {
 		t.Fatalf("claimed %d rows to sync, want 4", len(synced))
 	}
 	online, auto, automy, stopped := synced[0], synced[1], synced[2], synced[3]
+	// A stream reported as not converging is listed while that is its
+	// row's latest word on it.
+	for _, p := range []struct {
+		m    *statemachine.Migration
+		note string
+	}{{&online, statemachine.NotConvergingNote + ": lag grew from 2 MB to 42 MB in 40s"}, {&stopped, "syncing: streaming; lag 1 MB"},
+		{&auto, "syncing: not converging for 5s: streaming; lag 50 MB"}, {&auto, "syncing: converging again: lag 1 MB"}} {
+		if err := s.Progress(ctx(t), p.m, p.note); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nc, err := s.NotConverging(ctx(t), 10); err != nil || len(nc) != 1 || nc[0].ID != online.ID || nc[0].Database != "online" || nc[0].At.IsZero() {
+		t.Errorf("not converging: %+v, %v; want row %d only", nc, err, online.ID)
+	}
 	for _, r := range []*statemachine.Migration{&auto, &automy} {
 		if err := s.Advance(ctx(t), r, statemachine.Fields{Divert: true, Mode: statemachine.ModeDump}, "too small"); err != nil {
 			t.Fatal(err)
