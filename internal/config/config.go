@@ -334,7 +334,7 @@ func New() Config {
 		MySQL:    MySQL{User: "fleetmigrate", SessionWait: 30 * time.Second, Jobs: 4, ParallelAboveMiB: 64},
 		Postgres: Postgres{User: "fleetmigrate", SessionWait: 30 * time.Second, ParallelAboveMiB: 512, Jobs: 2},
 		DNS:      DNS{KeyAlgorithm: "hmac-sha256", Timeout: 5 * time.Second, ConfirmTimeout: 60 * time.Second, MaxBatch: 50, Rate: 200},
-		Online:   Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 8,
+		Online: Online{DefaultMode: "dump", MaxLagMiB: 1, CutoverTimeout: 5 * time.Second, CutoverAttempts: 8,
 			CutoverBackoff: 10 * time.Second, ConvergeWindow: 40 * time.Second, ConvergeTimeout: 30 * time.Minute, LagInterval: 5 * time.Second, StallTimeout: 5 * time.Minute},
 	}
 }
