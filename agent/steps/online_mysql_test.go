@@ -8,6 +8,7 @@ import (
 	osexec "os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -549,6 +550,8 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 	defer func() { _ = lock.Close() }()
 	// The customer writes all along (refused while blocked).
 	w := customer(t, f.src, st)
+	var wrote atomic.Int64
+	var lastErr atomic.Value
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -557,7 +560,13 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
-				_, _ = w.ExecContext(context.Background(), "INSERT INTO writes (n) VALUES (2)")
+				wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if _, err := w.ExecContext(wctx, "INSERT INTO writes (n) VALUES (?)", 1_000_000+wrote.Load()); err == nil {
+					wrote.Add(1)
+				} else {
+					lastErr.Store(err.Error())
+				}
+				cancel()
 			}
 		}
 	})
@@ -565,6 +574,11 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
 	f.waitEvent(t, id, "catch-up timed out")
 	f.waitEvent(t, id, statemachine.NotConvergingNote)
+	// Writes came back after the timed-out cutover, for the sessions
+	// opened while it blocked them too (they are ended at the unblock).
+	if n := wrote.Load(); n < 20 {
+		t.Errorf("the customer wrote %d rows (last refusal: %v)", n, lastErr.Load())
+	}
 	// Having missed a catch-up, the row fails as it says so (the lock
 	// goes: dropping the copy waits for it).
 	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {

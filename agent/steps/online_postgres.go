@@ -428,6 +428,20 @@ func (p *pgCutoverSide) plan(ctx context.Context) (*postgres.Access, string, err
 		return nil, "", err
 	}
 	p.s = s
+	// A schema that changed since the stream started is refused now,
+	// before writes are blocked (and again under the block, for a change
+	// made meanwhile); then the copy's objects and roles are checked.
+	change, err := p.src.SchemaChange(ctx, &p.st)
+	if err != nil {
+		return nil, "", err
+	}
+	if change != "" {
+		return nil, "", agent.Permanentf("cutover refused before blocking writes: %s. The stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
+	}
+	man := s.Manifest(p.job.Row.Source, &postgres.Snapshot{}, nil, nil)
+	if err := p.dst.VerifyObjects(ctx, &man); err != nil {
+		return nil, "", err
+	}
 	access, err := p.src.PlanBlock(ctx, s)
 	if err != nil {
 		return nil, "", err
@@ -470,12 +484,12 @@ func (p *pgCutoverSide) remove(ctx context.Context) error {
 }
 
 func (p *pgCutoverSide) verify(ctx context.Context, _ *postgres.Access, _ string) (string, error) {
-	nseqs, recheck, man, err := verifyCutover(ctx, p.src, p.dst, p.s, p.job.Row.Source, &p.st)
+	nseqs, recheck, man, took, err := verifyCutover(ctx, p.src, p.dst, p.s, p.job.Row.Source, &p.st)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d sequences set, %d tables verified now (row counts and checksums at both servers at once), %d unchanged since verified while streaming, %d objects, %d roles",
-		nseqs, len(man.Tables), len(p.s.Tables)-len(recheck), len(man.Objects), len(man.Users)), nil
+	return fmt.Sprintf("%d sequences set, %d tables verified now (row counts and checksums at both servers at once), %d unchanged since verified while streaming, %d objects, %d roles (%s)",
+		nseqs, len(man.Tables), len(p.s.Tables)-len(recheck), len(man.Objects), len(man.Users), took), nil
 }
 
 func (p *pgCutoverSide) finish(ctx context.Context) error {
@@ -494,21 +508,25 @@ func (p *pgCutoverSide) dropCopy(ctx context.Context, whose string) error {
 // replication does not carry them), then checks under the block the
 // tables whose change counters moved since they were verified while
 // streaming (or that were not), at both servers at once, with the
-// objects, sequences and roles; it records them in st.Verified.
-func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.Source, source string, st *postgres.Stream) (nseqs int, recheck []string, man *engine.Manifest, err error) {
+// sequences (the objects and roles were checked before the block); it
+// records them in st.Verified.
+func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.Source, source string, st *postgres.Stream) (nseqs int, recheck []string, man *engine.Manifest, took *phaseTimes, err error) {
+	took = startPhases()
 	seqs, err := src.SequenceValues(ctx, s.Database)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, took, err
 	}
 	if err := dst.SetSequences(ctx, s.Database, seqs); err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, took, err
 	}
+	took.mark("sequences")
 	// Tables verified while streaming whose counters have not moved since
 	// are as verified; every other one is read at both servers now.
 	counters, err := src.TableCounters(ctx, s.Database)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, took, err
 	}
+	took.mark("changed tables")
 	recheck = []string{}
 	for _, t := range s.Tables {
 		if v, ok := st.Verified[t]; !ok || counters[t] != v.Counters {
@@ -519,7 +537,7 @@ func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.S
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		man, err = src.VerifyManifest(gctx, s, source, recheck, nil)
+		man, err = src.VerifyManifest(gctx, s, source, recheck, seqs, nil)
 		return err
 	})
 	g.Go(func() error {
@@ -528,18 +546,20 @@ func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.S
 		return err
 	})
 	if err := g.Wait(); err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, took, err
 	}
-	if err := dst.VerifySums(ctx, man, dstSums); err != nil {
-		return 0, nil, nil, err
+	took.mark("checksums")
+	if err := dst.VerifyCutover(ctx, man, dstSums); err != nil {
+		return 0, nil, nil, took, err
 	}
+	took.mark("sequences' check")
 	if st.Verified == nil {
 		st.Verified = map[string]postgres.Verified{}
 	}
 	for _, t := range man.Tables {
 		st.Verified[t.Name] = postgres.Verified{Rows: t.Rows, Checksum: t.Checksum, Counters: counters[t.Name]}
 	}
-	return len(seqs), recheck, man, nil
+	return len(seqs), recheck, man, took, nil
 }
 
 // waitApplied waits until the destination has applied the source's WAL up

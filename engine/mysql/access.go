@@ -219,6 +219,17 @@ func (s *Server) Unblock(ctx context.Context, a *Access) ([]string, error) {
 				c.Name(), now, c.Before))
 		}
 	}
+	// A session keeps the database privileges it had when it chose its
+	// database: one opened while writes were blocked (the block ended the
+	// others) would be refused writes until it reconnects. They are ended:
+	// the customer's clients reconnect with their privileges back.
+	if a.Mode != ModeReadOnly {
+		if n, err := s.endSessions(ctx, a.Database, a.users()); err != nil {
+			return warnings, fmt.Errorf("end the sessions opened on %q while it was blocked on %s: %w", a.Database, s, err)
+		} else if n > 0 {
+			warnings = append(warnings, fmt.Sprintf("%d sessions opened while writes were blocked were ended (they would have kept the block's privileges)", n))
+		}
+	}
 	if err := s.setEvents(ctx, a.Database, a.Events, true); err != nil {
 		return warnings, err
 	}

@@ -153,7 +153,24 @@ func (s *Server) inspectObjects(ctx context.Context, src *Source) error {
 	if err != nil {
 		return err
 	}
-	err = s.queryRows(ctx, "SELECT TRIGGER_NAME, DEFINER FROM information_schema.TRIGGERS WHERE "+schemaIs("TRIGGER_SCHEMA"), []any{db, db},
+	if err := s.inspectTriggersEvents(ctx, src); err != nil {
+		return err
+	}
+	sort.Strings(src.Tables)
+	sort.Strings(src.Objects)
+	return nil
+}
+
+// inspectTriggersEvents adds the database's triggers and events (and their
+// definers) to src.
+func (s *Server) inspectTriggersEvents(ctx context.Context, src *Source) error {
+	db := src.Database
+	addDefiner := func(definer, object string) {
+		if definer != "" {
+			src.Definers[definer] = append(src.Definers[definer], object)
+		}
+	}
+	err := s.queryRows(ctx, "SELECT TRIGGER_NAME, DEFINER FROM information_schema.TRIGGERS WHERE "+schemaIs("TRIGGER_SCHEMA"), []any{db, db},
 		func(rows *sql.Rows) error {
 			var name, definer string
 			if err := rows.Scan(&name, &definer); err != nil {
@@ -182,8 +199,6 @@ func (s *Server) inspectObjects(ctx context.Context, src *Source) error {
 	if err != nil {
 		return err
 	}
-	sort.Strings(src.Tables)
-	sort.Strings(src.Objects)
 	return nil
 }
 

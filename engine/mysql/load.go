@@ -277,16 +277,6 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, done func(i, n 
 	return s.verify(ctx, m, nil, nil, done)
 }
 
-// VerifySums is Verify of some of the tables, whose checksums here were
-// computed already (the online cutover computes them at both servers at
-// once): m.Tables are those tables' sums at the source, sums here.
-func (s *Server) VerifySums(ctx context.Context, m *engine.Manifest, sums []engine.TableSum) error {
-	if sums == nil {
-		sums = []engine.TableSum{}
-	}
-	return s.verify(ctx, m, nil, sums, nil)
-}
-
 // verify compares the database with m; only, when not nil, are the only
 // tables (of m's) whose checksums are computed and compared.
 func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, sums []engine.TableSum, done func(i, n int)) error {
@@ -322,14 +312,32 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 		}
 	}
 	problems = append(problems, engine.Diff(want, sums)...)
+	more, err := s.objectProblems(ctx, m, here, nil)
+	if err != nil {
+		return err
+	}
+	problems = append(problems, more...)
+	if len(problems) > 0 {
+		return engine.Permanentf("%q on %s does not match its dump: %s", m.Database, s, summarize(problems, 10))
+	}
+	return nil
+}
+
+// objectProblems lists m's objects that here lacks and their definers
+// that do not exist at this server; with keep, only the objects keep
+// says (and their definers).
+func (s *Server) objectProblems(ctx context.Context, m *engine.Manifest, here *Source, keep func(object string) bool) ([]string, error) {
+	var problems []string
 	for _, o := range m.Objects {
-		if !slices.Contains(here.Objects, o) {
+		if (keep == nil || keep(o)) && !slices.Contains(here.Objects, o) {
 			problems = append(problems, o+": missing")
 		}
 	}
 	var definers []string
-	for d := range m.Definers {
-		definers = append(definers, d)
+	for d, objs := range m.Definers {
+		if keep == nil || slices.ContainsFunc(objs, keep) {
+			definers = append(definers, d)
+		}
 	}
 	sort.Strings(definers)
 	for _, d := range definers {
@@ -339,14 +347,60 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 		user, host := splitDefiner(d)
 		ok, err := s.accountExists(ctx, user, host)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !ok {
 			problems = append(problems, fmt.Sprintf("definer %s of %s does not exist here", d, strings.Join(m.Definers[d], ", ")))
 		}
 	}
+	return problems, nil
+}
+
+// triggerOrEvent: what the online cutover creates under the block (the
+// stream must not fire them while it applies).
+func triggerOrEvent(object string) bool {
+	return strings.HasPrefix(object, "trigger ") || strings.HasPrefix(object, "event ")
+}
+
+// VerifyObjects is the online cutover's check, before the block, of the
+// objects of m other than triggers and events (tables, views, routines,
+// sequences: made by the copy, and unchanged since, the stream carrying
+// no DDL and the block's check of the source's log showing none) and of
+// their definers: VerifyCutover checks the rest under the block.
+func (s *Server) VerifyObjects(ctx context.Context, m *engine.Manifest) error {
+	here := &Source{Database: m.Database, Definers: map[string][]string{}}
+	if err := s.inspectObjects(ctx, here); err != nil {
+		return fmt.Errorf("list what %q holds on %s: %w", m.Database, s, err)
+	}
+	problems, err := s.objectProblems(ctx, m, here, func(o string) bool { return !triggerOrEvent(o) })
+	if err != nil {
+		return err
+	}
 	if len(problems) > 0 {
-		return engine.Permanentf("%q on %s does not match its dump: %s", m.Database, s, summarize(problems, 10))
+		return engine.Permanentf("%q on %s does not match the source: %s", m.Database, s, summarize(problems, 10))
+	}
+	return nil
+}
+
+// VerifyCutover is the online cutover's check under the block: the
+// tables of m.Tables, whose sums here are sums (computed at both servers
+// at once), and the triggers and events with their definers (created by
+// the cutover); VerifyObjects checked the other objects before the block.
+func (s *Server) VerifyCutover(ctx context.Context, m *engine.Manifest, sums []engine.TableSum) error {
+	problems := engine.Diff(m.Tables, sums)
+	if slices.ContainsFunc(m.Objects, triggerOrEvent) {
+		here := &Source{Database: m.Database, Definers: map[string][]string{}}
+		if err := s.inspectTriggersEvents(ctx, here); err != nil {
+			return fmt.Errorf("list the triggers and events of %q on %s: %w", m.Database, s, err)
+		}
+		more, err := s.objectProblems(ctx, m, here, triggerOrEvent)
+		if err != nil {
+			return err
+		}
+		problems = append(problems, more...)
+	}
+	if len(problems) > 0 {
+		return engine.Permanentf("%q on %s does not match the source: %s", m.Database, s, summarize(problems, 10))
 	}
 	return nil
 }

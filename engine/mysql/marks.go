@@ -77,7 +77,7 @@ func (s *Server) writtenSince(ctx context.Context, m *engine.Manifest) ([]string
 	for _, t := range m.Tables {
 		names = append(names, t.Name)
 	}
-	changed, statement, err := s.scanBinlog(ctx, m.Database, names, from, to, true)
+	changed, statement, err := s.scanBinlog(ctx, m.Database, names, from, to, namesDatabase)
 	if errors.Is(err, ErrLogPurged) {
 		return nil, fmt.Sprintf("the binary log since the dump's %s was purged", from), nil
 	}

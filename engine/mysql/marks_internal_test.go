@@ -25,3 +25,29 @@ func TestNamesDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestMentionsDatabase: what the cutover's schema check reads as a possible
+// change of db's schema: anything naming it, quoted or as a word.
+func TestMentionsDatabase(t *testing.T) {
+	for _, c := range []struct {
+		q, db string
+		want  bool
+	}{
+		{"use `shop`; ALTER TABLE t ADD c INT", "shop", true},
+		{"use `other`; ALTER TABLE shop.t ADD c INT", "shop", true},
+		{"DROP DATABASE shop", "shop", true},
+		{"DROP DATABASE `shop`", "shop", true},
+		{"ALTER DATABASE shop CHARACTER SET utf8mb4", "shop", true},
+		{"ALTER DATABASE `with space` COLLATE utf8mb4_bin", "with space", true},
+		{"use `other`; RENAME TABLE t TO `back``tick`.t", "back`tick", true},
+		{"CREATE DATABASE `Café`", "café", true},
+		{"use `other`; ALTER TABLE t ADD shop_id INT", "shop", false},
+		{"DROP DATABASE shopping", "shop", false},
+		{"use `myshop`; ALTER TABLE t ADD c INT", "shop", false},
+		{"GRANT SELECT ON `other`.* TO `u`@`%`", "shop", false},
+	} {
+		if got := mentionsDatabase(c.q, c.db); got != c.want {
+			t.Errorf("mentionsDatabase(%q, %q) = %v, want %v", c.q, c.db, got, c.want)
+		}
+	}
+}

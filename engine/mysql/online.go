@@ -514,14 +514,27 @@ var tableMapInfo = regexp.MustCompile(`^table_id: \d+ \((.*)\)$`)
 // A name the event makes ambiguous (dots in names) counts as changed: a
 // table counted wrongly is only verified once more.
 func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, from, to BinlogPos) (map[string]bool, error) {
-	changed, _, err := s.scanBinlog(ctx, db, tables, from, to, false)
+	changed, _, err := s.scanBinlog(ctx, db, tables, from, to, nil)
 	return changed, err
 }
 
-// scanBinlog is ChangedTables; with statements, it also returns the first
+// StatementSince returns the first statement of the binary log from from
+// to to that mentions db anywhere (DDL on its tables, run from it or
+// naming it, CREATE/ALTER/DROP DATABASE, a GRANT on it), shortened: ""
+// when there is none, and then the schema of db did not change in that
+// stretch — the cutover checks that under the block instead of reading the
+// catalogue again. A statement that mentions db without changing it is a
+// false alarm only (the caller reads the catalogue).
+func (s *Server) StatementSince(ctx context.Context, db string, from, to BinlogPos) (string, error) {
+	_, statement, err := s.scanBinlog(ctx, db, nil, from, to, mentionsDatabase)
+	return statement, err
+}
+
+// scanBinlog is ChangedTables; with match, it also returns the first
 // statement logged as such (not as rows: DDL, TRUNCATE, or DML under
-// statement-based logging) that names db, shortened, and stops there.
-func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, from, to BinlogPos, statements bool) (map[string]bool, string, error) {
+// statement-based logging) that match says is about db, shortened, and
+// stops there.
+func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, from, to BinlogPos, match func(q, db string) bool) (map[string]bool, string, error) {
 	changed := map[string]bool{}
 	want := map[string]string{}
 	for _, t := range tables {
@@ -570,7 +583,7 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 					// that names the database (in its "use" or its text)
 					// may have written to it.
 					q := strings.TrimSpace(info)
-					if statements && q != "BEGIN" && q != "COMMIT" && namesDatabase(q, db) {
+					if match != nil && q != "BEGIN" && q != "COMMIT" && match(q, db) {
 						statement = fmt.Sprintf("%s at %s:%d", shorten(q, 200), f.File, pos)
 					}
 				}
@@ -610,6 +623,33 @@ func namesDatabase(q, db string) bool {
 		}
 		k := i + j
 		if k == 0 || !identByte(q[k-1]) {
+			return true
+		}
+		i = k + 1
+	}
+	return false
+}
+
+// mentionsDatabase reports whether a logged statement mentions db at all:
+// namesDatabase, or db quoted anywhere, or db as a whole unquoted word
+// (DROP DATABASE shop, ALTER DATABASE shop ...). Case-insensitive, like
+// namesDatabase; a word inside a string counts too (a false alarm only).
+func mentionsDatabase(q, db string) bool {
+	if namesDatabase(q, db) {
+		return true
+	}
+	q, db = strings.ToLower(q), strings.ToLower(db)
+	if strings.Contains(q, "`"+strings.ReplaceAll(db, "`", "``")+"`") {
+		return true
+	}
+	for i := 0; i < len(q); {
+		j := strings.Index(q[i:], db)
+		if j < 0 {
+			return false
+		}
+		k := i + j
+		end := k + len(db)
+		if (k == 0 || !identByte(q[k-1])) && (end == len(q) || !identByte(q[end])) {
 			return true
 		}
 		i = k + 1

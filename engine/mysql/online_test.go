@@ -296,3 +296,51 @@ func TestBinlogPositions(t *testing.T) {
 		t.Error("ParseBinlogPos accepted a position without a number")
 	}
 }
+
+// TestStatementSince: the cutover's check of the schema under the block
+// finds a DDL statement about the database in the log since a position
+// (run from it or from another database), and nothing when only rows and
+// other databases' statements were logged.
+func TestStatementSince(t *testing.T) {
+	src, _ := fleet(t)
+	t.Parallel()
+	db := name("stmt `since` ")
+	other := name("stmt_other")
+	q, qo := ident.QuoteMySQL(db), ident.QuoteMySQL(other)
+	exec(t, src.root, "CREATE DATABASE "+q, "CREATE TABLE "+q+".t (id INT PRIMARY KEY)", "CREATE DATABASE "+qo, "CREATE TABLE "+qo+".t (id INT PRIMARY KEY)")
+	t.Cleanup(func() {
+		_, _ = src.root.Exec("DROP DATABASE IF EXISTS " + q)
+		_, _ = src.root.Exec("DROP DATABASE IF EXISTS " + qo)
+	})
+	at := func() mysql.BinlogPos {
+		p, err := src.srv.BinlogNow(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p0 := at()
+	exec(t, src.root, "INSERT INTO "+q+".t VALUES (1)", "UPDATE "+q+".t SET id = 2", "ALTER TABLE "+qo+".t ADD c INT", "INSERT INTO "+qo+".t VALUES (1, 1)")
+	p1 := at()
+	if stmt, err := src.srv.StatementSince(ctx(t), db, p0, p1); err != nil || stmt != "" {
+		t.Errorf("rows only, and another database's DDL: %q, %v", stmt, err)
+	}
+	exec(t, src.root, "ALTER TABLE "+q+".t ADD c INT")
+	p2 := at()
+	if stmt, err := src.srv.StatementSince(ctx(t), db, p1, p2); err != nil || !strings.Contains(stmt, "ALTER TABLE") {
+		t.Errorf("a DDL statement on the database: %q, %v", stmt, err)
+	}
+	c, err := src.root.Conn(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, stmt := range []string{"USE " + q, "CREATE TABLE u (id INT PRIMARY KEY)"} {
+		if _, err := c.ExecContext(ctx(t), stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stmt, err := src.srv.StatementSince(ctx(t), db, p2, at()); err != nil || !strings.Contains(stmt, "CREATE TABLE") {
+		t.Errorf("a DDL statement run from the database: %q, %v", stmt, err)
+	}
+}

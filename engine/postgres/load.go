@@ -504,14 +504,84 @@ func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(d
 	return s.verify(ctx, m, nil, nil, progress)
 }
 
-// VerifySums is Verify with the tables' checksums at this server already
-// computed (Checksums of m's tables, in m's order): the online cutover
-// computes them at both servers at once.
-func (s *Server) VerifySums(ctx context.Context, m *engine.Manifest, sums []engine.TableSum) error {
-	if sums == nil {
-		sums = []engine.TableSum{}
+// VerifyObjects is the online cutover's check, before the block, of m's
+// objects and roles here (made by the sync and unchanged since: logical
+// replication carries no DDL and the cutover refuses a changed schema);
+// VerifyCutover checks the rest under the block.
+func (s *Server) VerifyObjects(ctx context.Context, m *engine.Manifest) error {
+	if m.Postgres == nil {
+		return engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
 	}
-	return s.verify(ctx, m, nil, sums, nil)
+	var problems []string
+	err := s.inDatabaseKept(ctx, m.Database, func(c *pgx.Conn) error {
+		objs, err := listObjects(ctx, c)
+		if err != nil {
+			return err
+		}
+		problems = missingObjects(m.Objects, objs)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("verify the objects of %q at %s: %w", m.Database, s, err)
+	}
+	more, err := s.missingRoles(ctx, m)
+	if err != nil {
+		return fmt.Errorf("verify the roles of %q at %s: %w", m.Database, s, err)
+	}
+	if problems = append(problems, more...); len(problems) > 0 {
+		return engine.Permanentf("verification of %q at %s failed: %s", m.Database, s, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// VerifyCutover is the online cutover's check under the block: m's tables,
+// whose checksums here are sums (computed at both servers at once), and
+// its sequences (set by the cutover).
+func (s *Server) VerifyCutover(ctx context.Context, m *engine.Manifest, sums []engine.TableSum) error {
+	var problems []string
+	err := s.inDatabaseKept(ctx, m.Database, func(c *pgx.Conn) error {
+		seqs, err := readSequences(ctx, c)
+		if err != nil {
+			return err
+		}
+		problems = diffSequences(m.Sequences, seqs)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("verify the sequences of %q at %s: %w", m.Database, s, err)
+	}
+	if problems = append(problems, engine.Diff(m.Tables, sums)...); len(problems) > 0 {
+		return engine.Permanentf("verification of %q at %s failed: %s", m.Database, s, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// missingObjects lists the objects of want that have (sorted) lacks.
+func missingObjects(want, have []string) []string {
+	var missing []string
+	for _, o := range want {
+		if _, found := slices.BinarySearch(have, o); !found {
+			missing = append(missing, o)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return []string{"missing: " + shorten(strings.Join(missing, ", "), 500)}
+}
+
+// missingRoles lists m's roles that do not exist at this server.
+func (s *Server) missingRoles(ctx context.Context, m *engine.Manifest) ([]string, error) {
+	var missing []string
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)",
+		roleNames(m.Postgres.Roles)).Scan(&missing); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(missing))
+	for _, r := range missing {
+		out = append(out, fmt.Sprintf("role %q: missing", r))
+	}
+	return out, nil
 }
 
 // verify compares the database with m; only, when not nil, are the only
@@ -527,15 +597,7 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 		if objs, err = listObjects(ctx, c); err != nil {
 			return err
 		}
-		var missing []string
-		for _, o := range m.Objects {
-			if _, found := slices.BinarySearch(objs, o); !found {
-				missing = append(missing, o)
-			}
-		}
-		if len(missing) > 0 {
-			problems = append(problems, "missing: "+shorten(strings.Join(missing, ", "), 500))
-		}
+		problems = append(problems, missingObjects(m.Objects, objs)...)
 		seqs, err := readSequences(ctx, c)
 		if err != nil {
 			return err
@@ -568,14 +630,11 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 		}
 	}
 	problems = append(problems, engine.Diff(want, sums)...)
-	var missingRoles []string
-	if err := s.pool.QueryRow(ctx, "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)",
-		roleNames(m.Postgres.Roles)).Scan(&missingRoles); err != nil {
+	missingRoles, err := s.missingRoles(ctx, m)
+	if err != nil {
 		return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
 	}
-	for _, r := range missingRoles {
-		problems = append(problems, fmt.Sprintf("role %q: missing", r))
-	}
+	problems = append(problems, missingRoles...)
 	if len(problems) > 0 {
 		return engine.Permanentf("verification of %q at %s failed: %s", m.Database, s, strings.Join(problems, "; "))
 	}

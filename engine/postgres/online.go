@@ -757,8 +757,9 @@ func (s *Server) DumpSchema(ctx context.Context, src *Source, source string, w i
 
 // VerifyManifest describes src's database as it is now (blocked): the
 // row count and checksum of each of tables (nil: all of them), its
-// sequences and objects, for Verify at the destination.
-func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string, tables []string, progress func(done, total int)) (*engine.Manifest, error) {
+// sequences (seqs when read already, nil: read now) and objects, for
+// Verify at the destination.
+func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string, tables []string, seqs []engine.Sequence, progress func(done, total int)) (*engine.Manifest, error) {
 	if tables == nil {
 		tables = src.Tables
 	}
@@ -766,9 +767,10 @@ func (s *Server) VerifyManifest(ctx context.Context, src *Source, source string,
 	if err != nil {
 		return nil, fmt.Errorf("checksum %q at %s: %w", src.Database, s, err)
 	}
-	seqs, err := s.SequenceValues(ctx, src.Database)
-	if err != nil {
-		return nil, err
+	if seqs == nil {
+		if seqs, err = s.SequenceValues(ctx, src.Database); err != nil {
+			return nil, err
+		}
 	}
 	m := src.Manifest(source, &Snapshot{At: time.Now().UTC()}, sums, seqs)
 	m.ServerVersion, m.ServerFamily = s.version, "postgresql"
