@@ -51,3 +51,27 @@ func TestMentionsDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaStatement: the block's own statements, accounts' and events'
+// are not schema changes; DDL on tables, views, routines and triggers is.
+func TestSchemaStatement(t *testing.T) {
+	for _, c := range []struct {
+		q    string
+		want bool
+	}{
+		{"REVOKE INSERT, UPDATE, DELETE ON `shop`.* FROM `u`@`%`", false},
+		{"GRANT INSERT ON `shop`.* TO `u`@`%`", false},
+		{"use `shop`; ALTER DEFINER=`root`@`localhost` EVENT `tick` DISABLE", false},
+		{"ALTER EVENT `shop`.`tick` ENABLE", false},
+		{"use `shop`; CREATE OR REPLACE DEFINER=`root`@`%` EVENT e ON SCHEDULE EVERY 1 DAY DO SELECT 1", false},
+		{"use `shop`; ALTER TABLE t ADD c INT", true},
+		{"use `shop`; CREATE DEFINER=`root`@`%` TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1", true},
+		{"use `shop`; CREATE OR REPLACE VIEW v AS SELECT 1", true},
+		{"DROP DATABASE shop", true},
+		{"use `other`; ALTER TABLE t ADD c INT", false},
+	} {
+		if got := schemaStatement(c.q, "shop"); got != c.want {
+			t.Errorf("schemaStatement(%q) = %v, want %v", c.q, got, c.want)
+		}
+	}
+}

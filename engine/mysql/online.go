@@ -526,8 +526,42 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 // catalogue again. A statement that mentions db without changing it is a
 // false alarm only (the caller reads the catalogue).
 func (s *Server) StatementSince(ctx context.Context, db string, from, to BinlogPos) (string, error) {
-	_, statement, err := s.scanBinlog(ctx, db, nil, from, to, mentionsDatabase)
+	_, statement, err := s.scanBinlog(ctx, db, nil, from, to, schemaStatement)
 	return statement, err
+}
+
+// schemaStatement: a logged statement that mentions db and may change what
+// the schema fingerprint covers — not the privileges (the block's own
+// REVOKE and GRANT statements are logged), accounts or events.
+func schemaStatement(q, db string) bool {
+	if !mentionsDatabase(q, db) {
+		return false
+	}
+	s := strings.ToUpper(strings.TrimSpace(q))
+	if strings.HasPrefix(s, "USE ") {
+		// "use `db`; statement": the statement follows the first "; "
+		// after the quoted name.
+		if i := strings.Index(s, "`; "); i >= 0 {
+			s = strings.TrimSpace(s[i+3:])
+		}
+	}
+	for _, p := range []string{"GRANT ", "REVOKE ", "SET PASSWORD", "ALTER USER ", "CREATE USER ", "DROP USER ", "RENAME USER ", "FLUSH "} {
+		if strings.HasPrefix(s, p) {
+			return false
+		}
+	}
+	// ALTER / CREATE [OR REPLACE] / DROP [DEFINER=...] EVENT
+	verb, rest, _ := strings.Cut(s, " ")
+	if verb != "ALTER" && verb != "CREATE" && verb != "DROP" {
+		return true
+	}
+	rest = strings.TrimPrefix(strings.TrimSpace(rest), "OR REPLACE ")
+	if strings.HasPrefix(rest, "DEFINER") {
+		if _, after, ok := strings.Cut(rest, " "); ok {
+			rest = strings.TrimSpace(after)
+		}
+	}
+	return !strings.HasPrefix(rest, "EVENT ")
 }
 
 // scanBinlog is ChangedTables; with match, it also returns the first
