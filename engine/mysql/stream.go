@@ -202,6 +202,10 @@ type Streamer struct {
 	// transactions that had rows of its database, and the destination
 	// transactions they were applied in (groups of them).
 	rows, txns, commits atomic.Int64
+	// maxGroup is the rows a group holds at most (groupRows; 1: every
+	// source transaction in its own destination transaction, as before
+	// groups — the benchmark compares).
+	maxGroup int64
 }
 
 // Applied reports what the streamer applied since it was made: rows, the
@@ -220,7 +224,7 @@ func (s *Server) NewStreamer(name string, src engine.Server, serverID uint32, lo
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Streamer{dst: s, name: name, src: src, serverID: serverID, log: log.With("stream", name),
-		pauseRq: make(chan chan BinlogPos), resume: make(chan struct{})}
+		pauseRq: make(chan chan BinlogPos), resume: make(chan struct{}), maxGroup: groupRows}
 }
 
 // Pause makes the streamer stop applying at the end of the transaction it
@@ -492,7 +496,7 @@ func (a *applier) groupEnd(ctx context.Context, logPos uint32) error {
 		}
 		return nil
 	}
-	if now := time.Now(); now.Sub(a.lastRows) >= idleAfter || now.Sub(a.began) >= groupFor || a.groupRows >= groupRows {
+	if now := time.Now(); now.Sub(a.lastRows) >= idleAfter || now.Sub(a.began) >= groupFor || a.groupRows >= a.st.maxGroup {
 		return a.commit(ctx)
 	}
 	return nil
