@@ -34,6 +34,7 @@ func main() {
 	mode := flag.String("mode", "", "the plan's mode column for every row: dump, online or auto (MySQL rows given online are planned auto); default: no column, the configuration's default (dump)")
 	writers := flag.Int("writers", 0, "run a live writer for this many databases: it inserts numbered rows through the database's DNS name with its own user and password during the migration; the summary reports acknowledged writes, those missing at the destination (must be 0) and the write-blocked window each writer saw")
 	writerRate := flag.Float64("writer-rate", 20, "inserts per second of each writer")
+	hotRows := flag.Int("hot-rows", 0, "give each writer's database a table of this many rows that the writer updates at random keys, one update with each insert (a table the customer writes all the time)")
 	kills := flag.Int("kill", 0, "kill this many processes with kill -9 during the migration, spread over it, each restarted at once as systemd would: every third the scheduler, the others an agent holding rows of a step (a different step each time); the summary says how long their rows waited")
 	flag.Parse()
 	if *engine != "" && *engine != demo.MySQL && *engine != demo.Postgres {
@@ -83,6 +84,7 @@ func main() {
 		Mode:       *mode,
 		Writers:    *writers,
 		WriterRate: *writerRate,
+		HotRows:    *hotRows,
 		Kills:      *kills,
 	})
 	switch {

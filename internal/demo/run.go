@@ -81,6 +81,10 @@ type Options struct {
 	// migration, WriterRate its inserts per second (0: 20).
 	Writers    int
 	WriterRate float64
+	// HotRows: each writer's database also has a table of this many rows
+	// that the writer updates at random keys, one update with each insert
+	// (a table the customer writes all the time; 0: none).
+	HotRows int
 	// Proxied hosts' agents reach their database server through a TCP
 	// proxy (Demo.Proxy) that a fault test can pause, slow and cut; so do
 	// peers reaching it at the address the agent publishes.

@@ -123,7 +123,7 @@ func readMySQL(ctx context.Context, dsn string) (Checksum, error) {
 		return Checksum{}, fmt.Errorf("log in: %w", err)
 	}
 	defer conn.Close()
-	rows, err := conn.QueryContext(ctx, "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> '"+writesTable+"' ORDER BY TABLE_NAME")
+	rows, err := conn.QueryContext(ctx, "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME NOT IN ('"+writesTable+"', '"+hotTable+"') ORDER BY TABLE_NAME")
 	if err != nil {
 		return Checksum{}, fmt.Errorf("list tables: %w", err)
 	}
@@ -183,7 +183,7 @@ func readPostgres(ctx context.Context, dsn string) (Checksum, error) {
 		return Checksum{}, fmt.Errorf("log in: %w", err)
 	}
 	defer c.Close(context.WithoutCancel(ctx))
-	rows, err := c.Query(ctx, "SELECT table_name::text, table_type::text FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> '"+writesTable+"' ORDER BY 1")
+	rows, err := c.Query(ctx, "SELECT table_name::text, table_type::text FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT IN ('"+writesTable+"', '"+hotTable+"') ORDER BY 1")
 	if err != nil {
 		return Checksum{}, fmt.Errorf("list tables: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,11 @@ func init() { _ = mysql.SetLogger(log.New(io.Discard, "", 0)) }
 // writesTable is where the demo's writers insert; the content checksums
 // leave it out (it changes while the database moves).
 const writesTable = "demo_writes"
+
+// hotTable is the table of Options.HotRows rows a writer also updates at
+// random keys, one update with each insert: a table the customer writes
+// all the time (the content checksums leave it out too).
+const hotTable = "demo_hot"
 
 // Writer is a customer's application for one database: it resolves the
 // database's DNS name at BIND, connects with the database's own user and
@@ -79,6 +85,15 @@ func (d *Demo) prepareWriters(ctx context.Context) error {
 		h := d.Fleet.Host(db.Source)
 		if err := execAs(ctx, db, h.Addr(), "CREATE TABLE "+writesTable+" (n bigint PRIMARY KEY, at "+map[string]string{MySQL: "DATETIME(6)", Postgres: "timestamptz"}[db.Engine]+" NOT NULL)"); err != nil {
 			return fmt.Errorf("writer table in %s database %q: %w", db.Engine, db.Name, err)
+		}
+		if n := d.Opt.HotRows; n > 0 {
+			fill := fmt.Sprintf("INSERT INTO "+hotTable+" SELECT seq, 0, REPEAT('x', 60) FROM seq_1_to_%d", n)
+			if db.Engine == Postgres {
+				fill = fmt.Sprintf("INSERT INTO "+hotTable+" SELECT g, 0, repeat('x', 60) FROM generate_series(1, %d) g", n)
+			}
+			if err := execAs(ctx, db, h.Addr(), "CREATE TABLE "+hotTable+" (id bigint PRIMARY KEY, v bigint NOT NULL, pad varchar(100))", fill); err != nil {
+				return fmt.Errorf("hot table of %d rows in %s database %q: %w", n, db.Engine, db.Name, err)
+			}
 		}
 		d.writers = append(d.writers, &Writer{DB: db})
 	}
@@ -196,6 +211,11 @@ func (d *Demo) runWriter(ctx context.Context, w *Writer) {
 			}
 		}
 		err := conn.insert(ctx, n)
+		if err == nil && d.Opt.HotRows > 0 {
+			// The update goes with the insert; a refused one is not retried
+			// (the content checks leave the table out).
+			_ = conn.update(ctx, 1+rand.Int64N(int64(d.Opt.HotRows)))
+		}
 		cancel()
 		if err != nil && isDuplicate(err) {
 			// The last attempt of n committed, its answer was lost.
@@ -406,6 +426,7 @@ func (d *Demo) writtenAt(ctx context.Context, db *Database, host string) (map[in
 // writerConn is one writer's session.
 type writerConn interface {
 	insert(ctx context.Context, n int64) error
+	update(ctx context.Context, id int64) error
 	close()
 }
 
@@ -426,12 +447,20 @@ func (p pgWriter) insert(ctx context.Context, n int64) error {
 	_, err := p.c.Exec(ctx, "INSERT INTO "+writesTable+" (n, at) VALUES ($1, now())", n)
 	return err
 }
+func (p pgWriter) update(ctx context.Context, id int64) error {
+	_, err := p.c.Exec(ctx, "UPDATE "+hotTable+" SET v = v + 1 WHERE id = $1", id)
+	return err
+}
 func (p pgWriter) close() { _ = p.c.Close(context.Background()) }
 
 type myWriter struct{ db *sql.DB }
 
 func (m myWriter) insert(ctx context.Context, n int64) error {
 	_, err := m.db.ExecContext(ctx, "INSERT INTO "+writesTable+" (n, at) VALUES (?, NOW(6))", n)
+	return err
+}
+func (m myWriter) update(ctx context.Context, id int64) error {
+	_, err := m.db.ExecContext(ctx, "UPDATE "+hotTable+" SET v = v + 1 WHERE id = ?", id)
 	return err
 }
 func (m myWriter) close() { _ = m.db.Close() }
