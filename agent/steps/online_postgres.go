@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -246,18 +247,85 @@ func (h *pgSync) baseline(ctx context.Context, job *agent.Job, src, dst *postgre
 	}
 	st.Verified = map[string]postgres.Verified{}
 	var bytesRows int64
+	var written []string
 	for i, t := range st.Tables {
 		if srcSums[i] == dstSums[i] && before[t] != "" && before[t] == after[t] {
 			st.Verified[t] = postgres.Verified{Rows: srcSums[i].Rows, Checksum: srcSums[i].Checksum, Counters: before[t]}
 			bytesRows += srcSums[i].Rows
+		} else if srcSums[i].Rows >= rowsMin {
+			written = append(written, t)
 		}
 	}
+	byRows := h.compareRows(ctx, job, src, dst, st, written)
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
 		return err
 	}
-	job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers in %s; the cutover checks again only tables that change from now on",
-		len(st.Verified), len(st.Tables), bytesRows, time.Since(start).Round(time.Millisecond))
+	job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers%s in %s; the cutover checks again only tables that change from now on",
+		len(st.Verified), len(st.Tables), bytesRows, byRows, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// rowsMin is the row count from which a table written while it was
+// verified is compared by rows (rows.go in engine/postgres): smaller ones
+// are read whole at the cutover, as quickly. maxPendingRows and
+// maxChangedRows bound the rows compared again under the block (more: the
+// table is read whole).
+const (
+	rowsMin        = 10_000
+	maxPendingRows = 10_000
+	maxChangedRows = 50_000
+)
+
+// compareRows compares by rows the tables written while they were
+// verified (a table the customer writes all the time is never unchanged
+// between two reads), recording them in st.ByRows; it describes what it
+// did for the note. A table it cannot compare so is verified whole at the
+// cutover, as before.
+func (h *pgSync) compareRows(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream, tables []string) string {
+	opt := h.c.Online.withDefaults()
+	var rows int64
+	var pending int
+	var notes []string
+	for _, t := range tables {
+		wait := func(ctx context.Context) error {
+			pos, err := src.Position(ctx, st.Database)
+			if err != nil {
+				return err
+			}
+			lag, err := waitApplied(ctx, src, dst, st, pos, max(30*time.Second, 10*opt.CutoverTimeout))
+			if err == nil && lag >= 0 {
+				err = fmt.Errorf("the destination was still %s behind", mb(lag))
+			}
+			return err
+		}
+		base, ok, err := postgres.CompareRows(ctx, src, dst, st.Database, t, wait, maxPendingRows)
+		switch {
+		case ctx.Err() != nil:
+			return ""
+		case errors.Is(err, postgres.ErrNoKey):
+			continue
+		case err != nil:
+			notes = append(notes, fmt.Sprintf("%s not compared by rows (%v)", t, err))
+			continue
+		case !ok:
+			notes = append(notes, fmt.Sprintf("%s not compared by rows (more than %d rows differed)", t, maxPendingRows))
+			continue
+		}
+		if st.ByRows == nil {
+			st.ByRows = map[string]postgres.RowBase{}
+		}
+		st.ByRows[t] = base
+		rows += base.Rows
+		pending += len(base.Pending)
+	}
+	if len(st.ByRows) == 0 && len(notes) == 0 {
+		return ""
+	}
+	d := fmt.Sprintf("; %d tables written meanwhile compared by rows (%d rows, %d written between the two reads: compared again at the cutover)", len(st.ByRows), rows, pending)
+	if len(notes) > 0 {
+		d += "; " + strings.Join(notes, "; ")
+	}
+	return d
 }
 
 // Abandon removes the stream and the destination's copy when the row fails
@@ -310,7 +378,7 @@ func (c *Postgres) teardown(ctx context.Context, job *agent.Job, src, dst *postg
 		return err
 	}
 	// What was verified stays: the close compares its dump with it.
-	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified}); err != nil {
+	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified, CutRows: st.CutRows}); err != nil {
 		return err
 	}
 	job.Note(ctx, "stream removed: subscription %s at %s, slot and publication at %s", st.Name, job.Row.Destination, job.Row.Source)
@@ -493,7 +561,7 @@ func (p *pgCutoverSide) verify(ctx context.Context, _ *postgres.Access, _ string
 }
 
 func (p *pgCutoverSide) finish(ctx context.Context) error {
-	return p.job.PutRecord(ctx, recordStream, postgres.Stream{Verified: p.st.Verified})
+	return p.job.PutRecord(ctx, recordStream, postgres.Stream{Verified: p.st.Verified, CutRows: p.st.CutRows})
 }
 
 func (p *pgCutoverSide) teardown(ctx context.Context) error {
@@ -509,7 +577,8 @@ func (p *pgCutoverSide) dropCopy(ctx context.Context, whose string) error {
 // tables whose change counters moved since they were verified while
 // streaming (or that were not), at both servers at once, with the
 // sequences (the objects and roles were checked before the block); it
-// records them in st.Verified.
+// records them in st.Verified. A table compared by rows while streaming
+// has only its rows written since compared (checkRows).
 func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.Source, source string, st *postgres.Stream) (nseqs int, recheck []string, man *engine.Manifest, took *phaseTimes, err error) {
 	took = startPhases()
 	seqs, err := src.SequenceValues(ctx, s.Database)
@@ -528,21 +597,53 @@ func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.S
 	}
 	took.mark("changed tables")
 	recheck = []string{}
+	whole := []string{} // not nil: nil would be every table
+	byRows := map[string]postgres.RowBase{}
 	for _, t := range s.Tables {
-		if v, ok := st.Verified[t]; !ok || counters[t] != v.Counters {
-			recheck = append(recheck, t)
+		if v, ok := st.Verified[t]; ok && counters[t] == v.Counters {
+			continue
 		}
+		recheck = append(recheck, t)
+		if b, ok := st.ByRows[t]; ok {
+			byRows[t] = b
+		} else {
+			whole = append(whole, t)
+		}
+	}
+	if len(byRows) > 0 {
+		cut, err := src.CurrentSnapshot(ctx, s.Database)
+		if err != nil {
+			return 0, nil, nil, took, err
+		}
+		var n int
+		for t, b := range byRows {
+			rows, compared, err := checkRows(ctx, src, dst, s.Database, t, b)
+			if err != nil {
+				return 0, nil, nil, took, err
+			}
+			if compared < 0 { // too many written: read whole
+				whole = append(whole, t)
+				continue
+			}
+			n += compared
+			if st.CutRows == nil {
+				st.CutRows = map[string]postgres.RowCut{}
+			}
+			st.CutRows[t] = postgres.RowCut{Snapshot: cut, Rows: rows}
+			delete(st.Verified, t)
+		}
+		took.mark(fmt.Sprintf("%d rows of %d tables compared by rows", n, len(byRows)))
 	}
 	var dstSums []engine.TableSum
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		man, err = src.VerifyManifest(gctx, s, source, recheck, seqs, nil)
+		man, err = src.VerifyManifest(gctx, s, source, whole, seqs, nil)
 		return err
 	})
 	g.Go(func() error {
 		var err error
-		dstSums, err = dst.Checksums(gctx, s.Database, recheck, nil)
+		dstSums, err = dst.Checksums(gctx, s.Database, whole, nil)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -558,8 +659,74 @@ func verifyCutover(ctx context.Context, src, dst *postgres.Server, s *postgres.S
 	}
 	for _, t := range man.Tables {
 		st.Verified[t.Name] = postgres.Verified{Rows: t.Rows, Checksum: t.Checksum, Counters: counters[t.Name]}
+		delete(st.CutRows, t.Name)
 	}
 	return len(seqs), recheck, man, took, nil
+}
+
+// checkRows compares, under the block, the rows of table written at
+// either server since it was compared by rows while streaming (and those
+// that differed then) and both row counts. It returns the source's row
+// count and how many rows it compared; -1: more were written than it
+// compares (the table is then verified whole).
+func checkRows(ctx context.Context, src, dst *postgres.Server, database, table string, b postgres.RowBase) (rows int64, compared int, err error) {
+	var srcRows, dstRows int64
+	var srcKeys, dstKeys []string
+	var srcOK, dstOK bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		srcRows, srcKeys, srcOK, err = src.ChangedRows(gctx, database, table, b.SrcSnapshot, maxChangedRows)
+		return err
+	})
+	g.Go(func() (err error) {
+		dstRows, dstKeys, dstOK, err = dst.ChangedRows(gctx, database, table, b.DstSnapshot, maxChangedRows)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return 0, 0, err
+	}
+	if !srcOK || !dstOK {
+		return 0, -1, nil
+	}
+	if srcRows != dstRows {
+		return 0, 0, engine.Permanentf("verification of table %s of %q failed: %d rows at the source, %d at the destination", table, database, srcRows, dstRows)
+	}
+	keys := slices.Concat(srcKeys, dstKeys, b.Pending)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	var sh, dh map[string]int64
+	g, gctx = errgroup.WithContext(ctx)
+	g.Go(func() (err error) { sh, err = src.RowHashesOf(gctx, database, table, keys); return err })
+	g.Go(func() (err error) { dh, err = dst.RowHashesOf(gctx, database, table, keys); return err })
+	if err := g.Wait(); err != nil {
+		return 0, 0, err
+	}
+	var bad []string
+	for _, k := range keys {
+		s, inSrc := sh[k]
+		d, inDst := dh[k]
+		switch {
+		case inSrc && !inDst:
+			bad = append(bad, "row "+k+" missing at the destination")
+		case !inSrc && inDst:
+			bad = append(bad, "row "+k+" at the destination only")
+		case s != d:
+			bad = append(bad, "row "+k+" differs")
+		}
+	}
+	if len(bad) > 0 {
+		return 0, 0, engine.Permanentf("verification of table %s of %q failed (%d of %d rows written since it was compared while streaming): %s",
+			table, database, len(bad), len(keys), shortList(bad, 5))
+	}
+	return srcRows, len(keys), nil
+}
+
+// shortList joins at most n items and says how many more there are.
+func shortList(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(items[:n], "; "), len(items)-n)
 }
 
 // waitApplied waits until the destination has applied the source's WAL up

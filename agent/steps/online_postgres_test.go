@@ -617,3 +617,88 @@ func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// startUpdater updates random rows of the site's items table at the
+// source as its owner every few milliseconds until the session is ended
+// (the block) or stop is called.
+func startUpdater(t *testing.T, f *fleet, st pgSite, rows int) (stop func()) {
+	t.Helper()
+	c := f.src.pg.Connect(t, st.db, st.owner, st.pass)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := c.Exec(context.Background(), "UPDATE items SET name = $1 WHERE id = $2", fmt.Sprintf("updated %d", i), 1+i*7919%rows); err != nil {
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// TestPostgresOnlineVerifiedByRows: a table updated all the time through
+// the sync is compared by rows while streaming; once the updates stop, a
+// row the stream did not write is corrupted at the destination: the
+// cutover compares only the rows written since, finds that one, and fails
+// the row with writes restored and nothing of the stream left.
+func TestPostgresOnlineVerifiedByRows(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgbyrows", 20000)
+	stopUpdates := startUpdater(t, f, st, 20000)
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	stopSrc := f.start(t, f.src, agentOpts{}, statemachine.RoleRollback) // publishes the source's address
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	stopUpdates()
+	if ev := f.events(t, id); !strings.Contains(ev, "1 tables written meanwhile compared by rows (20000 rows") {
+		t.Fatalf("the written table was not compared by rows:\n%s", ev)
+	}
+	// Row 12345 is not one the updater writes (its ids are 1 + i·7919 mod
+	// 20000 for the few hundred i it reached).
+	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "UPDATE items SET name = 'corrupted' WHERE id = 12346")
+	f.start(t, f.src, agentOpts{}, statemachine.RoleCutover, statemachine.RoleRollback)
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, `table "public"."items"`) || !strings.Contains(m.LastError, "row 12346 differs") {
+		t.Fatalf("cutover: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if !strings.Contains(m.LastError, "rows written since it was compared while streaming") {
+		t.Errorf("the cutover did not compare by rows: %s", m.LastError)
+	}
+	if left := f.pgStreams(t, id); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestPostgresOnlineByRowsLateWrite: a table verified by rows at the
+// cutover (its checksum not taken then) is still checked by the close: a
+// write at the source after the cutover stops it.
+func TestPostgresOnlineByRowsLateWrite(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newPGOnlineSite(t, f, "pgbyrowslate", 20000)
+	stopUpdates := startUpdater(t, f, st, 20000)
+	defer stopUpdates()
+	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
+	onlineAgents(t, f, agentOpts{})
+	if m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.SyncFailed, statemachine.CutoverFailed); m.Status != statemachine.DNSToUpdate {
+		t.Fatalf("%q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if ev := f.events(t, id); !strings.Contains(ev, "tables compared by rows") {
+		t.Errorf("the cutover did not compare the written table by rows:\n%s", ev)
+	}
+	fleettest.PGExec(t, f.src.pg.Root(t, st.db), "UPDATE items SET name = 'late' WHERE id = 3")
+	f.dnsAgent(t)
+	m := f.waitStatus(t, id, statemachine.CloseFailed, statemachine.Done)
+	if m.Status != statemachine.CloseFailed || !strings.Contains(m.LastError, `rows of "public"."items" were written at the source after the cutover verified it`) {
+		t.Fatalf("close: %q %q", m.Status, m.LastError)
+	}
+}

@@ -45,6 +45,20 @@ type Stream struct {
 	// quoted name; the cutover verifies again only those whose counters
 	// moved since, and the close compares its dump's checksums with them.
 	Verified map[string]Verified `json:"verified,omitempty"`
+	// ByRows are the tables verified by rows while the stream ran (tables
+	// written all the time, never unchanged since a whole-table check):
+	// the cutover compares only their rows written since (rows.go).
+	ByRows map[string]RowBase `json:"by_rows,omitempty"`
+	// CutRows are the tables the cutover verified by rows, with the
+	// source's snapshot under the block and their row count then: the
+	// close finds a write after the cutover in them by those.
+	CutRows map[string]RowCut `json:"cut_rows,omitempty"`
+}
+
+// RowCut is a table verified by rows at the cutover.
+type RowCut struct {
+	Snapshot string `json:"snapshot"`
+	Rows     int64  `json:"rows"`
 }
 
 // OnlineReadiness says what a server lacks for online mode.
