@@ -64,7 +64,7 @@ type Online struct {
 	ConvergeWindow time.Duration
 	// ConvergeTimeout: a stream not converging this long fails its row
 	// (Sync failed), its stream and copy removed (default 30 min; negative:
-	// never). After a timed-out cutover, one full window is enough.
+	// never). After a timed-out cutover, one more window is enough.
 	ConvergeTimeout time.Duration
 
 	gauges *streamGauges // the engine's, set by Register
@@ -327,7 +327,9 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 			}
 			limit := opt.ConvergeTimeout
 			if missed > 0 {
-				limit = 0 // it missed a catch-up already: a full window says it
+				// It missed a catch-up already: one more window (time to
+				// see it in migrate status) says it.
+				limit = opt.ConvergeWindow
 			}
 			if nc && opt.ConvergeTimeout > 0 && conv.notConvergingFor(now) >= limit {
 				return statemachine.Fields{}, agent.Permanentf("the stream is not converging (%s; for %s%s): the stream and the destination's copy were removed. "+

@@ -538,9 +538,9 @@ func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
 
 // TestMySQLOnlineNotConverging: a cutover times out (the destination's
 // applier held) and, back to syncing, the stream's lag keeps growing under
-// a writer: the row is reported as not converging (an event, a gauge) and,
-// having missed a catch-up already, fails after one window, its stream and
-// copy removed, the source writable.
+// a writer: the row is reported as not converging (an event) and, having
+// missed a catch-up already, fails one window later, its stream and copy
+// removed, the source writable.
 func TestMySQLOnlineNotConverging(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
@@ -579,8 +579,9 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 	if n := wrote.Load(); n < 20 {
 		t.Errorf("the customer wrote %d rows (last refusal: %v)", n, lastErr.Load())
 	}
-	// Having missed a catch-up, the row fails as it says so (the lock
-	// goes: dropping the copy waits for it).
+	// Having missed a catch-up, the row fails one window after it says so;
+	// then the lock goes (dropping the copy waits for it).
+	time.Sleep(opt.online.ConvergeWindow + 2*time.Second)
 	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {
 		t.Fatal(err)
 	}

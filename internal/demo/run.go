@@ -68,9 +68,13 @@ type Options struct {
 	StallTimeout time.Duration
 	// CutoverTimeout and CutoverAttempts are the agents'
 	// online.cutover-timeout and online.cutover-attempts (0: the defaults,
-	// 5 s and 3).
+	// 5 s and 8).
 	CutoverTimeout  time.Duration
 	CutoverAttempts int
+	// ConvergeWindow and ConvergeTimeout are the agents'
+	// online.converge-window and online.converge-timeout (0: the defaults,
+	// 40 s and 30 min).
+	ConvergeWindow, ConvergeTimeout time.Duration
 	// StopGrace is the agents' agent.stop-grace (0: the default, 30 s);
 	// their shutdown-timeout is 20 s.
 	StopGrace time.Duration
@@ -419,6 +423,12 @@ func (d *Demo) config(host, roles string, h *Host) string {
 	}
 	if d.Opt.CutoverAttempts > 0 {
 		online = append(online, fmt.Sprintf("  cutover-attempts: %d\n", d.Opt.CutoverAttempts))
+	}
+	if d.Opt.ConvergeWindow > 0 {
+		online = append(online, fmt.Sprintf("  converge-window: %s\n", d.Opt.ConvergeWindow))
+	}
+	if d.Opt.ConvergeTimeout > 0 {
+		online = append(online, fmt.Sprintf("  converge-timeout: %s\n", d.Opt.ConvergeTimeout))
 	}
 	if len(online) > 0 {
 		fmt.Fprintf(&b, "online:\n%s", strings.Join(online, ""))

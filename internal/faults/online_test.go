@@ -505,3 +505,74 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 	}
 	settledDone(ctx, t, d, r, db)
 }
+
+// Case 10h/11i: a stream that cannot keep up. The destination's apply is
+// held (a lock on the writer's table) while the customer writes about
+// 150 inserts and 150 updates a second: the cutover times out (writes
+// restored), the row goes back to syncing, its lag grows, and it is
+// reported as not converging (its event, `migrate status`) within a
+// minute; having missed a catch-up already, it fails one window later
+// (Sync failed) with the rates, its stream and copy removed, while the
+// other rows move.
+func TestOnlineNotConverging(t *testing.T)      { onlineNotConverging(t, demo.Postgres, "10h") }
+func TestMySQLOnlineNotConverging(t *testing.T) { onlineNotConverging(t, demo.MySQL, "11i") }
+
+func onlineNotConverging(t *testing.T, eng, id string) {
+	t.Parallel()
+	r := record(t, id, "online ("+eng+"): a stream that cannot keep up")
+	d, ctx := fleet(t, 3, 4<<20, func(o *demo.Options) {
+		o.Engine = eng
+		o.Mode = "online"
+		o.Writers = 3
+		o.WriterRate = 150
+		o.HotRows = 20000
+		o.StallTimeout = time.Minute
+		o.CutoverTimeout = 2 * time.Second
+		o.ConvergeWindow = 10 * time.Second
+	})
+	db := largest(d, eng)
+	toCutOver(ctx, t, d, db)
+	release := holdApply(ctx, t, d, db)
+	if err := d.RestartAgent(db.Source); err != nil {
+		t.Fatal(err)
+	}
+	var m statemachine.Migration
+	waitFor(ctx, t, d, "the catch-up to time out", time.Minute, func() bool {
+		m = row(ctx, t, d, db)
+		return eventSaid(ctx, t, d, m.ID, "catch-up timed out")
+	})
+	missed := time.Now()
+	r.inject("the destination's apply held (a lock on the writer's table) from the cutover of %q on, its writer inserting and updating 150 rows/s each", db.Name)
+	waitFor(ctx, t, d, "the row to be reported as not converging", 2*time.Minute, func() bool {
+		return eventSaid(ctx, t, d, m.ID, statemachine.NotConvergingNote)
+	})
+	reported := time.Since(missed)
+	if reported > time.Minute {
+		t.Errorf("reported as not converging %s after the timed-out cutover, want within a minute", reported.Round(time.Second))
+	}
+	out, err := d.Tool(ctx, "status")
+	if err != nil || !strings.Contains(out, "streams NOT CONVERGING") || !strings.Contains(out, fmt.Sprintf("row %-8d", m.ID)) {
+		t.Errorf("migrate status does not list row %d as not converging (%v):\n%s", m.ID, err, out)
+	}
+	// One window later the row fails, removing the stream and the copy (a
+	// MariaDB copy's drop waits for the lock, released then).
+	time.Sleep(12 * time.Second)
+	release()
+	settle(ctx, t, d, false)
+	m = row(ctx, t, d, db)
+	if m.Status != statemachine.SyncFailed || !strings.Contains(m.LastError, "the stream is not converging (lag grew from") {
+		t.Errorf("row %s is %s (%s), want Sync failed, not converging", m.String(), m.Status, m.LastError)
+	}
+	r.saw("reported as not converging %s after the timed-out cutover; row: %s", reported.Round(time.Second), trail(ctx, t, d, m.ID))
+	if err := demo.ProbeWrite(ctx, db.Engine, d.Fleet.Host(db.Source).Addr(), db.User, db.Password, db.Name); err != nil {
+		t.Errorf("the source refuses its owner's writes after the row failed: %v", err)
+	}
+	rep := checkInvariants(ctx, t, d, r)
+	if rep.Checked[demo.InvStreams] != 0 {
+		t.Errorf("%d stream objects of ours are left at the servers", rep.Checked[demo.InvStreams])
+	}
+	onlineWriters(ctx, t, d, r)
+	if rep.Statuses[statemachine.Done] != len(d.DBs)-1 || rep.Statuses[statemachine.SyncFailed] != 1 {
+		t.Errorf("rows: %s; want the others Done", statusLine(rep.Statuses))
+	}
+}
