@@ -274,12 +274,12 @@ func (s *Server) EnableEvents(ctx context.Context, db string, events []engine.Ev
 // and checksum, every other object, and that the accounts its objects run
 // as exist. A difference is a permanent error naming what differs.
 func (s *Server) Verify(ctx context.Context, m *engine.Manifest, done func(i, n int)) error {
-	return s.verify(ctx, m, nil, nil, done)
+	return s.verify(ctx, m, nil, done)
 }
 
 // verify compares the database with m; only, when not nil, are the only
 // tables (of m's) whose checksums are computed and compared.
-func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, sums []engine.TableSum, done func(i, n int)) error {
+func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, done func(i, n int)) error {
 	names := make([]string, len(m.Tables))
 	for i, t := range m.Tables {
 		names[i] = t.Name
@@ -290,26 +290,24 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 		return fmt.Errorf("list what %q holds on %s: %w", m.Database, s, err)
 	}
 	var problems []string
-	if sums == nil {
-		for _, t := range here.Tables {
-			if !slices.Contains(names, t) {
-				problems = append(problems, t+": not in the dump")
-			}
+	for _, t := range here.Tables {
+		if !slices.Contains(names, t) {
+			problems = append(problems, t+": not in the dump")
 		}
-		var present []string
-		for _, t := range want {
-			if slices.Contains(here.Tables, t.Name) {
-				present = append(present, t.Name)
-			}
+	}
+	var present []string
+	for _, t := range want {
+		if slices.Contains(here.Tables, t.Name) {
+			present = append(present, t.Name)
 		}
-		jobs := 1
-		if s.parallel(m.SizeBytes) {
-			jobs = s.opt.Jobs
-		}
-		var err error
-		if sums, err = s.checksums(ctx, m.Database, present, jobs, done); err != nil {
-			return err
-		}
+	}
+	jobs := 1
+	if s.parallel(m.SizeBytes) {
+		jobs = s.opt.Jobs
+	}
+	sums, err := s.checksums(ctx, m.Database, present, jobs, done)
+	if err != nil {
+		return err
 	}
 	problems = append(problems, engine.Diff(want, sums)...)
 	more, err := s.objectProblems(ctx, m, here, nil)

@@ -33,10 +33,10 @@ func (s *Server) VerifySince(ctx context.Context, m *engine.Manifest, done func(
 		return 0, "", err
 	}
 	if why != "" {
-		return len(m.Tables), why, s.verify(ctx, m, nil, nil, done)
+		return len(m.Tables), why, s.verify(ctx, m, nil, done)
 	}
 	// Not nil: verify reads every table for a nil list.
-	return len(tables), "", s.verify(ctx, m, append([]string{}, tables...), nil, done)
+	return len(tables), "", s.verify(ctx, m, append([]string{}, tables...), done)
 }
 
 // writtenSince lists m's tables written since m's dump according to the
