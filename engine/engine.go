@@ -6,6 +6,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -336,4 +337,26 @@ func Diff(want, got []TableSum) []string {
 		out = append(out, fmt.Sprintf("%s: not in the dump", name))
 	}
 	return out
+}
+
+// Backoff paces a poll: its first wait is short and each next one twice
+// as long, up to a cap. Polls made while a customer's writes are blocked
+// (sessions to end, a subscription to stop) use it: a session usually
+// goes within milliseconds, and a fixed 50 ms wait was the customer's.
+type Backoff struct{ next, max time.Duration }
+
+// NewBackoff returns a Backoff waiting first, then doubling up to max.
+func NewBackoff(first, max time.Duration) *Backoff { return &Backoff{next: first, max: max} }
+
+// Wait waits the next interval, or until ctx ends (its error).
+func (b *Backoff) Wait(ctx context.Context) error {
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	b.next = min(2*b.next, b.max)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

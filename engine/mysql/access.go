@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/internal/ident"
 )
 
@@ -310,6 +311,7 @@ func (s *Server) endSessions(ctx context.Context, db string, users []string) (in
 		s.log.Info("ended sessions of the database's accounts", "database", db, "sessions", len(ids))
 	}
 	deadline := time.Now().Add(s.opt.SessionWait)
+	poll := engine.NewBackoff(5*time.Millisecond, 50*time.Millisecond)
 	for {
 		left, err := s.sessionsOf(ctx, users)
 		if err != nil {
@@ -327,10 +329,8 @@ func (s *Server) endSessions(ctx context.Context, db string, users []string) (in
 		if time.Now().After(deadline) {
 			return len(ids), fmt.Errorf("sessions %v of %s were told to end but still run after %s (a long rollback?)", still, strings.Join(users, ", "), s.opt.SessionWait)
 		}
-		select {
-		case <-ctx.Done():
-			return len(ids), ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := poll.Wait(ctx); err != nil {
+			return len(ids), err
 		}
 	}
 }

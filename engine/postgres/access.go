@@ -152,6 +152,7 @@ func (s *Server) endSessions(ctx context.Context, database string) (int, error) 
 		return 0, fmt.Errorf("end the sessions of %q: %w", database, err)
 	}
 	deadline := time.Now().Add(s.opt.SessionWait)
+	poll := engine.NewBackoff(5*time.Millisecond, 50*time.Millisecond)
 	for {
 		var left int
 		if err := s.pool.QueryRow(ctx, `SELECT count(*)`+others, database).Scan(&left); err != nil {
@@ -164,10 +165,8 @@ func (s *Server) endSessions(ctx context.Context, database string) (int, error) 
 			return ended, fmt.Errorf("%d sessions of %q on %s were still there %s after pg_terminate_backend (see pg_stat_activity: a backend stuck in I/O or in an extension ignores it); "+
 				"the step gives up and restores what it changed, and is retried; raise postgres.session-wait if this repeats", left, database, s, s.opt.SessionWait)
 		}
-		select {
-		case <-ctx.Done():
-			return ended, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := poll.Wait(ctx); err != nil {
+			return ended, err
 		}
 	}
 }

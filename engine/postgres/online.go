@@ -655,6 +655,7 @@ func (s *Server) StopSubscription(ctx context.Context, database, name string) er
 		return fmt.Errorf("stop subscription %s at %s: %w", name, s, err)
 	}
 	deadline := time.Now().Add(s.opt.SessionWait)
+	poll := engine.NewBackoff(2*time.Millisecond, 20*time.Millisecond)
 	for {
 		var n int
 		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
@@ -667,10 +668,8 @@ func (s *Server) StopSubscription(ctx context.Context, database, name string) er
 		if time.Now().After(deadline) {
 			return fmt.Errorf("subscription %s at %s still has %d workers %s after it was disabled", name, s, n, s.opt.SessionWait)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := poll.Wait(ctx); err != nil {
+			return err
 		}
 	}
 }
