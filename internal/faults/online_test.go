@@ -576,3 +576,68 @@ func onlineNotConverging(t *testing.T, eng, id string) {
 		t.Errorf("rows: %s; want the others Done", statusLine(rep.Statuses))
 	}
 }
+
+// Case 10i/11j: one destination's server stops (SIGKILL) while rows of the
+// same source stream to it and to another destination: the rows to the
+// other destination stream, cut over and reach Done while it is down; once
+// it is back, its rows resume or (attempts used up) are retried, and every
+// row reaches Done with nothing left behind.
+func TestOnlineDestinationDownOthersMove(t *testing.T) {
+	onlineDestinationDown(t, demo.Postgres, "10i")
+}
+func TestMySQLOnlineDestinationDownOthersMove(t *testing.T) {
+	onlineDestinationDown(t, demo.MySQL, "11j")
+}
+
+func onlineDestinationDown(t *testing.T, eng, id string) {
+	t.Parallel()
+	r := record(t, id, "online ("+eng+"): a destination down while the same source's rows to another one move")
+	d, ctx := fleet(t, 4, 4<<20, func(o *demo.Options) {
+		o.Engine = eng
+		o.Mode = "online"
+		o.Writers = 4
+		o.WriterRate = 20
+		o.StallTimeout = time.Minute
+		o.Size = demo.FleetSize{MySQLSources: 1, MySQLDestinations: 2, PostgresSources: 1, PostgresDestinations: 2}
+	})
+	var down *demo.Database
+	for _, db := range d.DBs {
+		if db.Engine == eng && (down == nil || db.Rows > down.Rows) {
+			down = db
+		}
+	}
+	var others []*demo.Database
+	for _, db := range d.DBs {
+		if db.Engine == eng && db.Destination != down.Destination && db.Source == down.Source {
+			others = append(others, db)
+		}
+	}
+	if len(others) == 0 {
+		t.Fatalf("no row of source %s goes to another destination than %s", down.Source, down.Destination)
+	}
+	streaming(ctx, t, d, down)
+	h := d.Fleet.Host(down.Destination)
+	h.Kill()
+	stopped := time.Now()
+	r.inject("the %s server of %s SIGKILLed while %q synced from %s, kept down until the %d rows of %s to %s were Done", eng, down.Destination, down.Name, down.Source, len(others), down.Source, others[0].Destination)
+	waitFor(ctx, t, d, "the other destination's rows to be Done", 4*time.Minute, func() bool {
+		for _, db := range others {
+			if m := row(ctx, t, d, db); m.Status != statemachine.Done {
+				return false
+			}
+		}
+		return true
+	})
+	r.saw("%d rows of %s to %s Done %s after %s went down", len(others), down.Source, others[0].Destination, time.Since(stopped).Round(time.Second), down.Destination)
+	if err := h.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	settle(ctx, t, d, false)
+	if n, _ := d.Store.CountStatuses(ctx, statemachine.SyncFailed); n > 0 {
+		if out, err := d.Tool(ctx, "retry", "--status", string(statemachine.SyncFailed)); err != nil {
+			t.Fatalf("retry: %v\n%s", err, out)
+		}
+		r.inject("%d rows failed while %s was down (attempts used up): migrate retry --status 'Sync failed'", n, down.Destination)
+	}
+	settledDone(ctx, t, d, r, down)
+}
