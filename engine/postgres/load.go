@@ -501,7 +501,7 @@ func splitList(v string) []string {
 // there, every table's row count and checksum, every sequence's value,
 // every role. A difference is a permanent error naming what differs.
 func (s *Server) Verify(ctx context.Context, m *engine.Manifest, progress func(done, total int)) error {
-	return s.verify(ctx, m, nil, nil, progress)
+	return s.verify(ctx, m, nil, progress)
 }
 
 // VerifyObjects is the online cutover's check, before the block, of m's
@@ -586,7 +586,7 @@ func (s *Server) missingRoles(ctx context.Context, m *engine.Manifest) ([]string
 
 // verify compares the database with m; only, when not nil, are the only
 // tables (of m's) whose checksums are computed and compared.
-func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, sums []engine.TableSum, progress func(done, total int)) error {
+func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, progress func(done, total int)) error {
 	if m.Postgres == nil {
 		return engine.Permanentf("the manifest of %q has no PostgreSQL section", m.Database)
 	}
@@ -620,14 +620,13 @@ func (s *Server) verify(ctx context.Context, m *engine.Manifest, only []string, 
 			tables = append(tables, t.Name)
 		}
 	}
-	if sums == nil {
-		algo, err := s.checksumAlgorithm(ctx, m.ChecksumAlgorithm)
-		if err != nil {
-			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
-		}
-		if sums, err = s.checksums(ctx, m.Database, "", tables, withLOs, m.SizeBytes, algo, progress); err != nil {
-			return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
-		}
+	algo, err := s.checksumAlgorithm(ctx, m.ChecksumAlgorithm)
+	if err != nil {
+		return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
+	}
+	sums, err := s.checksums(ctx, m.Database, "", tables, withLOs, m.SizeBytes, algo, progress)
+	if err != nil {
+		return fmt.Errorf("verify %q at %s: %w", m.Database, s, err)
 	}
 	problems = append(problems, engine.Diff(want, sums)...)
 	missingRoles, err := s.missingRoles(ctx, m)

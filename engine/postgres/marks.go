@@ -117,8 +117,8 @@ func (s *Server) VerifySince(ctx context.Context, m *engine.Manifest, progress f
 		all = fmt.Sprintf("%d other sessions are connected to the database (writes of theirs may not be counted yet)", sessions)
 	}
 	if all != "" {
-		return len(m.Tables), all, s.verify(ctx, m, nil, nil, progress)
+		return len(m.Tables), all, s.verify(ctx, m, nil, progress)
 	}
 	// Not nil: verify reads every table for a nil list.
-	return len(tables), "", s.verify(ctx, m, append([]string{}, tables...), nil, progress)
+	return len(tables), "", s.verify(ctx, m, append([]string{}, tables...), progress)
 }
