@@ -2,6 +2,7 @@ package steps
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -14,8 +15,9 @@ import (
 // destination applies, a destination starved of CPU or I/O) would sync
 // forever. convergence judges the lag a sync step samples: not converging
 // when, over a whole window (Online.ConvergeWindow), the lag never came
-// down to MaxLagBytes and grew by at least MaxLagBytes and a tenth of
-// where it started. It says so on the row (a "syncing: NOT CONVERGING"
+// down to MaxLagBytes, its floor rose (the lowest lag of the window's
+// second half above that of its first) and it grew by an eighth of
+// MaxLagBytes and a tenth of where it started. It says so on the row (a "syncing: NOT CONVERGING"
 // note), in a gauge and an alert; after Online.ConvergeTimeout of it the
 // row stops syncing (docs/online.md: an auto row moves in dump mode, an
 // online row fails).
@@ -53,13 +55,24 @@ func (c *convergence) add(s lagSample) (notConverging, changed bool) {
 	now := false
 	if span >= c.window {
 		now = true
+		// Above the hand-on lag all along, and its floor rising: the
+		// lowest lag of the window's second half above that of its first
+		// half, and the lag grown by an eighth of the hand-on lag and a
+		// tenth of where it started (noise around a steady lag is not a
+		// trend).
+		mid := first.at.Add(span / 2)
+		floor1, floor2 := int64(math.MaxInt64), int64(math.MaxInt64)
 		for _, x := range c.samples {
 			if x.lag <= c.maxLag {
 				now = false
-				break
+			}
+			if x.at.Before(mid) {
+				floor1 = min(floor1, x.lag)
+			} else {
+				floor2 = min(floor2, x.lag)
 			}
 		}
-		if grew := s.lag - first.lag; grew < c.maxLag || grew < first.lag/10 {
+		if grew := s.lag - first.lag; grew < c.maxLag/8 || grew < first.lag/10 || floor2 <= floor1 {
 			now = false
 		}
 	}

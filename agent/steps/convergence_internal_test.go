@@ -27,6 +27,8 @@ func TestConvergence(t *testing.T) {
 		{"flat lag above the hand-on lag converges slowly, not judged", []step{{0, 50 * mib, false, false}, {20, 51 * mib, false, false}, {40, 52 * mib, false, false}, {60, 53 * mib, false, false}}},
 		{"a dip to the hand-on lag", []step{{0, 2 * mib, false, false}, {20, mib / 2, false, false}, {40, 30 * mib, false, false}, {50, 40 * mib, false, false}}},
 		{"recovers", []step{{0, 2 * mib, false, false}, {40, 20 * mib, true, true}, {60, 30 * mib, true, false}, {70, 10 * mib, true, false}, {100, 5 * mib, false, true}}},
+		{"slow growth with a rising floor", []step{{0, 2 * mib, false, false}, {10, 2*mib + 150<<10, false, false}, {20, 2*mib + 300<<10, false, false}, {30, 2*mib + 450<<10, false, false}, {40, 2*mib + 600<<10, true, true}}},
+		{"oscillating around a steady lag", []step{{0, 5 * mib, false, false}, {10, 6 * mib, false, false}, {20, 5 * mib, false, false}, {30, 6 * mib, false, false}, {40, 6 * mib, false, false}}},
 		{"recovers at once when caught up", []step{{0, 2 * mib, false, false}, {40, 20 * mib, true, true}, {41, mib / 2, false, true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,8 +35,13 @@ func main() {
 	writers := flag.Int("writers", 0, "run a live writer for this many databases: it inserts numbered rows through the database's DNS name with its own user and password during the migration; the summary reports acknowledged writes, those missing at the destination (must be 0) and the write-blocked window each writer saw")
 	writerRate := flag.Float64("writer-rate", 20, "inserts per second of each writer")
 	hotRows := flag.Int("hot-rows", 0, "give each writer's database a table of this many rows that the writer updates at random keys, one update with each insert (a table the customer writes all the time)")
+	hosts := flag.Int("hosts", 0, "source and destination hosts per engine (0: three a side for the main engine, one for the other); 1 puts every database of an engine on one source")
 	kills := flag.Int("kill", 0, "kill this many processes with kill -9 during the migration, spread over it, each restarted at once as systemd would: every third the scheduler, the others an agent holding rows of a step (a different step each time); the summary says how long their rows waited")
 	flag.Parse()
+	if *hosts < 0 {
+		fmt.Fprintf(os.Stderr, "fleetdemo: --hosts %d: want 0 (the default) or more\n", *hosts)
+		os.Exit(2)
+	}
 	if *engine != "" && *engine != demo.MySQL && *engine != demo.Postgres {
 		fmt.Fprintf(os.Stderr, "fleetdemo: --engine %q: want mysql or postgres\n", *engine)
 		os.Exit(2)
@@ -86,6 +91,7 @@ func main() {
 		WriterRate: *writerRate,
 		HotRows:    *hotRows,
 		Kills:      *kills,
+		Size:       demo.FleetSize{MySQLSources: *hosts, MySQLDestinations: *hosts, PostgresSources: *hosts, PostgresDestinations: *hosts},
 	})
 	switch {
 	case ctx.Err() != nil:

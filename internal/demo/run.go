@@ -75,6 +75,8 @@ type Options struct {
 	// online.converge-window and online.converge-timeout (0: the defaults,
 	// 40 s and 30 min).
 	ConvergeWindow, ConvergeTimeout time.Duration
+	// CutoverBackoff is the agents' online.cutover-backoff (0: 10 s).
+	CutoverBackoff time.Duration
 	// StopGrace is the agents' agent.stop-grace (0: the default, 30 s);
 	// their shutdown-timeout is 20 s.
 	StopGrace time.Duration
@@ -423,6 +425,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 	}
 	if d.Opt.CutoverAttempts > 0 {
 		online = append(online, fmt.Sprintf("  cutover-attempts: %d\n", d.Opt.CutoverAttempts))
+	}
+	if d.Opt.CutoverBackoff > 0 {
+		online = append(online, fmt.Sprintf("  cutover-backoff: %s\n", d.Opt.CutoverBackoff))
 	}
 	if d.Opt.ConvergeWindow > 0 {
 		online = append(online, fmt.Sprintf("  converge-window: %s\n", d.Opt.ConvergeWindow))

@@ -528,6 +528,7 @@ func onlineNotConverging(t *testing.T, eng, id string) {
 		o.HotRows = 20000
 		o.StallTimeout = time.Minute
 		o.CutoverTimeout = 2 * time.Second
+		o.CutoverBackoff = time.Minute // no second cutover before it is judged
 		o.ConvergeWindow = 10 * time.Second
 	})
 	db := largest(d, eng)
