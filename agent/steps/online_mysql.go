@@ -378,8 +378,14 @@ type mysqlCutoverSide struct {
 	scannedTo mysql.BinlogPos
 	// schemaFrom: the schema was checked before the block against the
 	// catalogue, as of this position; under the block only the log after
-	// it is read for statements about the database.
+	// it is read for statements about the database. logClean: it had
+	// none, so what plan read of the schema still holds (triggers, events).
 	schemaFrom mysql.BinlogPos
+	logClean   bool
+	// triggers and events: the source's trigger count and event names,
+	// read before the block.
+	triggers int
+	events   []string
 }
 
 func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
@@ -457,6 +463,19 @@ func (p *mysqlCutoverSide) plan(ctx context.Context) (*mysql.Access, string, err
 	if err := p.dst.VerifyObjects(ctx, &man); err != nil {
 		return nil, "", err
 	}
+	// What the completion needs of the schema, read now too: the source's
+	// triggers and events (read again under the block if the log shows a
+	// statement about the database since). The copy's events at the
+	// destination go now: the cutover creates them from the source's.
+	if p.triggers, err = p.src.TriggerCount(ctx, s.Database); err != nil {
+		return nil, "", err
+	}
+	if p.events, err = p.src.EventNames(ctx, s.Database); err != nil {
+		return nil, "", err
+	}
+	if err := p.dst.DropEvents(ctx, s.Database); err != nil {
+		return nil, "", err
+	}
 	access, err := p.src.PlanBlock(ctx, s)
 	if err != nil {
 		return nil, "", err
@@ -483,6 +502,7 @@ func (p *mysqlCutoverSide) schemaChange(ctx context.Context) (string, error) {
 			var stmt string
 			stmt, err = p.src.StatementSince(ctx, p.st.Database, p.schemaFrom, now)
 			if err == nil && stmt == "" {
+				p.logClean = true
 				return "", nil
 			}
 		}
@@ -549,14 +569,20 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 	if err != nil {
 		return "", err
 	}
-	if err := p.dst.DropEvents(ctx, s.Database); err != nil {
+	if !p.logClean {
+		// A statement about the database since plan read them: read again.
+		if p.triggers, err = p.src.TriggerCount(ctx, s.Database); err != nil {
+			return "", err
+		}
+		if p.events, err = p.src.EventNames(ctx, s.Database); err != nil {
+			return "", err
+		}
+	}
+	if err := p.dst.CopyTriggersCounted(ctx, p.src, s.Database, p.triggers); err != nil {
 		return "", err
 	}
-	if err := p.dst.CopyTriggers(ctx, p.src, s.Database); err != nil {
-		return "", err
-	}
-	took.mark("copy's events dropped and triggers")
-	if err := p.dst.CopyEvents(ctx, p.src, s.Database, a.Events); err != nil {
+	took.mark("triggers")
+	if err := p.dst.CopyEventsNamed(ctx, p.src, s.Database, p.events, a.Events); err != nil {
 		return "", err
 	}
 	took.mark("events")

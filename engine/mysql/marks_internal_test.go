@@ -52,8 +52,9 @@ func TestMentionsDatabase(t *testing.T) {
 	}
 }
 
-// TestSchemaStatement: the block's own statements, accounts' and events'
-// are not schema changes; DDL on tables, views, routines and triggers is.
+// TestSchemaStatement: the block's own statements (privileges, ALTER
+// EVENT) and accounts' are not schema changes; DDL on tables, views,
+// routines, triggers and CREATE or DROP EVENT is.
 func TestSchemaStatement(t *testing.T) {
 	for _, c := range []struct {
 		q    string
@@ -63,7 +64,8 @@ func TestSchemaStatement(t *testing.T) {
 		{"GRANT INSERT ON `shop`.* TO `u`@`%`", false},
 		{"use `shop`; ALTER DEFINER=`root`@`localhost` EVENT `tick` DISABLE", false},
 		{"ALTER EVENT `shop`.`tick` ENABLE", false},
-		{"use `shop`; CREATE OR REPLACE DEFINER=`root`@`%` EVENT e ON SCHEDULE EVERY 1 DAY DO SELECT 1", false},
+		{"use `shop`; CREATE OR REPLACE DEFINER=`root`@`%` EVENT e ON SCHEDULE EVERY 1 DAY DO SELECT 1", true},
+		{"DROP EVENT `shop`.`e`", true},
 		{"use `shop`; ALTER TABLE t ADD c INT", true},
 		{"use `shop`; CREATE DEFINER=`root`@`%` TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1", true},
 		{"use `shop`; CREATE OR REPLACE VIEW v AS SELECT 1", true},

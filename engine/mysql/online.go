@@ -530,9 +530,10 @@ func (s *Server) StatementSince(ctx context.Context, db string, from, to BinlogP
 	return statement, err
 }
 
-// schemaStatement: a logged statement that mentions db and may change what
-// the schema fingerprint covers — not the privileges (the block's own
-// REVOKE and GRANT statements are logged), accounts or events.
+// schemaStatement: a logged statement that mentions db and may change its
+// schema (what the fingerprint covers, and its events) — not the
+// privileges (the block's own REVOKE and GRANT statements are logged),
+// accounts, nor ALTER EVENT (the block's own, disabling events).
 func schemaStatement(q, db string) bool {
 	if !mentionsDatabase(q, db) {
 		return false
@@ -550,9 +551,11 @@ func schemaStatement(q, db string) bool {
 			return false
 		}
 	}
-	// ALTER / CREATE [OR REPLACE] / DROP [DEFINER=...] EVENT
+	// ALTER [DEFINER=...] EVENT: the block disables the database's events
+	// and an unblock enables them. (CREATE and DROP EVENT count: the
+	// cutover read the event list before the block.)
 	verb, rest, _ := strings.Cut(s, " ")
-	if verb != "ALTER" && verb != "CREATE" && verb != "DROP" {
+	if verb != "ALTER" {
 		return true
 	}
 	rest = strings.TrimPrefix(strings.TrimSpace(rest), "OR REPLACE ")
@@ -762,12 +765,27 @@ func (s *Server) ChecksumsAll(ctx context.Context, db string, tables []string) (
 // CopyTriggers creates db's triggers at this (destination) server as the
 // server from has them, with the dump tool.
 func (s *Server) CopyTriggers(ctx context.Context, from *Server, db string) error {
+	n, err := from.TriggerCount(ctx, db)
+	if err != nil {
+		return err
+	}
+	return s.CopyTriggersCounted(ctx, from, db, n)
+}
+
+// TriggerCount counts db's triggers.
+func (s *Server) TriggerCount(ctx context.Context, db string) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE "+schemaIs("TRIGGER_SCHEMA"), db, db).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count the triggers of %q at %s: %w", db, s, err)
+	}
+	return n, nil
+}
+
+// CopyTriggersCounted is CopyTriggers with the source's trigger count read
+// already (the cutover reads it before the block).
+func (s *Server) CopyTriggersCounted(ctx context.Context, from *Server, db string, n int) error {
 	// Most databases have none: then neither tool runs (two processes
 	// under an online cutover's block).
-	var n int
-	if err := from.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE "+schemaIs("TRIGGER_SCHEMA"), db, db).Scan(&n); err != nil {
-		return fmt.Errorf("count the triggers of %q at %s: %w", db, from, err)
-	}
 	if n == 0 {
 		return nil
 	}
@@ -796,6 +814,15 @@ func (s *Server) CopyEvents(ctx context.Context, from *Server, db string, enable
 	if err != nil {
 		return err
 	}
+	return s.CopyEventsNamed(ctx, from, db, names, enabled)
+}
+
+// EventNames lists db's events.
+func (s *Server) EventNames(ctx context.Context, db string) ([]string, error) { return s.eventNames(ctx, db) }
+
+// CopyEventsNamed is CopyEvents with the source's event names read already
+// (the cutover reads them before the block).
+func (s *Server) CopyEventsNamed(ctx context.Context, from *Server, db string, names []string, enabled []Event) error {
 	if len(names) == 0 {
 		return nil // the client is not run for nothing
 	}

@@ -729,18 +729,19 @@ func (s *Server) SequenceValues(ctx context.Context, database string) ([]engine.
 // SetSequences gives database's sequences the values seqs (logical
 // replication does not carry them); a sequence never used stays as it is.
 func (s *Server) SetSequences(ctx context.Context, database string, seqs []engine.Sequence) error {
+	var names, values []string
+	for _, sq := range seqs {
+		if sq.LastValue != "" {
+			names, values = append(names, sq.Name), append(values, sq.LastValue)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	// One statement (one round trip, under the cutover's block).
 	err := s.inDatabaseKept(ctx, database, func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			for _, sq := range seqs {
-				if sq.LastValue == "" {
-					continue
-				}
-				if _, err := tx.Exec(ctx, "SELECT setval($1::regclass, $2::bigint, true)", sq.Name, sq.LastValue); err != nil {
-					return fmt.Errorf("set sequence %s: %w", sq.Name, err)
-				}
-			}
-			return nil
-		})
+		_, err := c.Exec(ctx, "SELECT setval(n::regclass, v::bigint, true) FROM unnest($1::text[], $2::text[]) AS s(n, v)", names, values)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("set the sequences of %q at %s: %w", database, s, err)
