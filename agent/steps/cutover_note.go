@@ -32,19 +32,29 @@ type CutoverNote struct {
 	// and the verification did; Verify is how long they took.
 	Summary string
 	Verify  time.Duration
-	// Removal is how long removing the stream took, beside Verify.
-	Removal time.Duration
+	// Removal is how long removing the stream took, beside Verify;
+	// Deferred: it was left (stopped) for the close step to remove.
+	Removal  time.Duration
+	Deferred bool
 }
 
 func (n CutoverNote) String() string {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	removal := fmt.Sprintf("stream removed meanwhile in %s", ms(n.Removal))
+	if n.Deferred {
+		removal = deferredRemoval
+	}
 	return fmt.Sprintf("cut over in %s under the block: writes blocked in %s (%d sessions ended); schema checked and position %s read in %s; "+
-		"applied at the destination %s later; stream stopped in %s; %s, in %s; stream removed meanwhile in %s",
-		ms(n.Total), ms(n.Block), n.Ended, n.Position, ms(n.Checks), ms(n.CatchUp), ms(n.Stop), n.Summary, ms(n.Verify), ms(n.Removal))
+		"applied at the destination %s later; stream stopped in %s; %s, in %s; %s",
+		ms(n.Total), ms(n.Block), n.Ended, n.Position, ms(n.Checks), ms(n.CatchUp), ms(n.Stop), n.Summary, ms(n.Verify), removal)
 }
 
+// deferredRemoval ends the note of a cutover that left its stopped stream
+// for the close step to remove.
+const deferredRemoval = "the stopped stream is removed by the close step"
+
 var cutoverNoteRx = regexp.MustCompile(`^cut over in (\S+) under the block: writes blocked in (\S+) \((\d+) sessions ended\); ` +
-	`schema checked and position (.+) read in (\S+); applied at the destination (\S+) later; stream stopped in (\S+); (.*), in (\S+); stream removed meanwhile in (\S+)$`)
+	`schema checked and position (.+) read in (\S+); applied at the destination (\S+) later; stream stopped in (\S+); (.*), in (\S+); (?:stream removed meanwhile in (\S+)|(` + deferredRemoval + `))$`)
 
 // ParseCutoverNote reads a cutover's note (CutoverNote.String); false if s
 // is not one.
@@ -53,7 +63,10 @@ func ParseCutoverNote(s string) (CutoverNote, bool) {
 	if m == nil {
 		return CutoverNote{}, false
 	}
-	n := CutoverNote{Position: m[4], Summary: m[8]}
+	n := CutoverNote{Position: m[4], Summary: m[8], Deferred: m[11] != ""}
+	if n.Deferred {
+		m[10] = "0s"
+	}
 	var err error
 	for _, d := range []struct {
 		dst *time.Duration

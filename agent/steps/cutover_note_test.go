@@ -13,6 +13,7 @@ func TestCutoverNoteRoundTrip(t *testing.T) {
 			CatchUp: 338 * time.Millisecond, Stop: 4 * time.Millisecond, Verify: 644 * time.Millisecond,
 			Summary: "triggers and 0 events created, 0 tables verified now (row counts and checksums at both servers at once), 2 unchanged since verified while streaming, 1 objects, 1 accounts"},
 		{Total: 2 * time.Second, Position: "0/2212A60", Summary: "4 objects, 2 roles; sequences set", Removal: 3 * time.Millisecond},
+		{Total: 300 * time.Millisecond, Position: "0/2212A60", Summary: "1 sequences set", Deferred: true},
 	} {
 		got, ok := steps.ParseCutoverNote(n.String())
 		if !ok || got != n {

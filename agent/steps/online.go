@@ -435,8 +435,11 @@ type cutoverSide[A any] interface {
 	// stop stops the stream: nothing more is applied at the destination.
 	stop(ctx context.Context) error
 	// remove removes the stream at both servers (the record still names
-	// it until finish).
+	// it until finish); with removeLater true it is not called: the stopped
+	// stream stays recorded for the close step to remove, after the switch
+	// (removing it took a PostgreSQL cutover 0.1–0.4 s of its window).
 	remove(ctx context.Context) error
+	removeLater() bool
 	// verify makes the destination what the frozen source is (sequences,
 	// accounts, events: what the stream does not carry) and verifies the
 	// tables that may have changed since they were verified while
@@ -586,12 +589,16 @@ func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side
 	// the destination is completed and verified (the record keeps its name
 	// until both are done, so an interruption removes it again).
 	removed := make(chan error, 1)
-	go func() {
-		t0 := time.Now()
-		err := side.remove(ctx)
-		note.Removal = time.Since(t0)
-		removed <- err
-	}()
+	if note.Deferred = side.removeLater(); note.Deferred {
+		removed <- nil
+	} else {
+		go func() {
+			t0 := time.Now()
+			err := side.remove(ctx)
+			note.Removal = time.Since(t0)
+			removed <- err
+		}()
+	}
 	phase = time.Now()
 	note.Summary, err = side.verify(ctx, access, pos)
 	note.Verify = time.Since(phase)

@@ -550,6 +550,8 @@ func (p *mysqlCutoverSide) stop(ctx context.Context) error {
 // stops by itself.
 func (p *mysqlCutoverSide) remove(context.Context) error { return nil }
 
+func (p *mysqlCutoverSide) removeLater() bool { return false }
+
 // verify completes the destination with what the stream does not carry —
 // accounts whose password changed during the sync, the triggers and the
 // events (created now, the events enabled where they were before the
