@@ -818,7 +818,9 @@ func (s *Server) CopyEvents(ctx context.Context, from *Server, db string, enable
 }
 
 // EventNames lists db's events.
-func (s *Server) EventNames(ctx context.Context, db string) ([]string, error) { return s.eventNames(ctx, db) }
+func (s *Server) EventNames(ctx context.Context, db string) ([]string, error) {
+	return s.eventNames(ctx, db)
+}
 
 // CopyEventsNamed is CopyEvents with the source's event names read already
 // (the cutover reads them before the block).
