@@ -85,6 +85,26 @@ type Job struct {
 	mu           sync.Mutex
 	lastProgress time.Time
 	pending      string
+	after        []afterAdvance
+}
+
+// afterAdvance is work a step leaves for once its row has moved on.
+type afterAdvance struct {
+	what string
+	fn   func(context.Context) error
+}
+
+// AfterAdvance registers fn to run once the step succeeded and its row
+// was advanced (the next step may be running already): work that must not
+// delay the next step, such as removing what the step stopped using. It
+// runs in the step's goroutine with its own bounded context, on servers
+// it opens itself; it cannot write the row (the claim is gone), and its
+// failure is only logged: whatever it leaves, the row's records still name
+// for a later step, a rollback or gc. what names it in the log.
+func (j *Job) AfterAdvance(what string, fn func(context.Context) error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.after = append(j.after, afterAdvance{what, fn})
 }
 
 // Record writes fields on the row now, without moving it: how a handler

@@ -73,9 +73,13 @@ func (a *Agent) work(jobsCtx context.Context, role statemachine.Role, m *statema
 		case err == nil:
 			log.Info("step done", "took", time.Since(start).Round(time.Millisecond).String())
 			stopKeeper()
-			a.finish(role, start, resultDone, a.persist(bg, log, "advance", func(ctx context.Context) error {
+			perr := a.persist(bg, log, "advance", func(ctx context.Context) error {
 				return a.store.Advance(ctx, m, fields, fmt.Sprintf("%s done in %s", role, time.Since(start).Round(time.Millisecond)))
-			}))
+			})
+			a.finish(role, start, resultDone, perr)
+			if perr == nil {
+				runAfter(bg, log, job)
+			}
 			return
 		case cause != nil: // shutting down: the handler has undone its work
 			reason := fmt.Sprintf("%s: %s step cancelled after %s and undone; another run will redo it", cause, role, time.Since(start).Round(time.Second))
@@ -124,6 +128,32 @@ func (a *Agent) work(jobsCtx context.Context, role statemachine.Role, m *statema
 		if ctx.Err() != nil {
 			continue
 		}
+	}
+}
+
+// afterTimeout bounds the work a step left for after its advance.
+const afterTimeout = time.Minute
+
+// runAfter runs what the job's step left for after its row advanced
+// (Job.AfterAdvance), each bounded by afterTimeout; failures are logged.
+func runAfter(ctx context.Context, log interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+}, job *Job) {
+	job.mu.Lock()
+	after := job.after
+	job.after = nil
+	job.mu.Unlock()
+	for _, w := range after {
+		actx, cancel := context.WithTimeout(ctx, afterTimeout)
+		t0 := time.Now()
+		err := w.fn(actx)
+		cancel()
+		if err != nil {
+			log.Warn("after the step: "+w.what+" failed; a later step, a rollback or gc does it", "err", err)
+			continue
+		}
+		log.Info("after the step: "+w.what, "took", time.Since(t0).Round(time.Millisecond).String())
 	}
 }
 

@@ -51,7 +51,7 @@ func (n CutoverNote) String() string {
 
 // deferredRemoval ends the note of a cutover that left its stopped stream
 // for the close step to remove.
-const deferredRemoval = "the stopped stream is removed by the close step"
+const deferredRemoval = "the stopped stream is removed once the row has moved on"
 
 var cutoverNoteRx = regexp.MustCompile(`^cut over in (\S+) under the block: writes blocked in (\S+) \((\d+) sessions ended\); ` +
 	`schema checked and position (.+) read in (\S+); applied at the destination (\S+) later; stream stopped in (\S+); (.*), in (\S+); (?:stream removed meanwhile in (\S+)|(` + deferredRemoval + `))$`)

@@ -552,9 +552,8 @@ func (p *pgCutoverSide) remove(ctx context.Context) error {
 }
 
 // removeLater: the stopped subscription, its slot and publication are
-// removed by the close step (it removes whatever stream its row still
-// records), after the switch: the slot holds the source's WAL a few
-// seconds longer, the window loses 0.1–0.4 s.
+// removed once the row has moved on to DNS (finish), and by the close
+// step if anything is left: the window loses 0.1–0.4 s.
 func (p *pgCutoverSide) removeLater() bool { return true }
 
 func (p *pgCutoverSide) verify(ctx context.Context, _ *postgres.Access, _ string) (string, error) {
@@ -566,11 +565,29 @@ func (p *pgCutoverSide) verify(ctx context.Context, _ *postgres.Access, _ string
 		nseqs, len(man.Tables), len(p.s.Tables)-len(recheck), len(man.Objects), len(man.Users), took), nil
 }
 
-// finish records what was verified, and keeps the stream's name: the
-// close step removes it (removeLater).
+// finish records what was verified, and keeps the stream's name; the
+// stopped stream is removed once the row has moved on (removeLater), and
+// the close step removes whatever of it is still there.
 func (p *pgCutoverSide) finish(ctx context.Context) error {
-	return p.job.PutRecord(ctx, recordStream, postgres.Stream{Name: p.st.Name, Database: p.st.Database, Tables: p.st.Tables,
-		Verified: p.st.Verified, CutRows: p.st.CutRows})
+	st := postgres.Stream{Name: p.st.Name, Database: p.st.Database, Tables: p.st.Tables, Verified: p.st.Verified, CutRows: p.st.CutRows}
+	if err := p.job.PutRecord(ctx, recordStream, st); err != nil {
+		return err
+	}
+	c, job := p.c, p.job
+	job.AfterAdvance("remove the stopped stream "+st.Name, func(ctx context.Context) error {
+		src, err := c.local(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = src.Close() }()
+		dst, err := c.peer(ctx, job, job.Row.Destination)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = dst.Close() }()
+		return removeStream(ctx, job, src, dst, &st)
+	})
+	return nil
 }
 
 func (p *pgCutoverSide) teardown(ctx context.Context) error {
