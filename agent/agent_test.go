@@ -642,3 +642,52 @@ func TestAbandonAfterLastAttempt(t *testing.T) {
 		}
 	})
 }
+
+// TestAfterAdvance: what a step leaves for after its row moved on runs
+// once the row has advanced (it sees the next status), only for a step
+// that succeeded; one that fails is logged, the row is not touched.
+func TestAfterAdvance(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		s := db.Open(t)
+		planOn(t, s, 2, 1, 1, false)
+		all, _ := s.List(context.Background(), statemachine.Filter{})
+		ok, failing := all[0].ID, all[1].ID
+		var seen sync.Map // row -> status seen by its after-work
+		h := &fakeHandler{fn: func(_ context.Context, job *agent.Job) error {
+			id := job.Row.ID
+			job.AfterAdvance("check the row", func(ctx context.Context) error {
+				m, err := s.Get(ctx, id)
+				if err != nil {
+					return err
+				}
+				seen.Store(id, m.Status)
+				if id == failing {
+					return errors.New("server gone")
+				}
+				return nil
+			})
+			return nil
+		}}
+		var logs fleettest.LogBuffer
+		start(t, s, fast("dst-0", statemachine.RoleDump), h, slog.New(slog.NewTextHandler(&logs, nil)))
+		if _, err := s.Promote(context.Background(), 2, "test"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "both rows' after-work", 20*time.Second, func() bool {
+			_, a := seen.Load(ok)
+			_, b := seen.Load(failing)
+			return a && b
+		})
+		for _, id := range []int64{ok, failing} {
+			if st, _ := seen.Load(id); st == statemachine.Dumping {
+				t.Errorf("row %d: the after-work ran before the row advanced (saw %v)", id, st)
+			}
+			if m, _ := s.Get(context.Background(), id); m.Status.Failed() {
+				t.Errorf("row %d failed: %s", id, m.LastError)
+			}
+		}
+		waitFor(t, "the failure logged", 5*time.Second, func() bool {
+			return strings.Contains(logs.String(), "after the step: check the row failed")
+		})
+	})
+}
