@@ -33,13 +33,8 @@ func BenchmarkMySQLStreamSourceCost(b *testing.B) {
 }
 
 func benchStreams(b *testing.B, n int) {
-	srcM := fleettest.NewMariaDB(b, fleettest.MariaDBConfig{})
-	dstM := fleettest.NewMariaDB(b, fleettest.MariaDBConfig{})
-	for _, m := range []*fleettest.MariaDB{srcM, dstM} {
-		m.EnsureAdmin(b, adminUser, adminPass)
-	}
-	src := &side{name: "source", m: srcM, root: srcM.RootDB(b), srv: openServer(b, srcM, "source", mysql.Options{})}
-	dst := &side{name: "destination", m: dstM, root: dstM.RootDB(b), srv: openServer(b, dstM, "destination", mysql.Options{})}
+	src, dst := benchServers(b)
+	srcM := src.m
 	exec(b, src.root, "CREATE DATABASE noise", "CREATE TABLE noise.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(1000))")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -240,13 +235,8 @@ func BenchmarkMySQLStreamApply(b *testing.B) {
 
 func benchApply(b *testing.B, rate int, grouped bool) {
 	const n = 8
-	srcM := fleettest.NewMariaDB(b, fleettest.MariaDBConfig{})
-	dstM := fleettest.NewMariaDB(b, fleettest.MariaDBConfig{})
-	for _, m := range []*fleettest.MariaDB{srcM, dstM} {
-		m.EnsureAdmin(b, adminUser, adminPass)
-	}
-	src := &side{name: "source", m: srcM, root: srcM.RootDB(b), srv: openServer(b, srcM, "source", mysql.Options{})}
-	dst := &side{name: "destination", m: dstM, root: dstM.RootDB(b), srv: openServer(b, dstM, "destination", mysql.Options{})}
+	src, dst := benchServers(b)
+	srcM := src.m
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var dbs []string
@@ -341,4 +331,17 @@ func benchApply(b *testing.B, rate int, grouped bool) {
 	b.ReportMetric(txnsPS/k, "applied-txn/s/stream")
 	b.ReportMetric(commitsPS/k, "dst-commits/s/stream")
 	b.ReportMetric(float64(lag)/1e6, "max-lag-MB")
+}
+
+// benchServers starts a source and a destination server of their own for
+// a benchmark.
+func benchServers(b *testing.B) (src, dst *side) {
+	srcM := fleettest.NewMariaDB(b, fleettest.MariaDBConfig{})
+	dstM := fleettest.NewMariaDB(b, fleettest.MariaDBConfig{})
+	for _, m := range []*fleettest.MariaDB{srcM, dstM} {
+		m.EnsureAdmin(b, adminUser, adminPass)
+	}
+	src = &side{name: "source", m: srcM, root: srcM.RootDB(b), srv: openServer(b, srcM, "source", mysql.Options{})}
+	dst = &side{name: "destination", m: dstM, root: dstM.RootDB(b), srv: openServer(b, dstM, "destination", mysql.Options{})}
+	return src, dst
 }

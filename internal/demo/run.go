@@ -417,23 +417,17 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		}
 	}
 	var online []string
-	if d.Opt.StallTimeout > 0 {
-		online = append(online, fmt.Sprintf("  stall-timeout: %s\n", d.Opt.StallTimeout))
-	}
-	if d.Opt.CutoverTimeout > 0 {
-		online = append(online, fmt.Sprintf("  cutover-timeout: %s\n", d.Opt.CutoverTimeout))
+	for _, o := range []struct {
+		key string
+		val time.Duration
+	}{{"stall-timeout", d.Opt.StallTimeout}, {"cutover-timeout", d.Opt.CutoverTimeout}, {"cutover-backoff", d.Opt.CutoverBackoff},
+		{"converge-window", d.Opt.ConvergeWindow}, {"converge-timeout", d.Opt.ConvergeTimeout}} {
+		if o.val > 0 {
+			online = append(online, fmt.Sprintf("  %s: %s\n", o.key, o.val))
+		}
 	}
 	if d.Opt.CutoverAttempts > 0 {
 		online = append(online, fmt.Sprintf("  cutover-attempts: %d\n", d.Opt.CutoverAttempts))
-	}
-	if d.Opt.CutoverBackoff > 0 {
-		online = append(online, fmt.Sprintf("  cutover-backoff: %s\n", d.Opt.CutoverBackoff))
-	}
-	if d.Opt.ConvergeWindow > 0 {
-		online = append(online, fmt.Sprintf("  converge-window: %s\n", d.Opt.ConvergeWindow))
-	}
-	if d.Opt.ConvergeTimeout > 0 {
-		online = append(online, fmt.Sprintf("  converge-timeout: %s\n", d.Opt.ConvergeTimeout))
 	}
 	if len(online) > 0 {
 		fmt.Fprintf(&b, "online:\n%s", strings.Join(online, ""))
