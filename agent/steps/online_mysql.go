@@ -434,6 +434,22 @@ func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
 	return "", nil
 }
 
+func (p *mysqlCutoverSide) lag(ctx context.Context) (int64, error) {
+	rec, err := p.dst.StreamRecordOf(ctx, p.st.Name)
+	if err != nil || !rec.Exists {
+		return 0, err
+	}
+	files, err := p.src.BinlogFiles(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now, err := p.src.BinlogNow(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return mysql.LagBytes(rec.Applied, now, files), nil
+}
+
 func (p *mysqlCutoverSide) plan(ctx context.Context) (*mysql.Access, string, error) {
 	s, err := p.src.Inspect(ctx, p.job.Row.DatabaseName)
 	if err != nil {
