@@ -579,13 +579,18 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 	if n := wrote.Load(); n < 20 {
 		t.Errorf("the customer wrote %d rows (last refusal: %v)", n, lastErr.Load())
 	}
-	// Having missed a catch-up, the row fails one window after it says so;
-	// then the lock goes (dropping the copy waits for it).
-	time.Sleep(opt.online.ConvergeWindow + 2*time.Second)
+	// Having missed a catch-up, the row fails one window after it says so:
+	// its stream record goes first, then the lock (dropping the copy waits
+	// for it).
+	for deadline := time.Now().Add(time.Minute); f.myStream(t, id); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream is still there a minute after it was reported as not converging:\n%s", f.events(t, id))
+		}
+	}
 	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {
 		t.Fatal(err)
 	}
-	m := f.waitStatus(t, id, statemachine.SyncFailed, statemachine.Done, statemachine.CutoverFailed)
+	m := f.waitStatus(t, id, statemachine.SyncFailed, statemachine.Done, statemachine.CutoverFailed, statemachine.DNSToUpdate)
 	if m.Status != statemachine.SyncFailed || !strings.Contains(m.LastError, "the stream is not converging (lag grew from") || !strings.Contains(m.LastError, "after 1 cutovers that timed out") {
 		t.Fatalf("row: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
 	}

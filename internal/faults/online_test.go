@@ -555,9 +555,17 @@ func onlineNotConverging(t *testing.T, eng, id string) {
 	if err != nil || !strings.Contains(out, "streams NOT CONVERGING") || !strings.Contains(out, fmt.Sprintf("row %-8d", m.ID)) {
 		t.Errorf("migrate status does not list row %d as not converging (%v):\n%s", m.ID, err, out)
 	}
-	// One window later the row fails, removing the stream and the copy (a
-	// MariaDB copy's drop waits for the lock, released then).
-	time.Sleep(12 * time.Second)
+	// One window later the row fails, removing the stream and then the
+	// copy (a MariaDB copy's drop waits for the lock: it is released once
+	// the stream's record is gone).
+	dst := d.Fleet.Host(db.Destination)
+	waitFor(ctx, t, d, "the row to fail and remove its stream", 2*time.Minute, func() bool {
+		if m = row(ctx, t, d, db); m.Status.Failed() || m.Status == statemachine.Done {
+			return true
+		}
+		return eng == demo.MySQL && scalar(ctx, t, eng, dst.RootDSN("mysql"),
+			fmt.Sprintf("SELECT COUNT(*) FROM _fleetmigrate.streams WHERE name LIKE 'fleetmigrate\\_%d\\_%%'", m.ID)) == "0"
+	})
 	release()
 	settle(ctx, t, d, false)
 	m = row(ctx, t, d, db)
