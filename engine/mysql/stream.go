@@ -311,6 +311,16 @@ func (st *Streamer) Run(ctx context.Context) error {
 		User: st.src.User, Password: st.src.Password,
 		UseDecimal: true, TimestampStringLocation: time.UTC, HeartbeatPeriod: time.Second,
 		ReadTimeout: 10 * time.Second, Logger: st.log.With("component", "binlog reader"),
+		// The source's log carries every database's rows; only this
+		// stream's are decoded (the applier passes over the others): one
+		// stream per database of a busy source each decoded them all.
+		RowsEventDecodeFunc: func(e *replication.RowsEvent, data []byte) error {
+			pos, err := e.DecodeHeader(data)
+			if err != nil || e.Table == nil || string(e.Table.Schema) != rec.Database {
+				return err
+			}
+			return e.DecodeData(pos, data)
+		},
 	})
 	defer syncer.Close()
 	stream, err := syncer.StartSync(gomysql.Position{Name: rec.Applied.File, Pos: uint32(rec.Applied.Pos)})
