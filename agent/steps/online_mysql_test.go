@@ -555,13 +555,17 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		var n int64
 		for {
 			select {
 			case <-stop:
 				return
 			case <-time.After(20 * time.Millisecond):
 				wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if _, err := w.ExecContext(wctx, "INSERT INTO writes (n) VALUES (?)", 1_000_000+wrote.Load()); err == nil {
+				// A number per attempt: one that committed without an
+				// answer (its session ended) must not be tried again.
+				n++
+				if _, err := w.ExecContext(wctx, "INSERT INTO writes (n) VALUES (?)", 1_000_000+n); err == nil {
 					wrote.Add(1)
 				} else {
 					lastErr.Store(err.Error())
