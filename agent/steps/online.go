@@ -476,11 +476,13 @@ func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cut
 		job.Note(ctx, "%s: back to syncing", why)
 		return statemachine.Fields{Divert: true}, nil
 	}
+	// First close to the source (before plan: what plan reads of the log
+	// is read again under the block from there on).
+	settle(ctx, job, side.lag)
 	access, detail, err := side.plan(ctx)
 	if err != nil {
 		return statemachine.Fields{}, cutoverFailed(ctx, job, side, permanent(err))
 	}
-	settle(ctx, job, side.lag)
 	rec := blockRecord[A]{Blocked: true, Access: access}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
