@@ -107,6 +107,9 @@ func (c *convergence) describe() string {
 	return d
 }
 
+// reported says whether the stream is judged not converging now.
+func (c *convergence) reported() bool { return !c.since.IsZero() }
+
 // notConvergingFor is how long the stream has not been converging (0: it
 // converges).
 func (c *convergence) notConvergingFor(now time.Time) time.Duration {

@@ -261,12 +261,17 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 	var lastNote, failingSince time.Time
 	progress, progressAt := "", time.Now()
 	conv := &convergence{window: opt.ConvergeWindow, maxLag: opt.MaxLagBytes}
-	notConverging := false
+	// A stream not converging fails after ConvergeTimeout; after a missed
+	// catch-up, one more window (time to see it in migrate status).
+	limit := opt.ConvergeTimeout
+	if missed > 0 && limit > 0 {
+		limit = opt.ConvergeWindow
+	}
 	if g := opt.gauges; g != nil {
 		g.syncing.Add(1)
 		defer g.syncing.Add(-1)
 		defer func() {
-			if notConverging {
+			if conv.reported() {
 				g.notConverging.Add(-1)
 			}
 		}()
@@ -313,25 +318,26 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 		if st.copying == "" && st.applying {
 			nc, changed := conv.add(lagSample{at: now, lag: st.lag, rows: st.rows, txns: st.txns})
 			if changed {
-				notConverging = nc
 				if g := opt.gauges; g != nil {
-					g.notConverging.Add(map[bool]int64{true: 1, false: -1}[nc])
+					if nc {
+						g.notConverging.Add(1)
+					} else {
+						g.notConverging.Add(-1)
+					}
 				}
-				if nc {
+				switch {
+				case nc && limit > 0:
 					job.Note(ctx, "syncing: NOT CONVERGING: %s: the destination applies less than the source writes (a busy destination, or a customer writing faster than one stream applies). "+
-						"It syncs on; after %s of this the row fails (online.converge-timeout)", conv.verdict, opt.ConvergeTimeout)
-				} else {
+						"It syncs on; after %s of this the row fails (online.converge-timeout%s)", conv.verdict, limit, missedNote(missed))
+				case nc:
+					job.Note(ctx, "syncing: NOT CONVERGING: %s: the destination applies less than the source writes (a busy destination, or a customer writing faster than one stream applies). "+
+						"It syncs on (online.converge-timeout is off)", conv.verdict)
+				default:
 					job.Note(ctx, "syncing: converging again: lag %s", mb(st.lag))
 				}
 				lastNote = now
 			}
-			limit := opt.ConvergeTimeout
-			if missed > 0 {
-				// It missed a catch-up already: one more window (time to
-				// see it in migrate status) says it.
-				limit = opt.ConvergeWindow
-			}
-			if nc && opt.ConvergeTimeout > 0 && conv.notConvergingFor(now) >= limit {
+			if nc && limit > 0 && conv.notConvergingFor(now) >= limit {
 				return statemachine.Fields{}, agent.Permanentf("the stream is not converging (%s; for %s%s): the stream and the destination's copy were removed. "+
 					"Move it when the customer writes less (retry), or roll back and plan it as dump",
 					conv.verdict, conv.notConvergingFor(now).Round(time.Second), missedNote(missed))
@@ -340,7 +346,7 @@ func followStream(ctx context.Context, job *agent.Job, opt Online, side syncSide
 		if now.Sub(lastNote) >= opt.LagEvery {
 			lastNote = now
 			state := "syncing: "
-			if notConverging {
+			if conv.reported() {
 				state = fmt.Sprintf("syncing: not converging for %s: ", conv.notConvergingFor(now).Round(time.Second))
 			}
 			job.Note(ctx, "%s%s; lag %s%s, %d apply errors", state, st.describe(), mb(st.lag), st.extra, st.errors)

@@ -721,7 +721,8 @@ func checkRows(ctx context.Context, src, dst *postgres.Server, database, table s
 		return 0, -1, nil
 	}
 	if srcRows != dstRows {
-		return 0, 0, engine.Permanentf("verification of table %s of %q failed: %d rows at the source, %d at the destination", table, database, srcRows, dstRows)
+		return 0, 0, engine.Permanentf("verification of table %s of %q failed: %d rows at the source, %d at the destination (a write the stream did not carry, or one at the destination): %s",
+			table, database, srcRows, dstRows, rowsMismatchAdvice)
 	}
 	keys := slices.Concat(srcKeys, dstKeys, b.Pending)
 	slices.Sort(keys)
@@ -747,11 +748,16 @@ func checkRows(ctx context.Context, src, dst *postgres.Server, database, table s
 		}
 	}
 	if len(bad) > 0 {
-		return 0, 0, engine.Permanentf("verification of table %s of %q failed (%d of %d rows written since it was compared while streaming): %s",
-			table, database, len(bad), len(keys), shortList(bad, 5))
+		return 0, 0, engine.Permanentf("verification of table %s of %q failed (%d of %d rows written since it was compared while streaming): %s: %s",
+			table, database, len(bad), len(keys), shortList(bad, 5), rowsMismatchAdvice)
 	}
 	return srcRows, len(keys), nil
 }
+
+// rowsMismatchAdvice says what a difference found by rows at the cutover
+// leaves and what to do.
+const rowsMismatchAdvice = "writes were restored at the source and the stream and the destination's copy removed; " +
+	"look for writes at the destination (nothing but the stream should write there), then retry to sync again from the start, or roll back"
 
 // shortList joins at most n items and says how many more there are.
 func shortList(items []string, n int) string {
