@@ -523,7 +523,38 @@ func (h *mysqlClose) online(ctx context.Context, job *agent.Job, src *mysql.Serv
 	for _, v := range done.Verified {
 		verified = append(verified, v)
 	}
-	return f, verifiedAgainstDump(ctx, job, h.c.Store, f, verified)
+	if err := verifiedAgainstDump(ctx, job, h.c.Store, f, verified, done.CutKeys...); err != nil {
+		return f, err
+	}
+	return f, loggedSinceCut(ctx, job, src, &done)
+}
+
+// loggedSinceCut finds a write to the source after the cutover in the
+// tables the cutover verified by keys (their checksums were not taken
+// then): a row event for them in the source's log after the cutover's
+// position.
+func loggedSinceCut(ctx context.Context, job *agent.Job, src *mysql.Server, done *mysql.Stream) error {
+	if len(done.CutKeys) == 0 {
+		return nil
+	}
+	now, err := src.BinlogNow(ctx)
+	if err != nil {
+		return err
+	}
+	changed, err := src.ChangedTables(ctx, job.Row.DatabaseName, done.CutKeys, done.VerifiedAt, now)
+	if errors.Is(err, mysql.ErrLogPurged) {
+		job.Note(ctx, "WARNING: cannot look for writes at the source after the cutover in %s (verified by keys, no checksum taken then): %v", strings.Join(done.CutKeys, ", "), err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, t := range done.CutKeys {
+		if changed[t] {
+			return lateWrites(&job.Row, engine.Permanentf("rows of %s were written at the source after the cutover verified it (row events in its binary log after %s)", t, done.VerifiedAt))
+		}
+	}
+	return nil
 }
 
 // Recover has nothing to undo: closing is final and runs again whole.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -204,13 +205,24 @@ func (p *mysqlSyncSide) verified() bool { return p.st.Verified != nil }
 // checksums in one snapshot at position P1; the destination's applier,
 // once past P1, paused at P2 while the destination's checksums are taken
 // (then it runs on); a table equal at both with no row event between P1
-// and P2 is verified as of P2. The cutover verifies again only the tables
-// with row events after P2, and those not verified here.
+// and P2 is verified as of P2. A table of rowsMin rows or more with an
+// integer key that had row events between P1 and P2 is verified by keys
+// (rows.go in engine/mysql): the rows the log shows written between P1
+// and P2 are read at both sides, and each side's checksum less them must
+// agree; they are left pending. The cutover verifies again only the
+// tables with row events after P2 (by keys where it can), those with rows
+// pending, and those not verified here.
 func (p *mysqlSyncSide) baseline(ctx context.Context) error {
 	opt := p.c.Online.withDefaults()
 	st := &p.st
 	start := time.Now()
-	p1, srcSums, err := p.src.SnapshotChecksums(ctx, st.Database, st.Tables)
+	snap, err := p.src.OpenSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	p1 := snap.Pos
+	srcSums, err := snap.Checksums(ctx, st.Database, st.Tables)
 	if err != nil {
 		return err
 	}
@@ -228,8 +240,15 @@ func (p *mysqlSyncSide) baseline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	paused := true
+	resume := func() {
+		if paused {
+			streamer.Resume()
+			paused = false
+		}
+	}
+	defer resume()
 	dstSums, err := p.dst.ChecksumsAll(ctx, st.Database, st.Tables)
-	streamer.Resume()
 	if err != nil {
 		return err
 	}
@@ -237,21 +256,134 @@ func (p *mysqlSyncSide) baseline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st.Verified, st.VerifiedAt = map[string]engine.TableSum{}, p2
+	dstOf := map[string]engine.TableSum{}
+	for _, d := range dstSums {
+		dstOf[d.Name] = d
+	}
+	var written []engine.TableSum
+	st.Verified, st.VerifiedAt, st.Pending = map[string]engine.TableSum{}, p2, nil
 	var rows int64
-	for i, t := range st.Tables {
-		if srcSums[i] == dstSums[i] && !changed[t] {
-			st.Verified[t] = srcSums[i]
-			rows += srcSums[i].Rows
+	for _, sum := range srcSums {
+		switch {
+		case changed[sum.Name]:
+			written = append(written, sum)
+		case sum == dstOf[sum.Name]:
+			st.Verified[sum.Name] = sum
+			rows += sum.Rows
 		}
 	}
+	equal := len(st.Verified)
+	byKeys := p.verifyByKeys(ctx, snap, written, dstOf, p1, p2)
+	resume()
 	if err := p.job.PutRecord(ctx, recordStream, st); err != nil {
 		return err
 	}
-	p.job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers at %s in %s; the cutover checks again only tables written from now on",
-		len(st.Verified), len(st.Tables), rows, p2, time.Since(start).Round(time.Millisecond))
+	p.job.Note(ctx, "verified while streaming: %d of %d tables (%d rows) equal at both servers at %s%s in %s; the cutover checks again only tables written from now on",
+		equal, len(st.Tables), rows, p2, byKeys, time.Since(start).Round(time.Millisecond))
 	return nil
 }
+
+// verifyByKeys verifies by keys the tables written between p1 (the
+// source's snapshot) and p2 (the destination, paused), recording them in
+// st.Verified and st.Pending; it describes what it did for the note. A
+// table it cannot verify so is left to the cutover (read whole).
+func (p *mysqlSyncSide) verifyByKeys(ctx context.Context, snap *mysql.Snapshot, written []engine.TableSum, dstOf map[string]engine.TableSum, p1, p2 mysql.BinlogPos) string {
+	st := &p.st
+	var large []engine.TableSum
+	for _, sum := range written {
+		if sum.Rows >= rowsMin {
+			large = append(large, sum)
+		}
+	}
+	if len(large) == 0 {
+		return ""
+	}
+	keyed, err := p.src.Keyed(ctx, st.Database)
+	if err != nil {
+		return fmt.Sprintf("; tables written meanwhile not compared by keys (%v)", err)
+	}
+	want := map[string]mysql.KeyedTable{}
+	for _, sum := range large {
+		if k, ok := keyed[sum.Name]; ok {
+			want[sum.Name] = k
+		}
+	}
+	ck, err := p.src.ChangedKeysBetween(ctx, st.Database, want, p1, p2, keysServerID(st.Name), maxPendingRows)
+	if err != nil {
+		return fmt.Sprintf("; tables written meanwhile not compared by keys (%v)", err)
+	}
+	var notes []string
+	var n, pending int
+	var rows int64
+	for _, sum := range large {
+		k, ok := want[sum.Name]
+		if !ok || ck.Over[sum.Name] {
+			continue
+		}
+		keys := ck.List(sum.Name)
+		var sh, dh map[string]int64
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() (err error) { sh, err = snap.RowHashes(gctx, st.Database, k, keys); return err })
+		g.Go(func() (err error) { dh, err = p.dst.RowHashes(gctx, st.Database, k, keys); return err })
+		if err := g.Wait(); err != nil {
+			notes = append(notes, fmt.Sprintf("%s not compared by keys (%v)", sum.Name, err))
+			continue
+		}
+		if !sumsLessAgree(sum, sh, dstOf[sum.Name], dh) {
+			continue // differs beyond the rows written: read whole at the cutover
+		}
+		if st.Pending == nil {
+			st.Pending = map[string][]string{}
+		}
+		// The rows present at either side stay pending; the cutover
+		// compares them with those written after p2.
+		var left []string
+		for _, key := range keys {
+			_, a := sh[key]
+			_, b := dh[key]
+			if a || b {
+				left = append(left, key)
+			}
+		}
+		st.Pending[sum.Name] = left
+		st.Verified[sum.Name] = engine.TableSum{Name: sum.Name, Rows: sum.Rows} // no checksum: pending rows
+		n++
+		pending += len(left)
+		rows += sum.Rows
+	}
+	if n == 0 && len(notes) == 0 {
+		return ""
+	}
+	d := fmt.Sprintf("; %d tables written meanwhile compared by keys (%d rows, %d written between the two reads: compared again at the cutover)", n, rows, pending)
+	if len(notes) > 0 {
+		d += "; " + strings.Join(notes, "; ")
+	}
+	return d
+}
+
+// sumsLessAgree: a table's checksum at the source less the hashes of some
+// of its rows there (sh) equals the destination's less the same rows'
+// (dh), and so do the row counts.
+func sumsLessAgree(src engine.TableSum, sh map[string]int64, dst engine.TableSum, dh map[string]int64) bool {
+	less := func(sum engine.TableSum, h map[string]int64) (int64, *big.Int, bool) {
+		v, ok := new(big.Int).SetString(sum.Checksum, 10)
+		if !ok {
+			return 0, nil, false
+		}
+		for _, x := range h {
+			v.Sub(v, big.NewInt(x))
+		}
+		return sum.Rows - int64(len(h)), v, true
+	}
+	sr, sv, ok1 := less(src, sh)
+	dr, dv, ok2 := less(dst, dh)
+	return ok1 && ok2 && sr == dr && sv.Cmp(dv) == 0
+}
+
+// keysServerID is the replica id a stream's key scans read the source
+// with: not the stream's own (a second connection with an id makes the
+// source drop the first).
+func keysServerID(name string) uint32 { return streamServerID(name + "/keys") }
 
 func (p *mysqlSyncSide) teardown(ctx context.Context) error { return p.c.teardown(ctx, p.job, p.dst) }
 
@@ -386,6 +518,13 @@ type mysqlCutoverSide struct {
 	// read before the block.
 	triggers int
 	events   []string
+	// keyed: the tables verified by keys where they were written since
+	// (verified while streaming, with rowsMin rows or more or rows
+	// pending, and an integer key); keys: the keys the source's log shows
+	// written in them between st.VerifiedAt and scannedTo, read before
+	// the block (nil keyed: every written table is read whole).
+	keyed map[string]mysql.KeyedTable
+	keys  *mysql.ChangedKeys
 }
 
 func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
@@ -429,9 +568,39 @@ func (p *mysqlCutoverSide) ready(ctx context.Context) (string, error) {
 			return "", err
 		default:
 			p.scannedTo = now
+			p.keyed, p.keys = p.keyScan(ctx, now)
 		}
 	}
 	return "", nil
+}
+
+// keyScan reads, before the block, the keys written since the tables were
+// verified in those the cutover can verify by keys (keyed); nil: none, or
+// the log could not be read so (those tables are read whole).
+func (p *mysqlCutoverSide) keyScan(ctx context.Context, to mysql.BinlogPos) (map[string]mysql.KeyedTable, *mysql.ChangedKeys) {
+	st := &p.st
+	keyed, err := p.src.Keyed(ctx, st.Database)
+	if err != nil {
+		p.job.Log.Info("cannot read the tables' keys: tables written since they were verified are read whole", "err", err)
+		return nil, nil
+	}
+	want := map[string]mysql.KeyedTable{}
+	for t, v := range st.Verified {
+		if _, pending := st.Pending[t]; v.Rows >= rowsMin || pending {
+			if k, ok := keyed[t]; ok {
+				want[t] = k
+			}
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	keys, err := p.src.ChangedKeysBetween(ctx, st.Database, want, st.VerifiedAt, to, keysServerID(st.Name), maxChangedRows)
+	if err != nil {
+		p.job.Log.Info("cannot read the keys written since the tables were verified: they are read whole", "err", err)
+		return nil, nil
+	}
+	return want, keys
 }
 
 func (p *mysqlCutoverSide) lag(ctx context.Context) (int64, error) {
@@ -617,22 +786,44 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 		changed = mapUnion(changed, more)
 	}
 	took.mark("changed tables")
-	var recheck []string
+	byKeys := p.keysToCompare(ctx, cut)
+	var recheck, whole []string
 	for _, t := range s.Tables {
-		if _, ok := st.Verified[t]; !ok || changed[t] {
-			recheck = append(recheck, t)
+		_, verified := st.Verified[t]
+		_, pending := st.Pending[t]
+		if verified && !changed[t] && !pending {
+			continue
 		}
+		recheck = append(recheck, t)
+		if _, ok := byKeys[t]; !ok {
+			whole = append(whole, t)
+		}
+	}
+	var compared, keyedTables int
+	for _, t := range recheck {
+		keys, ok := byKeys[t]
+		if !ok {
+			continue
+		}
+		if err := compareByKeys(ctx, p.src, p.dst, s.Database, p.keyed[t], keys); err != nil {
+			return "", err
+		}
+		compared += len(keys)
+		keyedTables++
+	}
+	if keyedTables > 0 {
+		took.mark(fmt.Sprintf("%d rows of %d tables compared by keys", compared, keyedTables))
 	}
 	var srcSums, dstSums []engine.TableSum
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		srcSums, err = p.src.ChecksumsAll(gctx, s.Database, recheck)
+		srcSums, err = p.src.ChecksumsAll(gctx, s.Database, whole)
 		return err
 	})
 	g.Go(func() error {
 		var err error
-		dstSums, err = p.dst.ChecksumsAll(gctx, s.Database, recheck)
+		dstSums, err = p.dst.ChecksumsAll(gctx, s.Database, whole)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -650,14 +841,72 @@ func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos stri
 	}
 	for _, t := range srcSums {
 		st.Verified[t.Name] = t
+		delete(st.Pending, t.Name)
+	}
+	for _, t := range recheck {
+		if _, ok := byKeys[t]; ok {
+			delete(st.Verified, t)
+			delete(st.Pending, t)
+			st.CutKeys = append(st.CutKeys, t)
+		}
 	}
 	st.VerifiedAt = cut
 	summary := fmt.Sprintf("triggers and %d events created, %d tables verified now (row counts and checksums at both servers at once), %d unchanged since verified while streaming, %d objects, %d accounts",
 		len(s.Events), len(recheck), len(s.Tables)-len(recheck), len(man.Objects), len(man.Users))
+	if keyedTables > 0 {
+		summary += fmt.Sprintf(", of the tables verified now %d by keys (%d rows written since they were verified, compared at both servers)", keyedTables, compared)
+	}
 	if len(altered) > 0 {
 		summary += fmt.Sprintf(", %d accounts' passwords updated (%s)", len(altered), strings.Join(altered, ", "))
 	}
 	return summary + " (" + took.String() + ")", nil
+}
+
+// keysToCompare returns, by table, the keys the cutover compares of the
+// tables it verifies by keys: those pending and those the source's log
+// shows written since they were verified (before the block, and now up to
+// cut). A table with more than maxChangedRows is left out (read whole).
+func (p *mysqlCutoverSide) keysToCompare(ctx context.Context, cut mysql.BinlogPos) map[string][]string {
+	st := &p.st
+	out := map[string][]string{}
+	if len(p.keyed) == 0 || p.keys == nil {
+		return out
+	}
+	more, err := p.src.ChangedKeysBetween(ctx, st.Database, p.keyed, p.scannedTo, cut, keysServerID(st.Name), maxChangedRows)
+	if err != nil {
+		p.job.Log.Info("cannot read the keys written since the scan before the block: the tables written are read whole", "err", err)
+		return out
+	}
+	for t := range p.keyed {
+		if p.keys.Over[t] || more.Over[t] {
+			continue
+		}
+		keys := slices.Concat(st.Pending[t], p.keys.List(t), more.List(t))
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+		if len(keys) > maxChangedRows {
+			continue
+		}
+		out[t] = keys
+	}
+	return out
+}
+
+// compareByKeys compares table's rows whose keys are keys at both servers
+// at once (writes blocked, the destination caught up).
+func compareByKeys(ctx context.Context, src, dst *mysql.Server, database string, table mysql.KeyedTable, keys []string) error {
+	var sh, dh map[string]int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { sh, err = src.RowHashes(gctx, database, table, keys); return err })
+	g.Go(func() (err error) { dh, err = dst.RowHashes(gctx, database, table, keys); return err })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if bad := keyedDiffs(keys, sh, dh); len(bad) > 0 {
+		return engine.Permanentf("verification of table %s of %q failed (%d of %d rows written since it was verified while streaming): %s: %s",
+			table.Table, database, len(bad), len(keys), shortList(bad, 5), rowsMismatchAdvice)
+	}
+	return nil
 }
 
 func mapUnion(a, b map[string]bool) map[string]bool {
@@ -672,7 +921,7 @@ func mapUnion(a, b map[string]bool) map[string]bool {
 }
 
 func (p *mysqlCutoverSide) finish(ctx context.Context) error {
-	return p.job.PutRecord(ctx, recordStream, mysql.Stream{Verified: p.st.Verified, VerifiedAt: p.st.VerifiedAt})
+	return p.job.PutRecord(ctx, recordStream, mysql.Stream{Verified: p.st.Verified, VerifiedAt: p.st.VerifiedAt, CutKeys: p.st.CutKeys})
 }
 
 func (p *mysqlCutoverSide) teardown(ctx context.Context) error {

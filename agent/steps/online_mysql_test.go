@@ -683,3 +683,147 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 		t.Error("the stream record is left")
 	}
 }
+
+// newMyHotSite is newMyOnlineSite with 20,000 items (verification by keys
+// starts at 10,000 rows) and an updater that keeps rewriting them through
+// the sync, as the site's owner (stop ends it).
+func newMyHotSite(t *testing.T, f *fleet, prefix string) (st site, stop func()) {
+	t.Helper()
+	st = newMyOnlineSite(t, f, prefix)
+	q := ident.QuoteMySQL(st.db)
+	exec(t, f.src.root, fmt.Sprintf("INSERT INTO %s.items SELECT seq, CONCAT('item ', seq), RANDOM_BYTES(64) FROM %s.seq_%d_to_20000", q, q, st.rows+1))
+	owner := customer(t, f.src, st)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			// Ids 1 + i·7919 mod 20000: never 12346 for the i reached.
+			if _, err := owner.ExecContext(context.Background(), "UPDATE items SET name = ? WHERE id = ?", fmt.Sprintf("updated %d", i), 1+i*7919%20000); err != nil {
+				return
+			}
+		}
+	})
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done); wg.Wait() }) }
+	t.Cleanup(stop)
+	return st, stop
+}
+
+// TestMySQLOnlineVerifiedByKeys: a table updated all the time through the
+// sync is verified by keys while streaming; once the updates stop, a row
+// is written at the source and the stream's write of it is corrupted at
+// the destination (a trigger there, as a faulty applier would): the cutover
+// compares only the rows written since (not the table whole), finds that
+// one, and fails the row with writes restored and nothing of the stream
+// left.
+func TestMySQLOnlineVerifiedByKeys(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st, stopUpdates := newMyHotSite(t, f, "mybykeys")
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond}}
+	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
+	f.start(t, f.dst, opt, statemachine.RoleSync)
+	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
+		t.Fatalf("sync: %q %s", m.Status, m.LastError)
+	}
+	stopSrc()
+	stopUpdates()
+	if ev := f.events(t, id); !strings.Contains(ev, "1 tables written meanwhile compared by keys (20000 rows") {
+		t.Fatalf("the written table was not compared by keys:\n%s", ev)
+	}
+	q := ident.QuoteMySQL(st.db)
+	exec(t, f.dst.root, "CREATE TRIGGER "+q+".corrupt BEFORE UPDATE ON "+q+".items FOR EACH ROW SET NEW.body = 'corrupted'")
+	exec(t, f.src.root, "UPDATE "+q+".items SET name = 'written after' WHERE id = 12346")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var body string
+		if err := f.dst.root.QueryRow("SELECT body FROM " + q + ".items WHERE id = 12346 AND name = 'written after'").Scan(&body); err == nil && body == "corrupted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream did not apply the write to row 12346")
+		}
+	}
+	exec(t, f.dst.root, "DROP TRIGGER "+q+".corrupt")
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "table items") || !strings.Contains(m.LastError, "row 12346 differs") {
+		t.Fatalf("cutover: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if !strings.Contains(m.LastError, "rows written since it was verified while streaming") {
+		t.Errorf("the cutover did not compare by keys: %s", m.LastError)
+	}
+	if f.myStream(t, id) {
+		t.Error("the stream record is left")
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil {
+		t.Errorf("the owner cannot write at the source after the failed cutover: %v", err)
+	}
+}
+
+// TestMySQLOnlineByKeysLateWrite: a table verified by keys at the cutover
+// (its checksum not taken then) is still checked by the close: a write at
+// the source after the cutover (root's: the block does not stop it) stops
+// it; without one the row is Done with every row at the destination.
+func TestMySQLOnlineByKeysLateWrite(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st, stopUpdates := newMyHotSite(t, f, "mybykeyslate")
+	defer stopUpdates()
+	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond}}
+	onlineAgents(t, f, opt)
+	if m := f.waitStatus(t, id, statemachine.DNSToUpdate, statemachine.SyncFailed, statemachine.CutoverFailed); m.Status != statemachine.DNSToUpdate {
+		t.Fatalf("%q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if ev := f.events(t, id); !strings.Contains(ev, "tables compared by keys") || !strings.Contains(ev, "1 by keys") {
+		t.Errorf("the cutover did not compare the written table by keys:\n%s", ev)
+	}
+	if a, b := contents(t, f.src, st.db, "items"), contents(t, f.dst, st.db, "items"); a != b {
+		t.Errorf("items differ between the source and the destination after the cutover")
+	}
+	exec(t, f.src.root, "UPDATE "+ident.QuoteMySQL(st.db)+".items SET name = 'late' WHERE id = 3")
+	f.dnsAgent(t)
+	m := f.waitStatus(t, id, statemachine.CloseFailed, statemachine.Done)
+	if m.Status != statemachine.CloseFailed || !strings.Contains(m.LastError, "rows of items were written at the source after the cutover verified it") {
+		t.Fatalf("close: %q %q", m.Status, m.LastError)
+	}
+}
+
+// TestMySQLOnlineTruncateDuringSync: a TRUNCATE at the source after the
+// tables were verified while streaming is logged as a statement, which the
+// stream does not apply: the cutover must not take the table as unchanged.
+// It reads it whole, finds the destination still has the rows, fails the
+// row with writes restored and the copy removed; a retry syncs again and
+// moves it with the table empty at the destination too.
+func TestMySQLOnlineTruncateDuringSync(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st, id, opt := syncedMySQL(t, f, "mytrunc", steps.Online{LagEvery: 200 * time.Millisecond})
+	if _, err := customer(t, f.src, st).ExecContext(ctx(t), "TRUNCATE TABLE items"); err != nil {
+		t.Fatal(err)
+	}
+	f.dnsAgent(t)
+	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate, statemachine.Done)
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "items") {
+		t.Fatalf("cutover after a TRUNCATE: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil || f.myStream(t, id) || databaseExists(t, f.dst, st.db) {
+		t.Errorf("after the failed cutover: source write %v, stream %v, copy %v", err, f.myStream(t, id), databaseExists(t, f.dst, st.db))
+	}
+	if _, err := f.state.Operate(ctx(t), id, statemachine.ActionRetry, "test", "retry"); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.waitStatus(t, id, statemachine.Done, statemachine.SyncFailed, statemachine.CutoverFailed, statemachine.CloseFailed); m.Status != statemachine.Done {
+		t.Fatalf("after the retry: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
+	}
+	if n := contents(t, f.dst, st.db, "items"); n != "" {
+		t.Errorf("items at the destination after the retry: %.200s", n)
+	}
+}

@@ -734,6 +734,16 @@ func checkRows(ctx context.Context, src, dst *postgres.Server, database, table s
 	if err := g.Wait(); err != nil {
 		return 0, 0, err
 	}
+	if bad := keyedDiffs(keys, sh, dh); len(bad) > 0 {
+		return 0, 0, engine.Permanentf("verification of table %s of %q failed (%d of %d rows written since it was compared while streaming): %s: %s",
+			table, database, len(bad), len(keys), shortList(bad, 5), rowsMismatchAdvice)
+	}
+	return srcRows, len(keys), nil
+}
+
+// keyedDiffs compares the hashes of the rows with keys at the source (sh)
+// and the destination (dh) and says which differ.
+func keyedDiffs(keys []string, sh, dh map[string]int64) []string {
 	var bad []string
 	for _, k := range keys {
 		s, inSrc := sh[k]
@@ -747,11 +757,7 @@ func checkRows(ctx context.Context, src, dst *postgres.Server, database, table s
 			bad = append(bad, "row "+k+" differs")
 		}
 	}
-	if len(bad) > 0 {
-		return 0, 0, engine.Permanentf("verification of table %s of %q failed (%d of %d rows written since it was compared while streaming): %s: %s",
-			table, database, len(bad), len(keys), shortList(bad, 5), rowsMismatchAdvice)
-	}
-	return srcRows, len(keys), nil
+	return bad
 }
 
 // rowsMismatchAdvice says what a difference found by rows at the cutover

@@ -534,11 +534,7 @@ type rowQuerier interface {
 
 // tableChecksumOn is tableChecksum on q.
 func (s *Server) tableChecksumOn(ctx context.Context, q rowQuerier, db, t string, cols []string, where string) (engine.TableSum, error) {
-	parts := make([]string, len(cols))
-	for j, c := range cols {
-		parts[j] = "IFNULL(CRC32(" + ident.QuoteMySQL(c) + "), 'N')"
-	}
-	query := "SELECT COUNT(*), CAST(COALESCE(SUM(CRC32(CONCAT_WS(',', " + strings.Join(parts, ", ") + "))), 0) AS CHAR) FROM " +
+	query := "SELECT COUNT(*), CAST(COALESCE(SUM(" + rowHashExpr(cols) + "), 0) AS CHAR) FROM " +
 		ident.QuoteMySQL(db) + "." + ident.QuoteMySQL(t)
 	if where != "" {
 		query += " WHERE " + where

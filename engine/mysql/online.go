@@ -100,6 +100,15 @@ type Stream struct {
 	// and the close compares its dump's checksums with them.
 	Verified   map[string]engine.TableSum `json:"verified,omitempty"`
 	VerifiedAt BinlogPos                  `json:"verified_at"`
+	// Pending are, for the tables verified by keys while streaming (their
+	// Verified entry has no checksum), the keys of the rows written
+	// between the verification's two reads: the cutover compares them,
+	// with those written after VerifiedAt, key by key (rows.go).
+	Pending map[string][]string `json:"pending,omitempty"`
+	// CutKeys are the tables the cutover verified by keys (it took no
+	// checksum of them): the close finds a late write to them in the
+	// source's log after VerifiedAt instead of in its dump's checksums.
+	CutKeys []string `json:"cut_keys,omitempty"`
 }
 
 // ---- readiness ----
@@ -510,7 +519,9 @@ var ErrLogPurged = errors.New("the binary log was purged")
 var tableMapInfo = regexp.MustCompile(`^table_id: \d+ \((.*)\)$`)
 
 // ChangedTables reads the source's binary log from from to to and returns
-// which of db's tables have row events there (a table map naming them).
+// which of db's tables have row events there (a table map naming them);
+// a statement logged as such that may have written to db (TRUNCATE: the
+// stream applies rows only) counts as writing every table.
 // A name the event makes ambiguous (dots in names) counts as changed: a
 // table counted wrongly is only verified once more.
 func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, from, to BinlogPos) (map[string]bool, error) {
@@ -620,8 +631,20 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 					// that names the database (in its "use" or its text)
 					// may have written to it.
 					q := strings.TrimSpace(info)
-					if match != nil && q != "BEGIN" && q != "COMMIT" && match(q, db) {
+					if q == "BEGIN" || q == "COMMIT" {
+						break
+					}
+					if match != nil && match(q, db) {
 						statement = fmt.Sprintf("%s at %s:%d", shorten(q, 200), f.File, pos)
+					}
+					// A statement the stream does not apply (TRUNCATE, DDL)
+					// that may have changed the database's rows: every table
+					// counts as written (and none can be verified by keys:
+					// the log names no rows).
+					if schemaStatement(q, db) {
+						for _, t := range tables {
+							changed[t] = true
+						}
 					}
 				}
 				return nil
@@ -706,53 +729,13 @@ func identByte(b byte) bool {
 // returns the binary log position it lies at: the sums are the tables'
 // exactly at that position.
 func (s *Server) SnapshotChecksums(ctx context.Context, db string, tables []string) (BinlogPos, []engine.TableSum, error) {
-	c, err := s.conn(ctx)
+	sn, err := s.OpenSnapshot(ctx)
 	if err != nil {
 		return BinlogPos{}, nil, err
 	}
-	defer c.Close()
-	if _, err := c.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"); err != nil {
-		return BinlogPos{}, nil, fmt.Errorf("start a snapshot of %s: %w", s, err)
-	}
-	defer func() { _, _ = c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }()
-	var pos BinlogPos
-	err = func() error {
-		rows, err := c.QueryContext(ctx, "SHOW STATUS LIKE 'binlog_snapshot_%'")
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var k, v string
-			if err := rows.Scan(&k, &v); err != nil {
-				return err
-			}
-			switch k {
-			case "Binlog_snapshot_file":
-				pos.File = v
-			case "Binlog_snapshot_position":
-				pos.Pos, _ = strconv.ParseInt(v, 10, 64)
-			}
-		}
-		return rows.Err()
-	}()
-	if err != nil {
-		return BinlogPos{}, nil, fmt.Errorf("read the binary log position of a snapshot of %s: %w", s, err)
-	}
-	if pos.IsZero() {
-		return BinlogPos{}, nil, engine.Permanentf("%s gives no binary log position for a snapshot (is log_bin on?)", s)
-	}
-	cols, err := s.tableColumns(ctx, db)
-	if err != nil {
-		return BinlogPos{}, nil, err
-	}
-	sums := make([]engine.TableSum, len(tables))
-	for i, t := range tables {
-		if sums[i], err = s.tableChecksumOn(ctx, c, db, t, cols[t], ""); err != nil {
-			return BinlogPos{}, nil, err
-		}
-	}
-	return pos, sums, nil
+	defer sn.Close()
+	sums, err := sn.Checksums(ctx, db, tables)
+	return sn.Pos, sums, err
 }
 
 // ChecksumsAll is Checksums over Options.Jobs sessions at once.

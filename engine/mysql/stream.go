@@ -666,30 +666,39 @@ func rowsKind(e *replication.RowsEvent) string { return fmt.Sprintf("%T %d", e, 
 func (a *applier) meta(ctx context.Context, table string, n int) (*tableMeta, error) {
 	m := a.tables[table]
 	if m == nil {
-		m = &tableMeta{}
-		err := a.st.dst.queryRows(ctx, "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, EXTRA, COLUMN_KEY FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
-			" AND TABLE_NAME = BINARY ? ORDER BY ORDINAL_POSITION", []any{a.db, a.db, table}, func(rows *sql.Rows) error {
-			var name, colType, dataType, extra, key string
-			if err := rows.Scan(&name, &colType, &dataType, &extra, &key); err != nil {
-				return err
-			}
-			i := len(m.cols)
-			m.cols = append(m.cols, name)
-			m.unsigned = append(m.unsigned, strings.Contains(colType, "unsigned"))
-			m.intBits = append(m.intBits, map[string]int{"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}[dataType])
-			m.generated = append(m.generated, strings.Contains(strings.ToUpper(extra), "GENERATED"))
-			if key == "PRI" {
-				m.key = append(m.key, i)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("read the columns of table %s of %q at %s: %w", table, a.db, a.st.dst, err)
+		var err error
+		if m, err = a.st.dst.tableMetaOf(ctx, a.db, table); err != nil {
+			return nil, err
 		}
 		a.tables[table] = m
 	}
 	if len(m.cols) != n {
 		return nil, a.st.broken(ctx, 0, fmt.Sprintf("table %s has %d columns in the source's log at %s but %d at the destination: its schema changed at the source", ident.QuoteMySQL(table), n, a.at, len(m.cols)))
+	}
+	return m, nil
+}
+
+// tableMetaOf reads what this server's schema says of db's table.
+func (s *Server) tableMetaOf(ctx context.Context, db, table string) (*tableMeta, error) {
+	m := &tableMeta{}
+	err := s.queryRows(ctx, "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, EXTRA, COLUMN_KEY FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
+		" AND TABLE_NAME = BINARY ? ORDER BY ORDINAL_POSITION", []any{db, db, table}, func(rows *sql.Rows) error {
+		var name, colType, dataType, extra, key string
+		if err := rows.Scan(&name, &colType, &dataType, &extra, &key); err != nil {
+			return err
+		}
+		i := len(m.cols)
+		m.cols = append(m.cols, name)
+		m.unsigned = append(m.unsigned, strings.Contains(colType, "unsigned"))
+		m.intBits = append(m.intBits, map[string]int{"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}[dataType])
+		m.generated = append(m.generated, strings.Contains(strings.ToUpper(extra), "GENERATED"))
+		if key == "PRI" {
+			m.key = append(m.key, i)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of table %s of %q at %s: %w", table, db, s, err)
 	}
 	return m, nil
 }
