@@ -421,7 +421,7 @@ func TestMySQLOnlineBrokenStreamFailsOnlyItsRow(t *testing.T) {
 	exec(t, f.src.root, "INSERT INTO "+ident.QuoteMySQL(broken.db)+".writes (n) VALUES (987654321)")
 	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
 	m := f.waitStatus(t, ids[0], statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.Done)
-	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "1062") || strings.Contains(m.LastError, "987654321") {
+	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "1062") || !strings.Contains(m.LastError, "insert of table `writes`") || strings.Contains(m.LastError, "987654321") {
 		t.Errorf("the broken row: %q %s", m.Status, m.LastError)
 	}
 	if canWrite(customer(t, f.src, broken)) != nil || f.myStream(t, ids[0]) || databaseExists(t, f.dst, broken.db) {

@@ -529,6 +529,24 @@ func (s *Server) ChangedTables(ctx context.Context, db string, tables []string, 
 	return changed, err
 }
 
+// anyTable is the table WritesBetween's scan counts a row event of any of
+// the database's tables under.
+const anyTable = "\x00any"
+
+// WritesBetween reports whether the source's binary log from from to to
+// holds a write to db: a row event of any of its tables (a table map
+// naming it: a name with dots can count wrongly, only ever as a write) or
+// a statement that may have written to it (schemaStatement). None: a
+// stream of db whose position is from has applied everything of db up to
+// to, however far behind its position record is.
+func (s *Server) WritesBetween(ctx context.Context, db string, from, to BinlogPos) (bool, error) {
+	if from.Compare(to) >= 0 {
+		return false, nil
+	}
+	changed, stmt, err := s.scanBinlog(ctx, db, nil, from, to, schemaStatement)
+	return len(changed) > 0 || stmt != "", err
+}
+
 // StatementSince returns the first statement of the binary log from from
 // to to that mentions db anywhere (DDL on its tables, run from it or
 // naming it, CREATE/ALTER/DROP DATABASE, a GRANT on it), shortened: ""
@@ -544,7 +562,8 @@ func (s *Server) StatementSince(ctx context.Context, db string, from, to BinlogP
 // schemaStatement: a logged statement that mentions db and may change its
 // schema (what the fingerprint covers, and its events) — not the
 // privileges (the block's own REVOKE and GRANT statements are logged),
-// accounts, nor ALTER EVENT (the block's own, disabling events).
+// accounts, table maintenance (ANALYZE, OPTIMIZE, CHECK), nor ALTER EVENT
+// (the block's own, disabling events).
 func schemaStatement(q, db string) bool {
 	if !mentionsDatabase(q, db) {
 		return false
@@ -557,7 +576,7 @@ func schemaStatement(q, db string) bool {
 			s = strings.TrimSpace(s[i+3:])
 		}
 	}
-	for _, p := range []string{"GRANT ", "REVOKE ", "SET PASSWORD", "ALTER USER ", "CREATE USER ", "DROP USER ", "RENAME USER ", "FLUSH "} {
+	for _, p := range []string{"GRANT ", "REVOKE ", "SET PASSWORD", "ALTER USER ", "CREATE USER ", "DROP USER ", "RENAME USER ", "FLUSH ", "ANALYZE ", "OPTIMIZE ", "CHECK "} {
 		if strings.HasPrefix(s, p) {
 			return false
 		}
@@ -565,18 +584,13 @@ func schemaStatement(q, db string) bool {
 	// ALTER [DEFINER=...] EVENT: the block disables the database's events
 	// and an unblock enables them. (CREATE and DROP EVENT count: the
 	// cutover read the event list before the block.)
-	verb, rest, _ := strings.Cut(s, " ")
-	if verb != "ALTER" {
-		return true
-	}
-	rest = strings.TrimPrefix(strings.TrimSpace(rest), "OR REPLACE ")
-	if strings.HasPrefix(rest, "DEFINER") {
-		if _, after, ok := strings.Cut(rest, " "); ok {
-			rest = strings.TrimSpace(after)
-		}
-	}
-	return !strings.HasPrefix(rest, "EVENT ")
+	return !alterEvent.MatchString(s)
 }
+
+// alterEvent is ALTER [DEFINER = account] EVENT, as SHOW BINLOG EVENTS
+// shows it (DEFINER=`u`@`h`) and as the log holds it (DEFINER = `u`@`h`),
+// the account's parts quoted (quotes doubled inside) or not; upper case.
+var alterEvent = regexp.MustCompile("^ALTER\\s+(DEFINER\\s*=\\s*(`(?:[^`]|``)*`|'(?:[^']|'')*'|[^\\s@]+)(\\s*@\\s*(`(?:[^`]|``)*`|'(?:[^']|'')*'|\\S+))?\\s+)?EVENT\\s")
 
 // scanBinlog is ChangedTables; with match, it also returns the first
 // statement logged as such (not as rows: DDL, TRUNCATE, or DML under
@@ -624,6 +638,8 @@ func (s *Server) scanBinlog(ctx context.Context, db string, tables []string, fro
 					if m := tableMapInfo.FindStringSubmatch(info); m != nil {
 						if t, ok := want[m[1]]; ok {
 							changed[t] = true
+						} else if tables == nil && strings.HasPrefix(m[1], db+".") {
+							changed[anyTable] = true
 						}
 					}
 				case "Query", "Execute_load_query": // LOAD DATA, statement-based

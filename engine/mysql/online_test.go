@@ -138,6 +138,10 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 	// Changes the stream must not apply: another database's row, and a
 	// statement run from this database that names the other one.
 	exec(t, src.root, "INSERT INTO "+qo+".t VALUES (2)")
+	beforeDrop, err := src.srv.BinlogNow(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := src.root.Conn(ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -198,9 +202,14 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 	if err := dst.root.QueryRow("SELECT id FROM " + qo + ".t").Scan(&kept); err != nil || kept != 42 {
 		t.Errorf("the destination's other database was touched by the stream: %d, %v", kept, err)
 	}
-	changed, err := src.srv.ChangedTables(ctx(t), db, tables, pos, now)
+	changed, err := src.srv.ChangedTables(ctx(t), db, tables, pos, beforeDrop)
 	if err != nil || len(changed) != 4 || !changed["items"] || !changed["log"] || !changed["types ü"] || !changed["odd `name` ü"] || changed["quiet"] {
 		t.Errorf("tables changed since the copy: %v, %v", changed, err)
+	}
+	// A statement run from the database (the DROP TABLE of the other one)
+	// may have written to it for all the log says: every table counts.
+	if changed, err := src.srv.ChangedTables(ctx(t), db, tables, pos, now); err != nil || len(changed) != len(tables) {
+		t.Errorf("tables changed since the copy, across a statement run from the database: %v, %v", changed, err)
 	}
 	at, sums, err := src.srv.SnapshotChecksums(ctx(t), db, tables)
 	if err != nil || !slices.Equal(sums, srcSums) || at.Compare(now) < 0 {
@@ -342,5 +351,81 @@ func TestStatementSince(t *testing.T) {
 	}
 	if stmt, err := src.srv.StatementSince(ctx(t), db, p2, at()); err != nil || !strings.Contains(stmt, "CREATE TABLE") {
 		t.Errorf("a DDL statement run from the database: %q, %v", stmt, err)
+	}
+}
+
+// TestStreamRowMissingAtDestination: a row deleted by hand at the
+// destination is then updated at the source, in a transaction that also
+// inserts a row: the stream breaks naming the update and its table, the
+// record says why, and nothing of that transaction was applied (the
+// group's batch stopped before COMMIT).
+func TestStreamRowMissingAtDestination(t *testing.T) {
+	src, dst := fleet(t)
+	t.Parallel()
+	db := name("missing `row` ")
+	shop(t, src, db)
+	q := ident.QuoteMySQL(db)
+	s, err := src.srv.Inspect(ctx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, tables, err := src.srv.SchemaFingerprint(ctx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := mysql.Stream{Name: engine.StreamName(9_000_000+streamRows.Add(1), db), Database: db, Tables: tables, Fingerprint: fp}
+	var rec mysql.ImportRecord
+	pos, _, err := dst.srv.CopyFrom(ctx(t), src.srv, s, "source", func(r mysql.ImportRecord) error { rec = r; return nil }, nil)
+	var accounts []string
+	for _, u := range rec.CreatedUsers {
+		accounts = append(accounts, acct(u.Name, u.Host))
+	}
+	dropAtEnd(t, dst, db, accounts...)
+	if err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	st.Start = pos
+	t.Cleanup(func() { _ = dst.srv.RemoveStreamRecord(context.Background(), st.Name) })
+	if err := dst.srv.CreateStreamRecord(ctx(t), &st, src.m.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	streamer := dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(streamRows.Load()), nil)
+	ran := make(chan error, 1)
+	go func() { ran <- streamer.Run(context.Background()) }()
+	var id int64
+	if err := src.root.QueryRow("SELECT MIN(id) FROM " + q + ".items").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dst.root, fmt.Sprintf("DELETE FROM %s.items WHERE id = %d", q, id))
+	tx, err := src.root.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		"INSERT INTO " + q + ".items (name, price) VALUES ('before the missing row', 1)",
+		fmt.Sprintf("UPDATE %s.items SET price = price + 1 WHERE id = %d", q, id),
+	} {
+		if _, err := tx.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "update of table `items`") || !strings.Contains(err.Error(), "the row to update is not at the destination") {
+			t.Errorf("the streamer ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream did not stop")
+	}
+	r, err := dst.srv.StreamRecordOf(ctx(t), st.Name)
+	if err != nil || !strings.Contains(r.Error, "the row to update is not at the destination") {
+		t.Errorf("the record: %+v, %v", r, err)
+	}
+	var n int
+	if err := dst.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name = 'before the missing row'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("the broken transaction's insert was applied: %d, %v", n, err)
 	}
 }

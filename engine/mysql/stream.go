@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -151,6 +152,33 @@ func (s *Server) RemoveStreamRecord(ctx context.Context, name string) error {
 // WaitStreamApplied waits at most timeout until stream name has applied
 // the source's log up to pos: true when it has; the record as last read.
 func (s *Server) WaitStreamApplied(ctx context.Context, name string, pos BinlogPos, timeout time.Duration) (bool, StreamRecord, error) {
+	return s.waitStream(ctx, name, pos, timeout, nil)
+}
+
+// WaitStreamCaughtUp is WaitStreamApplied that also counts the stream as
+// caught up when the source's log between its recorded position and pos
+// holds no write to its database (db, at src): a stream writes its
+// position only every flushEvery while the source's log carries other
+// databases' writes only, so on a busy source the record trails what the
+// stream has read by up to that long.
+func (s *Server) WaitStreamCaughtUp(ctx context.Context, src *Server, db, name string, pos BinlogPos, timeout time.Duration) (bool, StreamRecord, error) {
+	var checked time.Time
+	quiet := func(ctx context.Context, from BinlogPos) (bool, error) {
+		if time.Since(checked) < quietEvery {
+			return false, nil
+		}
+		checked = time.Now()
+		w, err := src.WritesBetween(ctx, db, from, pos)
+		return !w, err
+	}
+	return s.waitStream(ctx, name, pos, timeout, quiet)
+}
+
+// quietEvery is how often WaitStreamCaughtUp reads the source's log for
+// writes to the database after the stream's position.
+const quietEvery = 100 * time.Millisecond
+
+func (s *Server) waitStream(ctx context.Context, name string, pos BinlogPos, timeout time.Duration, quiet func(context.Context, BinlogPos) (bool, error)) (bool, StreamRecord, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		r, err := s.StreamRecordOf(ctx, name)
@@ -165,6 +193,15 @@ func (s *Server) WaitStreamApplied(ctx context.Context, name string, pos BinlogP
 		}
 		if r.Error != "" {
 			return false, r, engine.Permanentf("stream %s at %s stopped at %s: error %d: %s", name, s, r.Applied, r.ErrNo, r.Error)
+		}
+		if quiet != nil {
+			q, err := quiet(ctx, r.Applied)
+			if err != nil {
+				return false, r, err
+			}
+			if q {
+				return true, r, nil
+			}
 		}
 		if time.Now().After(deadline) {
 			return false, r, nil
@@ -202,6 +239,11 @@ type Streamer struct {
 	// transactions that had rows of its database, and the destination
 	// transactions they were applied in (groups of them).
 	rows, txns, commits atomic.Int64
+	// reached is the source position up to which everything of the
+	// database the streamer read is committed at the destination (its
+	// record may trail it by up to flushEvery).
+	mu      sync.Mutex
+	reached BinlogPos
 	// maxGroup is the rows a group holds at most (groupRows; 1: every
 	// source transaction in its own destination transaction, as before
 	// groups — the benchmark compares).
@@ -213,6 +255,22 @@ type Streamer struct {
 // (commits) that applied them.
 func (st *Streamer) Applied() (rows, txns, commits int64) {
 	return st.rows.Load(), st.txns.Load(), st.commits.Load()
+}
+
+// Reached returns the source position up to which everything of its
+// database the streamer has read is committed at the destination: ahead
+// of its position record while the source writes only other databases.
+// Zero before it has read anything.
+func (st *Streamer) Reached() BinlogPos {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.reached
+}
+
+func (st *Streamer) reach(p BinlogPos) {
+	st.mu.Lock()
+	st.reached = p
+	st.mu.Unlock()
 }
 
 // NewStreamer prepares the streamer of the stream name recorded at this
@@ -260,8 +318,17 @@ var ErrFenced = errors.New("the stream's record was removed")
 // source's log moves without changes for its database; idleAfter is how
 // long the log is quiet before the position reached is written at once
 // (the lag and the cutover's wait read it).
+//
+// flushEvery was 50 ms: with 30 streams in flight that was 600 position
+// writes a second at the destinations for databases that had nothing to
+// apply, on servers busy importing — and each stream, one round trip after
+// another, fell behind its source (a catch-up under the block then timed
+// out 130–450 kB behind). A cutover does not wait for the record to move:
+// WaitStreamCaughtUp reads the source's log after it for writes to the
+// database. A statement that names the database (the cutover's block)
+// writes the position at once.
 const (
-	flushEvery = 50 * time.Millisecond
+	flushEvery = time.Second
 	idleAfter  = 10 * time.Millisecond
 )
 
@@ -343,8 +410,8 @@ func (st *Streamer) broken(ctx context.Context, no int, msg string) error {
 type applier struct {
 	st      *Streamer
 	db      string
-	conn    *sql.DB
-	tx      *sql.Tx
+	pool    *sql.DB
+	c       *sql.Conn // the session the groups' transactions run in
 	applied BinlogPos // committed at the destination
 	at      BinlogPos // read up to (end of the last complete group)
 	flushed time.Time
@@ -356,6 +423,14 @@ type applier struct {
 	inTxn           bool
 	began, lastRows time.Time
 	groupRows, txns int64
+	// The open group's batch (batch.go): open once it has rows; started
+	// once its transaction was begun at the destination (a batch sent);
+	// the statements not sent yet, their size, and every op of the group
+	// (a failed check names one by index).
+	open, started bool
+	stmts         []string
+	size          int
+	ops           []batchOp
 }
 
 // tableMeta is what applying a table's rows needs to know of it (from the
@@ -370,14 +445,15 @@ type tableMeta struct {
 
 func (st *Streamer) newApplier(ctx context.Context, rec StreamRecord) (*applier, error) {
 	// A connection of its own: found rows (not changed rows) count as
-	// affected, so that a missing row is seen.
+	// affected, so that a missing row is seen; several statements a
+	// round trip (a group's batch).
 	cfg := mysqldrv.NewConfig()
 	d := st.dst.srv
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = d.User, d.Password, "tcp", d.Address
 	if strings.HasPrefix(d.Address, "/") {
 		cfg.Net = "unix"
 	}
-	cfg.InterpolateParams, cfg.ClientFoundRows = true, true
+	cfg.InterpolateParams, cfg.ClientFoundRows, cfg.MultiStatements = true, true, true
 	cfg.Timeout = 10 * time.Second
 	cfg.Params = map[string]string{"time_zone": "'+00:00'", "sql_mode": "'NO_AUTO_VALUE_ON_ZERO'"}
 	conn, err := mysqldrv.NewConnector(cfg)
@@ -386,18 +462,20 @@ func (st *Streamer) newApplier(ctx context.Context, rec StreamRecord) (*applier,
 	}
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(1)
-	if err := db.PingContext(ctx); err != nil {
+	c, err := db.Conn(ctx)
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("connect to %s to apply stream %s: %w", st.dst, st.name, err)
 	}
-	return &applier{st: st, db: rec.Database, conn: db, applied: rec.Applied, at: rec.Applied, tables: map[string]*tableMeta{}}, nil
+	return &applier{st: st, db: rec.Database, pool: db, c: c, applied: rec.Applied, at: rec.Applied, tables: map[string]*tableMeta{}}, nil
 }
 
 func (a *applier) close() {
-	if a.tx != nil {
-		_ = a.tx.Rollback()
+	if a.started {
+		_, _ = a.c.ExecContext(context.Background(), "ROLLBACK")
 	}
-	a.conn.Close()
+	_ = a.c.Close()
+	a.pool.Close()
 }
 
 // run applies events until the stream ends.
@@ -483,7 +561,20 @@ func (a *applier) event(ctx context.Context, ev *replication.BinlogEvent) error 
 		if strings.EqualFold(strings.TrimSpace(string(e.Query)), "BEGIN") {
 			return nil
 		}
-		return a.groupEnd(ctx, h.LogPos)
+		if err := a.groupEnd(ctx, h.LogPos); err != nil {
+			return err
+		}
+		// A statement about the database (the cutover's block revoking
+		// its accounts' writes): the position reached is written now.
+		if string(e.Schema) == a.db || mentionsDatabase(string(e.Query), a.db) {
+			if !a.inTxn {
+				if err := a.commit(ctx); err != nil {
+					return err
+				}
+				return a.flush(ctx)
+			}
+		}
+		return nil
 	}
 	return nil
 }
@@ -500,7 +591,8 @@ func (a *applier) groupEnd(ctx context.Context, logPos uint32) error {
 		a.inTxn = false
 		a.txns++
 	}
-	if a.tx == nil {
+	if !a.open {
+		a.st.reach(a.at)
 		if time.Since(a.flushed) >= flushEvery {
 			return a.flush(ctx)
 		}
@@ -512,22 +604,18 @@ func (a *applier) groupEnd(ctx context.Context, logPos uint32) error {
 	return nil
 }
 
-// commit commits the open group (if any) with the position reached.
+// commit commits the open group (if any) with the position reached: its
+// last batch, with the move of the position record and COMMIT.
 func (a *applier) commit(ctx context.Context) error {
-	if a.tx == nil {
+	if !a.open {
 		return nil
 	}
-	if err := a.move(ctx, a.tx); err != nil {
-		_ = a.tx.Rollback()
-		a.tx = nil
+	if err := a.send(ctx, true); err != nil {
 		return err
 	}
-	err := a.tx.Commit()
-	a.tx = nil
-	if err != nil {
-		return fmt.Errorf("commit at %s: %w", a.st.dst, err)
-	}
+	a.open = false
 	a.applied, a.flushed = a.at, time.Now()
+	a.st.reach(a.applied)
 	a.st.rows.Add(a.groupRows)
 	a.st.txns.Add(a.txns)
 	a.st.commits.Add(1)
@@ -535,11 +623,13 @@ func (a *applier) commit(ctx context.Context) error {
 	return nil
 }
 
-// move writes the position in tx; a record that is gone fences the stream.
-func (a *applier) move(ctx context.Context, q interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}) error {
-	res, err := q.ExecContext(ctx, "UPDATE "+streamsTable+" SET file = ?, pos = ?, updated = UTC_TIMESTAMP(6) WHERE name = ? AND error = ''", a.at.File, a.at.Pos, a.st.name)
+// moveQuery moves a stream's position record (file, pos, name).
+const moveQuery = "UPDATE " + streamsTable + " SET file = ?, pos = ?, updated = UTC_TIMESTAMP(6) WHERE name = ? AND error = ''"
+
+// move writes the position outside a group; a record that is gone fences
+// the stream.
+func (a *applier) move(ctx context.Context) error {
+	res, err := a.c.ExecContext(ctx, moveQuery, a.at.File, a.at.Pos, a.st.name)
 	if err != nil {
 		return fmt.Errorf("move stream %s at %s: %w", a.st.name, a.st.dst, err)
 	}
@@ -555,7 +645,7 @@ func (a *applier) flush(ctx context.Context) error {
 		a.flushed = time.Now()
 		return nil
 	}
-	if err := a.move(ctx, a.conn); err != nil {
+	if err := a.move(ctx); err != nil {
 		return err
 	}
 	a.applied, a.flushed = a.at, time.Now()
@@ -569,11 +659,8 @@ func (a *applier) rows(ctx context.Context, e *replication.RowsEvent) error {
 	if err != nil {
 		return err
 	}
-	if a.tx == nil {
-		if a.tx, err = a.conn.BeginTx(ctx, nil); err != nil {
-			return fmt.Errorf("begin at %s: %w", a.st.dst, err)
-		}
-		a.began = time.Now()
+	if !a.open {
+		a.open, a.began = true, time.Now()
 	}
 	a.inTxn, a.lastRows = true, time.Now()
 	if e.Type() == replication.EnumRowsEventTypeUpdate {
@@ -582,11 +669,7 @@ func (a *applier) rows(ctx context.Context, e *replication.RowsEvent) error {
 		a.groupRows += int64(len(e.Rows))
 	}
 	qt := ident.QuoteMySQL(a.db) + "." + ident.QuoteMySQL(table)
-	fail := func(what string, err error) error {
-		_ = a.tx.Rollback()
-		a.tx, a.inTxn = nil, false
-		return a.st.broken(ctx, int(errNo(err)), fmt.Sprintf("%s of table %s at %s (source position %s): %s", what, ident.QuoteMySQL(table), a.st.dst, a.at, redactServerMessage(err.Error())))
-	}
+	op := func(what string) batchOp { return batchOp{what: what, table: ident.QuoteMySQL(table)} }
 	// (MariaDB's compressed row events are of these kinds too.)
 	switch e.Type() {
 	case replication.EnumRowsEventTypeInsert:
@@ -618,8 +701,8 @@ func (a *applier) rows(ctx context.Context, e *replication.RowsEvent) error {
 			}
 			b.WriteString(")")
 		}
-		if _, err := a.tx.ExecContext(ctx, b.String(), args...); err != nil {
-			return fail("insert", err)
+		if err := a.add(ctx, b.String(), args, op("insert"), false); err != nil {
+			return err
 		}
 	case replication.EnumRowsEventTypeUpdate:
 		for r := 0; r+1 < len(e.Rows); r += 2 {
@@ -633,27 +716,19 @@ func (a *applier) rows(ctx context.Context, e *replication.RowsEvent) error {
 				}
 			}
 			where, wargs := m.where(before)
-			res, err := a.tx.ExecContext(ctx, "UPDATE "+qt+" SET "+strings.Join(set, ", ")+" WHERE "+where+" LIMIT 1", append(args, wargs...)...)
-			if err != nil {
-				return fail("update", err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return fail("update", errors.New("the row to update is not at the destination"))
+			if err := a.add(ctx, "UPDATE "+qt+" SET "+strings.Join(set, ", ")+" WHERE "+where+" LIMIT 1", append(args, wargs...), op("update"), true); err != nil {
+				return err
 			}
 		}
 	case replication.EnumRowsEventTypeDelete:
 		for _, row := range e.Rows {
 			where, args := m.where(row)
-			res, err := a.tx.ExecContext(ctx, "DELETE FROM "+qt+" WHERE "+where+" LIMIT 1", args...)
-			if err != nil {
-				return fail("delete", err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return fail("delete", errors.New("the row to delete is not at the destination"))
+			if err := a.add(ctx, "DELETE FROM "+qt+" WHERE "+where+" LIMIT 1", args, op("delete"), true); err != nil {
+				return err
 			}
 		}
 	default:
-		return fail("apply", fmt.Errorf("a rows event of a kind the stream does not apply (%s)", rowsKind(e)))
+		return a.failed(ctx, op("apply"), fmt.Errorf("a rows event of a kind the stream does not apply (%s)", rowsKind(e)))
 	}
 	return nil
 }
