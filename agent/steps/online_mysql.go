@@ -229,7 +229,7 @@ func (p *mysqlSyncSide) baseline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer snap.Close()
+	defer snap.Close(ctx)
 	p1 := snap.Pos
 	srcSums, err := snap.Checksums(ctx, st.Database, st.Tables)
 	if err != nil {

@@ -693,23 +693,11 @@ func newMyHotSite(t *testing.T, f *fleet, prefix string) (st site, stop func()) 
 	q := ident.QuoteMySQL(st.db)
 	exec(t, f.src.root, fmt.Sprintf("INSERT INTO %s.items SELECT seq, CONCAT('item ', seq), RANDOM_BYTES(64) FROM %s.seq_%d_to_20000", q, q, st.rows+1))
 	owner := customer(t, f.src, st)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			// Ids 1 + i·7919 mod 20000: never 12346 for the i reached.
-			if _, err := owner.ExecContext(context.Background(), "UPDATE items SET name = ? WHERE id = ?", fmt.Sprintf("updated %d", i), 1+i*7919%20000); err != nil {
-				return
-			}
-		}
+	stop = keepUpdating(func(i int) error {
+		// Ids 1 + i·7919 mod 20000: never 12346 for the i reached.
+		_, err := owner.ExecContext(context.Background(), "UPDATE items SET name = ? WHERE id = ?", fmt.Sprintf("updated %d", i), 1+i*7919%20000)
+		return err
 	})
-	var once sync.Once
-	stop = func() { once.Do(func() { close(done); wg.Wait() }) }
 	t.Cleanup(stop)
 	return st, stop
 }

@@ -624,6 +624,15 @@ func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
 func startUpdater(t *testing.T, f *fleet, st pgSite, rows int) (stop func()) {
 	t.Helper()
 	c := f.src.pg.Connect(t, st.db, st.owner, st.pass)
+	return keepUpdating(func(i int) error {
+		_, err := c.Exec(context.Background(), "UPDATE items SET name = $1 WHERE id = $2", fmt.Sprintf("updated %d", i), 1+i*7919%rows)
+		return err
+	})
+}
+
+// keepUpdating calls update with 0, 1, 2, ... every 5 ms until it fails
+// (its session ended by the block) or stop is called; stop waits for it.
+func keepUpdating(update func(i int) error) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -633,12 +642,13 @@ func startUpdater(t *testing.T, f *fleet, st pgSite, rows int) (stop func()) {
 				return
 			case <-time.After(5 * time.Millisecond):
 			}
-			if _, err := c.Exec(context.Background(), "UPDATE items SET name = $1 WHERE id = $2", fmt.Sprintf("updated %d", i), 1+i*7919%rows); err != nil {
+			if update(i) != nil {
 				return
 			}
 		}
 	})
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 // TestPostgresOnlineVerifiedByRows: a table updated all the time through

@@ -749,7 +749,7 @@ func (s *Server) SnapshotChecksums(ctx context.Context, db string, tables []stri
 	if err != nil {
 		return BinlogPos{}, nil, err
 	}
-	defer sn.Close()
+	defer sn.Close(ctx)
 	sums, err := sn.Checksums(ctx, db, tables)
 	return sn.Pos, sums, err
 }

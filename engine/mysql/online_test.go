@@ -91,29 +91,7 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 		wg.Wait()
 	}()
 
-	fp, tables, err := src.srv.SchemaFingerprint(ctx(t), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := mysql.Stream{Name: engine.StreamName(9_000_000+streamRows.Add(1), db), Database: db, Tables: tables, Fingerprint: fp}
-	var rec mysql.ImportRecord
-	pos, _, err := dst.srv.CopyFrom(ctx(t), src.srv, s, "source", func(r mysql.ImportRecord) error { rec = r; return nil }, nil)
-	var accounts []string
-	for _, u := range rec.CreatedUsers {
-		accounts = append(accounts, acct(u.Name, u.Host))
-	}
-	dropAtEnd(t, dst, db, accounts...)
-	if err != nil {
-		t.Fatalf("copy: %v", err)
-	}
-	st.Start = pos
-	t.Cleanup(func() { _ = dst.srv.RemoveStreamRecord(context.Background(), st.Name) })
-	if err := dst.srv.CreateStreamRecord(ctx(t), &st, src.m.Addr()); err != nil {
-		t.Fatalf("record the stream: %v", err)
-	}
-	streamer := dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(streamRows.Load()), nil)
-	ran := make(chan error, 1)
-	go func() { ran <- streamer.Run(context.Background()) }()
+	st, tables, streamer, ran := copyAndStream(t, src, dst, s)
 	// Every kind of value through the stream: inserted, updated, deleted
 	// (a table with a key, one without with duplicate rows, the shop's).
 	typed := ident.QuoteMySQL("types ü")
@@ -202,13 +180,13 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 	if err := dst.root.QueryRow("SELECT id FROM " + qo + ".t").Scan(&kept); err != nil || kept != 42 {
 		t.Errorf("the destination's other database was touched by the stream: %d, %v", kept, err)
 	}
-	changed, err := src.srv.ChangedTables(ctx(t), db, tables, pos, beforeDrop)
+	changed, err := src.srv.ChangedTables(ctx(t), db, tables, st.Start, beforeDrop)
 	if err != nil || len(changed) != 4 || !changed["items"] || !changed["log"] || !changed["types ü"] || !changed["odd `name` ü"] || changed["quiet"] {
 		t.Errorf("tables changed since the copy: %v, %v", changed, err)
 	}
 	// A statement run from the database (the DROP TABLE of the other one)
 	// may have written to it for all the log says: every table counts.
-	if changed, err := src.srv.ChangedTables(ctx(t), db, tables, pos, now); err != nil || len(changed) != len(tables) {
+	if changed, err := src.srv.ChangedTables(ctx(t), db, tables, st.Start, now); err != nil || len(changed) != len(tables) {
 		t.Errorf("tables changed since the copy, across a statement run from the database: %v, %v", changed, err)
 	}
 	at, sums, err := src.srv.SnapshotChecksums(ctx(t), db, tables)
@@ -369,29 +347,7 @@ func TestStreamRowMissingAtDestination(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp, tables, err := src.srv.SchemaFingerprint(ctx(t), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := mysql.Stream{Name: engine.StreamName(9_000_000+streamRows.Add(1), db), Database: db, Tables: tables, Fingerprint: fp}
-	var rec mysql.ImportRecord
-	pos, _, err := dst.srv.CopyFrom(ctx(t), src.srv, s, "source", func(r mysql.ImportRecord) error { rec = r; return nil }, nil)
-	var accounts []string
-	for _, u := range rec.CreatedUsers {
-		accounts = append(accounts, acct(u.Name, u.Host))
-	}
-	dropAtEnd(t, dst, db, accounts...)
-	if err != nil {
-		t.Fatalf("copy: %v", err)
-	}
-	st.Start = pos
-	t.Cleanup(func() { _ = dst.srv.RemoveStreamRecord(context.Background(), st.Name) })
-	if err := dst.srv.CreateStreamRecord(ctx(t), &st, src.m.Addr()); err != nil {
-		t.Fatal(err)
-	}
-	streamer := dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(streamRows.Load()), nil)
-	ran := make(chan error, 1)
-	go func() { ran <- streamer.Run(context.Background()) }()
+	st, _, _, ran := copyAndStream(t, src, dst, s)
 	var id int64
 	if err := src.root.QueryRow("SELECT MIN(id) FROM " + q + ".items").Scan(&id); err != nil {
 		t.Fatal(err)
@@ -428,4 +384,36 @@ func TestStreamRowMissingAtDestination(t *testing.T) {
 	if err := dst.root.QueryRow("SELECT COUNT(*) FROM " + q + ".items WHERE name = 'before the missing row'").Scan(&n); err != nil || n != 0 {
 		t.Errorf("the broken transaction's insert was applied: %d, %v", n, err)
 	}
+}
+
+// copyAndStream copies database s from src to dst (dropped at the end with
+// the accounts the copy made) and streams it from the copy's position
+// with a streamer of its own; ran gets what the streamer's Run returns.
+func copyAndStream(t *testing.T, src, dst *side, s *mysql.Source) (st mysql.Stream, tables []string, streamer *mysql.Streamer, ran chan error) {
+	t.Helper()
+	db := s.Database
+	fp, tables, err := src.srv.SchemaFingerprint(ctx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = mysql.Stream{Name: engine.StreamName(9_000_000+streamRows.Add(1), db), Database: db, Tables: tables, Fingerprint: fp}
+	var rec mysql.ImportRecord
+	pos, _, err := dst.srv.CopyFrom(ctx(t), src.srv, s, "source", func(r mysql.ImportRecord) error { rec = r; return nil }, nil)
+	var accounts []string
+	for _, u := range rec.CreatedUsers {
+		accounts = append(accounts, acct(u.Name, u.Host))
+	}
+	dropAtEnd(t, dst, db, accounts...)
+	if err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	st.Start = pos
+	t.Cleanup(func() { _ = dst.srv.RemoveStreamRecord(context.Background(), st.Name) })
+	if err := dst.srv.CreateStreamRecord(ctx(t), &st, src.m.Addr()); err != nil {
+		t.Fatalf("record the stream: %v", err)
+	}
+	streamer = dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(streamRows.Load()), nil)
+	ran = make(chan error, 1)
+	go func() { ran <- streamer.Run(context.Background()) }()
+	return st, tables, streamer, ran
 }

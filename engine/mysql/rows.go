@@ -290,27 +290,29 @@ func (s *Server) rowHashesOn(ctx context.Context, q rowsQuerier, db string, t Ke
 				where.WriteString(")")
 			}
 		}
-		rows, err := q.QueryContext(ctx, sel+where.String(), args...)
-		if err != nil {
+		if err := readHashes(ctx, q, sel+where.String(), args, out); err != nil {
 			return nil, fmt.Errorf("read %d rows of %s of %q at %s: %w", len(batch), t.Table, db, s, err)
-		}
-		for rows.Next() {
-			var k string
-			var h int64
-			if err := rows.Scan(&k, &h); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("read rows of %s of %q at %s: %w", t.Table, db, s, err)
-			}
-			out[k] = h
-		}
-		if err := rows.Close(); err != nil {
-			return nil, fmt.Errorf("read rows of %s of %q at %s: %w", t.Table, db, s, err)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read rows of %s of %q at %s: %w", t.Table, db, s, err)
 		}
 	}
 	return out, nil
+}
+
+// readHashes reads (key, hash) rows of query into out.
+func readHashes(ctx context.Context, q rowsQuerier, query string, args []any, out map[string]int64) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var h int64
+		if err := rows.Scan(&k, &h); err != nil {
+			return err
+		}
+		out[k] = h
+	}
+	return rows.Err()
 }
 
 // rowHashExpr is a row's term of a table's checksum (tableChecksumOn sums
@@ -389,19 +391,19 @@ func (s *Server) OpenSnapshot(ctx context.Context) (*Snapshot, error) {
 		return rows.Err()
 	}()
 	if err != nil {
-		sn.Close()
+		sn.Close(ctx)
 		return nil, fmt.Errorf("read the binary log position of a snapshot of %s: %w", s, err)
 	}
 	if sn.Pos.IsZero() {
-		sn.Close()
+		sn.Close(ctx)
 		return nil, engine.Permanentf("%s gives no binary log position for a snapshot (is log_bin on?)", s)
 	}
 	return sn, nil
 }
 
-// Close ends the snapshot.
-func (sn *Snapshot) Close() {
-	_, _ = sn.c.ExecContext(context.Background(), "ROLLBACK")
+// Close ends the snapshot (even once ctx is done).
+func (sn *Snapshot) Close(ctx context.Context) {
+	_, _ = sn.c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 	_ = sn.c.Close()
 }
 

@@ -104,7 +104,7 @@ func TestChangedKeysAndRowHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer snap.Close()
+	defer snap.Close(ctx(t))
 	exec(t, src.root, "UPDATE "+q+".`it ems` SET v = 'after the snapshot' WHERE id = 1")
 	for _, c := range []struct {
 		table string

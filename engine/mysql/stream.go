@@ -364,7 +364,7 @@ func (st *Streamer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer a.close(ctx)
 	host, port, err := net.SplitHostPort(rec.Source)
 	if err != nil {
 		return st.broken(ctx, 0, fmt.Sprintf("the source address %q is not host:port", rec.Source))
@@ -470,9 +470,9 @@ func (st *Streamer) newApplier(ctx context.Context, rec StreamRecord) (*applier,
 	return &applier{st: st, db: rec.Database, pool: db, c: c, applied: rec.Applied, at: rec.Applied, tables: map[string]*tableMeta{}}, nil
 }
 
-func (a *applier) close() {
+func (a *applier) close(ctx context.Context) {
 	if a.started {
-		_, _ = a.c.ExecContext(context.Background(), "ROLLBACK")
+		_, _ = a.c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 	}
 	_ = a.c.Close()
 	a.pool.Close()
