@@ -569,7 +569,7 @@ func TestPostgresOnlineLateWriteStopsClose(t *testing.T) {
 	fleettest.PGExec(t, f.src.pg.Root(t, st.db), "INSERT INTO items (id, name) VALUES (999999, 'late')")
 	f.dnsAgent(t)
 	m := f.waitStatus(t, id, statemachine.CloseFailed, statemachine.Done)
-	if m.Status != statemachine.CloseFailed || !strings.Contains(m.LastError, "writes reached the source after the consistency point") ||
+	if m.Status != statemachine.CloseFailed || !strings.Contains(m.LastError, "writes reached the source after the cutover (writes blocked since 20") ||
 		!strings.Contains(m.LastError, `"public"."items": 501 rows, 500 expected`) {
 		t.Fatalf("close: %q %q", m.Status, m.LastError)
 	}

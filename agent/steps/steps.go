@@ -362,9 +362,15 @@ func corruptOr(ctx context.Context, st storage.Store, objs dumpObjects, sha, dat
 // the consistency point and are not at the live destination.
 func lateWrites(row *statemachine.Migration, err error) error {
 	if errors.Is(err, engine.ErrPermanent) {
-		return agent.Permanentf("writes reached the source after the consistency point (%s), so they are not at the destination, which is live since the DNS switch: %v. "+
+		// An online row's consistency point is its cutover, under the
+		// block (the close's dump is taken later).
+		point := "the consistency point (" + row.ConsistencyPoint.UTC().Format(time.RFC3339) + ")"
+		if row.ConsistencyPoint.IsZero() {
+			point = "the cutover (writes blocked since " + row.BlockedAt.UTC().Format(time.RFC3339) + ")"
+		}
+		return agent.Permanentf("writes reached the source after %s, so they are not at the destination, which is live since the DNS switch: %v. "+
 			"The source was left as it is: find who wrote (administrators and superusers are not blocked), carry the changes to the destination, then close the source by hand",
-			row.ConsistencyPoint.UTC().Format(time.RFC3339), err)
+			point, err)
 	}
 	return err
 }
