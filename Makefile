@@ -38,7 +38,7 @@ test: deps ## install what is missing, vet, then run every test (integration inc
 
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzQuote:./internal/ident FuzzParse:./internal/planfile FuzzVerify:./links \
-	FuzzDecodeManifest:./engine FuzzDataParser:./engine/mysql FuzzInsertTable:./engine/mysql
+	FuzzDecodeManifest:./engine FuzzDataParser:./engine/mysql FuzzInsertTable:./engine/mysql FuzzLiteral:./engine/mysql
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (default 10s) each; a failing input lands in testdata/fuzz/ (commit it: make test then replays it)

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,4 +44,65 @@ func TestFailedCheck(t *testing.T) {
 	if n := failedCheck(errors.New("Error 1062 (23000): Duplicate entry")); n != -1 {
 		t.Errorf("op %d for another error, want -1", n)
 	}
+}
+
+// FuzzLiteral: any bytes written as a literal read back as the same bytes
+// under MySQL's escapes, and no quote ends the literal early (a value
+// cannot break out of its statement).
+func FuzzLiteral(f *testing.F) {
+	for _, s := range []string{"", "it's", `a\b`, "\x00\n\r\x1a\"'\\", "ü\xff\xfe", "'; DROP TABLE t; --"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, v := range []any{s, []byte(s)} {
+			var b strings.Builder
+			if !appendLiteral(&b, v) {
+				t.Fatalf("%T %q not written", v, s)
+			}
+			lit, ok := strings.CutPrefix(b.String(), "_binary")
+			if _, isBytes := v.([]byte); isBytes != ok {
+				t.Fatalf("%T written as %q", v, b.String())
+			}
+			if len(lit) < 2 || lit[0] != '\'' || lit[len(lit)-1] != '\'' {
+				t.Fatalf("%q: not one quoted literal: %q", s, lit)
+			}
+			got, rest, ok := unescape(lit[1:])
+			if !ok || rest != "" || got != s {
+				t.Fatalf("%q written as %q reads back as %q (rest %q, closed %v)", s, lit, got, rest, ok)
+			}
+		}
+	})
+}
+
+// unescape reads a quoted literal's body as the server does (backslash
+// escapes, ” for a quote) up to its closing quote, and returns what
+// follows it.
+func unescape(s string) (value, rest string, closed bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && i+1 < len(s):
+			i++
+			switch s[i] {
+			case '0':
+				b.WriteByte(0)
+			case 'n':
+				b.WriteByte('\n')
+			case 'r':
+				b.WriteByte('\r')
+			case 'Z':
+				b.WriteByte(0x1a)
+			default:
+				b.WriteByte(s[i])
+			}
+		case c == '\'' && i+1 < len(s) && s[i+1] == '\'':
+			b.WriteByte('\'')
+			i++
+		case c == '\'':
+			return b.String(), s[i+1:], true
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), "", false
 }

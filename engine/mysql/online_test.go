@@ -18,6 +18,15 @@ import (
 
 var streamRows atomic.Int64
 
+// everyByte is the 256 byte values in order, as hex.
+var everyByte = func() string {
+	var b strings.Builder
+	for i := range 256 {
+		fmt.Fprintf(&b, "%02X", i)
+	}
+	return b.String()
+}()
+
 // TestOnlineCopyStreamAndStop copies a database while a writer inserts
 // into it, streams from the copy's position with a streamer that applies
 // only that database (another customer's database of the same name at the
@@ -108,6 +117,9 @@ func TestOnlineCopyStreamAndStop(t *testing.T) {
 		"UPDATE "+q+".`odd ``name`` ü` SET b = b'11111', l = 'ça' WHERE `col, x` = 1",
 		"DELETE FROM "+q+".items WHERE id % 7 = 0",
 		"UPDATE "+q+".items SET photo = X'0001FEFF', price = price * 2 WHERE id % 5 = 0",
+		// Every byte value, quotes and backslashes among them: the stream
+		// writes them as escaped literals (batch.go).
+		"UPDATE "+q+".items SET photo = X'"+everyByte+"', note = CONCAT('it''s \\ \"q\" ', id) WHERE id % 11 = 0",
 		"SELECT NEXTVAL("+q+".seq)", "SELECT NEXTVAL("+q+".seq)",
 		// a large transaction: many rows events, one commit
 		"INSERT INTO "+q+".items (name, price, note) SELECT CONCAT('bulk ', seq), seq / 100, REPEAT('b', 200) FROM "+q+".seq_1_to_30000",
