@@ -3,7 +3,6 @@ package mysql
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -224,6 +223,7 @@ func (a *applier) send(ctx context.Context, final bool) error {
 		return nil
 	}
 	var b strings.Builder
+	b.WriteString("SET @fleetmigrate_op = NULL;\n")
 	if !a.started {
 		b.WriteString("START TRANSACTION;\n")
 	}
@@ -233,7 +233,7 @@ func (a *applier) send(ctx context.Context, final bool) error {
 	}
 	if final {
 		move, _ := interpolate(moveQuery, []any{a.at.File, a.at.Pos, a.st.name})
-		b.WriteString(move + ";\n")
+		b.WriteString("SET @fleetmigrate_op = NULL;\n" + move + ";\n")
 		b.WriteString(checkFound(-1) + ";\n")
 		b.WriteString("COMMIT")
 	}
@@ -258,10 +258,11 @@ func (a *applier) send(ctx context.Context, final bool) error {
 // the position's move (the record is gone: fenced), a row not found, or a
 // statement the destination refused (the op the batch had reached).
 func (a *applier) batchFailed(ctx context.Context, err error) error {
-	at := -1
-	if i := failedCheck(err); i >= 0 {
-		at = i
-	} else if !strings.Contains(err.Error(), checkMark+"-1") {
+	fenced := strings.Contains(err.Error(), checkMark+"-1")
+	checked := failedCheck(err)
+	at := checked
+	if at < 0 && !fenced {
+		// The op the batch had reached (NULL outside the rows' ops).
 		var n sql.NullInt64
 		if qerr := a.c.QueryRowContext(context.WithoutCancel(ctx), "SELECT @fleetmigrate_op").Scan(&n); qerr == nil && n.Valid {
 			at = int(n.Int64)
@@ -272,14 +273,14 @@ func (a *applier) batchFailed(ctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case strings.Contains(err.Error(), checkMark+"-1"):
+	case fenced:
 		return ErrFenced
-	case failedCheck(err) >= 0 && at < len(ops):
+	case at >= 0 && at < len(ops) && checked >= 0:
 		return a.broken(ctx, ops[at], errNotFound(ops[at]))
 	case at >= 0 && at < len(ops):
 		return a.broken(ctx, ops[at], err)
 	}
-	return a.broken(ctx, batchOp{what: "apply"}, err)
+	return a.broken(ctx, batchOp{what: "commit a group"}, err)
 }
 
 // failed rolls the open transaction back and breaks the stream for op.
@@ -304,9 +305,6 @@ func (a *applier) broken(ctx context.Context, op batchOp, err error) error {
 	what := op.what
 	if op.table != "" {
 		what += " of table " + op.table
-	}
-	if errors.Is(err, ErrFenced) {
-		return ErrFenced
 	}
 	return a.st.broken(ctx, int(errNo(err)), fmt.Sprintf("%s at %s (source position %s): %s", what, a.st.dst, a.at, redactServerMessage(err.Error())))
 }

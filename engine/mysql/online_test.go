@@ -408,7 +408,8 @@ func copyAndStream(t *testing.T, src, dst *side, s *mysql.Source) (st mysql.Stre
 	if err != nil {
 		t.Fatal(err)
 	}
-	st = mysql.Stream{Name: engine.StreamName(9_000_000+streamRows.Add(1), db), Database: db, Tables: tables, Fingerprint: fp}
+	n := streamRows.Add(1) // the stream's name and its replica id: unique among parallel tests
+	st = mysql.Stream{Name: engine.StreamName(9_000_000+n, db), Database: db, Tables: tables, Fingerprint: fp}
 	var rec mysql.ImportRecord
 	pos, _, err := dst.srv.CopyFrom(ctx(t), src.srv, s, "source", func(r mysql.ImportRecord) error { rec = r; return nil }, nil)
 	var accounts []string
@@ -424,7 +425,7 @@ func copyAndStream(t *testing.T, src, dst *side, s *mysql.Source) (st mysql.Stre
 	if err := dst.srv.CreateStreamRecord(ctx(t), &st, src.m.Addr()); err != nil {
 		t.Fatalf("record the stream: %v", err)
 	}
-	streamer = dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(streamRows.Load()), nil)
+	streamer = dst.srv.NewStreamer(st.Name, engine.Server{User: adminUser, Password: adminPass}, 4242+uint32(n), nil)
 	ran = make(chan error, 1)
 	go func() { ran <- streamer.Run(context.Background()) }()
 	return st, tables, streamer, ran

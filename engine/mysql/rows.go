@@ -51,31 +51,37 @@ import (
 type KeyedTable struct {
 	Table string
 	Key   []string
+	// meta: the table's columns as Keyed read them (the log's rows are
+	// decoded and the rows hashed with them: no catalogue read under the
+	// block).
+	meta *tableMeta
 }
 
 // Keyed returns which of db's tables have an integer primary key (those
 // verification by keys can name rows of), by table.
 func (s *Server) Keyed(ctx context.Context, db string) (map[string]KeyedTable, error) {
-	_, pri, err := s.tableColumnsKeys(ctx, db)
+	metas, err := s.tableMetas(ctx, db, "")
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]KeyedTable{}
-	for t, k := range pri {
-		if len(k) > 0 && !containsEmpty(k) {
-			out[t] = KeyedTable{Table: t, Key: k}
+	for t, m := range metas {
+		if len(m.key) == 0 {
+			continue
+		}
+		k := KeyedTable{Table: t, meta: m}
+		for _, i := range m.key {
+			if m.intBits[i] == 0 {
+				k.Key = nil
+				break
+			}
+			k.Key = append(k.Key, m.cols[i])
+		}
+		if k.Key != nil {
+			out[t] = k
 		}
 	}
 	return out, nil
-}
-
-func containsEmpty(xs []string) bool {
-	for _, x := range xs {
-		if x == "" {
-			return true
-		}
-	}
-	return false
 }
 
 // ChangedKeys is what the source's log says was written to some tables
@@ -122,10 +128,13 @@ func (s *Server) ChangedKeysBetween(ctx context.Context, db string, tables map[s
 		return fail(fmt.Errorf("the address %q has no port", s.srv.Address))
 	}
 	metas := map[string]*tableMeta{}
-	for t := range tables {
-		m, err := s.tableMetaOf(ctx, db, t)
-		if err != nil {
-			return nil, err
+	for t, k := range tables {
+		m := k.meta
+		if m == nil {
+			var err error
+			if m, err = s.tableMetaOf(ctx, db, t); err != nil {
+				return nil, err
+			}
 		}
 		metas[t] = m
 	}
@@ -246,16 +255,22 @@ func (s *Server) rowHashesOn(ctx context.Context, q rowsQuerier, db string, t Ke
 	if len(keys) == 0 {
 		return out, nil
 	}
-	cols, err := s.tableColumns(ctx, db)
-	if err != nil {
-		return nil, err
+	var cols []string
+	if t.meta != nil {
+		cols = t.meta.cols
+	} else {
+		all, err := s.tableColumns(ctx, db)
+		if err != nil {
+			return nil, err
+		}
+		cols = all[t.Table]
 	}
 	key := make([]string, len(t.Key))
 	for i, c := range t.Key {
 		key[i] = ident.QuoteMySQL(c)
 	}
 	from := ident.QuoteMySQL(db) + "." + ident.QuoteMySQL(t.Table)
-	sel := "SELECT CONCAT_WS(',', " + strings.Join(key, ", ") + "), " + rowHashExpr(cols[t.Table]) + " FROM " + from + " WHERE "
+	sel := "SELECT CONCAT_WS(',', " + strings.Join(key, ", ") + "), " + rowHashExpr(cols) + " FROM " + from + " WHERE "
 	for start := 0; start < len(keys); start += keyBatch {
 		batch := keys[start:min(start+keyBatch, len(keys))]
 		var where strings.Builder

@@ -59,7 +59,7 @@ func TestChangedKeysAndRowHashes(t *testing.T) {
 	}
 	exec(t, src.root, "UPDATE "+q+".`it ems` SET v = 'later' WHERE id = 5")
 
-	got, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, from, to, 4242, 100)
+	got, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, from, to, 4141, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestChangedKeysAndRowHashes(t *testing.T) {
 		t.Errorf("over the limit: %v", got.Over)
 	}
 	// Past the limit, a table is only marked.
-	if over, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, from, to, 4242, 3); err != nil || !over.Over["it ems"] || over.Keys["it ems"] != nil || len(over.List("pairs")) != 1 {
+	if over, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, from, to, 4141, 3); err != nil || !over.Over["it ems"] || over.Keys["it ems"] != nil || len(over.List("pairs")) != 1 {
 		t.Errorf("with a limit of 3: %+v, %v", over, err)
 	}
 	// A statement that writes without naming rows (TRUNCATE, logged as
@@ -83,7 +83,7 @@ func TestChangedKeysAndRowHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if trunc, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, to, after, 4242, 100); err != nil || !trunc.Over["it ems"] || !trunc.Over["pairs"] || len(trunc.Keys) != 0 {
+	if trunc, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, to, after, 4141, 100); err != nil || !trunc.Over["it ems"] || !trunc.Over["pairs"] || len(trunc.Keys) != 0 {
 		t.Errorf("across a TRUNCATE: %+v, %v", trunc, err)
 	}
 	tables := []string{"it ems", "pairs", "named", "nokey"}
@@ -94,7 +94,7 @@ func TestChangedKeysAndRowHashes(t *testing.T) {
 		t.Errorf("tables changed by rows: %v, %v", changed, err)
 	}
 	// Nothing between a position and itself.
-	if none, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, to, to, 4242, 100); err != nil || len(none.Keys) != 0 {
+	if none, err := src.srv.ChangedKeysBetween(ctx(t), db, keyed, to, to, 4141, 100); err != nil || len(none.Keys) != 0 {
 		t.Errorf("between %s and itself: %+v, %v", to, none, err)
 	}
 

@@ -755,12 +755,35 @@ func (a *applier) meta(ctx context.Context, table string, n int) (*tableMeta, er
 
 // tableMetaOf reads what this server's schema says of db's table.
 func (s *Server) tableMetaOf(ctx context.Context, db, table string) (*tableMeta, error) {
-	m := &tableMeta{}
-	err := s.queryRows(ctx, "SELECT COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, EXTRA, COLUMN_KEY FROM information_schema.COLUMNS WHERE "+schemaIs("TABLE_SCHEMA")+
-		" AND TABLE_NAME = BINARY ? ORDER BY ORDINAL_POSITION", []any{db, db, table}, func(rows *sql.Rows) error {
-		var name, colType, dataType, extra, key string
-		if err := rows.Scan(&name, &colType, &dataType, &extra, &key); err != nil {
+	ms, err := s.tableMetas(ctx, db, table)
+	if err != nil {
+		return nil, err
+	}
+	if ms[table] == nil {
+		return &tableMeta{}, nil
+	}
+	return ms[table], nil
+}
+
+// tableMetas reads what this server's schema says of db's tables, by
+// table: one table, or every one ("").
+func (s *Server) tableMetas(ctx context.Context, db, table string) (map[string]*tableMeta, error) {
+	out := map[string]*tableMeta{}
+	q := "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, DATA_TYPE, EXTRA, COLUMN_KEY FROM information_schema.COLUMNS WHERE " + schemaIs("TABLE_SCHEMA")
+	args := []any{db, db}
+	if table != "" {
+		q += " AND TABLE_NAME = BINARY ?"
+		args = append(args, table)
+	}
+	err := s.queryRows(ctx, q+" ORDER BY TABLE_NAME, ORDINAL_POSITION", args, func(rows *sql.Rows) error {
+		var t, name, colType, dataType, extra, key string
+		if err := rows.Scan(&t, &name, &colType, &dataType, &extra, &key); err != nil {
 			return err
+		}
+		m := out[t]
+		if m == nil {
+			m = &tableMeta{}
+			out[t] = m
 		}
 		i := len(m.cols)
 		m.cols = append(m.cols, name)
@@ -773,9 +796,12 @@ func (s *Server) tableMetaOf(ctx context.Context, db, table string) (*tableMeta,
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read the columns of table %s of %q at %s: %w", table, db, s, err)
+		if table != "" {
+			return nil, fmt.Errorf("read the columns of table %s of %q at %s: %w", table, db, s, err)
+		}
+		return nil, fmt.Errorf("read the columns of %q at %s: %w", db, s, err)
 	}
-	return m, nil
+	return out, nil
 }
 
 // value is how a decoded value of column i goes to the destination:

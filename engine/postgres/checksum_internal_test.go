@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,7 +89,8 @@ func TestChecksumsInBlockRanges(t *testing.T) {
 	before := map[string][]engine.TableSum{}
 	for _, algo := range []string{ChecksumRowMD5, ChecksumRowHash64} {
 		var done []int
-		split, err := srv.checksums(ctx, db, "", tables, true, 100<<20, algo, func(d, total int) { done = append(done, d) })
+		var mu sync.Mutex // progress is called from the checksum sessions' goroutines
+		split, err := srv.checksums(ctx, db, "", tables, true, 100<<20, algo, func(d, total int) { mu.Lock(); done = append(done, d); mu.Unlock() })
 		if err != nil {
 			t.Fatal(err)
 		}
