@@ -204,3 +204,35 @@ type PartWriter interface {
 	io.Writer
 	StartPart(name string) error
 }
+
+// PipeImport is an ImportWriter over a pipe: load reads the dump as it is
+// written, in a goroutine of its own; it must fail when its reader fails.
+func PipeImport(load func(r io.Reader) error) ImportWriter {
+	pr, pw := io.Pipe()
+	p := &pipeImport{pw: pw, done: make(chan struct{})}
+	go func() {
+		p.err = load(pr)
+		pr.CloseWithError(fmt.Errorf("the import stopped reading: %w", p.err))
+		close(p.done)
+	}()
+	return p
+}
+
+type pipeImport struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	err  error // load's, once done is closed
+}
+
+func (p *pipeImport) Write(b []byte) (int, error) { return p.pw.Write(b) }
+
+func (p *pipeImport) Finish(_ *Manifest, dumpErr error) error {
+	if dumpErr != nil {
+		p.pw.CloseWithError(dumpErr)
+		<-p.done // the import fails of the dump's failure, the cause
+		return dumpErr
+	}
+	_ = p.pw.Close()
+	<-p.done
+	return p.err
+}

@@ -13,15 +13,15 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
-// myStreams runs, in the agent of a destination host, a streamer for
+// mysqlStreamers runs, in the agent of a destination host, a streamer for
 // every stream recorded at its MariaDB server (mysql.StreamRecord): the
 // sync step records a stream and starts it; this service starts again any
 // whose streamer is not running (the agent restarted, the streamer
 // stopped on a source that went away) and stops those whose record is
 // gone (the cutover or a teardown removed it). A stream outlives the sync
 // step: it applies until the cutover has what it needs.
-type myStreams struct {
-	c *MySQL
+type mysqlStreamers struct {
+	h *host
 	// state and host tell which records are this agent's to run: those
 	// of rows of its state database whose destination it is and that
 	// stream (another fleet may share the server).
@@ -30,11 +30,11 @@ type myStreams struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	running map[string]*myStream
+	running map[string]*mysqlStreamer
 }
 
-// myStream is one running streamer.
-type myStream struct {
+// mysqlStreamer is one running streamer.
+type mysqlStreamer struct {
 	s      *mysql.Streamer
 	cancel context.CancelCauseFunc // with why it is stopped
 	done   chan struct{}
@@ -59,7 +59,7 @@ func streamServerID(name string) uint32 { return 1<<31 | crc32.ChecksumIEEE([]by
 
 // run is the service: start what is recorded, stop what is not, until ctx
 // ends (then every streamer stops; they resume from their records).
-func (r *myStreams) run(ctx context.Context, log *slog.Logger) {
+func (r *mysqlStreamers) run(ctx context.Context, log *slog.Logger) {
 	r.mu.Lock()
 	r.log = log
 	r.mu.Unlock()
@@ -76,7 +76,10 @@ func (r *myStreams) run(ctx context.Context, log *slog.Logger) {
 	for {
 		err := ctx.Err()
 		if dst == nil && err == nil {
-			dst, err = r.c.local(ctx, nil)
+			var c engine.Conn
+			if c, err = r.h.local(ctx, nil); err == nil {
+				dst = mysql.ServerOf(c)
+			}
 		}
 		if err == nil {
 			err = r.rescan(ctx, dst)
@@ -100,7 +103,7 @@ func (r *myStreams) run(ctx context.Context, log *slog.Logger) {
 // rescan starts a streamer for each record without one (and without an
 // error: a broken stream waits for its row to fail or retry), and stops
 // those whose record is gone.
-func (r *myStreams) rescan(ctx context.Context, dst *mysql.Server) error {
+func (r *mysqlStreamers) rescan(ctx context.Context, dst *mysql.Server) error {
 	recs, err := dst.StreamRecords(ctx, engine.StreamPrefix)
 	if err != nil {
 		return err
@@ -125,7 +128,7 @@ func (r *myStreams) rescan(ctx context.Context, dst *mysql.Server) error {
 // ours reports whether the stream name is a streaming row of this agent's
 // state database whose destination is this host (gc removes what is no
 // one's).
-func (r *myStreams) ours(ctx context.Context, name string) bool {
+func (r *mysqlStreamers) ours(ctx context.Context, name string) bool {
 	id, ok := engine.StreamRow(name)
 	if !ok || r.state == nil {
 		return false
@@ -137,11 +140,11 @@ func (r *myStreams) ours(ctx context.Context, name string) bool {
 // ensure starts the streamer of stream name unless it runs. The stream
 // outlives ctx (the step or scan that asks for it): it stops when its
 // record goes, or with the agent.
-func (r *myStreams) ensure(ctx context.Context, name string) {
+func (r *mysqlStreamers) ensure(ctx context.Context, name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running == nil {
-		r.running = map[string]*myStream{}
+		r.running = map[string]*mysqlStreamer{}
 	}
 	if s := r.running[name]; s != nil {
 		select {
@@ -157,14 +160,15 @@ func (r *myStreams) ensure(ctx context.Context, name string) {
 	log = log.With("stream", name)
 	ctx = context.WithoutCancel(ctx)
 	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-	dst, err := r.c.local(octx, log)
+	c, err := r.h.local(octx, log)
 	ocancel()
 	if err != nil {
 		log.Warn("cannot start the stream: the local server is unreachable; trying again", "err", err)
 		return
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	s := &myStream{s: dst.NewStreamer(name, r.c.Server, streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
+	dst := mysql.ServerOf(c)
+	s := &mysqlStreamer{s: dst.NewStreamer(name, r.h.Server, streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
 	r.running[name] = s
 	go func() {
 		defer close(s.done)
@@ -189,7 +193,7 @@ func (r *myStreams) ensure(ctx context.Context, name string) {
 }
 
 // streamer returns the running streamer of name (nil: none runs here).
-func (r *myStreams) streamer(name string) *mysql.Streamer {
+func (r *mysqlStreamers) streamer(name string) *mysql.Streamer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.running[name]
@@ -205,7 +209,7 @@ func (r *myStreams) streamer(name string) *mysql.Streamer {
 }
 
 // stop stops the streamer of name, if one runs, and waits for it.
-func (r *myStreams) stop(name string) {
+func (r *mysqlStreamers) stop(name string) {
 	r.mu.Lock()
 	s := r.running[name]
 	delete(r.running, name)
@@ -216,7 +220,7 @@ func (r *myStreams) stop(name string) {
 	}
 }
 
-func (r *myStreams) stopAll() {
+func (r *mysqlStreamers) stopAll() {
 	r.mu.Lock()
 	all := r.running
 	r.running = nil

@@ -114,26 +114,19 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	if err != nil {
 		t.Fatal(err)
 	}
-	(&steps.MySQL{
+	common := steps.Config{
 		Host:          s.host,
-		Server:        engine.Server{Address: s.m.Addr(), User: adminUser, Password: adminPass},
-		Options:       mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second},
 		Store:         f.dumps,
 		Level:         zstd.SpeedFastest,
 		ProgressEvery: 20 * time.Millisecond,
 		StoreFirst:    opt.storeFirst,
 		Online:        opt.online,
-	}).Register(a)
-	(&steps.Postgres{
-		Host:          s.host,
-		Server:        engine.Server{Address: s.pg.Addr(), User: adminUser, Password: adminPass},
-		Options:       postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir()},
-		Store:         f.dumps,
-		Level:         zstd.SpeedFastest,
-		ProgressEvery: 20 * time.Millisecond,
-		StoreFirst:    opt.storeFirst,
-		Online:        opt.online,
-	}).Register(a)
+	}
+	my, pg := common, common
+	my.Server = engine.Server{Address: s.m.Addr(), User: adminUser, Password: adminPass}
+	pg.Server = engine.Server{Address: s.pg.Addr(), User: adminUser, Password: adminPass}
+	(&steps.MySQL{Config: my, Options: mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second}}).Register(a)
+	(&steps.Postgres{Config: pg, Options: postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir()}}).Register(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

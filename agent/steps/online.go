@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -110,6 +111,32 @@ func (o Online) backoff(n int) time.Duration {
 	return max(min(d, 5*time.Minute), 2*o.CutoverTimeout)
 }
 
+// streams is an engine's change stream as the online steps use it (the
+// engine's own record of it is the row's stream record).
+type streams interface {
+	// syncSide and cutoverSide are the engine's part of the sync step (at
+	// the destination: dst local, src a peer) and of the cutover step (at
+	// the source) for one row, its servers open.
+	syncSide(ctx context.Context, job *agent.Job, src, dst engine.Conn) (syncSide, error)
+	cutoverSide(ctx context.Context, job *agent.Job, src, dst engine.Conn) (cutoverSide, error)
+	// recorded reports whether the row's stream record names a stream:
+	// something of it may be left at the servers.
+	recorded(ctx context.Context, job *agent.Job) (bool, error)
+	// teardown removes the row's recorded stream at both servers and
+	// records that nothing of it is left (what was verified stays).
+	// Either server may be nil (unreachable): what it holds stays
+	// recorded, and teardown says so in its error.
+	teardown(ctx context.Context, job *agent.Job, src, dst engine.Conn) error
+	// verifiedAtCut is what the cutover verified the destination to have
+	// (tables with their checksums) and the tables of the dump that are
+	// not compared with it (verified otherwise, by keys or rows).
+	verifiedAtCut(ctx context.Context, job *agent.Job) (verified []engine.TableSum, skip []string, err error)
+	// writtenSinceCut looks, at the close, for writes at the source after
+	// the cutover in the tables the cutover verified by keys or rows: a
+	// write found is the late-writes failure (lateWrites).
+	writtenSinceCut(ctx context.Context, job *agent.Job, src engine.Conn) error
+}
+
 // ---- the sync step ----
 
 // syncSide is one engine's part of the sync step for one row, its servers
@@ -134,10 +161,6 @@ type syncSide interface {
 	// change afterwards.
 	verified() bool
 	baseline(ctx context.Context) error
-	// teardown removes the recorded stream (both sides) and updates the
-	// record; dropCopy drops the destination's copy (the import record's).
-	teardown(ctx context.Context) error
-	dropCopy(ctx context.Context, whose string) error
 	// cutoverAttempts is how many cutovers timed out so far.
 	cutoverAttempts() int
 }
@@ -197,7 +220,11 @@ const followPatience = 2 * time.Minute
 
 // runSync is the sync step: start the stream (or resume following it),
 // follow it until it is ready, make it again when it vanishes or stalls.
-func runSync(ctx context.Context, job *agent.Job, opt Online, side syncSide) (statemachine.Fields, error) {
+func (h *host) runSync(ctx context.Context, job *agent.Job, src, dst engine.Conn, side syncSide) (statemachine.Fields, error) {
+	opt := h.Online
+	syncFailed := func(ctx context.Context, job *agent.Job, err error) error {
+		return h.onlineFailed(ctx, job, src, dst, "the failed sync", err)
+	}
 	resume, err := side.resumable(ctx)
 	if err != nil {
 		return statemachine.Fields{}, err
@@ -206,7 +233,7 @@ func runSync(ctx context.Context, job *agent.Job, opt Online, side syncSide) (st
 		if !resume {
 			f, started, err := side.start(ctx)
 			if err != nil || !started {
-				return f, syncFailed(ctx, job, side, err)
+				return f, syncFailed(ctx, job, err)
 			}
 		}
 		f, err := followStream(ctx, job, opt, side)
@@ -218,25 +245,26 @@ func runSync(ctx context.Context, job *agent.Job, opt Online, side syncSide) (st
 			resume = false
 			continue
 		}
-		return f, syncFailed(ctx, job, side, err)
+		return f, syncFailed(ctx, job, err)
 	}
 }
 
-// syncFailed removes what the sync created when it fails for good: a
-// stream must not outlive its row's failure (a PostgreSQL slot would keep
-// WAL at the source). Transient failures and cancellations keep it: the
-// next attempt resumes it.
-func syncFailed(ctx context.Context, job *agent.Job, side syncSide, err error) error {
+// onlineFailed removes what the online steps created when one fails for
+// good: the stream (it must not outlive its row's failure: a PostgreSQL
+// slot would keep WAL at the source), then the destination's copy.
+// Transient failures and cancellations keep them: the next attempt
+// resumes the stream. At the cutover, writes are restored by then.
+func (h *host) onlineFailed(ctx context.Context, job *agent.Job, src, dst engine.Conn, whose string, err error) error {
 	if err == nil || ctx.Err() != nil || !agent.IsPermanent(err) && !errors.Is(err, engine.ErrPermanent) {
 		return err
 	}
 	uctx, cancel := undoContext(ctx)
 	defer cancel()
-	if terr := side.teardown(uctx); terr != nil {
-		job.Log.Error("the stream was NOT removed after the sync failed: a rollback or `migrate gc` removes it", "err", terr)
+	if terr := h.streams.teardown(uctx, job, src, dst); terr != nil {
+		job.Log.Error("the stream was NOT removed after "+whose+": a rollback or `migrate gc` removes it", "err", terr)
 		return errors.Join(permanent(err), terr)
 	}
-	if derr := side.dropCopy(uctx, "the failed sync"); derr != nil {
+	if derr := h.dropImport(uctx, job, dst, whose); derr != nil {
 		return errors.Join(permanent(err), derr)
 	}
 	return permanent(err)
@@ -413,9 +441,9 @@ func autoDump(job *agent.Job, opt Online, database string, size int64, problems 
 // ---- the cutover step ----
 
 // cutoverSide is one engine's part of the cutover step for one row, its
-// servers open (the source local, the destination a peer); A is the
-// engine's record of a write block.
-type cutoverSide[A any] interface {
+// servers open (the source local, the destination a peer). Blocking and
+// restoring writes are the engine's Conn's (the dump step's own).
+type cutoverSide interface {
 	// ready says why the stream cannot be cut over now ("": it can):
 	// none recorded, gone, or stopped by an interrupted cutover (it is
 	// started again). The row then goes back to syncing.
@@ -423,12 +451,9 @@ type cutoverSide[A any] interface {
 	// lag reads how far the destination is behind now, in bytes of the
 	// source's log (before the block: settle waits on it).
 	lag(ctx context.Context) (int64, error)
-	// plan plans the write block (as the dump step does) and describes it.
-	plan(ctx context.Context) (*A, string, error)
-	// block applies it and returns the sessions it ended; unblock undoes
-	// it.
-	block(ctx context.Context, a *A) (int, error)
-	unblock(ctx context.Context, a *A) ([]string, error)
+	// plan checks what can be checked before the block (the schema, the
+	// copy's objects) and plans the write block as the dump step does.
+	plan(ctx context.Context) (engine.Block, error)
 	// schemaChange describes DDL at the source since the stream started.
 	schemaChange(ctx context.Context) (string, error)
 	// position records where the source's log is now, every write before
@@ -453,14 +478,10 @@ type cutoverSide[A any] interface {
 	// accounts, events: what the stream does not carry) and verifies the
 	// tables that may have changed since they were verified while
 	// streaming, recording what it verified; it describes what it did.
-	verify(ctx context.Context, a *A, pos string) (string, error)
+	verify(ctx context.Context, a engine.Block, pos string) (string, error)
 	// finish records that nothing of the stream is left (what was
 	// verified stays: the close compares its dump with it).
 	finish(ctx context.Context) error
-	// teardown removes the stream and updates the record; dropCopy drops
-	// the destination's copy.
-	teardown(ctx context.Context) error
-	dropCopy(ctx context.Context, whose string) error
 }
 
 // runCutover is the cutover step: block writes as the dump step does,
@@ -468,15 +489,13 @@ type cutoverSide[A any] interface {
 // has applied it, stop the stream, verify, remove the stream. A catch-up
 // that times out restores writes and sends the row back to syncing; any
 // other failure restores writes and removes the stream and the
-// destination's copy (a retry syncs again).
-func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cutoverSide[A]) (statemachine.Fields, error) {
-	// A block left in force by an interrupted attempt is undone first.
-	if err := unblockRecorded(ctx, job, side.unblock); err != nil {
-		return statemachine.Fields{}, err
-	}
+// destination's copy (a retry syncs again). A block an interrupted attempt
+// left in force is undone before (cutoverStep.Run).
+func (h *host) runCutover(ctx context.Context, job *agent.Job, src, dst engine.Conn, side cutoverSide) (statemachine.Fields, error) {
+	failed := func(err error) error { return h.onlineFailed(ctx, job, src, dst, "the failed cutover", err) }
 	why, err := side.ready(ctx)
 	if err != nil {
-		return statemachine.Fields{}, cutoverFailed(ctx, job, side, err)
+		return statemachine.Fields{}, failed(err)
 	}
 	if why != "" {
 		job.Note(ctx, "%s: back to syncing", why)
@@ -485,24 +504,25 @@ func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cut
 	// First close to the source (before plan: what plan reads of the log
 	// is read again under the block from there on).
 	settle(ctx, job, side.lag)
-	access, detail, err := side.plan(ctx)
+	access, err := side.plan(ctx)
 	if err != nil {
-		return statemachine.Fields{}, cutoverFailed(ctx, job, side, permanent(err))
+		return statemachine.Fields{}, failed(permanent(err))
 	}
-	rec := blockRecord[A]{Blocked: true, Access: access}
+	rec := blockRecord{Blocked: true, Access: access}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
-	if err := job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, "cutover: blocking writes to "+detail); err != nil {
+	detail := fmt.Sprintf("cutover: blocking writes to %q (%s)", job.Row.DatabaseName, access.Describe())
+	if err := job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}
-	f, timedOut, err := cutoverBlocked(ctx, job, opt.withDefaults(), side, access)
+	f, timedOut, err := cutoverBlocked(ctx, job, h.Online.withDefaults(), src, side, access)
 	if err == nil && timedOut == "" {
 		return f, nil
 	}
 	uctx, cancel := undoContext(ctx)
 	defer cancel()
-	if uerr := unblock(uctx, job, side.unblock, rec); uerr != nil {
+	if uerr := unblock(uctx, job, src, rec); uerr != nil {
 		job.Log.Error("writes NOT restored after the cutover stopped: the next attempt, a rollback or recovery restores them", "err", uerr)
 		return statemachine.Fields{}, errors.Join(err, uerr)
 	}
@@ -513,7 +533,7 @@ func runCutover[A any](ctx context.Context, job *agent.Job, opt Online, side cut
 	}
 	// Anything else that fails the row for good (the last catch-up that
 	// timed out included) removes the stream and the copy.
-	return statemachine.Fields{}, cutoverFailed(ctx, job, side, err)
+	return statemachine.Fields{}, failed(err)
 }
 
 // settleLag and settleFor: before blocking writes, the cutover waits (at
@@ -549,46 +569,14 @@ func settle(ctx context.Context, job *agent.Job, lag func(context.Context) (int6
 	}
 }
 
-// abandonCutover undoes what a cutover's attempts left when its row fails
-// after transient failures used them up (or its agent died at the last
-// one): writes restored at the source first, then the stream removed at
-// both servers, then the destination's copy dropped — each waiting for
-// its server within the undo window. What cannot be reached stays
-// recorded, for a retry, a rollback or gc.
-func abandonCutover(ctx context.Context, job *agent.Job, restoreWrites, removeStream, dropCopy func(context.Context) error) error {
-	werr := undoPatiently(ctx, job, "restore writes at the source", restoreWrites)
-	if err := undoPatiently(ctx, job, "remove the stream", removeStream); err != nil {
-		// The copy stays while a stream may still apply to it.
-		return errors.Join(werr, err)
-	}
-	return errors.Join(werr, undoPatiently(ctx, job, "drop the destination's copy", dropCopy))
-}
-
-// cutoverFailed removes the stream and the destination's copy after a
-// cutover failed for good (writes are restored by then).
-func cutoverFailed[A any](ctx context.Context, job *agent.Job, side cutoverSide[A], err error) error {
-	if err == nil || ctx.Err() != nil || !agent.IsPermanent(err) && !errors.Is(err, engine.ErrPermanent) {
-		return err
-	}
-	uctx, cancel := undoContext(ctx)
-	defer cancel()
-	if terr := side.teardown(uctx); terr != nil {
-		return errors.Join(permanent(err), terr)
-	}
-	if derr := side.dropCopy(uctx, "the failed cutover"); derr != nil {
-		return errors.Join(permanent(err), derr)
-	}
-	return permanent(err)
-}
-
 // cutoverBlocked is the cutover under the block. timedOut, when not empty,
 // says the destination did not catch up in time (writes must be restored,
 // then the note written; f sends the row back to syncing, or err fails it
 // when the attempts are used up).
-func cutoverBlocked[A any](ctx context.Context, job *agent.Job, opt Online, side cutoverSide[A], access *A) (f statemachine.Fields, timedOut string, err error) {
+func cutoverBlocked(ctx context.Context, job *agent.Job, opt Online, src engine.Conn, side cutoverSide, access engine.Block) (f statemachine.Fields, timedOut string, err error) {
 	start := time.Now()
 	var note CutoverNote
-	ended, err := side.block(ctx, access)
+	ended, err := src.Block(ctx, access)
 	if err != nil {
 		return f, "", err
 	}
@@ -690,16 +678,139 @@ func verifiedAgainstDump(ctx context.Context, job *agent.Job, store storage.Stor
 
 // cutoverBlock reads the block the cutover left in force, which the
 // close's consistency-point dump relies on: without it the dump would not
-// be one, and nothing is done.
-func cutoverBlock[A any](ctx context.Context, job *agent.Job) (*A, error) {
-	var rec blockRecord[A]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
+// be one, and nothing is done. A block that an earlier attempt of the
+// close replaced by the close itself (a close record) still holds.
+func (h *host) cutoverBlock(ctx context.Context, job *agent.Job) (engine.Block, error) {
+	rec, ok, err := h.blockRecord(ctx, job)
 	if err != nil {
 		return nil, err
 	}
-	if !ok || rec.Access == nil || !rec.Blocked {
+	closed := false
+	if ok && !rec.Blocked {
+		var raw json.RawMessage
+		if closed, err = job.GetRecord(ctx, recordClose, &raw); err != nil {
+			return nil, err
+		}
+	}
+	if !ok || rec.Access == nil || !rec.Blocked && !closed {
 		return nil, agent.Permanentf("row %d is online and past its cutover, but its block record does not say writes are blocked at the source "+
 			"(a record edited by hand?): its consistency-point dump would not be one; nothing was changed. Block the source by hand and retry, or roll the row back with --discard-destination-writes", job.Row.ID)
 	}
 	return rec.Access, nil
+}
+
+// syncStep is the sync step at the destination: make the stream (or
+// resume following it) and follow it until it is caught up and verified.
+type syncStep struct{ h *host }
+
+func (s *syncStep) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	h := s.h
+	dst, err := h.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer closeConn(dst)
+	src, err := h.peer(ctx, job, job.Row.Source)
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("reach the source to sync from it: %w", err)
+	}
+	defer closeConn(src)
+	side, err := h.streams.syncSide(ctx, job, src, dst)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	return h.runSync(ctx, job, src, dst, side)
+}
+
+// Recover has nothing to undo: the stream runs (in the servers, or in
+// this agent's streams service) and the next attempt resumes following it.
+func (s *syncStep) Recover(context.Context, *agent.Job) error { return nil }
+
+// Abandon removes the stream and the destination's copy when the row fails
+// after its attempts were used up by transient failures: a failed row must
+// not keep a stream (a PostgreSQL slot holds WAL at its source). Either
+// server may be unreachable: what needs it stays recorded, for a
+// rollback, a retry or gc.
+func (s *syncStep) Abandon(ctx context.Context, job *agent.Job) error {
+	h := s.h
+	uctx, cancel := undoContext(ctx)
+	defer cancel()
+	return h.removeOnline(uctx, job, "the abandoned sync")
+}
+
+// removeOnline removes the row's stream with whatever of its servers
+// answers (teardown says what it could not remove), then the destination's
+// copy.
+func (h *host) removeOnline(ctx context.Context, job *agent.Job, whose string) error {
+	if err := h.removeStream(ctx, job); err != nil {
+		return err
+	}
+	return h.dropImportAt(ctx, job, h.atDestination(job), whose)
+}
+
+// removeStream removes the row's stream with whatever of its servers
+// answers.
+func (h *host) removeStream(ctx context.Context, job *agent.Job) error {
+	if recorded, err := h.streams.recorded(ctx, job); err != nil || !recorded {
+		return err
+	}
+	src, _ := h.atSource(job)(ctx)
+	defer closeConn(src)
+	dst, _ := h.atDestination(job)(ctx)
+	defer closeConn(dst)
+	return h.streams.teardown(ctx, job, src, dst)
+}
+
+// cutoverStep is the cutover step at the source.
+type cutoverStep struct{ h *host }
+
+func (c *cutoverStep) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
+	h := c.h
+	src, err := h.local(ctx, job.Log)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	defer closeConn(src)
+	// Writes come back first if an interrupted attempt left them blocked,
+	// whether or not the destination answers.
+	if err := h.unblockRecorded(ctx, job, src); err != nil {
+		return statemachine.Fields{}, err
+	}
+	dst, err := h.peer(ctx, job, job.Row.Destination)
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("reach the destination to cut over: %w", err)
+	}
+	defer closeConn(dst)
+	side, err := h.streams.cutoverSide(ctx, job, src, dst)
+	if err != nil {
+		return statemachine.Fields{}, err
+	}
+	return h.runCutover(ctx, job, src, dst, side)
+}
+
+// Recover restores writes at this host's server, the source, if the dead
+// run left them blocked; the stream stays (the next attempt finds it,
+// starting it again if it was stopped). It touches nothing else: the dump
+// step's recovery runs at the destination and drops its import there,
+// which must never be done here.
+func (c *cutoverStep) Recover(ctx context.Context, job *agent.Job) error {
+	return c.h.restoreWrites(ctx, job, c.h.atSource(job))
+}
+
+// Abandon undoes what a cutover's attempts left when its row fails after
+// transient failures used them up (or its agent died at the last one):
+// writes restored at the source first, then the stream removed at both
+// servers, then the destination's copy dropped — each waiting for its
+// server within the undo window. What cannot be reached stays recorded,
+// for a retry, a rollback or gc.
+func (c *cutoverStep) Abandon(ctx context.Context, job *agent.Job) error {
+	h := c.h
+	werr := undoPatiently(ctx, job, "restore writes at the source", func(ctx context.Context) error { return c.Recover(ctx, job) })
+	if err := undoPatiently(ctx, job, "remove the stream", func(ctx context.Context) error { return h.removeStream(ctx, job) }); err != nil {
+		// The copy stays while a stream may still apply to it.
+		return errors.Join(werr, err)
+	}
+	return errors.Join(werr, undoPatiently(ctx, job, "drop the destination's copy", func(ctx context.Context) error {
+		return h.dropImportAt(ctx, job, h.atDestination(job), "the abandoned cutover")
+	}))
 }

@@ -24,54 +24,14 @@ import (
 // log from that position and applies that database's row events, its
 // position recorded at the destination and named after the row.
 
-// mysqlSync is the sync step at the destination.
-type mysqlSync struct{ c *MySQL }
-
-func (h *mysqlSync) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
-	dst, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return statemachine.Fields{}, err
-	}
-	defer func() { _ = dst.Close() }()
-	src, err := h.c.peer(ctx, job, job.Row.Source)
-	if err != nil {
-		return statemachine.Fields{}, fmt.Errorf("reach the source to sync from it: %w", err)
-	}
-	defer func() { _ = src.Close() }()
-	side := &mysqlSyncSide{c: h.c, job: job, src: src, dst: dst}
-	if _, err := job.GetRecord(ctx, recordStream, &side.st); err != nil {
-		return statemachine.Fields{}, err
-	}
-	return runSync(ctx, job, h.c.Online, side)
-}
-
-// Recover has nothing to undo: the stream runs in this agent's streams
-// service and the next attempt resumes following it.
-func (h *mysqlSync) Recover(context.Context, *agent.Job) error { return nil }
-
-// Abandon removes the stream and the destination's copy when the row fails
-// after its attempts were used up by transient failures. What cannot be
-// reached now stays recorded, for a rollback, a retry or gc.
-func (h *mysqlSync) Abandon(ctx context.Context, job *agent.Job) error {
-	uctx, cancel := undoContext(ctx)
-	defer cancel()
-	dst, err := h.c.local(uctx, job.Log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = dst.Close() }()
-	if err := h.c.teardown(uctx, job, dst); err != nil {
-		return err
-	}
-	return dropMySQLImport(uctx, job, dst, "the abandoned sync")
-}
-
 // mysqlSyncSide is the sync step of one row, its servers open.
 type mysqlSyncSide struct {
-	c        *MySQL
-	job      *agent.Job
-	src, dst *mysql.Server
-	st       mysql.Stream
+	m                *mysqlStreams
+	h                *host
+	job              *agent.Job
+	srcConn, dstConn engine.Conn
+	src, dst         *mysql.Server
+	st               mysql.Stream
 }
 
 func (p *mysqlSyncSide) resumable(ctx context.Context) (bool, error) {
@@ -82,7 +42,7 @@ func (p *mysqlSyncSide) resumable(ctx context.Context) (bool, error) {
 	if err != nil || !rec.Exists || rec.Error != "" {
 		return false, err
 	}
-	p.c.streams.ensure(ctx, p.st.Name)
+	p.m.run.ensure(ctx, p.st.Name)
 	return true, nil
 }
 
@@ -96,11 +56,11 @@ func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, e
 	if err != nil {
 		return statemachine.Fields{}, false, permanent(err)
 	}
-	problems, notes, err := p.c.onlineProblems(ctx, src, dst, s)
+	problems, notes, err := mysqlOnlineProblems(ctx, src, dst, s)
 	if err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	reason, err := autoDump(job, p.c.Online, s.Database, s.SizeBytes, problems)
+	reason, err := autoDump(job, p.h.Online, s.Database, s.SizeBytes, problems)
 	if err != nil {
 		return statemachine.Fields{}, false, err
 	}
@@ -110,10 +70,10 @@ func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, e
 	}
 	// What an earlier attempt left (recorded, so ours) goes first: the
 	// destination's check must not find our own half-made copy.
-	if err := p.teardown(ctx); err != nil {
+	if err := p.m.teardown(ctx, job, p.srcConn, p.dstConn); err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	if err := dropMySQLImport(ctx, job, dst, "an earlier attempt"); err != nil {
+	if err := p.h.dropImport(ctx, job, p.dstConn, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, false, err
 	}
 	if _, err := dst.CheckDestination(ctx, mysql.IncomingFromSource(s)); err != nil {
@@ -128,7 +88,7 @@ func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, e
 		return statemachine.Fields{}, false, err
 	}
 	job.Note(ctx, "online: copying %q (%s, %d tables) from %s from one consistent snapshot while it takes writes", s.Database, mb(s.SizeBytes), len(tables), row.Source)
-	rep := report(ctx, job, p.c.every(), func(b, _, _ int64) string {
+	rep := report(ctx, job, p.h.every(), func(b, _, _ int64) string {
 		return fmt.Sprintf("syncing: copying: %s of SQL loaded", mb(b))
 	})
 	started := time.Now()
@@ -146,7 +106,7 @@ func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, e
 	if err := dst.CreateStreamRecord(ctx, &p.st, src.Address()); err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	p.c.streams.ensure(ctx, p.st.Name)
+	p.m.run.ensure(ctx, p.st.Name)
 	f := statemachine.Fields{Mode: statemachine.ModeOnline, SizeBytes: s.SizeBytes}
 	if err := job.Record(ctx, f, fmt.Sprintf("online: %q copied (%s of SQL in %s, %d accounts%s) and streaming from %s from %s: stream %s at %s%s",
 		s.Database, mb(rep.bytes.Load()), time.Since(started).Round(time.Millisecond), len(s.Accounts), notesSuffix(copyNotes), row.Source, pos, p.st.Name, row.Destination, notesSuffix(notes))); err != nil {
@@ -175,10 +135,10 @@ func (p *mysqlSyncSide) state(ctx context.Context) (streamState, error) {
 	if err != nil {
 		return streamState{}, err
 	}
-	streamer := p.c.streams.streamer(p.st.Name)
+	streamer := p.m.run.streamer(p.st.Name)
 	running := rec.Error == "" && streamer != nil
 	if rec.Error == "" && !running {
-		p.c.streams.ensure(ctx, p.st.Name)
+		p.m.run.ensure(ctx, p.st.Name)
 	}
 	// The streamer (it runs in this agent) knows how far it applied; its
 	// record is written only every second while the source writes other
@@ -222,7 +182,7 @@ func (p *mysqlSyncSide) verified() bool { return p.st.Verified != nil }
 // tables with row events after P2 (by keys where it can), those with rows
 // pending, and those not verified here.
 func (p *mysqlSyncSide) baseline(ctx context.Context) error {
-	opt := p.c.Online.withDefaults()
+	opt := p.h.Online.withDefaults()
 	st := &p.st
 	start := time.Now()
 	snap, err := p.src.OpenSnapshot(ctx)
@@ -239,7 +199,7 @@ func (p *mysqlSyncSide) baseline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	streamer := p.c.streams.streamer(st.Name)
+	streamer := p.m.run.streamer(st.Name)
 	if !ok || streamer == nil {
 		p.job.Note(ctx, "verification while streaming skipped: the destination had not applied %s after %s; the cutover verifies every table", p1, time.Since(start).Round(time.Second))
 		st.Verified = map[string]engine.TableSum{}
@@ -394,17 +354,11 @@ func sumsLessAgree(src engine.TableSum, sh map[string]int64, dst engine.TableSum
 // source drop the first).
 func keysServerID(name string) uint32 { return streamServerID(name + "/keys") }
 
-func (p *mysqlSyncSide) teardown(ctx context.Context) error { return p.c.teardown(ctx, p.job, p.dst) }
-
-func (p *mysqlSyncSide) dropCopy(ctx context.Context, whose string) error {
-	return dropMySQLImport(ctx, p.job, p.dst, whose)
-}
-
 func (p *mysqlSyncSide) cutoverAttempts() int { return p.st.CutoverAttempts }
 
 // onlineProblems runs online mode's preflight on both servers and the
 // database: what is missing (nothing changes then) and advice.
-func (c *MySQL) onlineProblems(ctx context.Context, src, dst *mysql.Server, s *mysql.Source) (problems, notes []string, err error) {
+func mysqlOnlineProblems(ctx context.Context, src, dst *mysql.Server, s *mysql.Source) (problems, notes []string, err error) {
 	sr, err := src.SourceReadiness(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -421,94 +375,10 @@ func (c *MySQL) onlineProblems(ctx context.Context, src, dst *mysql.Server, s *m
 	return problems, slices.Concat(sr.Notes, dr.Notes, cost), nil
 }
 
-// teardown removes the row's recorded stream at the destination (its
-// position record: its streamer, in the destination's agent, applies
-// nothing more and stops); then the record says nothing is left. Nothing
-// of the stream is at the source.
-func (c *MySQL) teardown(ctx context.Context, job *agent.Job, dst *mysql.Server) error {
-	var st mysql.Stream
-	ok, err := job.GetRecord(ctx, recordStream, &st)
-	if err != nil || !ok || st.Name == "" {
-		return err
-	}
-	if dst == nil {
-		return fmt.Errorf("stream %s at %s not removed: destination unreachable", st.Name, job.Row.Destination)
-	}
-	if err := dst.RemoveStreamRecord(ctx, st.Name); err != nil {
-		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
-	}
-	if c.streams != nil {
-		c.streams.stop(st.Name) // when it runs in this agent
-	}
-	if err := job.PutRecord(ctx, recordStream, mysql.Stream{Verified: st.Verified, VerifiedAt: st.VerifiedAt}); err != nil {
-		return err
-	}
-	job.Note(ctx, "stream removed: %s at %s", st.Name, job.Row.Destination)
-	return nil
-}
-
-// mysqlCutover is the cutover step at the source.
-type mysqlCutover struct{ c *MySQL }
-
-func (h *mysqlCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
-	src, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return statemachine.Fields{}, err
-	}
-	defer func() { _ = src.Close() }()
-	side := &mysqlCutoverSide{c: h.c, job: job, src: src}
-	if _, err := job.GetRecord(ctx, recordStream, &side.st); err != nil {
-		return statemachine.Fields{}, err
-	}
-	if err := unblockRecorded(ctx, job, unblockMySQL(src)); err != nil {
-		return statemachine.Fields{}, err
-	}
-	if side.dst, err = h.c.peer(ctx, job, job.Row.Destination); err != nil {
-		return statemachine.Fields{}, fmt.Errorf("reach the destination to cut over: %w", err)
-	}
-	defer func() { _ = side.dst.Close() }()
-	return runCutover(ctx, job, h.c.Online, side)
-}
-
-// Recover restores writes at this host's server, the source, if the dead
-// run left them blocked; the stream stays (the next attempt finds it,
-// starting it again if it was stopped). It touches nothing else: the
-// dump step's recovery runs at the destination and drops its import
-// there, which must never be done here.
-func (h *mysqlCutover) Recover(ctx context.Context, job *agent.Job) error {
-	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[mysql.Access], func(), error) {
-		src, err := h.c.local(ctx, job.Log)
-		if err != nil {
-			return nil, nil, err
-		}
-		return unblockMySQL(src), func() { _ = src.Close() }, nil
-	})
-}
-
-// Abandon restores writes, removes the stream and drops the destination's
-// copy when the row fails with its attempts used up (abandonCutover).
-func (h *mysqlCutover) Abandon(ctx context.Context, job *agent.Job) error {
-	withDst := func(do func(context.Context, *mysql.Server) error) func(context.Context) error {
-		return func(ctx context.Context) error {
-			dst, err := h.c.peer(ctx, job, job.Row.Destination)
-			if err != nil {
-				return fmt.Errorf("reach the destination %s: %w", job.Row.Destination, err)
-			}
-			defer func() { _ = dst.Close() }()
-			return do(ctx, dst)
-		}
-	}
-	return abandonCutover(ctx, job,
-		func(ctx context.Context) error { return h.Recover(ctx, job) },
-		withDst(func(ctx context.Context, dst *mysql.Server) error { return h.c.teardown(ctx, job, dst) }),
-		withDst(func(ctx context.Context, dst *mysql.Server) error {
-			return dropMySQLImport(ctx, job, dst, "the abandoned cutover")
-		}))
-}
-
 // mysqlCutoverSide is the cutover of one row, its servers open.
 type mysqlCutoverSide struct {
-	c        *MySQL
+	m        *mysqlStreams
+	h        *host
 	job      *agent.Job
 	src, dst *mysql.Server
 	st       mysql.Stream
@@ -636,10 +506,10 @@ func (p *mysqlCutoverSide) lag(ctx context.Context) (int64, error) {
 	return lag, nil
 }
 
-func (p *mysqlCutoverSide) plan(ctx context.Context) (*mysql.Access, string, error) {
+func (p *mysqlCutoverSide) plan(ctx context.Context) (engine.Block, error) {
 	s, err := p.src.Inspect(ctx, p.job.Row.DatabaseName)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	p.s = s
 	// The schema, checked now against the catalogue (six catalogue reads
@@ -648,14 +518,14 @@ func (p *mysqlCutoverSide) plan(ctx context.Context) (*mysql.Access, string, err
 	// catalogue does not show yet is in the log after it.
 	from, err := p.src.BinlogNow(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	change, err := p.src.SchemaChange(ctx, &p.st)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if change != "" {
-		return nil, "", agent.Permanentf("cutover refused before blocking writes: %s. The stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
+		return nil, agent.Permanentf("cutover refused before blocking writes: %s. The stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
 	}
 	p.schemaFrom = from
 	// The copy's objects other than triggers and events (which the block
@@ -663,34 +533,26 @@ func (p *mysqlCutoverSide) plan(ctx context.Context) (*mysql.Access, string, err
 	// changed since.
 	man := s.Manifest(p.job.Row.Source, mysql.Position{}, nil)
 	if err := p.dst.VerifyObjects(ctx, &man); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	// What the completion needs of the schema, read now too: the source's
 	// triggers and events (read again under the block if the log shows a
 	// statement about the database since). The copy's events at the
 	// destination go now: the cutover creates them from the source's.
 	if p.triggers, err = p.src.TriggerCount(ctx, s.Database); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if p.events, err = p.src.EventNames(ctx, s.Database); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := p.dst.DropEvents(ctx, s.Database); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	access, err := p.src.PlanBlock(ctx, s)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return access, fmt.Sprintf("%q (%s)", s.Database, describeAccess(access)), nil
-}
-
-func (p *mysqlCutoverSide) block(ctx context.Context, a *mysql.Access) (int, error) {
-	return p.src.Block(ctx, a)
-}
-
-func (p *mysqlCutoverSide) unblock(ctx context.Context, a *mysql.Access) ([]string, error) {
-	return p.src.Unblock(ctx, a)
+	return access, nil
 }
 
 // schemaChange, under the block, reads the source's log from where the
@@ -761,8 +623,8 @@ func (p *mysqlCutoverSide) removeLater() bool { return false }
 // servers at once, the tables written since they were verified while
 // streaming (row events in the source's log after that point) and those
 // not verified then, with the objects and accounts.
-func (p *mysqlCutoverSide) verify(ctx context.Context, a *mysql.Access, pos string) (string, error) {
-	st, s := &p.st, p.s
+func (p *mysqlCutoverSide) verify(ctx context.Context, b engine.Block, pos string) (string, error) {
+	st, s, a := &p.st, p.s, b.(*mysql.Access)
 	took := startPhases()
 	cut, err := mysql.ParseBinlogPos(pos)
 	if err != nil {
@@ -939,12 +801,4 @@ func mapUnion(a, b map[string]bool) map[string]bool {
 
 func (p *mysqlCutoverSide) finish(ctx context.Context) error {
 	return p.job.PutRecord(ctx, recordStream, mysql.Stream{Verified: p.st.Verified, VerifiedAt: p.st.VerifiedAt, CutKeys: p.st.CutKeys})
-}
-
-func (p *mysqlCutoverSide) teardown(ctx context.Context) error {
-	return p.c.teardown(ctx, p.job, p.dst)
-}
-
-func (p *mysqlCutoverSide) dropCopy(ctx context.Context, whose string) error {
-	return dropMySQLImport(ctx, p.job, p.dst, whose)
 }

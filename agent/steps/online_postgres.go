@@ -22,33 +22,14 @@ import (
 // replication — an explicit-table publication and a slot at the source, a
 // subscription at the destination, all named after the row.
 
-// pgSync is the sync step at the destination.
-type pgSync struct{ c *Postgres }
-
-func (h *pgSync) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
-	dst, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return statemachine.Fields{}, err
-	}
-	defer func() { _ = dst.Close() }()
-	src, err := h.c.peer(ctx, job, job.Row.Source)
-	if err != nil {
-		return statemachine.Fields{}, fmt.Errorf("reach the source to sync from it: %w", err)
-	}
-	defer func() { _ = src.Close() }()
-	side := &pgSyncSide{h: h, job: job, src: src, dst: dst}
-	if _, err := job.GetRecord(ctx, recordStream, &side.st); err != nil {
-		return statemachine.Fields{}, err
-	}
-	return runSync(ctx, job, h.c.Online, side)
-}
-
 // pgSyncSide is the sync step of one row, its servers open.
 type pgSyncSide struct {
-	h        *pgSync
-	job      *agent.Job
-	src, dst *postgres.Server
-	st       postgres.Stream
+	p                *pgStreams
+	h                *host
+	job              *agent.Job
+	srcConn, dstConn engine.Conn
+	src, dst         *postgres.Server
+	st               postgres.Stream
 }
 
 func (p *pgSyncSide) resumable(ctx context.Context) (bool, error) {
@@ -60,7 +41,7 @@ func (p *pgSyncSide) resumable(ctx context.Context) (bool, error) {
 }
 
 func (p *pgSyncSide) start(ctx context.Context) (statemachine.Fields, bool, error) {
-	return p.h.start(ctx, p.job, p.src, p.dst, &p.st)
+	return p.start1(ctx, p.job, p.src, p.dst, &p.st)
 }
 
 func (p *pgSyncSide) state(ctx context.Context) (streamState, error) {
@@ -91,15 +72,7 @@ func (p *pgSyncSide) schemaChange(ctx context.Context) (string, error) {
 func (p *pgSyncSide) verified() bool { return p.st.Verified != nil }
 
 func (p *pgSyncSide) baseline(ctx context.Context) error {
-	return p.h.baseline(ctx, p.job, p.src, p.dst, &p.st)
-}
-
-func (p *pgSyncSide) teardown(ctx context.Context) error {
-	return p.h.c.teardown(ctx, p.job, p.src, p.dst)
-}
-
-func (p *pgSyncSide) dropCopy(ctx context.Context, whose string) error {
-	return dropPostgresImport(ctx, p.job, p.dst, whose)
+	return p.baseline1(ctx, p.job, p.src, p.dst, &p.st)
 }
 
 func (p *pgSyncSide) cutoverAttempts() int { return p.st.CutoverAttempts }
@@ -119,17 +92,17 @@ func progressOf(sub postgres.Subscription, slot postgres.Slot) string {
 // start checks and prepares everything, then creates the stream. It
 // returns started false (and the fields that divert the row to the dump
 // path) when a row in mode auto should dump.
-func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) (statemachine.Fields, bool, error) {
+func (p *pgSyncSide) start1(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) (statemachine.Fields, bool, error) {
 	row := &job.Row
 	s, err := src.Inspect(ctx, row.DatabaseName)
 	if err != nil {
 		return statemachine.Fields{}, false, permanent(err)
 	}
-	problems, notes, err := h.c.onlineProblems(ctx, src, dst, s)
+	problems, notes, err := pgOnlineProblems(ctx, src, dst, s)
 	if err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	reason, err := autoDump(job, h.c.Online, s.Database, s.SizeBytes, problems)
+	reason, err := autoDump(job, p.h.Online, s.Database, s.SizeBytes, problems)
 	if err != nil {
 		return statemachine.Fields{}, false, err
 	}
@@ -139,10 +112,10 @@ func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.S
 	}
 	// What an earlier attempt left (recorded, so ours) goes first: the
 	// destination's check must not find our own half-made copy.
-	if err := h.c.teardown(ctx, job, src, dst); err != nil {
+	if err := p.p.teardown(ctx, job, p.srcConn, p.dstConn); err != nil {
 		return statemachine.Fields{}, false, err
 	}
-	if err := dropPostgresImport(ctx, job, dst, "an earlier attempt"); err != nil {
+	if err := p.h.dropImport(ctx, job, p.dstConn, "an earlier attempt"); err != nil {
 		return statemachine.Fields{}, false, err
 	}
 	if _, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major())); err != nil {
@@ -187,7 +160,7 @@ func (h *pgSync) start(ctx context.Context, job *agent.Job, src, dst *postgres.S
 
 // onlineProblems runs online mode's preflight on both servers and the
 // database: what is missing (nothing changes then) and advice.
-func (c *Postgres) onlineProblems(ctx context.Context, src, dst *postgres.Server, s *postgres.Source) (problems, notes []string, err error) {
+func pgOnlineProblems(ctx context.Context, src, dst *postgres.Server, s *postgres.Source) (problems, notes []string, err error) {
 	sr, err := src.SourceReadiness(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -213,8 +186,8 @@ func (c *Postgres) onlineProblems(ctx context.Context, src, dst *postgres.Server
 // the sessions, which flushes their counts), and the cutover checks it
 // again under the block. A table that changed meanwhile is not recorded
 // and is checked under the block.
-func (h *pgSync) baseline(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) error {
-	opt := h.c.Online.withDefaults()
+func (p *pgSyncSide) baseline1(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) error {
+	opt := p.h.Online.withDefaults()
 	start := time.Now()
 	before, err := src.TableCounters(ctx, st.Database)
 	if err != nil {
@@ -256,7 +229,7 @@ func (h *pgSync) baseline(ctx context.Context, job *agent.Job, src, dst *postgre
 			written = append(written, t)
 		}
 	}
-	byRows := h.compareRows(ctx, job, src, dst, st, written)
+	byRows := p.compareRows(ctx, job, src, dst, st, written)
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
 		return err
 	}
@@ -281,8 +254,8 @@ const (
 // between two reads), recording them in st.ByRows; it describes what it
 // did for the note. A table it cannot compare so is verified whole at the
 // cutover, as before.
-func (h *pgSync) compareRows(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream, tables []string) string {
-	opt := h.c.Online.withDefaults()
+func (p *pgSyncSide) compareRows(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream, tables []string) string {
+	opt := p.h.Online.withDefaults()
 	var rows int64
 	var pending int
 	var notes []string
@@ -328,142 +301,9 @@ func (h *pgSync) compareRows(ctx context.Context, job *agent.Job, src, dst *post
 	return d
 }
 
-// Abandon removes the stream and the destination's copy when the row fails
-// after its attempts were used up by transient failures: a failed row must
-// not keep a slot holding WAL at its source. What cannot be reached now
-// stays recorded, for a rollback, a retry or gc.
-func (h *pgSync) Abandon(ctx context.Context, job *agent.Job) error {
-	uctx, cancel := undoContext(ctx)
-	defer cancel()
-	dst, err := h.c.local(uctx, job.Log)
-	if err != nil {
-		dst = nil
-	}
-	src, perr := h.c.peer(uctx, job, job.Row.Source)
-	if perr != nil {
-		src = nil
-	}
-	defer func() {
-		if dst != nil {
-			_ = dst.Close()
-		}
-		if src != nil {
-			_ = src.Close()
-		}
-	}()
-	if terr := h.c.teardown(uctx, job, src, dst); terr != nil {
-		return terr
-	}
-	if dst == nil {
-		return err
-	}
-	return dropPostgresImport(uctx, job, dst, "the abandoned sync")
-}
-
-// Recover has nothing to undo: the stream runs in the servers and the next
-// attempt resumes it.
-func (h *pgSync) Recover(context.Context, *agent.Job) error { return nil }
-
-// teardown removes the row's recorded stream: the subscription at the
-// destination, then the slot and the publication at the source; then the
-// record says nothing is left. Either server may be nil (unreachable): the
-// record then stays for whoever comes next.
-func (c *Postgres) teardown(ctx context.Context, job *agent.Job, src, dst *postgres.Server) error {
-	var st postgres.Stream
-	ok, err := job.GetRecord(ctx, recordStream, &st)
-	if err != nil || !ok || st.Name == "" {
-		return err
-	}
-	if err := removeStream(ctx, job, src, dst, &st); err != nil {
-		return err
-	}
-	// What was verified stays: the close compares its dump with it.
-	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified, CutRows: st.CutRows}); err != nil {
-		return err
-	}
-	job.Note(ctx, "stream removed: subscription %s at %s, slot and publication at %s", st.Name, job.Row.Destination, job.Row.Source)
-	return nil
-}
-
-// removeStream drops st's subscription at the destination, then its slot
-// and publication at the source (each idempotent); the caller updates the
-// record.
-func removeStream(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) error {
-	var errs []error
-	if dst != nil {
-		errs = append(errs, dst.DropSubscription(ctx, st.Name))
-	} else {
-		errs = append(errs, fmt.Errorf("subscription %s at %s not dropped: destination unreachable", st.Name, job.Row.Destination))
-	}
-	if src != nil {
-		errs = append(errs, src.DropSlot(ctx, st.Name), src.DropPublication(ctx, st.Database, st.Name))
-	} else {
-		errs = append(errs, fmt.Errorf("slot and publication %s at %s not dropped: source unreachable", st.Name, job.Row.Source))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
-	}
-	return nil
-}
-
-// pgCutover is the cutover step at the source.
-type pgCutover struct{ c *Postgres }
-
-func (h *pgCutover) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
-	src, err := h.c.local(ctx, job.Log)
-	if err != nil {
-		return statemachine.Fields{}, err
-	}
-	defer func() { _ = src.Close() }()
-	side := &pgCutoverSide{c: h.c, job: job, src: src}
-	if _, err := job.GetRecord(ctx, recordStream, &side.st); err != nil {
-		return statemachine.Fields{}, err
-	}
-	// Writes come back first if an interrupted attempt left them blocked.
-	if err := unblockRecorded(ctx, job, src.Unblock); err != nil {
-		return statemachine.Fields{}, err
-	}
-	if side.dst, err = h.c.peer(ctx, job, job.Row.Destination); err != nil {
-		return statemachine.Fields{}, fmt.Errorf("reach the destination to cut over: %w", err)
-	}
-	defer func() { _ = side.dst.Close() }()
-	return runCutover(ctx, job, h.c.Online, side)
-}
-
-// Abandon restores writes, removes the stream and drops the destination's
-// copy when the row fails with its attempts used up (abandonCutover).
-func (h *pgCutover) Abandon(ctx context.Context, job *agent.Job) error {
-	return abandonCutover(ctx, job,
-		func(ctx context.Context) error { return h.Recover(ctx, job) },
-		func(ctx context.Context) error {
-			src, err := h.c.local(ctx, job.Log)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = src.Close() }()
-			// An unreachable destination does not keep the slot, which
-			// holds WAL at the source: teardown drops what it can reach.
-			dst, derr := h.c.peer(ctx, job, job.Row.Destination)
-			if derr != nil {
-				dst = nil
-			} else {
-				defer func() { _ = dst.Close() }()
-			}
-			return h.c.teardown(ctx, job, src, dst)
-		},
-		func(ctx context.Context) error {
-			dst, err := h.c.peer(ctx, job, job.Row.Destination)
-			if err != nil {
-				return fmt.Errorf("reach the destination %s: %w", job.Row.Destination, err)
-			}
-			defer func() { _ = dst.Close() }()
-			return dropPostgresImport(ctx, job, dst, "the abandoned cutover")
-		})
-}
-
 // pgCutoverSide is the cutover of one row, its servers open.
 type pgCutoverSide struct {
-	c        *Postgres
+	p        *pgStreams
 	job      *agent.Job
 	src, dst *postgres.Server
 	st       postgres.Stream
@@ -496,10 +336,10 @@ func (p *pgCutoverSide) ready(ctx context.Context) (string, error) {
 // reports (every few seconds for a quiet database on a busy cluster).
 func (p *pgCutoverSide) lag(context.Context) (int64, error) { return 0, nil }
 
-func (p *pgCutoverSide) plan(ctx context.Context) (*postgres.Access, string, error) {
+func (p *pgCutoverSide) plan(ctx context.Context) (engine.Block, error) {
 	s, err := p.src.Inspect(ctx, p.job.Row.DatabaseName)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	p.s = s
 	// A schema that changed since the stream started is refused now,
@@ -507,28 +347,20 @@ func (p *pgCutoverSide) plan(ctx context.Context) (*postgres.Access, string, err
 	// made meanwhile); then the copy's objects and roles are checked.
 	change, err := p.src.SchemaChange(ctx, &p.st)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if change != "" {
-		return nil, "", agent.Permanentf("cutover refused before blocking writes: %s. The stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
+		return nil, agent.Permanentf("cutover refused before blocking writes: %s. The stream was removed; retry to sync again from the start, or roll back and plan the database as dump", change)
 	}
 	man := s.Manifest(p.job.Row.Source, &postgres.Snapshot{}, nil, nil)
 	if err := p.dst.VerifyObjects(ctx, &man); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	access, err := p.src.PlanBlock(ctx, s)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return access, fmt.Sprintf("%q (%s lose CONNECT, owner %q replaced by %q%s)", s.Database, describeRevoked(access.Revoked()), access.Owner, access.Admin, warningsSuffix(access.Warnings)), nil
-}
-
-func (p *pgCutoverSide) block(ctx context.Context, a *postgres.Access) (int, error) {
-	return p.src.Block(ctx, a)
-}
-
-func (p *pgCutoverSide) unblock(ctx context.Context, a *postgres.Access) ([]string, error) {
-	return p.src.Unblock(ctx, a)
+	return access, nil
 }
 
 func (p *pgCutoverSide) schemaChange(ctx context.Context) (string, error) {
@@ -562,7 +394,7 @@ func (p *pgCutoverSide) remove(ctx context.Context) error {
 // step if anything is left: the window loses 0.1–0.4 s.
 func (p *pgCutoverSide) removeLater() bool { return true }
 
-func (p *pgCutoverSide) verify(ctx context.Context, _ *postgres.Access, _ string) (string, error) {
+func (p *pgCutoverSide) verify(ctx context.Context, _ engine.Block, _ string) (string, error) {
 	nseqs, recheck, man, took, err := verifyCutover(ctx, p.src, p.dst, p.s, p.job.Row.Source, &p.st)
 	if err != nil {
 		return "", err
@@ -579,29 +411,21 @@ func (p *pgCutoverSide) finish(ctx context.Context) error {
 	if err := p.job.PutRecord(ctx, recordStream, st); err != nil {
 		return err
 	}
-	c, job := p.c, p.job
+	h, job := p.p.h, p.job
 	job.AfterAdvance("remove the stopped stream "+st.Name, func(ctx context.Context) error {
-		src, err := c.local(ctx, nil)
+		src, err := h.local(ctx, nil)
 		if err != nil {
 			return err
 		}
-		defer func() { _ = src.Close() }()
-		dst, err := c.peer(ctx, job, job.Row.Destination)
+		defer closeConn(src)
+		dst, err := h.peer(ctx, job, job.Row.Destination)
 		if err != nil {
 			return err
 		}
-		defer func() { _ = dst.Close() }()
-		return removeStream(ctx, job, src, dst, &st)
+		defer closeConn(dst)
+		return removeStream(ctx, job, postgres.ServerOf(src), postgres.ServerOf(dst), &st)
 	})
 	return nil
-}
-
-func (p *pgCutoverSide) teardown(ctx context.Context) error {
-	return p.c.teardown(ctx, p.job, p.src, p.dst)
-}
-
-func (p *pgCutoverSide) dropCopy(ctx context.Context, whose string) error {
-	return dropPostgresImport(ctx, p.job, p.dst, whose)
 }
 
 // verifyCutover sets the destination's sequences from the source's (logical
@@ -833,19 +657,4 @@ func parseLSN(s string) (uint64, error) {
 		return 0, fmt.Errorf("not an LSN: %q", s)
 	}
 	return h<<32 | l, nil
-}
-
-// Recover restores writes at this host's server, the source, if the dead
-// run left them blocked; the stream stays (the next attempt finds it,
-// re-enabling it if it was stopped). It touches nothing else: the dump
-// step's recovery runs at the destination and drops its import there,
-// which must never be done here.
-func (h *pgCutover) Recover(ctx context.Context, job *agent.Job) error {
-	return recoverBlock(ctx, job, func(ctx context.Context) (unblockFunc[postgres.Access], func(), error) {
-		src, err := h.c.local(ctx, job.Log)
-		if err != nil {
-			return nil, nil, err
-		}
-		return src.Unblock, func() { _ = src.Close() }, nil
-	})
 }

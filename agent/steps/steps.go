@@ -1,16 +1,22 @@
-// Package steps are the agent's role handlers for the database engines:
-// they run an engine's operations (engine/mysql) for a claimed row, move the
-// dump through the object store (storage), and keep the records that let
-// any agent undo a step after a failure or a crash.
+// Package steps are the agent's role handlers: the steps of a migration
+// (dump, import, close, rollback in dump.go; sync and cutover in
+// online.go; the DNS switch in dns.go), each written once over the engine
+// contract (engine.Driver) and an engine's change stream (streams:
+// online_mysql.go, online_postgres.go). They move the dump through the
+// object store (storage) and keep the records that let any agent undo a
+// step after a failure or a crash (docs/architecture.md).
 //
 // Records (statemachine.Store.PutRecord) written by the steps:
 //
-//	block   what blocking writes at the source changed (written before it
-//	        changes it), and whether it is in force: Unblock, Recover and
-//	        Rollback undo it from here
-//	import  what the import created at the destination (written before it
-//	        creates it): a failed attempt, Recover and Rollback drop exactly it
+//	block   what blocking writes at the source changed (the engine's
+//	        engine.Block, written before it changes it), and whether it is
+//	        in force: Unblock, Recover and Rollback undo it from here
+//	import  what the import created at the destination (the engine's
+//	        engine.ImportRecord, written before it creates it): a failed
+//	        attempt, Recover and Rollback drop exactly it
 //	close   what closing the source changed
+//	stream  what an online row's stream created, and what its cutover
+//	        verified (the engine's own record, online.go)
 package steps
 
 import (
@@ -23,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -94,16 +99,6 @@ func undoPatiently(ctx context.Context, job *agent.Job, what string, undo func(c
 		}
 		wait = min(2*wait, 10*time.Second)
 	}
-}
-
-// abandonDump undoes what a dump step's attempts left when its row fails
-// after they were used up (a destination down through them all): writes
-// restored at the source first, then the import beside the dump dropped,
-// each waiting for its server within the undo window.
-func abandonDump(ctx context.Context, job *agent.Job, restoreWrites, dropImport func(context.Context) error) error {
-	return errors.Join(
-		undoPatiently(ctx, job, "restore writes at the source", restoreWrites),
-		undoPatiently(ctx, job, "drop the import beside the dump", dropImport))
 }
 
 // putJSON stores v as an indented JSON object.
@@ -254,90 +249,6 @@ func mb(n int64) string {
 	default:
 		return fmt.Sprintf("%d kB", (n+1023)/1024)
 	}
-}
-
-// blockRecord is the block record of a row: what blocking writes changed
-// at the source (A is the engine's description of it) and whether that is
-// in force.
-type blockRecord[A any] struct {
-	// Blocked is true while the change is in force at the source.
-	Blocked bool `json:"blocked"`
-	Access  *A   `json:"access"`
-}
-
-// unblockFunc undoes an engine's block and returns warnings.
-type unblockFunc[A any] func(context.Context, *A) ([]string, error)
-
-// unblock restores writes from the block record, if it is in force, and
-// says so on the row.
-func unblock[A any](ctx context.Context, job *agent.Job, undo unblockFunc[A], rec blockRecord[A]) error {
-	if !rec.Blocked || rec.Access == nil {
-		return nil
-	}
-	warnings, err := undo(ctx, rec.Access)
-	if err != nil {
-		return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
-	}
-	rec.Blocked = false
-	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
-		return err
-	}
-	detail := "writes restored at the source"
-	if len(warnings) > 0 {
-		detail += "; " + strings.Join(warnings, "; ")
-	}
-	return job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, detail)
-}
-
-// unblockRecorded undoes the block the row's record says is in force.
-func unblockRecorded[A any](ctx context.Context, job *agent.Job, undo unblockFunc[A]) error {
-	var rec blockRecord[A]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
-	if err != nil || !ok {
-		return err
-	}
-	return unblock(ctx, job, undo, rec)
-}
-
-// recoverBlock restores writes from the row's block record if it is in
-// force; open reaches the source's server (only when needed) and returns
-// how to undo the block there and how to close it.
-func recoverBlock[A any](ctx context.Context, job *agent.Job, open func(context.Context) (unblockFunc[A], func(), error)) error {
-	var rec blockRecord[A]
-	ok, err := job.GetRecord(ctx, recordBlock, &rec)
-	if err != nil || !ok || !rec.Blocked {
-		return err
-	}
-	undo, done, err := open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return unblock(ctx, job, undo, rec)
-}
-
-// importRecord is an engine's record of what an import created.
-type importRecord interface{ Empty() bool }
-
-// dropRecordedImport drops what the row's import record says an import
-// created at dst (with drop, which returns notes), then clears the record
-// and says so on the row.
-func dropRecordedImport[R importRecord](ctx context.Context, job *agent.Job, dst fmt.Stringer, drop func(context.Context, R) ([]string, error), describe func(R) string, whose string) error {
-	var rec R
-	ok, err := job.GetRecord(ctx, recordImport, &rec)
-	if err != nil || !ok || rec.Empty() {
-		return err
-	}
-	notes, err := drop(ctx, rec)
-	if err != nil {
-		return err
-	}
-	var empty R
-	if err := job.PutRecord(ctx, recordImport, empty); err != nil {
-		return err
-	}
-	job.Note(ctx, "dropped the import of %s at %s (%s)%s", whose, dst, describe(rec), notesSuffix(notes))
-	return nil
 }
 
 // corruptOr explains a failed import: a corrupt dump may show as a broken

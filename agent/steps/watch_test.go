@@ -57,7 +57,7 @@ func TestWatchdog(t *testing.T) {
 		}
 	})
 	t.Run("watch without a timeout is the handler itself", func(t *testing.T) {
-		var h agent.Handler = &mysqlClose{}
+		var h agent.Handler = &closeStep{}
 		if watch(h, "x", 0, nil) != h {
 			t.Fatal("wrapped with the watchdog off")
 		}

@@ -59,38 +59,29 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
+	// What every engine's steps take from the configuration.
+	common := func(host string, srv engine.Server) steps.Config {
+		return steps.Config{Host: host, Server: srv, Store: st, Level: level,
+			HangTimeout: cfg.Agent.HangTimeout, StoreFirst: cfg.Agent.StoreFirst, FullRecheck: cfg.Agent.FullRecheck, Online: online(cfg)}
+	}
 	if c := cfg.MySQL; c.Address != "" {
 		(&steps.MySQL{
-			Host:   cfg.Host,
-			Server: engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password},
+			Config: common(cfg.Host, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}),
 			Options: mysql.Options{
 				DumpTool: c.DumpTool, ClientTool: c.ClientTool,
 				SessionWait: c.SessionWait, TempDir: c.TempDir,
 				Jobs: c.Jobs, ParallelAbove: c.ParallelAboveMiB << 20,
 			},
-			Store:       st,
-			Level:       level,
-			HangTimeout: cfg.Agent.HangTimeout,
-			StoreFirst:  cfg.Agent.StoreFirst,
-			FullRecheck: cfg.Agent.FullRecheck,
-			Online:      online(cfg),
 		}).Register(a)
 	}
 	if c := cfg.Postgres; c.Address != "" {
 		(&steps.Postgres{
-			Host:   cfg.Host,
-			Server: engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password},
+			Config: common(cfg.Host, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}),
 			Options: postgres.Options{
 				BinDir: c.BinDir, SessionWait: c.SessionWait, TempDir: c.TempDir,
 				ParallelAbove: c.ParallelAboveMiB << 20, Jobs: c.Jobs,
 				SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert,
 			},
-			Store:       st,
-			Level:       level,
-			HangTimeout: cfg.Agent.HangTimeout,
-			StoreFirst:  cfg.Agent.StoreFirst,
-			FullRecheck: cfg.Agent.FullRecheck,
-			Online:      online(cfg),
 		}).Register(a)
 	}
 	return nil

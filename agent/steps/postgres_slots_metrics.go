@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
 )
 
 // streamCollector reports, at each scrape, the replication slots of ours on
@@ -43,7 +44,10 @@ func (s *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv, err := s.c.local(ctx, nil)
+	opt := s.c.Options
+	srv0 := s.c.Server
+	srv0.Host = s.c.Host
+	srv, err := postgres.Open(ctx, srv0, opt)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(s.up, prometheus.GaugeValue, 0)
 		return

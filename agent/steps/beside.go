@@ -28,20 +28,11 @@ import (
 // nothing; the step then drops what the import created and restores
 // writes.
 
-// importSide is an import that reads a dump while it is written.
-type importSide interface {
-	io.Writer
-	// Finish ends the import. dumpErr is the dump's failure: the import is
-	// abandoned. Otherwise the whole dump was written and man is its
-	// manifest: the import completes, and its failure is returned.
-	Finish(man *engine.Manifest, dumpErr error) error
-}
-
 // tee writes a dump to the store and to the import beside it. After the
 // import fails it writes to the store alone (failed says why).
 type tee struct {
 	store  io.Writer
-	side   importSide
+	side   engine.ImportWriter
 	failed error
 }
 
@@ -73,7 +64,7 @@ func (t *tee) StartPart(name string) error {
 // nil, imports it at once. err is the dump's or the store's failure
 // (nothing stored, the import abandoned); importErr, with err nil, is the
 // import's failure beside a dump that is stored whole.
-func dumpBeside(ctx context.Context, st storage.Store, key string, level zstd.EncoderLevel, side importSide,
+func dumpBeside(ctx context.Context, st storage.Store, key string, level zstd.EncoderLevel, side engine.ImportWriter,
 	dump func(w io.Writer) (*engine.Manifest, error)) (res storage.PutResult, man *engine.Manifest, importErr, err error) {
 	t := &tee{side: side}
 	res, err = storage.PutCompressed(ctx, st, key, level, storage.PutOptions{ContentType: "application/zstd"}, func(w io.Writer) error {
@@ -93,38 +84,6 @@ func dumpBeside(ctx context.Context, st storage.Store, key string, level zstd.En
 		return res, nil, nil, err
 	}
 	return res, man, side.Finish(man, nil), nil
-}
-
-// pipeSide is an importSide over a pipe: load reads the dump as it is
-// written, in a goroutine of its own; it must fail when its reader fails.
-type pipeSide struct {
-	pw   *io.PipeWriter
-	done chan struct{}
-	err  error // load's, once done is closed
-}
-
-func startPipeSide(load func(r io.Reader) error) *pipeSide {
-	pr, pw := io.Pipe()
-	p := &pipeSide{pw: pw, done: make(chan struct{})}
-	go func() {
-		p.err = load(pr)
-		pr.CloseWithError(fmt.Errorf("the import stopped reading: %w", p.err))
-		close(p.done)
-	}()
-	return p
-}
-
-func (p *pipeSide) Write(b []byte) (int, error) { return p.pw.Write(b) }
-
-func (p *pipeSide) Finish(_ *engine.Manifest, dumpErr error) error {
-	if dumpErr != nil {
-		p.pw.CloseWithError(dumpErr)
-		<-p.done // the import fails of the dump's failure, the cause
-		return dumpErr
-	}
-	_ = p.pw.Close()
-	<-p.done
-	return p.err
 }
 
 // watchSource puts the step under a second watchdog, of the source's

@@ -1,0 +1,295 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+	"github.com/fleetmigrate/fleetmigrate/storage"
+)
+
+// Config is what every engine's steps take from the agent's
+// configuration (MySQL and Postgres add their engine's options).
+type Config struct {
+	// Host is this agent's host ID.
+	Host string
+	// Server is how this agent reaches its local server as administrator.
+	// Peers (the source, from the destination) are reached at the address
+	// their agent publishes, with the same account.
+	Server engine.Server
+	// Store holds the dumps; Level is their zstd level.
+	Store storage.Store
+	Level zstd.EncoderLevel
+	// ProgressEvery is how often a running dump or import reports (default
+	// 5 s; the agent's progress interval limits what is written).
+	ProgressEvery time.Duration
+	// HangTimeout cancels a step whose server has not answered a probe for
+	// this long (watch.go); 0: no watchdog.
+	HangTimeout time.Duration
+	// StoreFirst: the dump step only stores the dump (no import beside
+	// it); the import step takes it from the store.
+	StoreFirst bool
+	// FullRecheck: the close step reads every table of the source again
+	// instead of only those its change marks (or binary log) say were
+	// written since the dump.
+	FullRecheck bool
+	// Online configures the sync and cutover steps of online rows.
+	Online Online
+}
+
+// host is one engine's steps on one host, written once over the engine's
+// driver (the engine contract, engine/driver.go) and its change stream
+// (streams): what differs between engines is in those two.
+type host struct {
+	Config
+	d       engine.Driver
+	engine  statemachine.Engine
+	streams streams
+}
+
+func newHost(cfg Config, d engine.Driver) *host {
+	return &host{Config: cfg, d: d, engine: statemachine.Engine(d.Name())}
+}
+
+// register adds the engine's handlers and its stream gauges.
+func (h *host) register(a *agent.Agent) {
+	h.Online.gauges = newStreamGauges(string(h.engine))
+	a.MustRegister(h.Online.gauges)
+	a.Handle(statemachine.RoleSync, h.engine, h.watch(&syncStep{h}))
+	a.Handle(statemachine.RoleCutover, h.engine, h.watch(&cutoverStep{h}))
+	a.Handle(statemachine.RoleDump, h.engine, h.watch(&dumpStep{h}))
+	a.Handle(statemachine.RoleImport, h.engine, h.watch(&importStep{h}))
+	a.Handle(statemachine.RoleClose, h.engine, h.watch(&closeStep{h}))
+	a.Handle(statemachine.RoleRollback, h.engine, h.watch(&rollbackStep{h}))
+}
+
+// localServer is how this agent reaches its own server.
+func (h *host) localServer() engine.Server {
+	srv := h.Server
+	srv.Host = h.Host
+	return srv
+}
+
+// watch puts a handler under the hang watchdog of this host's server.
+func (h *host) watch(handler agent.Handler) agent.Handler {
+	srv := h.localServer()
+	return watch(handler, srv.String(), h.HangTimeout, func(ctx context.Context) error { return h.d.Probe(ctx, srv) })
+}
+
+// local connects to this host's server (log nil: the driver's default).
+func (h *host) local(ctx context.Context, log *slog.Logger) (engine.Conn, error) {
+	c, err := h.d.Open(ctx, h.localServer(), log)
+	if err != nil {
+		return nil, permanent(err)
+	}
+	return c, nil
+}
+
+// peer connects to the server of another host, at the address its agent
+// publishes.
+func (h *host) peer(ctx context.Context, job *agent.Job, host string) (engine.Conn, error) {
+	srv, err := h.peerServer(ctx, job, host)
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.d.Open(ctx, srv, job.Log)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("reach the %s server of %s: %w", h.engine, host, err))
+	}
+	return c, nil
+}
+
+// peerServer is how this agent reaches the server of another host.
+func (h *host) peerServer(ctx context.Context, job *agent.Job, host string) (engine.Server, error) {
+	addr, err := job.Endpoint(ctx, host, h.engine)
+	if err != nil {
+		return engine.Server{}, err
+	}
+	return engine.Server{Host: host, Address: addr, User: h.Server.User, Password: h.Server.Password}, nil
+}
+
+func (h *host) every() time.Duration {
+	if h.ProgressEvery > 0 {
+		return h.ProgressEvery
+	}
+	return 5 * time.Second
+}
+
+// closeConn closes c if it is open (nil: never opened).
+func closeConn(c engine.Conn) {
+	if c != nil {
+		_ = c.Close()
+	}
+}
+
+// ---- the block record ----
+
+// blockRecord is the block record of a row: what blocking writes changed
+// at the source (Access: the engine's plan, engine.Block) and whether that
+// is in force.
+type blockRecord struct {
+	// Blocked is true while the change is in force at the source.
+	Blocked bool         `json:"blocked"`
+	Access  engine.Block `json:"access"`
+}
+
+// blockRecord reads the row's block record (ok false: none).
+func (h *host) blockRecord(ctx context.Context, job *agent.Job) (rec blockRecord, ok bool, err error) {
+	var raw struct {
+		Blocked bool            `json:"blocked"`
+		Access  json.RawMessage `json:"access"`
+	}
+	if ok, err = job.GetRecord(ctx, recordBlock, &raw); err != nil || !ok {
+		return rec, false, err
+	}
+	a, err := h.d.DecodeBlock(raw.Access)
+	if err != nil {
+		return rec, false, fmt.Errorf("the block record of row %d: %w", job.Row.ID, err)
+	}
+	return blockRecord{Blocked: raw.Blocked, Access: a}, true, nil
+}
+
+// unblock restores writes at src from the block record, if it is in force,
+// and says so on the row.
+func unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec blockRecord) error {
+	if !rec.Blocked || rec.Access == nil {
+		return nil
+	}
+	warnings, err := src.Unblock(ctx, rec.Access)
+	if err != nil {
+		return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+	}
+	rec.Blocked = false
+	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+		return err
+	}
+	detail := "writes restored at the source"
+	if len(warnings) > 0 {
+		detail += "; " + strings.Join(warnings, "; ")
+	}
+	return job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, detail)
+}
+
+// unblockRecorded undoes at src the block the row's record says is in
+// force.
+func (h *host) unblockRecorded(ctx context.Context, job *agent.Job, src engine.Conn) error {
+	rec, ok, err := h.blockRecord(ctx, job)
+	if err != nil || !ok {
+		return err
+	}
+	return unblock(ctx, job, src, rec)
+}
+
+// restoreWrites restores writes from the row's block record if it is in
+// force, reaching the source's server (only when needed) with open.
+func (h *host) restoreWrites(ctx context.Context, job *agent.Job, open func(context.Context) (engine.Conn, error)) error {
+	rec, ok, err := h.blockRecord(ctx, job)
+	if err != nil || !ok || !rec.Blocked {
+		return err
+	}
+	src, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(src)
+	return unblock(ctx, job, src, rec)
+}
+
+// atSource opens the row's source: this host's server when it is the
+// source, else a peer's.
+func (h *host) atSource(job *agent.Job) func(context.Context) (engine.Conn, error) {
+	return func(ctx context.Context) (engine.Conn, error) {
+		if job.Row.Source == h.Host {
+			return h.local(ctx, job.Log)
+		}
+		return h.peer(ctx, job, job.Row.Source)
+	}
+}
+
+// atDestination opens the row's destination, as atSource.
+func (h *host) atDestination(job *agent.Job) func(context.Context) (engine.Conn, error) {
+	return func(ctx context.Context) (engine.Conn, error) {
+		if job.Row.Destination == h.Host {
+			return h.local(ctx, job.Log)
+		}
+		c, err := h.peer(ctx, job, job.Row.Destination)
+		if err != nil {
+			return nil, fmt.Errorf("reach the destination %s: %w", job.Row.Destination, err)
+		}
+		return c, nil
+	}
+}
+
+// ---- the import record ----
+
+// importRecord reads the row's import record (nil: none, or empty).
+func (h *host) importRecord(ctx context.Context, job *agent.Job) (engine.ImportRecord, error) {
+	var raw json.RawMessage
+	if ok, err := job.GetRecord(ctx, recordImport, &raw); err != nil || !ok {
+		return nil, err
+	}
+	rec, err := h.d.DecodeImport(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the import record of row %d: %w", job.Row.ID, err)
+	}
+	if rec == nil || rec.Empty() {
+		return nil, nil
+	}
+	return rec, nil
+}
+
+// recordImport is the record callback an import is given: it stores what
+// the import is about to create.
+func recordImportOf(ctx context.Context, job *agent.Job) func(engine.ImportRecord) error {
+	return func(rec engine.ImportRecord) error { return job.PutRecord(ctx, recordImport, rec) }
+}
+
+// dropImport drops at dst what the row's import record says an import
+// created, then clears the record and says so on the row.
+func (h *host) dropImport(ctx context.Context, job *agent.Job, dst engine.Conn, whose string) error {
+	rec, err := h.importRecord(ctx, job)
+	if err != nil || rec == nil {
+		return err
+	}
+	notes, err := dst.DropImport(ctx, rec)
+	if err != nil {
+		return err
+	}
+	empty, err := h.d.DecodeImport([]byte("{}"))
+	if err != nil {
+		return err
+	}
+	if err := job.PutRecord(ctx, recordImport, empty); err != nil {
+		return err
+	}
+	job.Note(ctx, "dropped the import of %s at %s (%s)%s", whose, job.Row.Destination, rec.Describe(), notesSuffix(notes))
+	return nil
+}
+
+// dropImportAt drops the recorded import at the server open reaches.
+func (h *host) dropImportAt(ctx context.Context, job *agent.Job, open func(context.Context) (engine.Conn, error), whose string) error {
+	if rec, err := h.importRecord(ctx, job); err != nil || rec == nil {
+		return err
+	}
+	dst, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(dst)
+	return h.dropImport(ctx, job, dst, whose)
+}
+
+func notesSuffix(notes []string) string {
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
+}
