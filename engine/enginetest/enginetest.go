@@ -28,7 +28,7 @@ type Fleet struct {
 	// Source and Destination are two distinct servers of the engine,
 	// reached as their administrator.
 	Source, Destination engine.Server
-	Customer Customer
+	Customer            Customer
 }
 
 // Customer acts as a customer (and, for Tamper, as someone writing behind
