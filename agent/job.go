@@ -257,3 +257,11 @@ func (a *Agent) backoff(attempt int) time.Duration {
 	d = min(d, a.cfg.RetryMax)
 	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
+
+// JobFor returns a Job acting for row m in step role outside the claim
+// loop: what a handler's test drives it with. It writes through the
+// agent's store as a claim would (Record, PutRecord, Progress), without a
+// lease keeper.
+func (a *Agent) JobFor(role statemachine.Role, m statemachine.Migration) *Job {
+	return &Job{Row: m, Log: a.rowLog(role, m), agent: a, role: role, row: &m}
+}
