@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"time"
@@ -180,4 +181,18 @@ type ImportWriter interface {
 	// abandoned. Otherwise the whole dump was written and man is its
 	// manifest: the import completes, and its failure is returned.
 	Finish(man *Manifest, dumpErr error) error
+}
+
+// DecodeRecord reads a record of an engine's type T that the steps stored
+// as JSON (Driver.DecodeBlock, DecodeImport): nil for an empty body or
+// JSON null.
+func DecodeRecord[T any](body []byte) (*T, error) {
+	var v *T
+	if len(body) == 0 {
+		return nil, nil
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, Permanentf("a stored %T record is not valid: %v", v, err)
+	}
+	return v, nil
 }

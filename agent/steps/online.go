@@ -146,11 +146,15 @@ type syncSide interface {
 	// step then follows it again instead of starting over (an agent
 	// restart does not stop a stream).
 	resumable(ctx context.Context) (bool, error)
-	// start checks both servers and the database, removes what an earlier
-	// attempt left (recorded, so ours), prepares the destination and
-	// creates the stream, recording each thing before it is created.
-	// started false: the row is diverted with f (auto → dump).
-	start(ctx context.Context) (f statemachine.Fields, started bool, err error)
+	// problems runs online mode's preflight on both servers and the
+	// database s (nothing changes): what is missing for a stream, and
+	// advice.
+	problems(ctx context.Context, s engine.Source) (problems, notes []string, err error)
+	// create copies s to the destination (checked, and cleared of what an
+	// earlier attempt left) and creates the stream, recording each thing
+	// before it is created; notes are the preflight's advice, for its
+	// note.
+	create(ctx context.Context, s engine.Source, notes []string) (statemachine.Fields, error)
 	// state reads the stream.
 	state(ctx context.Context) (streamState, error)
 	// schemaChange describes DDL at the source since the stream started
@@ -231,7 +235,7 @@ func (h *host) runSync(ctx context.Context, job *agent.Job, src, dst engine.Conn
 	}
 	for restarts := 0; ; restarts++ {
 		if !resume {
-			f, started, err := side.start(ctx)
+			f, started, err := h.startSync(ctx, job, src, dst, side)
 			if err != nil || !started {
 				return f, syncFailed(ctx, job, err)
 			}
@@ -247,6 +251,43 @@ func (h *host) runSync(ctx context.Context, job *agent.Job, src, dst engine.Conn
 		}
 		return f, syncFailed(ctx, job, err)
 	}
+}
+
+// startSync checks both servers and the database, removes what an
+// earlier attempt left (recorded, so ours), then has the engine copy the
+// database and create its stream. started false: the row is diverted with
+// f (auto → dump).
+func (h *host) startSync(ctx context.Context, job *agent.Job, src, dst engine.Conn, side syncSide) (f statemachine.Fields, started bool, err error) {
+	s, err := src.Inspect(ctx, job.Row.DatabaseName)
+	if err != nil {
+		return statemachine.Fields{}, false, permanent(err)
+	}
+	info := s.Info()
+	problems, notes, err := side.problems(ctx, s)
+	if err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	reason, err := autoDump(job, h.Online, info.Database, info.SizeBytes, problems)
+	if err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if reason != "" {
+		job.Note(ctx, "auto: dump mode for %q: %s", info.Database, reason)
+		return statemachine.Fields{Divert: true, Mode: statemachine.ModeDump, SizeBytes: info.SizeBytes}, false, nil
+	}
+	// What an earlier attempt left (recorded, so ours) goes first: the
+	// destination's check must not find our own half-made copy.
+	if err := h.streams.teardown(ctx, job, src, dst); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if err := h.dropImport(ctx, job, dst, "an earlier attempt"); err != nil {
+		return statemachine.Fields{}, false, err
+	}
+	if _, err := dst.CheckDestination(ctx, src, s); err != nil {
+		return statemachine.Fields{}, false, permanent(err)
+	}
+	f, err = side.create(ctx, s, notes)
+	return f, err == nil, err
 }
 
 // onlineFailed removes what the online steps created when one fails for

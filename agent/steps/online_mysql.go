@@ -46,46 +46,23 @@ func (p *mysqlSyncSide) resumable(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// start checks both servers and the database, copies it from a consistent
-// snapshot and records its stream from that snapshot's position (this
-// agent's streams service applies it).
-func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, error) {
-	job, src, dst := p.job, p.src, p.dst
+func (p *mysqlSyncSide) problems(ctx context.Context, s engine.Source) ([]string, []string, error) {
+	return mysqlOnlineProblems(ctx, p.src, p.dst, s.(*mysql.Source))
+}
+
+// create copies the database from a consistent snapshot and records its
+// stream from that snapshot's position (this agent's streams service
+// applies it).
+func (p *mysqlSyncSide) create(ctx context.Context, is engine.Source, notes []string) (statemachine.Fields, error) {
+	job, src, dst, s := p.job, p.src, p.dst, is.(*mysql.Source)
 	row := &job.Row
-	s, err := src.Inspect(ctx, row.DatabaseName)
-	if err != nil {
-		return statemachine.Fields{}, false, permanent(err)
-	}
-	problems, notes, err := mysqlOnlineProblems(ctx, src, dst, s)
-	if err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	reason, err := autoDump(job, p.h.Online, s.Database, s.SizeBytes, problems)
-	if err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	if reason != "" {
-		job.Note(ctx, "auto: dump mode for %q: %s", s.Database, reason)
-		return statemachine.Fields{Divert: true, Mode: statemachine.ModeDump, SizeBytes: s.SizeBytes}, false, nil
-	}
-	// What an earlier attempt left (recorded, so ours) goes first: the
-	// destination's check must not find our own half-made copy.
-	if err := p.m.teardown(ctx, job, p.srcConn, p.dstConn); err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	if err := p.h.dropImport(ctx, job, p.dstConn, "an earlier attempt"); err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	if _, err := dst.CheckDestination(ctx, mysql.IncomingFromSource(s)); err != nil {
-		return statemachine.Fields{}, false, permanent(err)
-	}
 	fp, tables, err := src.SchemaFingerprint(ctx, s.Database)
 	if err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	p.st = mysql.Stream{Name: engine.StreamName(row.ID, s.Database), Database: s.Database, Tables: tables, Fingerprint: fp}
 	if err := job.PutRecord(ctx, recordStream, p.st); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	job.Note(ctx, "online: copying %q (%s, %d tables) from %s from one consistent snapshot while it takes writes", s.Database, mb(s.SizeBytes), len(tables), row.Source)
 	rep := report(ctx, job, p.h.every(), func(b, _, _ int64) string {
@@ -97,22 +74,22 @@ func (p *mysqlSyncSide) start(ctx context.Context) (statemachine.Fields, bool, e
 	}, &mysql.Progress{Bytes: &rep.bytes})
 	rep.Stop()
 	if err != nil {
-		return statemachine.Fields{}, false, fmt.Errorf("copy %q to the destination: %w", s.Database, err)
+		return statemachine.Fields{}, fmt.Errorf("copy %q to the destination: %w", s.Database, err)
 	}
 	p.st.Start = pos
 	if err := job.PutRecord(ctx, recordStream, p.st); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	if err := dst.CreateStreamRecord(ctx, &p.st, src.Address()); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	p.m.run.ensure(ctx, p.st.Name)
 	f := statemachine.Fields{Mode: statemachine.ModeOnline, SizeBytes: s.SizeBytes}
 	if err := job.Record(ctx, f, fmt.Sprintf("online: %q copied (%s of SQL in %s, %d accounts%s) and streaming from %s from %s: stream %s at %s%s",
 		s.Database, mb(rep.bytes.Load()), time.Since(started).Round(time.Millisecond), len(s.Accounts), notesSuffix(copyNotes), row.Source, pos, p.st.Name, row.Destination, notesSuffix(notes))); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
-	return f, true, nil
+	return f, nil
 }
 
 // errSourceLogGone: the stream asked for a binary log position the source

@@ -40,8 +40,8 @@ func (p *pgSyncSide) resumable(ctx context.Context) (bool, error) {
 	return sub.Exists && sub.Enabled, err
 }
 
-func (p *pgSyncSide) start(ctx context.Context) (statemachine.Fields, bool, error) {
-	return p.start1(ctx, p.job, p.src, p.dst, &p.st)
+func (p *pgSyncSide) problems(ctx context.Context, s engine.Source) ([]string, []string, error) {
+	return pgOnlineProblems(ctx, p.src, p.dst, s.(*postgres.Source))
 }
 
 func (p *pgSyncSide) state(ctx context.Context) (streamState, error) {
@@ -89,73 +89,47 @@ func progressOf(sub postgres.Subscription, slot postgres.Slot) string {
 	return "apply " + slot.Confirmed
 }
 
-// start checks and prepares everything, then creates the stream. It
-// returns started false (and the fields that divert the row to the dump
-// path) when a row in mode auto should dump.
-func (p *pgSyncSide) start1(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) (statemachine.Fields, bool, error) {
+// create prepares the destination (the schema and the roles) and creates
+// the stream: the publication and its slot at the source, the
+// subscription at the destination, which copies the rows.
+func (p *pgSyncSide) create(ctx context.Context, is engine.Source, notes []string) (statemachine.Fields, error) {
+	job, src, dst, s, st := p.job, p.src, p.dst, is.(*postgres.Source), &p.st
 	row := &job.Row
-	s, err := src.Inspect(ctx, row.DatabaseName)
-	if err != nil {
-		return statemachine.Fields{}, false, permanent(err)
-	}
-	problems, notes, err := pgOnlineProblems(ctx, src, dst, s)
-	if err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	reason, err := autoDump(job, p.h.Online, s.Database, s.SizeBytes, problems)
-	if err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	if reason != "" {
-		job.Note(ctx, "auto: dump mode for %q: %s", s.Database, reason)
-		return statemachine.Fields{Divert: true, Mode: statemachine.ModeDump, SizeBytes: s.SizeBytes}, false, nil
-	}
-	// What an earlier attempt left (recorded, so ours) goes first: the
-	// destination's check must not find our own half-made copy.
-	if err := p.p.teardown(ctx, job, p.srcConn, p.dstConn); err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	if err := p.h.dropImport(ctx, job, p.dstConn, "an earlier attempt"); err != nil {
-		return statemachine.Fields{}, false, err
-	}
-	if _, err := dst.CheckDestination(ctx, postgres.IncomingFromSource(s, src.Major())); err != nil {
-		return statemachine.Fields{}, false, permanent(err)
-	}
 	*st = postgres.Stream{Name: engine.StreamName(row.ID, s.Database), Database: s.Database}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	if err := src.CreatePublication(ctx, st); err != nil {
-		return statemachine.Fields{}, false, permanent(err)
+		return statemachine.Fields{}, permanent(err)
 	}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	var schema bytes.Buffer
 	man, sec, err := src.DumpSchema(ctx, s, row.Source, &schema)
 	if err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	importNotes, err := dst.Import(ctx, man, sec, &schema, func(rec postgres.ImportRecord) error {
 		return job.PutRecord(ctx, recordImport, rec)
 	}, &engine.Progress{})
 	if err != nil {
-		return statemachine.Fields{}, false, fmt.Errorf("prepare %q at the destination: %w", s.Database, err)
+		return statemachine.Fields{}, fmt.Errorf("prepare %q at the destination: %w", s.Database, err)
 	}
 	// The schema carries our own publication (created just before it was
 	// dumped): it is not the customer's.
 	if err := dst.DropPublication(ctx, s.Database, st.Name); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	if err := dst.Subscribe(ctx, src, st); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
 	f := statemachine.Fields{Mode: statemachine.ModeOnline, SizeBytes: s.SizeBytes}
 	if err := job.Record(ctx, f, fmt.Sprintf("online: %q (%s, %d tables) prepared at the destination (%d roles, schema%s) and streaming from %s: publication, slot and subscription %s%s",
 		s.Database, mb(s.SizeBytes), len(st.Tables), len(man.Users), notesSuffix(importNotes), row.Source, st.Name, notesSuffix(notes))); err != nil {
-		return statemachine.Fields{}, false, err
+		return statemachine.Fields{}, err
 	}
-	return f, true, nil
+	return f, nil
 }
 
 // onlineProblems runs online mode's preflight on both servers and the

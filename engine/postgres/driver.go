@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,8 +49,8 @@ func (d Driver) Probe(ctx context.Context, srv engine.Server) error {
 
 // DecodeBlock reads a block or close record (an Access).
 func (Driver) DecodeBlock(body []byte) (engine.Block, error) {
-	var a *Access
-	if err := decodeRecord(body, &a); err != nil || a == nil {
+	a, err := engine.DecodeRecord[Access](body)
+	if a == nil {
 		return nil, err
 	}
 	return a, nil
@@ -59,21 +58,11 @@ func (Driver) DecodeBlock(body []byte) (engine.Block, error) {
 
 // DecodeImport reads an import record.
 func (Driver) DecodeImport(body []byte) (engine.ImportRecord, error) {
-	var r *ImportRecord
-	if err := decodeRecord(body, &r); err != nil || r == nil {
+	r, err := engine.DecodeRecord[ImportRecord](body)
+	if r == nil {
 		return nil, err
 	}
 	return *r, nil
-}
-
-func decodeRecord(body []byte, v any) error {
-	if len(body) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return engine.Permanentf("a postgres record is not valid: %v", err)
-	}
-	return nil
 }
 
 // Conn is a Server as an engine.Conn.
