@@ -1,8 +1,11 @@
 // Package engine holds what every database engine's migration code shares:
-// how to reach a server as its administrator, the manifest that describes a
-// dump, and the error classes the steps act on. The engines themselves live
-// in engine/mysql and engine/postgres; the steps package runs them for the
-// agent, with the object store.
+// the contract the steps use (driver.go: Driver, Conn and the values they
+// carry), how to reach a server as its administrator (Server: an address
+// and a login, not a connection; Conn is one), the manifest that describes
+// a dump, and the error classes the steps act on. The engines themselves
+// live in engine/mysql and engine/postgres, each an adapter to the
+// contract that passes engine/enginetest; agent/steps runs them for the
+// agent, with the object store (docs/architecture.md).
 package engine
 
 import (
@@ -30,7 +33,8 @@ func (p *permanent) Unwrap() []error {
 	return []error{p.err, ErrPermanent}
 }
 
-// Server is one database server, reached as its administrator.
+// Server is where one database server is and how to log in to it as its
+// administrator (Driver.Open makes a connection of it).
 type Server struct {
 	// Host is the server's host ID, for messages.
 	Host string

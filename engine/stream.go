@@ -10,8 +10,9 @@ import (
 // Online mode moves a database while its source keeps taking writes: a
 // copy from a consistent point, then a stream of that database's changes
 // (PostgreSQL logical replication; for MariaDB, a stream of our own that
-// reads the source's binary log),
-// everything it creates named StreamName(row).
+// reads the source's binary log), everything it creates at a server named
+// StreamName(row). The online steps drive it through each engine's stream
+// adapter (agent/steps/online.go).
 
 // StreamPrefix starts the name of everything an online stream creates at a
 // server (publications, slots, subscriptions, MariaDB stream records);
