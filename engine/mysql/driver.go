@@ -140,9 +140,9 @@ func (c Conn) Dump(ctx context.Context, s engine.Source, p engine.Point, source 
 	return man, sec, err
 }
 
-// ImportBeside starts a streamed import (Server.StartStreamedImport).
+// ImportBeside starts the import beside the dump (Server.StartImportBeside).
 func (c Conn) ImportBeside(ctx context.Context, _ engine.Conn, s engine.Source, _ engine.Point, source string, record func(engine.ImportRecord) error, prog *engine.Progress) (engine.ImportWriter, []string, error) {
-	si, notes, err := c.S.StartStreamedImport(ctx, s.(*Source), source, func(r ImportRecord) error { return record(r) }, prog.ByteCounter())
+	si, notes, err := c.S.StartImportBeside(ctx, s.(*Source), source, func(r ImportRecord) error { return record(r) }, prog.ByteCounter())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -144,7 +144,7 @@ func (c Conn) Dump(ctx context.Context, s engine.Source, p engine.Point, source 
 }
 
 // ImportBeside reads the dump's manifest from the source's snapshot, then
-// restores the archive as it comes (Server.ImportStreamed).
+// restores the archive as it comes (Server.ImportBeside).
 func (c Conn) ImportBeside(ctx context.Context, from engine.Conn, s engine.Source, p engine.Point, source string, record func(engine.ImportRecord) error, prog *engine.Progress) (engine.ImportWriter, []string, error) {
 	in := s.(*Source)
 	pre, err := ServerOf(from).PullManifest(ctx, in, p.(point).snap, source)
@@ -154,7 +154,7 @@ func (c Conn) ImportBeside(ctx context.Context, from engine.Conn, s engine.Sourc
 	var notes []string
 	w := engine.PipeImport(func(r io.Reader) error {
 		var err error
-		notes, err = c.S.ImportStreamed(ctx, pre, in.Secrets, r, func(r ImportRecord) error { return record(r) }, prog)
+		notes, err = c.S.ImportBeside(ctx, pre, in.Secrets, r, func(r ImportRecord) error { return record(r) }, prog)
 		return err
 	})
 	return &notedImport{ImportWriter: w, notes: &notes}, nil, nil

@@ -165,7 +165,7 @@ func (s *Server) Dump(ctx context.Context, src *Source, snap *Snapshot, source s
 }
 
 // PullManifest is the manifest of src's dump as of snap as far as it is
-// known before the dump runs: enough for ImportStreamed to prepare the
+// known before the dump runs: enough for ImportBeside to prepare the
 // destination and choose its pg_restore. Dump returns the whole one.
 func (s *Server) PullManifest(ctx context.Context, src *Source, snap *Snapshot, source string) (*engine.Manifest, error) {
 	_, version, err := s.tool(ctx, "pg_dump", s.Major())

@@ -261,12 +261,12 @@ func (s *Server) Import(ctx context.Context, m *engine.Manifest, sec engine.Secr
 	return s.importFrom(ctx, m, sec, r, record, p, true)
 }
 
-// ImportStreamed is Import for a dump read while it is being written (r
+// ImportBeside is Import for a dump read while it is being written (r
 // is the pipe from the dump tool): pg_restore reads it as it comes, never
 // from a spooled copy, and fails if r ends with an error. m is the
 // manifest as far as it is known before the dump (PullManifest): the
 // tables' checksums come with the finished dump and go to Verify.
-func (s *Server) ImportStreamed(ctx context.Context, m *engine.Manifest, sec engine.Secrets, r io.Reader, record func(ImportRecord) error, p *engine.Progress) ([]string, error) {
+func (s *Server) ImportBeside(ctx context.Context, m *engine.Manifest, sec engine.Secrets, r io.Reader, record func(ImportRecord) error, p *engine.Progress) ([]string, error) {
 	return s.importFrom(ctx, m, sec, r, record, p, false)
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/engine"
 )
 
-// StreamedImport is the import of a dump that is read while the dump tool
+// BesideImport is the import of a dump that is read while the dump tool
 // writes it (the dump step's pull: the destination takes the source's
 // dump and stores it and imports it at once). It is the destination's
 // side of Dump: an engine.PartWriter that loads each part as it comes —
@@ -19,7 +19,7 @@ import (
 // starts. Finish completes it with the dump's manifest, or abandons it
 // when the dump failed. Nothing is committed that DropImport cannot undo:
 // the record is written before anything is created.
-type StreamedImport struct {
+type BesideImport struct {
 	s       *Server
 	ctx     context.Context
 	db      string
@@ -31,22 +31,22 @@ type StreamedImport struct {
 	err  error // the load's failure; every later Write returns it
 }
 
-// StartStreamedImport checks this destination for src's database, creates
+// StartImportBeside checks this destination for src's database, creates
 // the database and its accounts (recording them first, as Import does)
 // and returns the import that takes the dump's bytes. notes say what was
 // not checked.
-func (s *Server) StartStreamedImport(ctx context.Context, src *Source, source string, record func(ImportRecord) error, counted *atomic.Int64) (*StreamedImport, []string, error) {
+func (s *Server) StartImportBeside(ctx context.Context, src *Source, source string, record func(ImportRecord) error, counted *atomic.Int64) (*BesideImport, []string, error) {
 	m := src.Manifest(source, Position{}, nil)
 	rec, notes, err := s.prepareImport(ctx, &m, src.Secrets(), record)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &StreamedImport{s: s, ctx: ctx, db: src.Database, counted: counted, rec: rec}, notes, nil
+	return &BesideImport{s: s, ctx: ctx, db: src.Database, counted: counted, rec: rec}, notes, nil
 }
 
 // StartPart ends the part being loaded (waiting for its load) and starts
 // loading the next.
-func (si *StreamedImport) StartPart(name string) error {
+func (si *BesideImport) StartPart(name string) error {
 	if si.err != nil {
 		return si.err
 	}
@@ -68,7 +68,7 @@ func (si *StreamedImport) StartPart(name string) error {
 
 var errImportStopped = errors.New("the import stopped reading")
 
-func (si *StreamedImport) loadPart(name string, r io.Reader) error {
+func (si *BesideImport) loadPart(name string, r io.Reader) error {
 	var err error
 	switch {
 	case si.s.opt.Jobs < 2 || name == partWhole:
@@ -88,7 +88,7 @@ func (si *StreamedImport) loadPart(name string, r io.Reader) error {
 
 // endPart closes the current part's stream (with cause, if the dump
 // failed) and waits for its load.
-func (si *StreamedImport) endPart(cause error) error {
+func (si *BesideImport) endPart(cause error) error {
 	if si.pw == nil {
 		return si.err
 	}
@@ -106,7 +106,7 @@ func (si *StreamedImport) endPart(cause error) error {
 }
 
 // Write hands the dump's bytes to the part being loaded.
-func (si *StreamedImport) Write(b []byte) (int, error) {
+func (si *BesideImport) Write(b []byte) (int, error) {
 	if si.err != nil {
 		return 0, si.err
 	}
@@ -130,7 +130,7 @@ func (si *StreamedImport) Write(b []byte) (int, error) {
 // abandoned (the caller drops what the record says). Otherwise the last
 // part's load completes and the grants and events of m, the dump's
 // manifest, are applied. It does not verify (Verify does).
-func (si *StreamedImport) Finish(m *engine.Manifest, dumpErr error) error {
+func (si *BesideImport) Finish(m *engine.Manifest, dumpErr error) error {
 	if dumpErr != nil {
 		_ = si.endPart(dumpErr)
 		return dumpErr
