@@ -333,8 +333,15 @@ func (c *closeStep) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 	}
 	// The block is final now: nothing may restore it (a recovery or a
 	// retry that undid it would let the customer write to the old copy).
-	if err := job.PutRecord(ctx, recordBlock, blockRecord{Access: access}); err != nil {
+	// Its plan stays recorded: a close retried after this point dumps the
+	// source as it was before the block (cutoverBlock).
+	if rec, ok, err := h.blockRecord(ctx, job); err != nil {
 		return statemachine.Fields{}, err
+	} else if ok && rec.Blocked {
+		rec.Blocked = false
+		if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
+			return statemachine.Fields{}, err
+		}
 	}
 	job.Note(ctx, "source closed: %s, %d sessions ended; the data stays until the retention ends", access.DescribeClose(row.DatabaseName), ended)
 	return dumped, nil
