@@ -212,8 +212,8 @@ type fakeCutover struct{ f *fakeStreams }
 
 func (c *fakeCutover) ready(context.Context) (string, error) { return "", nil }
 func (c *fakeCutover) lag(context.Context) (int64, error)    { return 0, nil }
-func (c *fakeCutover) plan(context.Context) (engine.Block, error) {
-	return &fakeBlock{Database: "db"}, nil
+func (c *fakeCutover) prepare(context.Context) (engine.Source, error) {
+	return fakeSource{"db"}, nil
 }
 func (c *fakeCutover) schemaChange(context.Context) (string, error) { return "", nil }
 func (c *fakeCutover) position(context.Context) (string, error)     { return "pos-1", nil }

@@ -228,6 +228,14 @@ func (h *host) atDestination(job *agent.Job) func(context.Context) (engine.Conn,
 	}
 }
 
+// getRecord reads the row's record of kind as a T (its zero value when
+// there is none).
+func getRecord[T any](ctx context.Context, job *agent.Job, kind string) (T, error) {
+	var v T
+	_, err := job.GetRecord(ctx, kind, &v)
+	return v, err
+}
+
 // ---- the import record ----
 
 // importRecord reads the row's import record (nil: none, or empty).

@@ -42,9 +42,7 @@ type mysqlStreams struct {
 }
 
 func (m *mysqlStreams) record(ctx context.Context, job *agent.Job) (mysql.Stream, error) {
-	var st mysql.Stream
-	_, err := job.GetRecord(ctx, recordStream, &st)
-	return st, err
+	return getRecord[mysql.Stream](ctx, job, recordStream)
 }
 
 func (m *mysqlStreams) recorded(ctx context.Context, job *agent.Job) (bool, error) {

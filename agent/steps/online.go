@@ -492,9 +492,10 @@ type cutoverSide interface {
 	// lag reads how far the destination is behind now, in bytes of the
 	// source's log (before the block: settle waits on it).
 	lag(ctx context.Context) (int64, error)
-	// plan checks what can be checked before the block (the schema, the
-	// copy's objects) and plans the write block as the dump step does.
-	plan(ctx context.Context) (engine.Block, error)
+	// prepare checks what can be checked before the block (the schema,
+	// the copy's objects) and returns the source inspected: its write
+	// block is planned from it as the dump step's is.
+	prepare(ctx context.Context) (engine.Source, error)
 	// schemaChange describes DDL at the source since the stream started.
 	schemaChange(ctx context.Context) (string, error)
 	// position records where the source's log is now, every write before
@@ -545,7 +546,11 @@ func (h *host) runCutover(ctx context.Context, job *agent.Job, src, dst engine.C
 	// First close to the source (before plan: what plan reads of the log
 	// is read again under the block from there on).
 	settle(ctx, job, side.lag)
-	access, err := side.plan(ctx)
+	s, err := side.prepare(ctx)
+	if err != nil {
+		return statemachine.Fields{}, failed(permanent(err))
+	}
+	access, err := src.PlanBlock(ctx, s)
 	if err != nil {
 		return statemachine.Fields{}, failed(permanent(err))
 	}

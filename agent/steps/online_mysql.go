@@ -483,7 +483,7 @@ func (p *mysqlCutoverSide) lag(ctx context.Context) (int64, error) {
 	return lag, nil
 }
 
-func (p *mysqlCutoverSide) plan(ctx context.Context) (engine.Block, error) {
+func (p *mysqlCutoverSide) prepare(ctx context.Context) (engine.Source, error) {
 	s, err := p.src.Inspect(ctx, p.job.Row.DatabaseName)
 	if err != nil {
 		return nil, err
@@ -525,11 +525,7 @@ func (p *mysqlCutoverSide) plan(ctx context.Context) (engine.Block, error) {
 	if err := p.dst.DropEvents(ctx, s.Database); err != nil {
 		return nil, err
 	}
-	access, err := p.src.PlanBlock(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	return access, nil
+	return s, nil
 }
 
 // schemaChange, under the block, reads the source's log from where the

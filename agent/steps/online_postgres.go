@@ -310,7 +310,7 @@ func (p *pgCutoverSide) ready(ctx context.Context) (string, error) {
 // reports (every few seconds for a quiet database on a busy cluster).
 func (p *pgCutoverSide) lag(context.Context) (int64, error) { return 0, nil }
 
-func (p *pgCutoverSide) plan(ctx context.Context) (engine.Block, error) {
+func (p *pgCutoverSide) prepare(ctx context.Context) (engine.Source, error) {
 	s, err := p.src.Inspect(ctx, p.job.Row.DatabaseName)
 	if err != nil {
 		return nil, err
@@ -330,11 +330,7 @@ func (p *pgCutoverSide) plan(ctx context.Context) (engine.Block, error) {
 	if err := p.dst.VerifyObjects(ctx, &man); err != nil {
 		return nil, err
 	}
-	access, err := p.src.PlanBlock(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	return access, nil
+	return s, nil
 }
 
 func (p *pgCutoverSide) schemaChange(ctx context.Context) (string, error) {

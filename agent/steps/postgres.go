@@ -36,9 +36,7 @@ func (c *Postgres) Register(a *agent.Agent) {
 type pgStreams struct{ h *host }
 
 func (p *pgStreams) record(ctx context.Context, job *agent.Job) (postgres.Stream, error) {
-	var st postgres.Stream
-	_, err := job.GetRecord(ctx, recordStream, &st)
-	return st, err
+	return getRecord[postgres.Stream](ctx, job, recordStream)
 }
 
 func (p *pgStreams) recorded(ctx context.Context, job *agent.Job) (bool, error) {
