@@ -241,6 +241,10 @@ type memStore struct {
 	mu      sync.Mutex
 	records map[string][]byte
 	events  []string
+	// endpoints are the hosts' servers' addresses (of engine; default:
+	// host:1, of mysql).
+	endpoints map[string]string
+	engine    statemachine.Engine
 }
 
 func (s *memStore) Record(_ context.Context, _ *statemachine.Migration, _ statemachine.Fields, detail string) error {
@@ -269,7 +273,14 @@ func (s *memStore) GetRecord(_ context.Context, _ int64, kind string) ([]byte, b
 	return b, ok, nil
 }
 func (s *memStore) AgentFor(_ context.Context, host string) (statemachine.Agent, bool, error) {
-	return statemachine.Agent{Host: host, Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: host + ":1"}}, true, nil
+	addr, eng := s.endpoints[host], s.engine
+	if addr == "" {
+		addr = host + ":1"
+	}
+	if eng == "" {
+		eng = statemachine.EngineMySQL
+	}
+	return statemachine.Agent{Host: host, Endpoints: map[statemachine.Engine]string{eng: addr}}, true, nil
 }
 
 // flow is one row's step on the destination's (or source's) fake host.
