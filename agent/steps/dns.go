@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/dns"
@@ -18,6 +19,10 @@ type DNS struct {
 	Updater *dns.Updater
 	// Targets gives hosts' DNS targets over what their agents publish.
 	Targets map[string]string
+	// Allowed are the networks a published target must be in for a name
+	// to be pointed at it (dns.allowed-targets): an agent's word alone
+	// never moves a customer's name (dns.Targets.Vouched).
+	Allowed []netip.Prefix
 }
 
 // Register adds the DNS handler (all engines).
@@ -29,9 +34,12 @@ type dnsStep struct{ d *DNS }
 // target) and after (the destination's).
 func (h *dnsStep) targets(ctx context.Context, job *agent.Job) (from, to dns.Target, err error) {
 	row := &job.Row
-	tg := dns.Targets{Config: h.d.Targets, Lookup: job.AgentOf}
+	tg := dns.Targets{Config: h.d.Targets, Lookup: job.AgentOf, Allowed: h.d.Allowed}
 	if from, err = tg.Of(ctx, row.Source); err == nil {
-		to, err = tg.Of(ctx, row.Destination)
+		to, err = tg.Vouched(ctx, row.Destination)
+	}
+	if errors.Is(err, dns.ErrNotAllowed) {
+		return from, to, agent.Permanentf("DNS name %s not repointed, nothing was changed in DNS: %w", row.DNSName, err)
 	}
 	if errors.Is(err, dns.ErrNoTarget) {
 		return from, to, agent.Permanent(err)

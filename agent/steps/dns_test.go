@@ -1,6 +1,7 @@
 package steps_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -48,4 +49,27 @@ func TestDNSStep(t *testing.T) {
 	if err != nil || len(rrs) != 1 || rrs[0].(*mdns.A).A.String() != "127.0.0.9" {
 		t.Errorf("dnsmoved changed: %v %v", rrs, err)
 	}
+}
+
+// TestDNSStepRefusesAnUnvouchedTarget: a destination whose agent publishes
+// an address outside dns.allowed-targets (a compromised server pointing
+// names at itself, or a wrong configuration) fails its row, the name left
+// as it was at BIND.
+func TestDNSStepRefusesAnUnvouchedTarget(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.start(t, f.src, agentOpts{}, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{}, statemachine.RoleRollback)
+	id := f.plan(t, "dnsvouch")
+	statetest.Walk(t, f.state, statetest.ToDNS(f.src.host, f.dst.host), nil)
+	// the destination publishes 127.77.0.2 and fd77::2; only 10/8 and
+	// fd77::/16 are vouched for
+	f.dnsAllowed = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd77::/16")}
+	f.dnsAgent(t)
+	m := f.waitStatus(t, id, statemachine.ToCloseSource, statemachine.DNSFailed)
+	want := "not repointed, nothing was changed in DNS: DNS target not allowed: host destination's agent publishes 127.77.0.2, fd77::2, and 127.77.0.2 is outside dns.allowed-targets ([10.0.0.0/8 fd77::/16])"
+	if m.Status != statemachine.DNSFailed || !strings.Contains(m.LastError, want) || !m.SwitchedAt.IsZero() {
+		t.Fatalf("row ended %q switched %v: %s\nwant the error to say: %s", m.Status, m.SwitchedAt, m.LastError, want)
+	}
+	f.resolvesTo(t, id, "127.77.0.1")
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +74,9 @@ type fleet struct {
 	dir      string
 	logs     *fleettest.LogBuffer
 	bind     *fleettest.BIND
+	// dnsAllowed is the DNS agent's dns.allowed-targets (nil: the test
+	// hosts' loopback and fd77:: networks).
+	dnsAllowed []netip.Prefix
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -182,7 +186,12 @@ func (f *fleet) dnsAgent(t *testing.T, records ...map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	(&steps.DNS{Updater: u}).Register(a)
+	allowed := f.dnsAllowed
+	if allowed == nil {
+		// the test hosts publish 127.77.0.1 and "127.77.0.2, fd77::2"
+		allowed = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("fd77::/16")}
+	}
+	(&steps.DNS{Updater: u, Allowed: allowed}).Register(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/agent/steps"
+	"github.com/fleetmigrate/fleetmigrate/dns"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
@@ -44,7 +45,11 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 		if err != nil {
 			return fmt.Errorf("the dns role: %w", err)
 		}
-		(&steps.DNS{Updater: u, Targets: cfg.DNS.Targets}).Register(a)
+		allowed, err := dns.ParseAllowed(cfg.DNS.AllowedTargets)
+		if err != nil {
+			return err
+		}
+		(&steps.DNS{Updater: u, Targets: cfg.DNS.Targets, Allowed: allowed}).Register(a)
 	}
 	if cfg.MySQL.Address == "" && cfg.Postgres.Address == "" {
 		return nil

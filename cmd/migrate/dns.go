@@ -313,7 +313,11 @@ type rollbackDNS struct {
 }
 
 func newRollbackDNS(store *sqlstore.Store, cfg config.Config) (*rollbackDNS, error) {
-	r := &rollbackDNS{targets: dns.Targets{Config: cfg.DNS.Targets, Lookup: store.AgentFor}, who: actor(cfg)}
+	allowed, err := dns.ParseAllowed(cfg.DNS.AllowedTargets)
+	if err != nil {
+		return nil, err
+	}
+	r := &rollbackDNS{targets: dns.Targets{Config: cfg.DNS.Targets, Lookup: store.AgentFor, Allowed: allowed}, who: actor(cfg)}
 	if !cfg.DNS.Configured() {
 		r.err = errors.New("pointing DNS names back at their source needs the dns section of the configuration here (zones and the TSIG key)")
 		return r, nil
@@ -355,7 +359,9 @@ func (r *rollbackDNS) pointBack(ctx context.Context, e *env, store *sqlstore.Sto
 }
 
 func (r *rollbackDNS) pointBackOne(ctx context.Context, store *sqlstore.Store, m statemachine.Migration) (string, error) {
-	src, err := r.targets.Of(ctx, m.Source)
+	// The name goes back to the source's target: one the configuration
+	// vouches for, as the DNS step's (dns.allowed-targets).
+	src, err := r.targets.Vouched(ctx, m.Source)
 	if err != nil {
 		return "", err
 	}

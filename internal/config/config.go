@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fleetmigrate/fleetmigrate/dns"
 )
 
 // DefaultPath is read when no --config is given and FLEETMIGRATE_CONFIG is
@@ -116,6 +118,11 @@ type DNS struct {
 	// their agents publish (agent.dns-target): host ID -> addresses or
 	// host name.
 	Targets map[string]string `yaml:"targets"`
+	// AllowedTargets are the networks (CIDRs, or single addresses) a
+	// target an agent publishes must be in for the DNS step (and migrate
+	// rollback) to point a name at it; targets above are allowed as they
+	// are. Empty: only targets above (docs/security.md).
+	AllowedTargets []string `yaml:"allowed-targets"`
 	// Rate bounds migrate dns lower-ttl / restore-ttl, in updates per
 	// second. Default: 200.
 	Rate float64 `yaml:"rate"`
@@ -647,6 +654,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DNS.Timeout <= 0 || c.DNS.ConfirmTimeout <= 0 {
 		errs = append(errs, "dns.timeout and dns.confirm-timeout: want positive durations, e.g. 5s")
+	}
+	if _, err := dns.ParseAllowed(c.DNS.AllowedTargets); err != nil {
+		errs = append(errs, "dns."+err.Error())
 	}
 	if c.DNS.TTL < 0 || c.DNS.MaxBatch < 1 || c.DNS.MaxBatch > 200 || c.DNS.Rate <= 0 {
 		errs = append(errs, fmt.Sprintf("dns: ttl %d, max-batch %d, rate %g: want ttl >= 0, max-batch 1-200, rate > 0", c.DNS.TTL, c.DNS.MaxBatch, c.DNS.Rate))

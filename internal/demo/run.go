@@ -433,7 +433,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		fmt.Fprintf(&b, "online:\n%s", strings.Join(online, ""))
 	}
 	if h == nil {
-		fmt.Fprintf(&b, "dns:\n  zones:\n    - name: %s\n      primary: %s\n  key-name: %s\n  key-secret: ${%s}\n  key-algorithm: %s\n  rate: 2000\n",
+		// The fleet's hosts are loopback addresses: the DNS host vouches for
+		// what their agents publish there, and nothing else.
+		fmt.Fprintf(&b, "dns:\n  zones:\n    - name: %s\n      primary: %s\n  key-name: %s\n  key-secret: ${%s}\n  key-algorithm: %s\n  rate: 2000\n  allowed-targets: [127.0.0.0/8]\n",
 			Zone, f.BIND.Addr, f.BIND.KeyName, envTSIG, f.BIND.KeyAlgorithm)
 	}
 	return b.String()
