@@ -189,6 +189,8 @@ type fakeStreams struct {
 	lag       int64
 	verifyErr error
 	name      string // recorded stream; "" after teardown
+	// teardownErr: teardown fails so when a server is missing.
+	teardownErr error
 }
 
 func (f *fakeStreams) syncSide(context.Context, *agent.Job, engine.Conn, engine.Conn) (syncSide, error) {
@@ -200,6 +202,9 @@ func (f *fakeStreams) cutoverSide(context.Context, *agent.Job, engine.Conn, engi
 func (f *fakeStreams) recorded(context.Context, *agent.Job) (bool, error) { return f.name != "", nil }
 func (f *fakeStreams) teardown(_ context.Context, _ *agent.Job, src, dst engine.Conn) error {
 	f.calls.add("both", fmt.Sprintf("teardown (source reached: %t, destination reached: %t)", src != nil, dst != nil))
+	if (src == nil || dst == nil) && f.teardownErr != nil {
+		return f.teardownErr
+	}
 	f.name = ""
 	return nil
 }
@@ -480,8 +485,13 @@ func TestFlowCutoverAbandonReachesWhatAnswers(t *testing.T) {
 	f.driver.fail["destination: Open"] = errors.New("destination down")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	_ = (&cutoverStep{f.host}).Abandon(ctx, f.job)
+	f.streams.teardownErr = engine.Permanentf("subscription not dropped: destination unreachable") // permanent: no waiting out the undo window here
+	err := (&cutoverStep{f.host}).Abandon(ctx, f.job)
 	f.happened(t, "both: teardown (source reached: true, destination reached: false)", true)
+	// The error says why the destination was not reached.
+	if err == nil || !strings.Contains(err.Error(), "destination down") {
+		t.Errorf("Abandon: %v; want the reason the destination was not reached", err)
+	}
 }
 
 // The close marks the block as final: a later recovery must not restore

@@ -800,11 +800,15 @@ func (h *host) removeStream(ctx context.Context, job *agent.Job) error {
 	if recorded, err := h.streams.recorded(ctx, job); err != nil || !recorded {
 		return err
 	}
-	src, _ := h.atSource(job)(ctx)
+	src, serr := h.atSource(job)(ctx)
 	defer closeConn(src)
-	dst, _ := h.atDestination(job)(ctx)
+	dst, derr := h.atDestination(job)(ctx)
 	defer closeConn(dst)
-	return h.streams.teardown(ctx, job, src, dst)
+	if err := h.streams.teardown(ctx, job, src, dst); err != nil {
+		// What the teardown could not reach, and why it could not.
+		return errors.Join(err, serr, derr)
+	}
+	return nil
 }
 
 // cutoverStep is the cutover step at the source.
