@@ -333,6 +333,7 @@ func customer(t *testing.T, s *server, st site) *sql.DB {
 	cfg := mysqldrv.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = st.user, st.pass, "tcp", s.m.Addr(), st.db
 	cfg.Timeout = 5 * time.Second
+	cfg.TLSConfig = "preferred" // the harness's servers require TLS
 	conn, err := mysqldrv.NewConnector(cfg)
 	if err != nil {
 		t.Fatal(err)

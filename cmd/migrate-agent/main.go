@@ -76,6 +76,7 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 				DumpTool: c.DumpTool, ClientTool: c.ClientTool,
 				SessionWait: c.SessionWait, TempDir: c.TempDir,
 				Jobs: c.Jobs, ParallelAbove: c.ParallelAboveMiB << 20,
+				TLS: c.TLS, CAFile: c.CAFile,
 			},
 		}).Register(a)
 	}
@@ -152,12 +153,17 @@ func checkMySQL(ctx context.Context, cfg config.Config, w io.Writer) error {
 	if c.Address == "" {
 		return nil
 	}
-	srv, err := mysql.Open(ctx, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}, mysql.Options{})
+	srv, err := mysql.Open(ctx, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}, mysql.Options{TLS: c.TLS, CAFile: c.CAFile})
 	if err != nil {
 		return fmt.Errorf("the mysql server: %w", err)
 	}
 	defer func() { _ = srv.Close() }()
 	fmt.Fprintf(w, "  mysql:          %s, %s\n", c.Address, srv.Version())
+	seen, err := srv.SessionTLS(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  mysql tls:      %s (mysql.tls %s%s)%s\n", seen, srv.TLSMode(), caNote(c.CAFile, srv.TLSMode()), tlsWarning(seen.Encrypted(), srv.TLSMode(), strings.HasPrefix(c.Address, "/")))
 	src, err := srv.SourceReadiness(ctx)
 	if err != nil {
 		return err
@@ -169,6 +175,30 @@ func checkMySQL(ctx context.Context, cfg config.Config, w io.Writer) error {
 	printReadiness(w, "online source", src)
 	printReadiness(w, "online dest", dst)
 	return nil
+}
+
+// caNote names the CA bundle certificates are checked against.
+func caNote(caFile, mode string) string {
+	switch {
+	case mode != mysql.TLSVerifyIdentity:
+		return ", certificate not checked"
+	case caFile == "":
+		return ", certificate checked against the system's CAs"
+	}
+	return ", certificate checked against " + caFile
+}
+
+// tlsWarning flags a posture a review would not sign.
+func tlsWarning(encrypted bool, mode string, socket bool) string {
+	switch {
+	case socket:
+		return "" // local; peers reach it over TCP with the same settings
+	case !encrypted:
+		return "  WARNING: plaintext: customers' data and the administrator's login cross the network in the clear"
+	case mode != mysql.TLSVerifyIdentity:
+		return "  WARNING: encrypted but the server is not authenticated: set mysql.tls: verify-identity"
+	}
+	return ""
 }
 
 // printReadiness prints what a server lacks to be one side of a stream.

@@ -125,13 +125,16 @@ func TestCheckReportsMariaDBOnlineReadiness(t *testing.T) {
 	ready := fleettest.SharedMariaDBAs(t, "source")
 	for _, tc := range []struct {
 		m    *fleettest.MariaDB
+		tls  string // extra lines of the mysql section
 		want []string
 	}{
-		{noLog, []string{"online source:  NOT READY: ", "keeps no binary log (log_bin is off)", "binlog_format is MIXED", "online dest:    ready"}},
-		{ready, []string{"online source:  ready", "online dest:    ready", "note: binary logs at"}},
+		{noLog, "", []string{"online source:  NOT READY: ", "keeps no binary log (log_bin is off)", "binlog_format is MIXED", "online dest:    ready",
+			"mysql tls:      TLSv1.", "(mysql.tls preferred, certificate not checked)  WARNING: encrypted but the server is not authenticated"}},
+		{ready, fmt.Sprintf("  tls: verify-identity\n  ca-file: %s\n", ready.CA.CertFile), []string{"online source:  ready", "online dest:    ready", "note: binary logs at",
+			"(mysql.tls verify-identity, certificate checked against " + ready.CA.CertFile + ")\n"}},
 	} {
-		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\nmysql:\n  address: %s\n  user: root\n",
-			state.DSN, t.TempDir(), tc.m.Addr())
+		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\nmysql:\n  address: %s\n  user: root\n%s",
+			state.DSN, t.TempDir(), tc.m.Addr(), tc.tls)
 		code, out, stderr := runAgent(t, body, "--roles", "sync,cutover", "--check")
 		if code != 0 {
 			t.Fatalf("check: %d %s %s", code, out, stderr)

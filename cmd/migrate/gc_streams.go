@@ -131,7 +131,7 @@ func myStreamObjects(ctx context.Context, cfg config.Config, a statemachine.Agen
 	if addr == "" {
 		return nil, func() {}, nil
 	}
-	srv, err := mysql.Open(ctx, engine.Server{Host: a.Host, Address: addr, User: cfg.MySQL.User, Password: cfg.MySQL.Password}, mysql.Options{})
+	srv, err := mysql.Open(ctx, engine.Server{Host: a.Host, Address: addr, User: cfg.MySQL.User, Password: cfg.MySQL.Password}, mysql.Options{TLS: cfg.MySQL.TLS, CAFile: cfg.MySQL.CAFile})
 	if err != nil {
 		return nil, nil, err
 	}

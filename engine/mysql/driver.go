@@ -42,7 +42,9 @@ func (d Driver) Open(ctx context.Context, srv engine.Server, log *slog.Logger) (
 }
 
 // Probe checks that srv answers (Probe).
-func (Driver) Probe(ctx context.Context, srv engine.Server) error { return Probe(ctx, srv) }
+func (d Driver) Probe(ctx context.Context, srv engine.Server) error {
+	return Probe(ctx, srv, d.Options)
+}
 
 // DecodeBlock reads a block or close record (an Access).
 func (Driver) DecodeBlock(body []byte) (engine.Block, error) {

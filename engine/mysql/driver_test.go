@@ -71,6 +71,7 @@ func (c *mysqlCustomer) Write(ctx context.Context, srv engine.Server, db string)
 	cfg := mysqldrv.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user.(string), customerPass, "tcp", srv.Address, db
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 5*time.Second, 5*time.Second, 5*time.Second
+	cfg.TLSConfig = "preferred" // the harness's servers require TLS
 	conn, err := mysqldrv.NewConnector(cfg)
 	if err != nil {
 		return err

@@ -89,6 +89,7 @@ func customer(t *testing.T, m *fleettest.MariaDB, user, pass, db, from string) *
 	cfg.User, cfg.Passwd, cfg.Addr, cfg.DBName = user, pass, m.Addr(), db
 	cfg.Net = "tcp"
 	cfg.Timeout = 5 * time.Second
+	cfg.TLSConfig = "preferred" // the harness's servers require TLS
 	if from != "" {
 		cfg.Net = "from-" + from
 		if _, loaded := dialers.LoadOrStore(from, true); !loaded {

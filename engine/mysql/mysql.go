@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
@@ -55,6 +56,13 @@ type Options struct {
 	// and loaded as one script, which costs less per database. 0: 64 MiB;
 	// negative: never.
 	ParallelAbove int64
+	// TLS is how every connection to a server over TCP uses TLS — the
+	// engine's own, the tools', the binary log's: TLSDisabled,
+	// TLSPreferred (default), TLSRequired or TLSVerifyIdentity.
+	TLS string
+	// CAFile is a PEM bundle of the CAs that sign the servers'
+	// certificates, for TLSVerifyIdentity (empty: the system's CAs).
+	CAFile string
 	// Log receives what the engine does; nil discards.
 	Log *slog.Logger
 }
@@ -82,6 +90,10 @@ type Server struct {
 	ver      [3]int
 	foldCase bool
 	log      *slog.Logger
+	tls      clientTLS
+
+	tlsOnce sync.Mutex
+	tlsSeen *SessionTLS // SessionTLS's answer
 }
 
 // Open connects to srv as its administrator and reads its version. An
@@ -101,21 +113,19 @@ func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg := mysqldrv.NewConfig()
-	cfg.User, cfg.Passwd = srv.User, srv.Password
-	cfg.Net, cfg.Addr = "tcp", srv.Address
-	if strings.HasPrefix(srv.Address, "/") {
-		cfg.Net = "unix"
+	t, err := opt.tlsFor(srv)
+	if err != nil {
+		return nil, err
 	}
+	cfg := driverConfig(srv, t)
 	cfg.ParseTime, cfg.Loc = true, time.UTC
 	cfg.InterpolateParams = true
-	cfg.Timeout = 10 * time.Second
 	cfg.Params = map[string]string{"time_zone": "'+00:00'"}
 	conn, err := mysqldrv.NewConnector(cfg)
 	if err != nil {
 		return nil, engine.Permanentf("mysql server %s: %v", srv, err)
 	}
-	s := &Server{srv: srv, opt: opt, db: sql.OpenDB(conn), log: log.With("server", srv.String())}
+	s := &Server{srv: srv, opt: opt, db: sql.OpenDB(conn), log: log.With("server", srv.String()), tls: t}
 	s.db.SetMaxOpenConns(8 + opt.Jobs)
 	s.db.SetMaxIdleConns(2)
 	s.db.SetConnMaxIdleTime(time.Minute)
@@ -130,11 +140,34 @@ func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) 
 	return s, nil
 }
 
+// driverConfig is the driver's configuration for a connection to srv as
+// its user, with t's TLS.
+func driverConfig(srv engine.Server, t clientTLS) *mysqldrv.Config {
+	cfg := mysqldrv.NewConfig()
+	cfg.User, cfg.Passwd = srv.User, srv.Password
+	cfg.Net, cfg.Addr = "tcp", srv.Address
+	if strings.HasPrefix(srv.Address, "/") {
+		cfg.Net = "unix"
+	}
+	cfg.Timeout = 10 * time.Second
+	t.apply(cfg)
+	return cfg
+}
+
 // connectError explains why the server could not be used.
 func (s *Server) connectError(err error) error {
+	if terr := s.tls.tlsError(s.srv, err); terr != nil {
+		return terr
+	}
 	switch errNo(err) {
 	case 1045, 1044, 1698:
-		return engine.Permanentf("mysql server %s refused the administrator account %q: %v (check the mysql section of the agent's configuration)", s.srv, s.srv.User, err)
+		hint := "check the mysql section of the agent's configuration"
+		if s.tls.cfg == nil && !strings.HasPrefix(s.srv.Address, "/") {
+			// MariaDB refuses a plaintext login to a server that
+			// requires TLS with this same error.
+			hint += "; mysql.tls is disabled: a server with require_secure_transport refuses every plaintext login so"
+		}
+		return engine.Permanentf("mysql server %s refused the administrator account %q: %v (%s)", s.srv, s.srv.User, err, hint)
 	}
 	return fmt.Errorf("mysql server %s is unreachable: %w", s.srv, err)
 }
@@ -264,13 +297,13 @@ func schemaIs(col string) string {
 // if the server answered anything (an error from the server, such as too
 // many connections, is an answer too); an error if it did not (refused,
 // reset, or silent until ctx ended). The agents' hang watchdog uses it.
-func Probe(ctx context.Context, srv engine.Server) error {
-	cfg := mysqldrv.NewConfig()
-	cfg.User, cfg.Passwd = srv.User, srv.Password
-	cfg.Net, cfg.Addr = "tcp", srv.Address
-	if strings.HasPrefix(srv.Address, "/") {
-		cfg.Net = "unix"
+func Probe(ctx context.Context, srv engine.Server, opt Options) error {
+	t, err := opt.tlsFor(srv)
+	if err != nil {
+		return err
 	}
+	cfg := driverConfig(srv, t)
+	cfg.Timeout = 0
 	conn, err := mysqldrv.NewConnector(cfg)
 	if err != nil {
 		return err
@@ -280,7 +313,9 @@ func Probe(ctx context.Context, srv engine.Server) error {
 	db.SetMaxOpenConns(1)
 	err = db.PingContext(ctx)
 	var me *mysqldrv.MySQLError
-	if err == nil || errors.As(err, &me) {
+	if err == nil || errors.As(err, &me) || t.tlsError(srv, err) != nil {
+		// A refused certificate is an answer too (the steps' own
+		// connections say what is wrong with it).
 		return nil
 	}
 	return err

@@ -138,7 +138,7 @@ func (s *Server) ChangedKeysBetween(ctx context.Context, db string, tables map[s
 		}
 		metas[t] = m
 	}
-	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+	syncer, stream, err := s.tls.startBinlog(s.srv, replication.BinlogSyncerConfig{
 		ServerID: serverID, Flavor: gomysql.MariaDBFlavor, Host: host, Port: uint16(p),
 		User: s.srv.User, Password: s.srv.Password,
 		UseDecimal: true, TimestampStringLocation: time.UTC,
@@ -150,12 +150,11 @@ func (s *Server) ChangedKeysBetween(ctx context.Context, db string, tables map[s
 			}
 			return e.DecodeData(pos, data)
 		},
-	})
-	defer syncer.Close()
-	stream, err := syncer.StartSync(gomysql.Position{Name: from.File, Pos: uint32(from.Pos)})
+	}, gomysql.Position{Name: from.File, Pos: uint32(from.Pos)})
 	if err != nil {
 		return fail(err)
 	}
+	defer syncer.Close()
 	// The log up to to is written already: it is read at once.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

@@ -373,7 +373,13 @@ func (st *Streamer) Run(ctx context.Context) error {
 	if err != nil {
 		return st.broken(ctx, 0, fmt.Sprintf("the source address %q has no port", rec.Source))
 	}
-	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+	src := st.src
+	src.Address = rec.Source
+	t, err := st.dst.opt.tlsFor(src)
+	if err != nil {
+		return err
+	}
+	syncer, stream, err := t.startBinlog(src, replication.BinlogSyncerConfig{
 		ServerID: st.serverID, Flavor: gomysql.MariaDBFlavor, Host: host, Port: uint16(p),
 		User: st.src.User, Password: st.src.Password,
 		UseDecimal: true, TimestampStringLocation: time.UTC, HeartbeatPeriod: time.Second,
@@ -388,12 +394,11 @@ func (st *Streamer) Run(ctx context.Context) error {
 			}
 			return e.DecodeData(pos, data)
 		},
-	})
-	defer syncer.Close()
-	stream, err := syncer.StartSync(gomysql.Position{Name: rec.Applied.File, Pos: uint32(rec.Applied.Pos)})
+	}, gomysql.Position{Name: rec.Applied.File, Pos: uint32(rec.Applied.Pos)})
 	if err != nil {
 		return fmt.Errorf("read the binary log of %s from %s: %w", rec.Source, rec.Applied, err)
 	}
+	defer syncer.Close()
 	return a.run(ctx, stream)
 }
 
@@ -447,14 +452,8 @@ func (st *Streamer) newApplier(ctx context.Context, rec StreamRecord) (*applier,
 	// A connection of its own: found rows (not changed rows) count as
 	// affected, so that a missing row is seen; several statements a
 	// round trip (a group's batch).
-	cfg := mysqldrv.NewConfig()
-	d := st.dst.srv
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = d.User, d.Password, "tcp", d.Address
-	if strings.HasPrefix(d.Address, "/") {
-		cfg.Net = "unix"
-	}
+	cfg := driverConfig(st.dst.srv, st.dst.tls)
 	cfg.InterpolateParams, cfg.ClientFoundRows, cfg.MultiStatements = true, true, true
-	cfg.Timeout = 10 * time.Second
 	cfg.Params = map[string]string{"time_zone": "'+00:00'", "sql_mode": "'NO_AUTO_VALUE_ON_ZERO'"}
 	conn, err := mysqldrv.NewConnector(cfg)
 	if err != nil {

@@ -115,7 +115,11 @@ func familyName(f string) string {
 // credentials to a fresh 0600 option file in a 0700 directory, for
 // --defaults-extra-file: passwords never go on a command line or into the
 // environment. cleanup removes both.
-func (s *Server) credentials() (dir, file string, cleanup func(), err error) {
+func (s *Server) credentials(ctx context.Context) (dir, file string, cleanup func(), err error) {
+	tlsOpts, err := s.toolTLS(ctx)
+	if err != nil {
+		return "", "", nil, err
+	}
 	dir, err = os.MkdirTemp(s.opt.TempDir, "fleetmigrate-mysql-")
 	if err != nil {
 		return "", "", nil, fmt.Errorf("create a credential file: %w", err)
@@ -141,6 +145,7 @@ func (s *Server) credentials() (dir, file string, cleanup func(), err error) {
 		}
 		fmt.Fprintf(&b, "host=%s\nport=%s\nprotocol=TCP\n", optionValue(host), port)
 	}
+	b.WriteString(tlsOpts)
 	file = filepath.Join(dir, "client.cnf")
 	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 		cleanup()
@@ -160,7 +165,7 @@ func optionValue(v string) string {
 // run runs a tool with the credential file as its first option and a
 // minimal environment (engine.RunTool).
 func (s *Server) run(ctx context.Context, tool string, args []string, w io.Writer, stdin io.Reader) error {
-	dir, cnf, cleanup, err := s.credentials()
+	dir, cnf, cleanup, err := s.credentials(ctx)
 	if err != nil {
 		return err
 	}

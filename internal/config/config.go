@@ -207,6 +207,16 @@ type MySQL struct {
 	// loaded and verified over Jobs sessions; smaller ones as one script.
 	// Default: 64 (0 too); negative: never.
 	ParallelAboveMiB int64 `yaml:"parallel-above-mib"`
+	// TLS is how every connection to a MySQL/MariaDB server uses TLS (the
+	// engine's, the dump and client tools', the binary log's, to this
+	// server and to peers): disabled, preferred (TLS when the server
+	// offers it, unchecked), required (TLS, unchecked) or verify-identity
+	// (TLS, the certificate from a CA of ca-file and for the address the
+	// server is reached by). Default: preferred (docs/security.md).
+	TLS string `yaml:"tls"`
+	// CAFile is the PEM bundle of the CAs that sign the servers'
+	// certificates, for verify-identity. Default: the system's CAs.
+	CAFile string `yaml:"ca-file"`
 }
 
 // Storage is where dumps are kept.
@@ -636,6 +646,13 @@ func (c *Config) Validate() error {
 	}
 	if c.MySQL.AdvertiseAddress == "" {
 		c.MySQL.AdvertiseAddress = c.MySQL.Address
+	}
+	switch c.MySQL.TLS {
+	case "":
+		c.MySQL.TLS = "preferred"
+	case "disabled", "preferred", "required", "verify-identity":
+	default:
+		errs = append(errs, fmt.Sprintf("mysql.tls %q: want disabled, preferred, required or verify-identity", c.MySQL.TLS))
 	}
 	if c.Postgres.Address != "" && c.Postgres.User == "" {
 		errs = append(errs, "postgres.user is empty")

@@ -30,7 +30,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" {
+	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" || cfg.MySQL.TLS != "verify-identity" || cfg.MySQL.CAFile == "" {
 		t.Errorf("mysql section: %+v", cfg.MySQL)
 	}
 	if cfg.Postgres.Password != `pg: 'pa\ss'` || cfg.Postgres.AdvertiseAddress != "10.1.2.17:5432" || cfg.Postgres.ParallelAboveMiB != 512 || cfg.Postgres.Jobs != 2 {
@@ -131,8 +131,9 @@ func TestValidate(t *testing.T) {
 	cfg.Storage.Backend, cfg.Storage.Compression, cfg.Storage.Retention = "tape", "ultra", 0
 	cfg.Agent.HangTimeout = 2 * time.Second
 	cfg.Online.StallTimeout, cfg.Online.CutoverTimeout = 3*time.Second, 0
+	cfg.MySQL.TLS = "verify-ca"
 	err := cfg.Validate()
-	for _, want := range []string{"state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s",
+	for _, want := range []string{`mysql.tls "verify-ca"`, "state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s",
 		"online.stall-timeout 3s", "online: cutover-timeout 0s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation error %v does not mention %s", err, want)

@@ -188,7 +188,10 @@ func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, erro
 func (f *Fleet) startHost(ctx context.Context, h *Host, size FleetSize) error {
 	switch h.Engine {
 	case MySQL:
-		cfg := fleettest.MariaDBConfig{Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500"}}
+		// Certificates from the fleet's CA; TLS required on every TCP
+		// connection (fleettest's default), as a fleet between
+		// datacentres would.
+		cfg := fleettest.MariaDBConfig{TLS: f.CA, Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500"}}
 		if !h.Source {
 			cfg.DiskFree = size.MySQLDestinationDiskFree
 		}

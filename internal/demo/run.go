@@ -177,6 +177,7 @@ type Demo struct {
 	migStart, migEnd time.Time
 	verifyTook       time.Duration
 	setupTook        time.Duration
+	tlsBase          map[string][2]int64 // host → Connections, Ssl_accepts before the run (tls.go)
 	invTook          time.Duration
 }
 
@@ -226,6 +227,11 @@ func (d *Demo) Setup(ctx context.Context) error {
 		return err
 	}
 	d.Fleet = f // Close stops it from here on
+	// Count from here every connection the MariaDB servers take: all of
+	// them must use TLS (the summary's TLS line).
+	if err := d.tlsBaseline(ctx); err != nil {
+		return err
+	}
 	for _, h := range f.Hosts {
 		side := "destination"
 		if h.Source {
@@ -408,7 +414,17 @@ func (d *Demo) config(host, roles string, h *Host) string {
 		}
 		switch h.Engine {
 		case MySQL:
-			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", addr, f.AdminUser, envMySQLPassword)
+			// Every connection to a MariaDB server (this one, its peers;
+			// the engine's, the tools', the binary log's) checks the
+			// server's certificate against the fleet's CA and its
+			// address. Through a fault proxy the address is the proxy's:
+			// encrypted, the name not checked.
+			tlsMode := "verify-identity"
+			if d.proxies[h.ID] != nil {
+				tlsMode = "required"
+			}
+			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n  tls: %s\n  ca-file: %s\n",
+				addr, f.AdminUser, envMySQLPassword, tlsMode, f.CA.CertFile)
 			if d.Opt.MySQLJobs > 0 {
 				fmt.Fprintf(&b, "  jobs: %d\n", d.Opt.MySQLJobs)
 			}

@@ -58,7 +58,10 @@ type Summary struct {
 	BlockedPhases map[string][]time.Duration
 	// Invariants is the fault suite's invariant check over the fleet after
 	// the run (InvariantsErr: it could not run; InvariantsTook: its time).
-	Invariants     InvariantReport
+	Invariants InvariantReport
+	// TLS is what the MariaDB servers counted of the run's connections:
+	// every one must have used TLS.
+	TLS            TLSCount
 	InvariantsErr  error
 	InvariantsTook time.Duration
 	// Kills are the processes killed and restarted during the migration
@@ -145,6 +148,9 @@ func blockedPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.D
 func (s Summary) Failures() int {
 	n := len(s.NotDone) + len(s.Problems) + len(s.Writers.Problems) + len(s.Invariants.Violations)
 	if s.InvariantsErr != nil {
+		n++
+	}
+	if s.TLS.Err != nil || s.TLS.Plaintext() > 0 {
 		n++
 	}
 	for _, k := range s.Kills {
@@ -271,6 +277,7 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	s.Verified = s.Databases - len(problems)
 	s.Writers = d.checkWriters(ctx)
 	s.InvariantsTook = d.invTook
+	s.TLS = d.countTLS(ctx)
 	s.Kills, err = d.Kills(ctx)
 	return s, err
 }
@@ -391,6 +398,17 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "invariants:         %s, in %s\n", s.Invariants.Summary(), s.InvariantsTook.Round(100*time.Millisecond))
 	case s.Invariants.Checked != nil:
 		fmt.Fprintf(w, "invariants:         %d BROKEN (listed below), in %s\n", len(s.Invariants.Violations), s.InvariantsTook.Round(100*time.Millisecond))
+	}
+	switch {
+	case s.TLS.Err != nil:
+		fmt.Fprintf(w, "TLS:                could not be counted: %v\n", s.TLS.Err)
+	case s.TLS.Servers > 0:
+		verdict := "all of them"
+		if s.TLS.Plaintext() > 0 {
+			verdict = fmt.Sprintf("%d WITHOUT TLS", s.TLS.Plaintext())
+		}
+		fmt.Fprintf(w, "TLS:                %d/%d connections to the %d MariaDB servers used TLS, %s (counted at the servers: Ssl_accepts / Connections)\n",
+			s.TLS.Encrypted, s.TLS.Sessions, s.TLS.Servers, verdict)
 	}
 	fmt.Fprintf(w, "failures:           %d\n", s.Failures())
 	for _, n := range s.NotDone {

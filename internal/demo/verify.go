@@ -73,6 +73,7 @@ func mysqlDSN(addr, user, password, database string) string {
 	c := mysql.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr, c.DBName = user, password, "tcp", addr, database
 	c.Timeout, c.ReadTimeout = 5*time.Second, 2*time.Minute
+	c.TLSConfig = "preferred" // the fleet's servers require TLS
 	return c.FormatDSN()
 }
 

@@ -247,7 +247,7 @@ func TestProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	db, err := sql.Open("mysql", "root@tcp("+p.Addr+")/")
+	db, err := sql.Open("mysql", "root@tcp("+p.Addr+")/?tls=preferred")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,17 @@ type MariaDBConfig struct {
 	// this many bytes free once the server is initialised: a destination
 	// whose disk fills up. Needs root (mount).
 	DiskFree int64
+	// TLS is the CA that issues the server's certificate (default: a CA
+	// of its own, in its directory: CA). The server requires TLS on every
+	// TCP connection (require_secure_transport), as the fleet's do.
+	TLS *CA
+	// CertHost is the name or address the certificate is issued for
+	// (default: Host): another one makes a certificate that does not
+	// match the address clients reach it by.
+	CertHost string
+	// Plaintext starts the server without a certificate and without the
+	// requirement: a server that offers no TLS.
+	Plaintext bool
 }
 
 // serverID is a server id unique to an address: its last two octets and
@@ -57,6 +68,9 @@ type MariaDB struct {
 	Host string
 	Port int
 	Dir  string
+	// CA issued the server's certificate (nil: Plaintext). Its CertFile
+	// is what a client's ca-file names.
+	CA *CA
 
 	proc    *process
 	release func()
@@ -138,6 +152,14 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 		// statement ("table is full"), and those servers are destinations.
 		args = append(args, "--log-bin=mariadb-bin", "--binlog-format=ROW", "--binlog-row-image=FULL")
 	}
+	if !cfg.Plaintext {
+		tlsArgs, err := m.certificate(cfg)
+		if err != nil {
+			_ = os.RemoveAll(m.Dir)
+			return nil, fmt.Errorf("mariadb: certificate: %w", err)
+		}
+		args = append(args, tlsArgs...)
+	}
 	args = append(args, cfg.Args...)
 	m.proc, err = startProcess("mariadb "+m.Addr(), filepath.Join(m.Dir, "error.log"), exec.Command(mariadbd, args...))
 	if err != nil {
@@ -167,6 +189,29 @@ func StartMariaDB(ctx context.Context, cfg MariaDBConfig) (*MariaDB, error) {
 	return m, nil
 }
 
+// certificate issues the server's certificate and returns the options
+// that make it require TLS.
+func (m *MariaDB) certificate(cfg MariaDBConfig) ([]string, error) {
+	m.CA = cfg.TLS
+	if m.CA == nil {
+		var err error
+		if m.CA, err = NewCA(m.Dir); err != nil {
+			return nil, err
+		}
+	}
+	name := cfg.CertHost
+	if name == "" {
+		name = m.Host
+	}
+	certFile, keyFile, err := m.CA.Issue(m.Dir, name)
+	if err != nil {
+		return nil, err
+	}
+	// ssl-ca: a client certificate from the CA is accepted (not asked
+	// for); sysbench sends one.
+	return []string{"--ssl-cert=" + certFile, "--ssl-key=" + keyFile, "--ssl-ca=" + m.CA.CertFile, "--require-secure-transport=ON"}, nil
+}
+
 // NewMariaDB starts a private MariaDB server for t.
 func NewMariaDB(t testing.TB, cfg MariaDBConfig) *MariaDB {
 	t.Helper()
@@ -191,9 +236,12 @@ func SharedMariaDBAs(t testing.TB, role string) *MariaDB {
 // Addr is host:port.
 func (m *MariaDB) Addr() string { return fmt.Sprintf("%s:%d", m.Host, m.Port) }
 
-// DSN is a go-sql-driver/mysql DSN for root over TCP to database (may be "").
+// DSN is a go-sql-driver/mysql DSN for root over TCP to database (may be
+// ""), over TLS when the server offers it (tls=preferred: encrypted, the
+// certificate not checked).
 func (m *MariaDB) DSN(database string) string {
 	c := mysql.NewConfig()
+	c.TLSConfig = "preferred"
 	c.User = "root"
 	c.Net = "tcp"
 	c.Addr = m.Addr()

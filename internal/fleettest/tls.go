@@ -60,18 +60,35 @@ func NewCA(dir string) (*CA, error) {
 // Issue writes a server certificate for host (an IP address or a name)
 // and its key into dir, and returns their paths.
 func (ca *CA) Issue(dir, host string) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	return certFile, keyFile, ca.IssueTo(dir, host, "server.pem", "server-key.pem")
+}
+
+// CopyTo writes the CA's certificate to path (a tool that looks for it
+// under a name of its own).
+func (ca *CA) CopyTo(path string) error {
+	b, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// IssueTo writes a certificate for host and its key into dir, under the
+// names given.
+func (ca *CA) IssueTo(dir, host, certName, keyName string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", err
+		return err
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
-		return "", "", err
+		return err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: host},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(47 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	if ip := net.ParseIP(host); ip != nil {
 		tmpl.IPAddresses = []net.IP{ip}
@@ -80,20 +97,19 @@ func (ca *CA) Issue(dir, host string) (certFile, keyFile string, err error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return "", "", err
+		return err
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return "", "", err
+		return err
 	}
-	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", "", err
+	if err := os.WriteFile(filepath.Join(dir, certName), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return "", "", fmt.Errorf("write key: %w", err)
+	if err := os.WriteFile(filepath.Join(dir, keyName), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return fmt.Errorf("write key: %w", err)
 	}
-	return certFile, keyFile, nil
+	return nil
 }
 
 // HTTPClient trusts the CA only.
