@@ -177,7 +177,7 @@ type Demo struct {
 	migStart, migEnd time.Time
 	verifyTook       time.Duration
 	setupTook        time.Duration
-	tlsBase          map[string][2]int64 // host → Connections, Ssl_accepts before the run (tls.go)
+	tlsBase          map[string]tlsStatus // host → its connection counters before the run (tls.go)
 	invTook          time.Duration
 }
 

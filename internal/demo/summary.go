@@ -150,7 +150,7 @@ func (s Summary) Failures() int {
 	if s.InvariantsErr != nil {
 		n++
 	}
-	if s.TLS.Err != nil || s.TLS.Plaintext() > 0 {
+	if s.TLS.Servers > 0 && !s.TLS.OK() {
 		n++
 	}
 	for _, k := range s.Kills {
@@ -404,11 +404,17 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "TLS:                could not be counted: %v\n", s.TLS.Err)
 	case s.TLS.Servers > 0:
 		verdict := "all of them"
-		if s.TLS.Plaintext() > 0 {
-			verdict = fmt.Sprintf("%d WITHOUT TLS", s.TLS.Plaintext())
+		if p := s.TLS.Plaintext(); p > 0 {
+			verdict = fmt.Sprintf("the %d others closed before logging in (%d aborted connects: a dial its caller cancelled)", p, s.TLS.Aborted)
+			if !s.TLS.OK() {
+				verdict = fmt.Sprintf("%d WITHOUT TLS, %d refused logins (listed below)", p, len(s.TLS.Refused))
+			}
 		}
-		fmt.Fprintf(w, "TLS:                %d/%d connections to the %d MariaDB servers used TLS, %s (counted at the servers: Ssl_accepts / Connections)\n",
+		fmt.Fprintf(w, "TLS:                %d/%d connections to the %d MariaDB servers used TLS, %s; counted at the servers (Ssl_accepts / Connections), which require it\n",
 			s.TLS.Encrypted, s.TLS.Sessions, s.TLS.Servers, verdict)
+		for _, l := range s.TLS.Refused {
+			fmt.Fprintf(w, "  refused:  %s\n", l)
+		}
 	}
 	fmt.Fprintf(w, "failures:           %d\n", s.Failures())
 	for _, n := range s.NotDone {

@@ -1,69 +1,95 @@
 package demo
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 )
 
 // TLSCount is what the MariaDB servers counted of the connections made to
-// them during the run: Sessions (their Connections status: every
-// connection attempt, TCP or not, accepted or refused) and Encrypted
-// (Ssl_accepts: those that began TLS). Counted at the servers, not by
-// our clients: a connection of ours, a tool's or a customer's without TLS
-// shows as the difference (and is refused: the servers require TLS).
+// them during the run, from their own status counters and error logs (not
+// from our clients): Connections (every connection, accepted or refused),
+// Ssl_accepts (those that began TLS) and Aborted_connects (those closed
+// before logging in: a dial cancelled by its caller, a refused login).
+// The servers require TLS: a connection without it cannot log in, and its
+// refusal is in the server's error log (Refused).
 type TLSCount struct {
-	Servers             int
-	Sessions, Encrypted int64
-	Err                 error
+	Servers                      int
+	Sessions, Encrypted, Aborted int64
+	// Refused are the error-log lines of logins the servers refused
+	// during the run (a client without TLS is refused so).
+	Refused []string
+	Err     error
 }
 
-// Plaintext is the connections that did not use TLS.
+// Plaintext is the connections that did not begin TLS.
 func (c TLSCount) Plaintext() int64 { return c.Sessions - c.Encrypted }
 
+// OK reports whether no session went without TLS: every connection that
+// did not begin TLS closed before logging in, and no login was refused.
+func (c TLSCount) OK() bool {
+	return c.Err == nil && len(c.Refused) == 0 && c.Plaintext() <= c.Aborted
+}
+
+// tlsStatus is one server's counters and the size of its error log.
+type tlsStatus struct {
+	sessions, encrypted, aborted int64
+	logSize                      int64
+}
+
 // tlsCounters reads one MariaDB server's counters.
-func tlsCounters(ctx context.Context, h *Host) (sessions, encrypted int64, err error) {
+func tlsCounters(ctx context.Context, h *Host) (tlsStatus, error) {
+	var st tlsStatus
+	if fi, err := os.Stat(h.my.ErrorLog()); err == nil {
+		st.logSize = fi.Size()
+	}
 	db, err := sql.Open("mysql", h.my.DSN(""))
 	if err != nil {
-		return 0, 0, err
+		return st, err
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Ssl_accepts')")
+	rows, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Ssl_accepts', 'Aborted_connects')")
 	if err != nil {
-		return 0, 0, fmt.Errorf("read the connection counters of %s: %w", h.ID, err)
+		return st, fmt.Errorf("read the connection counters of %s: %w", h.ID, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name, v string
 		if err := rows.Scan(&name, &v); err != nil {
-			return 0, 0, err
+			return st, err
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s at %s: %q is not a number", name, h.ID, v)
+			return st, fmt.Errorf("%s at %s: %q is not a number", name, h.ID, v)
 		}
-		if name == "Connections" {
-			sessions = n
-		} else {
-			encrypted = n
+		switch name {
+		case "Connections":
+			st.sessions = n
+		case "Ssl_accepts":
+			st.encrypted = n
+		case "Aborted_connects":
+			st.aborted = n
 		}
 	}
-	return sessions, encrypted, rows.Err()
+	return st, rows.Err()
 }
 
 // tlsBaseline records every MariaDB server's counters before the run.
 func (d *Demo) tlsBaseline(ctx context.Context) error {
-	d.tlsBase = map[string][2]int64{}
+	d.tlsBase = map[string]tlsStatus{}
 	for _, h := range d.Fleet.Hosts {
 		if h.my == nil {
 			continue
 		}
-		s, e, err := tlsCounters(ctx, h)
+		st, err := tlsCounters(ctx, h)
 		if err != nil {
 			return err
 		}
-		d.tlsBase[h.ID] = [2]int64{s, e}
+		d.tlsBase[h.ID] = st
 	}
 	return nil
 }
@@ -80,14 +106,43 @@ func (d *Demo) countTLS(ctx context.Context) TLSCount {
 		if h.my == nil || !ok {
 			continue
 		}
-		s, e, err := tlsCounters(ctx, h)
+		st, err := tlsCounters(ctx, h)
 		if err != nil {
 			c.Err = err
 			return c
 		}
 		c.Servers++
-		c.Sessions += s - base[0]
-		c.Encrypted += e - base[1]
+		c.Sessions += st.sessions - base.sessions
+		c.Encrypted += st.encrypted - base.encrypted
+		c.Aborted += st.aborted - base.aborted
+		refused, err := refusedLogins(h.my.ErrorLog(), base.logSize)
+		if err != nil {
+			c.Err = fmt.Errorf("read the error log of %s: %w", h.ID, err)
+			return c
+		}
+		for _, l := range refused {
+			c.Refused = append(c.Refused, h.ID+": "+l)
+		}
 	}
 	return c
+}
+
+// refusedLogins returns the refused logins in an error log from offset on.
+func refusedLogins(path string, offset int64) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return nil, err
+	}
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := sc.Text(); strings.Contains(l, "Access denied for user") {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
 }

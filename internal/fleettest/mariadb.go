@@ -285,6 +285,9 @@ func (m *MariaDB) dataDir() string { return filepath.Join(m.Dir, "data") }
 // Kill ends the server with SIGKILL, as a crash would; Stop still cleans up.
 func (m *MariaDB) Kill() { m.proc.kill() }
 
+// ErrorLog is the path of the server's error log.
+func (m *MariaDB) ErrorLog() string { return filepath.Join(m.Dir, "error.log") }
+
 // LogTail returns the last lines of the server's error log.
 func (m *MariaDB) LogTail(lines int) string {
 	return tailFile(filepath.Join(m.Dir, "error.log"), lines)
