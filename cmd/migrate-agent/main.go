@@ -133,6 +133,24 @@ func checkPostgres(ctx context.Context, cfg config.Config, w io.Writer) error {
 	}
 	defer func() { _ = srv.Close() }()
 	fmt.Fprintf(w, "  postgres:       %s, PostgreSQL %s\n", c.Address, srv.Version())
+	seen, err := srv.SessionTLS(ctx)
+	if err != nil {
+		return err
+	}
+	mode := c.SSLMode
+	if mode == "" {
+		mode = "prefer"
+	}
+	warn := ""
+	switch {
+	case strings.HasPrefix(c.Address, "/"):
+	case seen == "plaintext":
+		warn = "  WARNING: plaintext: customers' data and the administrator's login cross the network in the clear"
+	case mode != "verify-full":
+		warn = "  WARNING: encrypted but the server's name is not checked: set postgres.sslmode: verify-full"
+	}
+	fmt.Fprintf(w, "  postgres tls:   %s (postgres.sslmode %s)%s\n", seen, mode, warn)
+	fmt.Fprintf(w, "  postgres role:  %s: a superuser, which the engine needs on every cluster (it reads password verifiers from pg_authid, which only a superuser may; docs/security.md)\n", c.User)
 	src, err := srv.SourceReadiness(ctx)
 	if err != nil {
 		return err
@@ -164,6 +182,16 @@ func checkMySQL(ctx context.Context, cfg config.Config, w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "  mysql tls:      %s (mysql.tls %s%s)%s\n", seen, srv.TLSMode(), caNote(c.CAFile, srv.TLSMode()), tlsWarning(seen.Encrypted(), srv.TLSMode(), strings.HasPrefix(c.Address, "/")))
+	grants, err := srv.OwnGrants(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range grants {
+		fmt.Fprintf(w, "  mysql account:  %s\n", g)
+	}
+	if slices.ContainsFunc(grants, func(g string) bool { return strings.HasPrefix(g, "GRANT ALL PRIVILEGES ON *.*") }) {
+		fmt.Fprintf(w, "  mysql account:  note: administrator of this server, which the engine needs here (it creates accounts, grants and definers); peers log in to it with the same account (docs/security.md, least privilege)\n")
+	}
 	src, err := srv.SourceReadiness(ctx)
 	if err != nil {
 		return err

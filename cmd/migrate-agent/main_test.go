@@ -69,7 +69,11 @@ func TestCheckReportsOnlineReadiness(t *testing.T) {
 		pg   *fleettest.Postgres
 		want []string
 	}{
-		{replica, []string{`online source:  NOT READY: wal_level is "replica"`, "restart the server", "online dest:    ready"}},
+		{replica, []string{`online source:  NOT READY: wal_level is "replica"`, "restart the server", "online dest:    ready",
+			// the posture: TLS as the server sees the session, the role,
+			// what the state-database login may change
+			"postgres tls:   plaintext (postgres.sslmode prefer)  WARNING: plaintext", "postgres role:  postgres: a superuser",
+			"may change source, destination, dns_name, engine, mode of every row  WARNING"}},
 		{ready, []string{"online source:  ready", "online dest:    ready", "note: max_slot_wal_keep_size is unlimited"}},
 	} {
 		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\npostgres:\n  address: %s\n  user: postgres\n  password: %q\n",
@@ -129,6 +133,7 @@ func TestCheckReportsMariaDBOnlineReadiness(t *testing.T) {
 		want []string
 	}{
 		{noLog, "", []string{"online source:  NOT READY: ", "keeps no binary log (log_bin is off)", "binlog_format is MIXED", "online dest:    ready",
+			"mysql account:  GRANT ALL PRIVILEGES ON *.* TO `root`", "mysql account:  note: administrator of this server",
 			"mysql tls:      TLSv1.", "(mysql.tls preferred, certificate not checked)  WARNING: encrypted but the server is not authenticated"}},
 		{ready, fmt.Sprintf("  tls: verify-identity\n  ca-file: %s\n", ready.CA.CertFile), []string{"online source:  ready", "online dest:    ready", "note: binary logs at",
 			"(mysql.tls verify-identity, certificate checked against " + ready.CA.CertFile + ")\n"}},

@@ -310,3 +310,22 @@ func (t clientTLS) startBinlog(srv engine.Server, cfg replication.BinlogSyncerCo
 	}
 	return syncer, stream, nil
 }
+
+// OwnGrants lists the privileges of the engine's own account (SHOW GRANTS,
+// password hashes redacted): what migrate-agent --check reports.
+func (s *Server) OwnGrants(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, "SHOW GRANTS")
+	if err != nil {
+		return nil, fmt.Errorf("read the grants of %q at %s: %w", s.srv.User, s, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			return nil, err
+		}
+		out = append(out, redactGrant(g))
+	}
+	return out, rows.Err()
+}

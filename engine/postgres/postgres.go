@@ -404,3 +404,21 @@ func Probe(ctx context.Context, srv engine.Server, opt Options) error {
 	}
 	return err
 }
+
+// SessionTLS says how a session of the pool is secured, as the server
+// reports it (pg_stat_ssl): "plaintext", or the protocol and cipher.
+// migrate-agent --check prints it.
+func (s *Server) SessionTLS(ctx context.Context) (string, error) {
+	var (
+		on              bool
+		version, cipher *string
+	)
+	err := s.pool.QueryRow(ctx, "SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&on, &version, &cipher)
+	if err != nil {
+		return "", fmt.Errorf("read the TLS of a session at %s: %w", s.srv, err)
+	}
+	if !on || version == nil || cipher == nil {
+		return "plaintext", nil
+	}
+	return *version + " " + *cipher, nil
+}

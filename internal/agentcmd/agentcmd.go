@@ -263,6 +263,12 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, scfg sqlstore.Confi
 	}
 	fmt.Fprintf(stdout, "migrate-agent %s: configuration ok\n  host:           %s\n  roles:          %s\n  state database: %s (schema current, clock %s)\n",
 		version, acfg.Host, strings.Join(roles, ","), store.Where(), now.Format("2006-01-02T15:04:05Z"))
+	posture, err := store.Posture(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
+	fmt.Fprintf(stdout, "  state role:     %s\n", describePosture(posture))
 	if cur, ok, err := store.AgentFor(ctx, acfg.Host); err == nil && ok {
 		fmt.Fprintf(stdout, "  registry:       host %s last served by pid %d on %s, seen %s\n", cur.Host, cur.PID, cur.Machine, cur.LastSeen.Format(time.RFC3339))
 	}
@@ -300,4 +306,17 @@ func notify(state string) {
 	}
 	_, _ = conn.Write([]byte(state))
 	_ = conn.Close()
+}
+
+// describePosture says what the agent's state-database login may change
+// and warns where it reaches beyond this host's own rows.
+func describePosture(p sqlstore.Posture) string {
+	switch {
+	case p.Superuser:
+		return p.Role + ": a superuser — may change every row and column of the state table  WARNING: any agent with this login can rewrite any host's rows, redirect any customer's name (docs/security.md)"
+	case len(p.MayChange) > 0:
+		return fmt.Sprintf("%s: may change %s of every row  WARNING: no agent's step moves those; with this login any agent can send any customer's data or name elsewhere (docs/security.md)",
+			p.Role, strings.Join(p.MayChange, ", "))
+	}
+	return p.Role + ": may not change " + strings.Join(sqlstore.Guarded, ", ")
 }
