@@ -412,7 +412,11 @@ func (s Summary) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "TLS:                %d/%d connections to the %d MariaDB servers used TLS, %s; counted at the servers (Ssl_accepts / Connections), which require it\n",
 			s.TLS.Encrypted, s.TLS.Sessions, s.TLS.Servers, verdict)
-		for _, l := range s.TLS.Refused {
+		for i, l := range s.TLS.Refused {
+			if i == 10 {
+				fmt.Fprintf(w, "  refused:  … and %d more (the servers' error logs)\n", len(s.TLS.Refused)-i)
+				break
+			}
 			fmt.Fprintf(w, "  refused:  %s\n", l)
 		}
 	}

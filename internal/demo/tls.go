@@ -140,7 +140,10 @@ func refusedLogins(path string, offset int64) ([]string, error) {
 	var out []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if l := sc.Text(); strings.Contains(l, "Access denied for user") {
+		// A refused login ("Access denied for user 'u'@'h' (using
+		// password: YES)"), not a session refused a database ("… to
+		// database 'd'": a closed source does that by design).
+		if l := sc.Text(); strings.Contains(l, "Access denied for user") && strings.Contains(l, "(using password:") {
 			out = append(out, l)
 		}
 	}
