@@ -201,7 +201,7 @@ func openStoreWith(ctx context.Context, cfg config.Config, log *slog.Logger) (*s
 }
 
 func storeConfig(cfg config.Config, log *slog.Logger) sqlstore.Config {
-	return sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
+	return sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, CAFile: cfg.State.CAFile, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
 }
 
 // actor names the person running the command in the audit trail:

@@ -100,7 +100,7 @@ func Main(args []string, version string, stdout, stderr io.Writer, register Regi
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	scfg := sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
+	scfg := sqlstore.Config{Driver: cfg.State.Driver, DSN: cfg.State.DSN, CAFile: cfg.State.CAFile, MaxOpenConns: cfg.State.MaxOpenConns, Logger: log}
 	if *check {
 		code := runCheck(ctx, stdout, stderr, scfg, acfg, cfg.DNS, version)
 		for _, c := range checks {

@@ -318,6 +318,12 @@ type State struct {
 	// DSN (user:password@tcp(host:port)/database). Put the password in the
 	// environment: dsn: "postgres://fleet:${FLEET_DB_PASSWORD}@db/fleet".
 	DSN string `yaml:"dsn"`
+	// CAFile is the PEM bundle of the CAs that sign the state database
+	// server's certificate: set, the connection is TLS with the
+	// certificate and the server's name checked (MySQL: the only way to
+	// trust a private CA; PostgreSQL: sslrootcert, sslmode verify-full
+	// unless the DSN says otherwise). Default: the DSN decides.
+	CAFile string `yaml:"ca-file"`
 	// MaxOpenConns caps this process's connections to the state database.
 	MaxOpenConns int `yaml:"max-open-conns"`
 }

@@ -405,7 +405,7 @@ func (s Summary) Print(w io.Writer) {
 	case s.TLS.Servers > 0:
 		verdict := "all of them"
 		if p := s.TLS.Plaintext(); p > 0 {
-			verdict = fmt.Sprintf("the %d others closed before logging in (%d aborted connects: a dial its caller cancelled)", p, s.TLS.Aborted)
+			verdict = fmt.Sprintf("the %d others sent no login (closed by their caller first: no login without TLS was refused, none can succeed)", p)
 			if !s.TLS.OK() {
 				verdict = fmt.Sprintf("%d WITHOUT TLS, %d refused logins (listed below)", p, len(s.TLS.Refused))
 			}

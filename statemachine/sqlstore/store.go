@@ -12,11 +12,16 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +59,12 @@ type Config struct {
 	Driver string
 	// DSN is a pgx connection string or URL, or a go-sql-driver/mysql DSN.
 	DSN string
+	// CAFile is a PEM bundle of the CAs that sign the state database
+	// server's certificate. Set, the connection is TLS with the server's
+	// certificate checked against it and its name (MySQL: a TLS
+	// configuration of its own; PostgreSQL: sslrootcert, and sslmode
+	// verify-full unless the DSN says otherwise). Empty: the DSN decides.
+	CAFile string
 	// MaxOpenConns caps the connection pool (default DefaultMaxOpenConns).
 	MaxOpenConns int
 	// Now pins the clock for tests: when set, every timestamp the store
@@ -122,7 +133,7 @@ func Connect(ctx context.Context, cfg Config) (*sql.DB, migrations.Dialect, stri
 }
 
 func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, string, error) {
-	d, dsn, where, err := prepareDSN(cfg.Driver, cfg.DSN)
+	d, dsn, where, err := prepareDSN(cfg.Driver, cfg.DSN, cfg.CAFile)
 	if err != nil {
 		return nil, dialect{}, "", "", err
 	}
@@ -154,7 +165,7 @@ func connect(ctx context.Context, cfg Config) (*sql.DB, dialect, string, string,
 // prepareDSN validates the DSN, adds the session settings the store relies
 // on, and returns a description of the server ("postgres at host:port") for
 // messages. The description never contains the password.
-func prepareDSN(driver, dsn string) (dialect, string, string, error) {
+func prepareDSN(driver, dsn, caFile string) (dialect, string, string, error) {
 	if dsn == "" {
 		return dialect{}, "", "", errors.New("no state database configured: set state.dsn in the configuration (or FLEETMIGRATE_STATE_DSN)")
 	}
@@ -173,6 +184,17 @@ func prepareDSN(driver, dsn string) (dialect, string, string, error) {
 		// rare status. Plan every statement for its actual values.
 		if !strings.Contains(dsn, "plan_cache_mode") {
 			dsn = appendPGParam(dsn, "plan_cache_mode", "force_custom_plan")
+		}
+		if caFile != "" {
+			if strings.Contains(dsn, "sslmode=disable") {
+				return dialect{}, "", "", fmt.Errorf("state.ca-file is set and state.dsn says sslmode=disable: remove one")
+			}
+			if !strings.Contains(dsn, "sslrootcert") {
+				dsn = appendPGParam(dsn, "sslrootcert", caFile)
+			}
+			if !strings.Contains(dsn, "sslmode") {
+				dsn = appendPGParam(dsn, "sslmode", "verify-full")
+			}
 		}
 		return dialect{name: migrations.Postgres}, dsn, where, nil
 	case "mysql", "mariadb":
@@ -196,6 +218,13 @@ func prepareDSN(driver, dsn string) (dialect, string, string, error) {
 		}
 		if mc.Params == nil {
 			mc.Params = map[string]string{}
+		}
+		if caFile != "" {
+			name, err := stateTLS(mc, caFile)
+			if err != nil {
+				return dialect{}, "", "", err
+			}
+			mc.TLSConfig = name
 		}
 		// DATETIME columns hold UTC; NOW() must agree.
 		mc.Params["time_zone"] = "'+00:00'"
@@ -356,3 +385,30 @@ func (s *Store) wrapDBErr(err error) error {
 
 // Rebind rewrites a statement written with ? placeholders for the dialect.
 func (s *Store) Rebind(query string) string { return s.d.q(query) }
+
+// stateTLS registers, for the MySQL driver, a TLS configuration that
+// checks the state database server's certificate against the CAs of
+// caFile and its name (the DSN's host), and returns its name.
+func stateTLS(mc *mysql.Config, caFile string) (string, error) {
+	if mc.TLSConfig == "false" || mc.TLSConfig == "skip-verify" || mc.TLSConfig == "preferred" {
+		return "", fmt.Errorf("state.ca-file is set and state.dsn says tls=%s: remove one", mc.TLSConfig)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return "", fmt.Errorf("state.ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return "", fmt.Errorf("state.ca-file %s holds no PEM certificate", caFile)
+	}
+	host, _, err := net.SplitHostPort(mc.Addr)
+	if err != nil {
+		host = mc.Addr
+	}
+	sum := sha256.Sum256(append(pem, host...))
+	name := "fleetmigrate-state-" + hex.EncodeToString(sum[:8])
+	if err := mysql.RegisterTLSConfig(name, &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}); err != nil {
+		return "", fmt.Errorf("state.ca-file: %w", err)
+	}
+	return name, nil
+}
