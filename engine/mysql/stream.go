@@ -377,7 +377,7 @@ func (st *Streamer) Run(ctx context.Context) error {
 	src.Address = rec.Source
 	t, err := st.dst.opt.tlsFor(src)
 	if err != nil {
-		return err
+		return st.broken(ctx, 0, err.Error())
 	}
 	syncer, stream, err := t.startBinlog(src, replication.BinlogSyncerConfig{
 		ServerID: st.serverID, Flavor: gomysql.MariaDBFlavor, Host: host, Port: uint16(p),
@@ -395,6 +395,11 @@ func (st *Streamer) Run(ctx context.Context) error {
 			return e.DecodeData(pos, data)
 		},
 	}, gomysql.Position{Name: rec.Applied.File, Pos: uint32(rec.Applied.Pos)})
+	if errors.Is(err, engine.ErrPermanent) {
+		// A certificate refused, TLS the source does not offer: no retry
+		// changes it; the record says why, and the row's step fails it.
+		return st.broken(ctx, 0, err.Error())
+	}
 	if err != nil {
 		return fmt.Errorf("read the binary log of %s from %s: %w", rec.Source, rec.Applied, err)
 	}

@@ -159,3 +159,33 @@ func TestTLSPreferredMixedFleet(t *testing.T) {
 	shop(t, src, db)
 	migrate(t, src, dst, db)
 }
+
+// A stream whose source's certificate the destination cannot verify stops
+// at once, broken, its record saying why (the row's step then fails the
+// row with it), instead of retrying a connection no retry can make.
+func TestStreamRefusesACertificateItCannotVerify(t *testing.T) {
+	src, dst0 := fleet(t)
+	t.Parallel()
+	// The destination trusts its own server's CA only: not the source's.
+	dst := &side{name: dst0.name, m: dst0.m, root: dst0.root,
+		srv: openServer(t, dst0.m, dst0.name, mysql.Options{TLS: mysql.TLSVerifyIdentity, CAFile: caBundle(t, dst0.m)})}
+	db := name("tls_stream_")
+	shop(t, src, db)
+	s, err := src.srv.Inspect(ctx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, _, ran := copyAndStream(t, src, dst, s)
+	select {
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "not signed by a CA of mysql.ca-file") {
+			t.Errorf("the stream stopped with %v", err)
+		}
+	case <-ctx(t).Done():
+		t.Fatal("the stream did not stop")
+	}
+	rec, err := dst.srv.StreamRecordOf(ctx(t), st.Name)
+	if err != nil || !strings.Contains(rec.Error, "its TLS certificate is not signed by a CA of mysql.ca-file") || !strings.Contains(rec.Error, src.m.Addr()) {
+		t.Errorf("the stream's record: %q, %v", rec.Error, err)
+	}
+}
