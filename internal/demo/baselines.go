@@ -96,10 +96,10 @@ func (d *Demo) Baselines(ctx context.Context, sizes map[string]int64) []Baseline
 			}
 			env := []string{"PGPASSWORD=" + d.Fleet.AdminPassword}
 			conn := func(h *Host, name string) string {
-				return shellQuote(fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", h.IP, h.Port, d.Fleet.AdminUser, pgConnValue(name)))
+				return shellQuote(fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=require", h.IP, h.Port, d.Fleet.AdminUser, pgConnValue(name)))
 			}
 			uri := func(h *Host, name string) string {
-				return shellQuote(fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", d.Fleet.AdminUser, h.IP, h.Port, urlPath(name)))
+				return shellQuote(fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=require", d.Fleet.AdminUser, h.IP, h.Port, urlPath(name)))
 			}
 			create := func(s string) error {
 				return execPG(ctx, dst.pg.DSN("postgres"), "CREATE DATABASE "+ident.QuotePostgres(s))

@@ -15,6 +15,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -139,9 +141,23 @@ type FleetSize struct {
 // storage.s3.ca-file, as they would a company CA.
 func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, error) {
 	f := &Fleet{AdminUser: adminUser, AdminPassword: randomPassword(24)}
-	ca, err := fleettest.NewCA(dir)
+	// The CA's certificate must be readable by the PostgreSQL servers'
+	// own user too (a destination's subscription checks its source's
+	// certificate with it): a directory of its own, outside dir (0700).
+	caDir, err := os.MkdirTemp("", "fleetmigrate-demo-ca-")
+	if err == nil {
+		err = os.Chmod(caDir, 0o755)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create a CA for TLS: %w", err)
+	}
+	f.track("CA directory "+caDir, func() error { return os.RemoveAll(caDir) })
+	ca, err := fleettest.NewCA(caDir)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("create a CA for TLS: %w", err), f.Stop())
+	}
+	if err := ca.CopyTo(filepath.Join(dir, "ca.pem")); err != nil {
+		return nil, errors.Join(fmt.Errorf("keep the CA's certificate: %w", err), f.Stop())
 	}
 	f.CA = ca
 	var hosts []*Host
@@ -159,7 +175,7 @@ func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, erro
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		// The password goes into a DSN URL: keep it to URL-safe characters.
-		pg, err := fleettest.StartPostgres(gctx, fleettest.PostgresConfig{Password: randomHex(16)})
+		pg, err := fleettest.StartPostgres(gctx, fleettest.PostgresConfig{Password: randomHex(16), TLS: ca})
 		if err != nil {
 			return fmt.Errorf("start the state database: %w", err)
 		}
@@ -216,7 +232,9 @@ func (f *Fleet) startHost(ctx context.Context, h *Host, size FleetSize) error {
 			}
 		}
 	case Postgres:
-		p, err := fleettest.StartPostgres(ctx, fleettest.PostgresConfig{Password: randomPassword(24), Settings: map[string]string{"max_connections": "300"}})
+		// TLS required over TCP (hostnossl reject), a certificate from
+		// the fleet's CA, as for MariaDB.
+		p, err := fleettest.StartPostgres(ctx, fleettest.PostgresConfig{Password: randomPassword(24), TLS: f.CA, Settings: map[string]string{"max_connections": "300"}})
 		if err != nil {
 			return fmt.Errorf("start PostgreSQL for %s: %w", h.ID, err)
 		}
@@ -263,7 +281,7 @@ func (f *Fleet) HostByIP(engine, ip string) *Host {
 // StateDSN is the state database's DSN with the password as ${VAR}, for
 // configuration files.
 func (f *Fleet) StateDSN(passwordVar string) string {
-	return fmt.Sprintf("postgres://postgres:${%s}@%s/fleet?sslmode=disable", passwordVar, f.State.Addr())
+	return fmt.Sprintf("postgres://postgres:${%s}@%s/fleet", passwordVar, f.State.Addr())
 }
 
 func (f *Fleet) track(name string, stop func() error) {

@@ -382,7 +382,7 @@ func (d *Demo) SetRoles(id, roles string) error {
 func (d *Demo) config(host, roles string, h *Host) string {
 	f := d.Fleet
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s — written by the demo\nhost: %s\nstate:\n  driver: postgres\n  dsn: %q\nlog:\n  format: json\n", host, host, f.StateDSN(envStatePassword))
+	fmt.Fprintf(&b, "# %s — written by the demo\nhost: %s\nstate:\n  driver: postgres\n  dsn: %q\n  ca-file: %s\nlog:\n  format: json\n", host, host, f.StateDSN(envStatePassword), f.CA.CertFile)
 	if roles != "" {
 		fmt.Fprintf(&b, "agent:\n  roles: [%s]\n  poll-interval: 250ms\n  lease: %s\n  heartbeat-interval: %s\n  shutdown-timeout: 20s\n",
 			roles, d.Opt.Lease, d.Opt.Lease/6)
@@ -429,7 +429,14 @@ func (d *Demo) config(host, roles string, h *Host) string {
 				fmt.Fprintf(&b, "  jobs: %d\n", d.Opt.MySQLJobs)
 			}
 		case Postgres:
-			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n", addr, f.AdminUser, envPGPassword)
+			// verify-full: the agent's sessions, pg_dump/pg_restore and
+			// the subscriptions check the server's certificate and name.
+			sslmode := "verify-full"
+			if d.proxies[h.ID] != nil {
+				sslmode = "require"
+			}
+			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n  sslmode: %s\n  sslrootcert: %s\n",
+				addr, f.AdminUser, envPGPassword, sslmode, f.CA.CertFile)
 		}
 	}
 	var online []string

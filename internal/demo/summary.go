@@ -412,6 +412,14 @@ func (s Summary) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "TLS:                %d/%d connections to the %d MariaDB servers used TLS, %s; counted at the servers (Ssl_accepts / Connections), which require it\n",
 			s.TLS.Encrypted, s.TLS.Sessions, s.TLS.Servers, verdict)
+		if s.TLS.PGServers > 0 {
+			verdict := "all of them"
+			if p := s.TLS.PGSessions - s.TLS.PGEncrypted; p > 0 {
+				verdict = fmt.Sprintf("%d WITHOUT TLS", p)
+			}
+			fmt.Fprintf(w, "                    %d/%d sessions at the %d PostgreSQL servers (the fleet's and the state database) used TLS, %s; counted from their connection logs\n",
+				s.TLS.PGEncrypted, s.TLS.PGSessions, s.TLS.PGServers, verdict)
+		}
 		for i, l := range s.TLS.Refused {
 			if i == 10 {
 				fmt.Fprintf(w, "  refused:  … and %d more (the servers' error logs)\n", len(s.TLS.Refused)-i)

@@ -23,7 +23,12 @@ type TLSCount struct {
 	// Refused are the error-log lines of logins the servers refused
 	// during the run (a client without TLS is refused so).
 	Refused []string
-	Err     error
+	// PGServers (the fleet's PostgreSQL servers and the state database)
+	// logged PGSessions sessions ("connection authorized", replication
+	// ones too), PGEncrypted of them with SSL.
+	PGServers               int
+	PGSessions, PGEncrypted int64
+	Err                     error
 }
 
 // Plaintext is the connections that did not begin TLS.
@@ -32,7 +37,45 @@ func (c TLSCount) Plaintext() int64 { return c.Sessions - c.Encrypted }
 // OK reports whether no session went without TLS: every connection that
 // did not begin TLS closed before logging in, and no login was refused.
 func (c TLSCount) OK() bool {
-	return c.Err == nil && len(c.Refused) == 0 && c.Plaintext() <= c.Aborted
+	return c.Err == nil && len(c.Refused) == 0 && c.Plaintext() <= c.Aborted && c.PGEncrypted == c.PGSessions
+}
+
+// pgSessions counts the sessions a PostgreSQL server logged from offset
+// on, and those with SSL.
+func pgSessions(path string, offset int64) (sessions, encrypted int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return 0, 0, err
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.Contains(l, "connection authorized: ") {
+			continue
+		}
+		sessions++
+		if strings.Contains(l, "SSL enabled") {
+			encrypted++
+		}
+	}
+	return sessions, encrypted, sc.Err()
+}
+
+// pgLogs are the logs of the PostgreSQL servers whose sessions are
+// counted: the fleet's and the state database's.
+func (d *Demo) pgLogs() map[string]string {
+	logs := map[string]string{"state database": d.Fleet.State.LogFile()}
+	for _, h := range d.Fleet.Hosts {
+		if h.pg != nil {
+			logs[h.ID] = h.pg.LogFile()
+		}
+	}
+	return logs
 }
 
 // tlsStatus is one server's counters and the size of its error log.
@@ -78,9 +121,16 @@ func tlsCounters(ctx context.Context, h *Host) (tlsStatus, error) {
 	return st, rows.Err()
 }
 
-// tlsBaseline records every MariaDB server's counters before the run.
+// tlsBaseline records every server's counters before the run.
 func (d *Demo) tlsBaseline(ctx context.Context) error {
 	d.tlsBase = map[string]tlsStatus{}
+	for id, path := range d.pgLogs() {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("the log of %s: %w", id, err)
+		}
+		d.tlsBase["pg "+id] = tlsStatus{logSize: fi.Size()}
+	}
 	for _, h := range d.Fleet.Hosts {
 		if h.my == nil {
 			continue
@@ -100,6 +150,20 @@ func (d *Demo) countTLS(ctx context.Context) TLSCount {
 	if d.tlsBase == nil {
 		c.Err = fmt.Errorf("no baseline")
 		return c
+	}
+	for id, path := range d.pgLogs() {
+		base, ok := d.tlsBase["pg "+id]
+		if !ok {
+			continue
+		}
+		n, e, err := pgSessions(path, base.logSize)
+		if err != nil {
+			c.Err = fmt.Errorf("read the log of %s: %w", id, err)
+			return c
+		}
+		c.PGServers++
+		c.PGSessions += n
+		c.PGEncrypted += e
 	}
 	for _, h := range d.Fleet.Hosts {
 		base, ok := d.tlsBase[h.ID]

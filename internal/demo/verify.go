@@ -79,7 +79,7 @@ func mysqlDSN(addr, user, password, database string) string {
 
 func pgDSN(addr, user, password, database string) string {
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: addr, Path: "/" + database,
-		RawQuery: "sslmode=disable&connect_timeout=5"}
+		RawQuery: "sslmode=require&connect_timeout=5"} // the fleet's servers require TLS
 	return u.String()
 }
 

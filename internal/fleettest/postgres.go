@@ -38,7 +38,8 @@ type PostgresConfig struct {
 	// Settings are extra server settings (name → value).
 	Settings map[string]string
 	// TLS, when set, turns on ssl with a certificate from this CA for the
-	// host address, and logs each connection (with its SSL details).
+	// host address, refuses TCP connections without it (hostnossl
+	// reject), and logs each connection (with its SSL details).
 	TLS *CA
 }
 
@@ -50,6 +51,9 @@ type Postgres struct {
 	Password string
 	// BinDir holds the server's binaries (initdb, pg_dump, psql...).
 	BinDir string
+	// CA issued the server's certificate (nil: no TLS). DSN then asks
+	// for TLS (sslmode=require).
+	CA *CA
 
 	proc    *process
 	release func()
@@ -158,6 +162,22 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 			_ = os.Chown(keyFile, int(cred.Uid), int(cred.Gid))
 		}
 		srvArgs = append(srvArgs, "-c", "ssl=on", "-c", "ssl_cert_file="+certFile, "-c", "ssl_key_file="+keyFile, "-c", "log_connections=on")
+		// TLS or nothing over TCP, as require_secure_transport does for
+		// MariaDB: the first matching line of pg_hba.conf wins.
+		hba := filepath.Join(data, "pg_hba.conf")
+		lines, err := os.ReadFile(hba)
+		if err != nil {
+			_ = os.RemoveAll(p.Dir)
+			return nil, fmt.Errorf("postgres: read pg_hba.conf: %w", err)
+		}
+		if err := os.WriteFile(hba, append([]byte("hostnossl all all all reject\n"), lines...), 0o600); err != nil {
+			_ = os.RemoveAll(p.Dir)
+			return nil, fmt.Errorf("postgres: write pg_hba.conf: %w", err)
+		}
+		if cred != nil {
+			_ = os.Chown(hba, int(cred.Uid), int(cred.Gid))
+		}
+		p.CA = cfg.TLS
 	}
 	keys := make([]string, 0, len(cfg.Settings))
 	for k := range cfg.Settings {
@@ -222,7 +242,11 @@ func (p *Postgres) Addr() string { return fmt.Sprintf("%s:%d", p.Host, p.Port) }
 
 // DSN is a URL for the superuser over TCP to database.
 func (p *Postgres) DSN(database string) string {
-	u := url.URL{Scheme: "postgres", Host: p.Addr(), Path: "/" + database, RawQuery: "sslmode=disable&connect_timeout=5"}
+	mode := "disable"
+	if p.CA != nil {
+		mode = "require"
+	}
+	u := url.URL{Scheme: "postgres", Host: p.Addr(), Path: "/" + database, RawQuery: "sslmode=" + mode + "&connect_timeout=5"}
 	if p.Password != "" {
 		u.User = url.UserPassword("postgres", p.Password)
 	} else {
@@ -230,6 +254,9 @@ func (p *Postgres) DSN(database string) string {
 	}
 	return u.String()
 }
+
+// LogFile is the path of the server's log.
+func (p *Postgres) LogFile() string { return filepath.Join(p.Dir, "postgres.log") }
 
 // NewDatabase creates an empty database with a fresh name for t and drops it
 // at cleanup. It returns the name.
@@ -323,7 +350,11 @@ func (p *Postgres) Connect(t testing.TB, database, user, password string) *pgx.C
 // Dial opens a session as user with password to database over TCP; the
 // caller closes it.
 func (p *Postgres) Dial(ctx context.Context, database, user, password string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig("sslmode=disable connect_timeout=5")
+	mode := "disable"
+	if p.CA != nil {
+		mode = "require"
+	}
+	cfg, err := pgx.ParseConfig("sslmode=" + mode + " connect_timeout=5")
 	if err != nil {
 		return nil, err
 	}

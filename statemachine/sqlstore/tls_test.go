@@ -32,11 +32,11 @@ func TestStateDatabaseOverVerifiedTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name, driver, dsn, caFile, encrypted string
 	}{
-		// The harness's DSNs ask for TLS without checking (MariaDB) or
-		// for none (PostgreSQL): ca-file is what checks here.
+		// The harness's DSNs ask for TLS without checking: ca-file is
+		// what checks here.
 		{"MariaDB", "mysql", strings.Replace(my.DSN(my.NewDatabase(t)), "tls=preferred", "tls=true", 1), my.CA.CertFile,
 			"SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_CIPHER'"},
-		{"PostgreSQL", "postgres", strings.Replace(pg.DSN("postgres"), "sslmode=disable&", "", 1), ca.CertFile,
+		{"PostgreSQL", "postgres", strings.Replace(pg.DSN("postgres"), "sslmode=require&", "", 1), ca.CertFile,
 			"SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
