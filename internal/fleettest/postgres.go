@@ -189,6 +189,10 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), srvArgs...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	// The server's own libpq connections (a subscription's) look for a
+	// client certificate under $HOME/.postgresql: the server's user's
+	// home, as under systemd, not the caller's (root's: unreadable).
+	cmd.Env = append(os.Environ(), "HOME="+p.Dir)
 	logPath := filepath.Join(p.Dir, "postgres.log")
 	if p.proc, err = startProcess("postgres "+p.Addr(), logPath, cmd); err != nil {
 		_ = os.RemoveAll(p.Dir)
