@@ -63,7 +63,9 @@ func (d *Demo) Baselines(ctx context.Context, sizes map[string]int64) []Baseline
 		}
 		switch db.Engine {
 		case MySQL:
-			my := func(h *Host) string { return fmt.Sprintf("-h%s -P%d -uroot", h.IP, h.Port) }
+			// The fleet's servers require TLS (the comparison is with
+			// the tools as a user would run them there).
+			my := func(h *Host) string { return fmt.Sprintf("-h%s -P%d -uroot --ssl --skip-ssl-verify-server-cert", h.IP, h.Port) }
 			create := func(s string) error {
 				return execMySQL(ctx, dst.my.DSN(""), "CREATE DATABASE "+ident.QuoteMySQL(s))
 			}
@@ -80,11 +82,11 @@ func (d *Demo) Baselines(ctx context.Context, sizes map[string]int64) []Baseline
 			for _, threads := range []int{2, 4} {
 				run(fmt.Sprintf("mydumper + myloader -t %d", threads), func(s string) error {
 					dir := filepath.Join(work, "dump")
-					if err := shell(ctx, nil, fmt.Sprintf("mydumper -h %s -P %d -u root -B %s -t %d -o %s",
+					if err := shell(ctx, nil, fmt.Sprintf("mydumper -h %s -P %d -u root --ssl -B %s -t %d -o %s",
 						src.IP, src.Port, shellQuote(db.Name), threads, shellQuote(dir))); err != nil {
 						return err
 					}
-					return shell(ctx, nil, fmt.Sprintf("myloader -h %s -P %d -u root -d %s -s %s -B %s -t %d -o",
+					return shell(ctx, nil, fmt.Sprintf("myloader -h %s -P %d -u root --ssl -d %s -s %s -B %s -t %d -o",
 						dst.IP, dst.Port, shellQuote(dir), shellQuote(db.Name), shellQuote(s), threads))
 				}, drop)
 			}
