@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,9 +90,11 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The error names the line of the setting, wherever the file has it.
+	pollLine := 1 + strings.Count(string(base)[:strings.Index(string(base), "poll-interval: 250ms")], "\n")
 	for _, c := range []struct{ name, edit, want string }{
 		{"unknown key", strings.Replace(string(base), "agent:\n", "agent:\n  max-job: 3\n", 1), "max-job"},
-		{"wrong type", strings.Replace(string(base), "poll-interval: 250ms", "poll-interval: often", 1), "agent.poll-interval (line 10): cannot unmarshal !!str `often`"},
+		{"wrong type", strings.Replace(string(base), "poll-interval: 250ms", "poll-interval: often", 1), fmt.Sprintf("agent.poll-interval (line %d): cannot unmarshal !!str `often`", pollLine)},
 		{"missing secret", strings.Replace(string(base), "${FLEETMIGRATE_MYSQL_PASSWORD}", "${FLEETMIGRATE_NOT_SET}", 1), "FLEETMIGRATE_NOT_SET"},
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".yaml")
