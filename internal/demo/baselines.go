@@ -65,7 +65,9 @@ func (d *Demo) Baselines(ctx context.Context, sizes map[string]int64) []Baseline
 		case MySQL:
 			// The fleet's servers require TLS (the comparison is with
 			// the tools as a user would run them there).
-			my := func(h *Host) string { return fmt.Sprintf("-h%s -P%d -uroot --ssl --skip-ssl-verify-server-cert", h.IP, h.Port) }
+			my := func(h *Host) string {
+				return fmt.Sprintf("-h%s -P%d -uroot --ssl --skip-ssl-verify-server-cert", h.IP, h.Port)
+			}
 			create := func(s string) error {
 				return execMySQL(ctx, dst.my.DSN(""), "CREATE DATABASE "+ident.QuoteMySQL(s))
 			}
