@@ -358,11 +358,12 @@ func (p *Postgres) Dial(ctx context.Context, database, user, password string) (*
 	if p.CA != nil {
 		mode = "require"
 	}
-	cfg, err := pgx.ParseConfig("sslmode=" + mode + " connect_timeout=5")
+	// The host in the string: pgx derives the TLS settings from it (none
+	// for the default, a Unix socket).
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d sslmode=%s connect_timeout=5", p.Host, p.Port, mode))
 	if err != nil {
 		return nil, err
 	}
-	cfg.Host, cfg.Port = p.Host, uint16(p.Port) //nolint:gosec // a port
 	cfg.Database, cfg.User, cfg.Password = database, user, password
 	return pgx.ConnectConfig(ctx, cfg)
 }
