@@ -92,7 +92,7 @@ type Server struct {
 	log      *slog.Logger
 	tls      clientTLS
 
-	tlsOnce sync.Mutex
+	tlsMu   sync.Mutex
 	tlsSeen *SessionTLS // SessionTLS's answer
 }
 

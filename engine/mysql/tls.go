@@ -210,8 +210,8 @@ func (t SessionTLS) String() string {
 // what tells the tools to use TLS in mode preferred. The answer is kept:
 // every session of the pool connects alike.
 func (s *Server) SessionTLS(ctx context.Context) (SessionTLS, error) {
-	s.tlsOnce.Lock()
-	defer s.tlsOnce.Unlock()
+	s.tlsMu.Lock()
+	defer s.tlsMu.Unlock()
 	if s.tlsSeen != nil {
 		return *s.tlsSeen, nil
 	}

@@ -58,12 +58,12 @@ type Summary struct {
 	BlockedPhases map[string][]time.Duration
 	// Invariants is the fault suite's invariant check over the fleet after
 	// the run (InvariantsErr: it could not run; InvariantsTook: its time).
-	Invariants InvariantReport
-	// TLS is what the MariaDB servers counted of the run's connections:
-	// every one must have used TLS.
-	TLS            TLSCount
+	Invariants     InvariantReport
 	InvariantsErr  error
 	InvariantsTook time.Duration
+	// TLS is what the database servers counted of the run's connections:
+	// every session must have used TLS.
+	TLS TLSCount
 	// Kills are the processes killed and restarted during the migration
 	// (Options.Kills), with how long their rows waited.
 	Kills []Kill
@@ -150,7 +150,7 @@ func (s Summary) Failures() int {
 	if s.InvariantsErr != nil {
 		n++
 	}
-	if s.TLS.Servers > 0 && !s.TLS.OK() {
+	if (s.TLS.Servers > 0 || s.TLS.PGServers > 0) && !s.TLS.OK() {
 		n++
 	}
 	for _, k := range s.Kills {
@@ -399,35 +399,7 @@ func (s Summary) Print(w io.Writer) {
 	case s.Invariants.Checked != nil:
 		fmt.Fprintf(w, "invariants:         %d BROKEN (listed below), in %s\n", len(s.Invariants.Violations), s.InvariantsTook.Round(100*time.Millisecond))
 	}
-	switch {
-	case s.TLS.Err != nil:
-		fmt.Fprintf(w, "TLS:                could not be counted: %v\n", s.TLS.Err)
-	case s.TLS.Servers > 0:
-		verdict := "all of them"
-		if p := s.TLS.Plaintext(); p > 0 {
-			verdict = fmt.Sprintf("the %d others sent no login (closed by their caller first: no login without TLS was refused, none can succeed)", p)
-			if !s.TLS.OK() {
-				verdict = fmt.Sprintf("%d WITHOUT TLS, %d refused logins (listed below)", p, len(s.TLS.Refused))
-			}
-		}
-		fmt.Fprintf(w, "TLS:                %d/%d connections to the %d MariaDB servers used TLS, %s; counted at the servers (Ssl_accepts / Connections), which require it\n",
-			s.TLS.Encrypted, s.TLS.Sessions, s.TLS.Servers, verdict)
-		if s.TLS.PGServers > 0 {
-			verdict := "all of them"
-			if p := s.TLS.PGSessions - s.TLS.PGEncrypted; p > 0 {
-				verdict = fmt.Sprintf("%d WITHOUT TLS", p)
-			}
-			fmt.Fprintf(w, "                    %d/%d sessions at the %d PostgreSQL servers (the fleet's and the state database) used TLS, %s; counted from their connection logs\n",
-				s.TLS.PGEncrypted, s.TLS.PGSessions, s.TLS.PGServers, verdict)
-		}
-		for i, l := range s.TLS.Refused {
-			if i == 10 {
-				fmt.Fprintf(w, "  refused:  … and %d more (the servers' error logs)\n", len(s.TLS.Refused)-i)
-				break
-			}
-			fmt.Fprintf(w, "  refused:  %s\n", l)
-		}
-	}
+	s.TLS.print(w)
 	fmt.Fprintf(w, "failures:           %d\n", s.Failures())
 	for _, n := range s.NotDone {
 		fmt.Fprintf(w, "  not done: %s\n", n)

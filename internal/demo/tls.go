@@ -5,13 +5,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 )
 
-// TLSCount is what the MariaDB servers counted of the connections made to
-// them during the run, from their own status counters and error logs (not
+// TLSCount is what the database servers counted of the connections made
+// to them during the run. MariaDB's, from their own status counters and error logs (not
 // from our clients): Connections (every connection, accepted or refused),
 // Ssl_accepts (those that began TLS) and Aborted_connects (those closed
 // before logging in: a dial cancelled by its caller, a refused login).
@@ -43,27 +44,34 @@ func (c TLSCount) OK() bool {
 // pgSessions counts the sessions a PostgreSQL server logged from offset
 // on, and those with SSL.
 func pgSessions(path string, offset int64) (sessions, encrypted int64, err error) {
+	err = logLinesSince(path, offset, func(l string) {
+		if strings.Contains(l, "connection authorized: ") {
+			sessions++
+			if strings.Contains(l, "SSL enabled") {
+				encrypted++
+			}
+		}
+	})
+	return sessions, encrypted, err
+}
+
+// logLinesSince calls fn with each line a server's log gained after
+// offset (its size before the run).
+func logLinesSince(path string, offset int64, fn func(line string)) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
 	defer f.Close()
-	if _, err := f.Seek(offset, 0); err != nil {
-		return 0, 0, err
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return err
 	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		l := sc.Text()
-		if !strings.Contains(l, "connection authorized: ") {
-			continue
-		}
-		sessions++
-		if strings.Contains(l, "SSL enabled") {
-			encrypted++
-		}
+		fn(sc.Text())
 	}
-	return sessions, encrypted, sc.Err()
+	return sc.Err()
 }
 
 // pgLogs are the logs of the PostgreSQL servers whose sessions are
@@ -193,23 +201,50 @@ func (d *Demo) countTLS(ctx context.Context) TLSCount {
 
 // refusedLogins returns the refused logins in an error log from offset on.
 func refusedLogins(path string, offset int64) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, 0); err != nil {
-		return nil, err
-	}
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	err := logLinesSince(path, offset, func(l string) {
 		// A refused login ("Access denied for user 'u'@'h' (using
 		// password: YES)"), not a session refused a database ("… to
 		// database 'd'": a closed source does that by design).
-		if l := sc.Text(); strings.Contains(l, "Access denied for user") && strings.Contains(l, "(using password:") {
+		if strings.Contains(l, "Access denied for user") && strings.Contains(l, "(using password:") {
 			out = append(out, l)
 		}
+	})
+	return out, err
+}
+
+// print writes the summary's TLS lines.
+func (c TLSCount) print(w io.Writer) {
+	label := "TLS:                "
+	if c.Err != nil {
+		fmt.Fprintf(w, "%scould not be counted: %v\n", label, c.Err)
+		return
 	}
-	return out, sc.Err()
+	if c.Servers > 0 {
+		verdict := "all of them"
+		if p := c.Plaintext(); p > 0 {
+			verdict = fmt.Sprintf("the %d others sent no login (closed by their caller first: no login without TLS was refused, none can succeed)", p)
+			if len(c.Refused) > 0 || p > c.Aborted {
+				verdict = fmt.Sprintf("%d WITHOUT TLS, %d refused logins (listed below)", p, len(c.Refused))
+			}
+		}
+		fmt.Fprintf(w, "%s%d/%d connections to the %d MariaDB servers used TLS, %s; counted at the servers (Ssl_accepts / Connections), which require it\n",
+			label, c.Encrypted, c.Sessions, c.Servers, verdict)
+		label = strings.Repeat(" ", len(label))
+	}
+	if c.PGServers > 0 {
+		verdict := "all of them"
+		if p := c.PGSessions - c.PGEncrypted; p > 0 {
+			verdict = fmt.Sprintf("%d WITHOUT TLS", p)
+		}
+		fmt.Fprintf(w, "%s%d/%d sessions at the %d PostgreSQL servers (the fleet's and the state database) used TLS, %s; counted from their connection logs\n",
+			label, c.PGEncrypted, c.PGSessions, c.PGServers, verdict)
+	}
+	for i, l := range c.Refused {
+		if i == 10 {
+			fmt.Fprintf(w, "  refused:  … and %d more (the servers' error logs)\n", len(c.Refused)-i)
+			break
+		}
+		fmt.Fprintf(w, "  refused:  %s\n", l)
+	}
 }

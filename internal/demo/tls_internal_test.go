@@ -1,9 +1,11 @@
 package demo
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -36,5 +38,19 @@ func TestRefusedLogins(t *testing.T) {
 	}
 	if (TLSCount{Servers: 1, Sessions: 10, Encrypted: 8, Aborted: 1}).OK() {
 		t.Error("a connection without TLS that was not aborted is not reported")
+	}
+
+	// PostgreSQL sessions count without MariaDB servers too.
+	pg := TLSCount{PGServers: 3, PGSessions: 10, PGEncrypted: 9}
+	if pg.OK() {
+		t.Error("a PostgreSQL session without TLS is not reported")
+	}
+	var b bytes.Buffer
+	pg.print(&b)
+	if !strings.Contains(b.String(), "TLS:                9/10 sessions at the 3 PostgreSQL servers") || !strings.Contains(b.String(), "1 WITHOUT TLS") {
+		t.Errorf("the PostgreSQL line: %q", b.String())
+	}
+	if (Summary{TLS: pg}).Failures() != 1 {
+		t.Error("the summary does not count it as a failure")
 	}
 }
