@@ -544,6 +544,10 @@ var (
 	ErrSchemaOutdated = errors.New("state database schema is outdated")
 	// ErrInvalidTransition: the transition table does not allow the move.
 	ErrInvalidTransition = errors.New("transition not allowed")
+	// ErrNotPermitted: the state database refused the store's login the
+	// change (an agent's login may change only its host's rows, the
+	// columns its steps move, and its own registry entry).
+	ErrNotPermitted = errors.New("not permitted to this login")
 )
 
 // LeaseHeldError says who holds a lease that the caller wanted.

@@ -7,7 +7,7 @@ import (
 
 // Guarded are the migration table's columns no agent's step moves: who
 // may change them may send a customer's data, or its DNS name, elsewhere.
-var Guarded = []string{"source", "destination", "dns_name", "engine", "mode"}
+var Guarded = []string{"source", "destination", "dns_name", "engine", "database_name"}
 
 // Posture is what the store's login may do to the state table, as the
 // state database reports it (migrate-agent --check).

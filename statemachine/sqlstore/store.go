@@ -380,6 +380,9 @@ func (s *Store) wrapDBErr(err error) error {
 	if s.d.guardViolation(err) {
 		return fmt.Errorf("%w: the state database refused it: %s", statemachine.ErrInvalidTransition, s.d.message(err))
 	}
+	if s.d.refusedByLogin(err) {
+		return fmt.Errorf("%w: the state database refused it: %s", statemachine.ErrNotPermitted, s.d.message(err))
+	}
 	return err
 }
 

@@ -26,6 +26,10 @@ type Harness struct {
 	Open func(t *testing.T, now func() time.Time) statemachine.Store
 	// Q rebinds a statement written with ? placeholders for the dialect.
 	Q func(string) string
+	// AsAgent grants host an agent login of its own (with the DNS rows
+	// when dns is set) and returns a store and a plain connection that log
+	// in as it.
+	AsAgent func(t *testing.T, host string, dns bool) (statemachine.Store, *sql.DB)
 }
 
 // Factory returns a Harness on a database of its own for t.
@@ -95,6 +99,12 @@ func Run(t *testing.T, f Factory) {
 		{"TTLRecordsKeepTheOriginal", testTTLRecords},
 		{"UnswitchOnlyUnclaimedRollbackableRows", testUnswitch},
 		{"OnlinePathThroughSyncAndCutover", testOnlinePath},
+		{"AgentTransitionsMatchTheSteps", testAgentPairsMatchSteps},
+		{"AgentLoginMovesItsOwnRowsThroughEveryStep", testAgentLoginsWalkTheirRows},
+		{"AgentLoginRefusedOtherHostsRows", testAgentLoginRefusedOtherRows},
+		{"AgentLoginRefusedGuardedColumnsAndOtherSteps", testAgentLoginRefusedColumnsAndSteps},
+		{"AgentLoginRefusedOtherHostsRegistry", testAgentLoginRefusedRegistry},
+		{"AgentLoginRefusedOperatorsTables", testAgentLoginRefusedOperatorTables},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
