@@ -9,14 +9,28 @@ import (
 )
 
 // runDB: `migrate db upgrade` applies pending schema migrations (idempotent,
-// safe to run concurrently); `migrate db status` shows the version.
+// safe to run concurrently); `migrate db status` shows the version;
+// grant-agent, revoke-agent and logins manage the agents' own logins.
 func runDB(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 || (args[0] != "upgrade" && args[0] != "status") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(e.stdout, "usage: migrate db upgrade|status [--config FILE]")
-			return nil
+	const usage = "usage: migrate db upgrade|status|logins [--config FILE]\n" +
+		"       migrate db grant-agent HOST --password-file FILE [--dns] [--login NAME] [--from CLIENT-HOST]\n" +
+		"       migrate db revoke-agent HOST|LOGIN"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(e.stdout, usage)
+		return nil
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "grant-agent":
+			return runGrantAgent(ctx, e, args[1:])
+		case "revoke-agent":
+			return runRevokeAgent(ctx, e, args[1:])
+		case "logins":
+			return runLogins(ctx, e, args[1:])
 		}
-		return usagef("migrate db upgrade", "want a subcommand: upgrade or status")
+	}
+	if len(args) == 0 || (args[0] != "upgrade" && args[0] != "status") {
+		return usagef("migrate db -h", "want a subcommand: upgrade, status, grant-agent, revoke-agent or logins")
 	}
 	sub := args[0]
 	fs, cf := newFlags(e, "db "+sub, "db "+sub+" [--config FILE]")
@@ -62,5 +76,12 @@ func runDB(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "state database: %s\nschema upgraded from version %d to %d\n", where, before.Current, after.Current)
+	// A new version may have added a table or a column the agents read:
+	// their logins get it now, not at their first refusal.
+	if n, err := sqlstore.NewAdmin(db, dialect).RefreshGrants(ctx); err != nil {
+		return fmt.Errorf("schema upgraded, but the agent logins' privileges were not refreshed (re-run migrate db upgrade): %w", err)
+	} else if n > 0 {
+		fmt.Fprintf(e.stdout, "agent logins: %d, privileges refreshed\n", n)
+	}
 	return nil
 }

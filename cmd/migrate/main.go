@@ -60,7 +60,7 @@ func commands() []command {
 		{"gc", "list, or delete with --execute, dumps older than the retention", runGC},
 		{"dump-link", "print a download link for a row's dump (--id N [--ttl 720h])", runDumpLink},
 		{"serve", "answer download links (--listen :8080)", runServe},
-		{"db", "manage the state database schema: db upgrade | db status", runDB},
+		{"db", "the state database: db upgrade | db status | db grant-agent HOST | db revoke-agent HOST | db logins", runDB},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -132,6 +132,9 @@ func finish(e *env, name string, err error) int {
 		return ee.code
 	default:
 		fmt.Fprintf(e.stderr, "%s: %v\n", prefix, err)
+		if msg := err.Error(); strings.Contains(msg, "permission denied for") || strings.Contains(msg, "command denied to user") {
+			fmt.Fprintf(e.stderr, "the state database refused this login: operator commands need an operator's login, not an agent's (migrate db logins lists the agents'; docs/security.md)\n")
+		}
 		return 1
 	}
 }

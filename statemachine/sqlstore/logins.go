@@ -77,7 +77,7 @@ const (
 )
 
 var (
-	loginForm    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+	loginForm    = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
 	passwordForm = regexp.MustCompile(`^[!#-&(-\[\]-~]+$`) // printable ASCII but space, " ' \
 )
 
@@ -207,7 +207,7 @@ func (a *Admin) GrantAgent(ctx context.Context, g AgentGrant) (AgentLogin, bool,
 	case g.Host == "":
 		return l, false, errors.New("grant an agent login: the host ID is empty")
 	case len(g.Login) > MaxLoginLen || !loginForm.MatchString(g.Login):
-		return l, false, fmt.Errorf("login %q: a login is at most %d letters, digits, '_', '.' and '-', starting with a letter or '_'", g.Login, MaxLoginLen)
+		return l, false, fmt.Errorf("login %q: a login is at most %d lower-case letters, digits, '_', '.' and '-', starting with a letter or '_'", g.Login, MaxLoginLen)
 	case strings.ContainsAny(g.ClientHost, "'\\\x00"):
 		return l, false, fmt.Errorf("client host %q: no quotes or backslashes", g.ClientHost)
 	}
