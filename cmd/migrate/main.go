@@ -132,7 +132,7 @@ func finish(e *env, name string, err error) int {
 		return ee.code
 	default:
 		fmt.Fprintf(e.stderr, "%s: %v\n", prefix, err)
-		if msg := err.Error(); strings.Contains(msg, "permission denied for") || strings.Contains(msg, "command denied to user") || strings.Contains(msg, "Access denied for user") {
+		if msg := err.Error(); strings.Contains(msg, "permission denied for") || strings.Contains(msg, "command denied to user") || (strings.Contains(msg, "Access denied for user") && strings.Contains(msg, "to database")) {
 			fmt.Fprintf(e.stderr, "the state database refused this login: operator commands need an operator's login, not an agent's (migrate db logins lists the agents'; docs/security.md)\n")
 		}
 		return 1
