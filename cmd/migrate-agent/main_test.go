@@ -73,7 +73,7 @@ func TestCheckReportsOnlineReadiness(t *testing.T) {
 			// the posture: TLS as the server sees the session, the role,
 			// what the state-database login may change
 			"postgres tls:   plaintext (postgres.sslmode prefer)  WARNING: plaintext", "postgres role:  postgres: a superuser",
-			"may change source, destination, dns_name, engine, mode of every row  WARNING"}},
+			"may change source, destination, dns_name, engine, database_name of every row  WARNING"}},
 		{ready, []string{"online source:  ready", "online dest:    ready", "note: max_slot_wal_keep_size is unlimited"}},
 	} {
 		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\npostgres:\n  address: %s\n  user: postgres\n  password: %q\n",

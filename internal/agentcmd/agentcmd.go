@@ -120,6 +120,10 @@ func Main(args []string, version string, stdout, stderr io.Writer, register Regi
 		return ExitError
 	}
 	defer store.Close()
+	if err := checkLogin(ctx, store, acfg, log); err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
 
 	reg := obs.NewRegistry()
 	a, err := agent.New(store, acfg, log, agent.NewMetrics(reg))
@@ -269,6 +273,10 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, scfg sqlstore.Confi
 		return ExitError
 	}
 	fmt.Fprintf(stdout, "  state role:     %s\n", describePosture(posture))
+	if err := loginFits(posture.Agent, acfg); err != nil {
+		fmt.Fprintf(stderr, "migrate-agent: %v\n", err)
+		return ExitError
+	}
 	if cur, ok, err := store.AgentFor(ctx, acfg.Host); err == nil && ok {
 		fmt.Fprintf(stdout, "  registry:       host %s last served by pid %d on %s, seen %s\n", cur.Host, cur.PID, cur.Machine, cur.LastSeen.Format(time.RFC3339))
 	}
@@ -308,6 +316,41 @@ func notify(state string) {
 	_ = conn.Close()
 }
 
+// checkLogin refuses to start with another host's agent login (the
+// database would refuse each of its steps) and warns when the login is an
+// operator's (it may change any host's rows).
+func checkLogin(ctx context.Context, store *sqlstore.Store, acfg agent.Config, log *slog.Logger) error {
+	l, ok, err := store.Login(ctx)
+	if err != nil {
+		return fmt.Errorf("read this agent's state-database login: %w", err)
+	}
+	if !ok {
+		log.Warn("the state database login is not an agent login: with it this agent may change any host's rows; give it its own (migrate db grant-agent "+acfg.Host+", docs/security.md)",
+			"host", acfg.Host)
+		return nil
+	}
+	if err := loginFits(&l, acfg); err != nil {
+		return err
+	}
+	log.Info("state database login is this host's own", "login", l.Login, "host", l.Host, "dns_rows", l.DNS)
+	return nil
+}
+
+// loginFits says what is wrong with agent login l for an agent of acfg
+// (nil: an operator's login, which fits anything).
+func loginFits(l *sqlstore.AgentLogin, acfg agent.Config) error {
+	switch {
+	case l == nil:
+		return nil
+	case l.Host != acfg.Host:
+		return fmt.Errorf("state.dsn logs in as %s, the agent login of host %s, but this agent is host %s: the state database would refuse every step; give it host %s's own login (migrate db grant-agent %s)",
+			l.Login, l.Host, acfg.Host, acfg.Host, acfg.Host)
+	case slices.Contains(acfg.Roles, statemachine.RoleDNS) && !l.DNS:
+		return fmt.Errorf("this agent runs the dns role, but its login %s may not move the DNS rows: migrate db grant-agent %s --dns --password-file ...", l.Login, acfg.Host)
+	}
+	return nil
+}
+
 // describePosture says what the agent's state-database login may change
 // and warns where it reaches beyond this host's own rows.
 func describePosture(p sqlstore.Posture) string {
@@ -318,5 +361,13 @@ func describePosture(p sqlstore.Posture) string {
 		return fmt.Sprintf("%s: may change %s of every row  WARNING: no agent's step moves those; with this login any agent can send any customer's data or name elsewhere (docs/security.md)",
 			p.Role, strings.Join(p.MayChange, ", "))
 	}
-	return p.Role + ": may not change " + strings.Join(sqlstore.Guarded, ", ")
+	if p.Agent != nil {
+		rows := "rows whose source or destination is " + p.Agent.Host
+		if p.Agent.DNS {
+			rows += " and the DNS step's rows"
+		}
+		return fmt.Sprintf("%s: the agent login of host %s — may move only %s, by its steps; never %s; publishes only %s's address (enforced by the state database)",
+			p.Role, p.Agent.Host, rows, strings.Join(sqlstore.Guarded, ", "), p.Agent.Host)
+	}
+	return p.Role + ": may not change " + strings.Join(sqlstore.Guarded, ", ") + "  WARNING: an operator's login, not this host's own: it may move any host's rows (migrate db grant-agent, docs/security.md)"
 }

@@ -23,11 +23,18 @@ type Posture struct {
 	// RowSecurity reports PostgreSQL row-level security on the migration
 	// table (always false on MySQL/MariaDB).
 	RowSecurity bool
+	// Agent is the login's agent_login entry; nil: an operator's login.
+	Agent *AgentLogin
 }
 
 // Posture reads what the store's login may change.
 func (s *Store) Posture(ctx context.Context) (Posture, error) {
 	var p Posture
+	if l, ok, err := s.Login(ctx); err != nil {
+		return p, err
+	} else if ok {
+		p.Agent = &l
+	}
 	if s.d.pg() {
 		err := s.db.QueryRowContext(ctx, `SELECT current_user, r.rolsuper, c.relrowsecurity
 			FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = 'migration'::regclass`).Scan(&p.Role, &p.Superuser, &p.RowSecurity)
