@@ -279,9 +279,12 @@ func (f *Fleet) HostByIP(engine, ip string) *Host {
 }
 
 // StateDSN is the state database's DSN with the password as ${VAR}, for
-// configuration files.
-func (f *Fleet) StateDSN(passwordVar string) string {
-	return fmt.Sprintf("postgres://postgres:${%s}@%s/fleet", passwordVar, f.State.Addr())
+// configuration files: the operator's login.
+func (f *Fleet) StateDSN(passwordVar string) string { return f.StateDSNAs("postgres", passwordVar) }
+
+// StateDSNAs is StateDSN logging in as login (an agent's own).
+func (f *Fleet) StateDSNAs(login, passwordVar string) string {
+	return fmt.Sprintf("postgres://%s:${%s}@%s/fleet", login, passwordVar, f.State.Addr())
 }
 
 func (f *Fleet) track(name string, stop func() error) {

@@ -178,6 +178,7 @@ type Demo struct {
 	verifyTook       time.Duration
 	setupTook        time.Duration
 	tlsBase          map[string]tlsStatus // host → its connection counters before the run (tls.go)
+	statePasswords   map[string]string    // host → its agent's state-database password (grantAgents)
 	invTook          time.Duration
 }
 
@@ -294,6 +295,9 @@ func (d *Demo) Setup(ctx context.Context) error {
 	if _, err := d.tool(ctx, "db", "upgrade"); err != nil {
 		return err
 	}
+	if err := d.grantAgents(ctx); err != nil {
+		return err
+	}
 	if d.Store, err = sqlstore.Open(ctx, sqlstore.Config{Driver: "postgres", DSN: f.State.DSN("fleet")}); err != nil {
 		return fmt.Errorf("open the state database: %w", err)
 	}
@@ -382,7 +386,14 @@ func (d *Demo) SetRoles(id, roles string) error {
 func (d *Demo) config(host, roles string, h *Host) string {
 	f := d.Fleet
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s — written by the demo\nhost: %s\nstate:\n  driver: postgres\n  dsn: %q\n  ca-file: %s\nlog:\n  format: json\n", host, host, f.StateDSN(envStatePassword), f.CA.CertFile)
+	// The agents log in to the state database as their host's own login
+	// (migrate db grant-agent), with their own password in
+	// FLEETMIGRATE_DB_PASSWORD; the ops host as the operator.
+	stateDSN := f.StateDSN(envStatePassword)
+	if roles != "" {
+		stateDSN = f.StateDSNAs(sqlstore.DefaultLogin(host), envStatePassword)
+	}
+	fmt.Fprintf(&b, "# %s — written by the demo\nhost: %s\nstate:\n  driver: postgres\n  dsn: %q\n  ca-file: %s\nlog:\n  format: json\n", host, host, stateDSN, f.CA.CertFile)
 	if roles != "" {
 		fmt.Fprintf(&b, "agent:\n  roles: [%s]\n  poll-interval: 250ms\n  lease: %s\n  heartbeat-interval: %s\n  shutdown-timeout: 20s\n",
 			roles, d.Opt.Lease, d.Opt.Lease/6)
@@ -465,13 +476,9 @@ func (d *Demo) config(host, roles string, h *Host) string {
 }
 
 func (d *Demo) startAgents(ctx context.Context) error {
-	hosts := []string{}
-	for _, h := range d.Fleet.Hosts {
-		hosts = append(hosts, h.ID)
-	}
-	hosts = append(hosts, "dns-1")
+	hosts := d.agentHosts()
 	for _, id := range hosts {
-		p, err := startProc("migrate-agent "+id, d.Opt.AgentBin, d.Env(), filepath.Join(d.Opt.Dir, "agent-"+id+".log"),
+		p, err := startProc("migrate-agent "+id, d.Opt.AgentBin, d.AgentEnv(id), filepath.Join(d.Opt.Dir, "agent-"+id+".log"),
 			"--config", filepath.Join(d.Opt.Dir, id+".yaml"))
 		if err != nil {
 			return err
@@ -517,6 +524,56 @@ func (d *Demo) Env() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.env)
+}
+
+// agentHosts are the hosts with an agent: every database host and the DNS
+// host.
+func (d *Demo) agentHosts() []string {
+	var hosts []string
+	for _, h := range d.Fleet.Hosts {
+		hosts = append(hosts, h.ID)
+	}
+	return append(hosts, "dns-1")
+}
+
+// grantAgents gives every agent its host's own state-database login, as an
+// operator would: `migrate db grant-agent HOST --password-file F` (the DNS
+// host's with --dns). The password files stand for each host's own
+// environment file.
+func (d *Demo) grantAgents(ctx context.Context) error {
+	passwords := map[string]string{}
+	for _, id := range d.agentHosts() {
+		file := filepath.Join(d.Opt.Dir, id+".state-password")
+		args := []string{"db", "grant-agent", id, "--password-file", file}
+		if id == "dns-1" {
+			args = append(args, "--dns")
+		}
+		if _, err := d.tool(ctx, args...); err != nil {
+			return fmt.Errorf("grant %s its state-database login: %w", id, err)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		passwords[id] = strings.TrimSpace(string(b))
+	}
+	d.mu.Lock()
+	d.statePasswords = passwords
+	d.mu.Unlock()
+	d.say("  state database: %d agent logins, one per host (migrate db grant-agent); each agent may move only its host's rows", len(passwords))
+	return nil
+}
+
+// AgentEnv is the environment of host id's agent: Env with its own
+// state-database password, as its host's environment file would hold.
+func (d *Demo) AgentEnv(id string) []string {
+	env := d.Env()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if pw, ok := d.statePasswords[id]; ok {
+		env = append(env, envStatePassword+"="+pw)
+	}
+	return env
 }
 
 // SetSecret changes one secret of the environment (FLEETMIGRATE_...), for
@@ -579,7 +636,7 @@ func (d *Demo) RestartAgent(id string) error {
 			return err
 		}
 	}
-	if err := p.Restart(d.Env()); err != nil {
+	if err := p.Restart(d.AgentEnv(id)); err != nil {
 		return err
 	}
 	d.setDown(id, false)

@@ -64,6 +64,9 @@ type Summary struct {
 	// TLS is what the database servers counted of the run's connections:
 	// every session must have used TLS.
 	TLS TLSCount
+	// Logins is what the state database logged of the agents' logins:
+	// each its host's own, nothing refused.
+	Logins LoginCount
 	// Kills are the processes killed and restarted during the migration
 	// (Options.Kills), with how long their rows waited.
 	Kills []Kill
@@ -151,6 +154,9 @@ func (s Summary) Failures() int {
 		n++
 	}
 	if (s.TLS.Servers > 0 || s.TLS.PGServers > 0) && !s.TLS.OK() {
+		n++
+	}
+	if len(s.Logins.Logins) > 0 && !s.Logins.OK() {
 		n++
 	}
 	for _, k := range s.Kills {
@@ -278,6 +284,7 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	s.Writers = d.checkWriters(ctx)
 	s.InvariantsTook = d.invTook
 	s.TLS = d.countTLS(ctx)
+	s.Logins = d.countLogins()
 	s.Kills, err = d.Kills(ctx)
 	return s, err
 }
@@ -400,6 +407,9 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "invariants:         %d BROKEN (listed below), in %s\n", len(s.Invariants.Violations), s.InvariantsTook.Round(100*time.Millisecond))
 	}
 	s.TLS.print(w)
+	if len(s.Logins.Logins) > 0 {
+		s.Logins.print(w)
+	}
 	fmt.Fprintf(w, "failures:           %d\n", s.Failures())
 	for _, n := range s.NotDone {
 		fmt.Fprintf(w, "  not done: %s\n", n)
