@@ -122,6 +122,12 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	// Every agent (the database hosts' and the DNS host's) logged in to
+	// the state database as its host's own login, and the database
+	// refused nothing.
+	if !sum.Logins.OK() || len(sum.Logins.Logins) != len(d.Fleet.Hosts)+1 {
+		t.Errorf("state logins: %+v", sum.Logins)
+	}
 	if sum.Failures() > 0 {
 		t.Errorf("the summary counts %d failures", sum.Failures())
 	}

@@ -41,11 +41,18 @@ func (c LoginCount) OK() bool {
 
 // countLogins reads the state database's connection log.
 func (d *Demo) countLogins() LoginCount {
-	c := LoginCount{Sessions: map[string]int64{}}
+	var logins []string
 	for _, id := range d.agentHosts() {
-		c.Logins = append(c.Logins, sqlstore.DefaultLogin(id))
+		logins = append(logins, sqlstore.DefaultLogin(id))
 	}
-	c.Err = logLinesSince(d.Fleet.State.LogFile(), 0, func(l string) {
+	return loginsFromLog(d.Fleet.State.LogFile(), logins)
+}
+
+// loginsFromLog counts the sessions of each of logins and the refusals in a
+// PostgreSQL server's log.
+func loginsFromLog(path string, logins []string) LoginCount {
+	c := LoginCount{Logins: logins, Sessions: map[string]int64{}}
+	c.Err = logLinesSince(path, 0, func(l string) {
 		if i := strings.Index(l, "connection authorized: user="); i >= 0 {
 			user, _, _ := strings.Cut(l[i+len("connection authorized: user="):], " ")
 			if slices.Contains(c.Logins, user) {
