@@ -107,26 +107,46 @@ proc: BEGIN
 END
 -- +goose StatementEnd
 
+-- The guards below find, in one query, whether the account is an agent's
+-- (NULL: an operator's, which passes) and whether the change is one of its
+-- steps; only a refusal calls fleetmigrate_agent_may, for its message.
 -- +goose StatementBegin
 CREATE TRIGGER migration_guard_agent BEFORE UPDATE ON migration FOR EACH ROW
 BEGIN
+    DECLARE v_ok BOOLEAN;
     DECLARE msg VARCHAR(512);
-    IF NEW.mode <> OLD.mode AND OLD.mode <> 'auto'
-       AND EXISTS (SELECT 1 FROM agent_login WHERE login = SUBSTRING_INDEX(USER(), '@', 1)) THEN
-        SET msg = CONCAT('fleetmigrate: update of row ', OLD.id, ' refused: its mode is ', OLD.mode,
-                         ', and an agent only chooses the path of an auto row');
-        SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
+    SET v_ok = (SELECT EXISTS (SELECT 1 FROM agent_transition t
+                               WHERE t.from_status = OLD.status AND t.to_status = NEW.status
+                                 AND ((t.side = 'source' AND OLD.source = a.host)
+                                   OR (t.side = 'destination' AND OLD.destination = a.host)
+                                   OR (t.side = 'dns' AND a.dns)))
+                FROM agent_login a WHERE a.login = SUBSTRING_INDEX(USER(), '@', 1));
+    IF v_ok IS NOT NULL THEN
+        IF NEW.mode <> OLD.mode AND OLD.mode <> 'auto' THEN
+            SET msg = CONCAT('fleetmigrate: update of row ', OLD.id, ' refused: its mode is ', OLD.mode,
+                             ', and an agent only chooses the path of an auto row');
+            SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
+        END IF;
+        IF NOT v_ok THEN
+            CALL fleetmigrate_agent_may(OLD.source, OLD.destination, OLD.status, NEW.status, CONCAT('update of row ', OLD.id));
+        END IF;
     END IF;
-    CALL fleetmigrate_agent_may(OLD.source, OLD.destination, OLD.status, NEW.status, CONCAT('update of row ', OLD.id));
 END
 -- +goose StatementEnd
 
 -- +goose StatementBegin
 CREATE TRIGGER migration_event_guard_agent BEFORE INSERT ON migration_event FOR EACH ROW
 BEGIN
+    DECLARE v_ok BOOLEAN;
     DECLARE v_source VARCHAR(255);
     DECLARE v_destination VARCHAR(255);
-    IF EXISTS (SELECT 1 FROM agent_login WHERE login = SUBSTRING_INDEX(USER(), '@', 1)) THEN
+    SET v_ok = (SELECT EXISTS (SELECT 1 FROM migration m, agent_transition t
+                               WHERE m.id = NEW.migration_id AND t.from_status = NEW.from_status AND t.to_status = NEW.to_status
+                                 AND ((t.side = 'source' AND m.source = a.host)
+                                   OR (t.side = 'destination' AND m.destination = a.host)
+                                   OR (t.side = 'dns' AND a.dns)))
+                FROM agent_login a WHERE a.login = SUBSTRING_INDEX(USER(), '@', 1));
+    IF v_ok IS NOT NULL AND NOT v_ok THEN
         SET v_source = (SELECT source FROM migration WHERE id = NEW.migration_id);
         SET v_destination = (SELECT destination FROM migration WHERE id = NEW.migration_id);
         IF v_source IS NOT NULL THEN -- otherwise the foreign key refuses it
@@ -139,10 +159,17 @@ END
 -- +goose StatementBegin
 CREATE TRIGGER migration_record_guard_agent_insert BEFORE INSERT ON migration_record FOR EACH ROW
 BEGIN
+    DECLARE v_ok BOOLEAN;
     DECLARE v_source VARCHAR(255);
     DECLARE v_destination VARCHAR(255);
     DECLARE v_status VARCHAR(32);
-    IF EXISTS (SELECT 1 FROM agent_login WHERE login = SUBSTRING_INDEX(USER(), '@', 1)) THEN
+    SET v_ok = (SELECT EXISTS (SELECT 1 FROM migration m, agent_transition t
+                               WHERE m.id = NEW.migration_id AND t.from_status = m.status AND t.to_status = m.status
+                                 AND ((t.side = 'source' AND m.source = a.host)
+                                   OR (t.side = 'destination' AND m.destination = a.host)
+                                   OR (t.side = 'dns' AND a.dns)))
+                FROM agent_login a WHERE a.login = SUBSTRING_INDEX(USER(), '@', 1));
+    IF v_ok IS NOT NULL AND NOT v_ok THEN
         SELECT source, destination, status INTO v_source, v_destination, v_status FROM migration WHERE id = NEW.migration_id;
         IF v_source IS NOT NULL THEN
             CALL fleetmigrate_agent_may(v_source, v_destination, v_status, v_status, CONCAT('a step record of row ', NEW.migration_id));
@@ -154,18 +181,27 @@ END
 -- +goose StatementBegin
 CREATE TRIGGER migration_record_guard_agent_update BEFORE UPDATE ON migration_record FOR EACH ROW
 BEGIN
+    DECLARE v_ok BOOLEAN;
     DECLARE v_source VARCHAR(255);
     DECLARE v_destination VARCHAR(255);
     DECLARE v_status VARCHAR(32);
     DECLARE msg VARCHAR(512);
-    IF EXISTS (SELECT 1 FROM agent_login WHERE login = SUBSTRING_INDEX(USER(), '@', 1)) THEN
+    SET v_ok = (SELECT EXISTS (SELECT 1 FROM migration m, agent_transition t
+                               WHERE m.id = NEW.migration_id AND t.from_status = m.status AND t.to_status = m.status
+                                 AND ((t.side = 'source' AND m.source = a.host)
+                                   OR (t.side = 'destination' AND m.destination = a.host)
+                                   OR (t.side = 'dns' AND a.dns)))
+                FROM agent_login a WHERE a.login = SUBSTRING_INDEX(USER(), '@', 1));
+    IF v_ok IS NOT NULL THEN
         IF NEW.migration_id <> OLD.migration_id THEN
             SET msg = CONCAT('fleetmigrate: a step record of row ', OLD.migration_id, ' refused: a record stays with its row');
             SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
         END IF;
-        SELECT source, destination, status INTO v_source, v_destination, v_status FROM migration WHERE id = NEW.migration_id;
-        IF v_source IS NOT NULL THEN
-            CALL fleetmigrate_agent_may(v_source, v_destination, v_status, v_status, CONCAT('a step record of row ', NEW.migration_id));
+        IF NOT v_ok THEN
+            SELECT source, destination, status INTO v_source, v_destination, v_status FROM migration WHERE id = NEW.migration_id;
+            IF v_source IS NOT NULL THEN
+                CALL fleetmigrate_agent_may(v_source, v_destination, v_status, v_status, CONCAT('a step record of row ', NEW.migration_id));
+            END IF;
         END IF;
     END IF;
 END

@@ -61,7 +61,7 @@ func harness(t *testing.T, driver, dsn string) storetest.Harness {
 // database of operator store s (logins are the server's, shared by every
 // test's database: the name is unique) and opens a store logging in as it.
 // The login is revoked at cleanup.
-func grantAgent(t *testing.T, s *sqlstore.Store, driver, operatorDSN, host string, dns bool) *sqlstore.Store {
+func grantAgent(t testing.TB, s *sqlstore.Store, driver, operatorDSN, host string, dns bool) *sqlstore.Store {
 	t.Helper()
 	ctx := context.Background()
 	admin := sqlstore.NewAdmin(s.DB(), s.Dialect())
