@@ -87,4 +87,3 @@ func BenchmarkClaimAdvance(b *testing.B) {
 func dumpFieldsFor(id int64) statemachine.Fields {
 	return statemachine.Fields{DumpURL: fmt.Sprintf("s3://dumps/%d", id), DumpSHA256: fmt.Sprintf("%064x", id), DumpBytes: 1}
 }
-
