@@ -105,7 +105,7 @@ func testAgentLoginsWalkTheirRows(t *testing.T, h Harness) {
 		t.Fatalf("promote: %d, %v", n, err)
 	}
 	a, _ := h.AsAgent(t, "a", false)
-	b, _ := h.AsAgent(t, "b", false)
+	b, bdb := h.AsAgent(t, "b", false)
 	d, _ := h.AsAgent(t, "dns-1", true)
 	for _, reg := range []struct {
 		s    statemachine.Store
@@ -129,6 +129,9 @@ func testAgentLoginsWalkTheirRows(t *testing.T, h Harness) {
 	if err := b.PutRecord(ctx(t), &m, "stream", []byte(`{"slot":"x"}`)); err != nil {
 		t.Fatalf("b writes its step record: %v", err)
 	}
+	// A record stays with its row, even between two rows of b's.
+	_, err := bdb.ExecContext(ctx(t), h.Q("UPDATE migration_record SET migration_id = ? WHERE migration_id = ?"), rows["nodns"].ID, m.ID)
+	wantRefused(t, "b moves its record to another of its rows", err)
 	if _, err := b.Renew(ctx(t), &m, time.Minute); err != nil {
 		t.Fatalf("b renews its lease: %v", err)
 	}
