@@ -229,6 +229,21 @@ func testAgentLoginRefusedOtherRows(t *testing.T, h Harness) {
 		_, err = adb.ExecContext(ctx(t), q("UPDATE migration SET last_error = 'hijacked' WHERE id = ?"), theirs.ID)
 		wantRefused(t, "a writes b→c's row behind a temporary agent_login", err)
 	}
+	// Nor can the login turn the guards off, on either dialect (each of
+	// these fails: not the owner, not a superuser, or not the syntax).
+	conn, err := adb.Conn(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, st := range []string{"SET session_replication_role = replica", "ALTER TABLE migration DISABLE TRIGGER ALL",
+		"DROP TRIGGER migration_guard_agent ON migration", "DROP TRIGGER migration_guard_agent"} {
+		if _, err := conn.ExecContext(ctx(t), st); err == nil {
+			t.Errorf("a's login may %s", st)
+		}
+	}
+	_, err = conn.ExecContext(ctx(t), q("UPDATE migration SET last_error = 'hijacked' WHERE id = ?"), theirs.ID)
+	wantRefused(t, "a writes b→c's row after trying to turn the guards off", err)
 	for _, m := range []statemachine.Migration{theirs, mine} {
 		r := wantStatus(t, h, m.ID, statemachine.ToDump)
 		if r.Owner.Valid || r.LastErr.Valid || r.Fence != 0 {
