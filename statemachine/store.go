@@ -320,6 +320,9 @@ type Agent struct {
 	// Endpoints are how other agents reach this host's database servers,
 	// by engine ("mysql": "10.0.0.7:3306").
 	Endpoints map[Engine]string `json:"endpoints,omitempty"`
+	// Login is the state-database login that last wrote the entry, as
+	// the database records it (read only).
+	Login string `json:"login,omitempty"`
 	// Jobs is how many steps the agent runs now.
 	Jobs      int       `json:"jobs"`
 	StartedAt time.Time `json:"started_at"`

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
 )
 
@@ -71,6 +73,22 @@ func TestGrantAndRevokeAgentLogins(t *testing.T) {
 		if n, err := testStore(t, db).CountStatuses(t.Context(), "Waiting"); err != nil || n != 0 {
 			t.Errorf("rows planned by an agent login: %d, %v", n, err)
 		}
+		// migrate status tells the agents on their own login from those on
+		// an operator's.
+		as := statetest.DB{Driver: db.Driver, DSN: dsn}.Open(t)
+		for _, reg := range []struct {
+			s    statemachine.Store
+			host string
+		}{{as, "db-1"}, {testStore(t, db), "db-2"}} {
+			if err := reg.s.RegisterAgent(t.Context(), statemachine.Agent{Host: reg.host, Roles: []statemachine.Role{statemachine.RoleDump}, Instance: "i-" + reg.host}, time.Minute, ""); err != nil {
+				t.Fatalf("register %s: %v", reg.host, err)
+			}
+		}
+		code, out, _ = migrate(t, db, "", "status")
+		if code != 0 || !strings.Contains(out, "logins:   1 on their host's own, 1 on an operator's: db-2  WARNING") {
+			t.Errorf("status: %d\n%s", code, out)
+		}
+		as.Close()
 		code, out, stderr = migrate(t, db, "", "db", "revoke-agent", "db-1")
 		if code != 0 || !strings.Contains(out, "revoked and dropped") {
 			t.Fatalf("revoke-agent: %d\n%s\n%s", code, out, stderr)

@@ -39,6 +39,12 @@ type statusReport struct {
 	StopSwitch    statemachine.StopSwitch    `json:"stop_switch"`
 	Scheduler     schedulerReport            `json:"scheduler"`
 	PausedSources []statemachine.SourcePause `json:"paused_sources"`
+	// OperatorLogins are the hosts whose agent (seen in the window) wrote
+	// its registry entry with a login that is not its host's own agent
+	// login: with it, it may change any host's rows.
+	OperatorLogins []string `json:"operator_logins,omitempty"`
+	// OwnLogins counts the agents seen on their host's own login.
+	OwnLogins int `json:"own_logins"`
 	// Agents maps each role to the hosts whose agent runs it and was seen in
 	// the last two minutes.
 	Agents map[string][]string `json:"agents"`
@@ -157,9 +163,22 @@ func buildStatus(ctx context.Context, store *sqlstore.Store) (statusReport, erro
 	if err != nil {
 		return rep, err
 	}
+	logins, err := sqlstore.NewAdmin(store.DB(), store.Dialect()).AgentLogins(ctx)
+	if err != nil {
+		return rep, err
+	}
+	own := map[string]string{} // login → host
+	for _, l := range logins {
+		own[l.Login] = l.Host
+	}
 	for _, a := range agents {
 		for _, r := range a.Roles {
 			rep.Agents[string(r)] = append(rep.Agents[string(r)], a.Host)
+		}
+		if h, ok := own[a.Login]; ok && h == a.Host {
+			rep.OwnLogins++
+		} else {
+			rep.OperatorLogins = append(rep.OperatorLogins, a.Host)
 		}
 	}
 	rep.At, err = store.Now(ctx)
@@ -220,6 +239,12 @@ func printStatus(w io.Writer, rep statusReport) {
 			continue
 		}
 		fmt.Fprintf(w, "  %-9s %3d  %s\n", role, len(hosts), abbreviate(hosts, 8))
+	}
+	if n := len(rep.OperatorLogins); n > 0 {
+		fmt.Fprintf(w, "  logins:   %d on their host's own, %d on an operator's: %s  WARNING: those may change any host's rows (migrate db grant-agent HOST; docs/security.md)\n",
+			rep.OwnLogins, n, abbreviate(rep.OperatorLogins, 8))
+	} else if rep.OwnLogins > 0 {
+		fmt.Fprintf(w, "  logins:   all %d on their host's own (the state database holds each to its host's rows)\n", rep.OwnLogins)
 	}
 }
 

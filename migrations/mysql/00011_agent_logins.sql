@@ -23,6 +23,11 @@ CREATE TABLE agent_login (
     INDEX agent_login_host (host)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
+-- The login that last wrote each registry entry, set by the database (the
+-- guards below): `migrate status` shows which agents still run on an
+-- operator's account.
+ALTER TABLE agent ADD COLUMN login VARCHAR(255) NOT NULL DEFAULT '';
+
 -- Every status change an agent login may make on a row, by the side it acts
 -- for (from = to: a write that keeps the status). Kept equal to
 -- statemachine.AgentPairs() by the store conformance tests.
@@ -222,14 +227,20 @@ BEGIN
 END
 -- +goose StatementEnd
 
+-- +goose StatementBegin
 CREATE TRIGGER agent_guard_agent_insert BEFORE INSERT ON agent FOR EACH ROW
+BEGIN
     CALL fleetmigrate_agent_registry(NEW.host);
+    SET NEW.login = SUBSTRING_INDEX(USER(), '@', 1);
+END
+-- +goose StatementEnd
 
 -- +goose StatementBegin
 CREATE TRIGGER agent_guard_agent_update BEFORE UPDATE ON agent FOR EACH ROW
 BEGIN
     CALL fleetmigrate_agent_registry(OLD.host);
     CALL fleetmigrate_agent_registry(NEW.host);
+    SET NEW.login = SUBSTRING_INDEX(USER(), '@', 1);
 END
 -- +goose StatementEnd
 
@@ -247,4 +258,5 @@ DROP TRIGGER migration_event_guard_agent;
 DROP TRIGGER migration_guard_agent;
 DROP PROCEDURE fleetmigrate_agent_may;
 DROP TABLE agent_transition;
+ALTER TABLE agent DROP COLUMN login;
 DROP TABLE agent_login;

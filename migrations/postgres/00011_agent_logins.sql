@@ -39,6 +39,11 @@ CREATE TABLE agent_login (
 );
 CREATE INDEX agent_login_host ON agent_login (host);
 
+-- The login that last wrote each registry entry, set by the database (the
+-- guard below): `migrate status` shows which agents still run on an
+-- operator's login.
+ALTER TABLE agent ADD COLUMN login text NOT NULL DEFAULT '';
+
 -- Every status change an agent login may make on a row, by the side it acts
 -- for; from = to: a write that keeps the status (lease, fields, notes,
 -- records) while the row is in that side's working status. Kept equal to
@@ -234,6 +239,7 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
     END IF;
+    NEW.login := current_user;
     RETURN NEW;
 END
 $$;
@@ -274,4 +280,5 @@ DROP FUNCTION fleetmigrate_guard_agent_event();
 DROP FUNCTION fleetmigrate_guard_agent_update();
 DROP FUNCTION fleetmigrate_agent_may(text, text, text, text, text);
 DROP TABLE agent_transition;
+ALTER TABLE agent DROP COLUMN login;
 DROP TABLE agent_login;

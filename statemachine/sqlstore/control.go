@@ -280,7 +280,7 @@ func (s *Store) Agents(ctx context.Context, seenWithin time.Duration) ([]statema
 }
 
 func (s *Store) queryAgents(ctx context.Context, where string, args ...any) ([]statemachine.Agent, error) {
-	rows, err := s.db.QueryContext(ctx, s.d.q("SELECT "+agentColumns+" FROM agent "+where+" ORDER BY host"), args...)
+	rows, err := s.db.QueryContext(ctx, s.d.q("SELECT "+agentColumns+", login FROM agent "+where+" ORDER BY host"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
@@ -289,7 +289,7 @@ func (s *Store) queryAgents(ctx context.Context, where string, args ...any) ([]s
 	for rows.Next() {
 		var a statemachine.Agent
 		var roles, endpoints string
-		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &endpoints, &a.PID, &a.Machine, &a.Process, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen); err != nil {
+		if err := rows.Scan(&a.Host, &roles, &a.Version, &a.DNSTarget, &a.Address, &endpoints, &a.PID, &a.Machine, &a.Process, &a.Instance, &a.Jobs, &a.StartedAt, &a.LastSeen, &a.Login); err != nil {
 			return nil, err
 		}
 		if endpoints != "" {

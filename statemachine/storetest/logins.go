@@ -345,6 +345,10 @@ func testAgentLoginRefusedRegistry(t *testing.T, h Harness) {
 	if err != nil || !ok || got.Instance != "i-b" || got.DNSTarget != "10.0.0.2" || got.Address != "" {
 		t.Errorf("b's entry changed: %+v, %v, %v", got, ok, err)
 	}
+	// The database records which login wrote each entry.
+	if mineGot, _, err := h.Store.AgentFor(ctx(t), "a"); err != nil || !strings.HasPrefix(mineGot.Login, "fm_") || got.Login == "" || got.Login == mineGot.Login {
+		t.Errorf("logins of the entries: a's %q (%v), b's (by an operator) %q", mineGot.Login, err, got.Login)
+	}
 	if _, ok, _ := h.Store.AgentFor(ctx(t), "c"); ok {
 		t.Error("a registered host c")
 	}
