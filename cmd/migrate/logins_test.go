@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,7 @@ func TestGrantAndRevokeAgentLogins(t *testing.T) {
 		login := "fm_cli_" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
 		code, out, stderr := migrate(t, db, "", "db", "grant-agent", "db-1", "--password-file", pwFile, "--login", login)
 		if code != 0 || !strings.Contains(out, "agent login "+login) || !strings.Contains(out, "for host db-1 created") ||
-			!strings.Contains(out, "password: new, written to "+pwFile) {
+			!strings.Contains(out, "new password written to "+pwFile+" (0600)") {
 			t.Fatalf("grant-agent: %d\n%s\n%s", code, out, stderr)
 		}
 		st, err := os.Stat(pwFile)
@@ -98,6 +99,57 @@ func TestGrantAndRevokeAgentLogins(t *testing.T) {
 		}
 		if code, _, _ := migrate(t, agentDB, "", "status"); code == 0 {
 			t.Error("a revoked login still reads the state database")
+		}
+	})
+}
+
+// TestGrantAgentsOfThePlan: --planned gives every source and destination
+// host of the state table its own login at once, each password in its own
+// 0600 file; re-running changes nothing but says so.
+func TestGrantAgentsOfThePlan(t *testing.T) {
+	engines(t, func(t *testing.T, db stateDB) {
+		mustUpgrade(t, db)
+		dir := t.TempDir()
+		p := "pl" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
+		hosts := []string{p + "-a", p + "-b", p + "-c"}
+		plan := filepath.Join(dir, "plan.csv")
+		csv := "engine,database,source,destination,dns_name\nmysql,shop,%[1]s,%[3]s,\nmysql,blog,%[2]s,%[3]s,\n"
+		if err := os.WriteFile(plan, []byte(fmt.Sprintf(csv, hosts[0], hosts[1], hosts[2])), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, stderr := migrate(t, db, "", "plan", "--file", plan); code != 0 {
+			t.Fatalf("plan: %s", stderr)
+		}
+		pwDir := filepath.Join(dir, "passwords")
+		if err := os.Mkdir(pwDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			for _, h := range hosts {
+				migrate(t, db, "", "db", "revoke-agent", h)
+			}
+		})
+		code, out, stderr := migrate(t, db, "", "db", "grant-agent", "--planned", "--password-dir", pwDir)
+		if code != 0 || !strings.Contains(out, "3 hosts of the plan: 3 with their own login now, 0 failed") {
+			t.Fatalf("grant-agent --planned: %d\n%s\n%s", code, out, stderr)
+		}
+		for _, h := range hosts {
+			if !strings.Contains(out, "agent login fm_"+h) || !strings.Contains(out, "for host "+h+" created, new password written to") {
+				t.Errorf("no line for %s:\n%s", h, out)
+			}
+			if st, err := os.Stat(filepath.Join(pwDir, h+".state-password")); err != nil || st.Mode().Perm() != 0o600 {
+				t.Errorf("%s's password file: %v %v", h, st, err)
+			}
+		}
+		code, out, _ = migrate(t, db, "", "db", "grant-agent", "--planned", "--password-dir", pwDir)
+		if code != 0 || strings.Count(out, "updated (password set from") != 3 {
+			t.Errorf("again: %d\n%s", code, out)
+		}
+		if code, _, stderr := migrate(t, db, "", "db", "grant-agent", "--planned"); code != 2 || !strings.Contains(stderr, "--password-dir") {
+			t.Errorf("--planned without --password-dir: %d %s", code, stderr)
+		}
+		if code, _, stderr := migrate(t, db, "", "db", "grant-agent", hosts[0], "--planned", "--password-dir", pwDir); code != 2 || !strings.Contains(stderr, "not both") {
+			t.Errorf("a host and --planned: %d %s", code, stderr)
 		}
 	})
 }

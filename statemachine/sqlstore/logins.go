@@ -260,6 +260,25 @@ func (a *Admin) GrantAgent(ctx context.Context, g AgentGrant) (AgentLogin, bool,
 	return got[0], create, nil
 }
 
+// PlannedHosts lists every source and destination host of the state
+// table, sorted.
+func (a *Admin) PlannedHosts(ctx context.Context) ([]string, error) {
+	rows, err := a.db.QueryContext(ctx, "SELECT source FROM migration UNION SELECT destination FROM migration ORDER BY 1")
+	if err != nil {
+		return nil, fmt.Errorf("list the plan's hosts: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
 // RefreshGrants grants every agent login what this binary's schema needs
 // (after an upgrade added a table or a column) and returns how many.
 func (a *Admin) RefreshGrants(ctx context.Context) (int, error) {
