@@ -456,6 +456,9 @@ func TestStatusMatchesSQL(t *testing.T) {
 			sqlCounts[statemachine.Status(st)] = n
 			total += n
 		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
 		for _, st := range statemachine.Statuses {
 			if rep.Counts[st] != sqlCounts[st] {
 				t.Errorf("%s: status says %d, SQL %d", st, rep.Counts[st], sqlCounts[st])

@@ -346,7 +346,7 @@ func loginFits(l *sqlstore.AgentLogin, acfg agent.Config) error {
 		return fmt.Errorf("state.dsn logs in as %s, the agent login of host %s, but this agent is host %s: the state database would refuse every step; give it host %s's own login (migrate db grant-agent %s)",
 			l.Login, l.Host, acfg.Host, acfg.Host, acfg.Host)
 	case slices.Contains(acfg.Roles, statemachine.RoleDNS) && !l.DNS:
-		return fmt.Errorf("this agent runs the dns role, but its login %s may not move the DNS rows: migrate db grant-agent %s --dns --password-file ...", l.Login, acfg.Host)
+		return fmt.Errorf("this agent runs the dns role, but its login %s may not move the DNS rows: migrate db grant-agent %s --dns --password-file FILE", l.Login, acfg.Host)
 	}
 	return nil
 }

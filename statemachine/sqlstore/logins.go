@@ -381,18 +381,10 @@ func (a *Admin) endSessions(ctx context.Context, l AgentLogin) int {
 		_ = a.db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1) t", l.Login).Scan(&n)
 		return n
 	}
-	rows, err := a.db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", l.Login)
+	ids, err := processIDs(ctx, a.db, l.Login)
 	if err != nil {
 		return 0
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if rows.Scan(&id) == nil {
-			ids = append(ids, id)
-		}
-	}
-	rows.Close()
 	n := 0
 	for _, id := range ids {
 		if _, err := a.db.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err == nil {
@@ -400,6 +392,24 @@ func (a *Admin) endSessions(ctx context.Context, l AgentLogin) int {
 		}
 	}
 	return n
+}
+
+// processIDs lists the MySQL/MariaDB sessions of user.
+func processIDs(ctx context.Context, db *sql.DB, user string) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 func undefinedObject(err error) bool {
