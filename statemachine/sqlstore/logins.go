@@ -381,7 +381,7 @@ func (a *Admin) endSessions(ctx context.Context, l AgentLogin) int {
 		_ = a.db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1) t", l.Login).Scan(&n)
 		return n
 	}
-	ids, err := processIDs(ctx, a.db, l.Login)
+	ids, err := int64s(a.db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", l.Login))
 	if err != nil {
 		return 0
 	}
@@ -392,24 +392,6 @@ func (a *Admin) endSessions(ctx context.Context, l AgentLogin) int {
 		}
 	}
 	return n
-}
-
-// processIDs lists the MySQL/MariaDB sessions of user.
-func processIDs(ctx context.Context, db *sql.DB, user string) ([]int64, error) {
-	rows, err := db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
 }
 
 func undefinedObject(err error) bool {

@@ -20,20 +20,24 @@ const rescueBatch = 500
 // rows other transactions have locked.
 func (s *Store) pickIDs(ctx context.Context, tx *sql.Tx, where string, limit int, args ...any) ([]int64, error) {
 	args = append(args, limit)
-	rows, err := tx.QueryContext(ctx, s.d.q("SELECT id FROM migration WHERE "+where+" ORDER BY id LIMIT ?"+s.d.forUpdateSkipLocked()), args...)
+	return int64s(tx.QueryContext(ctx, s.d.q("SELECT id FROM migration WHERE "+where+" ORDER BY id LIMIT ?"+s.d.forUpdateSkipLocked()), args...))
+}
+
+// int64s reads a one-column result of integers and closes it.
+func int64s(rows *sql.Rows, err error) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var ids []int64
+	var out []int64
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
 			return nil, err
 		}
-		ids = append(ids, id)
+		out = append(out, n)
 	}
-	return ids, rows.Err()
+	return out, rows.Err()
 }
 
 func idArgs(ids []int64) []any {
