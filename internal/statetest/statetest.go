@@ -4,6 +4,9 @@ package statetest
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,4 +102,41 @@ func EnginesOnPrivateServers(t *testing.T, fn func(t *testing.T, db DB, srv Serv
 		srv := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{})
 		fn(t, Upgraded(t, "mysql", srv.DSN(srv.NewDatabase(t))), srv)
 	})
+}
+
+var loginSeq atomic.Int64
+
+// AsAgent grants host an agent login of its own on d's state database
+// (with the DNS rows when dns is set) and returns d logging in as it. The
+// login's name is unique (logins belong to the server, which tests share);
+// it is revoked at cleanup.
+func (d DB) AsAgent(tb testing.TB, host string, dns bool) DB {
+	tb.Helper()
+	ctx := context.Background()
+	db, dialect, _, err := sqlstore.Connect(ctx, sqlstore.Config{Driver: d.Driver, DSN: d.DSN})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	admin := sqlstore.NewAdmin(db, dialect)
+	pw := sqlstore.NewPassword()
+	login := fmt.Sprintf("fm_t%d_%d_%s", os.Getpid()%100000, loginSeq.Add(1), host)
+	if len(login) > sqlstore.MaxLoginLen {
+		login = login[:sqlstore.MaxLoginLen]
+	}
+	l, created, err := admin.GrantAgent(ctx, sqlstore.AgentGrant{Host: host, Login: login, DNS: dns, Password: pw, By: "test"})
+	if err != nil || !created {
+		db.Close()
+		tb.Fatalf("grant %s an agent login: %v (created %v)", host, err, created)
+	}
+	tb.Cleanup(func() {
+		defer db.Close()
+		if _, err := admin.RevokeAgent(context.Background(), l.Login); err != nil {
+			tb.Errorf("revoke %s: %v", l.Login, err)
+		}
+	})
+	dsn, err := sqlstore.DSNWithLogin(d.Driver, d.DSN, l.Login, pw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return DB{Driver: d.Driver, DSN: dsn}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
+	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkClaimAdvance(b *testing.B) {
 				}
 				var s statemachine.Store = op
 				if variant == "agent-login" {
-					s = grantAgent(b, op, e.driver, dsn, "dst-00", false)
+					s = statetest.DB{Driver: e.driver, DSN: dsn}.AsAgent(b, "dst-00", false).Open(b)
 				}
 				done := 0
 				b.ResetTimer()
