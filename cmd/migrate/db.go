@@ -61,6 +61,13 @@ func runDB(ctx context.Context, e *env, args []string) error {
 			state = "newer than this binary: upgrade the binary"
 		}
 		fmt.Fprintf(e.stdout, "state database: %s\nschema version: %d (this binary: %d), %s\n", where, before.Current, before.Latest, state)
+		if before.Current >= 11 {
+			logins, err := sqlstore.NewAdmin(db, dialect).AgentLogins(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "agent logins:   %d (migrate db logins lists them; any other login is an operator's)\n", len(logins))
+		}
 		return nil
 	}
 	applied, err := migrations.Up(ctx, db, dialect, nil)

@@ -53,6 +53,9 @@ func TestGrantAndRevokeAgentLogins(t *testing.T) {
 		if code, _, stderr := migrate(t, db, "", "db", "grant-agent", "db-2"); code != 2 || !strings.Contains(stderr, "--password-file is required") {
 			t.Errorf("no password file: %d %s", code, stderr)
 		}
+		if code, out, _ := migrate(t, db, "", "db", "status"); code != 0 || !strings.Contains(out, "agent logins:   1 (") {
+			t.Errorf("db status: %d\n%s", code, out)
+		}
 		code, out, _ = migrate(t, db, "", "db", "logins")
 		if code != 0 || !strings.Contains(out, "agent logins: 1") || !strings.Contains(out, login) || !strings.Contains(out, "yes") {
 			t.Fatalf("logins: %d\n%s", code, out)
