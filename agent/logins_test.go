@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
-	"github.com/fleetmigrate/fleetmigrate/scheduler"
 	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
@@ -44,15 +43,9 @@ func TestAgentsOnTheirOwnLogins(t *testing.T) {
 			runUntilCleanup(t, a)
 		}
 		start(t, db.AsAgent(t, "dns-1", true).Open(t), fast("dns-1", statemachine.RoleDNS), h, logger())
-		sch, err := scheduler.New(s, scheduler.Config{MaxProcs: 60, MaxPerSource: -1, MaxPerDestination: -1, Tick: 50 * time.Millisecond,
-			Holder: "test pid 1"}, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sctx, stop := context.WithCancel(context.Background())
+		stop := runScheduler(t, s, 60)
 		defer stop()
-		go func() { _ = sch.Run(sctx) }()
-		waitFor(t, "every row Done", 2*time.Minute, func() bool { return count(t, s, "WHERE status = 'Done'") == rows })
+		waitDone(t, s, rows, 2*time.Minute)
 		stop()
 		agents, err := s.Agents(context.Background(), 0)
 		if err != nil || len(agents) != 7 {

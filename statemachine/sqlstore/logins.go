@@ -225,17 +225,17 @@ func (a *Admin) GrantAgent(ctx context.Context, g AgentGrant) (AgentLogin, bool,
 	if len(known) > 0 && known[0].ClientHost != g.ClientHost {
 		return l, false, fmt.Errorf("login %s is the account %s: revoke it first to move it to %s@%s", g.Login, known[0].Account(), g.Login, g.ClientHost)
 	}
-	create := len(known) == 0
-	if create {
-		exists, err := a.loginExists(ctx, l)
-		if err != nil {
-			return l, false, err
-		}
-		if exists {
-			return l, false, fmt.Errorf("a login %s exists in the database and is not an agent login of this state database: "+
-				"choose another --login (making an operator's login an agent's would take its rights)", l.Account())
-		}
+	exists, err := a.loginExists(ctx, l)
+	if err != nil {
+		return l, false, err
 	}
+	if exists && len(known) == 0 {
+		return l, false, fmt.Errorf("a login %s exists in the database and is not an agent login of this state database: "+
+			"choose another --login (making an operator's login an agent's would take its rights)", l.Account())
+	}
+	// Known but gone (dropped by hand, or an earlier grant that failed
+	// half-way): made again.
+	create := !exists
 	// The row first: from now on the triggers hold the login to host.
 	if err := a.putLogin(ctx, l); err != nil {
 		return l, false, err

@@ -85,14 +85,14 @@ func TestAgentLoginAdministration(t *testing.T) {
 		if err != nil || !created || l.Host != "db-1" || l.DNS || l.GrantedBy != "ops@test" {
 			t.Fatalf("grant: %+v, created %v, %v", l, created, err)
 		}
-		open := func(pw string) (*sqlstore.Store, error) {
-			d, err := sqlstore.DSNWithLogin(driver, dsn, login, pw)
+		open := func(as, pw string) (*sqlstore.Store, error) {
+			d, err := sqlstore.DSNWithLogin(driver, dsn, as, pw)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return sqlstore.Open(ctx, sqlstore.Config{Driver: driver, DSN: d, MaxOpenConns: 2})
 		}
-		a, err := open(pw1)
+		a, err := open(login, pw1)
 		if err != nil {
 			t.Fatalf("log in with the password granted: %v", err)
 		}
@@ -101,7 +101,7 @@ func TestAgentLoginAdministration(t *testing.T) {
 		if err != nil || !ok || me.Host != "db-1" || me.Login != login {
 			t.Fatalf("the login's own entry: %+v, %v, %v", me, ok, err)
 		}
-		if _, err := open("not-" + pw1); err == nil {
+		if _, err := open(login, "not-"+pw1); err == nil {
 			t.Fatal("a wrong password logged in")
 		}
 		p, err := a.Posture(ctx)
@@ -114,10 +114,10 @@ func TestAgentLoginAdministration(t *testing.T) {
 		if err != nil || created || !l.DNS {
 			t.Fatalf("re-grant: %+v, created %v, %v", l, created, err)
 		}
-		if _, err := open(pw1); err == nil {
+		if _, err := open(login, pw1); err == nil {
 			t.Error("the old password still logs in after a rotation")
 		}
-		b, err := open(pw2)
+		b, err := open(login, pw2)
 		if err != nil {
 			t.Fatalf("log in with the new password: %v", err)
 		}
@@ -137,6 +137,23 @@ func TestAgentLoginAdministration(t *testing.T) {
 				t.Errorf("grant %+v: accepted", g)
 			}
 		}
+		// A grant that failed half-way (its agent_login row written, the
+		// login not made) is completed by running it again.
+		half := login + "_h"
+		if _, err := s.DB().ExecContext(ctx, s.Rebind("INSERT INTO agent_login (login, host) VALUES (?, 'db-5')"), half); err != nil {
+			t.Fatal(err)
+		}
+		if l, created, err := admin.GrantAgent(ctx, sqlstore.AgentGrant{Host: "db-5", Login: half, Password: pw2}); err != nil || !created {
+			t.Fatalf("complete a half-done grant: %+v, %v, %v", l, created, err)
+		}
+		if h, err := open(half, pw2); err != nil {
+			t.Errorf("log in with the completed grant: %v", err)
+		} else {
+			h.Close()
+		}
+		if _, err := admin.RevokeAgent(ctx, half); err != nil {
+			t.Fatal(err)
+		}
 		logins, err := admin.AgentLogins(ctx)
 		if err != nil || len(logins) != 1 || logins[0].Login != login {
 			t.Fatalf("logins: %+v, %v", logins, err)
@@ -152,7 +169,7 @@ func TestAgentLoginAdministration(t *testing.T) {
 		if rev[0].Sessions == 0 {
 			t.Error("revoke ended no session of the login")
 		}
-		if _, err := open(pw2); err == nil {
+		if _, err := open(login, pw2); err == nil {
 			t.Error("a revoked login logs in")
 		}
 		if _, err := admin.RevokeAgent(ctx, "db-1"); !errors.Is(err, sqlstore.ErrNoSuchLogin) {
