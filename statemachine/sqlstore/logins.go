@@ -154,6 +154,39 @@ func randIntn(n int) int {
 type Admin struct {
 	db *sql.DB
 	d  dialect
+	// where the grants go, read once (place); an Admin serves one goroutine
+	at *placeOf
+}
+
+// placeOf is where the state database's tables are and what serves them.
+type placeOf struct {
+	database, schema string // schema: PostgreSQL only
+	mariadb          bool
+}
+
+// place reads, once per Admin, the database (and PostgreSQL schema) the
+// grants name, and whether a MySQL server is MariaDB.
+func (a *Admin) place(ctx context.Context) (placeOf, error) {
+	if a.at != nil {
+		return *a.at, nil
+	}
+	var p placeOf
+	if a.d.pg() {
+		if err := a.db.QueryRowContext(ctx, "SELECT current_database(), current_schema()").Scan(&p.database, &p.schema); err != nil {
+			return p, fmt.Errorf("read the state database's name and schema: %w", err)
+		}
+	} else {
+		var version string
+		if err := a.db.QueryRowContext(ctx, "SELECT COALESCE(DATABASE(), ''), VERSION()").Scan(&p.database, &version); err != nil {
+			return p, fmt.Errorf("read the state database's name and version: %w", err)
+		}
+		if p.database == "" {
+			return p, errors.New("the state database DSN names no database")
+		}
+		p.mariadb = strings.Contains(strings.ToLower(version), "mariadb")
+	}
+	a.at = &p
+	return p, nil
 }
 
 // NewAdmin manages the logins of the state database db (from Connect).
@@ -352,13 +385,13 @@ func (a *Admin) RevokeAgent(ctx context.Context, hostOrLogin string) ([]Revoked,
 // revokePG takes a PostgreSQL agent login's privileges here away (DROP ROLE
 // refuses a role that still has some).
 func (a *Admin) revokePG(ctx context.Context, l AgentLogin) error {
-	var database, schema string
-	if err := a.db.QueryRowContext(ctx, "SELECT current_database(), current_schema()").Scan(&database, &schema); err != nil {
+	at, err := a.place(ctx)
+	if err != nil {
 		return err
 	}
 	role := ident.QuotePostgres(l.Login)
-	stmts := []string{"REVOKE CONNECT ON DATABASE " + ident.QuotePostgres(database) + " FROM " + role,
-		"REVOKE USAGE ON SCHEMA " + ident.QuotePostgres(schema) + " FROM " + role}
+	stmts := []string{"REVOKE CONNECT ON DATABASE " + ident.QuotePostgres(at.database) + " FROM " + role,
+		"REVOKE USAGE ON SCHEMA " + ident.QuotePostgres(at.schema) + " FROM " + role}
 	for _, t := range agentReads {
 		stmts = append(stmts, "REVOKE ALL ON TABLE "+ident.QuotePostgres(t)+" FROM "+role)
 	}
@@ -448,12 +481,12 @@ func (a *Admin) accountStatements(ctx context.Context, l AgentLogin, password st
 		return []statement{{"create it or set its password",
 			verb + ident.QuotePostgres(l.Login) + " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD " + ident.QuotePostgresLiteral(v)}}, nil
 	}
-	var version string
-	if err := a.db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+	at, err := a.place(ctx)
+	if err != nil {
 		return nil, err
 	}
 	auth := "IDENTIFIED BY '" + password + "'" // CheckPassword: no quote, no backslash
-	if strings.Contains(strings.ToLower(version), "mariadb") {
+	if at.mariadb {
 		auth = "IDENTIFIED BY PASSWORD '" + nativeHash(password) + "'"
 	}
 	verb := "ALTER USER "
@@ -465,16 +498,16 @@ func (a *Admin) accountStatements(ctx context.Context, l AgentLogin, password st
 
 // grantStatements are the privileges of an agent login, all idempotent.
 func (a *Admin) grantStatements(ctx context.Context, l AgentLogin) ([]statement, error) {
+	at, err := a.place(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []statement
 	if a.d.pg() {
-		var database, schema string
-		if err := a.db.QueryRowContext(ctx, "SELECT current_database(), current_schema()").Scan(&database, &schema); err != nil {
-			return nil, err
-		}
 		role := ident.QuotePostgres(l.Login)
 		out = append(out,
-			statement{"grant CONNECT", "GRANT CONNECT ON DATABASE " + ident.QuotePostgres(database) + " TO " + role},
-			statement{"grant USAGE on the schema", "GRANT USAGE ON SCHEMA " + ident.QuotePostgres(schema) + " TO " + role})
+			statement{"grant CONNECT", "GRANT CONNECT ON DATABASE " + ident.QuotePostgres(at.database) + " TO " + role},
+			statement{"grant USAGE on the schema", "GRANT USAGE ON SCHEMA " + ident.QuotePostgres(at.schema) + " TO " + role})
 		for _, t := range agentReads {
 			out = append(out, statement{"grant SELECT on " + t, "GRANT SELECT ON TABLE " + ident.QuotePostgres(t) + " TO " + role})
 		}
@@ -485,14 +518,7 @@ func (a *Admin) grantStatements(ctx context.Context, l AgentLogin) ([]statement,
 			statement{"grant INSERT, UPDATE, DELETE on agent", "GRANT INSERT, UPDATE, DELETE ON TABLE agent TO " + role})
 		return out, nil
 	}
-	var database string
-	if err := a.db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&database); err != nil {
-		return nil, err
-	}
-	if database == "" {
-		return nil, errors.New("the state database DSN names no database")
-	}
-	db, acct := ident.QuoteMySQL(database), mysqlAccount(l)
+	db, acct := ident.QuoteMySQL(at.database), mysqlAccount(l)
 	for _, t := range agentReads {
 		out = append(out, statement{"grant SELECT on " + t, "GRANT SELECT ON " + db + "." + ident.QuoteMySQL(t) + " TO " + acct})
 	}

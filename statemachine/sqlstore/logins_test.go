@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/fleetmigrate/fleetmigrate/internal/fleettest"
 	"github.com/fleetmigrate/fleetmigrate/internal/statetest"
 	"github.com/fleetmigrate/fleetmigrate/statemachine/sqlstore"
@@ -59,11 +62,30 @@ func TestDSNWithLogin(t *testing.T) {
 	for _, c := range []struct{ driver, dsn, want string }{
 		{"mysql", "root:secret@tcp(10.0.0.1:3306)/fleet?tls=true", "fm_a:pw@tcp(10.0.0.1:3306)/fleet?tls=true"},
 		{"postgres", "postgres://postgres:secret@10.0.0.1:5432/fleet?sslmode=verify-full", "postgres://fm_a:pw@10.0.0.1:5432/fleet?sslmode=verify-full"},
-		{"postgres", "host=10.0.0.1 dbname=fleet user=postgres", "host=10.0.0.1 dbname=fleet user=postgres user='fm_a' password='pw'"},
+		{"postgres", "host=10.0.0.1 dbname=fleet user=postgres password=secret", "host=10.0.0.1 dbname=fleet user=postgres password=secret user='fm_a' password='pw'"},
 	} {
 		got, err := sqlstore.DSNWithLogin(c.driver, c.dsn, "fm_a", "pw")
 		if err != nil || got != c.want {
 			t.Errorf("DSNWithLogin(%s, %q) = %q, %v; want %q", c.driver, c.dsn, got, err, c.want)
+		}
+		// What the drivers make of it: the agent's login, never the
+		// operator's (a keyword string names user twice: the last wins).
+		var user, password string
+		if c.driver == "mysql" {
+			mc, err := mysql.ParseDSN(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			user, password = mc.User, mc.Passwd
+		} else {
+			pc, err := pgx.ParseConfig(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			user, password = pc.User, pc.Password
+		}
+		if user != "fm_a" || password != "pw" {
+			t.Errorf("the driver reads %q as user %q password %q", got, user, password)
 		}
 	}
 }
