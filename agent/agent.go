@@ -85,6 +85,9 @@ type Config struct {
 	DNSTarget string
 	Address   string
 	Endpoints map[statemachine.Engine]string
+	// AskTimeout bounds how long a step waits for a peer's agent to answer
+	// its ask (DefaultAskTimeout).
+	AskTimeout time.Duration
 }
 
 // Validate fills defaults and reports bad values.
@@ -115,6 +118,7 @@ func (c *Config) Validate() error {
 	def(&c.ProgressInterval, DefaultProgressInterval)
 	def(&c.RetryBase, DefaultRetryBase)
 	def(&c.RetryMax, DefaultRetryMax)
+	def(&c.AskTimeout, DefaultAskTimeout)
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
@@ -175,6 +179,7 @@ type Agent struct {
 	jobs      sync.WaitGroup
 	lastError map[string]time.Time
 	services  []service
+	answers   map[string]AskHandler // by action/engine
 }
 
 // service is a background loop of the agent (Service).
@@ -289,6 +294,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, sv := range a.services {
 		services.Go(func() { sv.run(pollCtx, a.log.With("service", sv.name)) })
 	}
+	// Peers' asks are answered until the steps have drained: a peer's step
+	// may wait on this host's answer to undo its work.
+	askCtx, stopAnswering := context.WithCancel(jobsCtx)
+	var answering sync.WaitGroup
+	answering.Go(func() { a.answerLoop(askCtx) })
 	var pollers sync.WaitGroup
 	for _, role := range a.cfg.Roles {
 		pollers.Add(1)
@@ -315,6 +325,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		close(stopped)
 	}()
 	left := a.waitStopped(stopping, stopped)
+	stopAnswering()
+	answering.Wait()
 	stopHB()
 	if runErr == nil {
 		runErr = <-takenOver

@@ -59,16 +59,15 @@ func (d *dumpStep) Run(ctx context.Context, job *agent.Job) (f statemachine.Fiel
 		return statemachine.Fields{}, permanent(err)
 	}
 	checked := fmt.Sprintf("destination %s %s ready%s", row.Destination, dst.Version(), notesSuffix(notes))
-	access, err := src.PlanBlock(ctx, s)
-	if err != nil {
-		return statemachine.Fields{}, permanent(err)
-	}
-	rec := blockRecord{Blocked: true, Access: access}
+	// The source's own agent blocks it (peer.go): this agent only reads
+	// the source. The record names the asks before the block is asked
+	// for, so that whoever comes next can have it undone.
+	rec := blockRecord{Blocked: true, Ref: newRef("dump", row.Fence)}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
 	info := s.Info()
-	detail := fmt.Sprintf("blocking writes to %q at %s (%s, %d tables, %s; %s); %s", info.Database, row.Source, src.Version(), info.Tables, mb(info.SizeBytes), access.Describe(), checked)
+	detail := fmt.Sprintf("blocking writes to %q at %s (%s, %d tables, %s): asked its agent; %s", info.Database, row.Source, src.Version(), info.Tables, mb(info.SizeBytes), checked)
 	if err := job.Record(ctx, statemachine.Fields{SizeBytes: info.SizeBytes, Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}
@@ -76,13 +75,20 @@ func (d *dumpStep) Run(ctx context.Context, job *agent.Job) (f statemachine.Fiel
 	if h.StoreFirst {
 		importer = nil
 	}
-	f, err = h.blockAndDump(ctx, job, src, s, access, importer)
+	block := func(ctx context.Context) (string, int, error) {
+		access, ended, err := h.askBlock(ctx, job, rec.Ref)
+		if err != nil {
+			return "", 0, err
+		}
+		return "writes blocked by the source's agent: " + access.Describe(), ended, nil
+	}
+	f, err = h.blockAndDump(ctx, job, src, s, block, importer)
 	if err != nil {
 		// Writes come back first (the customer's downtime ends whatever
 		// happens at the destination), then the import goes.
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
-		if uerr := unblock(uctx, job, src, rec); uerr != nil {
+		if uerr := h.unblock(uctx, job, src, rec); uerr != nil {
 			job.Log.Error("writes NOT restored after the dump failed: the next attempt, a rollback or recovery restores them", "err", uerr)
 			err = errors.Join(err, uerr)
 		}
@@ -95,18 +101,28 @@ func (d *dumpStep) Run(ctx context.Context, job *agent.Job) (f statemachine.Fiel
 	return f, nil
 }
 
-// blockAndDump blocks writes and dumps into the store and, when dst is not
-// nil, into an import at dst beside it, then verifies that import
+// blockLocally is blockAndDump's block of a source this agent runs on.
+func blockLocally(src engine.Conn, access engine.Block) func(context.Context) (string, int, error) {
+	return func(ctx context.Context) (string, int, error) {
+		ended, err := src.Block(ctx, access)
+		return "writes blocked", ended, err
+	}
+}
+
+// blockAndDump blocks writes (block: at the source, or by asking its
+// agent; it says what it did and how many sessions it ended) and dumps
+// into the store and, when dst is not nil, into an import at dst beside
+// it, then verifies that import
 // (Fields.Divert: on to the DNS step). An import that fails beside a
 // stored dump is dropped and the row goes to the import step, which takes
 // the dump from the store.
-func (h *host) blockAndDump(ctx context.Context, job *agent.Job, src engine.Conn, s engine.Source, access engine.Block, dst engine.Conn) (statemachine.Fields, error) {
+func (h *host) blockAndDump(ctx context.Context, job *agent.Job, src engine.Conn, s engine.Source, block func(context.Context) (string, int, error), dst engine.Conn) (statemachine.Fields, error) {
 	words, info := h.d.Words(), s.Info()
-	ended, err := src.Block(ctx, access)
+	what, ended, err := block(ctx)
 	if err != nil {
 		return statemachine.Fields{}, err
 	}
-	job.Note(ctx, "writes blocked; %d sessions ended", ended)
+	job.Note(ctx, "%s; %d sessions ended", what, ended)
 	point, err := src.ConsistencyPoint(ctx, s)
 	if err != nil {
 		return statemachine.Fields{}, err
@@ -378,7 +394,7 @@ func (c *closeStep) online(ctx context.Context, job *agent.Job, src engine.Conn)
 	if err != nil {
 		return statemachine.Fields{}, permanent(err)
 	}
-	f, err := h.blockAndDump(ctx, job, src, s, access, nil)
+	f, err := h.blockAndDump(ctx, job, src, s, blockLocally(src, access), nil)
 	if err != nil {
 		return f, err
 	}

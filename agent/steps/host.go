@@ -69,6 +69,7 @@ func (h *host) register(a *agent.Agent) {
 	a.Handle(statemachine.RoleImport, h.engine, h.watch(&importStep{h}))
 	a.Handle(statemachine.RoleClose, h.engine, h.watch(&closeStep{h}))
 	a.Handle(statemachine.RoleRollback, h.engine, h.watch(&rollbackStep{h}))
+	h.registerAnswers(a)
 }
 
 // localServer is how this agent reaches its own server.
@@ -134,11 +135,15 @@ func closeConn(c engine.Conn) {
 
 // blockRecord is the block record of a row: what blocking writes changed
 // at the source (Access: the engine's plan, engine.Block) and whether that
-// is in force.
+// is in force. A block the source's agent made when the destination asked
+// it (peer.go) is recorded by its ref: its plan is the one the source's
+// agent saved in its answer, never one the asker wrote.
 type blockRecord struct {
 	// Blocked is true while the change is in force at the source.
 	Blocked bool         `json:"blocked"`
-	Access  engine.Block `json:"access"`
+	Access  engine.Block `json:"access,omitempty"`
+	// Ref names the asks of a block made by the source's agent.
+	Ref string `json:"ref,omitempty"`
 }
 
 // blockRecord reads the row's block record (ok false: none).
@@ -146,61 +151,88 @@ func (h *host) blockRecord(ctx context.Context, job *agent.Job) (rec blockRecord
 	var raw struct {
 		Blocked bool            `json:"blocked"`
 		Access  json.RawMessage `json:"access"`
+		Ref     string          `json:"ref"`
 	}
 	if ok, err = job.GetRecord(ctx, recordBlock, &raw); err != nil || !ok {
 		return rec, false, err
 	}
-	a, err := h.d.DecodeBlock(raw.Access)
-	if err != nil {
+	rec = blockRecord{Blocked: raw.Blocked, Ref: raw.Ref}
+	if raw.Ref != "" {
+		rec.Access, err = h.askedBlock(ctx, job, raw.Ref)
+		return rec, true, err
+	}
+	if rec.Access, err = h.d.DecodeBlock(raw.Access); err != nil {
 		return rec, false, fmt.Errorf("the block record of row %d: %w", job.Row.ID, err)
 	}
-	return blockRecord{Blocked: raw.Blocked, Access: a}, true, nil
+	return rec, true, nil
 }
 
-// unblock restores writes at src from the block record, if it is in force,
-// and says so on the row.
-func unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec blockRecord) error {
-	if !rec.Blocked || rec.Access == nil {
+// unblock restores writes from the block record, if it is in force, and
+// says so on the row: at src when this host is the row's source, else by
+// asking the source's agent (src is not used then).
+func (h *host) unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec blockRecord) error {
+	if !rec.Blocked {
 		return nil
 	}
-	warnings, err := src.Unblock(ctx, rec.Access)
-	if err != nil {
-		return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+	var warnings []string
+	switch {
+	case rec.Ref != "" && job.Row.Source != h.Host:
+		var err error
+		if warnings, err = h.askUnblock(ctx, job, rec.Ref); err != nil {
+			return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+		}
+	case rec.Access == nil:
+		return nil
+	default:
+		var err error
+		if warnings, err = src.Unblock(ctx, rec.Access); err != nil {
+			return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+		}
 	}
 	rec.Blocked = false
+	if rec.Ref != "" {
+		rec.Access = nil // the plan stays in the source agent's answer
+	}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return err
 	}
 	detail := "writes restored at the source"
+	if rec.Ref != "" && job.Row.Source != h.Host {
+		detail += " by its agent"
+	}
 	if len(warnings) > 0 {
 		detail += "; " + strings.Join(warnings, "; ")
 	}
 	return job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkUnblocked}}, detail)
 }
 
-// unblockRecorded undoes at src the block the row's record says is in
-// force.
+// unblockRecorded undoes the block the row's record says is in force (at
+// src, or by asking the source's agent).
 func (h *host) unblockRecorded(ctx context.Context, job *agent.Job, src engine.Conn) error {
 	rec, ok, err := h.blockRecord(ctx, job)
 	if err != nil || !ok {
 		return err
 	}
-	return unblock(ctx, job, src, rec)
+	return h.unblock(ctx, job, src, rec)
 }
 
 // restoreWrites restores writes from the row's block record if it is in
-// force, reaching the source's server (only when needed) with open.
+// force: asking the source's agent for a block it made, or at the server
+// open reaches (only when needed).
 func (h *host) restoreWrites(ctx context.Context, job *agent.Job, open func(context.Context) (engine.Conn, error)) error {
 	rec, ok, err := h.blockRecord(ctx, job)
 	if err != nil || !ok || !rec.Blocked {
 		return err
+	}
+	if rec.Ref != "" && job.Row.Source != h.Host {
+		return h.unblock(ctx, job, nil, rec)
 	}
 	src, err := open(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeConn(src)
-	return unblock(ctx, job, src, rec)
+	return h.unblock(ctx, job, src, rec)
 }
 
 // atSource opens the row's source: this host's server when it is the

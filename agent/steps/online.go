@@ -568,7 +568,7 @@ func (h *host) runCutover(ctx context.Context, job *agent.Job, src, dst engine.C
 	}
 	uctx, cancel := undoContext(ctx)
 	defer cancel()
-	if uerr := unblock(uctx, job, src, rec); uerr != nil {
+	if uerr := h.unblock(uctx, job, src, rec); uerr != nil {
 		job.Log.Error("writes NOT restored after the cutover stopped: the next attempt, a rollback or recovery restores them", "err", uerr)
 		return statemachine.Fields{}, errors.Join(err, uerr)
 	}

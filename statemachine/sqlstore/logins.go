@@ -82,7 +82,7 @@ var (
 )
 
 // agentReads are the tables an agent login may read.
-var agentReads = []string{"migration", "migration_event", "migration_record", "migration_transition",
+var agentReads = []string{"migration", "migration_event", "migration_record", "migration_ask", "migration_transition",
 	"agent", "agent_login", "agent_transition", "control", "source_pause", "dns_ttl", migrations.VersionTable}
 
 // agentUpdates are the migration columns an agent's steps move: never
@@ -90,6 +90,13 @@ var agentReads = []string{"migration", "migration_event", "migration_record", "m
 // from auto (the trigger).
 var agentUpdates = []string{"status", "mode", "attempt", "owner", "lease_until", "fence", "dump_url", "dump_sha256", "dump_bytes",
 	"consistency_point", "size_bytes", "blocked_at", "unblocked_at", "switched_at", "last_error", "updated_at"}
+
+// askInserts are the columns of a peer ask its asker writes (the database
+// sets the rest from the row); askAnswers those its answer writes.
+var (
+	askInserts = []string{"migration_id", "side", "action", "ref", "fence", "error", "answer"}
+	askAnswers = []string{"answered_at", "error", "answer"}
+)
 
 // DefaultLogin is the login grant-agent gives host: "fm_" and the host ID
 // when that is a plain lower-case name that fits; otherwise a readable
@@ -515,6 +522,9 @@ func (a *Admin) grantStatements(ctx context.Context, l AgentLogin) ([]statement,
 			statement{"grant UPDATE on migration's step columns", "GRANT UPDATE (" + strings.Join(agentUpdates, ", ") + ") ON TABLE migration TO " + role},
 			statement{"grant INSERT on migration_event", "GRANT INSERT ON TABLE migration_event TO " + role},
 			statement{"grant INSERT, UPDATE on migration_record", "GRANT INSERT, UPDATE ON TABLE migration_record TO " + role},
+			statement{"grant INSERT on migration_ask", "GRANT INSERT (" + strings.Join(askInserts, ", ") + ") ON TABLE migration_ask TO " + role},
+			statement{"grant UPDATE on migration_ask's answer", "GRANT UPDATE (" + strings.Join(askAnswers, ", ") + ") ON TABLE migration_ask TO " + role},
+			statement{"grant USAGE on migration_ask's ids", "GRANT USAGE ON SEQUENCE migration_ask_id_seq TO " + role},
 			statement{"grant INSERT, UPDATE, DELETE on agent", "GRANT INSERT, UPDATE, DELETE ON TABLE agent TO " + role})
 		return out, nil
 	}
@@ -526,6 +536,8 @@ func (a *Admin) grantStatements(ctx context.Context, l AgentLogin) ([]statement,
 		statement{"grant UPDATE on migration's step columns", "GRANT UPDATE (" + strings.Join(agentUpdates, ", ") + ") ON " + db + ".migration TO " + acct},
 		statement{"grant INSERT on migration_event", "GRANT INSERT ON " + db + ".migration_event TO " + acct},
 		statement{"grant INSERT, UPDATE on migration_record", "GRANT INSERT, UPDATE ON " + db + ".migration_record TO " + acct},
+		statement{"grant INSERT on migration_ask", "GRANT INSERT (" + strings.Join(askInserts, ", ") + ") ON " + db + ".migration_ask TO " + acct},
+		statement{"grant UPDATE on migration_ask's answer", "GRANT UPDATE (" + strings.Join(askAnswers, ", ") + ") ON " + db + ".migration_ask TO " + acct},
 		statement{"grant INSERT, UPDATE, DELETE on agent", "GRANT INSERT, UPDATE, DELETE ON " + db + ".agent TO " + acct})
 	return out, nil
 }

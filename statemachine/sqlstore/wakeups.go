@@ -36,6 +36,11 @@ func wakeChannel(role statemachine.Role, host string) string {
 	if step.Side == statemachine.SideAny {
 		return "fm_dns"
 	}
+	return hostChannel(host)
+}
+
+// hostChannel is the NOTIFY channel of host's agents.
+func hostChannel(host string) string {
 	sum := md5.Sum([]byte(host)) //nolint:gosec // see the import
 	return "fm_" + hex.EncodeToString(sum[:])
 }

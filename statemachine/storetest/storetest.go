@@ -105,6 +105,7 @@ func Run(t *testing.T, f Factory) {
 		{"AgentLoginRefusedGuardedColumnsAndOtherSteps", testAgentLoginRefusedColumnsAndSteps},
 		{"AgentLoginRefusedOtherHostsRegistry", testAgentLoginRefusedRegistry},
 		{"AgentLoginRefusedOperatorsTables", testAgentLoginRefusedOperatorTables},
+		{"PeerAsksOnlyFromTheHolderAnsweredOnceByTheAskedHost", testPeerAsks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// Peer asks (statemachine.Asks): a step that needs a change at the server
+// of its row's other side asks that side's agent (Job.AskPeer) instead of
+// making it there itself; every agent answers the asks of its host
+// (Agent.Answer registers what it does for an action), each making the
+// change on its own server. So an agent is the only writer of its own
+// server, and peers only read it (issue 33, part 4).
+
+// DefaultAskTimeout is how long a step waits for the answer to an ask.
+const DefaultAskTimeout = 2 * time.Minute
+
+// askWorkers bounds the rows whose asks an agent works on at once.
+const askWorkers = 32
+
+// AskHandler does what an ask asks at this host's server and returns what
+// it did (encoded as JSON into the answer), or why it did not.
+type AskHandler func(ctx context.Context, req *AskRequest) (answer any, err error)
+
+// AskRequest is one ask as its handler sees it.
+type AskRequest struct {
+	Ask statemachine.Ask
+	// Row is the ask's row as it is now.
+	Row statemachine.Migration
+	Log *slog.Logger
+
+	asks statemachine.Asks
+}
+
+// Save writes v into the ask's answer before the ask is answered: what the
+// handler is about to change, so that a run after a crash finds it
+// (Saved) and an undo asked later knows it.
+func (r *AskRequest) Save(ctx context.Context, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode what ask %d is about to do: %w", r.Ask.ID, err)
+	}
+	if err := r.asks.SaveAnswer(ctx, r.Ask.ID, body); err != nil {
+		return err
+	}
+	r.Ask.Answer = body
+	return nil
+}
+
+// Saved decodes what an earlier run saved into v; false if nothing was.
+func (r *AskRequest) Saved(v any) (bool, error) {
+	if len(r.Ask.Answer) == 0 {
+		return false, nil
+	}
+	if err := json.Unmarshal(r.Ask.Answer, v); err != nil {
+		return false, fmt.Errorf("what ask %d saved: %w", r.Ask.ID, err)
+	}
+	return true, nil
+}
+
+// Related lists the row's asks that share this one's ref, oldest first.
+func (r *AskRequest) Related(ctx context.Context) ([]statemachine.Ask, error) {
+	return r.asks.AsksOf(ctx, r.Row.ID, r.Ask.Ref)
+}
+
+// Answer registers what this agent does when a peer asks action for a row
+// of engine (register before Run).
+func (a *Agent) Answer(action string, engine statemachine.Engine, h AskHandler) {
+	if a.answers == nil {
+		a.answers = map[string]AskHandler{}
+	}
+	a.answers[action+"/"+string(engine)] = h
+}
+
+// AskPeer asks the agent of the row's side side to do action (ref: see
+// statemachine.Ask) and waits for its answer, at most the agent's
+// AskTimeout. The answer may say it was not done (Ask.Error).
+func (j *Job) AskPeer(ctx context.Context, side statemachine.HostSide, action, ref string) (statemachine.Ask, error) {
+	asks, ok := j.agent.store.(statemachine.Asks)
+	if !ok {
+		return statemachine.Ask{}, errors.New("the state store carries no peer asks")
+	}
+	host := j.Row.Source
+	if side == statemachine.SideDestination {
+		host = j.Row.Destination
+	}
+	answers, stop := asks.WakeAnswers(j.agent.cfg.Host)
+	defer stop()
+	j.mu.Lock()
+	id, err := asks.Ask(ctx, j.row, side, action, ref)
+	j.mu.Unlock()
+	if err != nil {
+		return statemachine.Ask{}, err
+	}
+	start := time.Now()
+	deadline := time.NewTimer(j.agent.cfg.AskTimeout)
+	defer deadline.Stop()
+	// MariaDB has no notifications: poll the answer (a keyed read), more
+	// often at first, when most answers come.
+	wait := 20 * time.Millisecond
+	for {
+		ask, err := asks.GetAsk(ctx, id)
+		if err != nil {
+			return statemachine.Ask{}, err
+		}
+		if ask.Answered() {
+			j.Log.Debug("peer answered", "ask", id, "action", action, "host", host, "took", time.Since(start).Round(time.Millisecond).String(), "error", ask.Error)
+			return ask, nil
+		}
+		select {
+		case <-ctx.Done():
+			return statemachine.Ask{}, fmt.Errorf("waiting for host %s's agent to %s (ask %d): %w", host, action, id, context.Cause(ctx))
+		case <-deadline.C:
+			return statemachine.Ask{}, fmt.Errorf("host %s's agent has not answered ask %d (%s row %d) in %s: is migrate-agent running there, with --roles and a version that answer it (migrate status lists the agents)?",
+				host, id, action, j.Row.ID, j.agent.cfg.AskTimeout)
+		case <-answers:
+		case <-time.After(wait):
+			wait = min(2*wait, 250*time.Millisecond)
+		}
+	}
+}
+
+// answerLoop answers the asks of this host until ctx ends: woken by the
+// store (PostgreSQL) or every poll interval, it reads the open asks and
+// works on each row's in turn, several rows at once.
+func (a *Agent) answerLoop(ctx context.Context) {
+	asks, ok := a.store.(statemachine.Asks)
+	if !ok || len(a.answers) == 0 {
+		return
+	}
+	log := a.log.With("service", "peer asks")
+	wake, stop := asks.WakeAsks(a.cfg.Host)
+	defer stop()
+	var (
+		mu      sync.Mutex
+		busy    = map[int64]bool{} // rows being worked on
+		workers sync.WaitGroup
+		slots   = make(chan struct{}, askWorkers)
+	)
+	defer workers.Wait()
+	// Open asks are looked for often while some were found: the asker
+	// waits on them; at the poll interval otherwise.
+	idle := a.cfg.PollInterval
+	rnd := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0)) //nolint:gosec // jitter
+	for {
+		open, err := asks.OpenAsks(ctx, a.cfg.Host, 500)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.stateError("peer asks", err)
+		case err == nil:
+			a.stateOK("peer asks")
+		}
+		byRow := map[int64][]statemachine.Ask{}
+		var order []int64
+		for _, ask := range open {
+			if byRow[ask.MigrationID] == nil {
+				order = append(order, ask.MigrationID)
+			}
+			byRow[ask.MigrationID] = append(byRow[ask.MigrationID], ask)
+		}
+		for _, id := range order {
+			mu.Lock()
+			if busy[id] {
+				mu.Unlock()
+				continue
+			}
+			busy[id] = true
+			mu.Unlock()
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			workers.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(busy, id)
+					mu.Unlock()
+					<-slots
+				}()
+				for _, ask := range byRow[id] {
+					if ctx.Err() != nil {
+						return
+					}
+					a.answerOne(ctx, log, asks, ask)
+				}
+			})
+		}
+		next := idle
+		if len(open) > 0 {
+			next = 50 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-time.After(Jittered(next, rnd)):
+		}
+	}
+}
+
+// answerOne does one ask and answers it. An ask whose answer could not be
+// written stays open: the next round does it again (handlers are
+// idempotent, and find what an earlier run saved).
+func (a *Agent) answerOne(ctx context.Context, log *slog.Logger, asks statemachine.Asks, ask statemachine.Ask) {
+	log = log.With("ask", ask.ID, "row", ask.MigrationID, "action", ask.Action, "asker", ask.Asker)
+	row, err := a.store.Get(ctx, ask.MigrationID)
+	if err != nil {
+		log.Warn("could not read the ask's row; trying again", "err", err)
+		return
+	}
+	log = log.With("database", row.DatabaseName, "engine", string(row.Engine))
+	req := &AskRequest{Ask: ask, Row: row, Log: log, asks: asks}
+	var answer any
+	switch host := map[statemachine.HostSide]string{statemachine.SideSource: row.Source, statemachine.SideDestination: row.Destination}[ask.Side]; {
+	case host != a.cfg.Host:
+		err = fmt.Errorf("the row's %s is host %s now, not %s", ask.Side, host, a.cfg.Host)
+	default:
+		h, ok := a.answers[ask.Action+"/"+string(row.Engine)]
+		if !ok {
+			err = fmt.Errorf("host %s's agent (version %s) does not %s %s databases: upgrade it, or give it the roles that do", a.cfg.Host, a.cfg.Version, ask.Action, row.Engine)
+			break
+		}
+		start := time.Now()
+		answer, err = h(ctx, req)
+		if ctx.Err() != nil {
+			return // stopping: the next process does it
+		}
+		log = log.With("took", time.Since(start).Round(time.Millisecond).String())
+	}
+	body := req.Ask.Answer
+	if answer != nil {
+		b, merr := json.Marshal(answer)
+		if merr != nil {
+			err = errors.Join(err, fmt.Errorf("encode the answer: %w", merr))
+		} else {
+			body = b
+		}
+	}
+	errText := ""
+	if err != nil {
+		errText = err.Error()
+		log.Warn("peer ask not done", "err", err)
+	} else {
+		log.Info("peer ask done")
+	}
+	if aerr := asks.AnswerAsk(ctx, ask.ID, body, errText); aerr != nil && !errors.Is(aerr, statemachine.ErrAnswered) {
+		log.Warn("could not answer the ask; doing it again next round", "err", aerr)
+	}
+}
+
+// PeerAsks lists the row's asks with ref, oldest first.
+func (j *Job) PeerAsks(ctx context.Context, ref string) ([]statemachine.Ask, error) {
+	asks, ok := j.agent.store.(statemachine.Asks)
+	if !ok {
+		return nil, errors.New("the state store carries no peer asks")
+	}
+	return asks.AsksOf(ctx, j.Row.ID, ref)
+}
+
+// AskError is the error an answer reports (Ask.Error): "" is none.
+func AskError(ask statemachine.Ask) error {
+	if ask.Error == "" {
+		return nil
+	}
+	return fmt.Errorf("host %s's agent: %s", ask.Host, strings.TrimSpace(ask.Error))
+}

@@ -1,0 +1,230 @@
+package steps
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/fleetmigrate/fleetmigrate/agent"
+	"github.com/fleetmigrate/fleetmigrate/engine"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
+)
+
+// What a step asks the agent of its row's other side to do at that side's
+// server (agent.Job.AskPeer), and how that agent does it (the handlers
+// below, registered on every agent of a database host). The asker says
+// what, the asked agent decides how, from its own server: a block is
+// planned by the source's agent, and undone from the plan that agent saved
+// in its own answer, so that a destination's agent can neither choose what
+// a source's block changes nor what its undo grants.
+
+// Peer ask actions.
+const (
+	askBlock   = "block"
+	askUnblock = "unblock"
+)
+
+// blockAnswer is the source agent's answer to a block: its plan (saved
+// before it is applied), whether it was applied and how many sessions it
+// ended.
+type blockAnswer struct {
+	Access  json.RawMessage `json:"access,omitempty"`
+	Applied bool            `json:"applied,omitempty"`
+	Ended   int             `json:"ended,omitempty"`
+	// Permanent: retrying cannot help (the database is gone...).
+	Permanent bool `json:"permanent,omitempty"`
+}
+
+// unblockAnswer is the answer to an unblock.
+type unblockAnswer struct {
+	Undone   int      `json:"undone"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// registerAnswers makes this host's agent answer its peers' asks for rows
+// of the engine.
+func (h *host) registerAnswers(a *agent.Agent) {
+	a.Answer(askBlock, h.engine, h.answerBlock)
+	a.Answer(askUnblock, h.engine, h.answerUnblock)
+}
+
+// newRef is a fresh ref for the asks of one run of a step.
+func newRef(step string, fence int64) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", step, fence, hex.EncodeToString(b))
+}
+
+// askBlock asks the source's agent to block writes to the row's database
+// and returns the plan it applied and the sessions it ended.
+func (h *host) askBlock(ctx context.Context, job *agent.Job, ref string) (engine.Block, int, error) {
+	ask, err := job.AskPeer(ctx, statemachine.SideSource, askBlock, ref)
+	if err != nil {
+		return nil, 0, err
+	}
+	var ans blockAnswer
+	if len(ask.Answer) > 0 {
+		if err := json.Unmarshal(ask.Answer, &ans); err != nil {
+			return nil, 0, fmt.Errorf("the source's answer to ask %d: %w", ask.ID, err)
+		}
+	}
+	if err := agent.AskError(ask); err != nil {
+		if ans.Permanent {
+			return nil, 0, agent.Permanent(err)
+		}
+		return nil, 0, err
+	}
+	if !ans.Applied || len(ans.Access) == 0 {
+		return nil, 0, fmt.Errorf("host %s's agent answered ask %d without a block applied", ask.Host, ask.ID)
+	}
+	access, err := h.d.DecodeBlock(ans.Access)
+	if err != nil {
+		return nil, 0, fmt.Errorf("the source's block of ask %d: %w", ask.ID, err)
+	}
+	return access, ans.Ended, nil
+}
+
+// askUnblock asks the source's agent to undo the blocks of ref.
+func (h *host) askUnblock(ctx context.Context, job *agent.Job, ref string) ([]string, error) {
+	ask, err := job.AskPeer(ctx, statemachine.SideSource, askUnblock, ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := agent.AskError(ask); err != nil {
+		return nil, err
+	}
+	var ans unblockAnswer
+	if err := json.Unmarshal(ask.Answer, &ans); err != nil {
+		return nil, fmt.Errorf("the source's answer to ask %d: %w", ask.ID, err)
+	}
+	return ans.Warnings, nil
+}
+
+// askedBlock is the plan of the last block of ref that the source's
+// agent planned (nil: none was).
+func (h *host) askedBlock(ctx context.Context, job *agent.Job, ref string) (engine.Block, error) {
+	asks, err := job.PeerAsks(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	plans, err := h.blockPlans(asks, job.Row.Source)
+	if err != nil || len(plans) == 0 {
+		return nil, err
+	}
+	return plans[len(plans)-1], nil
+}
+
+// blockPlans are the plans the source's agent saved in asks' block
+// answers, oldest first: only answers of host's own (the asked host) count.
+func (h *host) blockPlans(asks []statemachine.Ask, host string) ([]engine.Block, error) {
+	var out []engine.Block
+	for _, a := range asks {
+		if a.Action != askBlock || a.Side != statemachine.SideSource || a.Host != host || len(a.Answer) == 0 {
+			continue
+		}
+		var ans blockAnswer
+		if err := json.Unmarshal(a.Answer, &ans); err != nil {
+			return nil, fmt.Errorf("the answer to block ask %d: %w", a.ID, err)
+		}
+		if len(ans.Access) == 0 {
+			continue
+		}
+		b, err := h.d.DecodeBlock(ans.Access)
+		if err != nil {
+			return nil, fmt.Errorf("the plan of block ask %d: %w", a.ID, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// answerBlock blocks writes to the row's database at this (source) server
+// for the destination's dump step: only while that step holds the row
+// under the fence it asked with. The plan is this agent's own, saved in
+// the answer before it is applied (a run after a crash applies the same
+// one: planning again from a blocked database would lose what it took).
+func (h *host) answerBlock(ctx context.Context, req *agent.AskRequest) (any, error) {
+	row := req.Row
+	if row.Status != statemachine.Dumping || row.Fence != req.Ask.Fence {
+		return nil, fmt.Errorf("nothing blocked: row %d is %s (fence %d), and the dump step that asked held it at fence %d: it has ended", row.ID, row.Status, row.Fence, req.Ask.Fence)
+	}
+	src, err := h.local(ctx, req.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(src)
+	var ans blockAnswer
+	if _, err := req.Saved(&ans); err != nil {
+		return nil, err
+	}
+	var access engine.Block
+	if len(ans.Access) > 0 {
+		if access, err = h.d.DecodeBlock(ans.Access); err != nil {
+			return nil, err
+		}
+	} else {
+		s, err := src.Inspect(ctx, row.DatabaseName)
+		if err != nil {
+			return blockAnswer{Permanent: errors.Is(err, engine.ErrPermanent)}, err
+		}
+		if access, err = src.PlanBlock(ctx, s); err != nil {
+			return blockAnswer{Permanent: errors.Is(err, engine.ErrPermanent)}, err
+		}
+		if ans.Access, err = json.Marshal(access); err != nil {
+			return nil, fmt.Errorf("encode the block's plan: %w", err)
+		}
+		if err := req.Save(ctx, ans); err != nil {
+			return nil, err
+		}
+	}
+	ended, err := src.Block(ctx, access)
+	if err != nil {
+		// The plan stays in the answer: the asker's undo restores from it.
+		return ans, fmt.Errorf("block writes to %q: %w", row.DatabaseName, err)
+	}
+	req.Log.Info("writes blocked for the destination's dump", "plan", access.Describe(), "sessions_ended", ended)
+	ans.Applied, ans.Ended = true, ended
+	return ans, nil
+}
+
+// answerUnblock restores writes at this (source) server from the plans
+// of the blocks asked under the same ref, as this agent saved them.
+// Restoring is always allowed: it gives back only what a block took.
+func (h *host) answerUnblock(ctx context.Context, req *agent.AskRequest) (any, error) {
+	related, err := req.Related(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var earlier []statemachine.Ask
+	for _, a := range related {
+		if a.ID < req.Ask.ID {
+			earlier = append(earlier, a)
+		}
+	}
+	plans, err := h.blockPlans(earlier, h.Host)
+	if err != nil {
+		return nil, err
+	}
+	ans := unblockAnswer{}
+	if len(plans) == 0 {
+		return ans, nil
+	}
+	src, err := h.local(ctx, req.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(src)
+	for _, b := range plans {
+		w, err := src.Unblock(ctx, b)
+		if err != nil {
+			return nil, fmt.Errorf("restore writes to %q: %w", req.Row.DatabaseName, err)
+		}
+		ans.Undone++
+		ans.Warnings = append(ans.Warnings, w...)
+	}
+	req.Log.Info("writes restored for the destination's dump step", "blocks", ans.Undone)
+	return ans, nil
+}
