@@ -208,6 +208,37 @@ func (a *Agent) answerLoop(ctx context.Context) {
 	}
 }
 
+// AskPeerLater records an ask like AskPeer without waiting for its answer
+// (the asked agent answers it when it comes, after the row's earlier asks).
+func (j *Job) AskPeerLater(ctx context.Context, side statemachine.HostSide, action, ref string) (int64, error) {
+	asks, ok := j.agent.store.(statemachine.Asks)
+	if !ok {
+		return 0, errors.New("the state store carries no peer asks")
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return asks.Ask(ctx, j.row, side, action, ref)
+}
+
+// AnswerOpen answers the open asks of this agent's host once, one after
+// another, and returns how many it worked on (tools and tests; Run answers
+// them as they come).
+func (a *Agent) AnswerOpen(ctx context.Context) (int, error) {
+	asks, ok := a.store.(statemachine.Asks)
+	if !ok {
+		return 0, errors.New("the state store carries no peer asks")
+	}
+	open, err := asks.OpenAsks(ctx, a.cfg.Host, 500)
+	if err != nil {
+		return 0, err
+	}
+	log := a.log.With("service", "peer asks")
+	for _, ask := range open {
+		a.answerOne(ctx, log, asks, ask)
+	}
+	return len(open), nil
+}
+
 // answerOne does one ask and answers it. An ask whose answer could not be
 // written stays open: the next round does it again (handlers are
 // idempotent, and find what an earlier run saved).

@@ -250,7 +250,87 @@ type memStore struct {
 	// host:1, of mysql).
 	endpoints map[string]string
 	engine    statemachine.Engine
+	// row is the row as Get returns it (the peer's agent reads it), asks
+	// the peer asks; peer answers the open ones at once (the agent of the
+	// row's other side).
+	row  statemachine.Migration
+	asks []statemachine.Ask
+	peer *agent.Agent
 }
+
+func (s *memStore) Get(_ context.Context, id int64) (statemachine.Migration, error) {
+	if id != s.row.ID {
+		return statemachine.Migration{}, statemachine.ErrNotFound
+	}
+	return s.row, nil
+}
+func (s *memStore) Ask(ctx context.Context, m *statemachine.Migration, side statemachine.HostSide, action, ref string) (int64, error) {
+	s.mu.Lock()
+	host, asker := m.Source, m.Destination
+	if side == statemachine.SideDestination {
+		host, asker = asker, host
+	}
+	id := int64(len(s.asks) + 1)
+	s.asks = append(s.asks, statemachine.Ask{ID: id, MigrationID: m.ID, Side: side, Host: host, Asker: asker, Action: action, Ref: ref, Fence: m.Fence, AskedAt: time.Now()})
+	s.mu.Unlock()
+	if s.peer != nil {
+		if _, err := s.peer.AnswerOpen(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return id, nil
+}
+func (s *memStore) GetAsk(_ context.Context, id int64) (statemachine.Ask, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id < 1 || int(id) > len(s.asks) {
+		return statemachine.Ask{}, statemachine.ErrNotFound
+	}
+	return s.asks[id-1], nil
+}
+func (s *memStore) OpenAsks(_ context.Context, host string, limit int) ([]statemachine.Ask, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []statemachine.Ask
+	for _, a := range s.asks {
+		if a.Host == host && !a.Answered() && len(out) < limit {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+func (s *memStore) AsksOf(_ context.Context, id int64, ref string) ([]statemachine.Ask, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []statemachine.Ask
+	for _, a := range s.asks {
+		if a.MigrationID == id && a.Ref == ref {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+func (s *memStore) SaveAnswer(_ context.Context, id int64, answer []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.asks[id-1].Answered() {
+		return statemachine.ErrAnswered
+	}
+	s.asks[id-1].Answer = bytes.Clone(answer)
+	return nil
+}
+func (s *memStore) AnswerAsk(_ context.Context, id int64, answer []byte, errText string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := &s.asks[id-1]
+	if a.Answered() {
+		return statemachine.ErrAnswered
+	}
+	a.Answer, a.Error, a.AnsweredAt = bytes.Clone(answer), errText, time.Now()
+	return nil
+}
+func (s *memStore) WakeAsks(string) (<-chan struct{}, func())    { return nil, func() {} }
+func (s *memStore) WakeAnswers(string) (<-chan struct{}, func()) { return nil, func() {} }
 
 func (s *memStore) Record(_ context.Context, _ *statemachine.Migration, _ statemachine.Fields, detail string) error {
 	s.note(detail)
@@ -312,7 +392,19 @@ func newFlow(t *testing.T, at string, role statemachine.Role) *flow {
 	}
 	f.host = newHost(Config{Host: at, Server: engine.Server{User: "admin"}, Store: dumps, Level: zstd.SpeedFastest, ProgressEvery: time.Hour}, f.driver)
 	f.host.streams = f.streams
-	f.job = a.JobFor(role, statemachine.Migration{ID: 7, DatabaseName: "db", Engine: statemachine.EngineMySQL, Source: "source", Destination: "destination", Mode: statemachine.ModeDump})
+	row := statemachine.Migration{ID: 7, DatabaseName: "db", Engine: statemachine.EngineMySQL, Source: "source", Destination: "destination", Mode: statemachine.ModeDump}
+	f.job = a.JobFor(role, row)
+	// The agent of the row's other side, on the same fake servers,
+	// answers this one's asks.
+	other := map[string]string{"source": "destination", "destination": "source"}[at]
+	peer, err := agent.New(f.store, agent.Config{Host: other, Roles: []statemachine.Role{role}}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newHost(Config{Host: other, Server: engine.Server{User: "admin"}, Store: dumps}, f.driver).registerAnswers(peer)
+	step, _ := statemachine.StepFor(role)
+	row.Status = step.Working
+	f.store.row, f.store.peer = row, peer
 	return f
 }
 
@@ -520,4 +612,51 @@ func TestFlowCloseMakesTheBlockFinal(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.happened(t, "source: Unblock", false)
+}
+
+// The dump step never blocks the source itself: it asks the source's
+// agent, which plans the block from its own server and saves that plan in
+// its answer; the undo is asked for too, and restores from that plan.
+func TestFlowDumpAsksTheSourcesAgent(t *testing.T) {
+	f := newFlow(t, "destination", statemachine.RoleDump)
+	f.driver.fail["source: Dump"] = errors.New("the dump tool died")
+	if _, err := (&dumpStep{f.host}).Run(context.Background(), f.job); err == nil {
+		t.Fatal("Run: no error")
+	}
+	f.before(t, "source: PlanBlock", "source: Block")
+	f.before(t, "source: Dump", "source: Unblock")
+	if len(f.store.asks) != 2 {
+		t.Fatalf("asks: %+v", f.store.asks)
+	}
+	block, unblock := f.store.asks[0], f.store.asks[1]
+	if block.Action != askBlock || block.Host != "source" || block.Error != "" || !strings.Contains(string(block.Answer), `"applied":true`) {
+		t.Errorf("the block ask: %+v (%s)", block, block.Answer)
+	}
+	if unblock.Action != askUnblock || unblock.Ref != block.Ref || unblock.Error != "" || !strings.Contains(string(unblock.Answer), `"undone":1`) {
+		t.Errorf("the unblock ask: %+v (%s)", unblock, unblock.Answer)
+	}
+	rec := f.blockRecord(t)
+	if rec.Blocked || rec.Ref != block.Ref {
+		t.Errorf("the block record: %+v", rec)
+	}
+	if b, ok := rec.Access.(*fakeBlock); !ok || b.Database != "db" {
+		t.Errorf("the record's plan is not the source agent's: %#v", rec.Access)
+	}
+	if raw := string(f.store.records[recordBlock]); strings.Contains(raw, `"access"`) {
+		t.Errorf("the asker wrote a plan into its record: %s", raw)
+	}
+}
+
+// A block asked by a claim that has ended is refused: nothing is blocked.
+func TestFlowStaleBlockAskBlocksNothing(t *testing.T) {
+	f := newFlow(t, "destination", statemachine.RoleDump)
+	f.store.row.Fence = 9 // the row was claimed again since
+	f.driver.fail["source: Dump"] = errors.New("not reached")
+	_, err := (&dumpStep{f.host}).Run(context.Background(), f.job)
+	if err == nil || !strings.Contains(err.Error(), "it has ended") {
+		t.Fatalf("Run: %v; want the stale ask refused", err)
+	}
+	f.happened(t, "source: Block", false)
+	f.happened(t, "source: PlanBlock", false)
+	f.happened(t, "source: Dump", false)
 }

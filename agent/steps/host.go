@@ -175,11 +175,31 @@ func (h *host) unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec
 		return nil
 	}
 	var warnings []string
+	detail := "writes restored at the source"
 	switch {
 	case rec.Ref != "" && job.Row.Source != h.Host:
-		var err error
-		if warnings, err = h.askUnblock(ctx, job, rec.Ref); err != nil {
-			return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+		taken, err := h.blockTaken(ctx, job, rec.Ref)
+		if err != nil {
+			return err
+		}
+		switch taken {
+		case blockNeverTaken:
+			// Nothing was blocked: the record is done with.
+			detail = "writes were never blocked at the source: its agent took no block"
+		case blockNotTakenYet:
+			// The source's agent has not taken the block: it may still,
+			// while this claim lasts, so the undo is queued behind it,
+			// and the record keeps the block until an answer says.
+			if _, err := job.AskPeerLater(ctx, statemachine.SideSource, askUnblock, rec.Ref); err != nil {
+				return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+			}
+			job.Note(ctx, "the source's agent has not taken the block yet: asked it to undo it when it does (the block record keeps it until then)")
+			return nil
+		default:
+			if warnings, err = h.askUnblock(ctx, job, rec.Ref); err != nil {
+				return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
+			}
+			detail += " by its agent"
 		}
 	case rec.Access == nil:
 		return nil
@@ -195,10 +215,6 @@ func (h *host) unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec
 	}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return err
-	}
-	detail := "writes restored at the source"
-	if rec.Ref != "" && job.Row.Source != h.Host {
-		detail += " by its agent"
 	}
 	if len(warnings) > 0 {
 		detail += "; " + strings.Join(warnings, "; ")

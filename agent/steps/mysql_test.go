@@ -101,6 +101,11 @@ type agentOpts struct {
 	// pgEndpoint, if set, is the PostgreSQL address the agent publishes
 	// to the others (a fleettest.Proxy in front of its server).
 	pgEndpoint string
+	// askTimeout bounds the wait for a peer's answer (agent.Config).
+	askTimeout time.Duration
+	// noSteps: the agent registers and publishes its servers but has no
+	// steps and answers no asks (an agent of a version before them).
+	noSteps bool
 }
 
 // start runs the agent of host (source or destination) with roles until
@@ -110,7 +115,8 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	cfg := agent.Config{Host: s.host, Roles: roles, PollInterval: 50 * time.Millisecond, Lease: 3 * time.Second,
 		HeartbeatInterval: 500 * time.Millisecond, ShutdownTimeout: 5 * time.Second, RetryBase: 20 * time.Millisecond,
 		ProgressInterval: 50 * time.Millisecond, MaxAttempts: 2, DNSTarget: map[bool]string{true: srcTarget, false: dstTarget}[s == f.src],
-		Endpoints: map[statemachine.Engine]string{statemachine.EngineMySQL: s.m.Addr(), statemachine.EnginePostgres: s.pg.Addr()}}
+		Endpoints:  map[statemachine.Engine]string{statemachine.EngineMySQL: s.m.Addr(), statemachine.EnginePostgres: s.pg.Addr()},
+		AskTimeout: opt.askTimeout}
 	if opt.pgEndpoint != "" {
 		cfg.Endpoints[statemachine.EnginePostgres] = opt.pgEndpoint
 	}
@@ -129,8 +135,10 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	my, pg := common, common
 	my.Server = engine.Server{Address: s.m.Addr(), User: adminUser, Password: adminPass}
 	pg.Server = engine.Server{Address: s.pg.Addr(), User: adminUser, Password: adminPass}
-	(&steps.MySQL{Config: my, Options: mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second}}).Register(a)
-	(&steps.Postgres{Config: pg, Options: postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir()}}).Register(a)
+	if !opt.noSteps {
+		(&steps.MySQL{Config: my, Options: mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second}}).Register(a)
+		(&steps.Postgres{Config: pg, Options: postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir()}}).Register(a)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -447,7 +455,7 @@ func TestMigrationToDone(t *testing.T) {
 	events := f.events(t, id)
 	// The view was created by root: the warning says it can still write.
 	for _, want := range []string{"blocking writes", "destination destination", "writes blocked", "dumped", "beside the dump", "done, imported while dumping", "verified", "source closed",
-		"view cheap run as `root`@", "writes blocked; 1 sessions ended"} {
+		"view cheap run as `root`@", "writes blocked by the source's agent: 1 accounts lose write privileges", "; 1 sessions ended"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events do not mention %q:\n%s", want, events)
 		}
@@ -508,6 +516,67 @@ func TestDestinationConflictFailsBeforeBlocking(t *testing.T) {
 	}
 	if err := canWrite(customer(t, f.src, st)); err != nil {
 		t.Errorf("the customer cannot write at the source: %v", err)
+	}
+}
+
+// TestDumpWaitsForTheSourcesAgent: the destination does not block the
+// source itself. With an agent at the source that does not answer (one of
+// a version before peer asks) its dump step gets no answer, says so, and
+// the row fails with the source untouched; an agent of this version
+// started there then refuses the block asked by the step that has ended,
+// and a retry migrates the database.
+func TestDumpWaitsForTheSourcesAgent(t *testing.T) {
+	f := newFleet(t)
+	t.Parallel()
+	st := newSite(t, f.src, "noagent")
+	dropAt(t, f.dst, st)
+	grants := grantsOf(t, f.src, st.user)
+	id := f.plan(t, st.db)
+	mute := f.start(t, f.src, agentOpts{noSteps: true}, statemachine.RoleClose)
+	f.start(t, f.dst, agentOpts{askTimeout: 2 * time.Second}, statemachine.RoleDump, statemachine.RoleImport)
+	m := f.waitStatus(t, id, statemachine.DumpFailed, statemachine.DNSToUpdate, statemachine.ToCloseSource)
+	if m.Status != statemachine.DumpFailed || !strings.Contains(m.LastError, "agent has not answered") || !strings.Contains(m.LastError, "is migrate-agent running there") {
+		t.Fatalf("row %q: %q", m.Status, m.LastError)
+	}
+	if got := grantsOf(t, f.src, st.user); got != grants {
+		t.Errorf("the source's grants changed with no agent there: %s", got)
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil {
+		t.Errorf("the customer cannot write at the source: %v", err)
+	}
+	if databaseExists(t, f.dst, st.db) {
+		t.Error("the failed dump left its import at the destination")
+	}
+	// The source's agent comes: the asks left open are answered (the
+	// block refused: the step that asked has ended) and nothing changes.
+	mute()
+	f.start(t, f.src, agentOpts{}, statemachine.RoleClose)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, _, err := f.state.OpenAskSummary(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d asks still open after the source's agent started", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := grantsOf(t, f.src, st.user); got != grants {
+		t.Errorf("a stale block was applied: grants now %s", got)
+	}
+	if err := canWrite(customer(t, f.src, st)); err != nil {
+		t.Errorf("the customer cannot write at the source after the stale asks: %v", err)
+	}
+	if _, err := f.state.Operate(ctx(t), id, statemachine.ActionRetry, "test", "the source's agent runs now"); err != nil {
+		t.Fatal(err)
+	}
+	f.dnsAgent(t)
+	if m := f.waitStatus(t, id, statemachine.Done, statemachine.DumpFailed, statemachine.CloseFailed, statemachine.DNSFailed); m.Status != statemachine.Done {
+		t.Fatalf("after the retry: %q: %s\n%s", m.Status, m.LastError, f.events(t, id))
 	}
 }
 

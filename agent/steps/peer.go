@@ -141,6 +141,34 @@ func (h *host) blockPlans(asks []statemachine.Ask, host string) ([]engine.Block,
 	return out, nil
 }
 
+// What the source's agent did with the block asks of a ref.
+const (
+	blockNeverTaken  = iota // every block ask answered, none with a plan: nothing was blocked
+	blockNotTakenYet        // no plan yet, and a block ask is still open
+	blockTaken              // a plan was saved: it may be in force
+)
+
+// blockTaken says what the source's agent did with the block asks of ref.
+func (h *host) blockTaken(ctx context.Context, job *agent.Job, ref string) (int, error) {
+	asks, err := job.PeerAsks(ctx, ref)
+	if err != nil {
+		return 0, err
+	}
+	plans, err := h.blockPlans(asks, job.Row.Source)
+	if err != nil {
+		return 0, err
+	}
+	if len(plans) > 0 {
+		return blockTaken, nil
+	}
+	for _, a := range asks {
+		if a.Action == askBlock && !a.Answered() {
+			return blockNotTakenYet, nil
+		}
+	}
+	return blockNeverTaken, nil
+}
+
 // answerBlock blocks writes to the row's database at this (source) server
 // for the destination's dump step: only while that step holds the row
 // under the fence it asked with. The plan is this agent's own, saved in

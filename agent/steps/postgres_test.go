@@ -103,7 +103,7 @@ func TestPostgresToDone(t *testing.T) {
 		t.Errorf("row fields not recorded: %+v", m)
 	}
 	events := f.events(t, id)
-	for _, want := range []string{"blocking writes", "PUBLIC and 1 roles lose CONNECT", "writes blocked; 2 sessions ended", "dumped", "at LSN", "beside the dump", "done, imported while dumping", "verified", "1 sequences", "source closed"} {
+	for _, want := range []string{"blocking writes", "PUBLIC and 1 roles lose CONNECT", "writes blocked by the source's agent", "; 2 sessions ended", "dumped", "at LSN", "beside the dump", "done, imported while dumping", "verified", "1 sequences", "source closed"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events do not mention %q:\n%s", want, events)
 		}

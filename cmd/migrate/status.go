@@ -45,6 +45,10 @@ type statusReport struct {
 	OperatorLogins []string `json:"operator_logins,omitempty"`
 	// OwnLogins counts the agents seen on their host's own login.
 	OwnLogins int `json:"own_logins"`
+	// OpenAsks counts the peer asks without an answer; OldestAsk is the
+	// oldest of them.
+	OpenAsks  int               `json:"open_asks"`
+	OldestAsk *statemachine.Ask `json:"oldest_ask,omitempty"`
 	// Agents maps each role to the hosts whose agent runs it and was seen in
 	// the last two minutes.
 	Agents map[string][]string `json:"agents"`
@@ -181,6 +185,13 @@ func buildStatus(ctx context.Context, store *sqlstore.Store) (statusReport, erro
 			rep.OperatorLogins = append(rep.OperatorLogins, a.Host)
 		}
 	}
+	n, oldest, err := store.OpenAskSummary(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if rep.OpenAsks = n; n > 0 {
+		rep.OldestAsk = &oldest
+	}
 	rep.At, err = store.Now(ctx)
 	return rep, err
 }
@@ -245,6 +256,14 @@ func printStatus(w io.Writer, rep statusReport) {
 			rep.OwnLogins, n, abbreviate(rep.OperatorLogins, 8))
 	} else if rep.OwnLogins > 0 {
 		fmt.Fprintf(w, "  logins:   all %d on their host's own (the state database holds each to its host's rows)\n", rep.OwnLogins)
+	}
+	if a := rep.OldestAsk; a != nil {
+		age := rep.At.Sub(a.AskedAt).Round(time.Second)
+		warn := ""
+		if age > 30*time.Second {
+			warn = fmt.Sprintf("  WARNING: host %s's agent is not answering (is it running? its log says why)", a.Host)
+		}
+		fmt.Fprintf(w, "  peer asks: %d open; the oldest %s ago, %s of row %d asked of host %s by %s%s\n", rep.OpenAsks, age, a.Action, a.MigrationID, a.Host, a.Asker, warn)
 	}
 }
 

@@ -163,3 +163,21 @@ func (s *Store) queryAsks(ctx context.Context, query string, args ...any) ([]sta
 	}
 	return out, rows.Err()
 }
+
+// OpenAskSummary counts the asks without an answer and returns the oldest
+// (zero when none): an ask left open long says its host's agent is not
+// answering (migrate status).
+func (s *Store) OpenAskSummary(ctx context.Context) (int, statemachine.Ask, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM migration_ask WHERE answered_at IS NULL").Scan(&n); err != nil {
+		return 0, statemachine.Ask{}, fmt.Errorf("count the open peer asks: %w", err)
+	}
+	if n == 0 {
+		return 0, statemachine.Ask{}, nil
+	}
+	asks, err := s.queryAsks(ctx, "SELECT "+askColumns+" FROM migration_ask WHERE answered_at IS NULL ORDER BY id LIMIT 1")
+	if err != nil || len(asks) == 0 {
+		return n, statemachine.Ask{}, err
+	}
+	return n, asks[0], nil
+}

@@ -402,6 +402,7 @@ func (a *Admin) revokePG(ctx context.Context, l AgentLogin) error {
 	for _, t := range agentReads {
 		stmts = append(stmts, "REVOKE ALL ON TABLE "+ident.QuotePostgres(t)+" FROM "+role)
 	}
+	stmts = append(stmts, "REVOKE ALL ON SEQUENCE migration_ask_id_seq FROM "+role)
 	for _, st := range stmts {
 		if _, err := a.db.ExecContext(ctx, st); err != nil && !undefinedObject(err) {
 			return fmt.Errorf("login %s: %s: %w", l.Login, st, err)
