@@ -115,12 +115,15 @@ func cutoverPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.D
 }
 
 // blockedPhaseNames are the parts of a dump-mode row's write-blocked
-// window, in order: from the block to the dump stored whole (the import
-// running beside it); from there to the row leaving the import (the
+// window, in order: from the block's mark to the source's agent's answer
+// that it blocked (the peer ask's hand-off: blocked_at is marked before
+// the destination asks, so this counts the hand-off's whole time, of which
+// the writes were blocked only the part after the source's agent applied
+// it); from there to the dump stored whole (the import running beside it); from there to the row leaving the import (the
 // import's tail, verification; a retry from the store when the import
 // beside the dump failed); waiting for the DNS agent's claim; the DNS
 // update and its confirmation.
-var blockedPhaseNames = []string{"dump ∥ import", "import tail + verify", "waiting for DNS agent", "DNS update"}
+var blockedPhaseNames = []string{"source's agent blocks", "dump ∥ import", "import tail + verify", "waiting for DNS agent", "DNS update"}
 
 // blockedPhases splits m's write-blocked window by its events; ok is
 // false when an event is missing (an online row, a row without DNS).
@@ -128,9 +131,11 @@ func blockedPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.D
 	if m.Mode != statemachine.ModeDump || m.BlockedAt.IsZero() || m.SwitchedAt.IsZero() {
 		return nil, false
 	}
-	var dumped, imported, claimed time.Time
+	var blocked, dumped, imported, claimed time.Time
 	for _, e := range evs {
 		switch {
+		case e.From == statemachine.Dumping && e.To == statemachine.Dumping && strings.HasPrefix(e.Detail, "writes blocked"):
+			blocked = e.At
 		case e.From == statemachine.Dumping && e.To == statemachine.Dumping && strings.HasPrefix(e.Detail, "dumped "):
 			dumped = e.At
 		case e.To == statemachine.DNSToUpdate && (e.From == statemachine.Dumping || e.From == statemachine.Importing):
@@ -142,7 +147,10 @@ func blockedPhases(m statemachine.Migration, evs []statemachine.Event) ([]time.D
 	if dumped.IsZero() || imported.IsZero() || claimed.IsZero() {
 		return nil, false
 	}
-	return []time.Duration{dumped.Sub(m.BlockedAt), imported.Sub(dumped), claimed.Sub(imported), m.SwitchedAt.Sub(claimed)}, true
+	if blocked.IsZero() || blocked.Before(m.BlockedAt) {
+		blocked = m.BlockedAt // a retried row's earlier attempt
+	}
+	return []time.Duration{blocked.Sub(m.BlockedAt), dumped.Sub(blocked), imported.Sub(dumped), claimed.Sub(imported), m.SwitchedAt.Sub(claimed)}, true
 }
 
 // Failures counts rows not done, databases that failed verification,
