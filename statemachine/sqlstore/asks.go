@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/fleetmigrate/fleetmigrate/migrations"
@@ -32,13 +31,7 @@ func (s *Store) Ask(ctx context.Context, m *statemachine.Migration, side statema
 	}
 	var id int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, s.d.q("SELECT 1 FROM migration WHERE id = ? AND status = ? AND owner = ? AND fence = ? FOR UPDATE"),
-			m.ID, string(m.Status), m.Owner, m.Fence).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return statemachine.ErrLeaseLost
-		}
-		if err != nil {
+		if err := s.lockClaim(ctx, tx, m); err != nil {
 			return err
 		}
 		insert := "INSERT INTO migration_ask (migration_id, side, action, ref, fence, error, answer) VALUES (?, ?, ?, ?, ?, '', '')"

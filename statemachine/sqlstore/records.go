@@ -28,16 +28,10 @@ func (s *Store) PutRecord(ctx context.Context, m *statemachine.Migration, kind s
 		upsert += " ON DUPLICATE KEY UPDATE body = VALUES(body), owner = VALUES(owner), fence = VALUES(fence), updated_at = VALUES(updated_at)"
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, s.d.q("SELECT 1 FROM migration WHERE id = ? AND status = ? AND owner = ? AND fence = ? FOR UPDATE"),
-			m.ID, string(m.Status), m.Owner, m.Fence).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return statemachine.ErrLeaseLost
-		}
-		if err != nil {
+		if err := s.lockClaim(ctx, tx, m); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, s.d.q(upsert), m.ID, kind, string(body), m.Owner, m.Fence, s.nowArg())
+		_, err := tx.ExecContext(ctx, s.d.q(upsert), m.ID, kind, string(body), m.Owner, m.Fence, s.nowArg())
 		return err
 	})
 	if err != nil {
@@ -57,4 +51,16 @@ func (s *Store) GetRecord(ctx context.Context, id int64, kind string) ([]byte, b
 		return nil, false, fmt.Errorf("read record %s of row %d: %w", kind, id, err)
 	}
 	return []byte(body), true, nil
+}
+
+// lockClaim locks m's row in tx if the claim is still m's (ErrLeaseLost
+// otherwise): what a holder writes beside the row is fenced by it.
+func (s *Store) lockClaim(ctx context.Context, tx *sql.Tx, m *statemachine.Migration) error {
+	var one int
+	err := tx.QueryRowContext(ctx, s.d.q("SELECT 1 FROM migration WHERE id = ? AND status = ? AND owner = ? AND fence = ? FOR UPDATE"),
+		m.ID, string(m.Status), m.Owner, m.Fence).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return statemachine.ErrLeaseLost
+	}
+	return err
 }
