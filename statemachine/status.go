@@ -35,10 +35,11 @@ const (
 	Syncing Status = "Syncing"
 	// SyncFailed: the sync step gave up. An operator retries or rolls back.
 	SyncFailed Status = "Sync failed"
-	// ToCutOver: the stream has caught up; waiting for the source's cutover
+	// ToCutOver: the stream has caught up; waiting for the destination's cutover
 	// agent.
 	ToCutOver Status = "To cut over"
-	// CuttingOver: claimed by the source's cutover agent: it blocks writes,
+	// CuttingOver: claimed by the destination's cutover agent: it has the
+	// source's agent block writes (a peer ask),
 	// records the source's position, waits (bounded) until the destination
 	// applied it, stops the stream, sets the sequences and verifies, then
 	// moves the row to DNSToUpdate (ToCloseSource without a DNS name). A

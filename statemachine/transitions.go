@@ -66,7 +66,10 @@ type Step struct {
 var Steps = []Step{
 	{Role: RoleSync, Side: SideDestination, Queued: ToSync, Working: Syncing, Next: ToCutOver, Failed: SyncFailed,
 		Divert: ToDump, DivertLabel: "auto: dump instead"},
-	{Role: RoleCutover, Side: SideSource, Queued: ToCutOver, Working: CuttingOver, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: CutoverFailed,
+	// The cutover runs at the destination too (issue 33, part 4): it
+	// changes only the destination's server; the block it needs at the
+	// source is asked of the source's own agent (peer asks).
+	{Role: RoleCutover, Side: SideDestination, Queued: ToCutOver, Working: CuttingOver, Next: DNSToUpdate, NextWithoutDNS: ToCloseSource, Failed: CutoverFailed,
 		Divert: ToSync, DivertLabel: "writes restored, back to syncing"},
 	// The dump step runs at the destination: it pulls the dump from the
 	// source server, storing it and importing it at once (the import's

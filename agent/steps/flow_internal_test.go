@@ -512,7 +512,7 @@ func TestFlowDumpRecover(t *testing.T) {
 // A cutover whose catch-up times out restores writes and sends the row
 // back to syncing: the stream and the copy stay.
 func TestFlowCutoverTimeoutRestoresWrites(t *testing.T) {
-	f := newFlow(t, "source", statemachine.RoleCutover)
+	f := newFlow(t, "destination", statemachine.RoleCutover)
 	f.streams.name, f.streams.lag = "fleetmigrate_7_x", 4096
 	fields, err := (&cutoverStep{f.host}).Run(context.Background(), f.job)
 	if err != nil || !fields.Divert {
@@ -531,7 +531,7 @@ func TestFlowCutoverTimeoutRestoresWrites(t *testing.T) {
 // A cutover that fails for good (the destination differs) restores
 // writes, then removes the stream, then drops the copy.
 func TestFlowCutoverFailsForGood(t *testing.T) {
-	f := newFlow(t, "source", statemachine.RoleCutover)
+	f := newFlow(t, "destination", statemachine.RoleCutover)
 	f.streams.name, f.streams.lag = "fleetmigrate_7_x", -1
 	f.streams.verifyErr = engine.Permanentf("table t differs")
 	ctx := context.Background()
@@ -551,7 +551,7 @@ func TestFlowCutoverFailsForGood(t *testing.T) {
 // An interrupted cutover's block is undone before anything else, even
 // with the destination unreachable.
 func TestFlowCutoverUndoesAnInterruptedBlock(t *testing.T) {
-	f := newFlow(t, "source", statemachine.RoleCutover)
+	f := newFlow(t, "destination", statemachine.RoleCutover)
 	ctx := context.Background()
 	if err := f.job.PutRecord(ctx, recordBlock, blockRecord{Blocked: true, Access: &fakeBlock{Database: "db"}}); err != nil {
 		t.Fatal(err)
@@ -572,7 +572,7 @@ func TestFlowCutoverUndoesAnInterruptedBlock(t *testing.T) {
 // Abandoning a cutover with one server unreachable removes what the other
 // holds: teardown is asked with the source alone.
 func TestFlowCutoverAbandonReachesWhatAnswers(t *testing.T) {
-	f := newFlow(t, "source", statemachine.RoleCutover)
+	f := newFlow(t, "destination", statemachine.RoleCutover)
 	f.streams.name = "fleetmigrate_7_x"
 	f.driver.fail["destination: Open"] = errors.New("destination down")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -204,6 +204,16 @@ func (h *host) unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec
 	case rec.Access == nil:
 		return nil
 	default:
+		if src == nil {
+			// A record of a block made before peer asks (an agent of an
+			// earlier version): undone at the source as it was made.
+			c, err := h.atSource(job)(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeConn(c)
+			src = c
+		}
 		var err error
 		if warnings, err = src.Unblock(ctx, rec.Access); err != nil {
 			return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)

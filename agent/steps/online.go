@@ -482,8 +482,8 @@ func autoDump(job *agent.Job, opt Online, database string, size int64, problems 
 // ---- the cutover step ----
 
 // cutoverSide is one engine's part of the cutover step for one row, its
-// servers open (the source local, the destination a peer). Blocking and
-// restoring writes are the engine's Conn's (the dump step's own).
+// servers open (the destination local, the source a peer, read only).
+// Blocking and restoring writes are the source's agent's (peer.go).
 type cutoverSide interface {
 	// ready says why the stream cannot be cut over now ("": it can):
 	// none recorded, gone, or stopped by an interrupted cutover (it is
@@ -493,8 +493,7 @@ type cutoverSide interface {
 	// source's log (before the block: settle waits on it).
 	lag(ctx context.Context) (int64, error)
 	// prepare checks what can be checked before the block (the schema,
-	// the copy's objects) and returns the source inspected: its write
-	// block is planned from it as the dump step's is.
+	// the copy's objects) and returns the source inspected.
 	prepare(ctx context.Context) (engine.Source, error)
 	// schemaChange describes DDL at the source since the stream started.
 	schemaChange(ctx context.Context) (string, error)
@@ -546,23 +545,21 @@ func (h *host) runCutover(ctx context.Context, job *agent.Job, src, dst engine.C
 	// First close to the source (before plan: what plan reads of the log
 	// is read again under the block from there on).
 	settle(ctx, job, side.lag)
-	s, err := side.prepare(ctx)
-	if err != nil {
+	if _, err := side.prepare(ctx); err != nil {
 		return statemachine.Fields{}, failed(permanent(err))
 	}
-	access, err := src.PlanBlock(ctx, s)
-	if err != nil {
-		return statemachine.Fields{}, failed(permanent(err))
-	}
-	rec := blockRecord{Blocked: true, Access: access}
+	// The source's own agent blocks it (peer.go), planning the block from
+	// the database as its server has it.
+	rec := blockRecord{Blocked: true, Ref: newRef("cutover", job.Row.Fence)}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
-	detail := fmt.Sprintf("cutover: blocking writes to %q (%s)", job.Row.DatabaseName, access.Describe())
+	detail := fmt.Sprintf("cutover: blocking writes to %q at %s: asked its agent", job.Row.DatabaseName, job.Row.Source)
 	if err := job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}
-	f, timedOut, err := cutoverBlocked(ctx, job, h.Online.withDefaults(), src, side, access)
+	block := func(ctx context.Context) (engine.Block, int, error) { return h.askBlock(ctx, job, rec.Ref) }
+	f, timedOut, err := cutoverBlocked(ctx, job, h.Online.withDefaults(), block, side)
 	if err == nil && timedOut == "" {
 		return f, nil
 	}
@@ -619,13 +616,14 @@ func settle(ctx context.Context, job *agent.Job, lag func(context.Context) (int6
 // says the destination did not catch up in time (writes must be restored,
 // then the note written; f sends the row back to syncing, or err fails it
 // when the attempts are used up).
-func cutoverBlocked(ctx context.Context, job *agent.Job, opt Online, src engine.Conn, side cutoverSide, access engine.Block) (f statemachine.Fields, timedOut string, err error) {
+func cutoverBlocked(ctx context.Context, job *agent.Job, opt Online, block func(context.Context) (engine.Block, int, error), side cutoverSide) (f statemachine.Fields, timedOut string, err error) {
 	start := time.Now()
 	var note CutoverNote
-	ended, err := src.Block(ctx, access)
+	access, ended, err := block(ctx)
 	if err != nil {
 		return f, "", err
 	}
+	job.Log.Debug("writes blocked by the source's agent", "plan", access.Describe(), "sessions_ended", ended)
 	note.Block, note.Ended = time.Since(start), ended
 	phase := time.Now()
 	change, err := side.schemaChange(ctx)
@@ -811,24 +809,25 @@ func (h *host) removeStream(ctx context.Context, job *agent.Job) error {
 	return nil
 }
 
-// cutoverStep is the cutover step at the source.
+// cutoverStep is the cutover step at the destination: every change it
+// makes is at this host's server but the block at the source, which the
+// source's own agent makes when asked (peer.go).
 type cutoverStep struct{ h *host }
 
 func (c *cutoverStep) Run(ctx context.Context, job *agent.Job) (statemachine.Fields, error) {
 	h := c.h
-	src, err := h.local(ctx, job.Log)
-	if err != nil {
+	// Writes come back first if an interrupted attempt left them blocked.
+	if err := h.unblockRecorded(ctx, job, nil); err != nil {
 		return statemachine.Fields{}, err
+	}
+	src, err := h.peer(ctx, job, job.Row.Source)
+	if err != nil {
+		return statemachine.Fields{}, fmt.Errorf("reach the source to cut over: %w", err)
 	}
 	defer closeConn(src)
-	// Writes come back first if an interrupted attempt left them blocked,
-	// whether or not the destination answers.
-	if err := h.unblockRecorded(ctx, job, src); err != nil {
-		return statemachine.Fields{}, err
-	}
-	dst, err := h.peer(ctx, job, job.Row.Destination)
+	dst, err := h.local(ctx, job.Log)
 	if err != nil {
-		return statemachine.Fields{}, fmt.Errorf("reach the destination to cut over: %w", err)
+		return statemachine.Fields{}, err
 	}
 	defer closeConn(dst)
 	side, err := h.streams.cutoverSide(ctx, job, src, dst)
@@ -838,11 +837,9 @@ func (c *cutoverStep) Run(ctx context.Context, job *agent.Job) (statemachine.Fie
 	return h.runCutover(ctx, job, src, dst, side)
 }
 
-// Recover restores writes at this host's server, the source, if the dead
-// run left them blocked; the stream stays (the next attempt finds it,
-// starting it again if it was stopped). It touches nothing else: the dump
-// step's recovery runs at the destination and drops its import there,
-// which must never be done here.
+// Recover has the source's agent restore writes if the dead run left them
+// blocked; the stream and the copy stay (the next attempt finds the
+// stream, starting it again if it was stopped).
 func (c *cutoverStep) Recover(ctx context.Context, job *agent.Job) error {
 	return c.h.restoreWrites(ctx, job, c.h.atSource(job))
 }

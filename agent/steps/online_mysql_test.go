@@ -389,7 +389,7 @@ func TestMySQLOnlineDDLDuringSync(t *testing.T) {
 	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
 	f.dnsAgent(t)
 	stopSrc := f.start(t, f.src, agentOpts{}, statemachine.RoleRollback) // publishes the source's address
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
@@ -401,7 +401,7 @@ func TestMySQLOnlineDDLDuringSync(t *testing.T) {
 	if _, err := owner.ExecContext(ctx(t), "CREATE TABLE added_later (x INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	f.start(t, f.src, agentOpts{}, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	f.cutAfter(t, stopSync, agentOpts{}, agentOpts{})(statemachine.RoleClose, statemachine.RoleRollback)
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.Done)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "tables created: `added_later`") {
 		t.Fatalf("cutover: %q %s", m.Status, m.LastError)
@@ -431,7 +431,7 @@ func TestMySQLOnlineBrokenStreamFailsOnlyItsRow(t *testing.T) {
 	f.dnsAgent(t)
 	// No cutover agent yet: both rows sync and wait.
 	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
-	f.start(t, f.dst, opt, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, opt, statemachine.RoleSync)
 	for _, id := range ids {
 		if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 			t.Fatalf("sync: %q %s", m.Status, m.LastError)
@@ -442,7 +442,7 @@ func TestMySQLOnlineBrokenStreamFailsOnlyItsRow(t *testing.T) {
 	// same key at the source: the stream stops on a duplicate key.
 	exec(t, f.dst.root, "INSERT INTO "+ident.QuoteMySQL(broken.db)+".writes (n) VALUES (987654321)")
 	exec(t, f.src.root, "INSERT INTO "+ident.QuoteMySQL(broken.db)+".writes (n) VALUES (987654321)")
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	f.cutAfter(t, stopSync, opt, opt)(statemachine.RoleClose, statemachine.RoleRollback)
 	m := f.waitStatus(t, ids[0], statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.Done)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "1062") || !strings.Contains(m.LastError, "insert of table `writes`") || strings.Contains(m.LastError, "987654321") {
 		t.Errorf("the broken row: %q %s", m.Status, m.LastError)
@@ -456,19 +456,33 @@ func TestMySQLOnlineBrokenStreamFailsOnlyItsRow(t *testing.T) {
 }
 
 // syncedMySQL syncs a new online site's row and returns once it is To cut
-// over, with no cutover agent running; opt is the agents' options.
-func syncedMySQL(t *testing.T, f *fleet, prefix string, online steps.Online) (site, int64, agentOpts) {
+// over, with no cutover agent running; opt is the agents' options, and cut
+// starts the cutover: the destination's agent again with the cutover, and
+// the source's (which blocks when asked) with srcRoles.
+func syncedMySQL(t *testing.T, f *fleet, prefix string, online steps.Online) (st site, id int64, opt agentOpts, cut func(srcRoles ...statemachine.Role)) {
 	t.Helper()
-	st := newMyOnlineSite(t, f, prefix)
-	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
-	opt := agentOpts{online: online}
+	st = newMyOnlineSite(t, f, prefix)
+	id = f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
+	opt = agentOpts{online: online}
 	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
-	f.start(t, f.dst, opt, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, opt, statemachine.RoleSync)
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
 	stopSrc()
-	return st, id, opt
+	return st, id, opt, f.cutAfter(t, stopSync, opt, opt)
+}
+
+// cutAfter returns what starts a cutover once the sync agent (stopSync)
+// is stopped: the destination's agent with sync and cutover (dstOpt), and
+// the source's with srcRoles (srcOpt).
+func (f *fleet) cutAfter(t *testing.T, stopSync func(), dstOpt, srcOpt agentOpts) func(srcRoles ...statemachine.Role) {
+	return func(srcRoles ...statemachine.Role) {
+		t.Helper()
+		stopSync()
+		f.start(t, f.src, srcOpt, srcRoles...)
+		f.start(t, f.dst, dstOpt, statemachine.RoleSync, statemachine.RoleCutover)
+	}
 }
 
 // holdMySQLApply holds the destination's applier: a lock there on the
@@ -496,10 +510,10 @@ func holdMySQLApply(t *testing.T, f *fleet, st site) *sql.Conn {
 func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, opt := syncedMySQL(t, f, "myslow", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second, LagEvery: 200 * time.Millisecond})
+	st, id, _, cut := syncedMySQL(t, f, "myslow", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second, LagEvery: 200 * time.Millisecond})
 	f.dnsAgent(t) // after the plan: it serves the records of the rows planned by then
 	lock := holdMySQLApply(t, f, st)
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	cut(statemachine.RoleClose, statemachine.RoleRollback)
 	f.waitEvent(t, id, "catch-up timed out")
 	if err := canWrite(customer(t, f.src, st)); err != nil {
 		t.Errorf("the owner cannot write after the timed-out cutover: %v", err)
@@ -524,13 +538,13 @@ func TestMySQLOnlineCatchUpTimeout(t *testing.T) {
 func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, opt := syncedMySQL(t, f, "myfail", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond})
+	st, id, _, cut := syncedMySQL(t, f, "myfail", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond})
 	if !f.myStream(t, id) {
 		t.Fatal("no stream record at the destination while the row is synced")
 	}
 	lock := holdMySQLApply(t, f, st)
 	defer func() { _ = lock.Close() }()
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
+	cut(statemachine.RoleRollback)
 	// Once writes are restored (the timeout), the lock goes: dropping the
 	// copy would wait for it.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
@@ -567,7 +581,7 @@ func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
 func TestMySQLOnlineNotConverging(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, opt := syncedMySQL(t, f, "mynoconv", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second,
+	st, id, _, cut := syncedMySQL(t, f, "mynoconv", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second,
 		LagEvery: 200 * time.Millisecond, MaxLagBytes: 2048, ConvergeWindow: 3 * time.Second})
 	lock := holdMySQLApply(t, f, st)
 	defer func() { _ = lock.Close() }()
@@ -598,7 +612,7 @@ func TestMySQLOnlineNotConverging(t *testing.T) {
 		}
 	})
 	defer func() { close(stop); wg.Wait() }()
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
+	cut(statemachine.RoleRollback)
 	f.waitEvent(t, id, "catch-up timed out")
 	f.waitEvent(t, id, statemachine.NotConvergingNote)
 	// Writes came back after the timed-out cutover, for the sessions
@@ -739,7 +753,7 @@ func TestMySQLOnlineVerifiedByKeys(t *testing.T) {
 	id := f.planMode(t, statemachine.EngineMySQL, st.db, statemachine.ModeOnline)
 	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond}}
 	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the source's address
-	f.start(t, f.dst, opt, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, opt, statemachine.RoleSync)
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
@@ -761,7 +775,7 @@ func TestMySQLOnlineVerifiedByKeys(t *testing.T) {
 		}
 	}
 	exec(t, f.dst.root, "DROP TRIGGER "+q+".corrupt")
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleRollback)
+	f.cutAfter(t, stopSync, opt, opt)(statemachine.RoleRollback)
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "table items") || !strings.Contains(m.LastError, "row 12346 differs") {
 		t.Fatalf("cutover: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
@@ -815,12 +829,12 @@ func TestMySQLOnlineByKeysLateWrite(t *testing.T) {
 func TestMySQLOnlineTruncateDuringSync(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, opt := syncedMySQL(t, f, "mytrunc", steps.Online{LagEvery: 200 * time.Millisecond})
+	st, id, _, cut := syncedMySQL(t, f, "mytrunc", steps.Online{LagEvery: 200 * time.Millisecond})
 	if _, err := customer(t, f.src, st).ExecContext(ctx(t), "TRUNCATE TABLE items"); err != nil {
 		t.Fatal(err)
 	}
 	f.dnsAgent(t)
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
+	cut(statemachine.RoleClose, statemachine.RoleRollback)
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate, statemachine.Done)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "items") {
 		t.Fatalf("cutover after a TRUNCATE: %q %s\n%s", m.Status, m.LastError, f.events(t, id))

@@ -383,12 +383,12 @@ func (p *pgCutoverSide) finish(ctx context.Context) error {
 	}
 	h, job := p.p.h, p.job
 	job.AfterAdvance("remove the stopped stream "+st.Name, func(ctx context.Context) error {
-		src, err := h.local(ctx, nil)
+		src, err := h.atSource(job)(ctx)
 		if err != nil {
 			return err
 		}
 		defer closeConn(src)
-		dst, err := h.peer(ctx, job, job.Row.Destination)
+		dst, err := h.atDestination(job)(ctx)
 		if err != nil {
 			return err
 		}

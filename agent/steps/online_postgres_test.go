@@ -198,8 +198,8 @@ func (f *fleet) pgStreams(t *testing.T, id int64) []string {
 
 func onlineAgents(t *testing.T, f *fleet, opt agentOpts) {
 	t.Helper()
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
-	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport)
+	f.start(t, f.src, opt, statemachine.RoleClose, statemachine.RoleRollback)
+	f.start(t, f.dst, opt, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport, statemachine.RoleCutover)
 }
 
 // TestPostgresOnlineToDone moves a database online under a steady writer
@@ -378,7 +378,7 @@ func TestPostgresOnlineDDLDuringSync(t *testing.T) {
 	t.Parallel()
 	st := newPGOnlineSite(t, f, "pgddl", 1000)
 	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
 	stopSrc := f.start(t, f.src, agentOpts{}, statemachine.RoleRollback) // registers the source's address
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
@@ -387,7 +387,7 @@ func TestPostgresOnlineDDLDuringSync(t *testing.T) {
 	fleettest.PGExec(t, owner, "CREATE TABLE later (x int)", "INSERT INTO later VALUES (1), (2)", "UPDATE later SET x = 5 WHERE x = 1", "DELETE FROM later WHERE x = 2")
 	stopSrc()
 	f.dnsAgent(t)
-	f.start(t, f.src, agentOpts{}, statemachine.RoleCutover, statemachine.RoleClose)
+	f.cutAfter(t, stopSync, agentOpts{}, agentOpts{})(statemachine.RoleClose)
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate, statemachine.Done)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "changed during the sync") || !strings.Contains(m.LastError, `tables created: "public"."later"`) {
 		t.Fatalf("cutover after DDL: %q %q", m.Status, m.LastError)
@@ -425,7 +425,7 @@ func TestPostgresOnlineDDLDuringSync(t *testing.T) {
 // stream), and returns once the row is To cut over, with no cutover agent
 // running; opt is the source agent's options (the proxy published as the
 // source's address).
-func syncedBehindProxy(t *testing.T, f *fleet, prefix string, online steps.Online) (pgSite, int64, *fleettest.Proxy, agentOpts) {
+func syncedBehindProxy(t *testing.T, f *fleet, prefix string, online steps.Online) (pgSite, int64, *fleettest.Proxy, agentOpts, func(...statemachine.Role)) {
 	t.Helper()
 	st := newPGOnlineSite(t, f, prefix, 1000)
 	proxy, err := fleettest.StartProxy(f.src.pg.Addr())
@@ -435,26 +435,27 @@ func syncedBehindProxy(t *testing.T, f *fleet, prefix string, online steps.Onlin
 	t.Cleanup(func() { _ = proxy.Close() })
 	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
 	opt := agentOpts{online: online, pgEndpoint: proxy.Addr}
-	f.start(t, f.dst, agentOpts{online: online}, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, agentOpts{online: online}, statemachine.RoleSync)
 	stopSrc := f.start(t, f.src, opt, statemachine.RoleRollback) // publishes the proxy as the source's address
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
 	stopSrc()
-	return st, id, proxy, opt
+	return st, id, proxy, opt, f.cutAfter(t, stopSync, agentOpts{online: online}, opt)
 }
 
 // TestPostgresOnlineCatchUpTimeout: the stream to the destination is held
-// (a paused proxy in front of the source) when the cutover blocks writes:
+// (its apply waits on a lock at the destination) when the cutover blocks
+// writes:
 // the catch-up times out, writes come back, the row goes back to syncing;
 // once the stream flows again the next cutover moves it.
 func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, proxy, opt := syncedBehindProxy(t, f, "pgslowdst", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second, LagEvery: 200 * time.Millisecond})
-	proxy.Pause()
+	st, id, _, _, cut := syncedBehindProxy(t, f, "pgslowdst", steps.Online{CutoverTimeout: 700 * time.Millisecond, CutoverAttempts: 3, CutoverBackoff: time.Second, LagEvery: 200 * time.Millisecond})
+	release := holdPGApply(t, f, st)
 	f.dnsAgent(t)
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose)
+	cut(statemachine.RoleClose)
 	f.waitEvent(t, id, "catch-up timed out")
 	if err := pgWrite(f.src.pg.Connect(t, st.db, st.owner, st.pass)); err != nil {
 		t.Errorf("the owner cannot write after the timed-out cutover: %v", err)
@@ -462,7 +463,7 @@ func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 	if m := f.row(t, id); m.UnblockedAt.IsZero() {
 		t.Errorf("writes not recorded as restored: %+v", m)
 	}
-	proxy.Resume()
+	release()
 	m := f.waitStatus(t, id, statemachine.Done, statemachine.CutoverFailed, statemachine.SyncFailed, statemachine.CloseFailed)
 	if m.Status != statemachine.Done {
 		t.Fatalf("after the stream flows again: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
@@ -476,20 +477,31 @@ func TestPostgresOnlineCatchUpTimeout(t *testing.T) {
 	}
 }
 
-// TestPostgresOnlineCutoverFailsForGood: the stream is held (a paused
-// proxy in front of the source) at the last cutover attempt: writes come
+// TestPostgresOnlineCutoverFailsForGood: the stream is held (its apply
+// waits on a lock at the destination) at the last cutover attempt: writes come
 // back and neither the slot and publication at the source nor the
 // subscription and copy at the destination are left once the row says
 // Cutover failed.
 func TestPostgresOnlineCutoverFailsForGood(t *testing.T) {
 	f := newFleet(t)
 	t.Parallel()
-	st, id, proxy, opt := syncedBehindProxy(t, f, "pgfaildst", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond})
+	st, id, _, _, cut := syncedBehindProxy(t, f, "pgfaildst", steps.Online{CutoverTimeout: 500 * time.Millisecond, CutoverAttempts: 1, LagEvery: 200 * time.Millisecond})
 	if left := f.pgStreams(t, id); len(left) < 2 {
 		t.Fatalf("the synced row's stream is not there: %v", left)
 	}
-	proxy.Pause()
-	f.start(t, f.src, opt, statemachine.RoleCutover)
+	release := holdPGApply(t, f, st)
+	cut(statemachine.RoleRollback)
+	// Once writes are restored (the timeout), the lock goes: dropping the
+	// copy would wait for it.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if m := f.row(t, id); !m.BlockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes not restored a minute after the cutover started:\n%s", f.events(t, id))
+		}
+	}
+	release()
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.Done, statemachine.ToSync)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "did not catch up") {
 		t.Fatalf("row: %q %s\n%s", m.Status, m.LastError, f.events(t, id))
@@ -504,6 +516,32 @@ func TestPostgresOnlineCutoverFailsForGood(t *testing.T) {
 	if err := pgWrite(f.src.pg.Connect(t, st.db, st.owner, st.pass)); err != nil {
 		t.Errorf("the owner cannot write at the source after the failed cutover: %v", err)
 	}
+}
+
+// holdPGApply holds the destination's apply of st's stream: a lock there
+// on items that writes wait for (reads do not), and a write at the source
+// to apply. The returned function releases it.
+func holdPGApply(t *testing.T, f *fleet, st pgSite) (release func()) {
+	t.Helper()
+	c := f.dst.pg.Root(t, st.db)
+	tx, err := c.Begin(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx(t), "LOCK TABLE items IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	fleettest.PGExec(t, f.src.pg.Connect(t, st.db, st.owner, st.pass), "INSERT INTO items (name) VALUES ('held')")
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			if err := tx.Commit(context.Background()); err != nil {
+				t.Errorf("release the lock: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
 
 // TestPostgresOnlineRollbackAndCancelWhileSyncing: rows whose stream is
@@ -596,8 +634,8 @@ func TestPostgresOnlineStalledStreamIsMadeAgain(t *testing.T) {
 	// which a 5 s stall timeout took for a second stall (seen once).
 	opt := agentOpts{online: steps.Online{LagEvery: 200 * time.Millisecond, StallTimeout: 8 * time.Second}, pgEndpoint: proxy.Addr}
 	f.dnsAgent(t)
-	f.start(t, f.src, opt, statemachine.RoleCutover, statemachine.RoleClose, statemachine.RoleRollback)
-	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport)
+	f.start(t, f.src, opt, statemachine.RoleClose, statemachine.RoleRollback)
+	f.start(t, f.dst, agentOpts{online: opt.online}, statemachine.RoleSync, statemachine.RoleDump, statemachine.RoleImport, statemachine.RoleCutover)
 	f.waitEvent(t, id, "syncing: initial copy")
 	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "ALTER SUBSCRIPTION "+qp(engine.StreamName(id, st.db))+" DISABLE")
 	f.waitEvent(t, id, "the stream made no progress for 8s")
@@ -663,7 +701,7 @@ func TestPostgresOnlineVerifiedByRows(t *testing.T) {
 	stopUpdates := startUpdater(t, f, st, 20000)
 	id := f.planMode(t, statemachine.EnginePostgres, st.db, statemachine.ModeOnline)
 	stopSrc := f.start(t, f.src, agentOpts{}, statemachine.RoleRollback) // publishes the source's address
-	f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
+	stopSync := f.start(t, f.dst, agentOpts{}, statemachine.RoleSync)
 	if m := f.waitStatus(t, id, statemachine.ToCutOver, statemachine.SyncFailed); m.Status != statemachine.ToCutOver {
 		t.Fatalf("sync: %q %s", m.Status, m.LastError)
 	}
@@ -675,7 +713,7 @@ func TestPostgresOnlineVerifiedByRows(t *testing.T) {
 	// Row 12345 is not one the updater writes (its ids are 1 + i·7919 mod
 	// 20000 for the few hundred i it reached).
 	fleettest.PGExec(t, f.dst.pg.Root(t, st.db), "UPDATE items SET name = 'corrupted' WHERE id = 12346")
-	f.start(t, f.src, agentOpts{}, statemachine.RoleCutover, statemachine.RoleRollback)
+	f.cutAfter(t, stopSync, agentOpts{}, agentOpts{})(statemachine.RoleRollback)
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.DNSToUpdate)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, `table "public"."items"`) || !strings.Contains(m.LastError, "row 12346 differs") {
 		t.Fatalf("cutover: %q %s\n%s", m.Status, m.LastError, f.events(t, id))

@@ -170,14 +170,14 @@ func (h *host) blockTaken(ctx context.Context, job *agent.Job, ref string) (int,
 }
 
 // answerBlock blocks writes to the row's database at this (source) server
-// for the destination's dump step: only while that step holds the row
-// under the fence it asked with. The plan is this agent's own, saved in
+// for the destination's dump or cutover step: only while that step holds
+// the row under the fence it asked with. The plan is this agent's own, saved in
 // the answer before it is applied (a run after a crash applies the same
 // one: planning again from a blocked database would lose what it took).
 func (h *host) answerBlock(ctx context.Context, req *agent.AskRequest) (any, error) {
 	row := req.Row
-	if row.Status != statemachine.Dumping || row.Fence != req.Ask.Fence {
-		return nil, fmt.Errorf("nothing blocked: row %d is %s (fence %d), and the dump step that asked held it at fence %d: it has ended", row.ID, row.Status, row.Fence, req.Ask.Fence)
+	if row.Status != statemachine.Dumping && row.Status != statemachine.CuttingOver || row.Fence != req.Ask.Fence {
+		return nil, fmt.Errorf("nothing blocked: row %d is %s (fence %d), and the step that asked held it at fence %d: it has ended", row.ID, row.Status, row.Fence, req.Ask.Fence)
 	}
 	src, err := h.local(ctx, req.Log)
 	if err != nil {
@@ -213,7 +213,7 @@ func (h *host) answerBlock(ctx context.Context, req *agent.AskRequest) (any, err
 		// The plan stays in the answer: the asker's undo restores from it.
 		return ans, fmt.Errorf("block writes to %q: %w", row.DatabaseName, err)
 	}
-	req.Log.Info("writes blocked for the destination's dump", "plan", access.Describe(), "sessions_ended", ended)
+	req.Log.Info("writes blocked for the destination's step", "plan", access.Describe(), "sessions_ended", ended)
 	ans.Applied, ans.Ended = true, ended
 	return ans, nil
 }
@@ -253,6 +253,6 @@ func (h *host) answerUnblock(ctx context.Context, req *agent.AskRequest) (any, e
 		ans.Undone++
 		ans.Warnings = append(ans.Warnings, w...)
 	}
-	req.Log.Info("writes restored for the destination's dump step", "blocks", ans.Undone)
+	req.Log.Info("writes restored for the destination's step", "blocks", ans.Undone)
 	return ans, nil
 }

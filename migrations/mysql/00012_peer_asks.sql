@@ -4,6 +4,9 @@
 -- asker is the agent holding the row; the asked host comes from the row;
 -- only the asked host's agent answers, once. MariaDB has no notifications:
 -- the asked agents poll for open asks, the asker for its answer.
+--
+-- The cutover moves to the destination (as postgres/00012 says): its agent
+-- pairs are the destination's now.
 
 -- +goose Up
 CREATE TABLE migration_ask (
@@ -92,7 +95,10 @@ BEGIN
 END
 -- +goose StatementEnd
 
+UPDATE agent_transition SET side = 'destination' WHERE side = 'source' AND from_status IN ('To cut over', 'Cutting over');
+
 -- +goose Down
+UPDATE agent_transition SET side = 'source' WHERE side = 'destination' AND from_status IN ('To cut over', 'Cutting over');
 DROP TRIGGER migration_ask_guard_update;
 DROP TRIGGER migration_ask_guard_insert;
 DROP TABLE migration_ask;

@@ -14,6 +14,12 @@
 -- token, so that the undo finds what the block changed in the block's own
 -- answer, written by the asked host's agent, not in a record the asker
 -- wrote.
+--
+-- The cutover moves to the destination (as the dump did in 00009): it
+-- changes the destination's server (stops the stream, sets sequences,
+-- completes accounts, triggers and events) and needs only the block at the
+-- source, which it asks of the source's agent. Its agent pairs and its
+-- wake-up are the destination's now.
 
 -- +goose Up
 CREATE TABLE migration_ask (
@@ -127,7 +133,43 @@ END
 $$;
 -- +goose StatementEnd
 
+UPDATE agent_transition SET side = 'destination' WHERE side = 'source' AND from_status IN ('To cut over', 'Cutting over');
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION fleetmigrate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IN ('To close source', 'To roll back') THEN
+        PERFORM pg_notify('fm_' || md5(NEW.source), NEW.status);
+    ELSIF NEW.status IN ('To dump', 'To import', 'To sync', 'To cut over') THEN
+        PERFORM pg_notify('fm_' || md5(NEW.destination), NEW.status);
+    ELSIF NEW.status = 'DNS to update' THEN
+        PERFORM pg_notify('fm_dns', NEW.status);
+    ELSIF NEW.status IN ('Done', 'Rolled back', 'Cancelled') THEN
+        PERFORM pg_notify('fm_scheduler', NEW.status);
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+
 -- +goose Down
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION fleetmigrate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IN ('To cut over', 'To close source', 'To roll back') THEN
+        PERFORM pg_notify('fm_' || md5(NEW.source), NEW.status);
+    ELSIF NEW.status IN ('To dump', 'To import', 'To sync') THEN
+        PERFORM pg_notify('fm_' || md5(NEW.destination), NEW.status);
+    ELSIF NEW.status = 'DNS to update' THEN
+        PERFORM pg_notify('fm_dns', NEW.status);
+    ELSIF NEW.status IN ('Done', 'Rolled back', 'Cancelled') THEN
+        PERFORM pg_notify('fm_scheduler', NEW.status);
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+UPDATE agent_transition SET side = 'source' WHERE side = 'destination' AND from_status IN ('To cut over', 'Cutting over');
 DROP TRIGGER migration_ask_notify ON migration_ask;
 DROP FUNCTION fleetmigrate_notify_ask();
 DROP TRIGGER migration_ask_guard ON migration_ask;

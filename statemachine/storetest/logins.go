@@ -136,11 +136,19 @@ func testAgentLoginsWalkTheirRows(t *testing.T, h Harness) {
 		t.Fatalf("b renews its lease: %v", err)
 	}
 	advance(t, b, &m, statemachine.Fields{Mode: statemachine.ModeOnline})
-	m = claimAs(t, a, statemachine.RoleCutover, "a", time.Minute)
-	if err := a.Record(ctx(t), &m, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, ""); err != nil {
-		t.Fatalf("a records the block: %v", err)
+	// The cutover is the destination's: b asks a (the source) to block.
+	m = claimAs(t, b, statemachine.RoleCutover, "b", time.Minute)
+	if err := b.Record(ctx(t), &m, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, ""); err != nil {
+		t.Fatalf("b records the block: %v", err)
 	}
-	advance(t, a, &m, statemachine.Fields{})
+	ask, err := asks(t, b).Ask(ctx(t), &m, statemachine.SideSource, "block", "cutover-1")
+	if err != nil {
+		t.Fatalf("b asks a to block: %v", err)
+	}
+	if err := asks(t, a).AnswerAsk(ctx(t), ask, []byte(`{"applied":true}`), ""); err != nil {
+		t.Fatalf("a answers: %v", err)
+	}
+	advance(t, b, &m, statemachine.Fields{})
 	// b dumps and imports the dump row, with a retry on the way.
 	m = claimAs(t, b, statemachine.RoleDump, "b", time.Minute)
 	advance(t, b, &m, dumpFields(m.ID))

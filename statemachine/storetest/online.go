@@ -77,7 +77,7 @@ func testOnlinePath(t *testing.T, h Harness) {
 	if err := s.Advance(ctx(t), &stopped, statemachine.Fields{}, "late"); !errors.Is(err, statemachine.ErrLeaseLost) {
 		t.Errorf("the fenced-out sync step advanced its row: %v", err)
 	}
-	cut := claimOne(t, s, statemachine.RoleCutover, "src")
+	cut := claimOne(t, s, statemachine.RoleCutover, "dst")
 	if cut.ID != online.ID {
 		t.Fatalf("cutover claimed row %d, want %d", cut.ID, online.ID)
 	}
