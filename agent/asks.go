@@ -38,7 +38,8 @@ type AskRequest struct {
 	Row statemachine.Migration
 	Log *slog.Logger
 
-	asks statemachine.Asks
+	asks  statemachine.Asks
+	store statemachine.Store
 }
 
 // Save writes v into the ask's answer before the ask is answered: what the
@@ -65,6 +66,24 @@ func (r *AskRequest) Saved(v any) (bool, error) {
 		return false, fmt.Errorf("what ask %d saved: %w", r.Ask.ID, err)
 	}
 	return true, nil
+}
+
+// Record reads the row's step record of kind into v (false: none) and
+// says who wrote it last: the host whose agent login did, "" for an
+// operator.
+func (r *AskRequest) Record(ctx context.Context, kind string, v any) (ok bool, author string, err error) {
+	author, ok, err = r.asks.RecordAuthor(ctx, r.Row.ID, kind)
+	if err != nil || !ok {
+		return false, "", err
+	}
+	body, ok, err := r.store.GetRecord(ctx, r.Row.ID, kind)
+	if err != nil || !ok {
+		return false, "", err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return false, "", fmt.Errorf("record %s of row %d: %w", kind, r.Row.ID, err)
+	}
+	return true, author, nil
 }
 
 // Related lists the row's asks that share this one's ref, oldest first.
@@ -250,7 +269,7 @@ func (a *Agent) answerOne(ctx context.Context, log *slog.Logger, asks statemachi
 		return
 	}
 	log = log.With("database", row.DatabaseName, "engine", string(row.Engine))
-	req := &AskRequest{Ask: ask, Row: row, Log: log, asks: asks}
+	req := &AskRequest{Ask: ask, Row: row, Log: log, asks: asks, store: a.store}
 	var answer any
 	switch host := map[statemachine.HostSide]string{statemachine.SideSource: row.Source, statemachine.SideDestination: row.Destination}[ask.Side]; {
 	case host != a.cfg.Host:

@@ -67,6 +67,10 @@ type Asks interface {
 	// AnswerAsk answers an open ask: errText empty when it was done,
 	// answer what was done. ErrAnswered if it has its answer already.
 	AnswerAsk(ctx context.Context, id int64, answer []byte, errText string) error
+	// RecordAuthor says who last wrote a row's step record: the host whose
+	// agent login wrote it, or "" for an operator's login; ok is false
+	// when there is no such record.
+	RecordAuthor(ctx context.Context, migrationID int64, kind string) (host string, ok bool, err error)
 	// WakeAsks and WakeAnswers are Waker's for asks: a channel that
 	// receives when host may have a new ask, or one of host's asks an
 	// answer (never, on a store without notifications).

@@ -371,18 +371,8 @@ func (c *closeStep) Run(ctx context.Context, job *agent.Job) (statemachine.Field
 // the tables the cutover verified by rows.
 func (c *closeStep) online(ctx context.Context, job *agent.Job, src engine.Conn) (statemachine.Fields, error) {
 	h := c.h
-	if recorded, err := h.streams.recorded(ctx, job); err != nil {
+	if err := h.teardownFromSource(ctx, job, src); err != nil {
 		return statemachine.Fields{}, err
-	} else if recorded {
-		dst, err := h.peer(ctx, job, job.Row.Destination)
-		if err != nil {
-			return statemachine.Fields{}, fmt.Errorf("remove the stream at the destination: %w", err)
-		}
-		err = h.streams.teardown(ctx, job, src, dst)
-		closeConn(dst)
-		if err != nil {
-			return statemachine.Fields{}, err
-		}
 	}
 	access, err := h.cutoverBlock(ctx, job)
 	if err != nil {
@@ -442,17 +432,13 @@ func (r *rollbackStep) Run(ctx context.Context, job *agent.Job) (statemachine.Fi
 	if imp == nil && !streaming {
 		return statemachine.Fields{}, nil
 	}
-	dst, err := h.peer(ctx, job, row.Destination)
-	if err != nil {
-		return statemachine.Fields{}, fmt.Errorf("drop the copy at the destination: %w", err)
-	}
-	defer closeConn(dst)
-	// The stream first: it would write into the copy being dropped (a
+	// The destination's agent removes what is at its server, asked. The
+	// stream first: it would write into the copy being dropped (a
 	// PostgreSQL database with a subscription cannot be dropped).
-	if err := h.streams.teardown(ctx, job, src, dst); err != nil {
+	if err := h.teardownFromSource(ctx, job, src); err != nil {
 		return statemachine.Fields{}, err
 	}
-	return statemachine.Fields{}, h.dropImport(ctx, job, dst, "this migration")
+	return statemachine.Fields{}, h.askDropCopy(ctx, job, "this migration")
 }
 
 // Recover has nothing to undo: rolling back runs again whole.

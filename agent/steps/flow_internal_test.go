@@ -208,6 +208,17 @@ func (f *fakeStreams) teardown(_ context.Context, _ *agent.Job, src, dst engine.
 	f.name = ""
 	return nil
 }
+func (f *fakeStreams) removeAt(_ context.Context, side statemachine.HostSide, c engine.Conn, name, _ string) error {
+	f.calls.add(string(side), "remove the stream "+name)
+	if c == nil && f.teardownErr != nil {
+		return f.teardownErr
+	}
+	return nil
+}
+func (f *fakeStreams) forget(context.Context, *agent.Job) error {
+	f.name = ""
+	return nil
+}
 func (f *fakeStreams) verifiedAtCut(context.Context, *agent.Job) ([]engine.TableSum, []string, error) {
 	return nil, nil, nil
 }
@@ -256,6 +267,8 @@ type memStore struct {
 	row  statemachine.Migration
 	asks []statemachine.Ask
 	peer *agent.Agent
+	// author is the host whose agent wrote the records ("": an operator).
+	author string
 }
 
 func (s *memStore) Get(_ context.Context, id int64) (statemachine.Migration, error) {
@@ -329,6 +342,12 @@ func (s *memStore) AnswerAsk(_ context.Context, id int64, answer []byte, errText
 	a.Answer, a.Error, a.AnsweredAt = bytes.Clone(answer), errText, time.Now()
 	return nil
 }
+func (s *memStore) RecordAuthor(_ context.Context, _ int64, kind string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.records[kind]
+	return s.author, ok, nil
+}
 func (s *memStore) WakeAsks(string) (<-chan struct{}, func())    { return nil, func() {} }
 func (s *memStore) WakeAnswers(string) (<-chan struct{}, func()) { return nil, func() {} }
 
@@ -401,7 +420,9 @@ func newFlow(t *testing.T, at string, role statemachine.Role) *flow {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newHost(Config{Host: other, Server: engine.Server{User: "admin"}, Store: dumps}, f.driver).registerAnswers(peer)
+	ph := newHost(Config{Host: other, Server: engine.Server{User: "admin"}, Store: dumps}, f.driver)
+	ph.streams = f.streams
+	ph.registerAnswers(peer)
 	step, _ := statemachine.StepFor(role)
 	row.Status = step.Working
 	f.store.row, f.store.peer = row, peer
@@ -659,4 +680,47 @@ func TestFlowStaleBlockAskBlocksNothing(t *testing.T) {
 	f.happened(t, "source: Block", false)
 	f.happened(t, "source: PlanBlock", false)
 	f.happened(t, "source: Dump", false)
+}
+
+// A rollback at the source changes nothing at the destination itself: it
+// asks the destination's agent to remove the stream's part there and to
+// drop the copy, and removes its own part.
+func TestFlowRollbackAsksTheDestinationsAgent(t *testing.T) {
+	f := newFlow(t, "source", statemachine.RoleRollback)
+	f.streams.name = "fleetmigrate_7_db"
+	if err := f.job.PutRecord(context.Background(), recordImport, fakeImport{Database: "db"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&rollbackStep{f.host}).Run(context.Background(), f.job); err != nil {
+		t.Fatal(err)
+	}
+	name := engine.StreamName(7, "db")
+	f.before(t, "destination: remove the stream "+name, "source: remove the stream "+name)
+	f.before(t, "source: remove the stream "+name, "destination: DropImport")
+	var actions []string
+	for _, a := range f.store.asks {
+		actions = append(actions, a.Action+"@"+a.Host+":"+a.Error)
+	}
+	if strings.Join(actions, " ") != "stream-remove@destination: drop-copy@destination:" {
+		t.Errorf("asks: %v", actions)
+	}
+	if rec, err := f.host.importRecord(context.Background(), f.job); err != nil || rec != nil {
+		t.Errorf("the import record still names %v (%v)", rec, err)
+	}
+}
+
+// The destination's agent drops only what an import record of its own
+// names: one the source's agent wrote (a compromised source naming another
+// customer's database) is refused, and nothing is dropped.
+func TestFlowDropCopyRefusesARecordTheAskerWrote(t *testing.T) {
+	f := newFlow(t, "source", statemachine.RoleRollback)
+	f.store.author = "source"
+	if err := f.job.PutRecord(context.Background(), recordImport, fakeImport{Database: "someone else's"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := (&rollbackStep{f.host}).Run(context.Background(), f.job)
+	if err == nil || !strings.Contains(err.Error(), "last written by host source's agent") {
+		t.Fatalf("Run: %v; want the record refused", err)
+	}
+	f.happened(t, "destination: DropImport", false)
 }

@@ -329,6 +329,12 @@ func (h *host) dropImport(ctx context.Context, job *agent.Job, dst engine.Conn, 
 	if err != nil {
 		return err
 	}
+	return h.forgetImport(ctx, job, rec, whose, notes)
+}
+
+// forgetImport clears the row's import record once what it named (rec)
+// was dropped, and says so.
+func (h *host) forgetImport(ctx context.Context, job *agent.Job, rec engine.ImportRecord, whose string, notes []string) error {
 	empty, err := h.d.DecodeImport([]byte("{}"))
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/mysql"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
 // MySQL runs the MySQL/MariaDB steps of one host: the steps of every
@@ -71,10 +72,33 @@ func (m *mysqlStreams) teardown(ctx context.Context, job *agent.Job, _, dst engi
 	if dst == nil {
 		return fmt.Errorf("stream %s at %s not removed: destination unreachable", st.Name, job.Row.Destination)
 	}
-	if err := mysql.ServerOf(dst).RemoveStreamRecord(ctx, st.Name); err != nil {
-		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
+	if err := m.removeAt(ctx, statemachine.SideDestination, dst, st.Name, st.Database); err != nil {
+		return err
 	}
-	m.run.stop(st.Name) // when it runs in this agent
+	return m.forget(ctx, job)
+}
+
+// removeAt removes a stream's part at one server: at the destination its
+// position record (its streamer, when it runs in this agent, stops); the
+// source holds nothing of it.
+func (m *mysqlStreams) removeAt(ctx context.Context, side statemachine.HostSide, c engine.Conn, name, _ string) error {
+	if side != statemachine.SideDestination {
+		return nil
+	}
+	if err := mysql.ServerOf(c).RemoveStreamRecord(ctx, name); err != nil {
+		return fmt.Errorf("remove the stream %s: %w", name, err)
+	}
+	m.run.stop(name) // when it runs in this agent
+	return nil
+}
+
+// forget records that nothing of the row's stream is left (what was
+// verified stays) and says so on the row.
+func (m *mysqlStreams) forget(ctx context.Context, job *agent.Job) error {
+	st, err := m.record(ctx, job)
+	if err != nil || st.Name == "" {
+		return err
+	}
 	if err := job.PutRecord(ctx, recordStream, mysql.Stream{Verified: st.Verified, VerifiedAt: st.VerifiedAt}); err != nil {
 		return err
 	}

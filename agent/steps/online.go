@@ -127,6 +127,13 @@ type streams interface {
 	// Either server may be nil (unreachable): what it holds stays
 	// recorded, and teardown says so in its error.
 	teardown(ctx context.Context, job *agent.Job, src, dst engine.Conn) error
+	// removeAt removes the part of the stream name (of database) that
+	// side's server holds, c being that server; forget records that
+	// nothing of the row's stream is left (what was verified stays) — the
+	// two halves of a teardown when each server's agent removes its own
+	// part (peer.go).
+	removeAt(ctx context.Context, side statemachine.HostSide, c engine.Conn, name, database string) error
+	forget(ctx context.Context, job *agent.Job) error
 	// verifiedAtCut is what the cutover verified the destination to have
 	// (tables with their checksums) and the tables of the dump that are
 	// not compared with it (verified otherwise, by keys or rows).

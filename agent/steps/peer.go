@@ -25,6 +25,13 @@ import (
 const (
 	askBlock   = "block"
 	askUnblock = "unblock"
+	// askStreamRemove: remove the row's stream's part at the asked
+	// side's server (the stream's name comes from the row, never from
+	// the asker).
+	askStreamRemove = "stream-remove"
+	// askDropCopy: drop at the destination what the row's import record
+	// says an import created, if the destination's own agent wrote it.
+	askDropCopy = "drop-copy"
 )
 
 // blockAnswer is the source agent's answer to a block: its plan (saved
@@ -49,6 +56,8 @@ type unblockAnswer struct {
 func (h *host) registerAnswers(a *agent.Agent) {
 	a.Answer(askBlock, h.engine, h.answerBlock)
 	a.Answer(askUnblock, h.engine, h.answerUnblock)
+	a.Answer(askStreamRemove, h.engine, h.answerStreamRemove)
+	a.Answer(askDropCopy, h.engine, h.answerDropCopy)
 }
 
 // newRef is a fresh ref for the asks of one run of a step.
@@ -255,4 +264,99 @@ func (h *host) answerUnblock(ctx context.Context, req *agent.AskRequest) (any, e
 	}
 	req.Log.Info("writes restored for the destination's step", "blocks", ans.Undone)
 	return ans, nil
+}
+
+// teardownFromSource removes the row's recorded stream from its source
+// (the close and the rollback): the destination's agent removes its part,
+// asked, then this host its own, then the record says nothing is left.
+func (h *host) teardownFromSource(ctx context.Context, job *agent.Job, src engine.Conn) error {
+	if recorded, err := h.streams.recorded(ctx, job); err != nil || !recorded {
+		return err
+	}
+	ask, err := job.AskPeer(ctx, statemachine.SideDestination, askStreamRemove, "")
+	if err != nil {
+		return fmt.Errorf("remove the stream at the destination: %w", err)
+	}
+	if err := agent.AskError(ask); err != nil {
+		return fmt.Errorf("remove the stream at the destination: %w", err)
+	}
+	if err := h.streams.removeAt(ctx, statemachine.SideSource, src, engine.StreamName(job.Row.ID, job.Row.DatabaseName), job.Row.DatabaseName); err != nil {
+		return err
+	}
+	return h.streams.forget(ctx, job)
+}
+
+// askDropCopy has the destination's agent drop the row's copy (what its
+// import record names), then clears the record.
+func (h *host) askDropCopy(ctx context.Context, job *agent.Job, whose string) error {
+	rec, err := h.importRecord(ctx, job)
+	if err != nil || rec == nil {
+		return err
+	}
+	ask, err := job.AskPeer(ctx, statemachine.SideDestination, askDropCopy, "")
+	if err != nil {
+		return fmt.Errorf("drop the copy at the destination: %w", err)
+	}
+	if err := agent.AskError(ask); err != nil {
+		return fmt.Errorf("drop the copy at the destination: %w", err)
+	}
+	var notes []string
+	if len(ask.Answer) > 0 {
+		if err := json.Unmarshal(ask.Answer, &notes); err != nil {
+			return fmt.Errorf("the destination's answer to ask %d: %w", ask.ID, err)
+		}
+	}
+	return h.forgetImport(ctx, job, rec, whose, notes)
+}
+
+// answerStreamRemove removes the part of the row's stream this server
+// holds. The name is the row's (engine.StreamName), so an asker can have
+// only its own row's stream removed.
+func (h *host) answerStreamRemove(ctx context.Context, req *agent.AskRequest) (any, error) {
+	c, err := h.local(ctx, req.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(c)
+	name := engine.StreamName(req.Row.ID, req.Row.DatabaseName)
+	if err := h.streams.removeAt(ctx, req.Ask.Side, c, name, req.Row.DatabaseName); err != nil {
+		return nil, err
+	}
+	req.Log.Info("stream removed for the source's step", "stream", name)
+	return map[string]string{"removed": name}, nil
+}
+
+// answerDropCopy drops at this (destination) server what the row's import
+// record says an import created — only a record this host's own agent (or
+// an operator) wrote: what an asker wrote into it is never dropped here.
+func (h *host) answerDropCopy(ctx context.Context, req *agent.AskRequest) (any, error) {
+	var raw json.RawMessage
+	ok, author, err := req.Record(ctx, recordImport, &raw)
+	if err != nil || !ok {
+		return []string{}, err
+	}
+	rec, err := h.d.DecodeImport(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the import record of row %d: %w", req.Row.ID, err)
+	}
+	if rec == nil || rec.Empty() {
+		return []string{}, nil
+	}
+	if author != "" && author != h.Host {
+		return nil, fmt.Errorf("the import record of row %d was last written by host %s's agent, not this host's: what it names is not dropped here (check it and drop it by hand)", req.Row.ID, author)
+	}
+	c, err := h.local(ctx, req.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(c)
+	notes, err := c.DropImport(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	req.Log.Info("copy dropped for the source's step", "dropped", rec.Describe())
+	if notes == nil {
+		notes = []string{}
+	}
+	return notes, nil
 }

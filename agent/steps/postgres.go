@@ -8,6 +8,7 @@ import (
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/engine"
 	"github.com/fleetmigrate/fleetmigrate/engine/postgres"
+	"github.com/fleetmigrate/fleetmigrate/statemachine"
 )
 
 // Postgres runs the PostgreSQL steps of one host: the steps of every
@@ -73,7 +74,32 @@ func (p *pgStreams) teardown(ctx context.Context, job *agent.Job, srcConn, dstCo
 	if err := removeStream(ctx, job, src, dst, &st); err != nil {
 		return err
 	}
-	// What was verified stays: the close compares its dump with it.
+	return p.forget(ctx, job)
+}
+
+// removeAt removes a stream's part at one server: the subscription at the
+// destination; the slot and the publication (in database) at the source.
+func (p *pgStreams) removeAt(ctx context.Context, side statemachine.HostSide, c engine.Conn, name, database string) error {
+	srv := postgres.ServerOf(c)
+	var err error
+	if side == statemachine.SideDestination {
+		err = srv.DropSubscription(ctx, name)
+	} else {
+		err = errors.Join(srv.DropSlot(ctx, name), srv.DropPublication(ctx, database, name))
+	}
+	if err != nil {
+		return fmt.Errorf("remove the stream %s: %w", name, err)
+	}
+	return nil
+}
+
+// forget records that nothing of the row's stream is left and says so.
+// What was verified stays: the close compares its dump with it.
+func (p *pgStreams) forget(ctx context.Context, job *agent.Job) error {
+	st, err := p.record(ctx, job)
+	if err != nil || st.Name == "" {
+		return err
+	}
 	if err := job.PutRecord(ctx, recordStream, postgres.Stream{Verified: st.Verified, CutRows: st.CutRows}); err != nil {
 		return err
 	}

@@ -97,7 +97,19 @@ END
 
 UPDATE agent_transition SET side = 'destination' WHERE side = 'source' AND from_status IN ('To cut over', 'Cutting over');
 
+-- The login that last wrote each step record, set by the database: an
+-- asked agent acts on a record (the import record: what to drop) only if
+-- its own host's agent wrote it (or an operator).
+ALTER TABLE migration_record ADD COLUMN login VARCHAR(255) NOT NULL DEFAULT '';
+CREATE TRIGGER migration_record_login_insert BEFORE INSERT ON migration_record FOR EACH ROW
+    FOLLOWS migration_record_guard_agent_insert SET NEW.login = SUBSTRING_INDEX(USER(), '@', 1);
+CREATE TRIGGER migration_record_login_update BEFORE UPDATE ON migration_record FOR EACH ROW
+    FOLLOWS migration_record_guard_agent_update SET NEW.login = SUBSTRING_INDEX(USER(), '@', 1);
+
 -- +goose Down
+DROP TRIGGER migration_record_login_update;
+DROP TRIGGER migration_record_login_insert;
+ALTER TABLE migration_record DROP COLUMN login;
 UPDATE agent_transition SET side = 'source' WHERE side = 'destination' AND from_status IN ('To cut over', 'Cutting over');
 DROP TRIGGER migration_ask_guard_update;
 DROP TRIGGER migration_ask_guard_insert;

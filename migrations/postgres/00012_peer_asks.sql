@@ -135,6 +135,21 @@ $$;
 
 UPDATE agent_transition SET side = 'destination' WHERE side = 'source' AND from_status IN ('To cut over', 'Cutting over');
 
+-- The login that last wrote each step record, set by the database: an
+-- asked agent acts on a record (the import record: what to drop) only if
+-- its own host's agent wrote it (or an operator).
+ALTER TABLE migration_record ADD COLUMN login text NOT NULL DEFAULT '';
+-- +goose StatementBegin
+CREATE FUNCTION fleetmigrate_record_login() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.login := current_user;
+    RETURN NEW;
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER migration_record_login BEFORE INSERT OR UPDATE ON migration_record
+    FOR EACH ROW EXECUTE FUNCTION fleetmigrate_record_login();
+
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION fleetmigrate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -153,6 +168,9 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
+DROP TRIGGER migration_record_login ON migration_record;
+DROP FUNCTION fleetmigrate_record_login();
+ALTER TABLE migration_record DROP COLUMN login;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION fleetmigrate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

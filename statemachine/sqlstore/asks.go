@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/fleetmigrate/fleetmigrate/migrations"
@@ -173,4 +174,18 @@ func (s *Store) OpenAskSummary(ctx context.Context) (int, statemachine.Ask, erro
 		return n, statemachine.Ask{}, err
 	}
 	return n, asks[0], nil
+}
+
+// RecordAuthor implements statemachine.Asks.
+func (s *Store) RecordAuthor(ctx context.Context, migrationID int64, kind string) (string, bool, error) {
+	var host sql.NullString
+	err := s.db.QueryRowContext(ctx, s.d.q("SELECT a.host FROM migration_record r LEFT JOIN agent_login a ON a.login = r.login WHERE r.migration_id = ? AND r.kind = ?"),
+		migrationID, kind).Scan(&host)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read who wrote record %s of row %d: %w", kind, migrationID, err)
+	}
+	return host.String, true, nil
 }

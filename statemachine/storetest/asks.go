@@ -101,6 +101,30 @@ func testPeerAsks(t *testing.T, h Harness) {
 		t.Errorf("the row's asks of ref dump-1-x: %+v, %v", rel, err)
 	}
 
+	// Who wrote a step record is the database's to say: an asked agent
+	// acts only on a record its own host's agent wrote.
+	if err := b.PutRecord(ctx(t), &held, "import", []byte(`{"database":"mine"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if host, ok, err := asks(t, a).RecordAuthor(ctx(t), held.ID, "import"); err != nil || !ok || host != "b" {
+		t.Errorf("the import record's author: %q, %v, %v; want b", host, ok, err)
+	}
+	if err := h.Store.PutRecord(ctx(t), &held, "import", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if host, ok, err := asks(t, a).RecordAuthor(ctx(t), held.ID, "import"); err != nil || !ok || host != "" {
+		t.Errorf("the import record's author after an operator's write: %q, %v, %v; want \"\"", host, ok, err)
+	}
+	if _, ok, err := asks(t, a).RecordAuthor(ctx(t), held.ID, "nothing"); err != nil || ok {
+		t.Errorf("a record that is not there: %v, %v", ok, err)
+	}
+	_, err = bdb.ExecContext(ctx(t), q("UPDATE migration_record SET login = 'fm_a' WHERE migration_id = ?"), held.ID)
+	if err == nil {
+		if host, _, _ := asks(t, a).RecordAuthor(ctx(t), held.ID, "import"); host != "b" {
+			t.Errorf("b passed its record off as another login's: author %q", host)
+		}
+	}
+
 	// A claim that ended asks nothing; an operator's login may ask for a
 	// claim it holds (tools), and is refused an ended one as well.
 	if err := b.Release(ctx(t), &held, statemachine.Fields{}, "test"); err != nil {
