@@ -23,8 +23,11 @@ type Config struct {
 	Host string
 	// Server is how this agent reaches its local server as administrator.
 	// Peers (the source, from the destination) are reached at the address
-	// their agent publishes, with the same account.
-	Server engine.Server
+	// their agent publishes, with PeerUser and PeerPassword when set (a
+	// read-only account: every change at a peer's server is its own
+	// agent's, asked — peer.go), else with the same account.
+	Server                 engine.Server
+	PeerUser, PeerPassword string
 	// Store holds the dumps; Level is their zstd level.
 	Store storage.Store
 	Level zstd.EncoderLevel
@@ -114,7 +117,17 @@ func (h *host) peerServer(ctx context.Context, job *agent.Job, host string) (eng
 	if err != nil {
 		return engine.Server{}, err
 	}
-	return engine.Server{Host: host, Address: addr, User: h.Server.User, Password: h.Server.Password}, nil
+	srv := h.peerLogin()
+	srv.Host, srv.Address = host, addr
+	return srv, nil
+}
+
+// peerLogin is the account this agent reaches other hosts' servers with.
+func (h *host) peerLogin() engine.Server {
+	if h.PeerUser != "" {
+		return engine.Server{User: h.PeerUser, Password: h.PeerPassword}
+	}
+	return engine.Server{User: h.Server.User, Password: h.Server.Password}
 }
 
 func (h *host) every() time.Duration {
@@ -203,17 +216,16 @@ func (h *host) unblock(ctx context.Context, job *agent.Job, src engine.Conn, rec
 		}
 	case rec.Access == nil:
 		return nil
-	default:
-		if src == nil {
-			// A record of a block made before peer asks (an agent of an
-			// earlier version): undone at the source as it was made.
-			c, err := h.atSource(job)(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(c)
-			src = c
+	case job.Row.Source != h.Host:
+		// A record of a block made before peer asks (by an agent of an
+		// earlier version): the source's agent restores it from the
+		// record, which it trusts only if no agent login wrote it since.
+		var err error
+		if warnings, err = h.askUnblock(ctx, job, ""); err != nil {
+			return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)
 		}
+		detail += " by its agent"
+	default:
 		var err error
 		if warnings, err = src.Unblock(ctx, rec.Access); err != nil {
 			return fmt.Errorf("restore writes to %q: %w", job.Row.DatabaseName, err)

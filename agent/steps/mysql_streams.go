@@ -168,7 +168,7 @@ func (r *mysqlStreamers) ensure(ctx context.Context, name string) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	dst := mysql.ServerOf(c)
-	s := &mysqlStreamer{s: dst.NewStreamer(name, r.h.Server, streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
+	s := &mysqlStreamer{s: dst.NewStreamer(name, r.h.peerLogin(), streamServerID(name), log), cancel: cancel, done: make(chan struct{})}
 	r.running[name] = s
 	go func() {
 		defer close(s.done)

@@ -41,6 +41,11 @@ func TestMain(m *testing.M) { fleettest.Main(m) }
 const (
 	adminUser = "fleet admin"
 	adminPass = `p"a's\w#rd ü;x`
+	// peerUser reads the MariaDB servers of other hosts: read-only
+	// (fleettest.PeerGrants), so a step that changed a peer's server
+	// itself instead of asking its agent fails these tests.
+	peerUser = "fleet peer"
+	peerPass = `r'e"a;d ônly`
 )
 
 // server is one fleet host's MariaDB and PostgreSQL as the tests see them.
@@ -57,6 +62,7 @@ func serverAs(t testing.TB, host string) *server {
 	t.Helper()
 	m := fleettest.SharedMariaDBAs(t, host)
 	m.EnsureAdmin(t, adminUser, adminPass)
+	m.EnsurePeer(t, peerUser, peerPass)
 	pg := fleettest.SharedPostgresAs(t, host)
 	once, _ := pgAdmins.LoadOrStore(pg.Addr(), &sync.Once{})
 	once.(*sync.Once).Do(func() {
@@ -134,6 +140,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	}
 	my, pg := common, common
 	my.Server = engine.Server{Address: s.m.Addr(), User: adminUser, Password: adminPass}
+	my.PeerUser, my.PeerPassword = peerUser, peerPass
 	pg.Server = engine.Server{Address: s.pg.Addr(), User: adminUser, Password: adminPass}
 	if !opt.noSteps {
 		(&steps.MySQL{Config: my, Options: mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second}}).Register(a)

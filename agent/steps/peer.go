@@ -231,6 +231,9 @@ func (h *host) answerBlock(ctx context.Context, req *agent.AskRequest) (any, err
 // of the blocks asked under the same ref, as this agent saved them.
 // Restoring is always allowed: it gives back only what a block took.
 func (h *host) answerUnblock(ctx context.Context, req *agent.AskRequest) (any, error) {
+	if req.Ask.Ref == "" {
+		return h.answerUnblockRecorded(ctx, req)
+	}
 	related, err := req.Related(ctx)
 	if err != nil {
 		return nil, err
@@ -359,4 +362,42 @@ func (h *host) answerDropCopy(ctx context.Context, req *agent.AskRequest) (any, 
 		notes = []string{}
 	}
 	return notes, nil
+}
+
+// answerUnblockRecorded restores writes from a block record that names no
+// asks: one written before peer asks (an agent of an earlier version).
+// Such a record says what to grant back, so it is trusted only if no agent
+// login has written it since the upgrade (they are recorded) or this
+// host's own did.
+func (h *host) answerUnblockRecorded(ctx context.Context, req *agent.AskRequest) (any, error) {
+	var raw struct {
+		Blocked bool            `json:"blocked"`
+		Access  json.RawMessage `json:"access"`
+		Ref     string          `json:"ref"`
+	}
+	ok, author, err := req.Record(ctx, recordBlock, &raw)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !raw.Blocked || raw.Ref != "" || len(raw.Access) == 0 {
+		return unblockAnswer{}, nil
+	}
+	if author != "" && author != h.Host {
+		return nil, fmt.Errorf("the block record of row %d was last written by host %s's agent: what it would grant back is not trusted here; roll the row back (its source's agent restores writes) or restore them by hand", req.Row.ID, author)
+	}
+	access, err := h.d.DecodeBlock(raw.Access)
+	if err != nil {
+		return nil, fmt.Errorf("the block record of row %d: %w", req.Row.ID, err)
+	}
+	src, err := h.local(ctx, req.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(src)
+	w, err := src.Unblock(ctx, access)
+	if err != nil {
+		return nil, fmt.Errorf("restore writes to %q: %w", req.Row.DatabaseName, err)
+	}
+	req.Log.Info("writes restored from a block record of an earlier version", "plan", access.Describe())
+	return unblockAnswer{Undone: 1, Warnings: w}, nil
 }

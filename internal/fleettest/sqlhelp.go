@@ -41,6 +41,26 @@ func (m *MariaDB) EnsureAdmin(t testing.TB, user, password string) {
 	})
 }
 
+// PeerGrants are the privileges of the read-only account peers read a
+// MariaDB server with (docs/security.md): data, definitions (views,
+// triggers and events: MariaDB shows their definitions only to accounts
+// that may create them), the accounts and their hashes (SELECT on mysql),
+// sessions, the binary log's position and contents. Nothing that changes
+// data, accounts or grants.
+const PeerGrants = "SELECT, SHOW VIEW, TRIGGER, EVENT, PROCESS, REPLICATION SLAVE, BINLOG MONITOR"
+
+// EnsurePeer creates, once per server, a read-only account with
+// PeerGrants (and password).
+func (m *MariaDB) EnsurePeer(t testing.TB, user, password string) {
+	t.Helper()
+	once, _ := admins.LoadOrStore(m.Addr()+"\x00peer\x00"+user, &sync.Once{})
+	once.(*sync.Once).Do(func() {
+		root := m.RootDB(t)
+		Exec(t, root, "CREATE USER IF NOT EXISTS "+MySQLAccount(user, "%")+" IDENTIFIED BY "+MySQLString(password),
+			"GRANT "+PeerGrants+" ON *.* TO "+MySQLAccount(user, "%"))
+	})
+}
+
 // Exec runs statements, failing the test on the first error.
 func Exec(t testing.TB, db *sql.DB, stmts ...string) {
 	t.Helper()
