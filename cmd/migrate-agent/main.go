@@ -70,8 +70,10 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 			HangTimeout: cfg.Agent.HangTimeout, StoreFirst: cfg.Agent.StoreFirst, FullRecheck: cfg.Agent.FullRecheck, Online: online(cfg)}
 	}
 	if c := cfg.MySQL; c.Address != "" {
+		my := common(cfg.Host, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password})
+		my.PeerUser, my.PeerPassword = c.PeerUser, c.PeerPassword
 		(&steps.MySQL{
-			Config: common(cfg.Host, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}),
+			Config: my,
 			Options: mysql.Options{
 				DumpTool: c.DumpTool, ClientTool: c.ClientTool,
 				SessionWait: c.SessionWait, TempDir: c.TempDir,

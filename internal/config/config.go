@@ -185,10 +185,19 @@ type MySQL struct {
 	// source checks the destination before blocking writes; a rollback
 	// drops the import here). Default: Address.
 	AdvertiseAddress string `yaml:"advertise-address"`
-	// User and Password are the administrator account the engine uses, the
-	// same on every server of the fleet (peers are reached with it too).
+	// User and Password are the administrator account the engine uses on
+	// this server.
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
+	// PeerUser and PeerPassword are the account this agent reads other
+	// hosts' servers with (the destination reads its sources: dump,
+	// checksums, binary log), the same on every server of the fleet: a
+	// read-only one (docs/security.md: SELECT, SHOW VIEW, TRIGGER, EVENT,
+	// PROCESS, REPLICATION SLAVE, BINLOG MONITOR) — every change at a
+	// server is its own agent's. Default: User and Password (an
+	// administrator at every peer).
+	PeerUser     string `yaml:"peer-user"`
+	PeerPassword string `yaml:"peer-password"`
 	// DumpTool and ClientTool are the paths of mariadb-dump/mysqldump and
 	// mariadb/mysql. Default: the server family's tools on PATH.
 	DumpTool   string `yaml:"dump-tool"`
@@ -643,6 +652,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.Retention <= 0 {
 		errs = append(errs, fmt.Sprintf("storage.retention %s: want a positive duration, e.g. 720h", c.Storage.Retention))
+	}
+	if c.MySQL.PeerUser != "" && c.MySQL.PeerUser == c.MySQL.User {
+		errs = append(errs, "mysql.peer-user is mysql.user: give peers a read-only account of their own (docs/security.md), or leave peer-user out")
 	}
 	if c.MySQL.Address != "" && c.MySQL.User == "" {
 		errs = append(errs, "mysql.user is empty")

@@ -20,6 +20,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	t.Setenv("FLEETMIGRATE_S3_SECRET_KEY", "s3cret")
 	t.Setenv("FLEETMIGRATE_LINK_SECRET", "0123456789abcdef0123456789abcdef")
 	t.Setenv("FLEETMIGRATE_MYSQL_PASSWORD", `my "sql" pa$$`)
+	t.Setenv("FLEETMIGRATE_MYSQL_PEER_PASSWORD", `re'ad only`)
 	t.Setenv("FLEETMIGRATE_POSTGRES_PASSWORD", `pg: 'pa\ss'`)
 	t.Setenv("FLEETMIGRATE_TSIG_SECRET", "c2VjcmV0")
 	path := filepath.Join("..", "..", "deploy", "config.example.yaml")
@@ -30,7 +31,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" || cfg.MySQL.TLS != "verify-identity" || cfg.MySQL.CAFile == "" {
+	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.PeerUser != "fleetmigrate_peer" || cfg.MySQL.PeerPassword != `re'ad only` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" || cfg.MySQL.TLS != "verify-identity" || cfg.MySQL.CAFile == "" {
 		t.Errorf("mysql section: %+v", cfg.MySQL)
 	}
 	if cfg.Postgres.Password != `pg: 'pa\ss'` || cfg.Postgres.AdvertiseAddress != "10.1.2.17:5432" || cfg.Postgres.ParallelAboveMiB != 512 || cfg.Postgres.Jobs != 2 {

@@ -112,6 +112,10 @@ type Fleet struct {
 	CA *fleettest.CA
 	// Secrets: the administrator password the agents use on every server.
 	AdminUser, AdminPassword string
+	// PeerUser and PeerPassword: the read-only account the agents read
+	// other hosts' MariaDB servers with (every change at a server is its
+	// own agent's).
+	PeerUser, PeerPassword string
 
 	mu    sync.Mutex
 	stops []func() error
@@ -120,7 +124,10 @@ type Fleet struct {
 
 // The administrator account every agent uses on its server (the same on
 // every server of the fleet, as the engines require).
-const adminUser = "fleetmigrate"
+const (
+	adminUser = "fleetmigrate"
+	peerUser  = "fleetmigrate_peer"
+)
 
 // FleetSize says how many servers of each kind to start.
 type FleetSize struct {
@@ -140,7 +147,7 @@ type FleetSize struct {
 // certificate is written to dir (ca.pem): the agents trust it through
 // storage.s3.ca-file, as they would a company CA.
 func StartServers(ctx context.Context, size FleetSize, dir string) (*Fleet, error) {
-	f := &Fleet{AdminUser: adminUser, AdminPassword: randomPassword(24)}
+	f := &Fleet{AdminUser: adminUser, AdminPassword: randomPassword(24), PeerUser: peerUser, PeerPassword: randomPassword(24)}
 	// The CA's certificate must be readable by the PostgreSQL servers'
 	// own user too (a destination's subscription checks its source's
 	// certificate with it): a directory of its own, outside dir (0700).
@@ -207,7 +214,9 @@ func (f *Fleet) startHost(ctx context.Context, h *Host, size FleetSize) error {
 		// Certificates from the fleet's CA; TLS required on every TCP
 		// connection (fleettest's default), as a fleet between
 		// datacentres would.
-		cfg := fleettest.MariaDBConfig{TLS: f.CA, Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500"}}
+		// userstat: the servers count each account's sessions, rows
+		// changed and refusals (the summary's peers line).
+		cfg := fleettest.MariaDBConfig{TLS: f.CA, Args: []string{"--innodb-buffer-pool-size=256M", "--max-connections=500", "--userstat=1"}}
 		if !h.Source {
 			cfg.DiskFree = size.MySQLDestinationDiskFree
 		}
@@ -222,10 +231,12 @@ func (f *Fleet) startHost(ctx context.Context, h *Host, size FleetSize) error {
 			return err
 		}
 		defer db.Close()
-		acct := fleettest.MySQLAccount(adminUser, "%")
+		acct, peer := fleettest.MySQLAccount(adminUser, "%"), fleettest.MySQLAccount(peerUser, "%")
 		for _, q := range []string{
 			"CREATE USER " + acct + " IDENTIFIED BY " + fleettest.MySQLString(f.AdminPassword),
 			"GRANT ALL PRIVILEGES ON *.* TO " + acct + " WITH GRANT OPTION",
+			"CREATE USER " + peer + " IDENTIFIED BY " + fleettest.MySQLString(f.PeerPassword) + " REQUIRE SSL",
+			"GRANT " + fleettest.PeerGrants + " ON *.* TO " + peer,
 		} {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("%s: create the agent's account: %w", h.ID, err)

@@ -187,6 +187,7 @@ type Demo struct {
 const (
 	envStatePassword = "FLEETMIGRATE_DB_PASSWORD"
 	envMySQLPassword = "FLEETMIGRATE_MYSQL_PASSWORD"
+	envMySQLPeerPass = "FLEETMIGRATE_MYSQL_PEER_PASSWORD"
 	envPGPassword    = "FLEETMIGRATE_POSTGRES_PASSWORD"
 	envS3Access      = "FLEETMIGRATE_S3_ACCESS_KEY"
 	envS3Secret      = "FLEETMIGRATE_S3_SECRET_KEY"
@@ -325,6 +326,7 @@ func (d *Demo) writeConfig() error {
 	secrets := map[string]string{
 		envStatePassword: f.State.Password,
 		envMySQLPassword: f.AdminPassword,
+		envMySQLPeerPass: f.PeerPassword,
 		envPGPassword:    f.AdminPassword,
 		envS3Access:      f.S3.AccessKey,
 		envS3Secret:      f.S3.SecretKey,
@@ -434,8 +436,10 @@ func (d *Demo) config(host, roles string, h *Host) string {
 			if d.proxies[h.ID] != nil {
 				tlsMode = "required"
 			}
-			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n  tls: %s\n  ca-file: %s\n",
-				addr, f.AdminUser, envMySQLPassword, tlsMode, f.CA.CertFile)
+			// Other hosts' servers are read with the read-only peer
+			// account (security.md, least privilege between servers).
+			fmt.Fprintf(&b, "mysql:\n  address: %s\n  user: %s\n  password: ${%s}\n  peer-user: %s\n  peer-password: ${%s}\n  session-wait: 10s\n  tls: %s\n  ca-file: %s\n",
+				addr, f.AdminUser, envMySQLPassword, f.PeerUser, envMySQLPeerPass, tlsMode, f.CA.CertFile)
 			if d.Opt.MySQLJobs > 0 {
 				fmt.Fprintf(&b, "  jobs: %d\n", d.Opt.MySQLJobs)
 			}

@@ -64,6 +64,10 @@ type Summary struct {
 	// TLS is what the database servers counted of the run's connections:
 	// every session must have used TLS.
 	TLS TLSCount
+	// Peers is what the MariaDB servers counted of the read-only peer
+	// account, and the peer asks answered: the account must change
+	// nothing and be refused nothing.
+	Peers PeerCount
 	// Logins is what the state database logged of the agents' logins:
 	// each its host's own, nothing refused.
 	Logins LoginCount
@@ -165,6 +169,9 @@ func (s Summary) Failures() int {
 		n++
 	}
 	if len(s.Logins.Logins) > 0 && !s.Logins.OK() {
+		n++
+	}
+	if s.Peers.Servers > 0 && !s.Peers.OK() {
 		n++
 	}
 	for _, k := range s.Kills {
@@ -292,6 +299,7 @@ func (d *Demo) Summarize(ctx context.Context, problems []Problem) (Summary, erro
 	s.Writers = d.checkWriters(ctx)
 	s.InvariantsTook = d.invTook
 	s.TLS = d.countTLS(ctx)
+	s.Peers = d.countPeers(ctx)
 	s.Logins = d.countLogins()
 	s.Kills, err = d.Kills(ctx)
 	return s, err
@@ -415,6 +423,9 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "invariants:         %d BROKEN (listed below), in %s\n", len(s.Invariants.Violations), s.InvariantsTook.Round(100*time.Millisecond))
 	}
 	s.TLS.print(w)
+	if s.Peers.Servers > 0 || s.Peers.Err != nil {
+		s.Peers.print(w)
+	}
 	if len(s.Logins.Logins) > 0 {
 		s.Logins.print(w)
 	}
