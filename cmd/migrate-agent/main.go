@@ -166,6 +166,45 @@ func checkPostgres(ctx context.Context, cfg config.Config, w io.Writer) error {
 	return nil
 }
 
+// peerWrites are grants a read-only peer account must not hold.
+var peerWrites = []string{"ALL PRIVILEGES", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "GRANT OPTION", "SUPER", "RELOAD", "SHUTDOWN", "FILE"}
+
+// checkMySQLPeer reports the account peers read this server with (the
+// same on every server): read-only, or a WARNING saying what it may write.
+func checkMySQLPeer(ctx context.Context, cfg config.Config, w io.Writer) {
+	c := cfg.MySQL
+	if c.PeerUser == "" {
+		fmt.Fprintf(w, "  mysql peers:    note: other hosts' servers are read with the administrator account (set mysql.peer-user to a read-only account: docs/security.md, least privilege)\n")
+		return
+	}
+	srv, err := mysql.Open(ctx, engine.Server{Host: cfg.Host, Address: c.Address, User: c.PeerUser, Password: c.PeerPassword}, mysql.Options{TLS: c.TLS, CAFile: c.CAFile})
+	if err != nil {
+		fmt.Fprintf(w, "  mysql peers:    WARNING: %s cannot log in here (%v): it must exist on every server, from the fleet's network (docs/security.md)\n", c.PeerUser, err)
+		return
+	}
+	defer func() { _ = srv.Close() }()
+	grants, err := srv.OwnGrants(ctx)
+	if err != nil {
+		fmt.Fprintf(w, "  mysql peers:    WARNING: cannot read the grants of %s: %v\n", c.PeerUser, err)
+		return
+	}
+	var writes []string
+	for _, g := range grants {
+		fmt.Fprintf(w, "  mysql peers:    %s\n", g)
+		head, _, _ := strings.Cut(g, " ON ")
+		for _, p := range peerWrites {
+			if strings.Contains(head, p) && !slices.Contains(writes, p) {
+				writes = append(writes, p)
+			}
+		}
+	}
+	if len(writes) > 0 {
+		fmt.Fprintf(w, "  mysql peers:    WARNING: %s may write (%s): peers need only to read (docs/security.md, least privilege)\n", c.PeerUser, strings.Join(writes, ", "))
+		return
+	}
+	fmt.Fprintf(w, "  mysql peers:    %s is read-only: other hosts' agents read this server with it; every change here is this agent's\n", c.PeerUser)
+}
+
 // checkMySQL reports the online readiness of this host's MySQL/MariaDB
 // server (--check), as checkPostgres does.
 func checkMySQL(ctx context.Context, cfg config.Config, w io.Writer) error {
@@ -192,8 +231,9 @@ func checkMySQL(ctx context.Context, cfg config.Config, w io.Writer) error {
 		fmt.Fprintf(w, "  mysql account:  %s\n", g)
 	}
 	if slices.ContainsFunc(grants, func(g string) bool { return strings.HasPrefix(g, "GRANT ALL PRIVILEGES ON *.*") }) {
-		fmt.Fprintf(w, "  mysql account:  note: administrator of this server, which the engine needs here (it creates accounts, grants and definers); peers log in to it with the same account (docs/security.md, least privilege)\n")
+		fmt.Fprintf(w, "  mysql account:  note: administrator of this server, which the engine needs here (it creates accounts, grants and definers)\n")
 	}
+	checkMySQLPeer(ctx, cfg, w)
 	src, err := srv.SourceReadiness(ctx)
 	if err != nil {
 		return err

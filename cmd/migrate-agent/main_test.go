@@ -127,6 +127,8 @@ func TestCheckReportsMariaDBOnlineReadiness(t *testing.T) {
 	state := statetest.Upgraded(t, "mysql", sm.DSN(sm.NewDatabase(t)))
 	noLog := fleettest.NewMariaDB(t, fleettest.MariaDBConfig{Args: []string{"--skip-log-bin", "--binlog-format=MIXED"}})
 	ready := fleettest.SharedMariaDBAs(t, "source")
+	ready.EnsurePeer(t, "check peer", "pe'er")
+	fleettest.Exec(t, noLog.RootDB(t), "CREATE USER 'writer'@'%' IDENTIFIED BY 'w'", "GRANT SELECT, INSERT, REPLICATION SLAVE ON *.* TO 'writer'@'%'")
 	for _, tc := range []struct {
 		m    *fleettest.MariaDB
 		tls  string // extra lines of the mysql section
@@ -134,9 +136,12 @@ func TestCheckReportsMariaDBOnlineReadiness(t *testing.T) {
 	}{
 		{noLog, "", []string{"online source:  NOT READY: ", "keeps no binary log (log_bin is off)", "binlog_format is MIXED", "online dest:    ready",
 			"mysql account:  GRANT ALL PRIVILEGES ON *.* TO `root`", "mysql account:  note: administrator of this server",
+			"mysql peers:    note: other hosts' servers are read with the administrator account",
 			"mysql tls:      TLSv1.", "(mysql.tls preferred, certificate not checked)  WARNING: encrypted but the server is not authenticated"}},
-		{ready, fmt.Sprintf("  tls: verify-identity\n  ca-file: %s\n", ready.CA.CertFile), []string{"online source:  ready", "online dest:    ready", "note: binary logs at",
-			"(mysql.tls verify-identity, certificate checked against " + ready.CA.CertFile + ")\n"}},
+		{ready, fmt.Sprintf("  tls: verify-identity\n  ca-file: %s\n  peer-user: check peer\n  peer-password: \"pe'er\"\n", ready.CA.CertFile), []string{"online source:  ready", "online dest:    ready", "note: binary logs at",
+			"(mysql.tls verify-identity, certificate checked against " + ready.CA.CertFile + ")\n",
+			"mysql peers:    GRANT SELECT, ", "ON *.* TO `check peer`", "mysql peers:    check peer is read-only"}},
+		{noLog, "  peer-user: writer\n  peer-password: w\n", []string{"mysql peers:    WARNING: writer may write (INSERT)"}},
 	} {
 		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\nmysql:\n  address: %s\n  user: root\n%s",
 			state.DSN, t.TempDir(), tc.m.Addr(), tc.tls)
