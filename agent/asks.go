@@ -263,6 +263,13 @@ func (a *Agent) AnswerOpen(ctx context.Context) (int, error) {
 // idempotent, and find what an earlier run saved).
 func (a *Agent) answerOne(ctx context.Context, log *slog.Logger, asks statemachine.Asks, ask statemachine.Ask) {
 	log = log.With("ask", ask.ID, "row", ask.MigrationID, "action", ask.Action, "asker", ask.Asker)
+	// A list of open asks read while a worker was answering one may still
+	// hold it: answered now, it is not done twice.
+	if now, err := asks.GetAsk(ctx, ask.ID); err != nil || now.Answered() {
+		return
+	} else {
+		ask = now
+	}
 	row, err := a.store.Get(ctx, ask.MigrationID)
 	if err != nil {
 		log.Warn("could not read the ask's row; trying again", "err", err)

@@ -60,14 +60,19 @@ func (d *dumpStep) Run(ctx context.Context, job *agent.Job) (f statemachine.Fiel
 	}
 	checked := fmt.Sprintf("destination %s %s ready%s", row.Destination, dst.Version(), notesSuffix(notes))
 	// The source's own agent blocks it (peer.go): this agent only reads
-	// the source. The record names the asks before the block is asked
-	// for, so that whoever comes next can have it undone.
+	// the source. It plans the block first (outside the write-blocked
+	// window); the record names the asks before the block is asked for,
+	// so that whoever comes next can have it undone.
 	rec := blockRecord{Blocked: true, Ref: newRef("dump", row.Fence)}
+	plan, err := h.askPlanBlock(ctx, job, rec.Ref)
+	if err != nil {
+		return statemachine.Fields{}, permanent(err)
+	}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
 	info := s.Info()
-	detail := fmt.Sprintf("blocking writes to %q at %s (%s, %d tables, %s): asked its agent; %s", info.Database, row.Source, src.Version(), info.Tables, mb(info.SizeBytes), checked)
+	detail := fmt.Sprintf("blocking writes to %q at %s (%s, %d tables, %s; %s): asked its agent; %s", info.Database, row.Source, src.Version(), info.Tables, mb(info.SizeBytes), plan.Describe(), checked)
 	if err := job.Record(ctx, statemachine.Fields{SizeBytes: info.SizeBytes, Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}
@@ -76,11 +81,11 @@ func (d *dumpStep) Run(ctx context.Context, job *agent.Job) (f statemachine.Fiel
 		importer = nil
 	}
 	block := func(ctx context.Context) (string, int, error) {
-		access, ended, err := h.askBlock(ctx, job, rec.Ref)
+		_, ended, err := h.askBlock(ctx, job, rec.Ref)
 		if err != nil {
 			return "", 0, err
 		}
-		return "writes blocked by the source's agent: " + access.Describe(), ended, nil
+		return "writes blocked by the source's agent", ended, nil
 	}
 	f, err = h.blockAndDump(ctx, job, src, s, block, importer)
 	if err != nil {

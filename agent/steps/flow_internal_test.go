@@ -646,10 +646,17 @@ func TestFlowDumpAsksTheSourcesAgent(t *testing.T) {
 	}
 	f.before(t, "source: PlanBlock", "source: Block")
 	f.before(t, "source: Dump", "source: Unblock")
-	if len(f.store.asks) != 2 {
+	if len(f.store.asks) != 3 {
 		t.Fatalf("asks: %+v", f.store.asks)
 	}
-	block, unblock := f.store.asks[0], f.store.asks[1]
+	// Planned first (outside the window), then applied, then undone.
+	plan, block, unblock := f.store.asks[0], f.store.asks[1], f.store.asks[2]
+	if plan.Action != askPlanBlock || plan.Ref != block.Ref || plan.Error != "" || strings.Contains(string(plan.Answer), `"applied"`) {
+		t.Errorf("the plan ask: %+v (%s)", plan, plan.Answer)
+	}
+	if n := strings.Count(strings.Join(f.calls.list(), "|"), "source: PlanBlock"); n != 1 {
+		t.Errorf("the block was planned %d times, want once (the block applies the plan asked before)", n)
+	}
 	if block.Action != askBlock || block.Host != "source" || block.Error != "" || !strings.Contains(string(block.Answer), `"applied":true`) {
 		t.Errorf("the block ask: %+v (%s)", block, block.Answer)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -56,6 +57,9 @@ type host struct {
 	d       engine.Driver
 	engine  statemachine.Engine
 	streams streams
+
+	answerMu  sync.Mutex
+	answering engine.Conn // shared by the peer asks' answers (peer.go)
 }
 
 func newHost(cfg Config, d engine.Driver) *host {

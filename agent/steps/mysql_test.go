@@ -462,7 +462,7 @@ func TestMigrationToDone(t *testing.T) {
 	events := f.events(t, id)
 	// The view was created by root: the warning says it can still write.
 	for _, want := range []string{"blocking writes", "destination destination", "writes blocked", "dumped", "beside the dump", "done, imported while dumping", "verified", "source closed",
-		"view cheap run as `root`@", "writes blocked by the source's agent: 1 accounts lose write privileges", "; 1 sessions ended"} {
+		"view cheap run as `root`@", "1 accounts lose write privileges", "writes blocked by the source's agent; 1 sessions ended"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events do not mention %q:\n%s", want, events)
 		}

@@ -556,12 +556,16 @@ func (h *host) runCutover(ctx context.Context, job *agent.Job, src, dst engine.C
 		return statemachine.Fields{}, failed(permanent(err))
 	}
 	// The source's own agent blocks it (peer.go), planning the block from
-	// the database as its server has it.
+	// the database as its server has it, before the window.
 	rec := blockRecord{Blocked: true, Ref: newRef("cutover", job.Row.Fence)}
+	plan, err := h.askPlanBlock(ctx, job, rec.Ref)
+	if err != nil {
+		return statemachine.Fields{}, failed(permanent(err))
+	}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}
-	detail := fmt.Sprintf("cutover: blocking writes to %q at %s: asked its agent", job.Row.DatabaseName, job.Row.Source)
+	detail := fmt.Sprintf("cutover: blocking writes to %q (%s): asked the source's agent", job.Row.DatabaseName, plan.Describe())
 	if err := job.Record(ctx, statemachine.Fields{Marks: []statemachine.Mark{statemachine.MarkBlocked}}, detail); err != nil {
 		return statemachine.Fields{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/fleetmigrate/fleetmigrate/agent"
 	"github.com/fleetmigrate/fleetmigrate/engine"
@@ -23,8 +24,12 @@ import (
 
 // Peer ask actions.
 const (
-	askBlock   = "block"
-	askUnblock = "unblock"
+	// askPlanBlock: plan a block of the row's database (before the
+	// write-blocked window: inspecting and planning take the source's
+	// agent a while under load); askBlock applies that plan.
+	askPlanBlock = "plan-block"
+	askBlock     = "block"
+	askUnblock   = "unblock"
 	// askStreamRemove: remove the row's stream's part at the asked
 	// side's server (the stream's name comes from the row, never from
 	// the asker).
@@ -54,6 +59,7 @@ type unblockAnswer struct {
 // registerAnswers makes this host's agent answer its peers' asks for rows
 // of the engine.
 func (h *host) registerAnswers(a *agent.Agent) {
+	a.Answer(askPlanBlock, h.engine, h.answerPlanBlock)
 	a.Answer(askBlock, h.engine, h.answerBlock)
 	a.Answer(askUnblock, h.engine, h.answerUnblock)
 	a.Answer(askStreamRemove, h.engine, h.answerStreamRemove)
@@ -67,6 +73,43 @@ func newRef(step string, fence int64) string {
 	return fmt.Sprintf("%s-%d-%s", step, fence, hex.EncodeToString(b))
 }
 
+// askPlanBlock asks the source's agent to plan the block of the row's
+// database (ref: the block's) and returns the plan, which the block asked
+// next under the same ref applies: planning stays out of the write-blocked
+// window.
+func (h *host) askPlanBlock(ctx context.Context, job *agent.Job, ref string) (engine.Block, error) {
+	ask, err := job.AskPeer(ctx, statemachine.SideSource, askPlanBlock, ref)
+	if err != nil {
+		return nil, err
+	}
+	return h.decodeBlockAnswer(ask, false)
+}
+
+// decodeBlockAnswer is the plan in a plan-block or block answer (applied:
+// the block must have been applied).
+func (h *host) decodeBlockAnswer(ask statemachine.Ask, applied bool) (engine.Block, error) {
+	var ans blockAnswer
+	if len(ask.Answer) > 0 {
+		if err := json.Unmarshal(ask.Answer, &ans); err != nil {
+			return nil, fmt.Errorf("the source's answer to ask %d: %w", ask.ID, err)
+		}
+	}
+	if err := agent.AskError(ask); err != nil {
+		if ans.Permanent {
+			return nil, agent.Permanent(err)
+		}
+		return nil, err
+	}
+	if len(ans.Access) == 0 || applied && !ans.Applied {
+		return nil, fmt.Errorf("host %s's agent answered ask %d (%s) without a block %s", ask.Host, ask.ID, ask.Action, map[bool]string{true: "applied", false: "planned"}[applied])
+	}
+	access, err := h.d.DecodeBlock(ans.Access)
+	if err != nil {
+		return nil, fmt.Errorf("the source's block of ask %d: %w", ask.ID, err)
+	}
+	return access, nil
+}
+
 // askBlock asks the source's agent to block writes to the row's database
 // and returns the plan it applied and the sessions it ended.
 func (h *host) askBlock(ctx context.Context, job *agent.Job, ref string) (engine.Block, int, error) {
@@ -74,25 +117,12 @@ func (h *host) askBlock(ctx context.Context, job *agent.Job, ref string) (engine
 	if err != nil {
 		return nil, 0, err
 	}
-	var ans blockAnswer
-	if len(ask.Answer) > 0 {
-		if err := json.Unmarshal(ask.Answer, &ans); err != nil {
-			return nil, 0, fmt.Errorf("the source's answer to ask %d: %w", ask.ID, err)
-		}
-	}
-	if err := agent.AskError(ask); err != nil {
-		if ans.Permanent {
-			return nil, 0, agent.Permanent(err)
-		}
+	access, err := h.decodeBlockAnswer(ask, true)
+	if err != nil {
 		return nil, 0, err
 	}
-	if !ans.Applied || len(ans.Access) == 0 {
-		return nil, 0, fmt.Errorf("host %s's agent answered ask %d without a block applied", ask.Host, ask.ID)
-	}
-	access, err := h.d.DecodeBlock(ans.Access)
-	if err != nil {
-		return nil, 0, fmt.Errorf("the source's block of ask %d: %w", ask.ID, err)
-	}
+	var ans blockAnswer
+	_ = json.Unmarshal(ask.Answer, &ans) // decoded above
 	return access, ans.Ended, nil
 }
 
@@ -185,46 +215,131 @@ func (h *host) blockTaken(ctx context.Context, job *agent.Job, ref string) (int,
 // one: planning again from a blocked database would lose what it took).
 func (h *host) answerBlock(ctx context.Context, req *agent.AskRequest) (any, error) {
 	row := req.Row
-	if row.Status != statemachine.Dumping && row.Status != statemachine.CuttingOver || row.Fence != req.Ask.Fence {
-		return nil, fmt.Errorf("nothing blocked: row %d is %s (fence %d), and the step that asked held it at fence %d: it has ended", row.ID, row.Status, row.Fence, req.Ask.Fence)
+	if err := blockable(req); err != nil {
+		return nil, err
 	}
-	src, err := h.local(ctx, req.Log)
+	src, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(src)
 	var ans blockAnswer
 	if _, err := req.Saved(&ans); err != nil {
 		return nil, err
 	}
-	var access engine.Block
-	if len(ans.Access) > 0 {
-		if access, err = h.d.DecodeBlock(ans.Access); err != nil {
+	if len(ans.Access) == 0 {
+		// The plan this agent made when asked before (plan-block, same
+		// ref), else one made now.
+		if ans.Access, err = h.plannedFor(ctx, req); err != nil {
 			return nil, err
 		}
-	} else {
-		s, err := src.Inspect(ctx, row.DatabaseName)
-		if err != nil {
-			return blockAnswer{Permanent: errors.Is(err, engine.ErrPermanent)}, err
-		}
-		if access, err = src.PlanBlock(ctx, s); err != nil {
-			return blockAnswer{Permanent: errors.Is(err, engine.ErrPermanent)}, err
-		}
-		if ans.Access, err = json.Marshal(access); err != nil {
-			return nil, fmt.Errorf("encode the block's plan: %w", err)
+		if len(ans.Access) == 0 {
+			plan, err := h.answerPlanBlock(ctx, req)
+			if err != nil {
+				return plan, err
+			}
+			ans.Access = plan.(blockAnswer).Access
 		}
 		if err := req.Save(ctx, ans); err != nil {
 			return nil, err
 		}
 	}
+	access, err := h.d.DecodeBlock(ans.Access)
+	if err != nil {
+		return nil, err
+	}
 	ended, err := src.Block(ctx, access)
 	if err != nil {
+		h.dropAnswerConn(src)
 		// The plan stays in the answer: the asker's undo restores from it.
 		return ans, fmt.Errorf("block writes to %q: %w", row.DatabaseName, err)
 	}
 	req.Log.Info("writes blocked for the destination's step", "plan", access.Describe(), "sessions_ended", ended)
 	ans.Applied, ans.Ended = true, ended
 	return ans, nil
+}
+
+// blockable refuses a block (or its plan) unless the step that asked
+// still holds the row at the fence it asked with.
+func blockable(req *agent.AskRequest) error {
+	row := req.Row
+	if row.Status != statemachine.Dumping && row.Status != statemachine.CuttingOver || row.Fence != req.Ask.Fence {
+		return fmt.Errorf("nothing blocked: row %d is %s (fence %d), and the step that asked held it at fence %d: it has ended", row.ID, row.Status, row.Fence, req.Ask.Fence)
+	}
+	return nil
+}
+
+// answerPlanBlock plans the block of the row's database at this (source)
+// server from the database as it is here, and answers the plan; nothing
+// is changed.
+func (h *host) answerPlanBlock(ctx context.Context, req *agent.AskRequest) (any, error) {
+	if err := blockable(req); err != nil {
+		return nil, err
+	}
+	src, err := h.answerConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := src.Inspect(ctx, req.Row.DatabaseName)
+	if err != nil {
+		h.dropAnswerConn(src)
+		return blockAnswer{Permanent: errors.Is(err, engine.ErrPermanent)}, err
+	}
+	access, err := src.PlanBlock(ctx, s)
+	if err != nil {
+		return blockAnswer{Permanent: errors.Is(err, engine.ErrPermanent)}, err
+	}
+	raw, err := json.Marshal(access)
+	if err != nil {
+		return nil, fmt.Errorf("encode the block's plan: %w", err)
+	}
+	return blockAnswer{Access: raw}, nil
+}
+
+// plannedFor is the plan this host's agent answered to a plan-block of
+// req's ref (nil: none).
+func (h *host) plannedFor(ctx context.Context, req *agent.AskRequest) (json.RawMessage, error) {
+	related, err := req.Related(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var plan json.RawMessage
+	for _, a := range related {
+		if a.Action != askPlanBlock || a.Host != h.Host || a.Error != "" || !a.Answered() || a.ID > req.Ask.ID {
+			continue
+		}
+		var ans blockAnswer
+		if err := json.Unmarshal(a.Answer, &ans); err == nil && len(ans.Access) > 0 {
+			plan = ans.Access
+		}
+	}
+	return plan, nil
+}
+
+// answerConn is the connection to this host's server that answering asks
+// shares (a pool: opening one per ask cost a TLS handshake inside the
+// write-blocked window); dropAnswerConn closes it after a failure, for the
+// next ask to open another.
+func (h *host) answerConn(ctx context.Context) (engine.Conn, error) {
+	h.answerMu.Lock()
+	defer h.answerMu.Unlock()
+	if h.answering != nil {
+		return h.answering, nil
+	}
+	c, err := h.local(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	h.answering = c
+	return c, nil
+}
+
+func (h *host) dropAnswerConn(c engine.Conn) {
+	h.answerMu.Lock()
+	defer h.answerMu.Unlock()
+	if h.answering == c {
+		h.answering = nil
+		closeConn(c)
+	}
 }
 
 // answerUnblock restores writes at this (source) server from the plans
@@ -322,8 +437,19 @@ func (h *host) answerStreamRemove(ctx context.Context, req *agent.AskRequest) (a
 	}
 	defer closeConn(c)
 	name := engine.StreamName(req.Row.ID, req.Row.DatabaseName)
-	if err := h.streams.removeAt(ctx, req.Ask.Side, c, name, req.Row.DatabaseName); err != nil {
-		return nil, err
+	// Idempotent, and tried again: this agent's own removal of the stopped
+	// stream after a cutover may be dropping it at the same moment
+	// (PostgreSQL: "tuple concurrently deleted").
+	for try := 1; ; try++ {
+		err := h.streams.removeAt(ctx, req.Ask.Side, c, name, req.Row.DatabaseName)
+		if err == nil {
+			break
+		}
+		if try == 3 || ctx.Err() != nil {
+			return nil, err
+		}
+		req.Log.Debug("removing the stream failed; trying again", "err", err)
+		time.Sleep(time.Duration(try) * 200 * time.Millisecond)
 	}
 	req.Log.Info("stream removed for the source's step", "stream", name)
 	return map[string]string{"removed": name}, nil
