@@ -485,6 +485,20 @@ func (f *fleet) cutAfter(t *testing.T, stopSync func(), dstOpt, srcOpt agentOpts
 	}
 }
 
+// waitRestored waits (a minute at most) until the row says writes were
+// blocked and then restored.
+func (f *fleet) waitRestored(t *testing.T, id int64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if m := f.row(t, id); !m.BlockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes not restored a minute after the cutover started:\n%s", f.events(t, id))
+		}
+	}
+}
+
 // holdMySQLApply holds the destination's applier: a lock there on the
 // site's writes table, to which a write at the source then goes. The
 // caller releases it (UNLOCK TABLES) and closes the session.
@@ -547,14 +561,7 @@ func TestMySQLOnlineCutoverFailsForGood(t *testing.T) {
 	cut(statemachine.RoleRollback)
 	// Once writes are restored (the timeout), the lock goes: dropping the
 	// copy would wait for it.
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if m := f.row(t, id); !m.BlockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes not restored a minute after the cutover started:\n%s", f.events(t, id))
-		}
-	}
+	f.waitRestored(t, id)
 	if _, err := lock.ExecContext(ctx(t), "UNLOCK TABLES"); err != nil {
 		t.Fatal(err)
 	}

@@ -493,14 +493,7 @@ func TestPostgresOnlineCutoverFailsForGood(t *testing.T) {
 	cut(statemachine.RoleRollback)
 	// Once writes are restored (the timeout), the lock goes: dropping the
 	// copy would wait for it.
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if m := f.row(t, id); !m.BlockedAt.IsZero() && m.UnblockedAt.After(m.BlockedAt) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes not restored a minute after the cutover started:\n%s", f.events(t, id))
-		}
-	}
+	f.waitRestored(t, id)
 	release()
 	m := f.waitStatus(t, id, statemachine.CutoverFailed, statemachine.Done, statemachine.ToSync)
 	if m.Status != statemachine.CutoverFailed || !strings.Contains(m.LastError, "did not catch up") {
