@@ -562,6 +562,14 @@ func (h *host) runCutover(ctx context.Context, job *agent.Job, src, dst engine.C
 	if err != nil {
 		return statemachine.Fields{}, failed(permanent(err))
 	}
+	// The answer may have taken a while (the source's agent down, then
+	// back): the stream is looked at again before anything is blocked.
+	if why, err := side.ready(ctx); err != nil {
+		return statemachine.Fields{}, failed(err)
+	} else if why != "" {
+		job.Note(ctx, "%s: back to syncing", why)
+		return statemachine.Fields{Divert: true}, nil
+	}
 	if err := job.PutRecord(ctx, recordBlock, rec); err != nil {
 		return statemachine.Fields{}, err
 	}

@@ -99,8 +99,10 @@ func holdApply(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Databas
 }
 
 // toCutOver starts the migration with the source's agent down, so that
-// db's row stops in To cut over (synced, its stream running), and returns
-// it; restart the source's agent to let the cutover run.
+// db's row is synced (its stream running) and its cutover — the
+// destination's step — waits for the source's agent to plan the block,
+// nothing blocked; it returns the row. Restart the source's agent to let
+// the cutover run.
 func toCutOver(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Database) statemachine.Migration {
 	t.Helper()
 	if err := d.KillAgent(db.Source); err != nil {
@@ -112,10 +114,10 @@ func toCutOver(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Databas
 	var m statemachine.Migration
 	waitFor(ctx, t, d, "the row to be synced", 3*time.Minute, func() bool {
 		m = row(ctx, t, d, db)
-		return m.Status == statemachine.ToCutOver || m.Status.Failed()
+		return m.Status == statemachine.ToCutOver || m.Status == statemachine.CuttingOver || m.Status.Failed()
 	})
-	if m.Status != statemachine.ToCutOver {
-		t.Fatalf("row %s is %s (%s), want To cut over", m.String(), m.Status, m.LastError)
+	if (m.Status != statemachine.ToCutOver && m.Status != statemachine.CuttingOver) || !m.BlockedAt.IsZero() {
+		t.Fatalf("row %s is %s (%s, blocked at %v), want To cut over or Cutting over, nothing blocked", m.String(), m.Status, m.LastError, m.BlockedAt)
 	}
 	return m
 }
@@ -144,15 +146,17 @@ func onlineKillSyncAgent(t *testing.T, eng, id string) {
 	settledDone(ctx, t, d, r, big)
 }
 
-// Case 10b/11b: the source's agent dies (SIGKILL) during the cutover, with
-// writes blocked and the destination held; its restart takes the row back
-// at once (its predecessor is gone), restores writes, and the row goes on.
+// Case 10b/11b: the cutover's agent — the destination's — dies (SIGKILL)
+// during the cutover, with writes blocked at the source and the
+// destination's apply held; its restart takes the row back at once (its
+// predecessor is gone), has the source's agent restore writes, and the row
+// goes on.
 func TestOnlineKillCutoverAgent(t *testing.T)      { onlineKillCutoverAgent(t, demo.Postgres, "10b") }
 func TestMySQLOnlineKillCutoverAgent(t *testing.T) { onlineKillCutoverAgent(t, demo.MySQL, "11b") }
 
 func onlineKillCutoverAgent(t *testing.T, eng, id string) {
 	t.Parallel()
-	r := record(t, id, "online ("+eng+"): kill -9 the source agent while Cutting over")
+	r := record(t, id, "online ("+eng+"): kill -9 the cutover's agent (the destination's) while Cutting over")
 	d, ctx := onlineFleet(t, eng, 3, 4<<20)
 	db := largest(d, eng)
 	toCutOver(ctx, t, d, db)
@@ -165,13 +169,13 @@ func onlineKillCutoverAgent(t *testing.T, eng, id string) {
 		m = row(ctx, t, d, db)
 		return m.Status == statemachine.CuttingOver && !m.BlockedAt.IsZero()
 	})
-	if err := d.KillAgent(db.Source); err != nil {
+	if err := d.KillAgent(db.Destination); err != nil {
 		t.Fatal(err)
 	}
-	r.inject("SIGKILL to the agent of %s while its cutover of %q waited, writes blocked, for a destination whose apply was held (a lock on the writer's table)", db.Source, db.Name)
+	r.inject("SIGKILL to the agent of %s while its cutover of %q waited, writes blocked at the source, for its apply, held (a lock on the writer's table)", db.Destination, db.Name)
 	release()
 	time.Sleep(time.Second)
-	if err := d.RestartAgent(db.Source); err != nil {
+	if err := d.RestartAgent(db.Destination); err != nil {
 		t.Fatal(err)
 	}
 	settledDone(ctx, t, d, r, db)
@@ -468,9 +472,9 @@ func scalar(ctx context.Context, t *testing.T, eng, dsn, q string) string {
 
 // Case 11g: the destination's agent dies (SIGKILL) while its row waits to
 // be cut over — its stream dies with it — and, while it is down, the
-// source purges the binary log the stream still needs: the cutover sees it
-// before blocking anything and sends the row back to syncing; the
-// restarted agent syncs it again from the start.
+// source purges the binary log the stream still needs: once restarted, its
+// cutover sees it before blocking anything and sends the row back to
+// syncing, and it syncs it again from the start.
 func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 	t.Parallel()
 	r := record(t, "11g", "online (mysql): kill -9 the destination agent, binary log purged under its stream")
@@ -492,17 +496,18 @@ func TestMySQLOnlinePurgedUnderTheStream(t *testing.T) {
 	if err := d.RestartAgent(db.Source); err != nil {
 		t.Fatal(err)
 	}
-	// The cutover sees the purge before it blocks anything: back to syncing.
+	// The cutover (the destination's, taken back by its restarted agent)
+	// sees the purge before it blocks anything: back to syncing.
+	if err := d.RestartAgent(db.Destination); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(ctx, t, d, "the cutover to see the purge", time.Minute, func() bool {
 		return eventSaid(ctx, t, d, m.ID, "no longer has the binary log")
 	})
 	if mm := row(ctx, t, d, db); !mm.BlockedAt.IsZero() {
 		t.Errorf("row %s blocked writes for a stream whose log was purged", mm.String())
 	}
-	r.saw("the source agent's cutover: %s", "the source no longer has the binary log the stream reads: back to syncing, before any block")
-	if err := d.RestartAgent(db.Destination); err != nil {
-		t.Fatal(err)
-	}
+	r.saw("the cutover: %s", "the source no longer has the binary log the stream reads: back to syncing, before any block")
 	settledDone(ctx, t, d, r, db)
 }
 
