@@ -166,9 +166,13 @@ func (a *Agent) answerLoop(ctx context.Context) {
 		slots   = make(chan struct{}, askWorkers)
 	)
 	defer workers.Wait()
-	// Open asks are looked for often while some were found: the asker
-	// waits on them; at the poll interval otherwise.
-	idle := a.cfg.PollInterval
+	// Open asks are looked for often while some came lately: an asker
+	// waits on them, and a plan-block is followed by its block, inside
+	// the write-blocked window; otherwise every idle period (at most 2 s:
+	// on a state database without notifications the first ask of a step
+	// waits that long).
+	idle := min(a.cfg.PollInterval, 2*time.Second)
+	var lastSeen time.Time
 	rnd := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0)) //nolint:gosec // jitter
 	for {
 		open, err := asks.OpenAsks(ctx, a.cfg.Host, 500)
@@ -214,8 +218,11 @@ func (a *Agent) answerLoop(ctx context.Context) {
 				}
 			})
 		}
-		next := idle
 		if len(open) > 0 {
+			lastSeen = time.Now()
+		}
+		next := idle
+		if time.Since(lastSeen) < 10*time.Second {
 			next = 50 * time.Millisecond
 		}
 		select {
