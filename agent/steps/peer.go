@@ -218,10 +218,11 @@ func (h *host) answerBlock(ctx context.Context, req *agent.AskRequest) (any, err
 	if err := blockable(req); err != nil {
 		return nil, err
 	}
-	src, err := h.answerConn(ctx)
+	src, done, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	var ans blockAnswer
 	if _, err := req.Saved(&ans); err != nil {
 		return nil, err
@@ -275,10 +276,11 @@ func (h *host) answerPlanBlock(ctx context.Context, req *agent.AskRequest) (any,
 	if err := blockable(req); err != nil {
 		return nil, err
 	}
-	src, err := h.answerConn(ctx)
+	src, done, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	s, err := src.Inspect(ctx, req.Row.DatabaseName)
 	if err != nil {
 		h.dropAnswerConn(src)
@@ -315,22 +317,32 @@ func (h *host) plannedFor(ctx context.Context, req *agent.AskRequest) (json.RawM
 	return plan, nil
 }
 
-// answerConn is the connection to this host's server that answering asks
-// shares (a pool: opening one per ask cost a TLS handshake inside the
-// write-blocked window); dropAnswerConn closes it after a failure, for the
-// next ask to open another.
-func (h *host) answerConn(ctx context.Context) (engine.Conn, error) {
+// answerConn is the connection to this host's server an answer uses, and
+// what to call when done with it. MariaDB's is shared by the answers (a
+// pool: opening one per ask cost a TLS handshake inside the write-blocked
+// window), and closed by dropAnswerConn after a failure for the next ask to
+// open another. PostgreSQL's is the ask's own: its pools reach into the
+// customer's database, and a session kept there would count as the
+// customer's at the close (and hold a DROP DATABASE).
+func (h *host) answerConn(ctx context.Context) (engine.Conn, func(), error) {
+	if h.engine != statemachine.EngineMySQL {
+		c, err := h.local(ctx, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func() { closeConn(c) }, nil
+	}
 	h.answerMu.Lock()
 	defer h.answerMu.Unlock()
 	if h.answering != nil {
-		return h.answering, nil
+		return h.answering, func() {}, nil
 	}
 	c, err := h.local(ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	h.answering = c
-	return c, nil
+	return c, func() {}, nil
 }
 
 func (h *host) dropAnswerConn(c engine.Conn) {
