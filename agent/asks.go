@@ -132,6 +132,7 @@ func (j *Job) AskPeer(ctx context.Context, side statemachine.HostSide, action, r
 			return statemachine.Ask{}, err
 		}
 		if ask.Answered() {
+			j.agent.observeAsk(action, map[bool]string{true: "done", false: "refused"}[ask.Error == ""], start)
 			j.Log.Debug("peer answered", "ask", id, "action", action, "host", host, "took", time.Since(start).Round(time.Millisecond).String(), "error", ask.Error)
 			return ask, nil
 		}
@@ -139,6 +140,7 @@ func (j *Job) AskPeer(ctx context.Context, side statemachine.HostSide, action, r
 		case <-ctx.Done():
 			return statemachine.Ask{}, fmt.Errorf("waiting for host %s's agent to %s (ask %d): %w", host, action, id, context.Cause(ctx))
 		case <-deadline.C:
+			j.agent.observeAsk(action, "timeout", start)
 			return statemachine.Ask{}, fmt.Errorf("host %s's agent has not answered ask %d (%s row %d) in %s: is migrate-agent running there, with --roles and a version that answer it (migrate status lists the agents)?",
 				host, id, action, j.Row.ID, j.agent.cfg.AskTimeout)
 		case <-answers:
@@ -310,12 +312,15 @@ func (a *Agent) answerOne(ctx context.Context, log *slog.Logger, asks statemachi
 			body = b
 		}
 	}
-	errText := ""
+	errText, outcome := "", "done"
 	if err != nil {
-		errText = err.Error()
+		errText, outcome = err.Error(), "refused"
 		log.Warn("peer ask not done", "err", err)
 	} else {
 		log.Info("peer ask done")
+	}
+	if a.metrics != nil {
+		a.metrics.PeerAnswers.WithLabelValues(ask.Action, outcome).Inc()
 	}
 	if aerr := asks.AnswerAsk(ctx, ask.ID, body, errText); aerr != nil && !errors.Is(aerr, statemachine.ErrAnswered) {
 		log.Warn("could not answer the ask; doing it again next round", "err", aerr)
@@ -329,6 +334,13 @@ func (j *Job) PeerAsks(ctx context.Context, ref string) ([]statemachine.Ask, err
 		return nil, errors.New("the state store carries no peer asks")
 	}
 	return asks.AsksOf(ctx, j.Row.ID, ref)
+}
+
+// observeAsk records how long a step waited for a peer's answer.
+func (a *Agent) observeAsk(action, outcome string, start time.Time) {
+	if a.metrics != nil {
+		a.metrics.PeerAskSeconds.WithLabelValues(action, outcome).Observe(time.Since(start).Seconds())
+	}
 }
 
 // AskError is the error an answer reports (Ask.Error): "" is none.

@@ -12,6 +12,10 @@ type Metrics struct {
 	JobsRunning *prometheus.GaugeVec
 	Bytes       *prometheus.CounterVec
 	StateErrors prometheus.Counter
+	// PeerAskSeconds is how long a step waited for its peer asks' answers;
+	// PeerAnswers counts the asks this agent answered.
+	PeerAskSeconds *prometheus.HistogramVec
+	PeerAnswers    *prometheus.CounterVec
 
 	reg prometheus.Registerer
 }
@@ -49,8 +53,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StateErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fleetmigrate_agent_state_db_errors_total", Help: "Failed calls to the state database.",
 		}),
+		PeerAskSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fleetmigrate_agent_peer_ask_seconds", Help: "How long steps waited for the answer of another host's agent to a peer ask, by action and outcome (done, refused: answered with an error, timeout).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10), // 5 ms to ~19 s
+		}, []string{"action", "outcome"}),
+		PeerAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetmigrate_agent_peer_answers_total", Help: "Peer asks this agent answered for another host's steps, by action and outcome (done, refused).",
+		}, []string{"action", "outcome"}),
 	}
-	reg.MustRegister(m.Polls, m.Claims, m.Wakeups, m.StepSeconds, m.JobsRunning, m.Bytes, m.StateErrors)
+	reg.MustRegister(m.Polls, m.Claims, m.Wakeups, m.StepSeconds, m.JobsRunning, m.Bytes, m.StateErrors, m.PeerAskSeconds, m.PeerAnswers)
 	m.reg = reg
 	return m
 }
