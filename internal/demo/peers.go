@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -46,7 +47,7 @@ func (d *Demo) countPeers(ctx context.Context) PeerCount {
 			d.Fleet.PeerUser).Scan(&sessions, &ins, &upd, &del, &denied, &accessDenied)
 		db.Close()
 		switch {
-		case err == sql.ErrNoRows: // never used there (a destination only)
+		case errors.Is(err, sql.ErrNoRows): // never used there (a destination only)
 		case err != nil:
 			c.Err = fmt.Errorf("read the peer account's statistics at %s: %w", h.ID, err)
 			return c
