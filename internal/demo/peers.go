@@ -91,7 +91,7 @@ func (c PeerCount) print(w io.Writer) {
 		verdict = fmt.Sprintf("it CHANGED %d rows and was REFUSED %d times", c.RowsChanged, c.Denied)
 	}
 	var asks []string
-	for _, a := range []string{"block", "unblock", "stream-remove", "drop-copy"} {
+	for _, a := range []string{"plan-block", "block", "unblock", "stream-remove", "drop-copy"} {
 		if n := c.Asks[a]; n > 0 {
 			asks = append(asks, fmt.Sprintf("%d %s", n, a))
 		}
