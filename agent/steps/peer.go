@@ -82,32 +82,33 @@ func (h *host) askPlanBlock(ctx context.Context, job *agent.Job, ref string) (en
 	if err != nil {
 		return nil, err
 	}
-	return h.decodeBlockAnswer(ask, false)
+	access, _, err := h.decodeBlockAnswer(ask, false)
+	return access, err
 }
 
 // decodeBlockAnswer is the plan in a plan-block or block answer (applied:
-// the block must have been applied).
-func (h *host) decodeBlockAnswer(ask statemachine.Ask, applied bool) (engine.Block, error) {
+// the block must have been applied), and the answer.
+func (h *host) decodeBlockAnswer(ask statemachine.Ask, applied bool) (engine.Block, blockAnswer, error) {
 	var ans blockAnswer
 	if len(ask.Answer) > 0 {
 		if err := json.Unmarshal(ask.Answer, &ans); err != nil {
-			return nil, fmt.Errorf("the source's answer to ask %d: %w", ask.ID, err)
+			return nil, ans, fmt.Errorf("the source's answer to ask %d: %w", ask.ID, err)
 		}
 	}
 	if err := agent.AskError(ask); err != nil {
 		if ans.Permanent {
-			return nil, agent.Permanent(err)
+			return nil, ans, agent.Permanent(err)
 		}
-		return nil, err
+		return nil, ans, err
 	}
 	if len(ans.Access) == 0 || applied && !ans.Applied {
-		return nil, fmt.Errorf("host %s's agent answered ask %d (%s) without a block %s", ask.Host, ask.ID, ask.Action, map[bool]string{true: "applied", false: "planned"}[applied])
+		return nil, ans, fmt.Errorf("host %s's agent answered ask %d (%s) without a block %s", ask.Host, ask.ID, ask.Action, map[bool]string{true: "applied", false: "planned"}[applied])
 	}
 	access, err := h.d.DecodeBlock(ans.Access)
 	if err != nil {
-		return nil, fmt.Errorf("the source's block of ask %d: %w", ask.ID, err)
+		return nil, ans, fmt.Errorf("the source's block of ask %d: %w", ask.ID, err)
 	}
-	return access, nil
+	return access, ans, nil
 }
 
 // askBlock asks the source's agent to block writes to the row's database
@@ -117,12 +118,10 @@ func (h *host) askBlock(ctx context.Context, job *agent.Job, ref string) (engine
 	if err != nil {
 		return nil, 0, err
 	}
-	access, err := h.decodeBlockAnswer(ask, true)
+	access, ans, err := h.decodeBlockAnswer(ask, true)
 	if err != nil {
 		return nil, 0, err
 	}
-	var ans blockAnswer
-	_ = json.Unmarshal(ask.Answer, &ans) // decoded above
 	return access, ans.Ended, nil
 }
 
@@ -317,6 +316,17 @@ func (h *host) plannedFor(ctx context.Context, req *agent.AskRequest) (json.RawM
 	return plan, nil
 }
 
+// ownRecord refuses a record of req's row (kind) that author — the host
+// whose agent last wrote it, "" for an operator — is not this host: an
+// asked agent acts on what its own host's agent recorded, never on what
+// the asker wrote; todo says what is left to do then.
+func (h *host) ownRecord(req *agent.AskRequest, kind, author, todo string) error {
+	if author == "" || author == h.Host {
+		return nil
+	}
+	return fmt.Errorf("the %s record of row %d was last written by host %s's agent, not this host's: %s", kind, req.Row.ID, author, todo)
+}
+
 // answerConn is the connection to this host's server an answer uses, and
 // what to call when done with it. MariaDB's is shared by the answers (a
 // pool: opening one per ask cost a TLS handshake inside the write-blocked
@@ -379,11 +389,11 @@ func (h *host) answerUnblock(ctx context.Context, req *agent.AskRequest) (any, e
 	if len(plans) == 0 {
 		return ans, nil
 	}
-	src, err := h.local(ctx, req.Log)
+	src, done, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(src)
+	defer done()
 	for _, b := range plans {
 		w, err := src.Unblock(ctx, b)
 		if err != nil {
@@ -443,11 +453,11 @@ func (h *host) askDropCopy(ctx context.Context, job *agent.Job, whose string) er
 // holds. The name is the row's (engine.StreamName), so an asker can have
 // only its own row's stream removed.
 func (h *host) answerStreamRemove(ctx context.Context, req *agent.AskRequest) (any, error) {
-	c, err := h.local(ctx, req.Log)
+	c, done, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(c)
+	defer done()
 	name := engine.StreamName(req.Row.ID, req.Row.DatabaseName)
 	// Idempotent, and tried again: this agent's own removal of the stopped
 	// stream after a cutover may be dropping it at the same moment
@@ -483,14 +493,14 @@ func (h *host) answerDropCopy(ctx context.Context, req *agent.AskRequest) (any, 
 	if rec == nil || rec.Empty() {
 		return []string{}, nil
 	}
-	if author != "" && author != h.Host {
-		return nil, fmt.Errorf("the import record of row %d was last written by host %s's agent, not this host's: what it names is not dropped here (check it and drop it by hand)", req.Row.ID, author)
+	if err := h.ownRecord(req, recordImport, author, "what it names is not dropped here; check it and drop it by hand"); err != nil {
+		return nil, err
 	}
-	c, err := h.local(ctx, req.Log)
+	c, done, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(c)
+	defer done()
 	notes, err := c.DropImport(ctx, rec)
 	if err != nil {
 		return nil, err
@@ -520,18 +530,18 @@ func (h *host) answerUnblockRecorded(ctx context.Context, req *agent.AskRequest)
 	if !ok || !raw.Blocked || raw.Ref != "" || len(raw.Access) == 0 {
 		return unblockAnswer{}, nil
 	}
-	if author != "" && author != h.Host {
-		return nil, fmt.Errorf("the block record of row %d was last written by host %s's agent: what it would grant back is not trusted here; roll the row back (its source's agent restores writes) or restore them by hand", req.Row.ID, author)
+	if err := h.ownRecord(req, recordBlock, author, "what it would grant back is not trusted here; roll the row back (its source's agent restores writes) or restore them by hand"); err != nil {
+		return nil, err
 	}
 	access, err := h.d.DecodeBlock(raw.Access)
 	if err != nil {
 		return nil, fmt.Errorf("the block record of row %d: %w", req.Row.ID, err)
 	}
-	src, err := h.local(ctx, req.Log)
+	src, done, err := h.answerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(src)
+	defer done()
 	w, err := src.Unblock(ctx, access)
 	if err != nil {
 		return nil, fmt.Errorf("restore writes to %q: %w", req.Row.DatabaseName, err)
