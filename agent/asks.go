@@ -141,8 +141,8 @@ func (j *Job) AskPeer(ctx context.Context, side statemachine.HostSide, action, r
 			return statemachine.Ask{}, fmt.Errorf("waiting for host %s's agent to %s (ask %d): %w", host, action, id, context.Cause(ctx))
 		case <-deadline.C:
 			j.agent.observeAsk(action, "timeout", start)
-			return statemachine.Ask{}, fmt.Errorf("host %s's agent has not answered ask %d (%s row %d) in %s: is migrate-agent running there, with --roles and a version that answer it (migrate status lists the agents)?",
-				host, id, action, j.Row.ID, j.agent.cfg.AskTimeout)
+			return statemachine.Ask{}, fmt.Errorf("host %s's agent has not answered ask %d (%s row %d) in %s: is migrate-agent running there, of this version (an earlier one answers no asks), with its %s section configured? migrate status lists the agents and the open asks. The ask stays open: that agent does it when it comes back, or refuses it if this step has ended by then",
+				host, id, action, j.Row.ID, j.agent.cfg.AskTimeout, j.Row.Engine)
 		case <-answers:
 		case <-time.After(wait):
 			wait = min(2*wait, 250*time.Millisecond)
