@@ -42,6 +42,9 @@ type Server struct {
 	Address  string
 	User     string
 	Password string
+	// ReadOnly: the account only reads (a peer's, docs/security.md): the
+	// engine asks nothing of it an administrator would need to have.
+	ReadOnly bool
 }
 
 // String names the server for messages (never the password).

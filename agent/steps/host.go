@@ -129,7 +129,7 @@ func (h *host) peerServer(ctx context.Context, job *agent.Job, host string) (eng
 // peerLogin is the account this agent reaches other hosts' servers with.
 func (h *host) peerLogin() engine.Server {
 	if h.PeerUser != "" {
-		return engine.Server{User: h.PeerUser, Password: h.PeerPassword}
+		return engine.Server{User: h.PeerUser, Password: h.PeerPassword, ReadOnly: true}
 	}
 	return engine.Server{User: h.Server.User, Password: h.Server.Password}
 }

@@ -41,9 +41,10 @@ func TestMain(m *testing.M) { fleettest.Main(m) }
 const (
 	adminUser = "fleet admin"
 	adminPass = `p"a's\w#rd ü;x`
-	// peerUser reads the MariaDB servers of other hosts: read-only
-	// (fleettest.PeerGrants), so a step that changed a peer's server
-	// itself instead of asking its agent fails these tests.
+	// peerUser reads the MariaDB and PostgreSQL servers of other hosts:
+	// read-only (fleettest.PeerGrants, fleettest.PGPeerStatements), so a
+	// step that changed a peer's server itself instead of asking its agent
+	// fails these tests.
 	peerUser = "fleet peer"
 	peerPass = `r'e"a;d ônly`
 )
@@ -68,6 +69,7 @@ func serverAs(t testing.TB, host string) *server {
 	once.(*sync.Once).Do(func() {
 		fleettest.PGExec(t, pg.Root(t, "postgres"), "CREATE ROLE "+ident.QuotePostgres(adminUser)+" SUPERUSER LOGIN PASSWORD "+ident.QuotePostgresLiteral(adminPass))
 	})
+	pg.EnsurePeer(t, peerUser, peerPass)
 	return &server{host: host, m: m, root: m.RootDB(t), pg: pg}
 }
 
@@ -142,6 +144,7 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 	my.Server = engine.Server{Address: s.m.Addr(), User: adminUser, Password: adminPass}
 	my.PeerUser, my.PeerPassword = peerUser, peerPass
 	pg.Server = engine.Server{Address: s.pg.Addr(), User: adminUser, Password: adminPass}
+	pg.PeerUser, pg.PeerPassword = peerUser, peerPass
 	if !opt.noSteps {
 		(&steps.MySQL{Config: my, Options: mysql.Options{DumpTool: opt.dumpTool, SessionWait: 5 * time.Second}}).Register(a)
 		(&steps.Postgres{Config: pg, Options: postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir()}}).Register(a)

@@ -99,8 +99,10 @@ func (p *pgSyncSide) create(ctx context.Context, is engine.Source, notes []strin
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
 		return statemachine.Fields{}, err
 	}
-	if err := src.CreatePublication(ctx, st); err != nil {
-		return statemachine.Fields{}, permanent(err)
+	// The source's agent publishes (the tables' owner may; the read-only
+	// peer role this agent reads the source with may not).
+	if err := p.p.askPublish(ctx, job, st); err != nil {
+		return statemachine.Fields{}, err
 	}
 	if err := job.PutRecord(ctx, recordStream, st); err != nil {
 		return statemachine.Fields{}, err
@@ -356,12 +358,12 @@ func (p *pgCutoverSide) stop(ctx context.Context) error {
 }
 
 func (p *pgCutoverSide) remove(ctx context.Context) error {
-	return removeStream(ctx, p.job, p.src, p.dst, &p.st)
+	return p.p.teardown(ctx, p.job, postgres.Conn{S: p.src}, postgres.Conn{S: p.dst})
 }
 
-// removeLater: the stopped subscription, its slot and publication are
-// removed once the row has moved on to DNS (finish), and by the close
-// step if anything is left: the window loses 0.1–0.4 s.
+// removeLater: the stopped subscription and its slot are removed once the
+// row has moved on to DNS (finish), the publication by the close step (at
+// the source, by its agent): the window loses 0.1–0.4 s.
 func (p *pgCutoverSide) removeLater() bool { return true }
 
 func (p *pgCutoverSide) verify(ctx context.Context, _ engine.Block, _ string) (string, error) {
@@ -374,8 +376,10 @@ func (p *pgCutoverSide) verify(ctx context.Context, _ engine.Block, _ string) (s
 }
 
 // finish records what was verified, and keeps the stream's name; the
-// stopped stream is removed once the row has moved on (removeLater), and
-// the close step removes whatever of it is still there.
+// stopped subscription and its slot are removed once the row has moved on
+// (removeLater: the row is no longer this step's to ask its source's agent
+// anything), and the close step, at the source, removes the publication
+// and whatever else of the stream is still there.
 func (p *pgCutoverSide) finish(ctx context.Context) error {
 	st := postgres.Stream{Name: p.st.Name, Database: p.st.Database, Tables: p.st.Tables, Verified: p.st.Verified, CutRows: p.st.CutRows}
 	if err := p.job.PutRecord(ctx, recordStream, st); err != nil {
@@ -393,7 +397,7 @@ func (p *pgCutoverSide) finish(ctx context.Context) error {
 			return err
 		}
 		defer closeConn(dst)
-		return removeStream(ctx, job, postgres.ServerOf(src), postgres.ServerOf(dst), &st)
+		return removeStream(ctx, job, postgres.ServerOf(src), postgres.ServerOf(dst), &st, false)
 	})
 	return nil
 }

@@ -64,6 +64,9 @@ func (h *host) registerAnswers(a *agent.Agent) {
 	a.Answer(askUnblock, h.engine, h.answerUnblock)
 	a.Answer(askStreamRemove, h.engine, h.answerStreamRemove)
 	a.Answer(askDropCopy, h.engine, h.answerDropCopy)
+	if e, ok := h.streams.(interface{ registerAnswers(*agent.Agent) }); ok {
+		e.registerAnswers(a) // the engine's own asks (publish.go)
+	}
 }
 
 // newRef is a fresh ref for the asks of one run of a step.

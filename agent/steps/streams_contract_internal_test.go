@@ -30,6 +30,8 @@ import (
 const (
 	streamAdmin     = "stream contract admin"
 	streamAdminPass = `s't"r:e\am ü`
+	streamPeer      = "stream contract peer"
+	streamPeerPass  = `r'e"a\d ü`
 )
 
 // streamFleet is one engine's two servers, as the suite needs them.
@@ -37,6 +39,8 @@ type streamFleet struct {
 	engine     statemachine.Engine
 	driver     engine.Driver
 	src, dst   engine.Server
+	// peer is the read-only login the destination reads the source with.
+	peer       engine.Server
 	newStreams func(h *host, store statemachine.Store) streams
 	// exec runs statements in database at a server as its superuser;
 	// count counts the rows of table t there.
@@ -86,10 +90,20 @@ func runStreamContract(t *testing.T, f *streamFleet) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHost(Config{Host: "destination", Server: f.dst, Store: dumps, Level: zstd.SpeedFastest, ProgressEvery: time.Hour}, f.driver)
+	h := newHost(Config{Host: "destination", Server: f.dst, PeerUser: f.peer.User, PeerPassword: f.peer.Password, Store: dumps, Level: zstd.SpeedFastest, ProgressEvery: time.Hour}, f.driver)
 	h.streams = f.newStreams(h, store)
-	row := statemachine.Migration{ID: 1_000_000 + streamRows.Add(1), DatabaseName: db, Engine: f.engine, Source: "source", Destination: "destination", Mode: statemachine.ModeOnline}
+	row := statemachine.Migration{ID: 1_000_000 + streamRows.Add(1), DatabaseName: db, Engine: f.engine, Source: "source", Destination: "destination", Mode: statemachine.ModeOnline, Status: statemachine.Syncing}
 	job := a.JobFor(statemachine.RoleSync, row)
+	// The source's agent answers the destination's asks (what changes at
+	// the source is its own: the destination reads it read-only).
+	srcAgent, err := agent.New(store, agent.Config{Host: "source", Roles: []statemachine.Role{statemachine.RoleCutover}}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := newHost(Config{Host: "source", Server: f.src, Store: dumps}, f.driver)
+	sh.streams = f.newStreams(sh, store)
+	sh.registerAnswers(srcAgent)
+	store.row, store.peer = row, srcAgent
 	src, err := h.peer(ctx, job, "source")
 	if err != nil {
 		t.Fatal(err)
@@ -196,10 +210,12 @@ func mysqlStreamFleet(t *testing.T) *streamFleet {
 	m := map[string]*fleettest.MariaDB{"source": fleettest.SharedMariaDBAs(t, "source"), "destination": fleettest.SharedMariaDBAs(t, "destination")}
 	server := func(host string) engine.Server {
 		m[host].EnsureAdmin(t, streamAdmin, streamAdminPass)
+		m[host].EnsurePeer(t, streamPeer, streamPeerPass)
 		return engine.Server{Host: host, Address: m[host].Addr(), User: streamAdmin, Password: streamAdminPass}
 	}
 	root := func(srv engine.Server) *sql.DB { return m[srv.Host].RootDB(t) }
-	f := &streamFleet{engine: statemachine.EngineMySQL, driver: mysql.Driver{Options: mysql.Options{SessionWait: 5 * time.Second}}, src: server("source"), dst: server("destination")}
+	f := &streamFleet{engine: statemachine.EngineMySQL, driver: mysql.Driver{Options: mysql.Options{SessionWait: 5 * time.Second}}, src: server("source"), dst: server("destination"),
+		peer: engine.Server{User: streamPeer, Password: streamPeerPass}}
 	f.newStreams = func(h *host, store statemachine.Store) streams {
 		st := &mysqlStreams{h: h, run: &mysqlStreamers{h: h, state: store, host: "destination"}}
 		t.Cleanup(st.run.stopAll)
@@ -250,9 +266,10 @@ func pgStreamFleet(t *testing.T) *streamFleet {
 	server := func(host string) engine.Server {
 		fleettest.PGExec(t, p[host].Root(t, "postgres"), `DO $$ BEGIN CREATE ROLE `+ident.QuotePostgres(streamAdmin)+` SUPERUSER LOGIN PASSWORD `+ident.QuotePostgresLiteral(streamAdminPass)+`;
 			EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
+		p[host].EnsurePeer(t, streamPeer, streamPeerPass)
 		return engine.Server{Host: host, Address: p[host].Addr(), User: streamAdmin, Password: streamAdminPass}
 	}
-	f := &streamFleet{engine: statemachine.EnginePostgres, src: server("source"), dst: server("destination"),
+	f := &streamFleet{engine: statemachine.EnginePostgres, src: server("source"), dst: server("destination"), peer: engine.Server{User: streamPeer, Password: streamPeerPass},
 		driver: postgres.Driver{Options: postgres.Options{SessionWait: 5 * time.Second, TempDir: t.TempDir(), Pools: new(postgres.Pools)}}}
 	f.newStreams = func(h *host, _ statemachine.Store) streams { return &pgStreams{h: h} }
 	f.exec = func(t *testing.T, srv engine.Server, database string, stmts ...string) {

@@ -83,8 +83,10 @@ func registerHandlers(a *agent.Agent, cfg config.Config) error {
 		}).Register(a)
 	}
 	if c := cfg.Postgres; c.Address != "" {
+		pg := common(cfg.Host, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password})
+		pg.PeerUser, pg.PeerPassword = c.PeerUser, c.PeerPassword
 		(&steps.Postgres{
-			Config: common(cfg.Host, engine.Server{Host: cfg.Host, Address: c.Address, User: c.User, Password: c.Password}),
+			Config: pg,
 			Options: postgres.Options{
 				BinDir: c.BinDir, SessionWait: c.SessionWait, TempDir: c.TempDir,
 				ParallelAbove: c.ParallelAboveMiB << 20, Jobs: c.Jobs,
@@ -152,7 +154,8 @@ func checkPostgres(ctx context.Context, cfg config.Config, w io.Writer) error {
 		warn = "  WARNING: encrypted but the server's name is not checked: set postgres.sslmode: verify-full"
 	}
 	fmt.Fprintf(w, "  postgres tls:   %s (postgres.sslmode %s)%s\n", seen, mode, warn)
-	fmt.Fprintf(w, "  postgres role:  %s: a superuser, which the engine needs on every cluster (it reads password verifiers from pg_authid, which only a superuser may; docs/security.md)\n", c.User)
+	fmt.Fprintf(w, "  postgres role:  %s: a superuser, which the engine needs at its own cluster (it creates roles with their password verifiers and changes ownerships; docs/security.md)\n", c.User)
+	checkPostgresPeer(ctx, cfg, w)
 	src, err := srv.SourceReadiness(ctx)
 	if err != nil {
 		return err
@@ -164,6 +167,80 @@ func checkPostgres(ctx context.Context, cfg config.Config, w io.Writer) error {
 	printReadiness(w, "online source", src)
 	printReadiness(w, "online dest", dst)
 	return nil
+}
+
+// pgPeerReads are the roles a read-only peer role may be a member of.
+var pgPeerReads = []string{"pg_read_all_data", "pg_monitor", "pg_read_all_settings", "pg_read_all_stats", "pg_stat_scan_tables"}
+
+// checkPostgresPeer reports the role peers read this cluster with (the
+// same on every cluster): read-only, or a WARNING saying what it may
+// change or what it lacks to read.
+func checkPostgresPeer(ctx context.Context, cfg config.Config, w io.Writer) {
+	c := cfg.Postgres
+	if c.PeerUser == "" {
+		fmt.Fprintf(w, "  postgres peers: note: other hosts' clusters are read with the superuser role (set postgres.peer-user to a read-only role: docs/security.md, least privilege)\n")
+		return
+	}
+	srv, err := postgres.Open(ctx, engine.Server{Host: cfg.Host, Address: c.Address, User: c.PeerUser, Password: c.PeerPassword, ReadOnly: true},
+		postgres.Options{SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert})
+	if err != nil {
+		fmt.Fprintf(w, "  postgres peers: WARNING: %s cannot log in here (%v): it must exist on every cluster, reachable from the fleet's network (docs/security.md)\n", c.PeerUser, err)
+		return
+	}
+	defer func() { _ = srv.Close() }()
+	r, err := srv.SessionRole(ctx)
+	if err != nil {
+		fmt.Fprintf(w, "  postgres peers: WARNING: %v\n", err)
+		return
+	}
+	var attrs []string
+	for _, a := range []struct {
+		on   bool
+		name string
+	}{{r.Super, "SUPERUSER"}, {r.CreateRole, "CREATEROLE"}, {r.CreateDB, "CREATEDB"}, {r.Replication, "REPLICATION"}, {r.BypassRLS, "BYPASSRLS"}} {
+		if a.on {
+			attrs = append(attrs, a.name)
+		}
+	}
+	fmt.Fprintf(w, "  postgres peers: %s: %s; member of %s; sessions read-only by default: %t\n", r.Name, strings.Join(append([]string{"LOGIN"}, attrs...), " "), strings.Join(r.MemberOf, ", "), r.ReadOnlyDefault)
+	var writes, lacks []string
+	if r.Super {
+		writes = append(writes, "SUPERUSER")
+	}
+	if r.CreateRole {
+		writes = append(writes, "CREATEROLE")
+	}
+	if r.CreateDB {
+		writes = append(writes, "CREATEDB")
+	}
+	if r.Owns > 0 {
+		writes = append(writes, fmt.Sprintf("owns %d databases", r.Owns))
+	}
+	for _, m := range r.MemberOf {
+		if !slices.Contains(pgPeerReads, m) {
+			writes = append(writes, "member of "+m)
+		}
+	}
+	if !r.Super {
+		if !slices.Contains(r.MemberOf, "pg_read_all_data") {
+			lacks = append(lacks, "pg_read_all_data (it reads every database)")
+		}
+		if !r.Replication {
+			lacks = append(lacks, "REPLICATION (online mode's subscriptions)")
+		}
+		if !r.BypassRLS {
+			lacks = append(lacks, "BYPASSRLS (a table's policies would hide rows from its copy and checksums)")
+		}
+	}
+	if len(writes) > 0 {
+		fmt.Fprintf(w, "  postgres peers: WARNING: %s may change this cluster (%s): peers need only to read (docs/security.md, least privilege)\n", r.Name, strings.Join(writes, ", "))
+	}
+	if len(lacks) > 0 {
+		fmt.Fprintf(w, "  postgres peers: WARNING: %s lacks %s\n", r.Name, strings.Join(lacks, "; "))
+	}
+	if len(writes) == 0 && len(lacks) == 0 {
+		fmt.Fprintf(w, "  postgres peers: %s is read-only: other hosts' agents read this cluster with it; every change here is this agent's\n", r.Name)
+	}
 }
 
 // peerWrites are grants a read-only peer account must not hold.

@@ -65,19 +65,27 @@ func TestCheckReportsOnlineReadiness(t *testing.T) {
 	state := statetest.Upgraded(t, "mysql", sm.DSN(sm.NewDatabase(t)))
 	replica := fleettest.NewPostgres(t, fleettest.PostgresConfig{Settings: map[string]string{"wal_level": "replica"}})
 	ready := fleettest.SharedPostgresAs(t, "source")
+	ready.EnsurePeer(t, "check peer", "pe'er")
+	fleettest.PGExec(t, replica.Root(t, "postgres"), "CREATE ROLE pgwriter LOGIN CREATEDB PASSWORD 'w'", "GRANT pg_read_all_data, pg_write_all_data TO pgwriter")
 	for _, tc := range []struct {
 		pg   *fleettest.Postgres
+		peer string // extra lines of the postgres section
 		want []string
 	}{
-		{replica, []string{`online source:  NOT READY: wal_level is "replica"`, "restart the server", "online dest:    ready",
+		{replica, "", []string{`online source:  NOT READY: wal_level is "replica"`, "restart the server", "online dest:    ready",
 			// the posture: TLS as the server sees the session, the role,
 			// what the state-database login may change
 			"postgres tls:   plaintext (postgres.sslmode prefer)  WARNING: plaintext", "postgres role:  postgres: a superuser",
+			"postgres peers: note: other hosts' clusters are read with the superuser role",
 			"may change source, destination, dns_name, engine, database_name of every row  WARNING"}},
-		{ready, []string{"online source:  ready", "online dest:    ready", "note: max_slot_wal_keep_size is unlimited"}},
+		{ready, "  peer-user: check peer\n  peer-password: \"pe'er\"\n", []string{"online source:  ready", "online dest:    ready", "note: max_slot_wal_keep_size is unlimited",
+			"postgres peers: check peer: LOGIN REPLICATION BYPASSRLS; member of pg_monitor, pg_read_all_data, pg_read_all_settings, pg_read_all_stats, pg_stat_scan_tables; sessions read-only by default: true",
+			"postgres peers: check peer is read-only"}},
+		{replica, "  peer-user: pgwriter\n  peer-password: w\n", []string{"postgres peers: WARNING: pgwriter may change this cluster (CREATEDB, member of pg_write_all_data)",
+			"postgres peers: WARNING: pgwriter lacks REPLICATION (online mode's subscriptions); BYPASSRLS"}},
 	} {
-		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\npostgres:\n  address: %s\n  user: postgres\n  password: %q\n",
-			state.DSN, t.TempDir(), tc.pg.Addr(), tc.pg.Password)
+		body := fmt.Sprintf("host: db-7\nstate:\n  driver: mysql\n  dsn: %q\nstorage:\n  dir: %q\npostgres:\n  address: %s\n  user: postgres\n  password: %q\n%s",
+			state.DSN, t.TempDir(), tc.pg.Addr(), tc.pg.Password, tc.peer)
 		code, out, stderr := runAgent(t, body, "--roles", "sync,cutover", "--check")
 		if code != 0 {
 			t.Fatalf("check: %d %s %s", code, out, stderr)
@@ -89,6 +97,9 @@ func TestCheckReportsOnlineReadiness(t *testing.T) {
 		}
 		if tc.pg.Password != "" && strings.Contains(out+stderr, tc.pg.Password) {
 			t.Error("the output holds the password")
+		}
+		if strings.Contains(out+stderr, "pe'er") {
+			t.Error("the output holds the peer's password")
 		}
 	}
 }

@@ -43,10 +43,10 @@ type Access struct {
 func (a *Access) Revoked() []string { return grantees(a.ACL, a.Admin) }
 
 // grantees lists the distinct grantees of acl except one.
-func grantees(acl []engine.ACLItem, except string) []string {
+func grantees(acl []engine.ACLItem, except ...string) []string {
 	var out []string
 	for _, it := range acl {
-		if it.Grantee != except && !slices.Contains(out, it.Grantee) {
+		if !slices.Contains(except, it.Grantee) && !slices.Contains(out, it.Grantee) {
 			out = append(out, it.Grantee)
 		}
 	}
@@ -101,7 +101,17 @@ func (s *Server) revokeAll(ctx context.Context, database string) error {
 				return fmt.Errorf("revoke the privileges on the database: %w", err)
 			}
 		}
-		left, err := currentGrantees(ctx, tx, database, s.admin)
+		keep := []string{s.admin}
+		if p := s.peer(); p != "" {
+			// The peers' read-only role reads the blocked database: the
+			// destination's dump, checks and stream (pg_read_all_data
+			// does not give CONNECT).
+			if _, err := tx.Exec(ctx, "GRANT CONNECT ON DATABASE "+qi(database)+" TO "+qi(p)); err != nil {
+				return fmt.Errorf("let the peers' role %q connect: %w", p, err)
+			}
+			keep = append(keep, p)
+		}
+		left, err := currentGrantees(ctx, tx, database, keep...)
 		if err != nil {
 			return err
 		}
@@ -118,12 +128,20 @@ func (s *Server) revokeAll(ctx context.Context, database string) error {
 
 // currentGrantees lists who holds privileges on database now, except
 // keep ("" is PUBLIC).
-func currentGrantees(ctx context.Context, tx pgx.Tx, database, keep string) ([]string, error) {
+func currentGrantees(ctx context.Context, tx pgx.Tx, database string, keep ...string) ([]string, error) {
 	acl, err := readACL(ctx, tx, database)
 	if err != nil {
 		return nil, err
 	}
-	return grantees(acl, keep), nil
+	return grantees(acl, keep...), nil
+}
+
+// peer is the peers' read-only role, if it is not the administrator.
+func (s *Server) peer() string {
+	if s.opt.Peer == s.admin {
+		return ""
+	}
+	return s.opt.Peer
 }
 
 // granteeList is a GRANT/REVOKE role list ("" is PUBLIC).
@@ -143,19 +161,20 @@ func grantee(g string) string {
 }
 
 // endSessions ends the sessions of non-superuser roles connected to
-// database and waits until they are gone. It returns how many it ended.
+// database (but the peers' read-only role's: other agents') and waits
+// until they are gone. It returns how many it ended.
 func (s *Server) endSessions(ctx context.Context, database string) (int, error) {
 	const others = ` FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
-		WHERE a.datname = $1 AND a.pid <> pg_backend_pid() AND NOT r.rolsuper`
+		WHERE a.datname = $1 AND a.pid <> pg_backend_pid() AND NOT r.rolsuper AND r.rolname <> $2`
 	var ended int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))`+others, database).Scan(&ended); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))`+others, database, s.peer()).Scan(&ended); err != nil {
 		return 0, fmt.Errorf("end the sessions of %q: %w", database, err)
 	}
 	deadline := time.Now().Add(s.opt.SessionWait)
 	poll := engine.NewBackoff(5*time.Millisecond, 50*time.Millisecond)
 	for {
 		var left int
-		if err := s.pool.QueryRow(ctx, `SELECT count(*)`+others, database).Scan(&left); err != nil {
+		if err := s.pool.QueryRow(ctx, `SELECT count(*)`+others, database, s.peer()).Scan(&left); err != nil {
 			return ended, fmt.Errorf("wait for the sessions of %q to end: %w", database, err)
 		}
 		if left == 0 {

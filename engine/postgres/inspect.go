@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fleetmigrate/fleetmigrate/engine"
 )
@@ -61,12 +62,16 @@ func (s *Server) Inspect(ctx context.Context, database string) (*Source, error) 
 			return err
 		}
 		steps := []func(context.Context, *pgx.Conn, *Source) error{
-			readRefusals, readTables, readObjects, readSettings, readExtensions, readRoles,
+			readRefusals, readTables, readObjects, readSettings, readExtensions,
+			func(ctx context.Context, c *pgx.Conn, src *Source) error { return readRoles(ctx, c, src, s.opt.Peer) },
 		}
 		for _, step := range steps {
 			if err := step(ctx, c, src); err != nil {
 				return err
 			}
+		}
+		if s.srv.ReadOnly && src.LargeObjects > 0 {
+			return s.largeObjectsReadable(ctx, c, database)
 		}
 		return nil
 	})
@@ -205,6 +210,38 @@ func readTables(ctx context.Context, c *pgx.Conn, src *Source) error {
 	return nil
 }
 
+// largeObjectsReadable refuses a database whose large objects this
+// (peer's read-only) role may not read: pg_read_all_data does not cover
+// large objects, and a dump would fail on the first one — after the
+// source's writes were blocked for it. Each is tried (a read of no
+// bytes); the check changes nothing.
+func (s *Server) largeObjectsReadable(ctx context.Context, c *pgx.Conn, database string) error {
+	_, err := c.Exec(ctx, `DO $$
+DECLARE n bigint := 0; o oid;
+BEGIN
+	FOR o IN SELECT oid FROM pg_largeobject_metadata LOOP
+		BEGIN
+			PERFORM lo_get(o, 0, 0);
+		EXCEPTION WHEN insufficient_privilege THEN
+			n := n + 1;
+		END;
+	END LOOP;
+	IF n > 0 THEN
+		RAISE EXCEPTION 'fleetmigrate: % large objects unreadable', n USING ERRCODE = 'FM001', DETAIL = n::text;
+	END IF;
+END $$`)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "FM001" {
+		return engine.Permanentf("%q at %s has %s large objects the peers' read-only role %q may not read (pg_read_all_data does not cover large objects): "+
+			"grant it SELECT on them at the source (GRANT SELECT ON LARGE OBJECT ... TO %s; the grant is copied with them), or migrate this database with a destination agent whose postgres.peer-user is unset (docs/security.md)",
+			database, s, pe.Detail, s.srv.User, qi(s.srv.User))
+	}
+	if err != nil {
+		return fmt.Errorf("check that the large objects are readable: %w", err)
+	}
+	return nil
+}
+
 // objectsQuery lists a database's schema objects as (kind, schema, name,
 // detail) for describing them the same way on every server version.
 const objectsQuery = `
@@ -308,7 +345,8 @@ func readExtensions(ctx context.Context, c *pgx.Conn, src *Source) error {
 // grantees of its privileges, the owners and grantees of its objects
 // (pg_shdepend), roles with settings in it, and every role that is a
 // member of one of those, however indirectly (they reach the data through
-// that membership).
+// that membership); not the peers' read-only role $2 (the fleet's own, at
+// every server: a grant to it on a large object makes it a grantee).
 const rolesQuery = `
 WITH RECURSIVE direct(oid) AS (
   SELECT datdba FROM pg_database WHERE oid = $1
@@ -323,14 +361,14 @@ SELECT a.rolname, a.rolsuper, a.rolinherit, a.rolcreaterole, a.rolcreatedb, a.ro
        a.rolbypassrls, a.rolconnlimit, a.rolvaliduntil, coalesce(a.rolpassword, ''),
        coalesce((SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = a.oid AND s.setdatabase = 0), '{}')
   FROM pg_authid a JOIN closure USING (oid)
- WHERE a.rolname !~ '^pg_'
+ WHERE a.rolname !~ '^pg_' AND a.rolname <> $2
  ORDER BY a.rolname`
 
 // readRoles reads the roles that come with the database, their
 // verifiers, and their memberships among themselves and in predefined
 // roles.
-func readRoles(ctx context.Context, c *pgx.Conn, src *Source) error {
-	rows, err := c.Query(ctx, rolesQuery, src.OID)
+func readRoles(ctx context.Context, c *pgx.Conn, src *Source, peer string) error {
+	rows, err := c.Query(ctx, rolesQuery, src.OID, peer)
 	if err != nil {
 		return fmt.Errorf("read roles: %w", err)
 	}

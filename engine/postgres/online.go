@@ -325,13 +325,17 @@ func (s *Server) SchemaChange(ctx context.Context, st *Stream) (string, error) {
 // in the same transaction (which holds the tables' locks from then on)
 // checks that every published table has a replica identity and records the
 // schema's fingerprint and tables in st. A table without one is a
-// permanent error naming it, and nothing is created.
+// permanent error naming it, and nothing is created. A publication of the
+// same name (an earlier attempt's) is replaced.
 func (s *Server) CreatePublication(ctx context.Context, st *Stream) error {
 	err := s.inDatabaseKept(ctx, st.Database, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			_, tables, err := schemaFingerprint(ctx, tx)
 			if err != nil {
 				return err
+			}
+			if _, err := tx.Exec(ctx, "DROP PUBLICATION IF EXISTS "+qi(st.Name)); err != nil {
+				return fmt.Errorf("drop an earlier publication %s: %w", st.Name, err)
 			}
 			q := "CREATE PUBLICATION " + qi(st.Name)
 			if len(tables) > 0 {

@@ -68,6 +68,12 @@ type Options struct {
 	// SSLRootCert is the CA bundle (PEM) that verify-ca / verify-full
 	// check the server's certificate against.
 	SSLRootCert string
+	// Peer is the role other hosts' agents read this cluster with (the
+	// fleet's read-only peer role, postgres.peer-user): blocking writes to
+	// a database keeps its CONNECT, and spares its sessions, as the
+	// administrator's (the destination dumps, checks and streams under
+	// the block). Empty: peers use the administrator.
+	Peer string
 	// Log receives what the engine does; nil discards.
 	Log *slog.Logger
 	// Pools, when not nil, keeps the administrator's sessions to each
@@ -166,9 +172,11 @@ type Server struct {
 }
 
 // Open connects to srv as its administrator, which must be a superuser
-// (role verifiers are only readable from pg_authid by one). An
-// unreachable server is a transient error; refused credentials and a
-// non-superuser account are permanent (engine.ErrPermanent).
+// (it changes ownerships, creates roles with their verifiers), or, with
+// srv.ReadOnly, as a peer's read-only role (pg_read_all_data, REPLICATION:
+// docs/security.md). An unreachable server is a transient error; refused
+// credentials and a non-superuser administrator are permanent
+// (engine.ErrPermanent).
 func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) {
 	opt.defaults()
 	host, port, err := splitAddress(srv.Address)
@@ -210,9 +218,9 @@ func Open(ctx context.Context, srv engine.Server, opt Options) (*Server, error) 
 		_ = s.Close()
 		return nil, s.connectError(err)
 	}
-	if !super {
+	if !super && !srv.ReadOnly {
 		_ = s.Close()
-		return nil, engine.Permanentf("postgres server %s: the administrator role %q is not a superuser; the engine needs one (it reads password verifiers from pg_authid and changes database ownership)", srv, srv.User)
+		return nil, engine.Permanentf("postgres server %s: the administrator role %q is not a superuser; the engine needs one at its own server (it creates roles with their password verifiers and changes database ownership)", srv, srv.User)
 	}
 	return s, nil
 }
@@ -238,7 +246,11 @@ func splitAddress(addr string) (string, uint16, error) {
 func (s *Server) connectError(err error) error {
 	switch sqlState(err) {
 	case "28P01", "28000":
-		return engine.Permanentf("postgres server %s refused the administrator role %q: %v (check the postgres section of the agent's configuration)", s.srv, s.srv.User, err)
+		who := "the administrator role"
+		if s.srv.ReadOnly {
+			who = "the peers' read-only role"
+		}
+		return engine.Permanentf("postgres server %s refused %s %q: %v (check the postgres section of the agent's configuration)", s.srv, who, s.srv.User, err)
 	}
 	return fmt.Errorf("postgres server %s is unreachable: %w", s.srv, err)
 }
@@ -421,4 +433,32 @@ func (s *Server) SessionTLS(ctx context.Context) (string, error) {
 		return "plaintext", nil
 	}
 	return *version + " " + *cipher, nil
+}
+
+// Role is what the role a session logged in as may do, as
+// migrate-agent --check reports it for the peers' read-only role.
+type Role struct {
+	Name                                                string
+	Super, CreateRole, CreateDB, Replication, BypassRLS bool
+	// MemberOf are the roles it is a member of (directly or not).
+	MemberOf []string
+	// Owns counts the databases it owns (an owner may change them).
+	Owns int
+	// ReadOnlyDefault: its sessions start read-only
+	// (default_transaction_read_only).
+	ReadOnlyDefault bool
+}
+
+// SessionRole describes the role this Server's sessions log in as.
+func (s *Server) SessionRole(ctx context.Context) (Role, error) {
+	var r Role
+	err := s.pool.QueryRow(ctx, `SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
+		coalesce(array(SELECT b.rolname::text FROM pg_roles b WHERE b.oid <> r.oid AND pg_has_role(r.oid, b.oid, 'MEMBER') ORDER BY 1), '{}'),
+		(SELECT count(*) FROM pg_database d WHERE d.datdba = r.oid)::int,
+		current_setting('default_transaction_read_only')::bool
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&r.Name, &r.Super, &r.CreateRole, &r.CreateDB, &r.Replication, &r.BypassRLS, &r.MemberOf, &r.Owns, &r.ReadOnlyDefault)
+	if err != nil {
+		return Role{}, fmt.Errorf("read the role of a session at %s: %w", s.srv, err)
+	}
+	return r, nil
 }

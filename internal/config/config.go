@@ -148,11 +148,20 @@ type Postgres struct {
 	// AdvertiseAddress is how the other agents reach this cluster.
 	// Default: Address.
 	AdvertiseAddress string `yaml:"advertise-address"`
-	// User and Password are the superuser role the engine uses, the same
-	// on every cluster of the fleet (a superuser: role password
-	// verifiers are only readable by one).
+	// User and Password are the superuser role the engine uses at this
+	// cluster (it creates roles with their password verifiers and changes
+	// ownerships).
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
+	// PeerUser and PeerPassword are the role this agent reads other
+	// hosts' clusters with (the destination reads its sources: dump,
+	// checksums, logical replication), the same on every cluster of the
+	// fleet: a read-only one (docs/security.md: LOGIN REPLICATION
+	// BYPASSRLS, member of pg_read_all_data and pg_monitor) — every change
+	// at a cluster is its own agent's. Default: User and Password (a
+	// superuser at every peer).
+	PeerUser     string `yaml:"peer-user"`
+	PeerPassword string `yaml:"peer-password"`
 	// BinDir holds pg_dump and pg_restore. Default:
 	// /usr/lib/postgresql/<server major>/bin (or the oldest newer one).
 	BinDir string `yaml:"bin-dir"`
@@ -655,6 +664,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MySQL.PeerUser != "" && c.MySQL.PeerUser == c.MySQL.User {
 		errs = append(errs, "mysql.peer-user is mysql.user: give peers a read-only account of their own (docs/security.md), or leave peer-user out")
+	}
+	if c.Postgres.PeerUser != "" && c.Postgres.PeerUser == c.Postgres.User {
+		errs = append(errs, "postgres.peer-user is postgres.user: give peers a read-only role of their own (docs/security.md), or leave peer-user out")
 	}
 	if c.MySQL.Address != "" && c.MySQL.User == "" {
 		errs = append(errs, "mysql.user is empty")

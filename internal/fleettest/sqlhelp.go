@@ -61,6 +61,36 @@ func (m *MariaDB) EnsurePeer(t testing.TB, user, password string) {
 	})
 }
 
+// PGPeerStatements create PostgreSQL's read-only peer role (and
+// password), what other hosts' agents read a server with
+// (docs/security.md): every table, view and sequence and the catalogues
+// (pg_read_all_data, which in PostgreSQL 14 and later reads pg_authid's
+// password verifiers too), settings and sessions (pg_monitor), every row
+// whatever its policies (BYPASSRLS: a copy or a checksum that saw only the
+// rows a policy shows would be wrong), and logical replication
+// (REPLICATION: a subscription's slot and copy). Its sessions default to
+// read-only transactions. Nothing that changes data, objects, roles or
+// grants; large objects are not covered by pg_read_all_data
+// (docs/security.md says what that means).
+func PGPeerStatements(user, password string) []string {
+	r := ident.QuotePostgres(user)
+	return []string{
+		"CREATE ROLE " + r + " LOGIN REPLICATION BYPASSRLS PASSWORD " + ident.QuotePostgresLiteral(password),
+		"GRANT pg_read_all_data, pg_monitor TO " + r,
+		"ALTER ROLE " + r + " SET default_transaction_read_only = on",
+	}
+}
+
+// EnsurePeer creates, once per server, the read-only peer role
+// (PGPeerStatements).
+func (p *Postgres) EnsurePeer(t testing.TB, user, password string) {
+	t.Helper()
+	once, _ := admins.LoadOrStore(p.Addr()+"\x00peer\x00"+user, &sync.Once{})
+	once.(*sync.Once).Do(func() {
+		PGExec(t, p.Root(t, "postgres"), PGPeerStatements(user, password)...)
+	})
+}
+
 // Exec runs statements, failing the test on the first error.
 func Exec(t testing.TB, db *sql.DB, stmts ...string) {
 	t.Helper()
