@@ -36,9 +36,9 @@ const (
 
 // streamFleet is one engine's two servers, as the suite needs them.
 type streamFleet struct {
-	engine     statemachine.Engine
-	driver     engine.Driver
-	src, dst   engine.Server
+	engine   statemachine.Engine
+	driver   engine.Driver
+	src, dst engine.Server
 	// peer is the read-only login the destination reads the source with.
 	peer       engine.Server
 	newStreams func(h *host, store statemachine.Store) streams
