@@ -127,6 +127,9 @@ type Fleet struct {
 const (
 	adminUser = "fleetmigrate"
 	peerUser  = "fleetmigrate_peer"
+	// pgLogPrefix: each line of a PostgreSQL server's log names its role,
+	// database and SQLSTATE.
+	pgLogPrefix = "%m [%p] %q%u@%d %e "
 )
 
 // FleetSize says how many servers of each kind to start.
@@ -245,13 +248,19 @@ func (f *Fleet) startHost(ctx context.Context, h *Host, size FleetSize) error {
 	case Postgres:
 		// TLS required over TCP (hostnossl reject), a certificate from
 		// the fleet's CA, as for MariaDB.
-		p, err := fleettest.StartPostgres(ctx, fleettest.PostgresConfig{Password: randomPassword(24), TLS: f.CA, Settings: map[string]string{"max_connections": "300"}})
+		// The log names each line's role and SQLSTATE: the summary counts
+		// the peer role's sessions and refusals from it (peers.go).
+		p, err := fleettest.StartPostgres(ctx, fleettest.PostgresConfig{Password: randomPassword(24), TLS: f.CA,
+			Settings: map[string]string{"max_connections": "300", "log_line_prefix": pgLogPrefix}})
 		if err != nil {
 			return fmt.Errorf("start PostgreSQL for %s: %w", h.ID, err)
 		}
 		f.track(fmt.Sprintf("PostgreSQL %s (%s)", p.Addr(), h.ID), p.Stop)
 		h.pg, h.IP, h.Port = p, p.Host, p.Port
-		if err := execPG(ctx, p.DSN("postgres"), "CREATE ROLE "+ident.QuotePostgres(adminUser)+" SUPERUSER LOGIN PASSWORD "+ident.QuotePostgresLiteral(f.AdminPassword)); err != nil {
+		// The peers' read-only role (security.md, least privilege).
+		stmts := append([]string{"CREATE ROLE " + ident.QuotePostgres(adminUser) + " SUPERUSER LOGIN PASSWORD " + ident.QuotePostgresLiteral(f.AdminPassword)},
+			fleettest.PGPeerStatements(peerUser, f.PeerPassword)...)
+		if err := execPG(ctx, p.DSN("postgres"), stmts...); err != nil {
 			return fmt.Errorf("%s: create the agent's role: %w", h.ID, err)
 		}
 	}

@@ -189,6 +189,7 @@ const (
 	envMySQLPassword = "FLEETMIGRATE_MYSQL_PASSWORD"
 	envMySQLPeerPass = "FLEETMIGRATE_MYSQL_PEER_PASSWORD"
 	envPGPassword    = "FLEETMIGRATE_POSTGRES_PASSWORD"
+	envPGPeerPass    = "FLEETMIGRATE_POSTGRES_PEER_PASSWORD"
 	envS3Access      = "FLEETMIGRATE_S3_ACCESS_KEY"
 	envS3Secret      = "FLEETMIGRATE_S3_SECRET_KEY"
 	envTSIG          = "FLEETMIGRATE_TSIG_SECRET"
@@ -328,6 +329,7 @@ func (d *Demo) writeConfig() error {
 		envMySQLPassword: f.AdminPassword,
 		envMySQLPeerPass: f.PeerPassword,
 		envPGPassword:    f.AdminPassword,
+		envPGPeerPass:    f.PeerPassword,
 		envS3Access:      f.S3.AccessKey,
 		envS3Secret:      f.S3.SecretKey,
 		envTSIG:          f.BIND.KeySecret,
@@ -450,8 +452,8 @@ func (d *Demo) config(host, roles string, h *Host) string {
 			if d.proxies[h.ID] != nil {
 				sslmode = "require"
 			}
-			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  session-wait: 10s\n  sslmode: %s\n  sslrootcert: %s\n",
-				addr, f.AdminUser, envPGPassword, sslmode, f.CA.CertFile)
+			fmt.Fprintf(&b, "postgres:\n  address: %s\n  user: %s\n  password: ${%s}\n  peer-user: %s\n  peer-password: ${%s}\n  session-wait: 10s\n  sslmode: %s\n  sslrootcert: %s\n",
+				addr, f.AdminUser, envPGPassword, f.PeerUser, envPGPeerPass, sslmode, f.CA.CertFile)
 		}
 	}
 	var online []string

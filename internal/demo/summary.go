@@ -171,7 +171,7 @@ func (s Summary) Failures() int {
 	if len(s.Logins.Logins) > 0 && !s.Logins.OK() {
 		n++
 	}
-	if s.Peers.Servers > 0 && !s.Peers.OK() {
+	if (s.Peers.Servers > 0 || s.Peers.PGServers > 0) && !s.Peers.OK() {
 		n++
 	}
 	for _, k := range s.Kills {
@@ -423,7 +423,7 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "invariants:         %d BROKEN (listed below), in %s\n", len(s.Invariants.Violations), s.InvariantsTook.Round(100*time.Millisecond))
 	}
 	s.TLS.print(w)
-	if s.Peers.Servers > 0 || s.Peers.Err != nil {
+	if s.Peers.Servers > 0 || s.Peers.PGServers > 0 || s.Peers.Err != nil {
 		s.Peers.print(w)
 	}
 	if len(s.Logins.Logins) > 0 {
