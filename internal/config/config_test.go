@@ -22,6 +22,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	t.Setenv("FLEETMIGRATE_MYSQL_PASSWORD", `my "sql" pa$$`)
 	t.Setenv("FLEETMIGRATE_MYSQL_PEER_PASSWORD", `re'ad only`)
 	t.Setenv("FLEETMIGRATE_POSTGRES_PASSWORD", `pg: 'pa\ss'`)
+	t.Setenv("FLEETMIGRATE_POSTGRES_PEER_PASSWORD", `pg re'ad`)
 	t.Setenv("FLEETMIGRATE_TSIG_SECRET", "c2VjcmV0")
 	path := filepath.Join("..", "..", "deploy", "config.example.yaml")
 	cfg, err := config.Load(path)
@@ -34,7 +35,7 @@ func TestExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	if cfg.MySQL.Password != `my "sql" pa$$` || cfg.MySQL.PeerUser != "fleetmigrate_peer" || cfg.MySQL.PeerPassword != `re'ad only` || cfg.MySQL.AdvertiseAddress != "10.1.2.17:3306" || cfg.MySQL.TLS != "verify-identity" || cfg.MySQL.CAFile == "" {
 		t.Errorf("mysql section: %+v", cfg.MySQL)
 	}
-	if cfg.Postgres.Password != `pg: 'pa\ss'` || cfg.Postgres.AdvertiseAddress != "10.1.2.17:5432" || cfg.Postgres.ParallelAboveMiB != 512 || cfg.Postgres.Jobs != 2 {
+	if cfg.Postgres.Password != `pg: 'pa\ss'` || cfg.Postgres.PeerUser != "fleetmigrate_peer" || cfg.Postgres.PeerPassword != `pg re'ad` || cfg.Postgres.AdvertiseAddress != "10.1.2.17:5432" || cfg.Postgres.ParallelAboveMiB != 512 || cfg.Postgres.Jobs != 2 {
 		t.Errorf("postgres section: %+v", cfg.Postgres)
 	}
 	if d := cfg.DNS; d.KeySecret != "c2VjcmV0" || len(d.Zones) != 1 || len(d.Zones[0].Secondaries) != 2 || d.MaxBatch != 50 || !d.Configured() {
