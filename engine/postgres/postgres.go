@@ -286,6 +286,11 @@ func (s *Server) sessionError(database string, err error) error {
 	if sqlState(err) == "3D000" {
 		return engine.Permanentf("database %q does not exist on %s", database, s)
 	}
+	if sqlState(err) == "42501" && s.srv.ReadOnly {
+		// A blocked database keeps the peers' role's CONNECT only if the
+		// blocking agent knows that role.
+		return fmt.Errorf("the peers' read-only role %q may not connect to %q at %s: %w (while its writes are blocked, that host's agent keeps CONNECT for the role named by its postgres.peer-user: set it there as here)", s.srv.User, database, s, err)
+	}
 	return s.connectError(err)
 }
 
