@@ -238,7 +238,14 @@ func checkPostgresPeer(ctx context.Context, cfg config.Config, w io.Writer) {
 	if len(lacks) > 0 {
 		fmt.Fprintf(w, "  postgres peers: WARNING: %s lacks %s\n", r.Name, strings.Join(lacks, "; "))
 	}
-	if len(writes) == 0 && len(lacks) == 0 {
+	replicates := true
+	if (r.Replication || r.Super) && len(lacks) == 0 {
+		if err := srv.CanReplicate(ctx); err != nil {
+			replicates = false
+			fmt.Fprintf(w, "  postgres peers: WARNING: %s cannot replicate from this host: %v (pg_hba.conf needs a `hostssl replication %s …` line for the fleet's network: online mode's subscriptions use it)\n", r.Name, err, r.Name)
+		}
+	}
+	if len(writes) == 0 && len(lacks) == 0 && replicates {
 		fmt.Fprintf(w, "  postgres peers: %s is read-only: other hosts' agents read this cluster with it; every change here is this agent's\n", r.Name)
 	}
 }

@@ -467,3 +467,22 @@ func (s *Server) SessionRole(ctx context.Context) (Role, error) {
 	}
 	return r, nil
 }
+
+// CanReplicate opens a logical replication connection as this Server's
+// role to its maintenance database and identifies the system, as a
+// subscription at another server does with the peers' role: nil, or why
+// it cannot (no REPLICATION, no replication line in pg_hba.conf, ...).
+// migrate-agent --check runs it.
+func (s *Server) CanReplicate(ctx context.Context) error {
+	cfg := s.cfg.ConnConfig.Config.Copy()
+	cfg.RuntimeParams["replication"] = "database"
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("open a replication connection to %s as %q: %w", s.srv, s.srv.User, err)
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if _, err := c.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll(); err != nil {
+		return fmt.Errorf("identify the system over a replication connection to %s as %q: %w", s.srv, s.srv.User, err)
+	}
+	return nil
+}
