@@ -134,8 +134,9 @@ func TestValidate(t *testing.T) {
 	cfg.Agent.HangTimeout = 2 * time.Second
 	cfg.Online.StallTimeout, cfg.Online.CutoverTimeout = 3*time.Second, 0
 	cfg.MySQL.TLS = "verify-ca"
+	cfg.MySQL.PeerUser, cfg.Postgres.PeerUser = cfg.MySQL.User, cfg.Postgres.User
 	err := cfg.Validate()
-	for _, want := range []string{`mysql.tls "verify-ca"`, "state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s",
+	for _, want := range []string{`mysql.tls "verify-ca"`, "mysql.peer-user is mysql.user", "postgres.peer-user is postgres.user", "state.driver", "log.format", "log.level", "max-open-conns", "storage.backend", "storage.compression", "storage.retention", "agent.hang-timeout 2s",
 		"online.stall-timeout 3s", "online: cutover-timeout 0s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation error %v does not mention %s", err, want)
