@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,6 +166,18 @@ func (f *fleet) start(t *testing.T, s *server, opt agentOpts, roles ...statemach
 		})
 	}
 	t.Cleanup(stop)
+	// Registered before the test goes on: a peer's step that looked this
+	// host up first would use its attempts on "no agent registered" (a
+	// loaded machine runs two attempts in less time than a start takes).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		agents, err := f.state.Agents(ctx, time.Minute)
+		if err == nil && slices.ContainsFunc(agents, func(a statemachine.Agent) bool { return a.Host == s.host }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %s not registered after 30 s: %v", s.host, err)
+		}
+	}
 	return stop
 }
 

@@ -397,7 +397,9 @@ func (p *pgCutoverSide) finish(ctx context.Context) error {
 			return err
 		}
 		defer closeConn(dst)
-		return removeStream(ctx, job, postgres.ServerOf(src), postgres.ServerOf(dst), &st, false)
+		// The row is not this step's any more: no ask; the slot goes with
+		// the replication right, the publication with the close.
+		return errors.Join(postgres.ServerOf(dst).DropSubscription(ctx, st.Name), postgres.ServerOf(src).DropSlot(ctx, st.Name))
 	})
 	return nil
 }

@@ -62,11 +62,11 @@ func (p *pgStreams) cutoverSide(ctx context.Context, job *agent.Job, src, dst en
 // destination, then the slot and the publication at the source; then the
 // record says nothing is left. At the destination, the source's part is
 // removed by the source's agent, asked (the publication needs the tables'
-// owner; this agent reads the source with a read-only role), after the
-// slot is dropped with the replication right the subscription used (a
-// slot left holds WAL at the source while the ask waits). Either server
-// may be nil (unreachable): what it holds stays recorded for whoever comes
-// next.
+// owner; this agent reads the source with a read-only role); if that agent
+// does not answer, the slot at least is dropped with the replication right
+// the subscription used (a slot left holds WAL at the source). Either
+// server may be nil (unreachable): what it holds stays recorded for
+// whoever comes next.
 func (p *pgStreams) teardown(ctx context.Context, job *agent.Job, srcConn, dstConn engine.Conn) error {
 	st, err := p.record(ctx, job)
 	if err != nil || st.Name == "" {
@@ -80,20 +80,26 @@ func (p *pgStreams) teardown(ctx context.Context, job *agent.Job, srcConn, dstCo
 		dst = postgres.ServerOf(dstConn)
 	}
 	if job.Row.Source == p.h.Host {
-		if err := removeStream(ctx, job, src, dst, &st, true); err != nil {
+		if err := removeStream(ctx, job, src, dst, &st); err != nil {
 			return err
 		}
 		return p.forget(ctx, job)
 	}
-	if err := removeStream(ctx, job, src, dst, &st, false); err != nil {
-		return err
+	if dst == nil {
+		return fmt.Errorf("remove the stream %s: subscription at %s not dropped: destination unreachable", st.Name, job.Row.Destination)
+	}
+	if err := dst.DropSubscription(ctx, st.Name); err != nil {
+		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
 	}
 	ask, err := job.AskPeer(ctx, statemachine.SideSource, askStreamRemove, "")
 	if err == nil {
 		err = agent.AskError(ask)
 	}
 	if err != nil {
-		return fmt.Errorf("publication %s at %s not dropped: %w", st.Name, job.Row.Source, err)
+		if src != nil {
+			err = errors.Join(err, src.DropSlot(ctx, st.Name))
+		}
+		return fmt.Errorf("remove the stream %s: its publication at %s not dropped: %w", st.Name, job.Row.Source, err)
 	}
 	return p.forget(ctx, job)
 }
@@ -129,25 +135,20 @@ func (p *pgStreams) forget(ctx context.Context, job *agent.Job) error {
 }
 
 // removeStream drops st's subscription at the destination, then its slot
-// at the source, and with publication its publication there (each
-// idempotent); the caller updates the record. The slot is dropped with
-// the replication right (which a peer's read-only role has: its
-// subscription made the slot with it); the publication needs the tables'
-// owner: the source's own agent.
-func removeStream(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream, publication bool) error {
+// and publication at the source (each idempotent); the caller updates the
+// record. At the source's own agent (the close, the rollback, teardown
+// there).
+func removeStream(ctx context.Context, job *agent.Job, src, dst *postgres.Server, st *postgres.Stream) error {
 	var errs []error
 	if dst != nil {
 		errs = append(errs, dst.DropSubscription(ctx, st.Name))
 	} else {
 		errs = append(errs, fmt.Errorf("subscription %s at %s not dropped: destination unreachable", st.Name, job.Row.Destination))
 	}
-	switch {
-	case src == nil:
-		errs = append(errs, fmt.Errorf("slot and publication %s at %s not dropped: source unreachable", st.Name, job.Row.Source))
-	case publication:
+	if src != nil {
 		errs = append(errs, src.DropSlot(ctx, st.Name), src.DropPublication(ctx, st.Database, st.Name))
-	default:
-		errs = append(errs, src.DropSlot(ctx, st.Name))
+	} else {
+		errs = append(errs, fmt.Errorf("slot and publication %s at %s not dropped: source unreachable", st.Name, job.Row.Source))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove the stream %s: %w", st.Name, err)
