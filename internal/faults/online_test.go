@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,18 +99,36 @@ func holdApply(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Databas
 	return release
 }
 
-// toCutOver starts the migration with the source's agent down, so that
-// db's row is synced (its stream running) and its cutover — the
+// toCutOver starts the migration and takes the source's agent down, so
+// that db's row is synced (its stream running) and its cutover — the
 // destination's step — waits for the source's agent to plan the block,
 // nothing blocked; it returns the row. Restart the source's agent to let
-// the cutover run.
+// the cutover run. A PostgreSQL row's sync asks the source's agent to
+// publish first: that agent goes down right after it has answered (the
+// sync's copy and verification take far longer than 20 ms); a MariaDB
+// row's sync asks it nothing, and it is down from the start.
 func toCutOver(ctx context.Context, t *testing.T, d *demo.Demo, db *demo.Database) statemachine.Migration {
 	t.Helper()
-	if err := d.KillAgent(db.Source); err != nil {
-		t.Fatal(err)
+	if db.Engine != demo.Postgres {
+		if err := d.KillAgent(db.Source); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := d.StartMigration(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if db.Engine == demo.Postgres {
+		id := row(ctx, t, d, db).ID
+		waitFor(ctx, t, d, "the source's agent to publish the database", 2*time.Minute, func() bool {
+			asks, err := d.Store.AsksOf(ctx, id, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slices.ContainsFunc(asks, func(a statemachine.Ask) bool { return a.Action == "publish" && a.Answered() })
+		})
+		if err := d.KillAgent(db.Source); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var m statemachine.Migration
 	waitFor(ctx, t, d, "the row to be synced", 3*time.Minute, func() bool {
