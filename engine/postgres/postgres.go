@@ -480,7 +480,7 @@ func (s *Server) CanReplicate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open a replication connection to %s as %q: %w", s.srv, s.srv.User, err)
 	}
-	defer c.Close(context.WithoutCancel(ctx))
+	defer func() { _ = c.Close(context.WithoutCancel(ctx)) }()
 	if _, err := c.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll(); err != nil {
 		return fmt.Errorf("identify the system over a replication connection to %s as %q: %w", s.srv, s.srv.User, err)
 	}
