@@ -193,26 +193,21 @@ func checkPostgresPeer(ctx context.Context, cfg config.Config, w io.Writer) {
 		fmt.Fprintf(w, "  postgres peers: WARNING: %v\n", err)
 		return
 	}
-	var attrs []string
+	// Its attributes, those that change the cluster marked.
+	var attrs, writes, lacks []string
 	for _, a := range []struct {
-		on   bool
-		name string
-	}{{r.Super, "SUPERUSER"}, {r.CreateRole, "CREATEROLE"}, {r.CreateDB, "CREATEDB"}, {r.Replication, "REPLICATION"}, {r.BypassRLS, "BYPASSRLS"}} {
-		if a.on {
-			attrs = append(attrs, a.name)
+		on, writes bool
+		name       string
+	}{{r.Super, true, "SUPERUSER"}, {r.CreateRole, true, "CREATEROLE"}, {r.CreateDB, true, "CREATEDB"}, {r.Replication, false, "REPLICATION"}, {r.BypassRLS, false, "BYPASSRLS"}} {
+		if !a.on {
+			continue
+		}
+		attrs = append(attrs, a.name)
+		if a.writes {
+			writes = append(writes, a.name)
 		}
 	}
 	fmt.Fprintf(w, "  postgres peers: %s: %s; member of %s; sessions read-only by default: %t\n", r.Name, strings.Join(append([]string{"LOGIN"}, attrs...), " "), strings.Join(r.MemberOf, ", "), r.ReadOnlyDefault)
-	var writes, lacks []string
-	if r.Super {
-		writes = append(writes, "SUPERUSER")
-	}
-	if r.CreateRole {
-		writes = append(writes, "CREATEROLE")
-	}
-	if r.CreateDB {
-		writes = append(writes, "CREATEDB")
-	}
 	if r.Owns > 0 {
 		writes = append(writes, fmt.Sprintf("owns %d databases", r.Owns))
 	}
